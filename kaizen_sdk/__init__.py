@@ -1,0 +1,79 @@
+"""kaizen_sdk: the Python SDK of the Kaizen continuous-tuning (CT) platform.
+
+Example::
+
+    import kaizen_sdk as ct
+
+    @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
+    def summarize(ticket: str, prompt: ct.Prompt) -> str:
+        return llm(prompt.render(ticket=ticket))
+
+Public names are loaded on first use, so ``import kaizen_sdk`` stays cheap and never imports
+``openai``, ``litellm`` or the local server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from kaizen_sdk._version import __version__
+from kaizen_sdk.errors import (
+    CTAuthError,
+    CTConnectionError,
+    CTError,
+    CTNotFoundError,
+    CTRateLimitError,
+    CTServerError,
+    CTTimeoutError,
+    CTValidationError,
+)
+
+__all__ = [
+    "AsyncCTClient",
+    "CTAuthError",
+    "CTClient",
+    "CTConnectionError",
+    "CTError",
+    "CTNotFoundError",
+    "CTRateLimitError",
+    "CTServerError",
+    "CTTimeoutError",
+    "CTValidationError",
+    "CostEstimate",
+    "DeliveryStats",
+    "FeedbackResult",
+    "Job",
+    "OptimizeResult",
+    "Prompt",
+    "Task",
+    "TraceResult",
+    "__version__",
+]
+
+# name -> module that defines it; imported on first attribute access (PEP 562).
+_LAZY: dict[str, str] = {
+    "AsyncCTClient": "kaizen_sdk.async_client",
+    "CTClient": "kaizen_sdk.client",
+    "CostEstimate": "kaizen_sdk.models",
+    "DeliveryStats": "kaizen_sdk.delivery",
+    "FeedbackResult": "kaizen_sdk.models",
+    "Job": "kaizen_sdk.models",
+    "OptimizeResult": "kaizen_sdk.models",
+    "Prompt": "kaizen_sdk.models",
+    "Task": "kaizen_sdk.models",
+    "TraceResult": "kaizen_sdk.models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kaizen_sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

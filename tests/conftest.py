@@ -1,0 +1,32 @@
+"""Shared fixtures: a clean environment for every test and a real local CT server per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from kaizen_sdk.local import LocalServer
+
+# litellm fetches a price map from the network at import unless told not to.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts without KAIZEN_* or the OTel content opt-in set."""
+    for name in list(os.environ):
+        if name.startswith("KAIZEN_") or name == "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT":
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def local_server() -> Iterator[LocalServer]:
+    """A real local CT server on a free loopback port with a temporary database."""
+    from kaizen_sdk.local import LocalServer
+
+    with LocalServer() as server:
+        yield server
