@@ -17,7 +17,6 @@ from kaizen_sdk.errors import CTError
 __all__ = [
     "KAIZEN_API_KEY",
     "KAIZEN_BASE_URL",
-    "KAIZEN_CACHE_TTL",
     "KAIZEN_CA_BUNDLE",
     "KAIZEN_CAPTURE_CONTENT",
     "KAIZEN_ENABLED",
@@ -25,7 +24,6 @@ __all__ = [
     "KAIZEN_MAX_RETRIES",
     "KAIZEN_SHUTDOWN_TIMEOUT",
     "KAIZEN_SPOOL_DIR",
-    "KAIZEN_TIMEOUT",
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
     "Masker",
     "Settings",
@@ -38,12 +36,6 @@ KAIZEN_API_KEY = "KAIZEN_API_KEY"
 
 KAIZEN_BASE_URL = "KAIZEN_BASE_URL"
 """Base URL of the CT server. Default ``http://localhost:8000``."""
-
-KAIZEN_CACHE_TTL = "KAIZEN_CACHE_TTL"
-"""Seconds a fetched prompt stays fresh in the in-memory cache. Default ``300``."""
-
-KAIZEN_TIMEOUT = "KAIZEN_TIMEOUT"
-"""HTTP timeout in seconds for each request. Default ``30``."""
 
 KAIZEN_MAX_RETRIES = "KAIZEN_MAX_RETRIES"
 """Retries after the first attempt for retry-safe requests. Default ``2``."""
@@ -134,8 +126,8 @@ class Settings:
 def resolve_settings(
     api_key: str | None = None,
     base_url: str | None = None,
-    cache_ttl: float | None = None,
-    timeout: float | None = None,
+    cache_ttl: float = 300.0,
+    timeout: float = 30.0,
     *,
     max_retries: int | None = None,
     enabled: bool | None = None,
@@ -159,11 +151,8 @@ def resolve_settings(
     return Settings(
         api_key=key,
         base_url=url.rstrip("/"),
-        cache_ttl=(
-            cache_ttl if cache_ttl is not None
-            else _env_float(KAIZEN_CACHE_TTL, DEFAULT_CACHE_TTL, env)
-        ),
-        timeout=timeout if timeout is not None else _env_float(KAIZEN_TIMEOUT, DEFAULT_TIMEOUT, env),
+        cache_ttl=cache_ttl,
+        timeout=timeout,
         max_retries=(
             max_retries if max_retries is not None
             else _env_int(KAIZEN_MAX_RETRIES, DEFAULT_MAX_RETRIES, env)
@@ -191,8 +180,6 @@ def resolve_settings(
 
 
 DEFAULT_BASE_URL = "http://localhost:8000"
-DEFAULT_CACHE_TTL = 300.0
-DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_MAX_QUEUE_SIZE = 10_000

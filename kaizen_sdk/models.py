@@ -328,5 +328,6 @@ def decoder(into: Any) -> msgspec.json.Decoder[Any]:
 
 def decode(data: bytes | str, into: type[T]) -> T:
     """Decode JSON into *into*; raises msgspec's ``DecodeError``/``ValidationError``."""
-    result: T = decoder(into).decode(data)
+    typed: Any = into
+    result: T = decoder(typed).decode(data)
     return result

@@ -18,8 +18,9 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts without KAIZEN_* or the OTel content opt-in set."""
+    opt_in = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
     for name in list(os.environ):
-        if name.startswith("KAIZEN_") or name == "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT":
+        if name.startswith("KAIZEN_") or name == opt_in:
             monkeypatch.delenv(name, raising=False)
 
 
