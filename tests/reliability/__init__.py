@@ -1,0 +1,1 @@
+"""Fault tests: delivery under outages, slow servers, forks and exits; hostile input."""
