@@ -1,0 +1,170 @@
+"""The local server's prompt optimizer: deterministic pure functions, no LLM calls.
+
+It builds a *few-shot* prompt: the task's active prompt followed by the best-scored feedback
+examples as demonstrations. The steps are
+
+1. `split_train_val`: scored feedback is ordered by a SHA-256 hash of each example's id (stable
+   across runs and insert order) and the first ``ceil(n * VAL_FRACTION)`` examples become the
+   validation split (none when there is a single example); the rest are training examples.
+2. `select_demos`: the ``MAX_DEMOS`` best-scored training examples (ties broken by id).
+3. `build_prompt`: the base prompt plus an ``Examples`` section listing each demo's inputs and
+   output as JSON.
+4. `eval_score`: the mean score of the validation examples, i.e. how the outputs that users
+   rated score on held-out feedback (the training examples when the validation split is empty),
+   rounded to 4 places. It is an estimate from existing feedback, not a fresh evaluation: the
+   local optimizer never runs the new prompt against a model.
+
+`optimize` runs all four and returns an `OptimizationResult`. The same examples always give
+the same prompt and score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "MAX_DEMOS",
+    "OPTIMIZER_NAME",
+    "VAL_FRACTION",
+    "Example",
+    "NoScoredFeedbackError",
+    "OptimizationResult",
+    "build_prompt",
+    "default_base_prompt",
+    "eval_score",
+    "optimize",
+    "select_demos",
+    "split_sizes",
+    "split_train_val",
+]
+
+VAL_FRACTION = 0.25
+"""Share of the scored examples held out for validation (rounded up, at least one of two)."""
+
+MAX_DEMOS = 3
+"""Number of few-shot demonstrations put into the new prompt."""
+
+OPTIMIZER_NAME = "local-fewshot"
+"""The ``optimizer`` recorded on prompt versions made by this module."""
+
+_EXAMPLES_HEADER = "### Examples"
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One scored feedback entry used for optimization."""
+
+    id: str
+    inputs: dict[str, Any] | None
+    output: Any
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizationResult:
+    """What `optimize` produces: the new prompt text and how it was made."""
+
+    prompt_text: str
+    eval_score: float
+    train_size: int
+    val_size: int
+    demo_ids: tuple[str, ...]
+
+
+class NoScoredFeedbackError(ValueError):
+    """Raised by `optimize` when there is no scored feedback to learn from."""
+
+
+def split_sizes(n: int) -> tuple[int, int]:
+    """Return ``(train_size, val_size)`` for *n* scored examples.
+
+    >>> split_sizes(0), split_sizes(1), split_sizes(2), split_sizes(10)
+    ((0, 0), (1, 0), (1, 1), (7, 3))
+    """
+    if n <= 1:
+        return (n, 0)
+    val = min(n - 1, max(1, math.ceil(n * VAL_FRACTION)))
+    return (n - val, val)
+
+
+def _order_key(example: Example) -> tuple[str, str]:
+    return (hashlib.sha256(example.id.encode()).hexdigest(), example.id)
+
+
+def split_train_val(examples: Sequence[Example]) -> tuple[list[Example], list[Example]]:
+    """Split *examples* deterministically into ``(train, validation)``.
+
+    The order is a hash of the ids, so the split does not depend on insertion order.
+    """
+    ordered = sorted(examples, key=_order_key)
+    _, val_size = split_sizes(len(ordered))
+    return ordered[val_size:], ordered[:val_size]
+
+
+def select_demos(train: Sequence[Example], k: int = MAX_DEMOS) -> list[Example]:
+    """Return the *k* best-scored training examples, best first, ties broken by id."""
+    return sorted(train, key=lambda e: (-e.score, e.id))[: max(0, k)]
+
+
+def default_base_prompt(task_name: str) -> str:
+    """Return the base prompt used when a task has no active prompt version."""
+    return f"Perform the task {task_name!r}."
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def build_prompt(base_prompt: str, demos: Sequence[Example]) -> str:
+    """Append *demos* to *base_prompt* as a few-shot ``Examples`` section.
+
+    An ``Examples`` section left in *base_prompt* by an earlier run is replaced, so repeated
+    optimizations do not pile up demonstrations.
+    """
+    base = base_prompt.split(f"\n\n{_EXAMPLES_HEADER}\n", 1)[0].rstrip()
+    if not demos:
+        return base
+    lines = [base, "", _EXAMPLES_HEADER]
+    for number, demo in enumerate(demos, start=1):
+        output = demo.output if isinstance(demo.output, str) else _as_json(demo.output)
+        lines += ["", f"Example {number}:", f"Input: {_as_json(demo.inputs or {})}",
+                  f"Output: {output}"]
+    return "\n".join(lines)
+
+
+def eval_score(validation: Sequence[Example], train: Sequence[Example] = ()) -> float:
+    """Return the mean score of *validation* (of *train* when it is empty), 4 places.
+
+    Returns ``0.0`` when both are empty.
+    """
+    pool = validation or train
+    if not pool:
+        return 0.0
+    return round(math.fsum(e.score for e in pool) / len(pool), 4)
+
+
+def optimize(
+    base_prompt: str, examples: Sequence[Example], *, max_demos: int = MAX_DEMOS
+) -> OptimizationResult:
+    """Build a new few-shot prompt from *base_prompt* and scored *examples*.
+
+    Raises `NoScoredFeedbackError` when *examples* is empty.
+    """
+    if not examples:
+        raise NoScoredFeedbackError(
+            "no scored feedback: send feedback with a score in [0, 1] before optimizing"
+        )
+    train, validation = split_train_val(examples)
+    demos = select_demos(train, max_demos)
+    return OptimizationResult(
+        prompt_text=build_prompt(base_prompt, demos),
+        eval_score=eval_score(validation, train),
+        train_size=len(train),
+        val_size=len(validation),
+        demo_ids=tuple(d.id for d in demos),
+    )
