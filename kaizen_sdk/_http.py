@@ -1,0 +1,509 @@
+"""What `CTClient` and `AsyncCTClient` share: everything but the I/O call.
+
+`_BaseClient` resolves settings, builds requests (URL, quoted path segments, headers,
+msgspec-encoded bodies), checks arguments before anything is sent, decodes responses into
+typed models, maps error statuses onto the `CTError` tree and decides whether and when to
+retry. `_translate_errors` is the one boundary where httpx and msgspec exceptions become ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import email.utils
+import ipaddress
+import logging
+import math
+import random
+import ssl
+import sys
+import threading
+import time
+import typing
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar, cast
+
+import httpx
+import msgspec
+
+from kaizen_sdk import models
+from kaizen_sdk._config import Masker, Settings, resolve_settings
+from kaizen_sdk._version import __version__
+from kaizen_sdk.cache import DEFAULT_MAXSIZE, TTLCache
+from kaizen_sdk.errors import (
+    CTConnectionError,
+    CTError,
+    CTRateLimitError,
+    CTTimeoutError,
+    CTValidationError,
+    error_for_status,
+)
+from kaizen_sdk.models import Prompt
+
+__all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_MAX",
+    "RETRY_AFTER_MAX",
+    "RETRY_STATUSES",
+    "USER_AGENT",
+]
+
+logger = logging.getLogger("kaizen_sdk.client")
+
+T = TypeVar("T")
+
+USER_AGENT = f"kaizen-sdk/{__version__} python/{sys.version_info[0]}.{sys.version_info[1]}"
+"""The ``User-Agent`` header of every request."""
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Statuses after which a retry-safe request is sent again."""
+
+BACKOFF_BASE = 0.5
+"""Seconds before the first retry (doubled each time, then jittered to 50-100 %)."""
+
+BACKOFF_MAX = 8.0
+"""Longest backoff between two attempts, before jitter."""
+
+RETRY_AFTER_MAX = 30.0
+"""Longest wait a ``Retry-After`` header can ask for; longer asks are capped to this."""
+
+_API = "/api/v1"
+
+_warned_hosts: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    """One API call: the httpx request, whether a retry is safe, and a label for messages."""
+
+    request: httpx.Request
+    retry_safe: bool
+    label: str
+
+
+@contextlib.contextmanager
+def _translate_errors(label: str, into: Any = None) -> Iterator[None]:
+    """Turn httpx and msgspec exceptions raised inside the block into `CTError`s.
+
+    This is the only place that catches foreign exceptions; ours are raised ``from`` them.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise CTTimeoutError(f"{label} timed out ({type(exc).__name__}).") from exc
+    except httpx.TransportError as exc:
+        raise CTConnectionError(
+            f"{label} could not reach the CT server: {exc or type(exc).__name__}."
+        ) from exc
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise CTError(f"{label} failed: {exc}.") from exc
+    except msgspec.ValidationError as exc:
+        raise CTError(
+            f"The CT server's answer to {label} does not match {_type_name(into)}: "
+            f"{_field_message(exc)}."
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise CTError(f"The CT server's answer to {label} is not valid JSON: {exc}.") from exc
+    except msgspec.EncodeError as exc:
+        raise CTValidationError(f"{label}: the request body cannot be encoded: {exc}.") from exc
+
+
+def _field_message(exc: msgspec.ValidationError) -> str:
+    """``Expected `int`, got `str` - at `$.version_number``` -> names field ``version_number``."""
+    text = str(exc)
+    head, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return text
+    path = where.rstrip("`")
+    field = path[2:] if path.startswith("$.") else path.removeprefix("$")
+    return f"field `{field}`: {head}"
+
+
+def _type_name(into: Any) -> str:
+    if into is None:
+        return "the expected type"
+    origin = typing.get_origin(into)
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(into))
+        return f"{getattr(origin, '__name__', origin)}[{args}]"
+    return str(getattr(into, "__name__", into))
+
+
+def _parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float | None:
+    """Parse ``Retry-After`` (seconds, or an HTTP date) into seconds; ``None`` if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - now()).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _segment(name: str, value: Any) -> str:
+    """Check an id/name argument and quote it as one URL path segment."""
+    return urllib.parse.quote(_require_id(name, value), safe="")
+
+
+def _require_id(name: str, value: Any) -> str:
+    """Return *value* as a non-empty string, else raise `CTValidationError` naming *name*."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise CTValidationError(
+            f"{name} must be a string or UUID, got {type(value).__name__}."
+        )
+    if not value.strip():
+        raise CTValidationError(f"{name} must not be empty.")
+    return value
+
+
+def _check_score(score: Any) -> float:
+    """Return *score* as a float in [0, 1], else raise `CTValidationError`."""
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise CTValidationError(
+            f"score must be a number between 0.0 and 1.0, got {type(score).__name__}."
+        )
+    value = float(score)
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise CTValidationError(f"score must be between 0.0 and 1.0, got {score!r}.")
+    return value
+
+
+def _check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise CTValidationError(f"limit must be a positive whole number, got {limit!r}.")
+    return limit
+
+
+def _list_params(task_id: str | None, limit: int) -> dict[str, str | int]:
+    """Query parameters of the list endpoints, checked."""
+    params: dict[str, str | int] = {"limit": _check_limit(limit)}
+    if task_id is not None:
+        params["task_id"] = _require_id("task_id", task_id)
+    return params
+
+
+class _BaseClient:
+    """Settings, request building, decoding, error mapping and retry policy (no I/O)."""
+
+    _kind = "CTClient"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        cache_ttl: float = 300.0,
+        timeout: float = 30.0,
+        *,
+        max_retries: int | None = None,
+        enabled: bool | None = None,
+        capture_content: bool | None = None,
+        spool_dir: str | None = None,
+        shutdown_timeout: float | None = None,
+        max_queue_size: int | None = None,
+        verify: bool | str | None = None,
+        mask: Masker | None = None,
+    ) -> None:
+        self._settings = resolve_settings(
+            api_key,
+            base_url,
+            cache_ttl,
+            timeout,
+            max_retries=max_retries,
+            enabled=enabled,
+            capture_content=capture_content,
+            spool_dir=spool_dir,
+            shutdown_timeout=shutdown_timeout,
+            max_queue_size=max_queue_size,
+            verify=verify,
+            mask=mask,
+        )
+        self._headers = {
+            "X-API-Key": self._settings.api_key,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        self._body_headers = {**self._headers, "Content-Type": "application/json"}
+        self._prompt_cache: TTLCache[str, Prompt] = TTLCache(
+            self._settings.cache_ttl, maxsize=DEFAULT_MAXSIZE
+        )
+        # task UUID (str) -> other keys (names) the same task's prompt is cached under
+        self._cache_aliases: dict[str, set[str]] = {}
+        self._pipeline: Any = None
+        self._closed = False
+        self._clock: Callable[[], float] = time.monotonic
+        self._random: Callable[[], float] = random.random
+        self._now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+        self._http_checked = False
+
+    # --- public state -------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The resolved configuration (its ``repr`` leaves out the API key)."""
+        return self._settings
+
+    @property
+    def closed(self) -> bool:
+        """True after `close`."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}(base_url={self._settings.base_url!r}, {state})"
+
+    def get_prompt_cached(self, task_id: str, *, allow_stale: bool = False) -> Prompt | None:
+        """Return the cached active prompt of *task_id* without any I/O, or ``None``.
+
+        With ``allow_stale=True`` an expired entry is returned too (stale-while-revalidate).
+        The key is *task_id* exactly as it was passed to ``get_prompt``.
+        """
+        if allow_stale:
+            return self._prompt_cache.get_stale(str(task_id))
+        return self._prompt_cache.get(str(task_id))
+
+    # --- lifecycle helpers --------------------------------------------------------------
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"This {type(self).__name__} is closed; create a new client to make more calls."
+            )
+
+    def _verify(self) -> bool | ssl.SSLContext:
+        verify = self._settings.verify
+        if isinstance(verify, str):
+            return ssl.create_default_context(cafile=verify)
+        return verify
+
+    def _httpx_options(self) -> dict[str, Any]:
+        return {
+            "timeout": httpx.Timeout(self._settings.timeout),
+            "verify": self._verify(),
+            "follow_redirects": False,
+        }
+
+    # --- requests -----------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        retry_safe: bool | None = None,
+    ) -> _Call:
+        """Build the request for ``method _API+path``; GETs are always retry-safe."""
+        self._ensure_open()
+        label = f"{method} {_API}{path}"
+        with _translate_errors(label):
+            content = None if body is None else models.encode(body)
+            request = httpx.Request(
+                method,
+                self._settings.base_url + _API + path,
+                params={k: v for k, v in (params or {}).items() if v is not None} or None,
+                content=content,
+                headers=self._headers if content is None else self._body_headers,
+            )
+        self._warn_plain_http(request.url)
+        safe = method == "GET" if retry_safe is None else retry_safe
+        return _Call(request=request, retry_safe=safe, label=label)
+
+    def _warn_plain_http(self, url: httpx.URL) -> None:
+        if self._http_checked:
+            return
+        self._http_checked = True
+        if url.scheme != "http" or _is_loopback(url.host):
+            return
+        origin = f"{url.scheme}://{url.host}:{url.port or 80}"
+        with _warned_lock:
+            if origin in _warned_hosts:
+                return
+            _warned_hosts.add(origin)
+        logger.warning(
+            "The API key is being sent over plain http:// to %s, where anyone on the network "
+            "can read it; use an https:// base_url.",
+            origin,
+        )
+
+    # --- responses ----------------------------------------------------------------------
+
+    def _result(self, resp: httpx.Response, into: type[T]) -> T:
+        """Decode a successful response into *into*, or raise the matching `CTError`."""
+        label = f"{resp.request.method} {resp.request.url.path}"
+        if not 200 <= resp.status_code < 300:
+            raise self._error(resp, label)
+        with _translate_errors(label, into):
+            result: T = models.decoder(cast(Any, into)).decode(resp.content)
+        return result
+
+    def _error(self, resp: httpx.Response, label: str) -> CTError:
+        status = resp.status_code
+        title, detail = self._error_fields(resp)
+        reason = title or resp.reason_phrase or "error"
+        message = f"{label} failed with {status} {reason}"
+        message += f": {detail}" if detail else "."
+        cls = error_for_status(status)
+        if cls is CTRateLimitError:
+            retry_after = _parse_retry_after(resp.headers.get("Retry-After"), self._now)
+            if retry_after is not None:
+                message += f" Retry after {retry_after:g} s."
+            return CTRateLimitError(
+                message, status_code=status, detail=detail, retry_after=retry_after
+            )
+        return cls(message, status_code=status, detail=detail)
+
+    @staticmethod
+    def _error_fields(resp: httpx.Response) -> tuple[str | None, str | None]:
+        """Read ``{title, detail}`` leniently: an error body that is not JSON is still an error."""
+        raw = resp.content
+        if not raw:
+            return None, None
+        try:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError:  # not JSON: keep a short excerpt as the detail
+            return None, raw[:200].decode("utf-8", "replace").strip() or None
+        if not isinstance(body, dict):
+            return None, str(body)[:200]
+        title = body.get("title")
+        detail = body.get("detail")
+        if detail is not None and not isinstance(detail, str):
+            detail = models.encode(detail).decode()
+        return (title if isinstance(title, str) else None), detail
+
+    # --- retries ------------------------------------------------------------------------
+
+    def _retry_delay(
+        self, call: _Call, attempt: int, resp: httpx.Response | None, error: CTError | None
+    ) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or ``None`` to stop.
+
+        *resp* is the answer of attempt *attempt* (0-based), or ``None`` when it failed in
+        transport with *error*.
+        """
+        if not call.retry_safe or attempt >= max(0, self._settings.max_retries):
+            return None
+        if resp is not None:
+            if resp.status_code not in RETRY_STATUSES:
+                return None
+            if resp.status_code == 429:
+                asked = _parse_retry_after(resp.headers.get("Retry-After"), self._now)
+                if asked is not None:
+                    delay = min(asked, RETRY_AFTER_MAX)
+                    self._log_retry(call, attempt, delay, f"{resp.status_code}")
+                    return delay
+            why = str(resp.status_code)
+        else:
+            why = type(error).__name__
+        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**attempt) * (0.5 + 0.5 * self._random())
+        self._log_retry(call, attempt, delay, why)
+        return delay
+
+    def _log_retry(self, call: _Call, attempt: int, delay: float, why: str) -> None:
+        logger.info(
+            "%s: retry %d of %d in %.2f s after %s.",
+            call.label,
+            attempt + 1,
+            self._settings.max_retries,
+            delay,
+            why,
+        )
+
+    # --- cache keys ---------------------------------------------------------------------
+
+    def _remember_prompt(self, key: str, prompt: Prompt) -> None:
+        """Note that *key* caches the prompt of task ``prompt.task_id`` (for invalidation)."""
+        if prompt.task_id is not None and str(prompt.task_id) != key:
+            self._cache_aliases.setdefault(str(prompt.task_id), set()).add(key)
+
+    def _forget_prompt(self, task_id: str, prompt: Prompt | None = None) -> None:
+        """Invalidate every cache key of this task: as passed, its UUID, and its names."""
+        keys = {task_id}
+        if prompt is not None and prompt.task_id is not None:
+            keys.add(str(prompt.task_id))
+        for key in list(keys):
+            keys |= self._cache_aliases.pop(key, set())
+        for key in keys:
+            self._prompt_cache.invalidate(key)
+
+    # --- request bodies -----------------------------------------------------------------
+
+    def _feedback_body(
+        self,
+        task_id: str,
+        inputs: dict[str, Any] | None,
+        output: Any,
+        score: float | None,
+        source: str,
+        metadata: dict[str, Any] | None,
+    ) -> models.FeedbackRequest:
+        mask = self._settings.mask
+        if mask is not None:
+            inputs = mask(inputs) if inputs is not None else None
+            output = mask(output) if output is not None else None
+        return models.FeedbackRequest(
+            task_id=_require_id("task_id", task_id),
+            id=uuid.uuid4(),
+            inputs=inputs,
+            output=output,
+            score=None if score is None else _check_score(score),
+            source=source,
+            metadata=metadata,
+        )
+
+    @staticmethod
+    def _task_body(
+        name: str,
+        description: str | None,
+        schema_json: dict[str, Any] | None,
+        feedback_threshold: int,
+        extra: dict[str, Any],
+    ) -> Any:
+        fields = {f.name for f in msgspec.structs.fields(models.TaskCreateRequest)}
+        known = {k: v for k, v in extra.items() if k in fields}
+        unknown = {k: v for k, v in extra.items() if k not in fields}
+        body = models.TaskCreateRequest(
+            name=_require_id("name", name),
+            description=description,
+            schema_json=schema_json,
+            feedback_threshold=feedback_threshold,
+            **known,
+        )
+        if not unknown:
+            return body
+        # Fields this SDK does not know yet go to the server as given.
+        return {**msgspec.to_builtins(body), **unknown}
+
+    @staticmethod
+    def _activate_body(version_id: str) -> models.ActivateRequest:
+        raw = _require_id("version_id", version_id)
+        try:
+            parsed = uuid.UUID(raw)
+        except ValueError:
+            raise CTValidationError(f"version_id must be a UUID, got {raw!r}.") from None
+        return models.ActivateRequest(version_id=parsed)

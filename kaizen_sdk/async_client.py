@@ -1,0 +1,341 @@
+"""AsyncCTClient: the asyncio client of the CT HTTP API.
+
+A line-for-line mirror of `client.py` that differs only in ``async``/``await``; everything
+except sending lives in `kaizen_sdk._http`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from kaizen_sdk import delivery
+from kaizen_sdk._config import Masker
+from kaizen_sdk._http import (
+    _BaseClient,
+    _Call,
+    _check_score,
+    _list_params,
+    _require_id,
+    _segment,
+    _translate_errors,
+)
+from kaizen_sdk.delivery import DeliveryStats
+from kaizen_sdk.errors import CTError, CTTimeoutError
+from kaizen_sdk.models import (
+    FeedbackResult,
+    Health,
+    Job,
+    OptimizeResult,
+    Prompt,
+    ScoreRequest,
+    Task,
+    TraceResult,
+)
+
+__all__ = ["AsyncCTClient"]
+
+logger = logging.getLogger("kaizen_sdk.client")
+
+
+class AsyncCTClient(_BaseClient):
+    """Asynchronous Python client for Kaizen: `CTClient` with ``async`` methods.
+
+    AsyncCTClient wraps all CT API endpoints with typed returns, in-memory TTL caching,
+    environment variable configuration, and proper error handling. Use it as an async
+    context manager so the HTTP connection pool is closed on exit::
+
+        from kaizen_sdk import AsyncCTClient
+
+        async with AsyncCTClient(api_key="sk-...") as client:
+            prompt = await client.get_prompt("summarize_ticket")
+            print(prompt.prompt_text)
+
+    Parameters:
+        api_key: CT API key; falls back to ``KAIZEN_API_KEY``. Raises `CTError` if neither
+            is set.
+        base_url: base URL of the CT server; falls back to ``KAIZEN_BASE_URL``, then
+            ``http://localhost:8000``.
+        cache_ttl: seconds the in-memory prompt cache keeps a prompt fresh.
+        timeout: HTTP request timeout in seconds.
+        max_retries: retries of retry-safe requests (default ``KAIZEN_MAX_RETRIES`` or 2).
+        enabled, capture_content, spool_dir, shutdown_timeout, max_queue_size, mask:
+            background tracing options (see `kaizen_sdk._config`).
+        verify: ``False``, or a CA bundle path, for TLS verification (default system CAs).
+        transport: an ``httpx`` transport to send through (tests).
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        cache_ttl: float = 300.0,
+        timeout: float = 30.0,
+        *,
+        max_retries: int | None = None,
+        enabled: bool | None = None,
+        capture_content: bool | None = None,
+        spool_dir: str | None = None,
+        shutdown_timeout: float | None = None,
+        max_queue_size: int | None = None,
+        verify: bool | str | None = None,
+        mask: Masker | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            api_key,
+            base_url,
+            cache_ttl,
+            timeout,
+            max_retries=max_retries,
+            enabled=enabled,
+            capture_content=capture_content,
+            spool_dir=spool_dir,
+            shutdown_timeout=shutdown_timeout,
+            max_queue_size=max_queue_size,
+            verify=verify,
+            mask=mask,
+        )
+        self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+        self._http = httpx.AsyncClient(transport=transport, **self._httpx_options())
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncCTClient:
+        self._ensure_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Deliver queued background records, then close the HTTP connection pool.
+
+        Calling it again does nothing. Any later call on this client raises `RuntimeError`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._pipeline is not None:
+            try:
+                await asyncio.to_thread(self._pipeline.shutdown)
+            except Exception:
+                logger.exception("Shutting down background delivery failed.")
+        await self._http.aclose()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Deliver every queued background record now (waits up to *timeout* seconds)."""
+        if self._pipeline is not None:
+            await asyncio.to_thread(self._pipeline.flush, timeout)
+
+    def stats(self) -> DeliveryStats:
+        """Return counts of background delivery (queued, sent, retried, dropped, ...)."""
+        if self._pipeline is not None:
+            stats: DeliveryStats = self._pipeline.stats()
+            return stats
+        return DeliveryStats()
+
+    def task(self, name: str, **kwargs: Any) -> Any:
+        """Return the ``@task`` decorator bound to this client (see `kaizen_sdk.task`)."""
+        from kaizen_sdk import decorators
+
+        return decorators.task(name, client=self, **kwargs)
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def _send(self, call: _Call) -> httpx.Response:
+        """Send *call*, retrying retry-safe calls as `_BaseClient._retry_delay` decides."""
+        attempt = 0
+        while True:
+            self._ensure_open()
+            try:
+                with _translate_errors(call.label):
+                    resp = await self._http.send(call.request)
+            except CTError as exc:
+                delay = self._retry_delay(call, attempt, None, exc)
+                if delay is None:
+                    raise
+            else:
+                delay = self._retry_delay(call, attempt, resp, None)
+                if delay is None:
+                    return resp
+                await resp.aclose()
+            attempt += 1
+            await self._sleep(delay)
+
+    # --- the CT API ---------------------------------------------------------------------
+
+    async def log_feedback(
+        self,
+        task_id: str,
+        inputs: dict[str, Any] | None = None,
+        output: str | None = None,
+        score: float | None = None,
+        source: str = "sdk",
+        metadata: dict[str, Any] | None = None,
+    ) -> FeedbackResult:
+        """Log a feedback entry for a task: the training signal of prompt optimization.
+
+        The entry gets a client-made id, so a retried request never stores it twice.
+
+        Example::
+
+            result = client.log_feedback("summarize_ticket", inputs={"ticket": "..."},
+                                         output="A login issue.", score=0.9)
+        """
+        body = self._feedback_body(task_id, inputs, output, score, source, metadata)
+        resp = await self._send(self._call("POST", "/feedback", body, retry_safe=True))
+        return self._result(resp, FeedbackResult)
+
+    async def get_prompt(self, task_id: str) -> Prompt:
+        """Return the active prompt of a task, served from the cache within ``cache_ttl``.
+
+        Many threads missing the same task at once cause one request.
+        """
+        key = _require_id("task_id", task_id)
+
+        async def load() -> Prompt:
+            resp = await self._send(self._call("GET", f"/prompts/{_segment('task_id', key)}"))
+            prompt = self._result(resp, Prompt)
+            self._remember_prompt(key, prompt)
+            return prompt
+
+        return await self._prompt_cache.aget_or_load(key, load)
+
+    async def list_prompt_versions(self, task_id: str) -> list[Prompt]:
+        """Return every prompt version of a task."""
+        path = f"/prompts/{_segment('task_id', task_id)}/versions"
+        return self._result(await self._send(self._call("GET", path)), list[Prompt])
+
+    async def activate_prompt(self, task_id: str, version_id: str) -> Prompt:
+        """Activate a prompt version and invalidate the task's cached prompt."""
+        key = _require_id("task_id", task_id)
+        body = self._activate_body(version_id)
+        path = f"/prompts/{_segment('task_id', key)}/activate"
+        try:
+            resp = await self._send(self._call("POST", path, body, retry_safe=True))
+            prompt = self._result(resp, Prompt)
+        except BaseException:
+            self._forget_prompt(key)  # the server may have switched versions all the same
+            raise
+        self._forget_prompt(key, prompt)
+        return prompt
+
+    async def trigger_optimization(self, task_id: str) -> OptimizeResult:
+        """Queue a prompt-optimization run; returns the job and a cost estimate."""
+        path = f"/optimize/{_segment('task_id', task_id)}"
+        return self._result(await self._send(self._call("POST", path)), OptimizeResult)
+
+    async def get_job(self, job_id: str) -> Job:
+        """Return the current status of an optimization job."""
+        path = f"/jobs/{_segment('job_id', job_id)}"
+        return self._result(await self._send(self._call("GET", path)), Job)
+
+    async def list_jobs(self, task_id: str | None = None) -> list[Job]:
+        """Return optimization jobs, newest first, of one task or of all."""
+        params = {"task_id": _require_id("task_id", task_id)} if task_id is not None else None
+        resp = await self._send(self._call("GET", "/jobs", params=params))
+        return self._result(resp, list[Job])
+
+    async def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 600,
+        poll_interval: float = 2.0,
+        on_progress: Callable[[Job], Any] | None = None,
+    ) -> Job:
+        """Poll a job until its status is terminal and return it.
+
+        ``on_progress(job)`` is called for the first answer and whenever the status or
+        ``progress_step`` changes. Raises `CTTimeoutError` after *timeout* seconds.
+        """
+        _require_id("job_id", job_id)
+        deadline = self._clock() + timeout
+        seen: tuple[str, str | None] | None = None
+        while True:
+            job = await self.get_job(job_id)
+            if on_progress is not None and (job.status, job.progress_step) != seen:
+                on_progress(job)
+            seen = (job.status, job.progress_step)
+            if job.is_terminal:
+                return job
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise CTTimeoutError(
+                    f"Job {job_id} did not finish within {timeout:g} s "
+                    f"(last status {job.status})."
+                )
+            await self._sleep(min(poll_interval, remaining))
+
+    async def list_tasks(self) -> list[Task]:
+        """Return every task configured on the CT server."""
+        return self._result(await self._send(self._call("GET", "/tasks")), list[Task])
+
+    async def get_task(self, task_id: str) -> Task:
+        """Return one task by UUID or name."""
+        path = f"/tasks/{_segment('task_id', task_id)}"
+        return self._result(await self._send(self._call("GET", path)), Task)
+
+    async def create_task(
+        self,
+        name: str,
+        description: str | None = None,
+        schema_json: dict[str, Any] | None = None,
+        feedback_threshold: int = 50,
+        **kwargs: Any,
+    ) -> Task:
+        """Create a task; extra keyword arguments (``teacher_model``, ...) go into the body."""
+        body = self._task_body(name, description, schema_json, feedback_threshold, kwargs)
+        return self._result(await self._send(self._call("POST", "/tasks", body)), Task)
+
+    async def score(self, trace_id: str, score: float, scored_by: str = "sdk") -> TraceResult:
+        """Score a captured trace (e.g. ``response.ct_trace_id``) in [0, 1]."""
+        tid = _require_id("trace_id", trace_id)
+        body = ScoreRequest(score=_check_score(score), scored_by=scored_by)
+        await self._flush_trace(tid)
+        path = f"/traces/{_segment('trace_id', tid)}/score"
+        resp = await self._send(self._call("POST", path, body, retry_safe=True))
+        return self._result(resp, TraceResult)
+
+    async def get_trace(self, trace_id: str) -> TraceResult:
+        """Return one stored trace."""
+        path = f"/traces/{_segment('trace_id', trace_id)}"
+        return self._result(await self._send(self._call("GET", path)), TraceResult)
+
+    async def list_traces(self, task_id: str | None = None, limit: int = 100) -> list[TraceResult]:
+        """Return stored traces, newest first, of one task or of all."""
+        params = _list_params(task_id, limit)
+        resp = await self._send(self._call("GET", "/traces", params=params))
+        return self._result(resp, list[TraceResult])
+
+    async def list_feedback(
+        self, task_id: str | None = None, limit: int = 100
+    ) -> list[FeedbackResult]:
+        """Return stored feedback entries, newest first, of one task or of all."""
+        params = _list_params(task_id, limit)
+        resp = await self._send(self._call("GET", "/feedback", params=params))
+        return self._result(resp, list[FeedbackResult])
+
+    async def health(self) -> Health:
+        """Return the server's health and version."""
+        return self._result(await self._send(self._call("GET", "/health")), Health)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _flush_trace(self, trace_id: str) -> None:
+        try:
+            if delivery.is_pending(trace_id):
+                await asyncio.to_thread(delivery.flush_trace, trace_id)
+        except Exception:
+            logger.exception("Delivering trace %s before scoring it failed.", trace_id)
