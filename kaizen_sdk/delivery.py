@@ -1,24 +1,92 @@
-"""Background delivery of CT records: batching, retries, spool and fallback.
+"""Background delivery of CT records: batching, retries, spool hook and fallback.
 
-CONTRACT (to be implemented by the decorator/delivery work):
+Finished CT spans go through `CTSpanProcessor` (an OpenTelemetry ``BatchSpanProcessor`` that
+lets only spans with an attached `~kaizen_sdk.tracing.CallRecord` through) into
+`CTSpanExporter`, which turns span + record into `TraceRequest` (and `FeedbackRequest`)
+bodies and posts them, msgspec-encoded, to ``POST /api/v1/ingest``. A server that answers
+``404`` for ingest gets the single-record endpoints instead (remembered for the process).
+Transport errors, ``429`` and ``5xx`` are retried with exponential backoff and jitter within
+a deadline; the ids are made on the client, so a retry never stores a record twice. What
+finally fails goes to `Delivery.give_up` (where a durable spool plugs in) and is counted.
 
-- ``DeliveryStats``: counts returned by ``client.stats()``.
-- ``flush_trace(trace_id, timeout)``: if a trace with this id is still queued in this
-  process (on any client's pipeline), flush that pipeline first; else do nothing.
-  ``CTClient.score`` calls it so scoring right after a call never fails on ordering.
-- ``is_pending(trace_id)``: cheap check, so ``AsyncCTClient.score`` only goes to a thread
-  (``asyncio.to_thread(flush_trace, ...)``) when there is something to flush.
+Also here, for ``CTClient.score``: `flush_trace` and `is_pending` look at every live
+delivery of the process.
 """
 
 from __future__ import annotations
 
-import msgspec
+import contextlib
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
-__all__ = ["DeliveryStats", "flush_trace", "is_pending"]
+import httpx
+import msgspec
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from kaizen_sdk import models
+from kaizen_sdk._config import Settings
+from kaizen_sdk._version import __version__
+from kaizen_sdk.models import FeedbackRequest, IngestRequest, IngestResult, TraceRequest
+
+if TYPE_CHECKING:
+    from kaizen_sdk.tracing import CallRecord
+
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "CTSpanExporter",
+    "CTSpanProcessor",
+    "Delivery",
+    "DeliveryStats",
+    "flush_trace",
+    "is_pending",
+    "safe_json",
+]
+
+_log = logging.getLogger("kaizen_sdk.delivery")
+
+MAX_TEXT_CHARS = 65_536
+"""Longest string (prompt, response, one input value) sent as is; longer ones are cut
+and end with a ``…[truncated N chars]`` marker."""
+
+_MAX_JSON_BYTES = 262_144
+_EXPORT_BUDGET = 30.0
+_REQUEST_TIMEOUT = 10.0
+_BACKOFF_BASE = 0.5
+_BACKOFF_MAX = 8.0
+_RETRY_AFTER_MAX = 30.0
+_DOWN_SECONDS = 10.0
+_LOG_INTERVAL = 60.0
+_SCHEDULE_DELAY_MS = 1000.0
+_BATCH_SIZE = 512
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# The feedback entry of a trace gets the trace's id with these bits flipped: stable across
+# retries, still a valid UUID4 (version and variant bits untouched), and distinct.
+_FEEDBACK_ID_MASK = 0x5A5A5A5A_5A5A_0A5A_3A5A_5A5A5A5A5A5A
+
+# base URLs whose server answered 404 for /ingest: use the single-record endpoints
+_NO_INGEST: set[str] = set()
 
 
 class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
-    """Counts of background delivery since the client was created."""
+    """Counts of background delivery since the client was created.
+
+    ``queued``: records accepted for delivery; ``sent``: records the server stored;
+    ``retried``: records sent again after a failed attempt; ``dropped``: records that will
+    never be delivered (queue full, rejected by the server, or failed without a spool);
+    ``spooled``/``replayed``: records written to / re-sent from the durable spool.
+    """
 
     queued: int = 0
     sent: int = 0
@@ -28,10 +96,654 @@ class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
     replayed: int = 0
 
 
+# --- safe JSON -----------------------------------------------------------------------------
+
+
+def _truncate(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
+
+
+def _safe_repr(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        return f"<unrepresentable {type(obj).__qualname__}>"
+    return _truncate(text, 1024)
+
+
+def _enc_hook(obj: Any) -> Any:
+    return _safe_repr(obj)
+
+
+_SAFE_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def _shrink(value: Any) -> Any:
+    """Cut long strings and bytes at the top level of *value* (or of a dict's values)."""
+    kind = type(value)
+    if kind is str:
+        return _truncate(value)
+    if kind is bytes or kind is bytearray:
+        return f"<{len(value)} bytes>" if len(value) > 1024 else value
+    if kind is dict:
+        return {k: _shrink(v) for k, v in value.items()}
+    return value
+
+
+def safe_json(value: Any) -> msgspec.Raw:
+    """Encode *value* as JSON, never raising: unknown objects become their ``repr``.
+
+    Long strings are cut with a marker; a result over 256 KiB becomes a truncated string.
+    """
+    try:
+        data = _SAFE_ENCODER.encode(_shrink(value))
+    except Exception:  # cycles, unencodable keys, hostile __repr__ via dict keys, ...
+        data = _SAFE_ENCODER.encode(_safe_repr(value))
+    if len(data) > _MAX_JSON_BYTES:
+        text = data[: _MAX_JSON_BYTES // 2].decode("utf-8", "replace")
+        data = _SAFE_ENCODER.encode({"ct.truncated": f"{text}…[truncated {len(data)} bytes]"})
+    return msgspec.Raw(data)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or type(value) is msgspec.Raw:
+        return value
+    return safe_json(value)
+
+
+def _json_dict(value: Any) -> Any:
+    """Inputs must be a JSON object on the wire: wrap anything else as ``{"value": ...}``."""
+    if value is None:
+        return None
+    if type(value) is msgspec.Raw:
+        raw = value
+        if memoryview(raw)[:1] == b"{":
+            return raw
+        return {"value": raw}
+    raw = safe_json(value)
+    return raw if memoryview(raw)[:1] == b"{" else {"value": raw}
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) is str:
+        return _truncate(value)
+    if type(value) is msgspec.Raw:
+        return _truncate(bytes(value).decode("utf-8", "replace"))
+    return _truncate(bytes(safe_json(value)).decode("utf-8", "replace"))
+
+
+def _uuid(value: UUID | str | None) -> UUID | None:
+    if value is None or isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+# --- building requests ---------------------------------------------------------------------
+
+
+def build_requests(
+    span: ReadableSpan, record: CallRecord, settings: Settings
+) -> tuple[TraceRequest, FeedbackRequest | None]:
+    """Turn one finished span and its record into the trace (and feedback) request bodies."""
+    if record.latency_ms is not None:
+        latency: float | None = record.latency_ms
+    elif span.end_time is not None and span.start_time is not None:
+        latency = (span.end_time - span.start_time) / 1e6
+    else:
+        latency = None
+    trace_id = _uuid(record.trace_id)
+    content = settings.capture_content
+    mask = settings.mask
+    metadata: dict[str, Any] = dict(record.metadata) if record.metadata else {}
+    if record.error is not None:
+        metadata["error"] = record.error
+    trace = TraceRequest(
+        task_id=record.task,
+        id=trace_id,
+        prompt_text=_as_text(record.prompt_text) if content else None,
+        response_text=(
+            _as_text(record.response_text if record.response_text is not None else record.output)
+            if content
+            else None
+        ),
+        model=record.model,
+        tokens=record.tokens,
+        latency_ms=latency,
+        prompt_version_id=_uuid(record.prompt_version_id),
+        parent_trace_id=_uuid(record.parent_trace_id),
+        metadata=metadata or None,
+    )
+    if not record.log_feedback:
+        return trace, None
+    inputs = record.inputs if content else None
+    output = record.output if content else None
+    if mask is not None and content:
+        inputs, output = _masked(mask, inputs), _masked(mask, output)
+    fb_meta: dict[str, Any] = {
+        "trace_id": str(trace_id) if trace_id is not None else str(record.trace_id),
+        "prompt_version": record.prompt_version_number,
+        "prompt_version_id": (
+            str(record.prompt_version_id) if record.prompt_version_id is not None else None
+        ),
+        "latency_ms": latency,
+    }
+    fb_meta.update(metadata)
+    feedback = FeedbackRequest(
+        task_id=record.task,
+        id=UUID(int=trace_id.int ^ _FEEDBACK_ID_MASK) if trace_id is not None else None,
+        inputs=_json_dict(inputs),
+        output=_json_value(output),
+        source="sdk",
+        metadata=fb_meta,
+    )
+    return trace, feedback
+
+
+def _masked(mask: Callable[[Any], Any], value: Any) -> Any:
+    if value is None:
+        return None
+    if type(value) is msgspec.Raw:
+        value = msgspec.json.decode(value)
+    try:
+        return mask(value)
+    except Exception:
+        _log.warning("The mask function failed; the value is sent as '<masking failed>'.")
+        return "<masking failed>"
+
+
+# --- rate-limited logging ------------------------------------------------------------------
+
+
+class _LogLimiter:
+    """Log one line per *key* at most once a minute."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def ready(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < _LOG_INTERVAL:
+                return False
+            self._last[key] = now
+            return True
+
+
+class _GiveUp(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- exporter ------------------------------------------------------------------------------
+
+
+class CTSpanExporter(SpanExporter):
+    """Posts finished CT spans (with their records) to the CT server; never raises.
+
+    Parameters:
+        delivery: the `Delivery` whose record table, counters and spool hook it uses.
+        transport: an ``httpx`` transport to send through (tests).
+    """
+
+    def __init__(
+        self, delivery: Delivery, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._delivery = delivery
+        self._settings = delivery.settings
+        self._transport = transport
+        self._http = self._new_http()
+        self._wake = threading.Event()
+        self._hard_deadline: float | None = None
+        self._down_until = 0.0
+        self._random = random.Random()
+
+    def _new_http(self) -> httpx.Client:
+        settings = self._settings
+        return httpx.Client(
+            base_url=settings.base_url,
+            headers={
+                "X-API-Key": settings.api_key,
+                "User-Agent": f"kaizen-sdk/{__version__}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            timeout=httpx.Timeout(min(settings.timeout, _REQUEST_TIMEOUT)),
+            verify=settings.verify,
+            transport=self._transport,
+            follow_redirects=False,
+        )
+
+    def _after_fork(self) -> None:
+        self._http = self._new_http()  # the parent's pooled connections are not ours
+        self._wake = threading.Event()
+        self._random = random.Random()
+
+    def hurry(self, deadline: float) -> None:
+        """Make every export finish by the monotonic *deadline* (used at shutdown)."""
+        self._hard_deadline = deadline
+        self._wake.set()
+
+    # SpanExporter API ---------------------------------------------------------------------
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Deliver *spans*; return FAILURE (never raise) when they could not be delivered."""
+        delivery = self._delivery
+        pairs: list[tuple[ReadableSpan, CallRecord]] = []
+        records = delivery.records
+        for span in spans:
+            ctx = span.context
+            record = records.pop(ctx.span_id, None) if ctx is not None else None
+            if record is not None:
+                pairs.append((span, record))
+        if not pairs:
+            return SpanExportResult.SUCCESS
+        try:
+            ok = self._export(pairs)
+        except Exception:
+            delivery.count(dropped=len(pairs), done=len(pairs))
+            if delivery.limiter.ready("export-bug"):
+                _log.exception("CT export failed unexpectedly; %d records lost.", len(pairs))
+            ok = False
+        finally:
+            pending = delivery.pending
+            for _, record in pairs:
+                pending.discard(str(record.trace_id))
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        """Close the HTTP connection pool."""
+        self._wake.set()
+        with contextlib.suppress(Exception):
+            self._http.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here."""
+        return True
+
+    # delivery ------------------------------------------------------------------------------
+
+    def _export(self, pairs: list[tuple[ReadableSpan, CallRecord]]) -> bool:
+        settings = self._settings
+        traces: list[TraceRequest] = []
+        feedback: list[FeedbackRequest] = []
+        bad = 0
+        for span, record in pairs:
+            try:
+                trace, fb = build_requests(span, record, settings)
+            except Exception:
+                bad += 1
+                if self._delivery.limiter.ready("build"):
+                    _log.warning("Could not build a CT record; it is dropped.", exc_info=True)
+                continue
+            traces.append(trace)
+            if fb is not None:
+                feedback.append(fb)
+        if bad:
+            self._delivery.count(dropped=bad, done=bad)
+        if not traces:
+            return bad == 0
+        return self.send(IngestRequest(traces=traces, feedback=feedback)) and bad == 0
+
+    def send(self, batch: IngestRequest, *, replay: bool = False) -> bool:
+        """Deliver one batch (retrying within the deadline); count and hand failures on.
+
+        With ``replay=True`` (a spool re-sending) nothing is counted as queued or dropped
+        and a failure is only reported (the batch stays in the spool).
+        """
+        n = len(batch.traces)
+        delivery = self._delivery
+        now = time.monotonic()
+        deadline = now + _EXPORT_BUDGET
+        if self._hard_deadline is not None:
+            deadline = min(deadline, self._hard_deadline)
+        retries = 0 if now < self._down_until else max(0, self._settings.max_retries)
+        try:
+            if self._settings.base_url in _NO_INGEST:
+                rejected = self._send_single(batch, deadline, retries)
+            else:
+                rejected = self._send_ingest(batch, deadline, retries)
+        except _GiveUp as stop:
+            if not replay:
+                delivery.give_up(batch, n, stop.reason)
+            return False
+        self._down_until = 0.0
+        if replay:
+            delivery.count(replayed=n - rejected)
+        else:
+            delivery.count(sent=n - rejected, dropped=rejected, done=n)
+        return True
+
+    def _send_ingest(self, batch: IngestRequest, deadline: float, retries: int) -> int:
+        """Post *batch* to /ingest; return how many traces the server rejected."""
+        body = models.encode(batch)
+        resp = self._post("/api/v1/ingest", body, deadline, retries, len(batch.traces))
+        status = resp.status_code
+        if status == 404:
+            _NO_INGEST.add(self._settings.base_url)
+            _log.info("The CT server has no /api/v1/ingest; using the single-record endpoints.")
+            return self._send_single(batch, deadline, retries)
+        if status == 207:
+            try:
+                result = models.decode(resp.content, IngestResult)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return 0
+            rejected = {e.id for e in result.errors if e.kind == "trace"}
+            if result.errors and self._delivery.limiter.ready("rejected"):
+                first = result.errors[0]
+                _log.warning(
+                    "The CT server rejected %d of the records in a batch (first: %s %s: %s).",
+                    len(result.errors), first.kind, first.id, first.detail,
+                )
+            return len(rejected)
+        if 200 <= status < 300:
+            return 0
+        self._rejected(status, resp)
+        return len(batch.traces)
+
+    def _send_single(self, batch: IngestRequest, deadline: float, retries: int) -> int:
+        rejected = 0
+        for trace in batch.traces:
+            resp = self._post("/api/v1/traces", models.encode(trace), deadline, retries, 1)
+            if resp.status_code >= 300 and resp.status_code != 409:
+                rejected += 1
+                self._rejected(resp.status_code, resp)
+        for fb in batch.feedback:
+            resp = self._post("/api/v1/feedback", models.encode(fb), deadline, retries, 0)
+            if resp.status_code >= 300 and resp.status_code != 409:
+                self._rejected(resp.status_code, resp)
+        return rejected
+
+    def _rejected(self, status: int, resp: httpx.Response) -> None:
+        if not self._delivery.limiter.ready(f"status-{status}"):
+            return
+        if status in (401, 403):
+            _log.warning("The CT server refused the API key (%d); records are dropped.", status)
+        else:
+            _log.warning(
+                "The CT server rejected records with %d: %s", status, resp.text[:200]
+            )
+
+    def _post(
+        self, path: str, body: bytes, deadline: float, retries: int, records: int
+    ) -> httpx.Response:
+        """POST with retries on transport errors, 408/429/5xx; raise `_GiveUp` at the end."""
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                raise _GiveUp("out of time")
+            retry_after: float | None = None
+            try:
+                resp = self._http.post(
+                    path, content=body, timeout=min(self._http.timeout.read or 10.0, remaining)
+                )
+            except httpx.TransportError as exc:
+                why = type(exc).__name__
+                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    self._down_until = time.monotonic() + _DOWN_SECONDS
+            else:
+                if resp.status_code not in _RETRY_STATUSES:
+                    return resp
+                why = str(resp.status_code)
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+            if attempt >= retries:
+                raise _GiveUp(why)
+            delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2.0**attempt)
+            delay *= 0.5 + 0.5 * self._random.random()
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, _RETRY_AFTER_MAX))
+            if time.monotonic() + delay >= deadline:
+                raise _GiveUp(why)
+            attempt += 1
+            self._delivery.count(retried=records)
+            _log.debug("CT delivery: retry %d in %.2f s after %s.", attempt, delay, why)
+            self._wake.wait(delay)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+# --- processor -----------------------------------------------------------------------------
+
+
+class CTSpanProcessor(BatchSpanProcessor):
+    """A ``BatchSpanProcessor`` that lets through only spans with an attached CT record.
+
+    The application's own spans (and CT spans of other clients) never reach the exporter.
+    """
+
+    def __init__(self, exporter: CTSpanExporter, delivery: Delivery) -> None:
+        queue = max(1, delivery.settings.max_queue_size)
+        super().__init__(
+            exporter,
+            max_queue_size=queue,
+            schedule_delay_millis=_SCHEDULE_DELAY_MS,
+            max_export_batch_size=min(_BATCH_SIZE, queue),
+        )
+        self._records = delivery.records
+        self._delivery = delivery
+        self.closed = False
+
+    def shutdown(self) -> None:
+        """Stop, delivering what is queued within the client's ``shutdown_timeout``."""
+        self._delivery.shutdown()
+
+    def _stop(self) -> None:
+        super().shutdown()  # type: ignore[no-untyped-call]
+
+    def on_end(self, span: ReadableSpan) -> None:
+        ctx = span.context
+        if ctx is None or ctx.span_id not in self._records:
+            return
+        if self.closed:
+            record = self._records.pop(ctx.span_id, None)
+            if record is not None:
+                self._delivery.discard(record)
+            return
+        super().on_end(span)
+
+
+# --- delivery ------------------------------------------------------------------------------
+
+_LIVE: set[Delivery] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+class Delivery:
+    """One client's background delivery: record table, processor, exporter and counters.
+
+    Parameters:
+        settings: the client's resolved settings.
+        transport: an ``httpx`` transport for the exporter (tests).
+    """
+
+    def __init__(
+        self, settings: Settings, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        # span id -> record, from attach until export (bounded by settings.max_queue_size)
+        self.records: dict[int, CallRecord] = {}
+        # trace ids (str) attached and not yet exported, for flush_trace/is_pending
+        self.pending: set[str] = set()
+        self.limiter = _LogLimiter()
+        self.on_give_up: Callable[[IngestRequest, int, str], bool] | None = None
+        self._lock = threading.Lock()
+        self._done = 0
+        self._sent = 0
+        self._retried = 0
+        self._dropped = 0
+        self._spooled = 0
+        self._replayed = 0
+        self._closed = False
+        self.exporter = CTSpanExporter(self, transport=transport)
+        self.processor = CTSpanProcessor(self.exporter, self)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.WeakMethod(self._after_fork)
+
+            def after_in_child() -> None:
+                method = ref()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=after_in_child)
+
+    # counters -------------------------------------------------------------------------------
+
+    def count(
+        self,
+        *,
+        sent: int = 0,
+        retried: int = 0,
+        dropped: int = 0,
+        spooled: int = 0,
+        replayed: int = 0,
+        done: int = 0,
+    ) -> None:
+        """Add to the counters (``done``: records that left the queue, for ``queued``)."""
+        with self._lock:
+            self._sent += sent
+            self._retried += retried
+            self._dropped += dropped
+            self._spooled += spooled
+            self._replayed += replayed
+            self._done += done
+
+    def stats(self) -> DeliveryStats:
+        """Return the counters."""
+        with self._lock:
+            return DeliveryStats(
+                queued=self._done + len(self.records),
+                sent=self._sent,
+                retried=self._retried,
+                dropped=self._dropped,
+                spooled=self._spooled,
+                replayed=self._replayed,
+            )
+
+    def drop_full(self, record: CallRecord) -> None:
+        """Count a record refused because the queue is full (logged once a minute)."""
+        with self._lock:
+            self._dropped += 1
+            self._done += 1
+            total = self._dropped
+        if self.limiter.ready("queue-full"):
+            _log.warning(
+                "CT delivery queue is full (%d records): dropping new records "
+                "(%d dropped so far). Is the CT server reachable?",
+                self.settings.max_queue_size, total,
+            )
+
+    def discard(self, record: CallRecord) -> None:
+        """Forget a record that can no longer be delivered (after shutdown)."""
+        self.pending.discard(str(record.trace_id))
+        self.count(dropped=1, done=1)
+
+    def give_up(self, batch: IngestRequest, records: int, reason: str) -> None:
+        """A batch finally failed: hand it to the spool when there is one, else drop it."""
+        spooled = False
+        hook = self.on_give_up
+        if hook is not None:
+            try:
+                spooled = hook(batch, records, reason)
+            except Exception:
+                _log.warning("Spooling a failed batch failed.", exc_info=True)
+        if spooled:
+            self.count(spooled=records, done=records)
+        else:
+            self.count(dropped=records, done=records)
+        if self.limiter.ready("give-up"):
+            _log.warning(
+                "Could not deliver %d CT records to %s (%s); %s. Dropped so far: %d.",
+                records, self.settings.base_url, reason,
+                "they are kept in the spool" if spooled else "they are dropped",
+                self.stats().dropped,
+            )
+
+    # lifecycle ------------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything queued so far; return False when *timeout* ran out first."""
+        if self._closed:
+            return False
+        if timeout is None:
+            return bool(self.processor.force_flush())
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self.processor.force_flush()
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="kaizen-flush", daemon=True).start()
+        return done.wait(max(0.0, timeout))
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Flush within *timeout* (default ``settings.shutdown_timeout``), then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        limit = self.settings.shutdown_timeout if timeout is None else timeout
+        self.exporter.hurry(time.monotonic() + max(0.0, limit))
+        try:
+            self.processor._stop()
+        finally:
+            self.processor.closed = True
+            leftover = list(self.records.values())
+            self.records.clear()
+            for record in leftover:
+                self.discard(record)
+
+    @property
+    def closed(self) -> bool:
+        """True after `shutdown`."""
+        return self._closed
+
+    def _after_fork(self) -> None:
+        # The child starts empty: the parent delivers what it queued.
+        self.records.clear()
+        self.pending.clear()
+        self._lock = threading.Lock()
+        self.limiter = _LogLimiter()
+        self._done = self._sent = self._retried = self._dropped = 0
+        self._spooled = self._replayed = 0
+        self.exporter._after_fork()
+
+
+def _live() -> list[Delivery]:
+    with _LIVE_LOCK:
+        return list(_LIVE)
+
+
 def flush_trace(trace_id: str, timeout: float | None = None) -> None:
     """Deliver the queued trace *trace_id* now, if this process still holds it."""
+    key = str(trace_id).lower()
+    for delivery in _live():
+        if key in delivery.pending:
+            delivery.flush(timeout)
 
 
 def is_pending(trace_id: str) -> bool:
     """Return True when this process still holds the trace *trace_id* undelivered (cheap)."""
-    return False
+    key = str(trace_id).lower()
+    return any(key in delivery.pending for delivery in _live())

@@ -52,11 +52,43 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
-from typing import Any
+import logging
+import os
+import random
+import threading
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-__all__ = ["SCOPE", "Attr", "CallRecord"]
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from kaizen_sdk._config import Settings
+from kaizen_sdk._version import __version__
+from kaizen_sdk.delivery import Delivery, DeliveryStats
+
+if TYPE_CHECKING:
+    import httpx
+
+    from kaizen_sdk.models import Prompt
+
+__all__ = [
+    "SCOPE",
+    "Attr",
+    "CallRecord",
+    "CurrentCall",
+    "Pipeline",
+    "current_call",
+    "new_trace_id",
+    "pipeline_for",
+]
+
+_log = logging.getLogger("kaizen_sdk.tracing")
 
 SCOPE = "kaizen_sdk"
 """Instrumentation scope name of every CT span."""
@@ -80,10 +112,11 @@ class CallRecord:
 
     It travels beside the span (never on it), so content reaches the CT server without
     reaching the application's own exporters. Latency comes from the span's own times
-    unless ``latency_ms`` is set.
+    unless ``latency_ms`` is set. ``inputs``/``output`` may be any value (or pre-encoded
+    ``msgspec.Raw`` JSON); the exporter converts them safely in its own thread.
     """
 
-    trace_id: UUID
+    trace_id: UUID | str
     task: str
     prompt_text: str | None = None
     response_text: str | None = None
@@ -91,10 +124,214 @@ class CallRecord:
     tokens: int | None = None
     inputs: Any = None
     output: Any = None
-    prompt_version_id: UUID | None = None
+    prompt_version_id: UUID | str | None = None
     prompt_version_number: int | None = None
-    parent_trace_id: UUID | None = None
+    parent_trace_id: UUID | str | None = None
     log_feedback: bool = False
     metadata: dict[str, Any] | None = None
     error: str | None = None
     latency_ms: float | None = None
+
+
+# --- the current call ----------------------------------------------------------------------
+
+
+class CurrentCall:
+    """The innermost running ``@ct.task`` call of this thread or asyncio task."""
+
+    __slots__ = ("prompt", "task", "trace_id")
+
+    def __init__(self, task: str, trace_id: str, prompt: Prompt | None) -> None:
+        self.task = task
+        self.trace_id = trace_id
+        self.prompt = prompt
+
+    def __repr__(self) -> str:
+        return f"CurrentCall(task={self.task!r}, trace_id={self.trace_id!r})"
+
+
+_CURRENT: ContextVar[CurrentCall | None] = ContextVar("kaizen_sdk_current_call", default=None)
+
+
+def current_call() -> CurrentCall | None:
+    """Return the enclosing ``@ct.task`` call (task, trace id, prompt), or ``None``."""
+    return _CURRENT.get()
+
+
+# A private generator: an application that seeds `random` must not make trace ids repeat.
+_rng = random.Random()
+_bits = _rng.getrandbits
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_trace_id() -> str:
+    """Return a fresh random UUID4 as its canonical string (cheap; safe after fork)."""
+    h = "%032x" % ((_bits(128) & _V4_CLEAR) | _V4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rng.seed)
+
+
+# --- the pipeline --------------------------------------------------------------------------
+
+_exit_started: float | None = None
+
+
+class Pipeline:
+    """One client's tracer and background delivery (see the module docstring).
+
+    Parameters:
+        settings: the client's resolved settings.
+        tracer_provider: an SDK ``TracerProvider`` to make CT spans with; by default the
+            application's global SDK provider when it has set one, else a private one.
+        transport: an ``httpx`` transport for the exporter (tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tracer_provider: Any = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.capture_on_spans = settings.capture_message_content_on_spans
+        self.records: dict[int, CallRecord] = {}
+        self.pending: set[str] = set()
+        self.max_queue = max(1, settings.max_queue_size)
+        self.delivery: Delivery | None = None
+        self.provider: Any = None
+        self.tracer: trace.Tracer = trace.NoOpTracer()
+        # shared with the task decorator: per task name, the background prompt refresh state
+        self.prompt_state: dict[str, Any] = {}
+        self.prompt_lock = threading.Lock()
+        self._closed = False
+        if not self.enabled:
+            return
+        delivery = Delivery(settings, transport=transport)
+        self.delivery = delivery
+        self.records = delivery.records
+        self.pending = delivery.pending
+        provider = _choose_provider(tracer_provider)
+        provider.add_span_processor(delivery.processor)
+        self.provider = provider
+        self.tracer = provider.get_tracer(SCOPE, __version__)
+        atexit.register(self._at_exit)
+
+    def __repr__(self) -> str:
+        return f"Pipeline(enabled={self.enabled}, base_url={self.settings.base_url!r})"
+
+    def attach(self, span: trace.Span, record: CallRecord) -> None:
+        """Hand *record* over with *span*; call before ``span.end()``. Never raises."""
+        delivery = self.delivery
+        if delivery is None:
+            return
+        try:
+            if len(self.records) >= self.max_queue:
+                delivery.drop_full(record)
+                return
+            ctx = span.get_span_context()
+            if span.is_recording() and ctx.trace_flags.sampled:
+                self.records[ctx.span_id] = record
+                self.pending.add(str(record.trace_id))
+            else:
+                self.submit(record)
+        except Exception:
+            _log.warning("Could not queue a CT record.", exc_info=True)
+
+    def submit(self, record: CallRecord) -> None:
+        """Queue *record* without a recording span (the application sampled it out)."""
+        delivery = self.delivery
+        if delivery is None:
+            return
+        if len(self.records) >= self.max_queue:
+            delivery.drop_full(record)
+            return
+        span_id = _bits(64) or 1
+        now = time.time_ns()
+        latency = int((record.latency_ms or 0.0) * 1e6)
+        span = ReadableSpan(
+            name="ct.record",
+            context=SpanContext(
+                trace_id=_bits(128) or 1,
+                span_id=span_id,
+                is_remote=False,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            ),
+            start_time=now - latency,
+            end_time=now,
+        )
+        self.records[span_id] = record
+        self.pending.add(str(record.trace_id))
+        delivery.processor.on_end(span)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything queued so far; False when *timeout* seconds ran out first."""
+        if self.delivery is None:
+            return True
+        return self.delivery.flush(timeout)
+
+    def stats(self) -> DeliveryStats:
+        """Return the counts of background delivery."""
+        if self.delivery is None:
+            return DeliveryStats()
+        return self.delivery.stats()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Deliver what is queued (within ``shutdown_timeout``), then stop. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        if self.delivery is not None:
+            self.delivery.shutdown(timeout)
+
+    def _at_exit(self) -> None:
+        # Several pipelines share one exit budget: the longest shutdown_timeout among them.
+        global _exit_started
+        now = time.monotonic()
+        if _exit_started is None:
+            _exit_started = now
+        left = self.settings.shutdown_timeout - (now - _exit_started)
+        try:
+            self.shutdown(max(0.1, left))
+        except Exception:
+            _log.warning("Delivering CT records at exit failed.", exc_info=True)
+
+
+def _choose_provider(given: Any) -> Any:
+    if given is not None:
+        if hasattr(given, "add_span_processor"):
+            return given
+        _log.warning(
+            "tracer_provider=%r is not an OpenTelemetry SDK TracerProvider; CT spans use a "
+            "private one.", type(given).__name__,
+        )
+    global_provider = trace.get_tracer_provider()
+    if isinstance(global_provider, SDKTracerProvider):
+        return global_provider
+    return SDKTracerProvider(shutdown_on_exit=False)
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def pipeline_for(client: Any) -> Pipeline:
+    """Return *client*'s `Pipeline`, building it on first use (stored on ``client._pipeline``)."""
+    pipeline: Pipeline | None = client._pipeline
+    if pipeline is not None:
+        return pipeline
+    with _BUILD_LOCK:
+        pipeline = client._pipeline
+        if pipeline is None:
+            pipeline = Pipeline(
+                client._settings,
+                tracer_provider=getattr(client, "_tracer_provider", None),
+                transport=getattr(client, "_delivery_transport", None),
+            )
+            client._pipeline = pipeline
+        return pipeline
