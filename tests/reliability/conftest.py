@@ -16,5 +16,5 @@ if TYPE_CHECKING:
 @pytest.fixture
 def proxy(local_server: LocalServer) -> Iterator[FaultProxy]:
     """A fresh fault proxy on loopback that forwards to the session's local server."""
-    with FaultProxy(local_server.url) as fault_proxy:
+    with FaultProxy(local_server.base_url) as fault_proxy:
         yield fault_proxy
