@@ -1,0 +1,175 @@
+"""``instrument()`` and ``uninstrument()``: trace every call of an LLM client library.
+
+This module owns the registry of instrumented libraries (one lock, so concurrent calls are
+safe) and dispatches to ``kaizen_sdk.integrations.<library>``. It imports ``openai`` or
+``litellm`` only when the application passes that module in.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import weakref
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any, cast
+
+from opentelemetry.trace import Tracer, TracerProvider
+
+__all__ = ["instrument", "instrumented", "uninstrument"]
+
+logger = logging.getLogger("kaizen_sdk.instrument")
+
+_SUPPORTED: dict[str, str] = {
+    "litellm": "kaizen_sdk.integrations.litellm",
+    "openai": "kaizen_sdk.integrations.openai",
+}
+_LOCK = threading.Lock()
+_ACTIVE: dict[str, ModuleType] = {}
+
+
+def _library(module: Any) -> str:
+    name = getattr(module, "__name__", None) if isinstance(module, ModuleType) else None
+    if name not in _SUPPORTED:
+        supported = ", ".join(sorted(_SUPPORTED))
+        raise ValueError(
+            f"Cannot instrument {module!r}: pass one of the supported modules ({supported}), "
+            "e.g. kaizen_sdk.instrument(openai)."
+        )
+    return str(name)
+
+
+def instrument(
+    module: ModuleType,
+    *,
+    client: Any = None,
+    task_map: Mapping[str, str] | None = None,
+    capture_content: bool = True,
+    tracer_provider: TracerProvider | None = None,
+) -> None:
+    """Trace every LLM call made through *module* (``openai`` or ``litellm``).
+
+    Example::
+
+        import litellm
+        import kaizen_sdk as ct
+
+        ct.instrument(litellm, task_map={"SUMMARIZE_TICKET": "summarize_ticket"})
+        response = litellm.completion(model="openai/gpt-4o-mini", messages=[...])
+        response.ct_score(0.9)            # or later: client.score(response.ct_trace_id, 0.9)
+
+    Each call gets a span (OpenTelemetry GenAI conventions) and a CT trace record, delivered
+    in the background; the response, and a stream, gain ``ct_trace_id`` and ``ct_score()``.
+    A second call for the same module logs a warning and does nothing.
+
+    Parameters:
+        module: the ``openai`` or ``litellm`` module itself. Anything else is a `ValueError`.
+        client: the `CTClient` whose pipeline delivers the records and that ``ct_score``
+            uses; default: the process-wide client (``kaizen_sdk.get_client()``).
+        task_map: prompt-constant names or prompt texts -> task names, for calls that no
+            ``@ct.task`` encloses.
+        capture_content: ``False`` leaves prompt and response text out of records and spans
+            (so does ``KAIZEN_CAPTURE_CONTENT=false``).
+        tracer_provider: make the spans with this provider instead of the client's.
+    """
+    name = _library(module)
+    with _LOCK:
+        if name in _ACTIVE:
+            logger.warning("%s is already instrumented; this call does nothing.", name)
+            return
+        integration = importlib.import_module(_SUPPORTED[name])
+        tracer, settings = _resolve(client, task_map, capture_content, tracer_provider)
+        integration._instrument(tracer, settings)
+        _ACTIVE[name] = integration
+
+
+def uninstrument(module: ModuleType) -> None:
+    """Restore *module*'s original functions; calling it when not instrumented does nothing."""
+    name = _library(module)
+    with _LOCK:
+        integration = _ACTIVE.pop(name, None)
+        if integration is None:
+            integration = importlib.import_module(_SUPPORTED[name])
+        integration._uninstrument()
+
+
+def instrumented(module: ModuleType) -> bool:
+    """Return True when *module* is currently instrumented."""
+    name = _library(module)
+    with _LOCK:
+        return name in _ACTIVE
+
+
+def _resolve(
+    client: Any,
+    task_map: Mapping[str, str] | None,
+    capture_content: bool,
+    tracer_provider: TracerProvider | None,
+) -> tuple[Tracer, Any]:
+    """The tracer and `InstrumentSettings` for one instrumented library."""
+    from kaizen_sdk import tracing
+    from kaizen_sdk.integrations._common import InstrumentSettings
+
+    if client is None:
+        from kaizen_sdk._default import get_client
+
+        client = get_client()
+    pipeline = tracing.pipeline_for(client)
+    score = client.score
+
+    def scorer(trace_id: str, value: float, scored_by: str) -> Any:
+        return score(trace_id, value, scored_by=scored_by)
+
+    settings = InstrumentSettings(
+        capture_content=bool(capture_content and pipeline.settings.capture_content),
+        capture_on_spans=pipeline.capture_on_spans,
+        task_map=dict(task_map or {}),
+        attach=pipeline.attach,
+        score=scorer,
+        current_call=_current_call,
+        enabled=pipeline.enabled,
+    )
+    return _tracer(pipeline, tracer_provider), settings
+
+
+_PROVIDERS_LOCK = threading.Lock()
+# tracer_provider -> the CT processors already added to it
+_JOINED: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def _tracer(pipeline: Any, tracer_provider: TracerProvider | None) -> Tracer:
+    """The pipeline's tracer, or one from *tracer_provider* whose CT spans still deliver.
+
+    A provider other than the pipeline's own gets the pipeline's CT processor added once
+    (the same way the pipeline joins an application's global provider), so records attached
+    to its spans still reach the CT server.
+    """
+    if tracer_provider is None or tracer_provider is pipeline.provider or not pipeline.enabled:
+        return cast(Tracer, pipeline.tracer)
+    from kaizen_sdk import tracing
+    from kaizen_sdk._version import __version__
+
+    delivery = pipeline.delivery
+    add = getattr(tracer_provider, "add_span_processor", None)
+    if delivery is not None and add is not None:
+        with _PROVIDERS_LOCK:
+            joined = _JOINED.setdefault(tracer_provider, [])
+            if not any(p is delivery.processor for p in joined):
+                add(delivery.processor)
+                joined.append(delivery.processor)
+    return tracer_provider.get_tracer(tracing.SCOPE, __version__)
+
+
+def _current_call() -> tuple[str, str] | None:
+    from kaizen_sdk import tracing
+
+    call = tracing.current_call()
+    if call is None:
+        return None
+    return call.task, str(call.trace_id)
+
+
+def _integration(module: Any) -> ModuleType:
+    """The integration module that patches library *module* (`ValueError` if unsupported)."""
+    return importlib.import_module(_SUPPORTED[_library(module)])

@@ -1,0 +1,867 @@
+"""What the LLM-library integrations share: one traced call from start to finish.
+
+`start_call` opens a GenAI span (kind CLIENT, ``chat <model>``) for one LLM call, resolves its
+CT task, and returns a `TracedCall`; the call then ends through ``finish`` (a response),
+``fail`` (an exception) or a stream proxy (`TracedStream`, `TracedAsyncStream`), which end
+the span exactly once and hand the CT record to the pipeline. The response the application
+receives is wrapped in `TracedResponse`, which adds ``ct_trace_id`` and ``ct_score`` without
+changing what the response serializes to, compares equal to, or pickles as.
+
+Nothing here raises into the application's call: every step that is the SDK's own work is
+guarded and logs its failures instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import inspect
+import json
+import logging
+import sys
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType, TracebackType
+from typing import Any
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import error_attributes as _err
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen
+from opentelemetry.semconv._incubating.attributes import server_attributes as _srv
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from kaizen_sdk.tracing import Attr, CallRecord, new_trace_id
+
+__all__ = [
+    "DEFAULT_TASK",
+    "Extracted",
+    "InstrumentSettings",
+    "TracedAsyncStream",
+    "TracedCall",
+    "TracedResponse",
+    "TracedStream",
+    "in_instrumented_call",
+    "resolve_task",
+    "start_call",
+    "text_of",
+]
+
+logger = logging.getLogger("kaizen_sdk.instrument")
+
+DEFAULT_TASK = "default"
+"""The task of an LLM call that nothing else names."""
+
+# gen_ai.* keys. Each exists in the semantic-conventions package this SDK is tested with;
+# the getattr fallbacks keep older packages (which lack the newest keys) working.
+# TODO: drop the fallbacks once the floor is opentelemetry-semantic-conventions 0.66b0.
+GEN_AI_OPERATION_NAME: str = _gen.GEN_AI_OPERATION_NAME
+GEN_AI_SYSTEM: str = _gen.GEN_AI_SYSTEM
+GEN_AI_PROVIDER_NAME: str = getattr(_gen, "GEN_AI_PROVIDER_NAME", "gen_ai.provider.name")
+GEN_AI_REQUEST_MODEL: str = _gen.GEN_AI_REQUEST_MODEL
+GEN_AI_REQUEST_TEMPERATURE: str = _gen.GEN_AI_REQUEST_TEMPERATURE
+GEN_AI_REQUEST_MAX_TOKENS: str = _gen.GEN_AI_REQUEST_MAX_TOKENS
+GEN_AI_REQUEST_TOP_P: str = _gen.GEN_AI_REQUEST_TOP_P
+GEN_AI_REQUEST_STREAM: str = getattr(_gen, "GEN_AI_REQUEST_STREAM", "gen_ai.request.stream")
+GEN_AI_RESPONSE_MODEL: str = _gen.GEN_AI_RESPONSE_MODEL
+GEN_AI_RESPONSE_ID: str = _gen.GEN_AI_RESPONSE_ID
+GEN_AI_RESPONSE_FINISH_REASONS: str = _gen.GEN_AI_RESPONSE_FINISH_REASONS
+GEN_AI_USAGE_INPUT_TOKENS: str = _gen.GEN_AI_USAGE_INPUT_TOKENS
+GEN_AI_USAGE_OUTPUT_TOKENS: str = _gen.GEN_AI_USAGE_OUTPUT_TOKENS
+GEN_AI_INPUT_MESSAGES: str = getattr(_gen, "GEN_AI_INPUT_MESSAGES", "gen_ai.input.messages")
+GEN_AI_OUTPUT_MESSAGES: str = getattr(_gen, "GEN_AI_OUTPUT_MESSAGES", "gen_ai.output.messages")
+SERVER_ADDRESS: str = _srv.SERVER_ADDRESS
+SERVER_PORT: str = _srv.SERVER_PORT
+ERROR_TYPE: str = _err.ERROR_TYPE
+
+# Set in the OpenTelemetry context (a contextvar, so copied into executor threads) while an
+# instrumented call runs: an instrumented library called underneath it is not traced again.
+_GUARD_KEY = otel_context.create_key("kaizen_sdk.in_instrumented_call")
+
+
+def in_instrumented_call() -> bool:
+    """Return True inside an instrumented LLM call (a library calling another one underneath)."""
+    return otel_context.get_value(_GUARD_KEY) is True
+
+
+@dataclasses.dataclass(frozen=True)
+class InstrumentSettings:
+    """Configuration of one instrumented library, resolved once at ``instrument()`` time.
+
+    Parameters:
+        capture_content: put prompt and response text in the CT record.
+        capture_on_spans: also put message text on span attributes (the application's
+            OpenTelemetry opt-in; only honoured when *capture_content* is on too).
+        task_map: prompt-constant names or prompt texts -> task names.
+        attach: hands the CT record to the pipeline beside its span (before ``span.end()``);
+            ``None`` when no CT pipeline is in use (spans only).
+        score: scores a trace id through the CT client: ``score(trace_id, value, scored_by)``.
+        current_call: returns ``(task, trace_id)`` of the enclosing ``@ct.task`` call, or None.
+        enabled: False when tracing is off (``KAIZEN_ENABLED=false``): the tracer makes no
+            spans, no task is resolved, and ``ct_score`` sends nothing.
+    """
+
+    capture_content: bool = True
+    capture_on_spans: bool = False
+    task_map: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    attach: Callable[[Span, CallRecord], None] | None = None
+    score: Callable[[str, float, str], Any] | None = None
+    current_call: Callable[[], tuple[str, str] | None] | None = None
+    enabled: bool = True
+
+
+@dataclasses.dataclass
+class Extracted:
+    """What one response (or a whole stream) told us."""
+
+    response_id: str | None = None
+    model: str | None = None
+    finish_reasons: list[str] = dataclasses.field(default_factory=list)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    text: str | None = None
+
+
+# --- content helpers -----------------------------------------------------------------------
+
+
+def text_of(content: Any) -> str | None:
+    """Return the text of a message's content: a string, or the text parts of a list."""
+    if content is None:
+        return None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for part in content:
+            text = _get(part, "text")
+            if isinstance(text, str):
+                parts.append(text)
+        return "".join(parts) if parts else None
+    return None
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    """Read *key* from a mapping or an attribute from an object."""
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _number(value: Any) -> int | float | None:
+    # openai's NotGiven/Omit sentinels and None are not numbers; bool is not a parameter value.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# --- task resolution -----------------------------------------------------------------------
+
+_SKIP_MODULES = ("kaizen_sdk", "openai", "litellm", "wrapt", "asyncio", "concurrent", "anyio",
+                 "threading", "contextvars", "functools", "httpx", "httpx2")
+_CONSTANT_CACHE: dict[tuple[str, str], str | None] = {}
+_CONSTANT_CACHE_MAX = 4096
+_FRAME_LIMIT = 64
+
+
+def _skipped(module: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in _SKIP_MODULES)
+
+
+def _caller_frame() -> FrameType | None:
+    """The innermost frame that belongs to the application (not to us or the LLM library)."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_FRAME_LIMIT):
+        if frame is None:
+            return None
+        name = frame.f_globals.get("__name__")
+        if not isinstance(name, str) or not _skipped(name):
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _constant_name(frame: FrameType, text: str) -> str | None:
+    """Name of an upper-case module-level string constant equal to *text* in *frame*'s module."""
+    globals_ = frame.f_globals
+    module = globals_.get("__name__")
+    key = (module if isinstance(module, str) else "?", text)
+    try:
+        return _CONSTANT_CACHE[key]
+    except KeyError:
+        pass
+    found: str | None = None
+    for name, value in list(globals_.items()):
+        if type(value) is str and value == text and name.isupper():
+            found = name
+            break
+    if len(_CONSTANT_CACHE) >= _CONSTANT_CACHE_MAX:
+        _CONSTANT_CACHE.clear()
+    _CONSTANT_CACHE[key] = found
+    return found
+
+
+def resolve_task(
+    texts: Sequence[str], task_map: Mapping[str, str], frame: FrameType | None
+) -> str:
+    """Name the task of a call that no ``@ct.task`` encloses.
+
+    *texts* are the prompt texts of the call, the prompt text first. In order: a ``task_map``
+    entry for one of the texts; a module-level string constant in the calling module whose
+    value is one of the texts (``task_map`` may rename it by the constant's name, else its
+    lower-cased name is the task); else `DEFAULT_TASK`.
+    """
+    if task_map:
+        for text in texts:
+            mapped = task_map.get(text)
+            if mapped is not None:
+                return mapped
+    if frame is not None:
+        for text in texts:
+            name = _constant_name(frame, text)
+            if name is not None:
+                mapped = task_map.get(name) if task_map else None
+                return mapped if mapped is not None else name.lower().lstrip("_")
+    return DEFAULT_TASK
+
+
+# --- the traced call -----------------------------------------------------------------------
+
+
+def start_call(
+    tracer: Tracer,
+    settings: InstrumentSettings,
+    *,
+    operation: str,
+    provider: str,
+    model: str | None,
+    stream: bool,
+    params: Mapping[str, Any],
+    prompt_text: str | None,
+    task_texts: Sequence[str],
+    input_messages: Callable[[], list[dict[str, Any]]] | None = None,
+    server: tuple[str | None, int | None] = (None, None),
+) -> TracedCall | None:
+    """Open the span of one LLM call; None when tracing is off or the SDK itself failed."""
+    try:
+        trace_id = new_trace_id()
+        enclosing = settings.current_call() if settings.current_call is not None else None
+        if enclosing is not None:
+            task, parent = enclosing[0], enclosing[1]
+        else:
+            parent = None
+            task = (
+                resolve_task(task_texts, settings.task_map, _caller_frame())
+                if settings.enabled else DEFAULT_TASK
+            )
+        attributes: dict[str, Any] = {
+            GEN_AI_OPERATION_NAME: operation,
+            GEN_AI_PROVIDER_NAME: provider,
+            GEN_AI_SYSTEM: provider,
+            GEN_AI_REQUEST_STREAM: stream,
+            Attr.TRACE_ID: trace_id,
+            Attr.TASK_NAME: task,
+        }
+        if model:
+            attributes[GEN_AI_REQUEST_MODEL] = model
+        for key in (GEN_AI_REQUEST_TEMPERATURE, GEN_AI_REQUEST_MAX_TOKENS, GEN_AI_REQUEST_TOP_P):
+            value = _number(params.get(key))
+            if value is not None:
+                attributes[key] = value
+        if parent is not None:
+            attributes[Attr.PARENT_TRACE_ID] = parent
+        host, port = server
+        if host:
+            attributes[SERVER_ADDRESS] = host
+            if port is not None:
+                attributes[SERVER_PORT] = port
+        span = tracer.start_span(
+            f"{operation} {model}" if model else operation,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        on_spans = settings.capture_on_spans and settings.capture_content
+        if on_spans and input_messages is not None and span.is_recording():
+            span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(input_messages()))
+        return TracedCall(
+            span=span,
+            settings=settings,
+            trace_id=trace_id,
+            task=task,
+            parent_trace_id=parent,
+            request_model=model,
+            prompt_text=prompt_text if settings.capture_content else None,
+            on_spans=on_spans,
+        )
+    except Exception:
+        logger.exception("Starting the span of an instrumented LLM call failed; not traced.")
+        return None
+
+
+class TracedCall:
+    """One LLM call in flight: its span, its CT identity, and how it ends (exactly once)."""
+
+    __slots__ = (
+        "_context_token",
+        "_done",
+        "on_spans",
+        "parent_trace_id",
+        "prompt_text",
+        "request_model",
+        "settings",
+        "span",
+        "start",
+        "task",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        span: Span,
+        settings: InstrumentSettings,
+        trace_id: str,
+        task: str,
+        parent_trace_id: str | None,
+        request_model: str | None,
+        prompt_text: str | None,
+        on_spans: bool,
+    ) -> None:
+        self.span = span
+        self.settings = settings
+        self.trace_id = trace_id
+        self.task = task
+        self.parent_trace_id = parent_trace_id
+        self.request_model = request_model
+        self.prompt_text = prompt_text
+        self.on_spans = on_spans
+        self.start = time.perf_counter()
+        self._done = False
+        self._context_token: Any = None
+
+    # -- scope of the library call ----------------------------------------------------------
+
+    def enter(self) -> None:
+        """Make the span current and mark the context as inside an instrumented call."""
+        try:
+            ctx = otel_context.set_value(_GUARD_KEY, True, trace.set_span_in_context(self.span))
+            self._context_token = otel_context.attach(ctx)
+        except Exception:
+            logger.exception("Entering the span of an instrumented LLM call failed.")
+
+    def exit(self) -> None:
+        """Undo `enter`."""
+        token = self._context_token
+        if token is None:
+            return
+        self._context_token = None
+        try:
+            otel_context.detach(token)
+        except Exception:
+            logger.debug("Leaving the span of an instrumented LLM call failed.", exc_info=True)
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        """End the call as failed by *exc* (which the caller then re-raises unchanged)."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            span = self.span
+            if span.is_recording():
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
+                span.record_exception(exc)
+            self._attach(Extracted(), error=type(exc).__qualname__)
+            span.end()
+        except Exception:
+            logger.exception("Recording a failed LLM call failed.")
+
+    def finish(self, data: Extracted) -> None:
+        """End the call with what the response (or the whole stream) told us."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            span = self.span
+            if span.is_recording():
+                attributes: dict[str, Any] = {}
+                if data.model:
+                    attributes[GEN_AI_RESPONSE_MODEL] = data.model
+                if data.response_id:
+                    attributes[GEN_AI_RESPONSE_ID] = data.response_id
+                if data.finish_reasons:
+                    attributes[GEN_AI_RESPONSE_FINISH_REASONS] = data.finish_reasons
+                if data.input_tokens is not None:
+                    attributes[GEN_AI_USAGE_INPUT_TOKENS] = data.input_tokens
+                if data.output_tokens is not None:
+                    attributes[GEN_AI_USAGE_OUTPUT_TOKENS] = data.output_tokens
+                if self.on_spans and data.text is not None:
+                    message: dict[str, Any] = {
+                        "role": "assistant",
+                        "parts": [{"type": "text", "content": data.text}],
+                    }
+                    if data.finish_reasons:
+                        message["finish_reason"] = data.finish_reasons[0]
+                    attributes[GEN_AI_OUTPUT_MESSAGES] = json.dumps([message])
+                if attributes:
+                    span.set_attributes(attributes)
+            self._attach(data, error=None)
+            span.end()
+        except Exception:
+            logger.exception("Recording a finished LLM call failed.")
+
+    def _attach(self, data: Extracted, *, error: str | None) -> None:
+        attach = self.settings.attach
+        if attach is None:
+            return
+        tokens = data.total_tokens
+        if tokens is None and data.input_tokens is not None and data.output_tokens is not None:
+            tokens = data.input_tokens + data.output_tokens
+        capture = self.settings.capture_content
+        record = CallRecord(
+            trace_id=self.trace_id,
+            task=self.task,
+            prompt_text=self.prompt_text if capture else None,
+            response_text=data.text if capture else None,
+            model=data.model or self.request_model,
+            tokens=tokens,
+            parent_trace_id=self.parent_trace_id,
+            error=error,
+            latency_ms=(time.perf_counter() - self.start) * 1000.0,
+        )
+        attach(self.span, record)
+
+    # -- what the application gets ----------------------------------------------------------
+
+    def score(self, value: float, scored_by: str = "sdk") -> Any:
+        """Score this call's trace through the CT client."""
+        scorer = self.settings.score
+        if not self.settings.enabled:
+            logger.debug("Tracing is off (KAIZEN_ENABLED=false); score not sent.")
+            return None
+        if scorer is None:
+            raise RuntimeError(
+                "This call was traced without a CT client, so it cannot be scored; "
+                "pass client= to kaizen_sdk.instrument()."
+            )
+        return scorer(self.trace_id, value, scored_by)
+
+
+# --- patching ------------------------------------------------------------------------------
+
+_OUR_WRAPPERS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
+def ours(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """Remember *wrapper* as one of ours, so `unwrap` removes it and nothing else."""
+    _OUR_WRAPPERS.add(wrapper)
+    return wrapper
+
+
+def wrap(module: str, name: str, wrapper: Callable[..., Any]) -> None:
+    """Patch ``module.name`` (``"Class.method"`` or a function) with *wrapper*, via wrapt."""
+    wrapt.wrap_function_wrapper(module, name, ours(wrapper))
+
+
+def unwrap(owner: Any, name: str) -> None:
+    """Restore ``owner.name`` if our wrapper is on it (safe to call twice)."""
+    current = vars(owner).get(name)
+    if (
+        isinstance(current, wrapt.FunctionWrapper)
+        and hasattr(current, "__wrapped__")
+        and getattr(current, "_self_wrapper", None) in _OUR_WRAPPERS
+    ):
+        setattr(owner, name, current.__wrapped__)
+    elif current is not None and hasattr(current, "__wrapped__"):
+        logger.debug("%r.%s is wrapped by someone else; left as it is.", owner, name)
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+class TracedResponse(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """The library's response, plus ``ct_trace_id`` and ``ct_score``.
+
+    Everything else goes to the response itself: attributes, methods (``model_dump()``,
+    ``model_dump_json()``, ``json()``), ``isinstance``, equality and hashing. Pickling and
+    copying produce the plain response.
+    """
+
+    def __init__(self, wrapped: Any, call: TracedCall) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+
+    @property
+    def ct_trace_id(self) -> str:
+        """The CT trace id of this call (a UUID string), for scoring later."""
+        return self._self_call.trace_id
+
+    def ct_score(self, score: float, scored_by: str = "sdk") -> Any:
+        """Score this call in [0, 1] on the CT server (delivers the trace first if queued)."""
+        return self._self_call.score(score, scored_by)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__wrapped__.__reduce_ex__(protocol)
+
+    def __reduce__(self) -> Any:
+        return self.__wrapped__.__reduce__()
+
+    def __copy__(self) -> Any:
+        return copy.copy(self.__wrapped__)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(self.__wrapped__, memo)
+
+
+def wrap_response(response: Any, call: TracedCall) -> Any:
+    """Return *response* wrapped in `TracedResponse`, or unchanged if it cannot be proxied."""
+    if response is None or isinstance(response, (str, bytes, int, float, bool)):
+        return response
+    try:
+        return TracedResponse(response, call)
+    except Exception:
+        logger.debug("Could not wrap the LLM response.", exc_info=True)
+        return response
+
+
+# --- streams -------------------------------------------------------------------------------
+
+Accumulate = Callable[[Any], None]
+Collect = Callable[[], Extracted]
+
+
+class _StreamState:
+    """What a stream proxy shares with its garbage-collection finalizer (never the proxy)."""
+
+    __slots__ = ("accumulate", "call", "collect")
+
+    def __init__(self, call: TracedCall, accumulate: Accumulate, collect: Collect) -> None:
+        self.call = call
+        self.accumulate = accumulate
+        self.collect = collect
+
+    def add(self, item: Any) -> None:
+        try:
+            self.accumulate(item)
+        except Exception:
+            logger.debug("Reading a stream chunk for tracing failed.", exc_info=True)
+
+    def done(self) -> None:
+        if self.call._done:
+            return
+        try:
+            data = self.collect()
+        except Exception:
+            logger.debug("Summarising a stream for tracing failed.", exc_info=True)
+            data = Extracted()
+        self.call.finish(data)
+
+    def failed(self, exc: BaseException) -> None:
+        self.call.fail(exc)
+
+
+class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    def __init__(self, wrapped: Any, state: _StreamState) -> None:
+        super().__init__(wrapped)
+        self._self_state = state
+
+    @property
+    def ct_trace_id(self) -> str:
+        """The CT trace id of this call (a UUID string), for scoring later."""
+        return self._self_state.call.trace_id
+
+    def ct_score(self, score: float, scored_by: str = "sdk") -> Any:
+        """Score this call in [0, 1] on the CT server (delivers the trace first if queued)."""
+        return self._self_state.call.score(score, scored_by)
+
+    def __del__(self) -> None:
+        # An abandoned stream still ends its span, with what was read so far.
+        try:
+            state = self._self_state
+        except Exception:
+            return
+        with contextlib.suppress(Exception):
+            state.done()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("A stream cannot be pickled.")
+
+    def __copy__(self) -> Any:
+        raise TypeError("A stream cannot be copied.")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        raise TypeError("A stream cannot be copied.")
+
+
+class TracedStream(_StreamBase):
+    """A synchronous stream that ends its call's span when it is exhausted or closed.
+
+    Iteration, ``close()`` and ``with`` go through the proxy; the rest goes to the stream.
+    """
+
+    def __init__(self, wrapped: Any, state: _StreamState) -> None:
+        super().__init__(wrapped, state)
+        self._self_it: Any = None
+
+    def __iter__(self) -> TracedStream:
+        return self
+
+    def __next__(self) -> Any:
+        it = self._self_it
+        if it is None:
+            wrapped = self.__wrapped__
+            it = wrapped if hasattr(type(wrapped), "__next__") else iter(wrapped)
+            self._self_it = it
+        try:
+            item = next(it)
+        except StopIteration:
+            self._self_state.done()
+            raise
+        except BaseException as exc:
+            self._self_state.failed(exc)
+            raise
+        self._self_state.add(item)
+        return item
+
+    def close(self) -> None:
+        """Close the stream and end its span."""
+        try:
+            close = getattr(self.__wrapped__, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._self_state.done()
+
+    def __enter__(self) -> TracedStream:
+        enter = getattr(self.__wrapped__, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            leave = getattr(self.__wrapped__, "__exit__", None)
+            return leave(exc_type, exc, tb) if leave is not None else None
+        finally:
+            if exc is not None and not isinstance(exc, GeneratorExit):
+                self._self_state.failed(exc)
+            self._self_state.done()
+
+
+class TracedAsyncStream(_StreamBase):
+    """An asynchronous stream that ends its call's span when it is exhausted or closed."""
+
+    def __init__(self, wrapped: Any, state: _StreamState) -> None:
+        super().__init__(wrapped, state)
+        self._self_it: Any = None
+
+    def __aiter__(self) -> TracedAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        it = self._self_it
+        if it is None:
+            wrapped = self.__wrapped__
+            it = wrapped if hasattr(type(wrapped), "__anext__") else wrapped.__aiter__()
+            self._self_it = it
+        try:
+            item = await it.__anext__()
+        except StopAsyncIteration:
+            self._self_state.done()
+            raise
+        except BaseException as exc:
+            self._self_state.failed(exc)
+            raise
+        self._self_state.add(item)
+        return item
+
+    async def close(self) -> None:
+        """Close the stream (awaiting the library's own close) and end its span."""
+        try:
+            await _maybe_await(getattr(self.__wrapped__, "close", None))
+        finally:
+            self._self_state.done()
+
+    async def aclose(self) -> None:
+        """Close the stream (awaiting the library's own close) and end its span."""
+        try:
+            wrapped = self.__wrapped__
+            closer = getattr(wrapped, "aclose", None) or getattr(wrapped, "close", None)
+            await _maybe_await(closer)
+        finally:
+            self._self_state.done()
+
+    async def __aenter__(self) -> TracedAsyncStream:
+        await _maybe_await(getattr(self.__wrapped__, "__aenter__", None))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            leave = getattr(self.__wrapped__, "__aexit__", None)
+            if leave is not None:
+                return await leave(exc_type, exc, tb)
+            return None
+        finally:
+            if exc is not None:
+                self._self_state.failed(exc)
+            self._self_state.done()
+
+
+async def _maybe_await(method: Callable[[], Any] | None) -> Any:
+    if method is None:
+        return None
+    result = method()
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def wrap_stream(
+    stream: Any, call: TracedCall, accumulate: Accumulate, collect: Collect, *, is_async: bool
+) -> Any:
+    """Return *stream* behind a proxy that ends *call* when the stream ends."""
+    try:
+        state = _StreamState(call, accumulate, collect)
+        return (TracedAsyncStream if is_async else TracedStream)(stream, state)
+    except Exception:
+        logger.exception("Could not wrap the LLM stream; its span ends now.")
+        call.finish(Extracted())
+        return stream
+
+
+# --- chat-completion shaped responses (openai chat, litellm) -----------------------------
+
+
+def chat_prompt(messages: Any) -> tuple[str | None, list[str]]:
+    """The prompt text (last user message) and every message text, prompt text first."""
+    prompt: str | None = None
+    texts: list[str] = []
+    if isinstance(messages, (list, tuple)):
+        for message in messages:
+            text = text_of(_get(message, "content"))
+            if text is None:
+                continue
+            texts.append(text)
+            if _get(message, "role") == "user":
+                prompt = text
+    if prompt is not None:
+        texts.remove(prompt)
+        texts.insert(0, prompt)
+    return prompt, texts
+
+
+def chat_input_messages(messages: Any) -> Callable[[], list[dict[str, Any]]]:
+    """A thunk that renders *messages* as GenAI ``gen_ai.input.messages``."""
+
+    def render() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for message in messages if isinstance(messages, (list, tuple)) else ():
+            text = text_of(_get(message, "content"))
+            parts = [{"type": "text", "content": text}] if text is not None else []
+            out.append({"role": str(_get(message, "role", "user")), "parts": parts})
+        return out
+
+    return render
+
+
+def chat_extract(response: Any) -> Extracted:
+    """Read a chat-completion response (openai ``ChatCompletion`` or litellm ``ModelResponse``)."""
+    data = Extracted(response_id=_str(_get(response, "id")), model=_str(_get(response, "model")))
+    choices = _get(response, "choices") or []
+    texts: list[str] = []
+    for choice in choices:
+        reason = _get(choice, "finish_reason")
+        if isinstance(reason, str):
+            data.finish_reasons.append(reason)
+        if _get(choice, "index", 0) == 0:
+            text = text_of(_get(_get(choice, "message"), "content"))
+            if text is not None:
+                texts.append(text)
+    data.text = "".join(texts) if texts else None
+    _chat_usage(data, _get(response, "usage"))
+    return data
+
+
+def _chat_usage(data: Extracted, usage: Any) -> None:
+    if usage is None:
+        return
+    data.input_tokens = _int(_get(usage, "prompt_tokens"))
+    data.output_tokens = _int(_get(usage, "completion_tokens"))
+    data.total_tokens = _int(_get(usage, "total_tokens"))
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class ChatStreamAccumulator:
+    """Collects chat-completion chunks: text of choice 0, finish reasons, usage."""
+
+    __slots__ = ("data", "parts", "reasons")
+
+    def __init__(self) -> None:
+        self.data = Extracted()
+        self.parts: list[str] = []
+        self.reasons: dict[int, str] = {}
+
+    def add(self, chunk: Any) -> None:
+        data = self.data
+        if data.response_id is None:
+            data.response_id = _str(_get(chunk, "id"))
+        if data.model is None:
+            data.model = _str(_get(chunk, "model"))
+        for choice in _get(chunk, "choices") or ():
+            index = _get(choice, "index", 0)
+            if index == 0:
+                content = _get(_get(choice, "delta"), "content")
+                if isinstance(content, str):
+                    self.parts.append(content)
+            reason = _get(choice, "finish_reason")
+            if isinstance(reason, str) and isinstance(index, int):
+                self.reasons[index] = reason
+        usage = _get(chunk, "usage")
+        if usage is not None:
+            _chat_usage(data, usage)
+
+    def collect(self) -> Extracted:
+        data = self.data
+        data.text = "".join(self.parts) if self.parts else None
+        data.finish_reasons = [self.reasons[i] for i in sorted(self.reasons)]
+        return data
+
+
+def server_of(url: Any) -> tuple[str | None, int | None]:
+    """Host and port of a base URL (an ``httpx.URL`` or a string)."""
+    if url is None:
+        return None, None
+    host = getattr(url, "host", None)
+    if host is not None:
+        port = getattr(url, "port", None)
+        return (str(host) or None), (port if isinstance(port, int) else None)
+    try:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(str(url))
+        return parts.hostname, parts.port
+    except ValueError:
+        return None, None

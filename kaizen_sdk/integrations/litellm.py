@@ -1,0 +1,194 @@
+"""Patches for ``litellm``: ``completion`` and ``acompletion``, streaming included.
+
+The patch replaces the ``litellm.completion`` and ``litellm.acompletion`` module attributes,
+so calls written ``litellm.completion(...)`` are traced. A name bound earlier with
+``from litellm import completion`` still points at the original function and is not traced.
+Use it through ``kaizen_sdk.instrument(litellm)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from kaizen_sdk.integrations import _common
+from kaizen_sdk.integrations._common import (
+    ChatStreamAccumulator,
+    Extracted,
+    InstrumentSettings,
+    TracedCall,
+)
+
+__all__ = ["_instrument", "_uninstrument"]
+
+logger = logging.getLogger("kaizen_sdk.instrument")
+
+_MODULE = "litellm"
+_TARGETS: tuple[tuple[str, bool], ...] = (("completion", False), ("acompletion", True))
+
+Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _instrument(tracer: Tracer, settings: InstrumentSettings) -> None:
+    """Wrap ``litellm.completion`` and ``litellm.acompletion``."""
+    module = importlib.import_module(_MODULE)
+    providers = frozenset(str(getattr(p, "value", p)) for p in getattr(module, "provider_list", ()))
+    for name, is_async in _TARGETS:
+        original = getattr(module, name)
+        positional = _positional_names(original)
+        factory = _async_wrapper if is_async else _sync_wrapper
+        _common.wrap(_MODULE, name, factory(tracer, settings, positional, providers))
+
+
+def _uninstrument() -> None:
+    """Restore the original litellm functions (safe to call twice)."""
+    try:
+        module = importlib.import_module(_MODULE)
+    except ImportError:
+        return
+    for name, _is_async in _TARGETS:
+        _common.unwrap(module, name)
+
+
+def _positional_names(function: Any) -> tuple[str, ...]:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return ("model", "messages")
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in parameters if p.kind in kinds)
+
+
+def _arguments(
+    positional: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Mapping[str, Any]:
+    if not args:
+        return kwargs
+    bound = dict(zip(positional, args, strict=False))
+    bound.update(kwargs)
+    return bound
+
+
+# --- wrappers ------------------------------------------------------------------------------
+
+
+def _sync_wrapper(
+    tracer: Tracer, settings: InstrumentSettings, positional: tuple[str, ...],
+    providers: frozenset[str],
+) -> Wrapper:
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _common.in_instrumented_call():
+            return wrapped(*args, **kwargs)
+        arguments = _arguments(positional, args, kwargs)
+        call = _start(tracer, settings, arguments, providers)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        call.enter()
+        try:
+            out = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.exit()
+        return _finish(call, arguments, out, is_async=False)
+
+    return wrapper
+
+
+def _async_wrapper(
+    tracer: Tracer, settings: InstrumentSettings, positional: tuple[str, ...],
+    providers: frozenset[str],
+) -> Wrapper:
+    async def wrapper(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if _common.in_instrumented_call():
+            return await wrapped(*args, **kwargs)
+        arguments = _arguments(positional, args, kwargs)
+        call = _start(tracer, settings, arguments, providers)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        call.enter()
+        try:
+            out = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.exit()
+        return _finish(call, arguments, out, is_async=True)
+
+    return wrapper
+
+
+def _finish(call: TracedCall, arguments: Mapping[str, Any], out: Any, *, is_async: bool) -> Any:
+    try:
+        if arguments.get("stream") is True:
+            chat = ChatStreamAccumulator()
+            return _common.wrap_stream(out, call, chat.add, chat.collect, is_async=is_async)
+        call.finish(_common.chat_extract(out))
+        return _common.wrap_response(out, call)
+    except Exception:
+        logger.exception("Recording a litellm response failed; returned as is.")
+        call.finish(Extracted())
+        return out
+
+
+@functools.lru_cache(maxsize=256)
+def _provider(model: str, providers: frozenset[str]) -> str:
+    prefix, sep, _rest = model.partition("/")
+    if sep and prefix in providers:
+        return prefix
+    try:
+        litellm = importlib.import_module(_MODULE)
+        found = litellm.get_llm_provider(model)[1]
+        if isinstance(found, str) and found:
+            return found
+    except Exception:
+        logger.debug("litellm could not name the provider of %r.", model, exc_info=True)
+    return "litellm"
+
+
+def _start(
+    tracer: Tracer, settings: InstrumentSettings, arguments: Mapping[str, Any],
+    providers: frozenset[str],
+) -> TracedCall | None:
+    try:
+        model = arguments.get("model")
+        model = model if isinstance(model, str) else None
+        provider = arguments.get("custom_llm_provider")
+        if not isinstance(provider, str) or not provider:
+            provider = _provider(model, providers) if model else "litellm"
+        messages = arguments.get("messages")
+        prompt, texts = _common.chat_prompt(messages)
+        max_tokens = arguments.get("max_completion_tokens")
+        if not isinstance(max_tokens, int):
+            max_tokens = arguments.get("max_tokens")
+        base = arguments.get("api_base") or arguments.get("base_url")
+        return _common.start_call(
+            tracer,
+            settings,
+            operation="chat",
+            provider=provider,
+            model=model,
+            stream=arguments.get("stream") is True,
+            params={
+                _common.GEN_AI_REQUEST_TEMPERATURE: arguments.get("temperature"),
+                _common.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
+                _common.GEN_AI_REQUEST_TOP_P: arguments.get("top_p"),
+            },
+            prompt_text=prompt,
+            task_texts=texts,
+            input_messages=_common.chat_input_messages(messages),
+            server=_common.server_of(base) if isinstance(base, str) else (None, None),
+        )
+    except Exception:
+        logger.exception("Reading a litellm request failed; not traced.")
+        return None

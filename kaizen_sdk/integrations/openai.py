@@ -1,0 +1,319 @@
+"""Patches for the ``openai`` client library (1.x to 3.x).
+
+``chat.completions.create`` and ``responses.create``, sync and async, streaming included, are
+wrapped on their classes, so every client instance is covered. Use it through
+``kaizen_sdk.instrument(openai)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from kaizen_sdk.integrations import _common
+from kaizen_sdk.integrations._common import (
+    ChatStreamAccumulator,
+    Extracted,
+    InstrumentSettings,
+    TracedCall,
+)
+
+__all__ = ["_instrument", "_uninstrument"]
+
+logger = logging.getLogger("kaizen_sdk.instrument")
+
+_PROVIDER = "openai"
+_CHAT = "openai.resources.chat.completions"
+_RESPONSES = "openai.resources.responses"
+# (module, class, method, API, async)
+_TARGETS: tuple[tuple[str, str, str, str, bool], ...] = (
+    (_CHAT, "Completions", "create", "chat", False),
+    (_CHAT, "AsyncCompletions", "create", "chat", True),
+    (_RESPONSES, "Responses", "create", "responses", False),
+    (_RESPONSES, "AsyncResponses", "create", "responses", True),
+)
+_RAW_HEADER = "x-stainless-raw-response"
+
+Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _instrument(tracer: Tracer, settings: InstrumentSettings) -> None:
+    """Wrap the openai create methods (every one this openai version has)."""
+    for module, cls, method, api, is_async in _TARGETS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            logger.debug("openai has no %s; not instrumented.", module)
+            continue
+        factory = _async_wrapper if is_async else _sync_wrapper
+        _common.wrap(module, f"{cls}.{method}", factory(tracer, settings, api))
+
+
+def _uninstrument() -> None:
+    """Restore the original openai methods (safe to call twice)."""
+    for module, cls, method, _api, _is_async in _TARGETS:
+        try:
+            owner = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            continue
+        _common.unwrap(owner, method)
+
+
+# --- wrappers ------------------------------------------------------------------------------
+
+
+def _sync_wrapper(tracer: Tracer, settings: InstrumentSettings, api: str) -> Wrapper:
+    start = _start_chat if api == "chat" else _start_responses
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _common.in_instrumented_call():
+            return wrapped(*args, **kwargs)
+        call = start(tracer, settings, instance, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        call.enter()
+        try:
+            out = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.exit()
+        return _finish(call, api, kwargs, out, is_async=False)
+
+    return wrapper
+
+
+def _async_wrapper(tracer: Tracer, settings: InstrumentSettings, api: str) -> Wrapper:
+    start = _start_chat if api == "chat" else _start_responses
+
+    async def wrapper(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if _common.in_instrumented_call():
+            return await wrapped(*args, **kwargs)
+        call = start(tracer, settings, instance, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        call.enter()
+        try:
+            out = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.exit()
+        return _finish(call, api, kwargs, out, is_async=True)
+
+    return wrapper
+
+
+def _finish(call: TracedCall, api: str, kwargs: Mapping[str, Any], out: Any, *,
+            is_async: bool) -> Any:
+    """End the call (or hand it to a stream proxy) and return what the application gets."""
+    try:
+        if _raw(kwargs):
+            # with_raw_response / with_streaming_response: an HTTP response object, which
+            # the application parses itself; the span keeps the request side only.
+            call.finish(Extracted())
+            return out
+        if kwargs.get("stream") is True:
+            if api == "chat":
+                chat = ChatStreamAccumulator()
+                return _common.wrap_stream(out, call, chat.add, chat.collect, is_async=is_async)
+            events = _ResponsesStreamAccumulator()
+            return _common.wrap_stream(out, call, events.add, events.collect, is_async=is_async)
+        extract = _common.chat_extract if api == "chat" else _responses_extract
+        call.finish(extract(out))
+        return _common.wrap_response(out, call)
+    except Exception:
+        logger.exception("Recording an openai response failed; returned as is.")
+        call.finish(Extracted())
+        return out
+
+
+def _raw(kwargs: Mapping[str, Any]) -> bool:
+    headers = kwargs.get("extra_headers")
+    if not isinstance(headers, Mapping):
+        return False
+    return any(str(k).lower() == _RAW_HEADER for k in headers)
+
+
+def _server(instance: Any) -> tuple[str | None, int | None]:
+    client = getattr(instance, "_client", None)
+    return _common.server_of(getattr(client, "base_url", None))
+
+
+def _params(kwargs: Mapping[str, Any], *max_keys: str) -> dict[str, Any]:
+    max_tokens = None
+    for key in max_keys:
+        max_tokens = kwargs.get(key)
+        if isinstance(max_tokens, int):
+            break
+    return {
+        _common.GEN_AI_REQUEST_TEMPERATURE: kwargs.get("temperature"),
+        _common.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
+        _common.GEN_AI_REQUEST_TOP_P: kwargs.get("top_p"),
+    }
+
+
+def _model(kwargs: Mapping[str, Any]) -> str | None:
+    model = kwargs.get("model")
+    return model if isinstance(model, str) else None
+
+
+# --- chat completions ----------------------------------------------------------------------
+
+
+def _start_chat(
+    tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any]
+) -> TracedCall | None:
+    try:
+        messages = kwargs.get("messages")
+        prompt, texts = _common.chat_prompt(messages)
+        return _common.start_call(
+            tracer,
+            settings,
+            operation="chat",
+            provider=_PROVIDER,
+            model=_model(kwargs),
+            stream=kwargs.get("stream") is True,
+            params=_params(kwargs, "max_completion_tokens", "max_tokens"),
+            prompt_text=prompt,
+            task_texts=texts,
+            input_messages=_common.chat_input_messages(messages),
+            server=_server(instance),
+        )
+    except Exception:
+        logger.exception("Reading an openai chat request failed; not traced.")
+        return None
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+def _responses_prompt(kwargs: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    given = kwargs.get("input")
+    if isinstance(given, str):
+        prompt: str | None = given
+        texts = [given]
+    else:
+        prompt, texts = _common.chat_prompt(given)
+    instructions = kwargs.get("instructions")
+    if isinstance(instructions, str):
+        texts.append(instructions)
+    return prompt, texts
+
+
+def _responses_messages(kwargs: Mapping[str, Any]) -> Callable[[], list[dict[str, Any]]]:
+    given = kwargs.get("input")
+    if isinstance(given, str):
+        given = [{"role": "user", "content": given}]
+    instructions = kwargs.get("instructions")
+    if isinstance(instructions, str):
+        given = [{"role": "system", "content": instructions}, *(given or [])]
+    return _common.chat_input_messages(given)
+
+
+def _start_responses(
+    tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any]
+) -> TracedCall | None:
+    try:
+        prompt, texts = _responses_prompt(kwargs)
+        return _common.start_call(
+            tracer,
+            settings,
+            operation="chat",
+            provider=_PROVIDER,
+            model=_model(kwargs),
+            stream=kwargs.get("stream") is True,
+            params=_params(kwargs, "max_output_tokens"),
+            prompt_text=prompt,
+            task_texts=texts,
+            input_messages=_responses_messages(kwargs),
+            server=_server(instance),
+        )
+    except Exception:
+        logger.exception("Reading an openai responses request failed; not traced.")
+        return None
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _responses_text(response: Any) -> str | None:
+    parts: list[str] = []
+    for item in _get(response, "output") or ():
+        if _get(item, "type") != "message":
+            continue
+        for content in _get(item, "content") or ():
+            if _get(content, "type") == "output_text":
+                text = _get(content, "text")
+                if isinstance(text, str):
+                    parts.append(text)
+    return "".join(parts) if parts else None
+
+
+def _responses_extract(response: Any) -> Extracted:
+    """Read an openai ``Response``."""
+    response_id = _get(response, "id")
+    model = _get(response, "model")
+    data = Extracted(
+        response_id=response_id if isinstance(response_id, str) else None,
+        model=model if isinstance(model, str) else None,
+        text=_responses_text(response),
+    )
+    status = _get(response, "status")
+    if status == "completed":
+        data.finish_reasons = ["stop"]
+    elif isinstance(status, str):
+        reason = _get(_get(response, "incomplete_details"), "reason")
+        data.finish_reasons = [reason if isinstance(reason, str) else status]
+    usage = _get(response, "usage")
+    if usage is not None:
+        for field, value in (
+            ("input_tokens", _get(usage, "input_tokens")),
+            ("output_tokens", _get(usage, "output_tokens")),
+            ("total_tokens", _get(usage, "total_tokens")),
+        ):
+            if isinstance(value, int):
+                setattr(data, field, value)
+    return data
+
+
+class _ResponsesStreamAccumulator:
+    """Collects Responses stream events: text deltas, then the final response."""
+
+    __slots__ = ("final", "first", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.first: Any = None
+        self.final: Any = None
+
+    def add(self, event: Any) -> None:
+        kind = _get(event, "type")
+        if kind == "response.output_text.delta":
+            delta = _get(event, "delta")
+            if isinstance(delta, str):
+                self.parts.append(delta)
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.final = _get(event, "response")
+        elif kind == "response.created":
+            self.first = _get(event, "response")
+
+    def collect(self) -> Extracted:
+        source = self.final if self.final is not None else self.first
+        data = _responses_extract(source) if source is not None else Extracted()
+        if self.final is None:
+            data.finish_reasons = []
+        if self.parts:
+            data.text = "".join(self.parts)
+        return data
