@@ -376,6 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"kaizen-local/{__version__}"
     timeout = _IDLE_TIMEOUT
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def do_GET(self) -> None:
@@ -412,8 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self.wfile.write(data)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
