@@ -159,11 +159,11 @@ def _json_dict(value: Any) -> Any:
         return None
     if type(value) is msgspec.Raw:
         raw = value
-        if memoryview(raw)[:1] == b"{":
+        if memoryview(raw)[:1].tobytes() == b"{":
             return raw
         return {"value": raw}
     raw = safe_json(value)
-    return raw if memoryview(raw)[:1] == b"{" else {"value": raw}
+    return raw if memoryview(raw)[:1].tobytes() == b"{" else {"value": raw}
 
 
 def _as_text(value: Any) -> str | None:

@@ -206,8 +206,8 @@ class Pipeline:
         self.delivery: Delivery | None = None
         self.provider: Any = None
         self.tracer: trace.Tracer = trace.NoOpTracer()
-        # shared with the task decorator: per task name, the background prompt refresh state
-        self.prompt_state: dict[str, Any] = {}
+        # the task decorator keeps its prompt fetcher here (one per client)
+        self.prompts: Any = None
         self.prompt_lock = threading.Lock()
         self._closed = False
         if not self.enabled:

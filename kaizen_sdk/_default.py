@@ -1,0 +1,93 @@
+"""The process-wide default client that ``@ct.task`` and ``ct.instrument`` use.
+
+``ct.configure(...)`` sets it explicitly; otherwise `get_client` builds it on first use from
+the ``KAIZEN_*`` environment variables. ``ct.flush()`` delivers what every client of the
+process has queued.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from kaizen_sdk import delivery
+from kaizen_sdk._config import KAIZEN_ENABLED, env_flag
+from kaizen_sdk.errors import CTError
+
+if TYPE_CHECKING:
+    from kaizen_sdk.client import CTClient
+
+__all__ = ["configure", "flush", "get_client"]
+
+_lock = threading.Lock()
+_client: CTClient | None = None
+
+
+def configure(**kwargs: Any) -> CTClient:
+    """Build the process-wide default client from *kwargs* (as for ``CTClient``) and use it.
+
+    A default client configured before is closed (its queued records are delivered first).
+
+    Example::
+
+        import kaizen_sdk as ct
+
+        ct.configure(api_key="sk-...", base_url="https://ct.example.com")
+    """
+    global _client
+    from kaizen_sdk.client import CTClient
+
+    new = CTClient(**kwargs)
+    with _lock:
+        old, _client = _client, new
+    if old is not None:
+        old.close()
+    return new
+
+
+def get_client() -> CTClient:
+    """Return the process-wide default client, building it from ``KAIZEN_*`` on first use.
+
+    Raises `CTError` when no API key is configured (``KAIZEN_API_KEY``).
+    """
+    global _client
+    client = _client
+    if client is not None:
+        return client
+    from kaizen_sdk.client import CTClient
+
+    with _lock:
+        if _client is None:
+            _client = CTClient()
+        return _client
+
+
+def _client_or_none() -> CTClient | None:
+    return _client
+
+
+def _client_for_tasks() -> CTClient | None:
+    """The default client for ``@task``; None when tracing is off and nothing is configured."""
+    client = _client
+    if client is not None:
+        return client
+    try:
+        return get_client()
+    except CTError:
+        if not env_flag(KAIZEN_ENABLED, True):
+            return None  # KAIZEN_ENABLED=false without a key: run on the default prompt
+        raise
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Deliver everything every client of this process has queued so far.
+
+    Returns False when *timeout* seconds ran out first.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ok = True
+    for item in delivery._live():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ok = item.flush(left) and ok
+    return ok

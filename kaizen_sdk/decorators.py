@@ -1,0 +1,985 @@
+"""The ``@task`` decorator: the active prompt in, one CT span and record per call out.
+
+``@ct.task("summarize_ticket")`` on a function (plain, method, ``async def``, generator or
+async generator) makes every call
+
+1. get the task's active `Prompt` from the client's TTL cache (stale entries are served while
+   one background refresh runs; with nothing cached, one short attempt, else
+   ``default_prompt``) and pass it as the ``prompt`` argument when the function has one and
+   the caller did not pass it;
+2. run inside an OpenTelemetry span ``ct.task <name>`` that nests under the current span,
+   with a fresh UUID4 trace id (`current_trace_id`);
+3. hand a record (inputs without ``prompt``, output, prompt version, latency) to the
+   client's background pipeline, which posts it to the CT server off the caller's thread.
+
+Everything that can be decided once (the ``prompt`` parameter, the span name, argument
+names) is decided when the function is decorated; the client is resolved on first call.
+Inputs are snapshotted as JSON when the call starts, so later mutation of an argument does
+not change what is recorded; objects JSON does not know become their (truncated) ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import inspect
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from urllib.parse import quote
+
+import httpx
+import msgspec
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from kaizen_sdk import tracing
+from kaizen_sdk.delivery import MAX_TEXT_CHARS, safe_json
+from kaizen_sdk.errors import CTError
+from kaizen_sdk.models import Prompt, TraceResult, decode
+from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall, new_trace_id
+
+__all__ = [
+    "AsyncTaskFunction",
+    "AsyncTaskRun",
+    "TaskFunction",
+    "TaskRun",
+    "current_prompt",
+    "current_trace_id",
+    "task",
+]
+
+P = ParamSpec("P")
+
+_log = logging.getLogger("kaizen_sdk.decorators")
+
+R = TypeVar("R")
+
+_COLD_TIMEOUT = 1.5
+_REFRESH_TIMEOUT = 5.0
+_RETRY_FIRST = 1.0
+_RETRY_MAX = 60.0
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+# --- public helpers ------------------------------------------------------------------------
+
+
+def current_trace_id() -> str | None:
+    """Return the trace id of the running ``@task`` call (this thread / asyncio task), or None.
+
+    Example::
+
+        @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
+        def summarize(ticket: str, prompt: ct.Prompt) -> str:
+            log.info("trace %s", ct.current_trace_id())
+            ...
+    """
+    call = _CURRENT.get()
+    return None if call is None else call.trace_id
+
+
+def current_prompt() -> Prompt | None:
+    """Return the prompt the running ``@task`` call uses, or None outside a task call."""
+    call = _CURRENT.get()
+    return None if call is None else call.prompt
+
+
+class TaskRun:
+    """What ``fn.call(...)`` returns beside the result: the call's trace id and prompt.
+
+    Example::
+
+        summary, run = summarize.call(ticket="Printer on fire")
+        run.score(0.9)             # scores the trace, delivering it first if still queued
+    """
+
+    __slots__ = ("_client", "prompt", "task", "trace_id")
+
+    def __init__(self, task: str, trace_id: str, prompt: Prompt | None, client: Any) -> None:
+        self.task = task
+        self.trace_id = trace_id
+        self.prompt = prompt
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(task={self.task!r}, trace_id={self.trace_id!r})"
+
+    def score(self, value: float, scored_by: str = "sdk") -> TraceResult:
+        """Score this call's trace in [0, 1] (see ``CTClient.score``)."""
+        client = self._require_client()
+        result: TraceResult = client.score(self.trace_id, value, scored_by=scored_by)
+        return result
+
+    def _require_client(self) -> Any:
+        if self._client is None:
+            raise CTError("This call ran without a CT client (tracing is disabled).")
+        return self._client
+
+
+class AsyncTaskRun(TaskRun):
+    """`TaskRun` of an ``async def`` task: ``await run.score(value)``."""
+
+    __slots__ = ()
+
+    async def score(self, value: float, scored_by: str = "sdk") -> TraceResult:  # type: ignore[override]
+        """Score this call's trace in [0, 1] (see ``CTClient.score``)."""
+        client = self._require_client()
+        if inspect.iscoroutinefunction(client.score):
+            result: TraceResult = await client.score(self.trace_id, value, scored_by=scored_by)
+            return result
+        return await asyncio.to_thread(client.score, self.trace_id, value, scored_by=scored_by)
+
+
+class TaskFunction(Protocol[P, R]):
+    """A function decorated with ``@task``: call it as before, or ``.call()`` for the run."""
+
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> tuple[R, TaskRun]:
+        """Call the function; return ``(result, run)``."""
+        ...
+
+    def __get__(self, instance: Any, owner: type | None = None) -> TaskFunction[..., R]: ...
+
+
+class AsyncTaskFunction(Protocol[P, R]):
+    """An ``async def`` function decorated with ``@task``; ``await fn.call(...)`` for the run."""
+
+    __wrapped__: Callable[P, Coroutine[Any, Any, R]]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
+    def call(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, tuple[R, AsyncTaskRun]]:
+        """Call the function; ``await`` it for ``(result, run)``."""
+        ...
+
+    def __get__(
+        self, instance: Any, owner: type | None = None
+    ) -> AsyncTaskFunction[..., R]: ...
+
+
+# --- prompts -------------------------------------------------------------------------------
+
+
+class _NoPrompt(Exception):
+    """The prompt could not be fetched; the message says why (never the API key)."""
+
+
+class _PromptState:
+    __slots__ = ("delay", "error", "retrying")
+
+    def __init__(self) -> None:
+        self.retrying = False  # a background fetch is queued, running or scheduled
+        self.delay = 0.0
+        self.error = ""
+
+
+class _Prompts:
+    """Per client: prompt fetches off the hot path, and background refresh with backoff."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._settings = client._settings
+        self._cache = client._prompt_cache
+        self._states: dict[str, _PromptState] = {}
+        self._lock = threading.Lock()
+        self._http: httpx.Client | None = None
+        self._queue: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    # hot path ------------------------------------------------------------------------------
+
+    def peek(self, name: str, default: Prompt | None) -> Prompt | None:
+        """Return the prompt without I/O, or None when a cold fetch is needed first."""
+        found = self._cache.lookup(name)
+        if found is not None:
+            if not found[1]:
+                self._refresh(name)
+            prompt: Prompt = found[0]
+            return prompt
+        if default is not None:
+            state = self._states.get(name)
+            if state is not None and state.retrying:
+                return default  # the background fetch will fill the cache
+        return None
+
+    def get(self, name: str, default: Prompt | None) -> Prompt:
+        """Return the prompt; on a cold start one short attempt, then the default."""
+        prompt = self.peek(name, default)
+        if prompt is not None:
+            return prompt
+        try:
+            fetched: Prompt = self._cache.get_or_load(
+                name, lambda: self._fetch(name, _COLD_TIMEOUT)
+            )
+            return fetched
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, _NoPrompt) else _why(exc)
+            self._failed(name, reason)
+            if default is not None:
+                return default
+            raise _missing(name, reason) from None
+
+    # background ----------------------------------------------------------------------------
+
+    def _state(self, name: str) -> _PromptState:
+        state = self._states.get(name)
+        if state is None:
+            with self._lock:
+                state = self._states.setdefault(name, _PromptState())
+        return state
+
+    def _refresh(self, name: str) -> None:
+        state = self._state(name)
+        with self._lock:
+            if state.retrying:
+                return
+            state.retrying = True
+        self._schedule(0.0, name)
+
+    def _failed(self, name: str, reason: str) -> None:
+        state = self._state(name)
+        with self._lock:
+            state.error = reason
+            if state.retrying:
+                return
+            state.retrying = True
+            state.delay = _RETRY_FIRST
+        _log.info("No prompt for task %r yet (%s); retrying in the background.", name, reason)
+        self._schedule(state.delay, name)
+
+    def _schedule(self, delay: float, name: str) -> None:
+        if self._worker is None or self._pid != os.getpid():
+            with self._lock:
+                if self._worker is None or self._pid != os.getpid():
+                    self._pid = os.getpid()
+                    self._queue = queue.SimpleQueue()
+                    self._http = None
+                    self._worker = threading.Thread(
+                        target=self._run, name="kaizen-prompts", daemon=True
+                    )
+                    self._worker.start()
+        self._queue.put((time.monotonic() + delay, name))
+
+    def _run(self) -> None:
+        due: list[tuple[float, str]] = []
+        q = self._queue
+        while True:
+            timeout = None if not due else max(0.0, due[0][0] - time.monotonic())
+            with contextlib.suppress(queue.Empty):
+                heapq.heappush(due, q.get(timeout=timeout))
+            while due and due[0][0] <= time.monotonic():
+                _, name = heapq.heappop(due)
+                retry = self._refresh_now(name)
+                if retry is not None:
+                    heapq.heappush(due, (time.monotonic() + retry, name))
+
+    def _refresh_now(self, name: str) -> float | None:
+        """Fetch *name* in the background; return the delay before a retry, or None."""
+        state = self._state(name)
+        try:
+            prompt = self._fetch(name, _REFRESH_TIMEOUT)
+        except Exception as exc:
+            with self._lock:
+                state.error = str(exc) if isinstance(exc, _NoPrompt) else _why(exc)
+                state.delay = min(_RETRY_MAX, max(_RETRY_FIRST, state.delay * 2))
+                return state.delay
+        self._cache.set(name, prompt)
+        with self._lock:
+            state.retrying = False
+            state.delay = 0.0
+            state.error = ""
+        return None
+
+    def _fetch(self, name: str, timeout: float) -> Prompt:
+        http = self._http
+        if http is None:
+            settings = self._settings
+            http = self._http = httpx.Client(
+                headers=dict(self._client._headers),
+                verify=settings.verify,
+                follow_redirects=False,
+            )
+        url = f"{self._settings.base_url}/api/v1/prompts/{quote(name, safe='')}"
+        resp = http.get(url, timeout=min(timeout, self._settings.timeout))
+        if resp.status_code == 404:
+            raise _NoPrompt("the CT server has no active prompt for it yet")
+        if resp.status_code != 200:
+            raise _NoPrompt(f"the CT server answered {resp.status_code}")
+        try:
+            prompt = decode(resp.content, Prompt)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _NoPrompt(f"the CT server sent an invalid prompt: {exc}") from None
+        remember = getattr(self._client, "_remember_prompt", None)
+        if remember is not None:
+            remember(name, prompt)
+        return prompt
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "the CT server did not answer in time"
+    if isinstance(exc, httpx.TransportError):
+        return "the CT server could not be reached"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _missing(name: str, reason: str) -> CTError:
+    return CTError(
+        f"No prompt for task {name!r}: {reason or 'it could not be fetched'}. Pass "
+        f"default_prompt=... to @task({name!r}) so calls can run without the CT server."
+    )
+
+
+# --- per-call state ------------------------------------------------------------------------
+
+
+class _Call(CurrentCall):
+    """`CurrentCall` plus what the decorator needs to finish the call."""
+
+    ct_token: Any
+    ctx: Any
+    inputs: Any
+    otel_token: Any
+    parent: CurrentCall | None
+    pipeline: Any
+    recording: bool
+    span: Any
+    started: float
+
+    __slots__ = (
+        "ct_token",
+        "ctx",
+        "inputs",
+        "otel_token",
+        "parent",
+        "pipeline",
+        "recording",
+        "span",
+        "started",
+    )
+
+
+def _run_of(spec: _TaskSpec, call: _Call | None, prompt: Prompt | None, cls: type[R]) -> R:
+    if call is None:
+        return cls(spec.name, new_trace_id(), prompt, spec.client_or_none())  # type: ignore[call-arg]
+    return cls(spec.name, call.trace_id, call.prompt, spec.client_or_none())  # type: ignore[call-arg]
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=lambda obj: _enc_fallback(obj))
+
+
+def _enc_fallback(obj: Any) -> Any:
+    from kaizen_sdk.delivery import _enc_hook
+
+    return _enc_hook(obj)
+
+
+def _snapshot(value: Any) -> Any:
+    """Freeze a value as JSON now (immutable scalars are kept as they are). Never raises."""
+    if type(value) in _SIMPLE:
+        return value
+    try:
+        data = _ENCODER.encode(value)
+    except Exception:
+        return safe_json(value)
+    if len(data) > MAX_TEXT_CHARS:
+        return safe_json(value)
+    return msgspec.Raw(data)
+
+
+class _TaskSpec:
+    """Everything resolved once per decorated function, and the per-call helpers."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        client: Any,
+        default_prompt: Prompt | None,
+        capture_inputs: bool,
+        capture_output: bool,
+        log_feedback: bool,
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        self.name = name
+        self.span_name = f"ct.task {name}"
+        self.default = default_prompt
+        self.capture_inputs = capture_inputs
+        self.capture_output = capture_output
+        self.log_feedback = log_feedback
+        self.metadata = dict(metadata) if metadata else None
+        self._given_client = client
+        self._client: Any = None
+        self._pipeline: tracing.Pipeline | None = None
+        self._prompts: _Prompts | None = None
+        self._pv: tuple[Prompt | None, str | None] = (None, None)
+        params = list(inspect.signature(fn).parameters.values())
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        positional = [p.name for p in params if p.kind in kinds]
+        self.names = tuple(positional)
+        self.names_bound = tuple(positional[1:])
+        self.var_pos = next(
+            (p.name for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL), None
+        )
+        self.defaults = {
+            p.name: p.default
+            for p in params
+            if p.default is not inspect.Parameter.empty and p.name != "prompt"
+        }
+        prompt_param = next((p for p in params if p.name == "prompt"), None)
+        self.takes_prompt = prompt_param is not None and prompt_param.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        )
+        self.prompt_index = positional.index("prompt") if "prompt" in positional else None
+
+    # client and pipeline -------------------------------------------------------------------
+
+    def client_or_none(self) -> Any:
+        if self._given_client is not None:
+            return self._given_client
+        from kaizen_sdk import _default
+
+        return _default._client_or_none()
+
+    def _resolve(self) -> tuple[Any, tracing.Pipeline | None, _Prompts | None]:
+        client = self._given_client
+        if client is None:
+            from kaizen_sdk import _default
+
+            client = _default._client_for_tasks()
+        if client is not self._client:
+            if client is None:
+                self._pipeline = self._prompts = None
+            else:
+                pipeline = tracing.pipeline_for(client)
+                prompts = getattr(pipeline, "prompts", None)
+                if prompts is None:
+                    with pipeline.prompt_lock:
+                        prompts = getattr(pipeline, "prompts", None)
+                        if prompts is None:
+                            prompts = _Prompts(client)
+                            pipeline.prompts = prompts
+                self._pipeline, self._prompts = pipeline, prompts
+            self._client = client
+        return client, self._pipeline, self._prompts
+
+    # prompt --------------------------------------------------------------------------------
+
+    def _given_prompt(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Return the prompt the caller passed, or `_UNSET`."""
+        if "prompt" in kwargs:
+            return kwargs["prompt"]
+        index = self.prompt_index
+        if index is not None:
+            if instance is not None:
+                index -= 1
+            if 0 <= index < len(args):
+                return args[index]
+        return _UNSET
+
+    def prompt_nowait(
+        self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Prompt | None, bool]:
+        """Return ``(prompt, need_io)``: the prompt for this call without I/O when possible."""
+        given = self._given_prompt(instance, args, kwargs)
+        if given is not _UNSET:
+            if isinstance(given, Prompt):
+                return given, False
+            if isinstance(given, str):
+                return Prompt(prompt_text=given, version_number=0, status="given"), False
+            return None, False
+        _, _, prompts = self._resolve()
+        if prompts is None:
+            return self.default, False
+        try:
+            prompt = prompts.peek(self.name, self.default)
+        except CTError:
+            raise
+        return prompt, prompt is None
+
+    def prompt_io(self) -> Prompt:
+        """The cold path: one short fetch, else the default (or a `CTError`)."""
+        _, _, prompts = self._resolve()
+        if prompts is None:
+            if self.default is None:
+                raise _missing(self.name, "no CT client is configured")
+            return self.default
+        return prompts.get(self.name, self.default)
+
+    # span start / finish -------------------------------------------------------------------
+
+    def begin(
+        self,
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        prompt: Prompt | None,
+        enter: bool,
+    ) -> _Call:
+        """Start a call: inject the prompt, make the trace id, start the span."""
+        if self.takes_prompt and prompt is not None and "prompt" not in kwargs:
+            index = self.prompt_index
+            if index is None or len(args) <= index - (instance is not None):
+                kwargs["prompt"] = prompt
+        parent = _CURRENT.get()
+        trace_id = new_trace_id()
+        call = _Call(self.name, trace_id, prompt)
+        call.parent = parent
+        pipeline = self._pipeline
+        call.pipeline = pipeline
+        if pipeline is None or not pipeline.enabled:
+            call.span = None
+            call.ctx = None
+            call.ct_token = _CURRENT.set(call) if enter else None
+            call.otel_token = None
+            return call
+        attributes: dict[str, Any] = {Attr.TASK_NAME: self.name, Attr.TRACE_ID: trace_id}
+        if prompt is not None:
+            attributes[Attr.PROMPT_VERSION_NUMBER] = prompt.version_number
+            if prompt.id is not None:
+                cached = self._pv
+                if cached[0] is not prompt:
+                    cached = self._pv = (prompt, str(prompt.id))
+                attributes[Attr.PROMPT_VERSION_ID] = cached[1]
+        if parent is not None:
+            attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
+        span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
+        call.span = span
+        call.recording = span.is_recording()
+        if not call.recording:
+            call.started = time.perf_counter()
+        if self.capture_inputs:
+            inputs = self._inputs(instance, args, kwargs)
+            call.inputs = inputs
+            if pipeline.capture_on_spans and call.recording:
+                span.set_attribute(Attr.INPUTS, _attr_text(inputs))
+        else:
+            call.inputs = None
+        call.ctx = trace.set_span_in_context(span)
+        if enter:
+            call.ct_token = _CURRENT.set(call)
+            call.otel_token = otel_context.attach(call.ctx)
+        else:
+            call.ct_token = call.otel_token = None
+        return call
+
+    def _inputs(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        names = self.names if instance is None else self.names_bound
+        values = dict(self.defaults) if self.defaults else {}
+        values.update(zip(names, args, strict=False))
+        if len(args) > len(names) and self.var_pos is not None:
+            values[self.var_pos] = args[len(names) :]
+        if kwargs:
+            values.update(kwargs)
+        values.pop("prompt", None)
+        return _snapshot(values)
+
+    def finish(self, call: _Call, result: Any, error: BaseException | None) -> None:
+        """End a call: leave its context, end the span, queue the record. Never raises."""
+        ct_token = call.ct_token
+        if ct_token is not None:
+            _CURRENT.reset(ct_token)
+        span = call.span
+        if span is None:
+            return
+        otel_token = call.otel_token
+        if otel_token is not None:
+            otel_context.detach(otel_token)
+        try:
+            self._record(call, span, result, error)
+        except Exception:
+            _log.warning("Could not record a call of task %r.", self.name, exc_info=True)
+            span.end()
+
+    def _record(self, call: _Call, span: Any, result: Any, error: BaseException | None) -> None:
+        pipeline = call.pipeline
+        prompt = call.prompt
+        output = _snapshot(result) if self.capture_output and error is None else None
+        if error is not None and call.recording:
+            span.set_status(Status(StatusCode.ERROR, _short(error)))
+            span.record_exception(error)
+            span.set_attribute("error.type", type(error).__qualname__)
+        elif output is not None and pipeline.capture_on_spans and call.recording:
+            span.set_attribute(Attr.OUTPUT, _attr_text(output))
+        parent = call.parent
+        record = CallRecord(
+            trace_id=call.trace_id,
+            task=self.name,
+            prompt_text=None if prompt is None else prompt.prompt_text,
+            inputs=call.inputs,
+            output=output,
+            prompt_version_id=None if prompt is None else prompt.id,
+            prompt_version_number=None if prompt is None else prompt.version_number,
+            parent_trace_id=None if parent is None else parent.trace_id,
+            log_feedback=self.log_feedback and error is None,
+            metadata=self.metadata,
+            error=None if error is None else type(error).__qualname__,
+        )
+        if call.recording:
+            records = pipeline.records
+            if len(records) < pipeline.max_queue:
+                records[span.get_span_context().span_id] = record
+                pipeline.pending.add(call.trace_id)
+            elif pipeline.delivery is not None:
+                pipeline.delivery.drop_full(record)
+            span.end()
+        else:
+            record.latency_ms = (time.perf_counter() - call.started) * 1000.0
+            pipeline.attach(span, record)
+            span.end()
+
+    # per-step context for generators -------------------------------------------------------
+
+    @staticmethod
+    def enter(call: _Call) -> tuple[Any, Any]:
+        ct_token = _CURRENT.set(call)
+        return ct_token, (otel_context.attach(call.ctx) if call.ctx is not None else None)
+
+    @staticmethod
+    def leave(tokens: tuple[Any, Any]) -> None:
+        if tokens[1] is not None:
+            otel_context.detach(tokens[1])
+        _CURRENT.reset(tokens[0])
+
+
+_UNSET: Any = object()
+
+
+def _short(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__qualname__}: {exc}"[:200]
+    except Exception:
+        return type(exc).__qualname__
+
+
+def _attr_text(value: Any) -> str:
+    if type(value) is str:
+        text: str = value
+    elif type(value) is msgspec.Raw:
+        text = bytes(value).decode("utf-8", "replace")
+    else:
+        text = bytes(safe_json(value)).decode("utf-8", "replace")
+    if len(text) > MAX_TEXT_CHARS:
+        return f"{text[:MAX_TEXT_CHARS]}…[truncated {len(text) - MAX_TEXT_CHARS} chars]"
+    return text
+
+
+# --- the wrappers --------------------------------------------------------------------------
+
+
+def _sync_wrapper(spec: _TaskSpec) -> Callable[..., Any]:
+    begin, finish, nowait, io = spec.begin, spec.finish, spec.prompt_nowait, spec.prompt_io
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        prompt, need_io = nowait(instance, args, kwargs)
+        if need_io:
+            prompt = io()
+        call = begin(instance, args, kwargs, prompt, True)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            finish(call, None, exc)
+            raise
+        finish(call, result, None)
+        return result
+
+    return wrapper
+
+
+def _sync_call(spec: _TaskSpec) -> Callable[..., Any]:
+    begin, finish, nowait, io = spec.begin, spec.finish, spec.prompt_nowait, spec.prompt_io
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        prompt, need_io = nowait(instance, args, kwargs)
+        if need_io:
+            prompt = io()
+        call = begin(instance, args, kwargs, prompt, True)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            finish(call, None, exc)
+            raise
+        finish(call, result, None)
+        return result, _run_of(spec, call, prompt, TaskRun)
+
+    return wrapper
+
+
+async def _aprompt(spec: _TaskSpec, instance: Any, args: Any, kwargs: Any) -> Prompt | None:
+    prompt, need_io = spec.prompt_nowait(instance, args, kwargs)
+    if need_io:
+        prompt = await asyncio.get_running_loop().run_in_executor(None, spec.prompt_io)
+    return prompt
+
+
+def _async_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
+    begin, finish = spec.begin, spec.finish
+
+    async def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        prompt = await _aprompt(spec, instance, args, kwargs)
+        call = begin(instance, args, kwargs, prompt, True)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:  # asyncio.CancelledError counts as a failed call
+            finish(call, None, exc)
+            raise
+        finish(call, result, None)
+        if with_run:
+            return result, _run_of(spec, call, prompt, AsyncTaskRun)
+        return result
+
+    return wrapper
+
+
+def _gen_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        prompt, need_io = spec.prompt_nowait(instance, args, kwargs)
+        if need_io:
+            prompt = spec.prompt_io()
+        call = spec.begin(instance, args, kwargs, prompt, False)
+        gen = _traced_gen(spec, call, wrapped(*args, **kwargs))
+        if with_run:
+            return gen, _run_of(spec, call, prompt, TaskRun)
+        return gen
+
+    return wrapper
+
+
+def _traced_gen(spec: _TaskSpec, call: _Call, inner: Iterator[Any]) -> Iterator[Any]:
+    chunks: list[Any] = []
+    send: Any = None
+    throw: BaseException | None = None
+    try:
+        while True:
+            tokens = spec.enter(call)
+            try:
+                if throw is not None:
+                    item, throw = inner.throw(throw), None  # type: ignore[attr-defined]
+                else:
+                    item = inner.send(send)  # type: ignore[attr-defined]
+            except StopIteration:
+                break
+            finally:
+                spec.leave(tokens)
+            chunks.append(item)
+            try:
+                send = yield item
+            except GeneratorExit:
+                tokens = spec.enter(call)
+                try:
+                    inner.close()  # type: ignore[attr-defined]
+                finally:
+                    spec.leave(tokens)
+                raise
+            except BaseException as exc:
+                throw = exc
+    except GeneratorExit:
+        spec.finish(call, _joined(chunks), None)
+        raise
+    except BaseException as exc:
+        spec.finish(call, None, exc)
+        raise
+    spec.finish(call, _joined(chunks), None)
+
+
+def _agen_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        prompt, need_io = spec.prompt_nowait(instance, args, kwargs)
+        if need_io:
+            prompt = spec.prompt_io()
+        call = spec.begin(instance, args, kwargs, prompt, False)
+        gen = _traced_agen(spec, call, wrapped(*args, **kwargs))
+        if with_run:
+            return gen, _run_of(spec, call, prompt, TaskRun)
+        return gen
+
+    return wrapper
+
+
+async def _traced_agen(spec: _TaskSpec, call: _Call, inner: Any) -> AsyncIterator[Any]:
+    chunks: list[Any] = []
+    send: Any = None
+    throw: BaseException | None = None
+    try:
+        while True:
+            tokens = spec.enter(call)
+            try:
+                if throw is not None:
+                    item, throw = await inner.athrow(throw), None
+                else:
+                    item = await inner.asend(send)
+            except StopAsyncIteration:
+                break
+            finally:
+                spec.leave(tokens)
+            chunks.append(item)
+            try:
+                send = yield item
+            except GeneratorExit:
+                tokens = spec.enter(call)
+                try:
+                    await inner.aclose()
+                finally:
+                    spec.leave(tokens)
+                raise
+            except BaseException as exc:
+                throw = exc
+    except GeneratorExit:
+        spec.finish(call, _joined(chunks), None)
+        raise
+    except BaseException as exc:
+        spec.finish(call, None, exc)
+        raise
+    spec.finish(call, _joined(chunks), None)
+
+
+def _joined(chunks: list[Any]) -> Any:
+    if chunks and all(type(c) is str for c in chunks):
+        return "".join(chunks)
+    return chunks
+
+
+class _TaskWrapper(wrapt.FunctionWrapper[..., Any]):
+    """The decorated function: behaves like the original, plus ``.call()``."""
+
+    _self_call_wrapper: Callable[..., Any]
+    _self_spec: _TaskSpec
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function; return ``(result, run)`` (awaitable for ``async def``)."""
+        return self._self_call_wrapper(self.__wrapped__, None, args, kwargs)
+
+
+class _BoundTaskWrapper(wrapt.BoundFunctionWrapper[..., Any]):
+    """`_TaskWrapper` bound to an instance or class."""
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method; return ``(result, run)`` (awaitable for ``async def``)."""
+        parent = self._self_parent
+        instance = self._self_instance
+        wrapped = self.__wrapped__
+        call_wrapper = parent._self_call_wrapper
+        if instance is None and self._self_binding == "function" and args:
+            instance, args = args[0], args[1:]
+            wrapped = wrapped.__get__(instance, type(instance))
+        return call_wrapper(wrapped, instance, args, kwargs)
+
+
+_TaskWrapper.__bound_function_wrapper__ = _BoundTaskWrapper  # type: ignore[misc]
+
+
+# --- the decorator -------------------------------------------------------------------------
+
+
+class _Decorator:
+    def __init__(self, name: str, options: dict[str, Any]) -> None:
+        self._name = name
+        self._options = options
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> AsyncTaskFunction[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> TaskFunction[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any]) -> Any:
+        if not callable(fn):
+            raise TypeError(f"@task({self._name!r}) needs a function, got {type(fn).__name__}.")
+        target = fn.__func__ if isinstance(fn, classmethod | staticmethod) else fn
+        spec = _TaskSpec(target, self._name, **self._options)
+        if inspect.isasyncgenfunction(target):
+            wrapper, call_wrapper = _agen_wrapper(spec, False), _agen_wrapper(spec, True)
+        elif inspect.iscoroutinefunction(target):
+            wrapper, call_wrapper = _async_wrapper(spec, False), _async_wrapper(spec, True)
+        elif inspect.isgeneratorfunction(target):
+            wrapper, call_wrapper = _gen_wrapper(spec, False), _gen_wrapper(spec, True)
+        else:
+            wrapper, call_wrapper = _sync_wrapper(spec), _sync_call(spec)
+        wrapped = _TaskWrapper(fn, wrapper)
+        wrapped._self_call_wrapper = call_wrapper
+        wrapped._self_spec = spec
+        return wrapped
+
+
+def task(
+    name: str,
+    *,
+    client: Any = None,
+    default_prompt: str | Prompt | None = None,
+    capture_inputs: bool = True,
+    capture_output: bool = True,
+    log_feedback: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> _Decorator:
+    """Decorate an LLM function as the CT task *name*.
+
+    Example::
+
+        import kaizen_sdk as ct
+
+        @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
+        def summarize(ticket: str, prompt: ct.Prompt) -> str:
+            return llm(prompt.render(ticket=ticket))
+
+        summary = summarize("Printer on fire")          # runs on the active prompt
+        summary, run = summarize.call("Printer on fire")
+        run.score(0.9)
+
+    Parameters:
+        name: the task's unique name on the CT server.
+        client: a ``CTClient``/``AsyncCTClient``; default: the process-wide client
+            (``ct.configure(...)``, else built from ``KAIZEN_*`` variables on first call).
+        default_prompt: used when nothing is cached and the server has no prompt or cannot
+            be reached; sent with the trace, so a new task gets it as version 1.
+        capture_inputs, capture_output: send the arguments (without ``prompt``) and the
+            result to the CT server.
+        log_feedback: also send a feedback entry per call (the optimizer's training data).
+        metadata: added to every trace and feedback entry.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError("@task needs the task's name, e.g. @task('summarize_ticket').")
+    if isinstance(default_prompt, str):
+        default: Prompt | None = Prompt(
+            prompt_text=default_prompt, version_number=0, status="default"
+        )
+    else:
+        default = default_prompt
+    return _Decorator(
+        name,
+        {
+            "client": client,
+            "default_prompt": default,
+            "capture_inputs": capture_inputs,
+            "capture_output": capture_output,
+            "log_feedback": log_feedback,
+            "metadata": metadata,
+        },
+    )
+
