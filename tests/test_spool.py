@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kaizen_sdk import _spool
-from kaizen_sdk._spool import Spool
+from kaizen_sdk._spool import MemorySpool, Replayer, Spool
 from kaizen_sdk.models import IngestRequest, TraceRequest, encode
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -252,3 +255,73 @@ def test_two_processes_replay_each_file_exactly_once(tmp_path: Path) -> None:
     assert set(got[0]) | set(got[1]) == expected
     assert set(got[0]) & set(got[1]) == set()
     assert spool.pending() == []
+
+
+# --- in memory, and the background replayer ---------------------------------------------
+
+
+def test_memory_spool_is_bounded_ordered_and_keeps_order_on_failure() -> None:
+    mem = MemorySpool(max_records=5)
+    ids = [uuid.uuid4() for _ in range(7)]
+    assert [mem.append(_batch(i), records=1) for i in ids] == [True] * 5 + [False] * 2
+    assert mem.records == 5
+    seen: list[uuid.UUID] = []
+
+    def flaky(batch: IngestRequest) -> bool:
+        seen.extend(_ids(batch))
+        return len(seen) != 3  # the third batch fails once
+
+    first = mem.replay(flaky)
+    assert (first.batches, first.failed, mem.records) == (2, True, 3)
+    second = mem.replay(flaky)
+    assert (second.batches, second.records, second.failed) == (3, 3, False)
+    assert seen == ids[:3] + ids[2:5]  # the failed batch was re-sent first
+    assert mem.is_empty() and mem.records == 0
+    assert MemorySpool(max_records=100, max_bytes=10).append(_batch(ids[0]), records=1) is False
+    mem.append(_batch(ids[0]), records=4)
+    assert mem.clear() == 4 and mem.is_empty()
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.mark.parametrize("kind", ["disk", "memory"])
+def test_replayer_resends_at_start_on_kick_and_after_failures(tmp_path: Path, kind: str) -> None:
+    spool: Spool | MemorySpool = Spool(tmp_path) if kind == "disk" else MemorySpool(100)
+    ids = [uuid.uuid4() for _ in range(6)]
+    for i in ids[:3]:
+        spool.append(_batch(i), records=1)
+    delivered: list[uuid.UUID] = []
+    server_up = threading.Event()
+    attempts = [0]
+
+    def send(batch: IngestRequest) -> bool:
+        attempts[0] += 1
+        if not server_up.is_set():
+            return False
+        delivered.extend(_ids(batch))
+        return True
+
+    replayer = Replayer(spool, send)
+    replayer.start()  # first pass at start: the server is down, nothing is lost
+    assert _wait_until(lambda: attempts[0] >= 1)
+    assert delivered == [] and not spool.is_empty()
+    server_up.set()
+    replayer.kick()  # a send succeeded elsewhere: replay now, oldest first
+    assert _wait_until(lambda: len(delivered) == 3)
+    assert delivered == ids[:3]
+    for i in ids[3:]:
+        spool.append(_batch(i), records=1)
+    replayer.kick()
+    assert _wait_until(lambda: len(delivered) == 6)
+    assert delivered == ids
+    assert spool.is_empty()
+    replayer.stop()
+    replayer.kick()  # after stop: does nothing
+    assert replayer._thread is not None and not replayer._thread.is_alive()
