@@ -72,6 +72,8 @@ RETRY_AFTER_MAX = 30.0
 
 _API = "/api/v1"
 
+_NOT_JSON = object()
+
 _warned_hosts: set[str] = set()
 _warned_lock = threading.Lock()
 
@@ -384,9 +386,10 @@ class _BaseClient:
         raw = resp.content
         if not raw:
             return None, None
-        try:
+        body: Any = _NOT_JSON
+        with contextlib.suppress(CTError), _translate_errors("error body"):
             body = msgspec.json.decode(raw)
-        except msgspec.DecodeError:  # not JSON: keep a short excerpt as the detail
+        if body is _NOT_JSON:  # keep a short excerpt as the detail
             return None, raw[:200].decode("utf-8", "replace").strip() or None
         if not isinstance(body, dict):
             return None, str(body)[:200]
