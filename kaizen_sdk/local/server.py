@@ -84,18 +84,32 @@ class _HttpError(Exception):
         self.close = close
 
 
-class _RawIngest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The ingest body before each item is validated on its own."""
+class _RawIngest(msgspec.Struct, kw_only=True):
+    """The ingest body before each item is validated on its own (other keys are ignored)."""
 
     traces: list[Any] = []
     feedback: list[Any] = []
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _check_int64(obj: msgspec.Struct, prefix: str = "$") -> None:
+    """Reject integer fields that SQLite cannot store, naming the field like msgspec does."""
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+            raise msgspec.ValidationError(f"Expected `int` within 64 bits - at `{prefix}.{name}`")
 
 
 def _decode(body: bytes, into: Any) -> Any:
     if not body.strip():
         raise _HttpError(HTTPStatus.BAD_REQUEST, "The request body is empty: send a JSON object.")
     try:
-        return decoder(into).decode(body)
+        result = decoder(into).decode(body)
+        if isinstance(result, msgspec.Struct):
+            _check_int64(result)
+        return result
     except msgspec.ValidationError as exc:
         raise _HttpError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
     except msgspec.DecodeError as exc:
@@ -103,18 +117,20 @@ def _decode(body: bytes, into: Any) -> Any:
         raise _HttpError(HTTPStatus.BAD_REQUEST, detail) from None
 
 
-_T = TypeVar("_T")
+_S = TypeVar("_S", bound=msgspec.Struct)
 
 
 def _convert_items(
-    items: list[Any], into: type[_T], kind: str, errors: list[IngestError]
-) -> list[_T]:
+    items: list[Any], into: type[_S], kind: str, errors: list[IngestError]
+) -> list[_S]:
     """Validate each raw ingest item on its own; report bad ones in *errors*."""
     field = "traces" if kind == "trace" else kind
-    good: list[_T] = []
+    good: list[_S] = []
     for index, item in enumerate(items):
         try:
-            good.append(msgspec.convert(item, into))
+            converted = msgspec.convert(item, into)
+            _check_int64(converted)
+            good.append(converted)
         except msgspec.ValidationError as exc:
             item_id = item.get("id") if isinstance(item, dict) else None
             errors.append(IngestError(
@@ -394,6 +410,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._handle()
 
+    def __getattr__(self, name: str) -> Any:
+        """Route every other method (HEAD, OPTIONS, TRACE, ...) too, so it gets 404 or 405."""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
@@ -413,7 +435,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -508,7 +531,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise
             if not route.public:
                 self._check_key()
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            if not query.get("task_id", True):
+                del query["task_id"]
             operation: Callable[[_Params, _Query, bytes], _Result] = getattr(
                 self.server.api, route.operation
             )

@@ -50,6 +50,8 @@ def test_non_json_body_is_400(client: httpx.Client, task_name: str, body: bytes)
         ("/api/v1/traces", {"prompt_text": "p"}, "task_id"),
         ("/api/v1/tasks", {"name": "{t}", "feedback_threshold": 0}, "$.feedback_threshold"),
         ("/api/v1/tasks", {"description": "no name"}, "name"),
+        ("/api/v1/tasks", {"name": "{t}", "feedback_threshold": 2**70}, "$.feedback_threshold"),
+        ("/api/v1/traces", {"task_id": "{t}", "tokens": -(2**64)}, "$.tokens"),
     ],
 )
 def test_invalid_field_is_422_naming_it(
@@ -64,6 +66,11 @@ def test_invalid_field_is_422_naming_it(
     assert client.get(f"/api/v1/tasks/{task_name}").status_code == 404
 
 
+def test_float_out_of_range_is_422(client: httpx.Client, task_name: str) -> None:
+    body = b'{"task_id": "' + task_name.encode() + b'", "latency_ms": 1e400}'
+    assert "$.latency_ms" in _error(client.post("/api/v1/traces", content=body), 422)
+
+
 def test_score_trace_out_of_range_is_422(client: httpx.Client, task_name: str) -> None:
     trace = client.post("/api/v1/traces", json={"task_id": task_name}).json()
     for score in (1.01, -1, "x"):
@@ -73,7 +80,7 @@ def test_score_trace_out_of_range_is_422(client: httpx.Client, task_name: str) -
     assert client.get(f"/api/v1/traces/{trace['id']}").json()["score"] is None
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "x", "1001"])
+@pytest.mark.parametrize("limit", ["0", "-1", "x", "1001", ""])
 def test_bad_limit_is_422(client: httpx.Client, limit: str) -> None:
     for path in ("/api/v1/traces", "/api/v1/feedback", "/api/v1/jobs"):
         assert "limit" in _error(client.get(path, params={"limit": limit}), 422)
@@ -94,6 +101,21 @@ def test_wrong_method_is_405_with_allow(client: httpx.Client) -> None:
     assert "DELETE" in _error(resp, 405)
     assert resp.headers["allow"] == "GET, POST"
     assert _error(client.put("/api/v1/health"), 405)
+    assert "TRACE" in _error(client.request("TRACE", "/api/v1/jobs"), 405)
+    assert "QUERY" in _error(client.request("QUERY", "/api/v1/feedback"), 405)
+    assert "QUERY" in _error(client.request("QUERY", "/api/v1/nothing"), 404)
+    head = client.head("/api/v1/health")
+    assert (head.status_code, head.content) == (405, b"")
+    assert client.get("/api/v1/health").status_code == 200  # connection still in sync
+
+
+def test_oversized_int_in_ingest_item_is_reported(client: httpx.Client, task_name: str) -> None:
+    body = {"traces": [{"task_id": task_name, "tokens": 2**64}, {"task_id": task_name}]}
+    result = m.decode(client.post("/api/v1/ingest", json=body).content, m.IngestResult)
+    assert result.accepted == 1
+    assert [e.detail for e in result.errors] == [
+        "traces[0]: Expected `int` within 64 bits - at `$.tokens`"
+    ]
 
 
 def test_body_over_limit_is_413(client: httpx.Client, task_name: str) -> None:
