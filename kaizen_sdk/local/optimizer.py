@@ -6,9 +6,10 @@ examples as demonstrations. The steps are
 1. `split_train_val`: scored feedback is ordered by a SHA-256 hash of each example's id (stable
    across runs and insert order) and the first ``ceil(n * VAL_FRACTION)`` examples become the
    validation split (none when there is a single example); the rest are training examples.
-2. `select_demos`: the ``MAX_DEMOS`` best-scored training examples (ties broken by id).
+2. `select_demos`: the ``MAX_DEMOS`` best-scored training examples that score at least
+   ``MIN_DEMO_SCORE`` (ties broken by id). Poorly rated outputs are never shown as examples.
 3. `build_prompt`: the base prompt plus an ``Examples`` section listing each demo's inputs and
-   output as JSON.
+   output as JSON (no section when no example qualifies).
 4. `eval_score`: the mean score of the validation examples, i.e. how the outputs that users
    rated score on held-out feedback (the training examples when the validation split is empty),
    rounded to 4 places. It is an estimate from existing feedback, not a fresh evaluation: the
@@ -29,6 +30,7 @@ from typing import Any
 
 __all__ = [
     "MAX_DEMOS",
+    "MIN_DEMO_SCORE",
     "OPTIMIZER_NAME",
     "VAL_FRACTION",
     "Example",
@@ -48,6 +50,9 @@ VAL_FRACTION = 0.25
 
 MAX_DEMOS = 3
 """Number of few-shot demonstrations put into the new prompt."""
+
+MIN_DEMO_SCORE = 0.5
+"""Lowest feedback score an example may have to be used as a demonstration."""
 
 OPTIMIZER_NAME = "local-fewshot"
 """The ``optimizer`` recorded on prompt versions made by this module."""
@@ -106,9 +111,15 @@ def split_train_val(examples: Sequence[Example]) -> tuple[list[Example], list[Ex
     return ordered[val_size:], ordered[:val_size]
 
 
-def select_demos(train: Sequence[Example], k: int = MAX_DEMOS) -> list[Example]:
-    """Return the *k* best-scored training examples, best first, ties broken by id."""
-    return sorted(train, key=lambda e: (-e.score, e.id))[: max(0, k)]
+def select_demos(
+    train: Sequence[Example], k: int = MAX_DEMOS, *, min_score: float = MIN_DEMO_SCORE
+) -> list[Example]:
+    """Return the *k* best-scored training examples scoring at least *min_score*.
+
+    Best first; ties are broken by id.
+    """
+    good = [e for e in train if e.score >= min_score]
+    return sorted(good, key=lambda e: (-e.score, e.id))[: max(0, k)]
 
 
 def default_base_prompt(task_name: str) -> str:

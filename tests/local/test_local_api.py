@@ -291,7 +291,7 @@ def test_optimize_success_then_activate(
         201, m.TraceResult)
     for i in range(8):
         _feedback(client, task_name, inputs={"q": f"question {i}"}, output=f"answer {i}",
-                  score=i / 10)
+                  score=(i + 3) / 10)
     _feedback(client, task_name, output="unscored")
     result = _ok(client.post(f"/api/v1/optimize/{task_name}"), 202, m.OptimizeResult)
     assert result.job.triggered_by == "manual"

@@ -43,6 +43,14 @@ def test_select_demos_best_first_ties_by_id() -> None:
     assert [e.id for e in opt.select_demos(ex)] == ["c", "a", "b"]
     assert [e.id for e in opt.select_demos(ex, k=1)] == ["c"]
     assert opt.select_demos(ex, k=0) == []
+    assert [e.id for e in opt.select_demos(ex, k=9)] == ["c", "a", "b"]  # d scores 0.1
+    assert [e.id for e in opt.select_demos(ex, k=9, min_score=0.0)] == ["c", "a", "b", "d"]
+
+
+def test_no_good_example_gives_the_base_prompt() -> None:
+    bad = [opt.Example(id=str(i), inputs=None, output=i, score=0.2) for i in range(4)]
+    result = opt.optimize("Base prompt.", bad)
+    assert (result.prompt_text, result.demo_ids, result.eval_score) == ("Base prompt.", (), 0.2)
 
 
 def test_build_prompt_exact_text_and_replaces_old_examples() -> None:
@@ -73,7 +81,8 @@ def test_optimize_result() -> None:
     train, val = opt.split_train_val(examples)
     assert (result.train_size, result.val_size) == (6, 2)
     assert result.eval_score == round(sum(e.score for e in val) / 2, 4)
-    best = sorted(train, key=lambda e: -e.score)[:3]
+    best = sorted((e for e in train if e.score >= 0.5), key=lambda e: -e.score)[:3]
+    assert len(best) == 3
     assert result.demo_ids == tuple(e.id for e in best)
     assert result.prompt_text.startswith("Answer the question.\n\n### Examples\n\nExample 1:")
     for e in best:
