@@ -40,11 +40,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from kaizen_sdk import tracing
-from kaizen_sdk.delivery import MAX_TEXT_CHARS, safe_json
+from kaizen_sdk import _default, tracing
+from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
 from kaizen_sdk.errors import CTError
 from kaizen_sdk.models import Prompt, TraceResult, decode
-from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall, new_trace_id
+from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
 
 __all__ = [
     "AsyncTaskFunction",
@@ -350,42 +350,31 @@ def _missing(name: str, reason: str) -> CTError:
 class _Call(CurrentCall):
     """`CurrentCall` plus what the decorator needs to finish the call."""
 
+    __slots__ = (
+        "ct_token", "ctx", "inputs", "otel_token", "parent", "pipeline", "span", "started"
+    )
+
     ct_token: Any
     ctx: Any
     inputs: Any
     otel_token: Any
     parent: CurrentCall | None
-    pipeline: Any
-    recording: bool
+    pipeline: tracing.Pipeline
     span: Any
     started: float
 
-    __slots__ = (
-        "ct_token",
-        "ctx",
-        "inputs",
-        "otel_token",
-        "parent",
-        "pipeline",
-        "recording",
-        "span",
-        "started",
-    )
 
-
-def _run_of(spec: _TaskSpec, call: _Call | None, prompt: Prompt | None, cls: type[R]) -> R:
-    if call is None:
-        return cls(spec.name, new_trace_id(), prompt, spec.client_or_none())  # type: ignore[call-arg]
-    return cls(spec.name, call.trace_id, call.prompt, spec.client_or_none())  # type: ignore[call-arg]
-
-
-_ENCODER = msgspec.json.Encoder(enc_hook=lambda obj: _enc_fallback(obj))
-
-
-def _enc_fallback(obj: Any) -> Any:
-    from kaizen_sdk.delivery import _enc_hook
-
-    return _enc_hook(obj)
+_UNSET: Any = object()
+_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
+_bits = tracing._bits
+_V4_CLEAR = tracing._V4_CLEAR
+_V4_SET = tracing._V4_SET
+_get_current = _CURRENT.get
+_set_current = _CURRENT.set
+_reset_current = _CURRENT.reset
+_attach = otel_context.attach
+_detach = otel_context.detach
+_in_context = trace.set_span_in_context
 
 
 def _snapshot(value: Any) -> Any:
@@ -399,6 +388,34 @@ def _snapshot(value: Any) -> Any:
     if len(data) > MAX_TEXT_CHARS:
         return safe_json(value)
     return msgspec.Raw(data)
+
+
+def _snapshot_inputs(values: dict[str, Any]) -> msgspec.Raw:
+    """Freeze the inputs as a JSON object now. Never raises."""
+    for value in values.values():
+        kind = type(value)
+        if (kind is str or kind is bytes) and len(value) > MAX_TEXT_CHARS:
+            break
+    else:
+        try:
+            data = _ENCODER.encode(values)
+        except Exception:
+            pass
+        else:
+            if len(data) <= 4 * MAX_TEXT_CHARS:
+                return msgspec.Raw(data)
+    raw = safe_json(values)
+    if memoryview(raw)[:1].tobytes() != b"{":
+        raw = safe_json({"repr": bytes(raw).decode("utf-8", "replace")})
+    return raw
+
+
+def _as_prompt(given: Any) -> Prompt | None:
+    if isinstance(given, Prompt):
+        return given
+    if isinstance(given, str):
+        return Prompt(prompt_text=given, version_number=0, status="given")
+    return None
 
 
 class _TaskSpec:
@@ -426,6 +443,7 @@ class _TaskSpec:
         self._client: Any = None
         self._pipeline: tracing.Pipeline | None = None
         self._prompts: _Prompts | None = None
+        self._cache: Any = None
         self._pv: tuple[Prompt | None, str | None] = (None, None)
         params = list(inspect.signature(fn).parameters.values())
         kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -452,36 +470,33 @@ class _TaskSpec:
     def client_or_none(self) -> Any:
         if self._given_client is not None:
             return self._given_client
-        from kaizen_sdk import _default
-
         return _default._client_or_none()
 
-    def _resolve(self) -> tuple[Any, tracing.Pipeline | None, _Prompts | None]:
+    def _resolve(self) -> _Prompts | None:
+        """Find the client (lazily, the default one) and its pipeline; None without one."""
         client = self._given_client
         if client is None:
-            from kaizen_sdk import _default
-
             client = _default._client_for_tasks()
-        if client is not self._client:
+        if client is not self._client or (client is not None and self._prompts is None):
             if client is None:
-                self._pipeline = self._prompts = None
+                self._pipeline = self._prompts = self._cache = None
             else:
                 pipeline = tracing.pipeline_for(client)
-                prompts = getattr(pipeline, "prompts", None)
+                prompts = pipeline.prompts
                 if prompts is None:
                     with pipeline.prompt_lock:
-                        prompts = getattr(pipeline, "prompts", None)
+                        prompts = pipeline.prompts
                         if prompts is None:
-                            prompts = _Prompts(client)
-                            pipeline.prompts = prompts
+                            prompts = pipeline.prompts = _Prompts(client)
                 self._pipeline, self._prompts = pipeline, prompts
+                self._cache = prompts._cache
             self._client = client
-        return client, self._pipeline, self._prompts
+        return self._prompts
 
     # prompt --------------------------------------------------------------------------------
 
-    def _given_prompt(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Return the prompt the caller passed, or `_UNSET`."""
+    def _given(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Return the prompt argument the caller passed, or `_UNSET`."""
         if "prompt" in kwargs:
             return kwargs["prompt"]
         index = self.prompt_index
@@ -494,27 +509,30 @@ class _TaskSpec:
 
     def prompt_nowait(
         self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Prompt | None, bool]:
-        """Return ``(prompt, need_io)``: the prompt for this call without I/O when possible."""
-        given = self._given_prompt(instance, args, kwargs)
-        if given is not _UNSET:
-            if isinstance(given, Prompt):
-                return given, False
-            if isinstance(given, str):
-                return Prompt(prompt_text=given, version_number=0, status="given"), False
-            return None, False
-        _, _, prompts = self._resolve()
-        if prompts is None:
-            return self.default, False
-        try:
-            prompt = prompts.peek(self.name, self.default)
-        except CTError:
-            raise
-        return prompt, prompt is None
+    ) -> Any:
+        """Return this call's prompt without I/O, or `_UNSET` when a cold fetch is needed."""
+        if self.takes_prompt:
+            given = self._given(instance, args, kwargs)
+            if given is not _UNSET:
+                return _as_prompt(given)
+        prompts = self._prompts
+        if prompts is None or (
+            self._given_client is None and _default._client is not self._client
+        ):
+            prompts = self._resolve()
+            if prompts is None:
+                return self.default
+        found = self._cache.lookup(self.name)
+        if found is not None:
+            if not found[1]:
+                prompts._refresh(self.name)
+            return found[0]
+        prompt = prompts.peek(self.name, self.default)
+        return _UNSET if prompt is None else prompt
 
     def prompt_io(self) -> Prompt:
         """The cold path: one short fetch, else the default (or a `CTError`)."""
-        _, _, prompts = self._resolve()
+        prompts = self._resolve()
         if prompts is None:
             if self.default is None:
                 raise _missing(self.name, "no CT client is configured")
@@ -528,25 +546,31 @@ class _TaskSpec:
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        prompt: Prompt | None,
+        prompt: Any,
         enter: bool,
     ) -> _Call:
-        """Start a call: inject the prompt, make the trace id, start the span."""
+        """Start a call: resolve and inject the prompt, make the trace id, start the span.
+
+        *prompt* is `_UNSET` to resolve it here (a cold start may do one short fetch).
+        """
+        if prompt is _UNSET:
+            prompt = self.prompt_nowait(instance, args, kwargs)
+            if prompt is _UNSET:
+                prompt = self.prompt_io()
         if self.takes_prompt and prompt is not None and "prompt" not in kwargs:
             index = self.prompt_index
             if index is None or len(args) <= index - (instance is not None):
                 kwargs["prompt"] = prompt
-        parent = _CURRENT.get()
-        trace_id = new_trace_id()
+        h = "%032x" % ((_bits(128) & _V4_CLEAR) | _V4_SET)
+        trace_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         call = _Call(self.name, trace_id, prompt)
-        call.parent = parent
+        parent = call.parent = _get_current()
         pipeline = self._pipeline
-        call.pipeline = pipeline
-        if pipeline is None or not pipeline.enabled:
+        if pipeline is None or pipeline.delivery is None:
             call.span = None
-            call.ctx = None
-            call.ct_token = _CURRENT.set(call) if enter else None
             call.otel_token = None
+            call.ctx = None
+            call.ct_token = _set_current(call) if enter else None
             return call
         attributes: dict[str, Any] = {Attr.TASK_NAME: self.name, Attr.TRACE_ID: trace_id}
         if prompt is not None:
@@ -558,106 +582,97 @@ class _TaskSpec:
                 attributes[Attr.PROMPT_VERSION_ID] = cached[1]
         if parent is not None:
             attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
-        span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
-        call.span = span
-        call.recording = span.is_recording()
-        if not call.recording:
-            call.started = time.perf_counter()
+        call.pipeline = pipeline
+        span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
         if self.capture_inputs:
-            inputs = self._inputs(instance, args, kwargs)
-            call.inputs = inputs
-            if pipeline.capture_on_spans and call.recording:
+            names = self.names if instance is None else self.names_bound
+            values = dict(self.defaults) if self.defaults else {}
+            values.update(zip(names, args, strict=False))
+            if len(args) > len(names) and self.var_pos is not None:
+                values[self.var_pos] = args[len(names) :]
+            if kwargs:
+                values.update(kwargs)
+                values.pop("prompt", None)
+            inputs = call.inputs = _snapshot_inputs(values)
+            if pipeline.capture_on_spans:
                 span.set_attribute(Attr.INPUTS, _attr_text(inputs))
         else:
             call.inputs = None
-        call.ctx = trace.set_span_in_context(span)
+        if not span.is_recording():
+            call.started = time.perf_counter()
+        ctx = call.ctx = _in_context(span)
         if enter:
-            call.ct_token = _CURRENT.set(call)
-            call.otel_token = otel_context.attach(call.ctx)
+            call.ct_token = _set_current(call)
+            call.otel_token = _attach(ctx)
         else:
             call.ct_token = call.otel_token = None
         return call
 
-    def _inputs(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        names = self.names if instance is None else self.names_bound
-        values = dict(self.defaults) if self.defaults else {}
-        values.update(zip(names, args, strict=False))
-        if len(args) > len(names) and self.var_pos is not None:
-            values[self.var_pos] = args[len(names) :]
-        if kwargs:
-            values.update(kwargs)
-        values.pop("prompt", None)
-        return _snapshot(values)
-
     def finish(self, call: _Call, result: Any, error: BaseException | None) -> None:
         """End a call: leave its context, end the span, queue the record. Never raises."""
-        ct_token = call.ct_token
-        if ct_token is not None:
-            _CURRENT.reset(ct_token)
+        if call.ct_token is not None:
+            _reset_current(call.ct_token)
         span = call.span
         if span is None:
             return
-        otel_token = call.otel_token
-        if otel_token is not None:
-            otel_context.detach(otel_token)
+        if call.otel_token is not None:
+            _detach(call.otel_token)
         try:
-            self._record(call, span, result, error)
+            prompt = call.prompt
+            parent = call.parent
+            output = None
+            if error is None:
+                if self.capture_output:
+                    output = result if type(result) in _SIMPLE else _snapshot(result)
+                    if output is not None and call.pipeline.capture_on_spans:
+                        span.set_attribute(Attr.OUTPUT, _attr_text(output))
+            elif span.is_recording():
+                span.set_status(Status(StatusCode.ERROR, _short(error)))
+                span.record_exception(error)
+                span.set_attribute("error.type", type(error).__qualname__)
+            record = CallRecord(
+                call.trace_id,
+                self.name,
+                None if prompt is None else prompt.prompt_text,
+                None,
+                None,
+                None,
+                call.inputs,
+                output,
+                None if prompt is None else prompt.id,
+                None if prompt is None else prompt.version_number,
+                None if parent is None else parent.trace_id,
+                self.log_feedback and error is None,
+                self.metadata,
+                None if error is None else type(error).__qualname__,
+            )
+            pipeline = call.pipeline
+            if span.is_recording():
+                records = pipeline.records
+                if len(records) < pipeline.max_queue:
+                    records[span.get_span_context().span_id] = record
+                    pipeline.pending.add(call.trace_id)
+                else:
+                    pipeline.delivery.drop_full(record)  # type: ignore[union-attr]
+            else:
+                record.latency_ms = (time.perf_counter() - call.started) * 1000.0
+                pipeline.attach(span, record)
         except Exception:
             _log.warning("Could not record a call of task %r.", self.name, exc_info=True)
-            span.end()
-
-    def _record(self, call: _Call, span: Any, result: Any, error: BaseException | None) -> None:
-        pipeline = call.pipeline
-        prompt = call.prompt
-        output = _snapshot(result) if self.capture_output and error is None else None
-        if error is not None and call.recording:
-            span.set_status(Status(StatusCode.ERROR, _short(error)))
-            span.record_exception(error)
-            span.set_attribute("error.type", type(error).__qualname__)
-        elif output is not None and pipeline.capture_on_spans and call.recording:
-            span.set_attribute(Attr.OUTPUT, _attr_text(output))
-        parent = call.parent
-        record = CallRecord(
-            trace_id=call.trace_id,
-            task=self.name,
-            prompt_text=None if prompt is None else prompt.prompt_text,
-            inputs=call.inputs,
-            output=output,
-            prompt_version_id=None if prompt is None else prompt.id,
-            prompt_version_number=None if prompt is None else prompt.version_number,
-            parent_trace_id=None if parent is None else parent.trace_id,
-            log_feedback=self.log_feedback and error is None,
-            metadata=self.metadata,
-            error=None if error is None else type(error).__qualname__,
-        )
-        if call.recording:
-            records = pipeline.records
-            if len(records) < pipeline.max_queue:
-                records[span.get_span_context().span_id] = record
-                pipeline.pending.add(call.trace_id)
-            elif pipeline.delivery is not None:
-                pipeline.delivery.drop_full(record)
-            span.end()
-        else:
-            record.latency_ms = (time.perf_counter() - call.started) * 1000.0
-            pipeline.attach(span, record)
-            span.end()
+        span.end()
 
     # per-step context for generators -------------------------------------------------------
 
     @staticmethod
     def enter(call: _Call) -> tuple[Any, Any]:
-        ct_token = _CURRENT.set(call)
-        return ct_token, (otel_context.attach(call.ctx) if call.ctx is not None else None)
+        ct_token = _set_current(call)
+        return ct_token, (_attach(call.ctx) if call.ctx is not None else None)
 
     @staticmethod
     def leave(tokens: tuple[Any, Any]) -> None:
         if tokens[1] is not None:
-            otel_context.detach(tokens[1])
-        _CURRENT.reset(tokens[0])
-
-
-_UNSET: Any = object()
+            _detach(tokens[1])
+        _reset_current(tokens[0])
 
 
 def _short(exc: BaseException) -> str:
@@ -679,19 +694,20 @@ def _attr_text(value: Any) -> str:
     return text
 
 
+def _run_of(spec: _TaskSpec, call: _Call, cls: type[TaskRun]) -> Any:
+    return cls(spec.name, call.trace_id, call.prompt, spec.client_or_none())
+
+
 # --- the wrappers --------------------------------------------------------------------------
 
 
-def _sync_wrapper(spec: _TaskSpec) -> Callable[..., Any]:
-    begin, finish, nowait, io = spec.begin, spec.finish, spec.prompt_nowait, spec.prompt_io
+def _sync_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
+    begin, finish = spec.begin, spec.finish
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        prompt, need_io = nowait(instance, args, kwargs)
-        if need_io:
-            prompt = io()
-        call = begin(instance, args, kwargs, prompt, True)
+        call = begin(instance, args, kwargs, _UNSET, True)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -700,44 +716,30 @@ def _sync_wrapper(spec: _TaskSpec) -> Callable[..., Any]:
         finish(call, result, None)
         return result
 
-    return wrapper
-
-
-def _sync_call(spec: _TaskSpec) -> Callable[..., Any]:
-    begin, finish, nowait, io = spec.begin, spec.finish, spec.prompt_nowait, spec.prompt_io
-
-    def wrapper(
+    def call_wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        prompt, need_io = nowait(instance, args, kwargs)
-        if need_io:
-            prompt = io()
-        call = begin(instance, args, kwargs, prompt, True)
+        call = begin(instance, args, kwargs, _UNSET, True)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             finish(call, None, exc)
             raise
         finish(call, result, None)
-        return result, _run_of(spec, call, prompt, TaskRun)
+        return result, _run_of(spec, call, TaskRun)
 
-    return wrapper
-
-
-async def _aprompt(spec: _TaskSpec, instance: Any, args: Any, kwargs: Any) -> Prompt | None:
-    prompt, need_io = spec.prompt_nowait(instance, args, kwargs)
-    if need_io:
-        prompt = await asyncio.get_running_loop().run_in_executor(None, spec.prompt_io)
-    return prompt
+    return call_wrapper if with_run else wrapper
 
 
 def _async_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
-    begin, finish = spec.begin, spec.finish
+    begin, finish, nowait = spec.begin, spec.finish, spec.prompt_nowait
 
     async def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        prompt = await _aprompt(spec, instance, args, kwargs)
+        prompt = nowait(instance, args, kwargs)
+        if prompt is _UNSET:  # cold start: the one short fetch runs off the event loop
+            prompt = await asyncio.get_running_loop().run_in_executor(None, spec.prompt_io)
         call = begin(instance, args, kwargs, prompt, True)
         try:
             result = await wrapped(*args, **kwargs)
@@ -746,7 +748,7 @@ def _async_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
             raise
         finish(call, result, None)
         if with_run:
-            return result, _run_of(spec, call, prompt, AsyncTaskRun)
+            return result, _run_of(spec, call, AsyncTaskRun)
         return result
 
     return wrapper
@@ -756,13 +758,10 @@ def _gen_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        prompt, need_io = spec.prompt_nowait(instance, args, kwargs)
-        if need_io:
-            prompt = spec.prompt_io()
-        call = spec.begin(instance, args, kwargs, prompt, False)
+        call = spec.begin(instance, args, kwargs, _UNSET, False)
         gen = _traced_gen(spec, call, wrapped(*args, **kwargs))
         if with_run:
-            return gen, _run_of(spec, call, prompt, TaskRun)
+            return gen, _run_of(spec, call, TaskRun)
         return gen
 
     return wrapper
@@ -809,13 +808,13 @@ def _agen_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        prompt, need_io = spec.prompt_nowait(instance, args, kwargs)
-        if need_io:
-            prompt = spec.prompt_io()
+        prompt = spec.prompt_nowait(instance, args, kwargs)
+        if prompt is _UNSET:  # cold start without a loop to wait on: use the default
+            prompt = spec.default if spec.default is not None else spec.prompt_io()
         call = spec.begin(instance, args, kwargs, prompt, False)
         gen = _traced_agen(spec, call, wrapped(*args, **kwargs))
         if with_run:
-            return gen, _run_of(spec, call, prompt, TaskRun)
+            return gen, _run_of(spec, call, TaskRun)
         return gen
 
     return wrapper
@@ -915,13 +914,14 @@ class _Decorator:
         target = fn.__func__ if isinstance(fn, classmethod | staticmethod) else fn
         spec = _TaskSpec(target, self._name, **self._options)
         if inspect.isasyncgenfunction(target):
-            wrapper, call_wrapper = _agen_wrapper(spec, False), _agen_wrapper(spec, True)
+            make = _agen_wrapper
         elif inspect.iscoroutinefunction(target):
-            wrapper, call_wrapper = _async_wrapper(spec, False), _async_wrapper(spec, True)
+            make = _async_wrapper
         elif inspect.isgeneratorfunction(target):
-            wrapper, call_wrapper = _gen_wrapper(spec, False), _gen_wrapper(spec, True)
+            make = _gen_wrapper
         else:
-            wrapper, call_wrapper = _sync_wrapper(spec), _sync_call(spec)
+            make = _sync_wrapper
+        wrapper, call_wrapper = make(spec, False), make(spec, True)
         wrapped = _TaskWrapper(fn, wrapper)
         wrapped._self_call_wrapper = call_wrapper
         wrapped._self_spec = spec

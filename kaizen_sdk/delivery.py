@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import httpx
@@ -71,9 +71,9 @@ _LOG_INTERVAL = 60.0
 _SCHEDULE_DELAY_MS = 1000.0
 _BATCH_SIZE = 512
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-# The feedback entry of a trace gets the trace's id with these bits flipped: stable across
-# retries, still a valid UUID4 (version and variant bits untouched), and distinct.
-_FEEDBACK_ID_MASK = 0x5A5A5A5A_5A5A_0A5A_3A5A_5A5A5A5A5A5A
+# The feedback entry of a trace gets the trace's id with these bits of its last group
+# flipped: stable across retries, still a valid UUID4, and distinct.
+_FEEDBACK_ID_MASK = 0x5A5A5A5A5A5A
 
 # base URLs whose server answered 404 for /ingest: use the single-record endpoints
 _NO_INGEST: set[str] = set()
@@ -147,40 +147,36 @@ def safe_json(value: Any) -> msgspec.Raw:
     return msgspec.Raw(data)
 
 
-def _json_value(value: Any) -> Any:
-    if value is None or type(value) is msgspec.Raw:
-        return value
-    return safe_json(value)
-
-
 def _json_dict(value: Any) -> Any:
-    """Inputs must be a JSON object on the wire: wrap anything else as ``{"value": ...}``."""
-    if value is None:
-        return None
-    if type(value) is msgspec.Raw:
-        raw = value
-        if memoryview(raw)[:1].tobytes() == b"{":
-            return raw
-        return {"value": raw}
-    raw = safe_json(value)
-    return raw if memoryview(raw)[:1].tobytes() == b"{" else {"value": raw}
+    """Inputs must be a JSON object on the wire: wrap anything else as ``{"value": ...}``.
+
+    A ``msgspec.Raw`` is trusted to hold a JSON object (the decorator makes sure of it).
+    """
+    if value is None or type(value) is msgspec.Raw or type(value) is dict:
+        return value
+    return {"value": value}
 
 
 def _as_text(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= MAX_TEXT_CHARS else _truncate(value)
     if value is None:
         return None
-    if type(value) is str:
-        return _truncate(value)
-    if type(value) is msgspec.Raw:
-        return _truncate(bytes(value).decode("utf-8", "replace"))
-    return _truncate(bytes(safe_json(value)).decode("utf-8", "replace"))
+    if kind is msgspec.Raw:
+        text = bytes(value).decode("utf-8", "replace")
+    else:
+        text = bytes(safe_json(value)).decode("utf-8", "replace")
+    return text if len(text) <= MAX_TEXT_CHARS else _truncate(text)
 
 
-def _uuid(value: UUID | str | None) -> UUID | None:
-    if value is None or isinstance(value, UUID):
-        return value
+def _feedback_id(trace_id: UUID | str) -> str | None:
+    """The feedback entry's id: the trace id with its last group flipped (stable, UUID4)."""
+    text = str(trace_id)
+    if len(text) != 36:
+        return None
     try:
-        return UUID(str(value))
+        return f"{text[:24]}{int(text[24:], 16) ^ _FEEDBACK_ID_MASK:012x}"
     except ValueError:
         return None
 
@@ -191,59 +187,101 @@ def _uuid(value: UUID | str | None) -> UUID | None:
 def build_requests(
     span: ReadableSpan, record: CallRecord, settings: Settings
 ) -> tuple[TraceRequest, FeedbackRequest | None]:
-    """Turn one finished span and its record into the trace (and feedback) request bodies."""
-    if record.latency_ms is not None:
-        latency: float | None = record.latency_ms
-    elif span.end_time is not None and span.start_time is not None:
-        latency = (span.end_time - span.start_time) / 1e6
-    else:
-        latency = None
-    trace_id = _uuid(record.trace_id)
+    """Turn one finished span and its record into the trace (and feedback) request bodies.
+
+    Values are not converted here: the batch is encoded with a hook that turns unknown
+    objects into their ``repr`` (see `CTSpanExporter`), and `safe_record` is the slow path.
+    """
+    latency = record.latency_ms
+    if latency is None:
+        end, start = span.end_time, span.start_time
+        latency = None if end is None or start is None else (end - start) / 1e6
+    trace_id: Any = record.trace_id
     content = settings.capture_content
-    mask = settings.mask
-    metadata: dict[str, Any] = dict(record.metadata) if record.metadata else {}
+    metadata = record.metadata
     if record.error is not None:
+        metadata = dict(metadata) if metadata else {}
         metadata["error"] = record.error
+    output = record.output
     trace = TraceRequest(
         task_id=record.task,
         id=trace_id,
         prompt_text=_as_text(record.prompt_text) if content else None,
         response_text=(
-            _as_text(record.response_text if record.response_text is not None else record.output)
+            _as_text(record.response_text if record.response_text is not None else output)
             if content
             else None
         ),
         model=record.model,
         tokens=record.tokens,
         latency_ms=latency,
-        prompt_version_id=_uuid(record.prompt_version_id),
-        parent_trace_id=_uuid(record.parent_trace_id),
+        prompt_version_id=cast(Any, record.prompt_version_id),
+        parent_trace_id=cast(Any, record.parent_trace_id),
         metadata=metadata or None,
     )
     if not record.log_feedback:
         return trace, None
     inputs = record.inputs if content else None
-    output = record.output if content else None
-    if mask is not None and content:
-        inputs, output = _masked(mask, inputs), _masked(mask, output)
+    if not content:
+        output = None
+    elif type(output) is str and len(output) > MAX_TEXT_CHARS:
+        output = _truncate(output)
+    if settings.mask is not None and content:
+        inputs, output = _masked(settings.mask, inputs), _masked(settings.mask, output)
+    version_id = record.prompt_version_id
     fb_meta: dict[str, Any] = {
-        "trace_id": str(trace_id) if trace_id is not None else str(record.trace_id),
+        "trace_id": str(trace_id),
         "prompt_version": record.prompt_version_number,
-        "prompt_version_id": (
-            str(record.prompt_version_id) if record.prompt_version_id is not None else None
-        ),
+        "prompt_version_id": None if version_id is None else str(version_id),
         "latency_ms": latency,
     }
-    fb_meta.update(metadata)
+    if metadata:
+        fb_meta.update(metadata)
     feedback = FeedbackRequest(
         task_id=record.task,
-        id=UUID(int=trace_id.int ^ _FEEDBACK_ID_MASK) if trace_id is not None else None,
+        id=cast(Any, _feedback_id(trace_id)),
         inputs=_json_dict(inputs),
-        output=_json_value(output),
+        output=output,
         source="sdk",
         metadata=fb_meta,
     )
     return trace, feedback
+
+
+def _safe_request(item: Any) -> Any:
+    """The slow path: make every free-form value of a request safe JSON on its own."""
+    if isinstance(item, FeedbackRequest):
+        inputs = item.inputs
+        return msgspec.structs.replace(
+            item,
+            inputs=None if inputs is None else _json_dict(safe_json(inputs)),
+            output=None if item.output is None else safe_json(item.output),
+            metadata=None if item.metadata is None else safe_json(item.metadata),
+        )
+    metadata = item.metadata
+    return msgspec.structs.replace(
+        item, metadata=None if metadata is None else safe_json(metadata)
+    )
+
+
+def encode_batch(batch: IngestRequest) -> bytes:
+    """Encode a batch; objects JSON does not know become their ``repr``. Never raises."""
+    try:
+        return _SAFE_ENCODER.encode(batch)
+    except Exception:  # a cycle, or keys JSON cannot hold: convert value by value
+        return _SAFE_ENCODER.encode(
+            IngestRequest(
+                traces=[_safe_request(t) for t in batch.traces],
+                feedback=[_safe_request(f) for f in batch.feedback],
+            )
+        )
+
+
+def _encode_one(item: TraceRequest | FeedbackRequest) -> bytes:
+    try:
+        return _SAFE_ENCODER.encode(item)
+    except Exception:
+        return _SAFE_ENCODER.encode(_safe_request(item))
 
 
 def _masked(mask: Callable[[Any], Any], value: Any) -> Any:
@@ -425,7 +463,7 @@ class CTSpanExporter(SpanExporter):
 
     def _send_ingest(self, batch: IngestRequest, deadline: float, retries: int) -> int:
         """Post *batch* to /ingest; return how many traces the server rejected."""
-        body = models.encode(batch)
+        body = encode_batch(batch)
         resp = self._post("/api/v1/ingest", body, deadline, retries, len(batch.traces))
         status = resp.status_code
         if status == 404:
@@ -453,12 +491,12 @@ class CTSpanExporter(SpanExporter):
     def _send_single(self, batch: IngestRequest, deadline: float, retries: int) -> int:
         rejected = 0
         for trace in batch.traces:
-            resp = self._post("/api/v1/traces", models.encode(trace), deadline, retries, 1)
+            resp = self._post("/api/v1/traces", _encode_one(trace), deadline, retries, 1)
             if resp.status_code >= 300 and resp.status_code != 409:
                 rejected += 1
                 self._rejected(resp.status_code, resp)
         for fb in batch.feedback:
-            resp = self._post("/api/v1/feedback", models.encode(fb), deadline, retries, 0)
+            resp = self._post("/api/v1/feedback", _encode_one(fb), deadline, retries, 0)
             if resp.status_code >= 300 and resp.status_code != 409:
                 self._rejected(resp.status_code, resp)
         return rejected
