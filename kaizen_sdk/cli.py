@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -58,7 +59,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         server.start()
     except OSError as exc:
-        print(f"kaizen serve: cannot start on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"kaizen serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"kaizen serve: cannot open the database {args.db}: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
 

@@ -49,9 +49,12 @@ def test_bad_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 class _Serve:
     """`python -m kaizen_sdk.cli serve ...` in a subprocess, with its stdout read by a thread."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, env: dict[str, str], command: list[str] | None = None
+    ) -> None:
+        command = command or [sys.executable, "-m", "kaizen_sdk.cli"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kaizen_sdk.cli", "serve", "--port", "0", *args],
+            [*command, "serve", "--port", "0", *args],
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -161,5 +164,32 @@ def test_kaizen_serve_reports_a_busy_port(
         cwd=tmp_path, env=serve_env, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 1
-    assert "cannot start" in proc.stderr
+    assert "cannot listen" in proc.stderr
     assert first.stop() == 0
+
+
+def test_kaizen_serve_reports_an_unusable_database(
+    tmp_path: Path, serve_env: dict[str, str]
+) -> None:
+    (tmp_path / "not-a-db").write_bytes(b"this is not a SQLite file" * 100)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kaizen_sdk.cli", "serve", "--port", "0", "--db",
+         str(tmp_path / "not-a-db")],
+        cwd=tmp_path, env=serve_env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "cannot open the database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_installed_kaizen_script_serves(
+    tmp_path: Path, serve_env: dict[str, str], serve: list[_Serve]
+) -> None:
+    script = Path(sys.executable).parent / "kaizen"
+    if not script.exists():
+        pytest.skip("the kaizen console script is not installed in this environment")
+    s = _Serve([], cwd=tmp_path, env=serve_env, command=[str(script)])
+    serve.append(s)
+    url = s.wait_for(r"listening on (http://\S+)").group(1)
+    assert httpx.get(f"{url}/api/v1/health", timeout=10).json()["status"] == "ok"
+    assert s.stop() == 0
