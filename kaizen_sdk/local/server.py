@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -589,6 +590,14 @@ class _HTTPServer(ThreadingHTTPServer):
             self.api.store.release_thread()
             with self._open_lock:
                 self._open.pop(threading.current_thread(), None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log instead of printing to stderr; a client that went away is not an error."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            logger.debug("local CT server: connection from %s ended: %r", client_address, exc)
+        else:
+            logger.exception("local CT server: error on a connection from %s", client_address)
 
     def close_connections(self, timeout: float) -> None:
         """Shut down every open connection and wait (bounded) for their threads."""

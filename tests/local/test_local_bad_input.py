@@ -198,3 +198,23 @@ def test_error_detail_never_echoes_the_key(local_server: LocalServer) -> None:
     resp = httpx.get(f"{local_server.base_url}/api/v1/tasks", headers={"X-API-Key": wrong})
     assert resp.status_code == 401
     assert wrong not in resp.text and local_server.api_key not in resp.text
+
+
+def test_client_that_goes_away_mid_request_does_not_hurt(
+    local_server: LocalServer, client: httpx.Client, task_name: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    host, port = local_server.base_url.removeprefix("http://").rsplit(":", 1)
+    for payload in (
+        b"POST /api/v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"task",
+        b"GET /api/v1/hea",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",  # a TLS hello on a plain port
+    ):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+    assert client.post("/api/v1/feedback", json={"task_id": task_name}).status_code == 201
+    assert _count(client, task_name) == 1
+    assert "Traceback" not in capfd.readouterr().err
