@@ -71,9 +71,9 @@ _LOG_INTERVAL = 60.0
 _SCHEDULE_DELAY_MS = 1000.0
 _BATCH_SIZE = 512
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-# The feedback entry of a trace gets the trace's id with these bits of its last group
-# flipped: stable across retries, still a valid UUID4, and distinct.
-_FEEDBACK_ID_MASK = 0x5A5A5A5A5A5A
+# The feedback entry of a trace gets the trace's id with the top bit of every hex digit of
+# its last group flipped: stable across retries, still a valid UUID4, and distinct.
+_FEEDBACK_ID_FLIP = str.maketrans("0123456789abcdefABCDEF", "89abcdef01234567234567")
 
 # base URLs whose server answered 404 for /ingest: use the single-record endpoints
 _NO_INGEST: set[str] = set()
@@ -172,13 +172,10 @@ def _as_text(value: Any) -> str | None:
 
 def _feedback_id(trace_id: UUID | str) -> str | None:
     """The feedback entry's id: the trace id with its last group flipped (stable, UUID4)."""
-    text = str(trace_id)
+    text = trace_id if type(trace_id) is str else str(trace_id)
     if len(text) != 36:
         return None
-    try:
-        return f"{text[:24]}{int(text[24:], 16) ^ _FEEDBACK_ID_MASK:012x}"
-    except ValueError:
-        return None
+    return text[:24] + text[24:].translate(_FEEDBACK_ID_FLIP)
 
 
 # --- building requests ---------------------------------------------------------------------
@@ -577,6 +574,10 @@ class CTSpanProcessor(BatchSpanProcessor):
         self._records = delivery.records
         self._delivery = delivery
         self.closed = False
+        inner = getattr(self, "_batch_processor", None)  # OTel >= 1.33; else the public path
+        self._emit: Callable[[ReadableSpan], None] = (
+            inner.emit if inner is not None and hasattr(inner, "emit") else super().on_end
+        )
 
     def shutdown(self) -> None:
         """Stop, delivering what is queued within the client's ``shutdown_timeout``."""
@@ -594,7 +595,9 @@ class CTSpanProcessor(BatchSpanProcessor):
             if record is not None:
                 self._delivery.discard(record)
             return
-        super().on_end(span)
+        # Spans with a record are always delivered, even when the sampler only recorded
+        # them: the CT server needs every call (sampling is for the app's own backends).
+        self._emit(span)
 
 
 # --- delivery ------------------------------------------------------------------------------
