@@ -155,6 +155,13 @@ def test_restart_keeps_data_and_resumes_jobs(tmp_path: Path) -> None:
         assert [(v["version_number"], v["status"]) for v in versions] == [
             (2, "candidate"), (1, "active")
         ]
+        # 4 feedback arrived while the first job ran: the next one starts the next job.
+        c.post("/api/v1/feedback", json={"task_id": "keep", "score": 0.5})
+        jobs_now = c.get("/api/v1/jobs", params={"task_id": "keep"}).json()
+        assert [j["triggered_by"] for j in jobs_now] == ["threshold", "threshold"]
+        assert jobs_now[1]["id"] == jobs[0]["id"]
+        assert _wait(c, jobs_now[0]["id"])["status"] == "SUCCESS"
+        assert c.get("/api/v1/tasks/keep").json()["threshold_progress"] == "0/3"
 
 
 def _wait(c: httpx.Client, job_id: str, timeout: float = 15.0) -> dict[str, Any]:
