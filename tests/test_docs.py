@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import os
 import re
 import subprocess
@@ -86,14 +87,16 @@ def _reset_sdk() -> None:
     """Undo process-wide SDK state a page may have set up (default client, patches)."""
     default = sys.modules.get("kaizen_sdk._default")
     if default is not None:
-        reset = getattr(default, "_reset_for_tests", None) or getattr(default, "reset", None)
-        if callable(reset):
-            reset()
+        client = default._client
+        default._client = None  # the next page builds its own from its environment
+        if client is not None:
+            client.close()
     instrument = sys.modules.get("kaizen_sdk.instrument")
     if instrument is not None:
-        uninstrument: Any = getattr(instrument, "uninstrument", None)
-        if callable(uninstrument):
-            uninstrument()
+        for name in ("openai", "litellm"):
+            module = sys.modules.get(name)
+            if module is not None and instrument.instrumented(module):
+                instrument.uninstrument(module)
 
 
 @pytest.fixture
@@ -101,6 +104,8 @@ def page_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A fresh local CT server for one page, with the environment pointing at it."""
     from kaizen_sdk.local import LocalServer
 
+    sdk_logger = logging.getLogger("kaizen_sdk")
+    level, handlers = sdk_logger.level, list(sdk_logger.handlers)
     _reset_sdk()
     with LocalServer() as server:
         monkeypatch.setenv("KAIZEN_API_KEY", server.api_key)
@@ -109,6 +114,8 @@ def page_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             yield server
         finally:
             _reset_sdk()
+            sdk_logger.setLevel(level)  # a page may turn on debug logging
+            sdk_logger.handlers[:] = handlers
 
 
 @pytest.mark.e2e
