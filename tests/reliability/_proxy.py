@@ -47,6 +47,8 @@ class Seen:
     status: int
     body: bytes
     injected: bool
+    at: float = 0.0
+    """``time.monotonic()`` when the answer was decided."""
 
 
 @dataclasses.dataclass
@@ -80,6 +82,8 @@ class FaultProxy:
         self.seen: list[Seen] = []
         self.held = 0
         """Requests being held right now (delay or freeze)."""
+        self.held_delivery = 0
+        """Delivery requests (see `is_delivery`) being held right now."""
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = port
@@ -185,9 +189,11 @@ class FaultProxy:
                     return fault
         return None
 
-    def _hold(self) -> None:
+    def _hold(self, method: str, path: str) -> None:
+        delivery = is_delivery(method, path)
         with self._lock:
             self.held += 1
+            self.held_delivery += delivery
         try:
             deadline = time.monotonic() + 300  # never hold a request forever
             while not self._gate.wait(0.05):
@@ -198,6 +204,7 @@ class FaultProxy:
         finally:
             with self._lock:
                 self.held -= 1
+                self.held_delivery -= delivery
 
     def _record(self, seen: Seen) -> None:
         with self._lock:
@@ -239,11 +246,11 @@ def _make_handler(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             method, path = self.command, self.path
-            proxy._hold()
+            proxy._hold(method, path)
             fault = proxy._take_fault(method, path)
             if fault is not None:
                 payload = b'{"title": "Injected fault", "detail": "by the test proxy"}'
-                proxy._record(Seen(method, path, fault.status, body, True))
+                proxy._record(Seen(method, path, fault.status, body, True, time.monotonic()))
                 self.send_response(fault.status)
                 for name, value in fault.headers.items():
                     self.send_header(name, value)
@@ -258,7 +265,7 @@ def _make_handler(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]
             except OSError:
                 status, resp_headers = 502, [("Content-Type", "application/json")]
                 data = b'{"title": "Bad gateway", "detail": "upstream unreachable"}'
-            proxy._record(Seen(method, path, status, body, False))
+            proxy._record(Seen(method, path, status, body, False, time.monotonic()))
             self.send_response(status)
             for name, value in resp_headers:
                 if name.lower() not in _HOP_BY_HOP:

@@ -1,0 +1,79 @@
+"""1,000,000 calls with the server down and no spool: memory stays bounded, drops are counted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import dead_url, run_python
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CALLS = 1_000_000
+RSS_GROWTH_CEILING_MB = 200
+QUEUE = 10_000  # the default KAIZEN_MAX_QUEUE_SIZE
+
+_SCRIPT = """
+    import json, time
+    import msgspec
+    from kaizen_sdk import CTClient
+
+    def rss_mb():
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    client = CTClient()
+
+    @client.task("million", default_prompt="Echo {{{{ x }}}}")
+    def echo(x, prompt=None):
+        return x
+
+    for i in range(20_000):            # warm up: imports, pipeline, a full queue
+        echo(i)
+    base = rss_mb()
+    peak = base
+    started = time.perf_counter()
+    for i in range({calls} - 20_000):
+        echo(i)
+        if i % 50_000 == 0:
+            peak = max(peak, rss_mb())
+    elapsed = time.perf_counter() - started
+    peak = max(peak, rss_mb())
+    before = msgspec.to_builtins(client.stats())
+    client.close()
+    after = msgspec.to_builtins(client.stats())
+    print(json.dumps({{"base": base, "peak": peak, "end": rss_mb(), "elapsed": elapsed,
+                      "before": before, "after": after}}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_million_calls_with_the_server_down_stay_bounded_and_counted() -> None:
+    proc = run_python(
+        _SCRIPT.format(calls=CALLS),
+        env={"KAIZEN_BASE_URL": dead_url(), "KAIZEN_SHUTDOWN_TIMEOUT": "2"},
+        timeout=280,
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(  # the figures docs/reliability.md quotes (pytest -s shows them)
+        f"1M calls: {out['elapsed']:.1f} s, RSS {out['base']:.0f} -> peak {out['peak']:.0f} MB"
+    )
+    before, after = out["before"], out["after"]
+
+    assert out["peak"] - out["base"] < RSS_GROWTH_CEILING_MB
+    # While running: every record is sent, dropped, or still held (bounded by the queue
+    # and the in-memory retry buffer, each at most KAIZEN_MAX_QUEUE_SIZE records).
+    assert before["queued"] == CALLS
+    still = before["queued"] - before["sent"] - before["dropped"] - before["spooled"]
+    assert 0 <= still <= 2 * QUEUE
+    assert before["sent"] == 0 and before["spooled"] == 0
+    # After close: nothing is held any more, and every lost record is counted as dropped.
+    assert after["queued"] == CALLS
+    assert (after["sent"], after["spooled"], after["dropped"]) == (0, 0, CALLS)
+    # Drops are logged at most once a minute, never per call.
+    warnings = [line for line in proc.stderr.splitlines() if "dropp" in line.lower()]
+    assert 1 <= len(warnings) <= 2 + int(out["elapsed"] // 60) * 2

@@ -1,0 +1,157 @@
+"""Delivery through outages: down then up, 503 and 429 storms, down for good with a spool."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kaizen_sdk import CTClient
+
+from ._proxy import FaultProxy
+from .conftest import API_KEY, CTServer, dead_url, forwarded_trace_ids, run_python
+
+pytestmark = [pytest.mark.e2e]
+
+
+def _decorated(client: CTClient, task: str) -> Any:
+    @client.task(task, default_prompt="Echo {{ x }}")
+    def echo(x: int, prompt: Any = None) -> int:
+        return x
+
+    return echo
+
+
+def _flush_until(client: CTClient, done: Any, *, rounds: int = 20) -> bool:
+    """Flush (each flush also re-sends kept batches) until *done()* holds, a bounded number
+    of times; between rounds the server's Retry-After or our backoff is honoured by flush."""
+    for _ in range(rounds):
+        client.flush(30)
+        if done():
+            return True
+    return bool(done())
+
+
+@pytest.mark.timeout(90)
+def test_server_down_at_start_then_up_delivers_every_call_once(
+    ct_server: CTServer, proxy: FaultProxy, task_name: str
+) -> None:
+    proxy.refuse()  # nothing listens: connection refused
+    client = CTClient(api_key=API_KEY, base_url=proxy.url)
+    echo = _decorated(client, task_name)
+    ids = []
+    for i in range(300):
+        result, run = echo.call(i)
+        assert result == i
+        ids.append(run.trace_id)
+    client.flush(30)  # every batch fails now: kept in memory, none dropped
+    down = client.stats()
+    assert (down.queued, down.sent, down.dropped) == (300, 0, 0)
+
+    proxy.accept()
+    assert _flush_until(client, lambda: client.stats().sent == 300)
+    client.close()
+    stats = client.stats()
+    assert (stats.queued, stats.sent, stats.dropped, stats.spooled) == (300, 300, 0, 0)
+    assert sorted(ct_server.trace_ids(task_name)) == sorted(ids)
+    assert ct_server.feedback_count(task_name) == 300
+    wire = forwarded_trace_ids(proxy)
+    assert set(wire) == set(ids)
+    assert set(wire.values()) == {1}  # each record reached the server exactly once
+
+
+@pytest.mark.timeout(120)
+def test_503_then_429_with_retry_after_delivers_everything_once(
+    ct_server: CTServer, proxy: FaultProxy, task_name: str
+) -> None:
+    proxy.fail_next(4, 503)
+    proxy.fail_next(3, 429, retry_after=1)
+    client = CTClient(api_key=API_KEY, base_url=proxy.url, max_retries=2)
+    echo = _decorated(client, task_name)
+    ids = [echo.call(i)[1].trace_id for i in range(400)]
+    assert _flush_until(client, lambda: client.stats().sent == 400)
+    client.close()
+
+    stats = client.stats()
+    assert (stats.queued, stats.sent, stats.dropped) == (400, 400, 0)
+    assert stats.retried > 0
+    seen = proxy.requests()
+    injected = [r.status for r in seen if r.injected]
+    assert injected == [503] * 4 + [429] * 3
+    assert proxy.faults_left() == 0
+    for before, after in itertools.pairwise(seen):  # Retry-After is honoured, never undercut
+        if before.status == 429:
+            assert after.at - before.at >= 1.0
+    assert sorted(ct_server.trace_ids(task_name)) == sorted(ids)
+    assert ct_server.feedback_count(task_name) == 400
+    wire = forwarded_trace_ids(proxy)
+    assert set(wire) == set(ids) and set(wire.values()) == {1}
+
+
+_WRITER = """
+    import atexit, json
+    import msgspec
+    from kaizen_sdk import CTClient
+
+    client = CTClient()
+    # registered before the SDK's own exit hook, so it runs after it (atexit is LIFO)
+    atexit.register(lambda: print(json.dumps(msgspec.to_builtins(client.stats()))))
+
+    @client.task({task!r}, default_prompt="p")
+    def echo(x, prompt=None):
+        return x
+
+    ids = [echo.call(i)[1].trace_id for i in range({n})]
+    with open({ids_file!r}, "w") as fh:
+        json.dump(ids, fh)
+    # no flush, no close: a normal exit must keep everything (the server is down for good)
+"""
+
+_READER = """
+    import json, time
+    from kaizen_sdk import CTClient
+    from kaizen_sdk import tracing
+
+    client = CTClient()
+    tracing.pipeline_for(client)  # the SDK starts: the spool left behind is replayed
+    deadline = time.monotonic() + 60
+    while client.stats().replayed < {n} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close()
+    print(json.dumps(__import__("msgspec").to_builtins(client.stats())))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_server_down_for_good_the_next_process_replays_the_spool(
+    ct_server: CTServer, task_name: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    ids_file = tmp_path / "ids.json"
+    n = 1000
+    env = {"KAIZEN_SPOOL_DIR": str(spool), "KAIZEN_SHUTDOWN_TIMEOUT": "10"}
+
+    first = run_python(
+        _WRITER.format(task=task_name, n=n, ids_file=str(ids_file)),
+        env={**env, "KAIZEN_BASE_URL": dead_url()},
+    )
+    written = json.loads(first.stdout.strip().splitlines()[-1])
+    assert (written["queued"], written["spooled"], written["sent"], written["dropped"]) == (
+        n, n, 0, 0,
+    )
+    assert sorted(p.name for p in spool.iterdir() if p.suffix == ".batch")
+    assert ct_server.trace_ids(task_name) == []
+
+    second = run_python(_READER.format(n=n), env={**env, "KAIZEN_BASE_URL": ct_server.url})
+    replayed = json.loads(second.stdout.strip().splitlines()[-1])
+    assert replayed["replayed"] == n
+    assert replayed["dropped"] == 0
+    ids = json.loads(ids_file.read_text())
+    assert len(ids) == n
+    assert sorted(ct_server.trace_ids(task_name)) == sorted(ids)
+    assert ct_server.feedback_count(task_name) == n
+    assert [p for p in spool.iterdir() if p.suffix == ".batch"] == []
+    assert not (spool / "corrupt").exists()
