@@ -9,15 +9,12 @@ claim releases it with its file descriptors. A file that does not decode is move
 ``corrupt/`` and logged; it never stops the replay of the others. The directory is bounded
 in total size: a batch that would exceed the bound is dropped and counted.
 
-Without a spool directory, `MemorySpool` keeps failed batches in memory instead (bounded in
-records and bytes), so a short outage loses nothing while the process lives. `Replayer` is the
-background thread that re-sends either kind: when delivery starts, when a send succeeds again,
-and on a backing-off timer while anything is left.
+`Replayer` is the background thread that re-sends the spool: when delivery starts, when a
+send succeeds again, and on a backing-off timer while anything is left.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import logging
@@ -38,9 +35,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "DEFAULT_MEMORY_MAX_BYTES",
     "DEFAULT_SPOOL_MAX_BYTES",
-    "MemorySpool",
     "ReplayResult",
     "Replayer",
     "Spool",
@@ -395,116 +390,20 @@ class Spool:
             pass
 
 
-class MemorySpool:
-    """Failed batches kept in memory, oldest first, for a process without a spool directory.
-
-    Bounded by *max_records* (records, as counted by the caller) and *max_bytes*; a batch
-    that would pass either bound is refused (`append` returns False) so the caller counts it
-    dropped. Same `replay` contract as `Spool`. Thread-safe; one replay at a time.
-
-    Parameters:
-        max_records: most records held at once.
-        max_bytes: most encoded bytes held at once.
-    """
-
-    def __init__(self, max_records: int, *, max_bytes: int = 0) -> None:
-        self.max_records = max(1, max_records)
-        self.max_bytes = max_bytes if max_bytes > 0 else DEFAULT_MEMORY_MAX_BYTES
-        self._batches: collections.deque[tuple[bytes, int]] = collections.deque()
-        self._lock = threading.Lock()
-        self._replaying = threading.Lock()
-        self._records = 0
-        self._bytes = 0
-
-    def __repr__(self) -> str:
-        return f"MemorySpool(records={self._records}, max_records={self.max_records})"
-
-    @property
-    def records(self) -> int:
-        """Records held right now."""
-        return self._records
-
-    def is_empty(self) -> bool:
-        """True when nothing is held."""
-        return not self._batches
-
-    def append(self, data: bytes, *, records: int = 0) -> bool:
-        """Hold one batch; False when it does not fit (the caller counts it dropped)."""
-        with self._lock:
-            if (
-                self._records + records > self.max_records
-                or self._bytes + len(data) > self.max_bytes
-            ):
-                return False
-            self._batches.append((data, records))
-            self._records += records
-            self._bytes += len(data)
-            return True
-
-    def clear(self) -> int:
-        """Forget everything held; return how many records that was."""
-        with self._lock:
-            lost = self._records
-            self._batches.clear()
-            self._records = self._bytes = 0
-            return lost
-
-    def replay(
-        self,
-        send: Callable[[IngestRequest], bool],
-        *,
-        max_batches: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> ReplayResult:
-        """Re-send held batches oldest first until one fails, none are left, or a limit."""
-        result = ReplayResult()
-        with self._replaying:
-            while max_batches is None or result.batches < max_batches:
-                if should_stop is not None and should_stop():
-                    break
-                with self._lock:
-                    if not self._batches:
-                        break
-                    data, records = self._batches.popleft()
-                    self._records -= records
-                    self._bytes -= len(data)
-                try:
-                    batch = decode(data, IngestRequest)
-                except (msgspec.DecodeError, msgspec.ValidationError):  # pragma: no cover
-                    result.corrupt += 1
-                    continue
-                try:
-                    ok = send(batch)
-                except Exception:
-                    _log.warning("Re-sending a held batch failed.", exc_info=True)
-                    ok = False
-                if not ok:
-                    with self._lock:  # back to the front: order is kept
-                        self._batches.appendleft((data, records))
-                        self._records += records
-                        self._bytes += len(data)
-                    result.failed = True
-                    break
-                result.batches += 1
-                result.records += records
-        return result
-
-
 class Replayer:
     """A daemon thread that re-sends a spool's batches oldest first.
 
-    It runs a pass at start, whenever `kick` is called (a send just succeeded), and on a
-    timer that backs off from 1 s to 30 s while passes fail. `stop` ends the thread; the
+    It runs a pass at start, whenever `kick` is called (a send just succeeded), on a timer
+    that backs off from 1 s to 30 s while passes fail, and once a minute when idle (another
+    process may have left files in a shared directory). `stop` ends the thread; the
     owner may then run one last pass itself. After ``fork`` call `after_fork` in the child.
 
     Parameters:
-        spool: a `Spool` or `MemorySpool`.
+        spool: the `Spool` to re-send.
         send: delivers one batch; True when the server took it.
     """
 
-    def __init__(
-        self, spool: Spool | MemorySpool, send: Callable[[IngestRequest], bool]
-    ) -> None:
+    def __init__(self, spool: Spool, send: Callable[[IngestRequest], bool]) -> None:
         self.spool = spool
         self._send = send
         self._wake = threading.Event()
@@ -514,15 +413,15 @@ class Replayer:
         self._delay = _REPLAY_MIN_DELAY
 
     def start(self) -> None:
-        """Start the thread (idempotent) and run a first pass."""
+        """Start the thread, whose first pass runs at once; later calls do nothing."""
         with self._start_lock:
             if self._thread is not None or self._stopped.is_set():
                 return
             self._thread = threading.Thread(
                 target=self._run, name="kaizen-spool-replay", daemon=True
             )
+            self._wake.set()
             self._thread.start()
-        self._wake.set()
 
     def kick(self) -> None:
         """Run a pass soon, if anything is waiting (cheap when the spool is empty)."""
@@ -582,6 +481,3 @@ _REPLAY_IDLE_DELAY = 60.0
 
 DEFAULT_SPOOL_MAX_BYTES = 100 * 1024 * 1024
 """Default bound on the spool directory's total size (100 MiB)."""
-
-DEFAULT_MEMORY_MAX_BYTES = 64 * 1024 * 1024
-"""Default bound on the bytes `MemorySpool` holds (64 MiB)."""

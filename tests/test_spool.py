@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kaizen_sdk import _spool
-from kaizen_sdk._spool import MemorySpool, Replayer, Spool
+from kaizen_sdk._spool import Replayer, Spool
 from kaizen_sdk.models import IngestRequest, TraceRequest, encode
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -257,29 +257,7 @@ def test_two_processes_replay_each_file_exactly_once(tmp_path: Path) -> None:
     assert spool.pending() == []
 
 
-# --- in memory, and the background replayer ---------------------------------------------
-
-
-def test_memory_spool_is_bounded_ordered_and_keeps_order_on_failure() -> None:
-    mem = MemorySpool(max_records=5)
-    ids = [uuid.uuid4() for _ in range(7)]
-    assert [mem.append(_batch(i), records=1) for i in ids] == [True] * 5 + [False] * 2
-    assert mem.records == 5
-    seen: list[uuid.UUID] = []
-
-    def flaky(batch: IngestRequest) -> bool:
-        seen.extend(_ids(batch))
-        return len(seen) != 3  # the third batch fails once
-
-    first = mem.replay(flaky)
-    assert (first.batches, first.failed, mem.records) == (2, True, 3)
-    second = mem.replay(flaky)
-    assert (second.batches, second.records, second.failed) == (3, 3, False)
-    assert seen == ids[:3] + ids[2:5]  # the failed batch was re-sent first
-    assert mem.is_empty() and mem.records == 0
-    assert MemorySpool(max_records=100, max_bytes=10).append(_batch(ids[0]), records=1) is False
-    mem.append(_batch(ids[0]), records=4)
-    assert mem.clear() == 4 and mem.is_empty()
+# --- the background replayer ---------------------------------------------
 
 
 def _wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -291,9 +269,8 @@ def _wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
     return predicate()
 
 
-@pytest.mark.parametrize("kind", ["disk", "memory"])
-def test_replayer_resends_at_start_on_kick_and_after_failures(tmp_path: Path, kind: str) -> None:
-    spool: Spool | MemorySpool = Spool(tmp_path) if kind == "disk" else MemorySpool(100)
+def test_replayer_resends_at_start_on_kick_and_after_failures(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
     ids = [uuid.uuid4() for _ in range(6)]
     for i in ids[:3]:
         spool.append(_batch(i), records=1)

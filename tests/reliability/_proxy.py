@@ -77,6 +77,7 @@ class FaultProxy:
         self._delay = 0.0
         self._gate = threading.Event()
         self._gate.set()
+        self._freeze_match: Callable[[str, str], bool] = is_delivery
         self._closing = threading.Event()
         self._sockets: set[socket.socket] = set()
         self.seen: list[Seen] = []
@@ -119,8 +120,10 @@ class FaultProxy:
         """Hold every request *seconds* before forwarding it (0 turns the delay off)."""
         self._delay = seconds
 
-    def freeze(self) -> None:
-        """Hold every new request until `thaw` (a server that never answers)."""
+    def freeze(self, match: Callable[[str, str], bool] = is_delivery) -> None:
+        """Hold every new request for which ``match(method, path)`` holds until `thaw` (a
+        server that never answers); by default only delivery requests."""
+        self._freeze_match = match
         self._gate.clear()
 
     def thaw(self) -> None:
@@ -191,12 +194,15 @@ class FaultProxy:
 
     def _hold(self, method: str, path: str) -> None:
         delivery = is_delivery(method, path)
+        frozen = not self._gate.is_set() and self._freeze_match(method, path)
+        if not frozen and self._delay <= 0:
+            return
         with self._lock:
             self.held += 1
             self.held_delivery += delivery
         try:
             deadline = time.monotonic() + 300  # never hold a request forever
-            while not self._gate.wait(0.05):
+            while frozen and not self._gate.wait(0.05):
                 if self._closing.is_set() or time.monotonic() > deadline:
                     break
             if self._delay > 0:
@@ -247,6 +253,9 @@ def _make_handler(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]
             body = self.rfile.read(length) if length else b""
             method, path = self.command, self.path
             proxy._hold(method, path)
+            if proxy._closing.is_set():  # closed while holding: hang up, forward nothing
+                self.close_connection = True
+                return
             fault = proxy._take_fault(method, path)
             if fault is not None:
                 payload = b'{"title": "Injected fault", "detail": "by the test proxy"}'

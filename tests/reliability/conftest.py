@@ -116,17 +116,22 @@ def forwarded_trace_ids(proxy: FaultProxy) -> Counter[str]:
     return seen
 
 
-def run_python(
-    code: str, *, env: dict[str, str], timeout: float = 120.0
-) -> subprocess.CompletedProcess[str]:
-    """Run *code* in a fresh interpreter with this checkout importable; fail on non-zero exit."""
+def _env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a child interpreter: this checkout importable, our KAIZEN_* only."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
     full_env.update(env)
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), full_env.get("PYTHONPATH", "")])
     full_env.setdefault("KAIZEN_API_KEY", API_KEY)
+    return full_env
+
+
+def run_python(
+    code: str, *, env: dict[str, str], timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run *code* in a fresh interpreter with this checkout importable; fail on non-zero exit."""
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env=full_env,
+        env=_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from kaizen_sdk import CTClient
+from kaizen_sdk.models import IngestRequest
 
 from ._proxy import FaultProxy
-from .conftest import API_KEY, CTServer, dead_url, forwarded_trace_ids, run_python
+from .conftest import API_KEY, CTServer, _env, dead_url, forwarded_trace_ids, run_python
 
 pytestmark = [pytest.mark.e2e]
 
@@ -111,17 +117,21 @@ _WRITER = """
 """
 
 _READER = """
-    import json, time
+    import json, os, time
+    import msgspec
     from kaizen_sdk import CTClient
     from kaizen_sdk import tracing
 
     client = CTClient()
     tracing.pipeline_for(client)  # the SDK starts: the spool left behind is replayed
+    spool = os.environ["KAIZEN_SPOOL_DIR"]
     deadline = time.monotonic() + 60
-    while client.stats().replayed < {n} and time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # until no batch file is left (ours or a peer's)
+        if not [f for f in os.listdir(spool) if f.endswith(".batch")]:
+            break
         time.sleep(0.05)
     client.close()
-    print(json.dumps(__import__("msgspec").to_builtins(client.stats())))
+    print(json.dumps(msgspec.to_builtins(client.stats())))
 """
 
 
@@ -145,13 +155,59 @@ def test_server_down_for_good_the_next_process_replays_the_spool(
     assert sorted(p.name for p in spool.iterdir() if p.suffix == ".batch")
     assert ct_server.trace_ids(task_name) == []
 
-    second = run_python(_READER.format(n=n), env={**env, "KAIZEN_BASE_URL": ct_server.url})
-    replayed = json.loads(second.stdout.strip().splitlines()[-1])
-    assert replayed["replayed"] == n
-    assert replayed["dropped"] == 0
+    # A damaged file must not stop the replay: it is set aside.
+    (spool / "00000000000000000001-1-00000000-deadbeef.batch").write_bytes(b'{"traces": [')
+
+    # Two processes start at once with the same spool directory: together they replay
+    # every batch exactly once.
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(_READER)],
+            env=_env({**env, "KAIZEN_BASE_URL": ct_server.url}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [r.communicate(timeout=90) for r in readers]
+    assert [r.returncode for r in readers] == [0, 0], outs
+    stats = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert sum(s["replayed"] for s in stats) == n
+    assert [s["dropped"] for s in stats] == [0, 0]
     ids = json.loads(ids_file.read_text())
     assert len(ids) == n
     assert sorted(ct_server.trace_ids(task_name)) == sorted(ids)
     assert ct_server.feedback_count(task_name) == n
     assert [p for p in spool.iterdir() if p.suffix == ".batch"] == []
-    assert not (spool / "corrupt").exists()
+    assert [p.name for p in (spool / "corrupt").iterdir()] == [
+        "00000000000000000001-1-00000000-deadbeef.batch"
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_exit_is_bounded_when_the_server_never_answers_and_the_rest_is_spooled(
+    proxy: FaultProxy, task_name: str, tmp_path: Path
+) -> None:
+    proxy.freeze()  # delivery requests are accepted and never answered
+    spool = tmp_path / "spool"
+    ids_file = tmp_path / "ids.json"
+    n = 3000
+    started = time.monotonic()
+    proc = run_python(
+        _WRITER.format(task=task_name, n=n, ids_file=str(ids_file)),
+        env={
+            "KAIZEN_BASE_URL": proxy.url,
+            "KAIZEN_SPOOL_DIR": str(spool),
+            "KAIZEN_SHUTDOWN_TIMEOUT": "2",
+        },
+        timeout=30,  # an exit that waits on the hung requests would take far longer
+    )
+    elapsed = time.monotonic() - started
+    print(f"exit with a server that never answers, shutdown_timeout=2: {elapsed:.1f} s")
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (stats["queued"], stats["sent"], stats["dropped"]) == (n, 0, 0)
+    assert stats["spooled"] == n
+    kept: list[str] = []
+    for path in sorted(spool.glob("*.batch")):
+        batch = msgspec.json.decode(path.read_bytes(), type=IngestRequest)
+        kept += [str(t.id) for t in batch.traces]
+    assert sorted(kept) == sorted(json.loads(ids_file.read_text()))
