@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Mapping
@@ -173,3 +174,32 @@ def _current_call() -> tuple[str, str] | None:
 def _integration(module: Any) -> ModuleType:
     """The integration module that patches library *module* (`ValueError` if unsupported)."""
     return importlib.import_module(_SUPPORTED[_library(module)])
+
+
+class _CallableModule(ModuleType):
+    """This module, callable as `instrument`.
+
+    Importing ``kaizen_sdk.instrument`` makes Python bind the package attribute
+    ``kaizen_sdk.instrument`` to this module, hiding the function of the same name; a call
+    still reaches the function.
+    """
+
+    def __call__(
+        self,
+        module: ModuleType,
+        *,
+        client: Any = None,
+        task_map: Mapping[str, str] | None = None,
+        capture_content: bool = True,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        instrument(
+            module,
+            client=client,
+            task_map=task_map,
+            capture_content=capture_content,
+            tracer_provider=tracer_provider,
+        )
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import gc
 import importlib
+import sys
+import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -16,6 +20,26 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from kaizen_sdk.integrations._common import InstrumentSettings
 from kaizen_sdk.tracing import CallRecord
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _litellm_leftovers() -> Iterator[None]:
+    """Collect what litellm leaves behind, so no later test's garbage collection trips on it.
+
+    litellm's sync path makes an event loop for its own logging and never closes it, and its
+    client cache drops HTTP clients without closing them (both found with tracemalloc).
+    """
+    yield
+    if "litellm" not in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = getattr(asyncio.get_event_loop_policy(), "_local", None)
+        loop = getattr(local, "_loop", None)
+        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_running():
+            loop.close()
+            asyncio.set_event_loop(None)
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

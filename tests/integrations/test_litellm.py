@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import litellm
@@ -27,20 +24,6 @@ pytestmark = [
         "ignore:Accessing the 'model_.*fields' attribute on the instance is deprecated"
     ),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _close_litellm_event_loop() -> Iterator[None]:
-    """litellm's sync path makes an event loop for its own logging and never closes it."""
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        local = getattr(asyncio.get_event_loop_policy(), "_local", None)
-        loop = getattr(local, "_loop", None)
-        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_running():
-            loop.close()
-            asyncio.set_event_loop(None)
-        gc.collect()
 
 
 def _kwargs(standin: StandIn, **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,381 @@
+"""``ct.instrument`` end to end: the registry, the CT pipeline, tasks, and scoring.
+
+Records travel to a real local CT server; spans also land in an in-memory exporter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import litellm
+import openai
+import pytest
+from openai_standin import StandIn
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import kaizen_sdk as ct
+from kaizen_sdk.client import CTClient
+from kaizen_sdk.local import LocalServer
+from kaizen_sdk.tracing import Attr
+
+instrument_module = importlib.import_module("kaizen_sdk.instrument")
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qualifier:UserWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:Accessing the 'model_.*fields' attribute on the instance is deprecated"
+    ),
+]
+
+SUMMARIZE_TICKET = "Summarize this support ticket in one line"
+TRIAGE_BUG = "Triage this bug report"
+
+
+def _messages(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+def ct_client(local_server: LocalServer) -> Iterator[CTClient]:
+    with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as client:
+        yield client
+
+
+@pytest.fixture
+def oai(standin: StandIn) -> Iterator[Any]:
+    with openai.OpenAI(base_url=standin.base_url, api_key="sk-test", max_retries=0) as c:
+        yield c
+
+
+Instrument = Callable[..., InMemorySpanExporter]
+
+
+@pytest.fixture
+def instrumented(
+    ct_client: CTClient, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> Iterator[Instrument]:
+    """``instrumented(openai, **options)``: ct.instrument with the test client and provider."""
+    tracer_provider, exporter = provider
+    done: list[ModuleType] = []
+
+    def do(module: ModuleType, **options: Any) -> InMemorySpanExporter:
+        options.setdefault("client", ct_client)
+        options.setdefault("tracer_provider", tracer_provider)
+        ct.instrument(module, **options)
+        done.append(module)
+        return exporter
+
+    yield do
+    for module in done:
+        ct.uninstrument(module)
+
+
+def _stored(client: CTClient, trace_id: str) -> Any:
+    client.flush()
+    return client.get_trace(trace_id)
+
+
+# --- the registry --------------------------------------------------------------------------
+
+
+def test_other_modules_are_refused_with_the_supported_list() -> None:
+    with pytest.raises(ValueError, match=r"supported modules \(litellm, openai\)"):
+        ct.instrument(json)
+    with pytest.raises(ValueError, match="litellm, openai"):
+        ct.uninstrument(json)
+    with pytest.raises(ValueError, match="litellm, openai"):
+        ct.instrument("openai")  # type: ignore[arg-type]
+
+
+def test_double_instrument_warns_and_changes_nothing(
+    instrumented: Instrument, oai: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    exporter = instrumented(openai)
+    with caplog.at_level(logging.WARNING, logger="kaizen_sdk"):
+        instrumented(openai)
+    assert [r.getMessage() for r in caplog.records] == [
+        "openai is already instrumented; this call does nothing."
+    ]
+    oai.chat.completions.create(model="m", messages=_messages("once"))
+    assert len(exporter.get_finished_spans()) == 1
+
+
+def test_concurrent_instrument_patches_once(
+    instrumented: Instrument, oai: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+    exporter: list[InMemorySpanExporter] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=10)
+            exporter.append(instrumented(openai))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    with caplog.at_level(logging.WARNING, logger="kaizen_sdk"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert errors == []
+    assert len([r for r in caplog.records if "already instrumented" in r.getMessage()]) == 7
+    oai.chat.completions.create(model="m", messages=_messages("once"))
+    assert len(exporter[0].get_finished_spans()) == 1
+
+
+def test_uninstrument_restores_the_originals(instrumented: Instrument, oai: Any) -> None:
+    original_create = vars(openai.resources.chat.completions.Completions)["create"]
+    original_completion = litellm.completion
+    exporter = instrumented(openai)
+    instrumented(litellm)
+    assert instrument_module.instrumented(openai) and instrument_module.instrumented(litellm)
+    assert vars(openai.resources.chat.completions.Completions)["create"] is not original_create
+    ct.uninstrument(openai)
+    ct.uninstrument(litellm)
+    ct.uninstrument(openai)  # twice is fine
+    assert vars(openai.resources.chat.completions.Completions)["create"] is original_create
+    assert litellm.completion is original_completion
+    assert not instrument_module.instrumented(openai)
+    response = oai.chat.completions.create(model="m", messages=_messages("plain"))
+    assert not hasattr(response, "ct_trace_id")
+    assert exporter.get_finished_spans() == ()
+
+
+def test_instrument_again_after_uninstrument(instrumented: Instrument, oai: Any) -> None:
+    exporter = instrumented(openai)
+    ct.uninstrument(openai)
+    instrumented(openai)
+    oai.chat.completions.create(model="m", messages=_messages("again"))
+    assert len(exporter.get_finished_spans()) == 1
+
+
+# --- records on the CT server, and scoring ---------------------------------------------------
+
+
+def test_record_reaches_the_ct_server(
+    instrumented: Instrument, oai: Any, ct_client: CTClient
+) -> None:
+    instrumented(openai)
+    response = oai.chat.completions.create(model="m", messages=_messages("hello server"))
+    stored = _stored(ct_client, response.ct_trace_id)
+    assert str(stored.id) == response.ct_trace_id
+    assert stored.prompt_text == "hello server"
+    assert stored.response_text == "echo: hello server"
+    assert stored.model == "m-resp"
+    assert stored.tokens == 2 + 3
+    assert stored.latency_ms is not None and stored.latency_ms > 0
+    assert stored.task_id == ct_client.get_task("default").id
+
+
+def test_scoring_a_fresh_trace_id_right_away(
+    instrumented: Instrument, oai: Any, ct_client: CTClient
+) -> None:
+    instrumented(openai)
+    response = oai.chat.completions.create(model="m", messages=_messages("score me"))
+    scored = response.ct_score(0.8)
+    assert str(scored.id) == response.ct_trace_id
+    assert scored.score == 0.8
+    assert scored.scored_by == "sdk"
+    # and through a second client, as the reference example does
+    with CTClient(base_url=ct_client.settings.base_url,
+                  api_key=ct_client.settings.api_key) as other:
+        again = other.score(response.ct_trace_id, 0.4, scored_by="human")
+    assert (again.score, again.scored_by) == (0.4, "human")
+
+
+def test_scoring_a_litellm_stream_right_away(
+    instrumented: Instrument, standin: StandIn, ct_client: CTClient
+) -> None:
+    instrumented(litellm)
+    stream = litellm.completion(
+        model="openai/m", messages=_messages("stream me"), stream=True,
+        api_base=standin.base_url, api_key="sk-test",
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == "echo: stream me"
+    scored = stream.ct_score(1.0)
+    assert (str(scored.id), scored.score) == (stream.ct_trace_id, 1.0)
+    assert ct_client.get_trace(stream.ct_trace_id).response_text == "echo: stream me"
+
+
+def test_capture_content_off_leaves_text_out_of_the_record(
+    instrumented: Instrument, oai: Any, ct_client: CTClient
+) -> None:
+    instrumented(openai, capture_content=False)
+    response = oai.chat.completions.create(model="m", messages=_messages("secret words"))
+    stored = _stored(ct_client, response.ct_trace_id)
+    assert stored.prompt_text is None
+    assert stored.response_text is None
+    assert stored.model == "m-resp"
+    assert stored.tokens == 5
+
+
+def test_kaizen_capture_content_false_leaves_text_out(
+    monkeypatch: pytest.MonkeyPatch, local_server: LocalServer, standin: StandIn,
+    provider: tuple[TracerProvider, InMemorySpanExporter], oai: Any,
+) -> None:
+    monkeypatch.setenv("KAIZEN_CAPTURE_CONTENT", "false")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as client:
+        ct.instrument(openai, client=client, tracer_provider=provider[0])
+        try:
+            response = oai.chat.completions.create(model="m", messages=_messages("hush"))
+        finally:
+            ct.uninstrument(openai)
+        stored = _stored(client, response.ct_trace_id)
+    assert (stored.prompt_text, stored.response_text) == (None, None)
+    attributes = provider[1].get_finished_spans()[0].attributes or {}
+    assert "gen_ai.input.messages" not in attributes
+    assert "gen_ai.output.messages" not in attributes
+
+
+def test_opt_in_puts_content_on_spans(
+    monkeypatch: pytest.MonkeyPatch, local_server: LocalServer,
+    provider: tuple[TracerProvider, InMemorySpanExporter], oai: Any,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as client:
+        ct.instrument(openai, client=client, tracer_provider=provider[0])
+        try:
+            oai.chat.completions.create(model="m", messages=_messages("visible"))
+        finally:
+            ct.uninstrument(openai)
+    attributes = provider[1].get_finished_spans()[0].attributes or {}
+    assert "visible" in str(attributes["gen_ai.input.messages"])
+    assert "echo: visible" in str(attributes["gen_ai.output.messages"])
+
+
+def test_abandoned_stream_still_delivers_its_record(
+    instrumented: Instrument, oai: Any, ct_client: CTClient
+) -> None:
+    import gc
+
+    instrumented(openai)
+    stream = oai.chat.completions.create(model="m", messages=_messages("drop me"),
+                                         stream=True)
+    next(stream)
+    next(stream)
+    trace_id = stream.ct_trace_id
+    del stream
+    gc.collect()
+    stored = _stored(ct_client, trace_id)
+    assert stored.prompt_text == "drop me"
+    assert stored.response_text == "echo:"
+
+
+def test_disabled_tracing_still_returns_usable_responses(
+    monkeypatch: pytest.MonkeyPatch, local_server: LocalServer, oai: Any,
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    monkeypatch.setenv("KAIZEN_ENABLED", "false")
+    with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as client:
+        ct.instrument(openai, client=client, tracer_provider=provider[0])
+        try:
+            response = oai.chat.completions.create(model="m", messages=_messages("off"))
+        finally:
+            ct.uninstrument(openai)
+        assert client.stats().queued == 0
+    assert response.choices[0].message.content == "echo: off"
+    uuid.UUID(response.ct_trace_id)
+    assert response.ct_score(0.5) is None
+    assert provider[1].get_finished_spans() == ()
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+def _task_of(exporter: InMemorySpanExporter) -> str:
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 1
+    return str((spans[0].attributes or {})[Attr.TASK_NAME])
+
+
+def test_module_constant_names_the_task(instrumented: Instrument, oai: Any,
+                                        ct_client: CTClient) -> None:
+    exporter = instrumented(openai)
+    response = oai.chat.completions.create(model="m", messages=_messages(SUMMARIZE_TICKET))
+    assert _task_of(exporter) == "summarize_ticket"
+    stored = _stored(ct_client, response.ct_trace_id)
+    assert stored.task_id == ct_client.get_task("summarize_ticket").id
+
+
+def test_module_constant_as_system_prompt_names_the_task(
+    instrumented: Instrument, oai: Any
+) -> None:
+    exporter = instrumented(openai)
+    oai.chat.completions.create(model="m", messages=[
+        {"role": "system", "content": TRIAGE_BUG},
+        {"role": "user", "content": "the app crashes on start"},
+    ])
+    assert _task_of(exporter) == "triage_bug"
+
+
+def test_task_map_by_constant_name(instrumented: Instrument, oai: Any) -> None:
+    exporter = instrumented(openai, task_map={"SUMMARIZE_TICKET": "tickets"})
+    oai.chat.completions.create(model="m", messages=_messages(SUMMARIZE_TICKET))
+    assert _task_of(exporter) == "tickets"
+
+
+def test_task_map_by_prompt_text(instrumented: Instrument, oai: Any) -> None:
+    exporter = instrumented(openai, task_map={"what is the weather": "weather"})
+    oai.chat.completions.create(model="m", messages=_messages("what is the weather"))
+    assert _task_of(exporter) == "weather"
+
+
+def test_unknown_prompt_goes_to_the_default_task(instrumented: Instrument, oai: Any) -> None:
+    exporter = instrumented(openai, task_map={"SOMETHING_ELSE": "x"})
+    oai.chat.completions.create(model="m", messages=_messages("nothing known"))
+    assert _task_of(exporter) == "default"
+
+
+def test_enclosing_task_names_the_call_and_parents_the_span(
+    instrumented: Instrument, oai: Any, ct_client: CTClient
+) -> None:
+    exporter = instrumented(openai, task_map={"SUMMARIZE_TICKET": "not this one"})
+    seen: dict[str, Any] = {}
+
+    @ct.task("answer_question", client=ct_client, default_prompt="Answer: {{ q }}")
+    def answer(q: str) -> str:
+        seen["span"] = trace.get_current_span().get_span_context()
+        seen["trace_id"] = ct.current_trace_id()
+        response = oai.chat.completions.create(model="m", messages=_messages(SUMMARIZE_TICKET))
+        seen["llm_trace_id"] = response.ct_trace_id
+        return str(response.choices[0].message.content)
+
+    assert answer("why?") == f"echo: {SUMMARIZE_TICKET}"
+    (span,) = exporter.get_finished_spans()
+    attributes = span.attributes or {}
+    assert attributes[Attr.TASK_NAME] == "answer_question"
+    assert attributes[Attr.PARENT_TRACE_ID] == seen["trace_id"]
+    assert span.parent is not None and span.parent.span_id == seen["span"].span_id
+    stored = _stored(ct_client, seen["llm_trace_id"])
+    assert str(stored.parent_trace_id) == seen["trace_id"]
+    assert stored.task_id == ct_client.get_task("answer_question").id
+
+
+async def test_enclosing_async_task_names_a_litellm_call(
+    instrumented: Instrument, standin: StandIn, ct_client: CTClient
+) -> None:
+    exporter = instrumented(litellm)
+
+    @ct.task("async_answer", client=ct_client, default_prompt="Answer")
+    async def answer() -> str:
+        response = await litellm.acompletion(
+            model="openai/m", messages=_messages("async inside"),
+            api_base=standin.base_url, api_key="sk-test",
+        )
+        return str(response.choices[0].message.content)
+
+    assert await answer() == "echo: async inside"
+    assert _task_of(exporter) == "async_answer"
