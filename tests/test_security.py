@@ -192,7 +192,10 @@ def test_key_is_absent_from_logs_when_delivery_fails(
         for i in range(3):
             f(i)
         client.flush(10)
-    spooled = b"".join(p.read_bytes() for p in spool.rglob("*") if p.is_file())
+    files = [p for p in spool.rglob("*") if p.is_file()]
+    assert files and client.stats().spooled == 3  # the spool really holds the records ...
+    spooled = b"".join(p.read_bytes() for p in files)
+    assert b"sec-fail-" in spooled
     for fragment in FRAGMENTS:
         assert fragment.encode() not in spooled
     assert_clean(logs(), what="the logs")

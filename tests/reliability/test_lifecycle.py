@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from typing import Any
@@ -153,3 +154,27 @@ def test_16_threads_times_1000_calls_deliver_exactly_16000(ct_server: CTServer) 
     assert (stats.queued, stats.sent, stats.dropped) == (16_000, 16_000, 0)
     assert sorted(ct_server.trace_ids(task)) == sorted(ids)
     assert ct_server.feedback_count(task) == 16_000
+
+
+@pytest.mark.timeout(60)
+async def test_asyncio_tasks_never_see_each_others_trace(ct_server: CTServer) -> None:
+    task = f"asyncio-{uuid.uuid4().hex[:8]}"
+    client = CTClient(api_key=API_KEY, base_url=ct_server.url)
+
+    @client.task(task, default_prompt="p")
+    async def echo(x: int, prompt: Any = None) -> tuple[str | None, str | None]:
+        before = current_trace_id()
+        await asyncio.sleep(0)  # let every other task run in between
+        return before, current_trace_id()
+
+    async def one(i: int) -> tuple[str | None, str | None, str]:
+        (before, after), run = await echo.call(i)
+        return before, after, run.trace_id
+
+    results = await asyncio.gather(*(one(i) for i in range(500)))
+    assert current_trace_id() is None
+    await asyncio.to_thread(client.close)
+    assert all(before == after == mine for before, after, mine in results)
+    ids = [mine for _, _, mine in results]
+    assert len(set(ids)) == 500
+    assert sorted(ct_server.trace_ids(task)) == sorted(ids)
