@@ -1,0 +1,106 @@
+"""Metric 6: cold import time, each in a fresh interpreter.
+
+Every run starts a new ``python`` process that times one import statement with
+``time.perf_counter`` (interpreter start-up itself is excluded, as it is the same for all) and
+reports which heavy modules that import pulled in. Runs of the contenders alternate; the figure
+is the median. Contenders: ``import kaizen_sdk`` (ours), ``import langfuse`` and
+``from langsmith import traceable``. Also measured and noted: ``import kaizen_sdk`` followed by
+touching ``ct.task`` (the decorator, which loads the tracing machinery), the cost a
+typical first use pays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from benchmarks._harness import Metric, Timing
+
+__all__ = ["run"]
+
+_PROBE = """
+import sys, time, json
+t0 = time.perf_counter()
+{stmt}
+t1 = time.perf_counter()
+print(json.dumps({{"ms": (t1 - t0) * 1000.0,
+                   "openai": "openai" in sys.modules,
+                   "litellm": "litellm" in sys.modules,
+                   "modules": len(sys.modules)}}))
+"""
+
+_CONTENDERS: dict[str, str] = {
+    "kaizen": "import kaizen_sdk",
+    "kaizen_task": "import kaizen_sdk as ct\nct.task",
+    "langfuse": "import langfuse",
+    "langsmith": "from langsmith import traceable",
+}
+
+
+def _probe(stmt: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "LANGSMITH_",
+                                                                     "LANGFUSE_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(stmt=stmt)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run(quick: bool) -> list[Metric]:
+    """Median cold-import time of kaizen_sdk, langfuse and langsmith."""
+    runs = 3 if quick else 9
+    samples: dict[str, list[float]] = {name: [] for name in _CONTENDERS}
+    facts: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    # One untimed run each warms the OS file cache and writes byte-code caches.
+    for name, stmt in _CONTENDERS.items():
+        try:
+            _probe(stmt)
+        except Exception as exc:
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    for _ in range(runs):
+        for name, stmt in _CONTENDERS.items():
+            if name in failed:
+                continue
+            result = _probe(stmt)
+            samples[name].append(result["ms"])
+            facts[name] = result
+    med = {n: statistics.median(s) if s else None for n, s in samples.items()}
+    ours = facts.get("kaizen", {})
+    heavy = [m for m in ("openai", "litellm") if ours.get(m)]
+    kaizen_ms = med["kaizen"]
+    notes = [
+        f"Median of {runs} fresh interpreters each, alternating; interpreter start-up excluded.",
+        "openai imported by `import kaizen_sdk`: "
+        f"{'YES' if ours.get('openai') else 'no'}; litellm: "
+        f"{'YES' if ours.get('litellm') else 'no'}.",
+    ]
+    if med["kaizen_task"] is not None:
+        notes.append(
+            f"`import kaizen_sdk` then touching `ct.task` (loads decorator and tracing): "
+            f"{med['kaizen_task']:.1f} ms."
+        )
+    for name, why in failed.items():
+        notes.append(f"{name} not measured: {why}")
+    return [
+        Metric(
+            name="import_ms",
+            unit="ms",
+            better="lower",
+            kaizen=kaizen_ms,
+            peers={"langfuse": med["langfuse"], "langsmith": med["langsmith"]},
+            goal="under 120 ms, with openai and litellm not imported (issue 7)",
+            goal_met=None if kaizen_ms is None else (kaizen_ms < 120.0 and not heavy),
+            notes=notes,
+            spread={n: Timing(s).spread for n, s in samples.items() if s},
+        )
+    ]
