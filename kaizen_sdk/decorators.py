@@ -199,6 +199,8 @@ class _Prompts:
         self._queue: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._pid = os.getpid()
+        self._closed = False
+        self._inflight = 0
 
     # hot path ------------------------------------------------------------------------------
 
@@ -233,6 +235,19 @@ class _Prompts:
                 return default
             raise _missing(name, reason) from None
 
+    def close(self) -> None:
+        """Stop background refreshes and close the connection pool (the client closed)."""
+        with self._lock:
+            self._closed = True
+            http = None
+            if self._inflight == 0:  # else the last fetch to finish closes it
+                http, self._http = self._http, None
+            worker = self._worker
+        if worker is not None:
+            self._queue.put((0.0, ""))  # wakes the worker, which sees _closed and stops
+        if http is not None:
+            http.close()
+
     # background ----------------------------------------------------------------------------
 
     def _state(self, name: str) -> _PromptState:
@@ -265,9 +280,11 @@ class _Prompts:
         if self._worker is None or self._pid != os.getpid():
             with self._lock:
                 if self._worker is None or self._pid != os.getpid():
-                    self._pid = os.getpid()
+                    if self._pid != os.getpid():  # a forked child: the parent's pool is not ours
+                        self._pid = os.getpid()
+                        self._http = None
+                        self._inflight = 0
                     self._queue = queue.SimpleQueue()
-                    self._http = None
                     self._worker = threading.Thread(
                         target=self._run, name="kaizen-prompts", daemon=True
                     )
@@ -277,12 +294,14 @@ class _Prompts:
     def _run(self) -> None:
         due: list[tuple[float, str]] = []
         q = self._queue
-        while True:
+        while not self._closed:
             timeout = None if not due else max(0.0, due[0][0] - time.monotonic())
             with contextlib.suppress(queue.Empty):
                 heapq.heappush(due, q.get(timeout=timeout))
-            while due and due[0][0] <= time.monotonic():
+            while due and due[0][0] <= time.monotonic() and not self._closed:
                 _, name = heapq.heappop(due)
+                if not name:
+                    continue
                 retry = self._refresh_now(name)
                 if retry is not None:
                     heapq.heappush(due, (time.monotonic() + retry, name))
@@ -305,16 +324,24 @@ class _Prompts:
         return None
 
     def _fetch(self, name: str, timeout: float) -> Prompt:
-        http = self._http
-        if http is None:
-            settings = self._settings
-            http = self._http = httpx.Client(
-                headers=dict(self._client._headers),
-                verify=settings.verify,
-                follow_redirects=False,
-            )
-        url = f"{self._settings.base_url}/api/v1/prompts/{quote(name, safe='')}"
-        resp = http.get(url, timeout=min(timeout, self._settings.timeout))
+        with self._lock:
+            if self._closed:
+                raise _NoPrompt("the client is closed")
+            http = self._http
+            if http is None:
+                http = self._http = httpx.Client(**self._client._httpx_options())
+            self._inflight += 1
+        try:
+            url = f"{self._settings.base_url}/api/v1/prompts/{quote(name, safe='')}"
+            resp = http.get(url, timeout=min(timeout, self._settings.timeout))
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                last = self._closed and self._inflight == 0 and self._http is not None
+                if last:
+                    self._http = None
+            if last:
+                http.close()
         if resp.status_code == 404:
             raise _NoPrompt("the CT server has no active prompt for it yet")
         if resp.status_code != 200:

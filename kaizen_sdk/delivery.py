@@ -15,6 +15,7 @@ delivery of the process.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -132,6 +133,11 @@ def _shrink(value: Any) -> Any:
     return value
 
 
+def _clean_text(text: str) -> str:
+    """Replace what UTF-8 cannot carry (lone surrogates) with ``?``."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def safe_json(value: Any) -> msgspec.Raw:
     """Encode *value* as JSON, never raising: unknown objects become their ``repr``.
 
@@ -139,8 +145,9 @@ def safe_json(value: Any) -> msgspec.Raw:
     """
     try:
         data = _SAFE_ENCODER.encode(_shrink(value))
-    except Exception:  # cycles, unencodable keys, hostile __repr__ via dict keys, ...
-        data = _SAFE_ENCODER.encode(_safe_repr(value))
+    except Exception:  # cycles, unencodable keys, lone surrogates, ...
+        text = value if type(value) is str else _safe_repr(value)
+        data = _SAFE_ENCODER.encode(_clean_text(_truncate(text)))
     if len(data) > _MAX_JSON_BYTES:
         text = data[: _MAX_JSON_BYTES // 2].decode("utf-8", "replace")
         data = _SAFE_ENCODER.encode({"ct.truncated": f"{text}…[truncated {len(data)} bytes]"})
@@ -257,7 +264,11 @@ def _safe_request(item: Any) -> Any:
         )
     metadata = item.metadata
     return msgspec.structs.replace(
-        item, metadata=None if metadata is None else safe_json(metadata)
+        item,
+        prompt_text=None if item.prompt_text is None else _clean_text(item.prompt_text),
+        response_text=None if item.response_text is None else _clean_text(item.response_text),
+        model=None if item.model is None else _clean_text(item.model),
+        metadata=None if metadata is None else safe_json(metadata),
     )
 
 
@@ -265,20 +276,23 @@ def encode_batch(batch: IngestRequest) -> bytes:
     """Encode a batch; objects JSON does not know become their ``repr``. Never raises."""
     try:
         return _SAFE_ENCODER.encode(batch)
-    except Exception:  # a cycle, or keys JSON cannot hold: convert value by value
-        return _SAFE_ENCODER.encode(
-            IngestRequest(
-                traces=[_safe_request(t) for t in batch.traces],
-                feedback=[_safe_request(f) for f in batch.feedback],
-            )
-        )
+    except Exception:  # a cycle, keys JSON cannot hold, lone surrogates: item by item
+        traces = b",".join(filter(None, map(_encode_one, batch.traces)))
+        feedback = b",".join(filter(None, map(_encode_one, batch.feedback)))
+        return b'{"traces":[' + traces + b'],"feedback":[' + feedback + b"]}"
 
 
 def _encode_one(item: TraceRequest | FeedbackRequest) -> bytes:
+    """Encode one request, converting its values if needed; ``b""`` if even that fails."""
     try:
         return _SAFE_ENCODER.encode(item)
     except Exception:
+        pass
+    try:
         return _SAFE_ENCODER.encode(_safe_request(item))
+    except Exception:
+        _log.warning("A CT record could not be encoded at all; it is dropped.", exc_info=True)
+        return b""
 
 
 def _masked(mask: Callable[[Any], Any], value: Any) -> Any:
@@ -340,6 +354,7 @@ class CTSpanExporter(SpanExporter):
         self._wake = threading.Event()
         self._hard_deadline: float | None = None
         self._down_until = 0.0
+        self._not_before = 0.0
         self._random = random.Random()
 
     def _new_http(self) -> httpx.Client:
@@ -375,17 +390,20 @@ class CTSpanExporter(SpanExporter):
         delivery = self._delivery
         pairs: list[tuple[ReadableSpan, CallRecord]] = []
         records = delivery.records
-        for span in spans:
-            ctx = span.context
-            record = records.pop(ctx.span_id, None) if ctx is not None else None
-            if record is not None:
-                pairs.append((span, record))
+        with delivery._lock:  # so that stats() never sees a record in no place
+            delivery._trim_kept(len(spans))
+            for span in spans:
+                ctx = span.context
+                record = records.pop(ctx.span_id, None) if ctx is not None else None
+                if record is not None:
+                    pairs.append((span, record))
+            delivery._inflight += len(pairs)
         if not pairs:
             return SpanExportResult.SUCCESS
         try:
             ok = self._export(pairs)
         except Exception:
-            delivery.count(dropped=len(pairs), done=len(pairs))
+            delivery.count(dropped=len(pairs), done=len(pairs), inflight=-len(pairs))
             if delivery.limiter.ready("export-bug"):
                 _log.exception("CT export failed unexpectedly; %d records lost.", len(pairs))
             ok = False
@@ -424,16 +442,27 @@ class CTSpanExporter(SpanExporter):
             if fb is not None:
                 feedback.append(fb)
         if bad:
-            self._delivery.count(dropped=bad, done=bad)
+            self._delivery.count(dropped=bad, done=bad, inflight=-bad)
         if not traces:
             return bad == 0
-        return self.send(IngestRequest(traces=traces, feedback=feedback)) and bad == 0
+        batch = IngestRequest(traces=traces, feedback=feedback)
+        try:
+            earlier_ok = self._delivery.resend_kept()
+        except Exception:
+            earlier_ok = False
+        if not earlier_ok:  # the server is still failing: keep the order
+            self._delivery.give_up(
+                batch, len(traces), "earlier batches are still failing", inflight=len(traces)
+            )
+            return False
+        return self.send(batch) and bad == 0
 
-    def send(self, batch: IngestRequest, *, replay: bool = False) -> bool:
+    def send(self, batch: IngestRequest, *, replay: bool = False, kept: bool = False) -> bool:
         """Deliver one batch (retrying within the deadline); count and hand failures on.
 
         With ``replay=True`` (a spool re-sending) nothing is counted as queued or dropped
-        and a failure is only reported (the batch stays in the spool).
+        and a failure is only reported (the batch stays in the spool); with ``kept=True``
+        (a batch kept in memory after failing) a failure leaves it where it is.
         """
         n = len(batch.traces)
         delivery = self._delivery
@@ -443,19 +472,26 @@ class CTSpanExporter(SpanExporter):
             deadline = min(deadline, self._hard_deadline)
         retries = 0 if now < self._down_until else max(0, self._settings.max_retries)
         try:
+            wait = self._not_before - now  # the server's Retry-After, or our last backoff
+            if wait > 0:
+                if now + wait >= deadline:
+                    raise _GiveUp("the server asked to wait")
+                self._wake.wait(wait)
             if self._settings.base_url in _NO_INGEST:
                 rejected = self._send_single(batch, deadline, retries)
             else:
                 rejected = self._send_ingest(batch, deadline, retries)
         except _GiveUp as stop:
-            if not replay:
-                delivery.give_up(batch, n, stop.reason)
+            if not replay and not kept:
+                delivery.give_up(batch, n, stop.reason, inflight=n)
             return False
-        self._down_until = 0.0
+        self._down_until = self._not_before = 0.0
         if replay:
             delivery.count(replayed=n - rejected)
+        elif kept:
+            delivery.kept_delivered(batch, n, rejected)
         else:
-            delivery.count(sent=n - rejected, dropped=rejected, done=n)
+            delivery.count(sent=n - rejected, dropped=rejected, done=n, inflight=-n)
         return True
 
     def _send_ingest(self, batch: IngestRequest, deadline: float, retries: int) -> int:
@@ -531,13 +567,12 @@ class CTSpanExporter(SpanExporter):
                     return resp
                 why = str(resp.status_code)
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
-            if attempt >= retries:
-                raise _GiveUp(why)
             delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2.0**attempt)
             delay *= 0.5 + 0.5 * self._random.random()
             if retry_after is not None:
                 delay = max(delay, min(retry_after, _RETRY_AFTER_MAX))
-            if time.monotonic() + delay >= deadline:
+            if attempt >= retries or time.monotonic() + delay >= deadline:
+                self._not_before = time.monotonic() + delay  # honoured by the next send
                 raise _GiveUp(why)
             attempt += 1
             self._delivery.count(retried=records)
@@ -583,8 +618,13 @@ class CTSpanProcessor(BatchSpanProcessor):
         """Stop, delivering what is queued within the client's ``shutdown_timeout``."""
         self._delivery.shutdown()
 
-    def _stop(self) -> None:
-        super().shutdown()  # type: ignore[no-untyped-call]
+    def _stop(self, timeout: float) -> None:
+        """Stop the worker after its last export, waiting at most *timeout* seconds."""
+        inner = getattr(self, "_batch_processor", None)
+        if inner is not None and hasattr(inner, "shutdown"):
+            inner.shutdown(timeout_millis=int(max(0.0, timeout) * 1000))
+        else:  # older OTel: no bound on the wait (the exporter's deadline still bounds it)
+            super().shutdown()  # type: ignore[no-untyped-call]
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
@@ -624,8 +664,13 @@ class Delivery:
         self.pending: set[str] = set()
         self.limiter = _LogLimiter()
         self.on_give_up: Callable[[IngestRequest, int, str], bool] | None = None
+        # batches that failed after their retries, oldest first, re-sent before new ones
+        self.kept: collections.deque[tuple[IngestRequest, int]] = collections.deque()
+        self._kept_records = 0
+        self._resend_lock = threading.Lock()
         self._lock = threading.Lock()
         self._done = 0
+        self._inflight = 0
         self._sent = 0
         self._retried = 0
         self._dropped = 0
@@ -657,9 +702,11 @@ class Delivery:
         spooled: int = 0,
         replayed: int = 0,
         done: int = 0,
+        inflight: int = 0,
     ) -> None:
         """Add to the counters (``done``: records that left the queue, for ``queued``)."""
         with self._lock:
+            self._inflight += inflight
             self._sent += sent
             self._retried += retried
             self._dropped += dropped
@@ -671,7 +718,7 @@ class Delivery:
         """Return the counters."""
         with self._lock:
             return DeliveryStats(
-                queued=self._done + len(self.records),
+                queued=self._done + len(self.records) + self._kept_records + self._inflight,
                 sent=self._sent,
                 retried=self._retried,
                 dropped=self._dropped,
@@ -697,8 +744,19 @@ class Delivery:
         self.pending.discard(str(record.trace_id))
         self.count(dropped=1, done=1)
 
-    def give_up(self, batch: IngestRequest, records: int, reason: str) -> None:
-        """A batch finally failed: hand it to the spool when there is one, else drop it."""
+    def give_up(
+        self,
+        batch: IngestRequest,
+        records: int,
+        reason: str,
+        *,
+        final: bool = False,
+        inflight: int = 0,
+    ) -> None:
+        """A batch failed after its retries: spool it when there is a spool, else keep it in
+        memory to re-send before newer ones (kept plus in-flight records stay within
+        ``max_queue_size``: the oldest kept batches are dropped first). With
+        ``final=True`` (shutdown) it is spooled or dropped."""
         spooled = False
         hook = self.on_give_up
         if hook is not None:
@@ -707,16 +765,70 @@ class Delivery:
             except Exception:
                 _log.warning("Spooling a failed batch failed.", exc_info=True)
         if spooled:
-            self.count(spooled=records, done=records)
+            self.count(spooled=records, done=records, inflight=-inflight)
+            how = "they are kept in the spool"
+        elif not final:
+            dropped = 0
+            with self._lock:
+                self._inflight -= inflight
+                self.kept.append((batch, records))
+                self._kept_records += records
+                dropped = self._trim_kept(0)
+            how = "they are kept in memory and sent again later"
+            if dropped:
+                how += f" ({dropped} older ones dropped: the memory bound is reached)"
         else:
-            self.count(dropped=records, done=records)
+            self.count(dropped=records, done=records, inflight=-inflight)
+            how = "they are dropped"
         if self.limiter.ready("give-up"):
             _log.warning(
                 "Could not deliver %d CT records to %s (%s); %s. Dropped so far: %d.",
-                records, self.settings.base_url, reason,
-                "they are kept in the spool" if spooled else "they are dropped",
-                self.stats().dropped,
+                records, self.settings.base_url, reason, how, self.stats().dropped,
             )
+
+    def _trim_kept(self, extra: int) -> int:
+        """Drop the oldest kept batches until kept, in-flight and *extra* records fit in
+        ``max_queue_size``; return how many records were dropped. Call with the lock held."""
+        bound = max(1, self.settings.max_queue_size)
+        dropped = 0
+        while self.kept and self._kept_records + self._inflight + extra > bound:
+            _, n = self.kept.popleft()
+            self._kept_records -= n
+            self._dropped += n
+            self._done += n
+            dropped += n
+        return dropped
+
+    def kept_delivered(self, batch: IngestRequest, records: int, rejected: int) -> None:
+        """A kept batch was delivered: forget it and count it."""
+        with self._lock:
+            if self.kept and self.kept[0][0] is batch:
+                self.kept.popleft()
+                self._kept_records -= records
+                self._sent += records - rejected
+                self._dropped += rejected
+                self._done += records
+
+    def resend_kept(self, wait: float | None = None) -> bool:
+        """Re-send kept batches, oldest first; return True when none is left.
+
+        *wait* bounds the wait for a re-send already running in another thread.
+        """
+        if not self.kept:
+            return True
+        if not self._resend_lock.acquire(timeout=-1 if wait is None else wait):
+            return False
+        try:
+            while True:
+                with self._lock:
+                    if not self.kept:
+                        return True
+                    batch, n = self.kept[0]
+                self.count(retried=n)
+                if not self.exporter.send(batch, kept=True):
+                    return False
+        finally:
+            self._resend_lock.release()
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -725,17 +837,25 @@ class Delivery:
         if self._closed:
             return False
         if timeout is None:
-            return bool(self.processor.force_flush())
+            return self._flush_all()
         done = threading.Event()
 
         def run() -> None:
             try:
-                self.processor.force_flush()
+                self._flush_all()
             finally:
                 done.set()
 
         threading.Thread(target=run, name="kaizen-flush", daemon=True).start()
         return done.wait(max(0.0, timeout))
+
+    def _flush_all(self) -> bool:
+        try:
+            flushed = bool(self.processor.force_flush())
+            return self.resend_kept() and flushed
+        except Exception:  # never into the caller
+            _log.warning("Flushing CT records failed.", exc_info=True)
+            return False
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush within *timeout* (default ``settings.shutdown_timeout``), then stop."""
@@ -745,15 +865,23 @@ class Delivery:
         with _LIVE_LOCK:
             _LIVE.discard(self)
         limit = self.settings.shutdown_timeout if timeout is None else timeout
-        self.exporter.hurry(time.monotonic() + max(0.0, limit))
+        deadline = time.monotonic() + max(0.0, limit)
+        self.exporter.hurry(deadline)
         try:
-            self.processor._stop()
+            self.processor._stop(limit)
+            self.resend_kept(max(0.0, deadline - time.monotonic()))
         finally:
             self.processor.closed = True
             leftover = list(self.records.values())
             self.records.clear()
             for record in leftover:
                 self.discard(record)
+            with self._lock:
+                kept = list(self.kept)
+                self.kept.clear()
+                self._kept_records = 0
+            for batch, n in kept:
+                self.give_up(batch, n, "shutting down", final=True)
 
     @property
     def closed(self) -> bool:
@@ -766,7 +894,10 @@ class Delivery:
         self.pending.clear()
         self._lock = threading.Lock()
         self.limiter = _LogLimiter()
-        self._done = self._sent = self._retried = self._dropped = 0
+        self._done = self._sent = self._retried = self._dropped = self._inflight = 0
+        self.kept.clear()
+        self._kept_records = 0
+        self._resend_lock = threading.Lock()
         self._spooled = self._replayed = 0
         self.exporter._after_fork()
 

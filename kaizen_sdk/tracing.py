@@ -221,6 +221,7 @@ class Pipeline:
         self.provider = provider
         self.tracer = provider.get_tracer(SCOPE, __version__)
         atexit.register(self._at_exit)
+        _arm_multiprocessing_exit(self)
 
     def __repr__(self) -> str:
         return f"Pipeline(enabled={self.enabled}, base_url={self.settings.base_url!r})"
@@ -287,8 +288,13 @@ class Pipeline:
             return
         self._closed = True
         atexit.unregister(self._at_exit)
-        if self.delivery is not None:
-            self.delivery.shutdown(timeout)
+        try:
+            if self.delivery is not None:
+                self.delivery.shutdown(timeout)
+        finally:
+            prompts = self.prompts
+            if prompts is not None:
+                prompts.close()
 
     def _at_exit(self) -> None:
         # Several pipelines share one exit budget: the longest shutdown_timeout among them.
@@ -301,6 +307,24 @@ class Pipeline:
             self.shutdown(max(0.1, left))
         except Exception:
             _log.warning("Delivering CT records at exit failed.", exc_info=True)
+
+
+def _arm_multiprocessing_exit(pipeline: Pipeline) -> None:
+    """Deliver at the exit of multiprocessing children too (they end with ``os._exit``).
+
+    A multiprocessing child skips ``atexit`` but runs its ``multiprocessing.util`` finalizers;
+    it also clears the finalizers it inherited, so they are armed again in each child.
+    """
+    try:
+        from multiprocessing import util as mp_util
+    except ImportError:  # pragma: no cover - platforms without multiprocessing
+        return
+
+    def arm(target: Pipeline) -> None:
+        mp_util.Finalize(target, target._at_exit, exitpriority=100)
+
+    arm(pipeline)
+    mp_util.register_after_fork(pipeline, arm)
 
 
 def _choose_provider(given: Any) -> Any:
