@@ -638,6 +638,14 @@ class Store:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"trace {trace_id!r} not found")
+            # The feedback entry a traced call sent names its trace in its metadata: it takes
+            # the score too, so scoring traces is what feeds the optimizer.
+            conn.execute(
+                "UPDATE feedback SET score = ? WHERE task_id ="
+                " (SELECT task_id FROM traces WHERE id = ?)"
+                " AND json_extract(metadata, '$.trace_id') = ?",
+                (score, key, key),
+            )
             return self._trace(
                 conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
             )
