@@ -96,8 +96,27 @@ def _adapt_none(module: Any, quick: bool) -> list[Metric]:
     return result
 
 
+def _adapt_task_overhead(module: Any, quick: bool) -> list[Metric]:
+    # bench_task_overhead.py is a standalone script (main() prints); the side-by-side run with
+    # the peers lives in benchmarks/peers.py and measures the same variants plus the peers.
+    from benchmarks.peers import task_overhead_metrics
+
+    return task_overhead_metrics(quick)
+
+
+def _adapt_instrument_openai(module: Any, quick: bool) -> list[Metric]:
+    # bench_instrument_openai.py offers measure()/Variant/servers(); benchmarks/peers.py adds
+    # the two peer instrumentors as Variants and turns the result into a Metric.
+    from benchmarks.peers import instrument_openai_metrics
+
+    return instrument_openai_metrics(quick)
+
+
 # module -> function(module, quick) -> metrics, for modules that do not expose run(quick).
-_ADAPTERS: dict[str, Callable[[Any, bool], list[Metric]]] = {}
+_ADAPTERS: dict[str, Callable[[Any, bool], list[Metric]]] = {
+    "bench_task_overhead": _adapt_task_overhead,
+    "bench_instrument_openai": _adapt_instrument_openai,
+}
 
 
 # --- child: run one module -----------------------------------------------------------------

@@ -8,6 +8,10 @@ Timing rules (why the figures can be compared):
   per-call time over the rounds; the spread (25th-75th percentile) is kept beside it.
 - A batch includes the contender's own flush (``flush`` hook), so background work that competes
   for the GIL (span export, encoding, uploads) is paid inside the measured time.
+- The clock is the **CPU time of this process** (``time.process_time``: every thread, the
+  caller's and the background exporters'), not wall time: on a shared 2-core machine wall time
+  mostly measures the neighbours. Servers and sinks run in other processes, so their CPU is not
+  counted, and waiting on a socket costs no CPU.
 - The garbage collector runs ``gc.collect()`` before every batch so each starts from the same
   heap, and stays **enabled** during the batch: allocation-heavy code pays for its collections,
   as it would in an application.
@@ -179,11 +183,13 @@ def alternate(
     rounds: int,
     warmup_rounds: int = 1,
     max_seconds: float | None = None,
+    clock: Callable[[], float] = time.process_time,
 ) -> dict[str, Timing]:
     """Time *contenders* side by side: *rounds* batches of *calls* each, order rotating.
 
-    Returns per-call µs samples for each contender (batch time including its flush, divided
-    by *calls*). Stops early (after at least three rounds) when *max_seconds* is exceeded.
+    Returns per-call µs samples for each contender (batch time on *clock*, flush included,
+    divided by *calls*). Stops early (after at least three rounds, counted in wall time)
+    when *max_seconds* is exceeded.
     """
     for _ in range(warmup_rounds):
         for c in contenders:
@@ -199,11 +205,11 @@ def alternate(
             order.reverse()
         for c in order:
             gc.collect()
-            t0 = time.perf_counter()
+            t0 = clock()
             c.batch(calls)
             if c.flush is not None:
                 c.flush()
-            t1 = time.perf_counter()
+            t1 = clock()
             samples[c.name].append((t1 - t0) * 1e6 / calls)
         if max_seconds is not None and r >= 2 and time.perf_counter() - started > max_seconds:
             break

@@ -1,4 +1,5 @@
-"""The peers, set up the way their documentation says, but pointed at the loopback sink.
+"""The peers, set up the way their documentation says but pointed at the loopback sink, and the
+side-by-side runs that put them beside our colleagues' measurements (metrics 1 and 2).
 
 Each builder imports its peer lazily and raises whatever the import raises; callers turn
 that into a ``None`` figure with a note (`attempt`). Nothing here sets a global tracer
@@ -7,16 +8,28 @@ provider: every peer gets its own, so no peer's processors see another's spans (
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import os
-from collections.abc import Callable, Sequence
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
+
+from benchmarks._harness import Contender, Metric, Timing, alternate, async_batch, sync_batch
+from benchmarks.sink import Sink
 
 __all__ = [
     "NullSpanExporter",
     "attempt",
+    "instrument_openai_metrics",
     "kaizen_client",
     "langfuse_client",
     "langsmith_client",
+    "local_ct_server",
+    "task_overhead_metrics",
     "otel_provider",
     "otlp_exporter",
     "point_peers_at",
@@ -121,3 +134,269 @@ def langsmith_client(sink_url: str) -> Any:
     from langsmith import Client
 
     return Client(api_url=sink_url, api_key="lsv2-bench")
+
+
+# --- servers in their own processes ----------------------------------------------------------
+
+_CT_SERVER = """
+import sys
+from kaizen_sdk.local import LocalServer
+server = LocalServer(api_key=sys.argv[1]).start()
+print(server.base_url, flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+@contextlib.contextmanager
+def local_ct_server() -> Iterator[str]:
+    """A local CT server (real HTTP, real SQLite) in its own process; yields its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CT_SERVER, API_KEY],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(f"the local CT server did not start: {url!r}")
+        yield url
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+# --- metric 1: @ct.task overhead beside the peers --------------------------------------------
+
+_TASK_PEERS = ("bare", "otel_span", "langfuse", "langsmith")
+
+
+def _noop(x: int = 1) -> int:
+    return x
+
+
+async def _anoop(x: int = 1) -> int:
+    return x
+
+
+def _delivered(sink: Sink, prefixes: tuple[str, ...]) -> int:
+    return sum(n for p, n in sink.stats()["paths"].items() if p.startswith(prefixes))
+
+
+def task_overhead_metrics(quick: bool) -> list[Metric]:
+    """``@ct.task`` on a no-op vs bare, bare OTel span, Langfuse ``@observe``, LangSmith
+    ``@traceable``: sync and async, alternately in one process, flush inside the timing."""
+    calls = 300 if quick else 2000
+    rounds = 3 if quick else 9
+    notes: list[str] = []
+    metrics: list[Metric] = []
+    with Sink() as sink, local_ct_server() as ct_url:
+        point_peers_at(sink.url)
+        client = kaizen_client(ct_url, max_queue_size=1_000_000)
+        task = client.task("bench_noop", default_prompt="Echo {{ x }}")
+        k_sync, k_async = task(_noop), task(_anoop)
+        # Warm the cache: the first trace makes version 1 from the default prompt.
+        k_sync()
+        client.flush()
+        client.get_prompt("bench_noop")
+
+        provider = otel_provider()
+        tracer = provider.get_tracer("bench")
+
+        def otel_sync() -> int:
+            with tracer.start_as_current_span("x"):
+                return _noop()
+
+        async def otel_async() -> int:
+            with tracer.start_as_current_span("x"):
+                return await _anoop()
+
+        loop = asyncio.new_event_loop()
+        variants: dict[str, list[Contender]] = {"sync": [], "async": []}
+        for kind, fn, kfn, ofn in (("sync", _noop, k_sync, otel_sync),
+                                   ("async", _anoop, k_async, otel_async)):
+            batch: Callable[[Callable[[], Any]], Callable[[int], None]] = (
+                sync_batch if kind == "sync" else functools.partial(_async_batch, loop=loop)
+            )
+            variants[kind] += [
+                Contender("bare", batch(fn)),
+                Contender("otel_span", batch(ofn), lambda: _ok(provider.force_flush())),
+                Contender("kaizen", batch(kfn), lambda: client.flush()),
+            ]
+
+        def add_langfuse() -> None:
+            from langfuse import observe
+
+            lf = langfuse_client(sink.url)
+            variants["sync"].append(Contender("langfuse", sync_batch(observe()(_noop)), lf.flush))
+            variants["async"].append(
+                Contender("langfuse", _async_batch(observe()(_anoop), loop=loop), lf.flush)
+            )
+
+        def add_langsmith() -> None:
+            from langsmith import traceable
+
+            ls = langsmith_client(sink.url)
+            variants["sync"].append(
+                Contender("langsmith", sync_batch(traceable(client=ls)(_noop)), ls.flush)
+            )
+            variants["async"].append(
+                Contender("langsmith", _async_batch(traceable(client=ls)(_anoop), loop=loop),
+                          ls.flush)
+            )
+
+        attempt("langfuse", add_langfuse, notes)
+        attempt("langsmith", add_langsmith, notes)
+        sent_before = client.stats().sent
+        for kind in ("sync", "async"):
+            sink.reset()
+            timings = alternate(variants[kind], calls=calls, rounds=rounds,
+                                max_seconds=40 if quick else 90)
+            names = {c.name for c in variants[kind]}
+            checks = [f"{kind}: every peer's uploads reached the sink"]
+            for peer, prefixes in (("langfuse", ("/api/public/otel",)),
+                                   ("langsmith", ("/runs",))):
+                if peer in names and _delivered(sink, prefixes) == 0:
+                    checks = [f"{kind}: {peer} sent nothing to the sink (figure suspect)"]
+            metrics.append(_task_metric(kind, timings, notes + checks))
+        loop.close()
+        stats = client.stats()
+        client.close()
+        provider.shutdown()
+    made = stats.sent - sent_before
+    for m in metrics:
+        m.notes.append(
+            f"kaizen delivered {made:,} records to a local CT server in another process during "
+            f"the timed runs (dropped {stats.dropped})."
+        )
+    return metrics
+
+
+def _ok(flushed: bool) -> None:
+    if not flushed:
+        raise RuntimeError("OpenTelemetry force_flush timed out")
+
+
+def _async_batch(
+    fn: Callable[[], Any], *, loop: asyncio.AbstractEventLoop
+) -> Callable[[int], None]:
+    return async_batch(fn, loop)
+
+
+def _task_metric(kind: str, timings: dict[str, Timing], notes: list[str]) -> Metric:
+    bare = timings["bare"].median
+    overhead = {n: t.median - bare for n, t in timings.items() if n != "bare"}
+    ours = overhead.get("kaizen")
+    span = overhead.get("otel_span")
+    peers: dict[str, float | None] = {"bare": bare}
+    peers.update({p: overhead.get(p) for p in _TASK_PEERS if p != "bare"})
+    ratio = None if ours is None or span is None or span <= 0 else ours / span
+    return Metric(
+        name=f"task_overhead_{kind}_us",
+        unit="µs/call",
+        better="lower",
+        kaizen=ours,
+        peers=peers,
+        goal=("at most 1.5x a bare OpenTelemetry SDK span (issue 4)" if kind == "sync" else
+              "async costs the same as sync (within 20 %), and at most 1.5x a bare span (issue 4)"),
+        goal_met=None if ratio is None else ratio <= 1.5,
+        notes=[
+            f"Overhead = CPU µs per call minus the bare call's ({bare:.3f} µs, the `bare` row); "
+            f"kaizen / otel_span = {ratio:.2f}." if ratio is not None else
+            "Overhead = CPU µs per call minus the bare call's.",
+            *notes,
+        ],
+        spread={n: t.spread for n, t in timings.items()},
+        references=["bare"],
+    )
+
+
+# --- metric 2: instrument(openai) overhead beside the peers ----------------------------------
+
+_INSTRUMENT_PEERS = ("otel_contrib_openai", "openinference_openai")
+
+
+def instrument_openai_metrics(quick: bool) -> list[Metric]:
+    """``ct.instrument(openai)`` vs opentelemetry-instrumentation-openai-v2 and OpenInference.
+
+    Uses ``bench_instrument_openai`` (stand-in OpenAI server and local CT server in their own
+    processes, alternating `measure`); the peers get a private tracer provider whose batch
+    processor exports OTLP/HTTP to the sink, as an application would send to a collector.
+    """
+    from benchmarks import bench_instrument_openai as bio
+
+    notes: list[str] = []
+    with Sink() as sink, bio.servers() as (openai_url, ct_url):
+        point_peers_at(sink.url)
+        variants = [bio.kaizen_variant(ct_url)]
+
+        def otel_contrib() -> Any:
+            from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+            provider = otel_provider(otlp_exporter(sink.url))
+            inst = OpenAIInstrumentor()
+            return bio.Variant(
+                name="otel_contrib_openai",
+                on=lambda: inst.instrument(tracer_provider=provider),
+                off=inst.uninstrument,
+                flush=lambda: _ok(provider.force_flush()),
+            )
+
+        def openinference() -> Any:
+            from openinference.instrumentation.openai import OpenAIInstrumentor
+
+            provider = otel_provider(otlp_exporter(sink.url))
+            inst = OpenAIInstrumentor()
+            return bio.Variant(
+                name="openinference_openai",
+                on=lambda: inst.instrument(tracer_provider=provider),
+                off=inst.uninstrument,
+                flush=lambda: _ok(provider.force_flush()),
+            )
+
+        for label, build in (("otel_contrib_openai", otel_contrib),
+                             ("openinference_openai", openinference)):
+            variant = attempt(label, build, notes)
+            if variant is not None:
+                variants.append(variant)
+        batch = bio.openai_call(openai_url)
+        results = bio.measure(variants, batch, calls=30 if quick else 200,
+                              rounds=3 if quick else 15, max_seconds=40 if quick else 100)
+        otlp_posts = _delivered(sink, ("/v1/traces",))
+    ours = results["kaizen"]
+    plain = statistics.median(p - o for p, o in zip(ours.per_call_us, ours.overhead_us,
+                                                     strict=True))
+    peers: dict[str, float | None] = {"bare": plain}
+    peers.update({p: results[p].median_overhead_us if p in results else None
+                  for p in _INSTRUMENT_PEERS})
+    measured = [v for p, v in peers.items() if p != "bare" and v is not None]
+    lower = all(ours.median_overhead_us < v for v in measured)
+    notes = [
+        "Overhead = CPU µs per chat completion (non-streaming, sync) minus the uninstrumented "
+        f"call's ({plain:.0f} µs CPU, the `bare` row), same round; calls go to a loopback "
+        "OpenAI stand-in in another process.",
+        f"The peers' spans were exported as OTLP/HTTP to the sink ({otlp_posts} posts).",
+        *notes,
+    ]
+    return [
+        Metric(
+            name="instrument_openai_overhead_us",
+            unit="µs/call",
+            better="lower",
+            kaizen=ours.median_overhead_us,
+            peers=peers,
+            goal="lower than both opentelemetry-instrumentation-openai and OpenInference "
+                 "(issue 5)",
+            goal_met=lower if len(measured) == len(_INSTRUMENT_PEERS) else None,
+            notes=notes,
+            spread={n: r.spread for n, r in results.items()},
+            references=["bare"],
+        )
+    ]
