@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TEST_STAMP  := $(VENV)/.installed-test
-BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_VENV  ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-bench
 DOCS_STAMP  := $(VENV)/.installed-docs
 
 .PHONY: demo test lint typecheck pytest bench docs clean
@@ -30,12 +31,18 @@ pytest: $(TEST_STAMP)
 
 test: lint typecheck pytest
 
-$(BENCH_STAMP): pyproject.toml $(TEST_STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+# The peers (langfuse, langsmith, other instrumentors) go into their own virtualenv, so they
+# never change what `make test` runs against. BENCH_ARGS=--quick for a smoke run.
+$(BENCH_VENV)/bin/python:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+
+$(BENCH_STAMP): pyproject.toml | $(BENCH_VENV)/bin/python
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m benchmarks
+	$(BENCH_VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
 $(DOCS_STAMP): pyproject.toml $(TEST_STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,docs]'
@@ -45,4 +52,4 @@ docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) build dist site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) build dist site .pytest_cache .mypy_cache .ruff_cache
