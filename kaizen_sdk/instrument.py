@@ -16,7 +16,11 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, cast
 
+from opentelemetry import trace
 from opentelemetry.trace import Tracer, TracerProvider
+
+from kaizen_sdk._config import KAIZEN_ENABLED, env_flag
+from kaizen_sdk.errors import CTError
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
 
@@ -73,6 +77,9 @@ def instrument(
         capture_content: ``False`` leaves prompt and response text out of records and spans
             (so does ``KAIZEN_CAPTURE_CONTENT=false``).
         tracer_provider: make the spans with this provider instead of the client's.
+
+    Raises `CTError` when *client* is not given and no default client can be built (no
+    ``KAIZEN_API_KEY``), unless ``KAIZEN_ENABLED=false``: then calls run untraced.
     """
     name = _library(module)
     with _LOCK:
@@ -115,7 +122,13 @@ def _resolve(
     if client is None:
         from kaizen_sdk._default import get_client
 
-        client = get_client()
+        try:
+            client = get_client()
+        except CTError:
+            if env_flag(KAIZEN_ENABLED, True):
+                raise
+            # KAIZEN_ENABLED=false and no API key: calls run untraced, as the decorator's do.
+            return trace.NoOpTracer(), InstrumentSettings(enabled=False)
     pipeline = tracing.pipeline_for(client)
     score = client.score
 

@@ -146,8 +146,8 @@ def text_of(content: Any) -> str | None:
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
-    """Read *key* from a mapping or an attribute from an object."""
-    if isinstance(obj, Mapping):
+    """Read *key* from a dict (a TypedDict included) or an attribute from an object."""
+    if isinstance(obj, dict):
         return obj.get(key, default)
     return getattr(obj, key, default)
 
@@ -172,8 +172,18 @@ _CONSTANT_CACHE_MAX = 4096
 _FRAME_LIMIT = 64
 
 
+_SKIPPED: dict[str, bool] = {}
+
+
 def _skipped(module: str) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in _SKIP_MODULES)
+    try:
+        return _SKIPPED[module]
+    except KeyError:
+        pass
+    skip = any(module == p or module.startswith(p + ".") for p in _SKIP_MODULES)
+    if len(_SKIPPED) < _CONSTANT_CACHE_MAX:
+        _SKIPPED[module] = skip
+    return skip
 
 
 def _caller_frame() -> FrameType | None:
@@ -375,24 +385,23 @@ class TracedCall:
         if self._done:
             return
         self._done = True
+        span = self.span
         try:
-            span = self.span
             if span.is_recording():
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
                 span.record_exception(exc)
-            self._attach(Extracted(), error=type(exc).__qualname__)
-            span.end()
         except Exception:
-            logger.exception("Recording a failed LLM call failed.")
+            logger.exception("Recording a failed LLM call on its span failed.")
+        self._end(Extracted(), error=type(exc).__qualname__)
 
     def finish(self, data: Extracted) -> None:
         """End the call with what the response (or the whole stream) told us."""
         if self._done:
             return
         self._done = True
+        span = self.span
         try:
-            span = self.span
             if span.is_recording():
                 attributes: dict[str, Any] = {}
                 if data.model:
@@ -415,10 +424,20 @@ class TracedCall:
                     attributes[GEN_AI_OUTPUT_MESSAGES] = json.dumps([message])
                 if attributes:
                     span.set_attributes(attributes)
-            self._attach(data, error=None)
-            span.end()
         except Exception:
-            logger.exception("Recording a finished LLM call failed.")
+            logger.exception("Recording an LLM response on its span failed.")
+        self._end(data, error=None)
+
+    def _end(self, data: Extracted, *, error: str | None) -> None:
+        """Hand the CT record over, then end the span (whatever happened before)."""
+        try:
+            self._attach(data, error=error)
+        except Exception:
+            logger.exception("Handing the CT record of an LLM call over failed.")
+        try:
+            self.span.end()
+        except Exception:
+            logger.exception("Ending the span of an LLM call failed.")
 
     def _attach(self, data: Extracted, *, error: str | None) -> None:
         attach = self.settings.attach

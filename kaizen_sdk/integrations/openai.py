@@ -243,7 +243,7 @@ def _start_responses(
 
 
 def _get(obj: Any, key: str) -> Any:
-    if isinstance(obj, Mapping):
+    if isinstance(obj, dict):
         return obj.get(key)
     return getattr(obj, key, None)
 

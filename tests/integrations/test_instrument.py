@@ -379,3 +379,53 @@ async def test_enclosing_async_task_names_a_litellm_call(
 
     assert await answer() == "echo: async inside"
     assert _task_of(exporter) == "async_answer"
+
+
+# --- the default client ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_default_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from kaizen_sdk import _default
+
+    monkeypatch.setattr(_default, "_client", None)
+    yield
+    client = _default._client
+    if client is not None:
+        client.close()
+
+
+def test_default_client_is_used_when_none_is_given(
+    no_default_client: None, local_server: LocalServer, oai: Any,
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    client = ct.configure(base_url=local_server.base_url, api_key=local_server.api_key)
+    ct.instrument(openai, tracer_provider=provider[0])
+    try:
+        response = oai.chat.completions.create(model="m", messages=_messages("by default"))
+    finally:
+        ct.uninstrument(openai)
+    assert _stored(client, response.ct_trace_id).prompt_text == "by default"
+
+
+def test_no_api_key_is_an_error_and_leaves_nothing_patched(
+    no_default_client: None, oai: Any
+) -> None:
+    with pytest.raises(ct.CTError, match="KAIZEN_API_KEY"):
+        ct.instrument(openai)
+    assert not instrument_module.instrumented(openai)
+    response = oai.chat.completions.create(model="m", messages=_messages("untouched"))
+    assert not hasattr(response, "ct_trace_id")
+
+
+def test_disabled_without_api_key_runs_calls_untraced(
+    no_default_client: None, monkeypatch: pytest.MonkeyPatch, oai: Any
+) -> None:
+    monkeypatch.setenv("KAIZEN_ENABLED", "false")
+    ct.instrument(openai)
+    try:
+        response = oai.chat.completions.create(model="m", messages=_messages("quiet"))
+    finally:
+        ct.uninstrument(openai)
+    assert response.choices[0].message.content == "echo: quiet"
+    assert response.ct_score(1.0) is None

@@ -478,3 +478,55 @@ def test_unpatched_calls_are_not_traced(patch: Any, client: Any) -> None:
     assert not hasattr(response, "ct_trace_id")
     assert cap.spans() == []
     assert "__wrapped__" in vars(openai.resources.chat.completions.Completions.create)
+
+
+# --- SDK trouble never reaches the call -------------------------------------------------------
+
+
+def test_failing_record_hand_over_does_not_break_the_call(
+    patch: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def attach(span: Any, record: Any) -> None:
+        raise RuntimeError("pipeline exploded")
+
+    cap = patch(openai, attach=attach)
+    response = client.chat.completions.create(model="m", messages=MESSAGES)
+    assert response.choices[0].message.content == REPLY
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == REPLY
+    assert [r.getMessage() for r in caplog.records] == [
+        "Handing the CT record of an LLM call over failed."
+    ] * 2
+    assert cap.records == []
+    assert len(cap.spans()) == 2  # the spans still end
+
+
+def test_failing_tracer_does_not_break_the_call(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.trace import NoOpTracer
+
+    from kaizen_sdk.integrations import openai as integration
+    from kaizen_sdk.integrations._common import InstrumentSettings
+
+    class BrokenTracer(NoOpTracer):
+        def start_span(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("tracer exploded")
+
+    def current_call() -> Any:
+        raise LookupError("no context")
+
+    integration._instrument(BrokenTracer(), InstrumentSettings())
+    try:
+        response = client.chat.completions.create(model="m", messages=MESSAGES)
+        assert response.choices[0].message.content == REPLY
+        assert not hasattr(response, "ct_trace_id")  # not traced at all
+    finally:
+        integration._uninstrument()
+    integration._instrument(BrokenTracer(), InstrumentSettings(current_call=current_call))
+    try:
+        stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == REPLY
+    finally:
+        integration._uninstrument()
+    assert [r.levelname for r in caplog.records].count("ERROR") == 2
