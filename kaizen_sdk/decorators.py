@@ -178,22 +178,29 @@ class _NoPrompt(Exception):
 
 
 class _PromptState:
-    __slots__ = ("delay", "error", "retrying")
+    __slots__ = ("delay", "error", "failing", "refreshing")
 
     def __init__(self) -> None:
-        self.retrying = False  # a background fetch is queued, running or scheduled
+        self.refreshing = False  # a background fetch is queued, running or scheduled
+        self.failing = False  # nothing cached and the last fetch failed: serve the default
         self.delay = 0.0
         self.error = ""
 
 
 class _Prompts:
-    """Per client: prompt fetches off the hot path, and background refresh with backoff."""
+    """Per client: the cold fetch, background refresh with a growing delay, and its state.
+
+    Calls never wait on a failing server: after a failed fetch, calls with a default use it
+    without I/O until a background fetch succeeds (after 1, 2, 4 ... 60 s). An expired entry
+    is served while one background refresh runs.
+    """
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self._settings = client._settings
         self._cache = client._prompt_cache
         self._states: dict[str, _PromptState] = {}
+        self.failing: set[str] = set()  # read without the lock on the hot path
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
         self._queue: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
@@ -202,21 +209,27 @@ class _Prompts:
         self._closed = False
         self._inflight = 0
 
-    # hot path ------------------------------------------------------------------------------
+    # calls ---------------------------------------------------------------------------------
 
     def peek(self, name: str, default: Prompt | None) -> Prompt | None:
         """Return the prompt without I/O, or None when a cold fetch is needed first."""
         found = self._cache.lookup(name)
         if found is not None:
-            if not found[1]:
-                self._refresh(name)
+            self.hit(name, found[1])
             prompt: Prompt = found[0]
             return prompt
-        if default is not None:
-            state = self._states.get(name)
-            if state is not None and state.retrying:
-                return default  # the background fetch will fill the cache
+        if default is not None and name in self.failing:
+            return default  # a background fetch will fill the cache
         return None
+
+    def hit(self, name: str, fresh: bool) -> None:
+        """A call found *name* cached: refresh it when expired, forget an old failure."""
+        if not fresh:
+            self._refresh(name)
+        if name in self.failing:
+            with self._lock:
+                self.failing.discard(name)
+                self._state(name).failing = False
 
     def get(self, name: str, default: Prompt | None) -> Prompt:
         """Return the prompt; on a cold start one short attempt, then the default."""
@@ -227,13 +240,14 @@ class _Prompts:
             fetched: Prompt = self._cache.get_or_load(
                 name, lambda: self._fetch(name, _COLD_TIMEOUT)
             )
-            return fetched
         except Exception as exc:
             reason = str(exc) if isinstance(exc, _NoPrompt) else _why(exc)
             self._failed(name, reason)
             if default is not None:
                 return default
             raise _missing(name, reason) from None
+        self.hit(name, True)
+        return fetched
 
     def close(self) -> None:
         """Stop background refreshes and close the connection pool (the client closed)."""
@@ -253,28 +267,29 @@ class _Prompts:
     def _state(self, name: str) -> _PromptState:
         state = self._states.get(name)
         if state is None:
-            with self._lock:
-                state = self._states.setdefault(name, _PromptState())
+            state = self._states.setdefault(name, _PromptState())
         return state
 
     def _refresh(self, name: str) -> None:
-        state = self._state(name)
         with self._lock:
-            if state.retrying:
+            state = self._state(name)
+            if state.refreshing:
                 return
-            state.retrying = True
+            state.refreshing = True
         self._schedule(0.0, name)
 
     def _failed(self, name: str, reason: str) -> None:
-        state = self._state(name)
         with self._lock:
+            state = self._state(name)
             state.error = reason
-            if state.retrying:
+            state.failing = True
+            self.failing.add(name)
+            if state.refreshing:
                 return
-            state.retrying = True
+            state.refreshing = True
             state.delay = _RETRY_FIRST
         _log.info("No prompt for task %r yet (%s); retrying in the background.", name, reason)
-        self._schedule(state.delay, name)
+        self._schedule(_RETRY_FIRST, name)
 
     def _schedule(self, delay: float, name: str) -> None:
         if self._worker is None or self._pid != os.getpid():
@@ -308,19 +323,24 @@ class _Prompts:
 
     def _refresh_now(self, name: str) -> float | None:
         """Fetch *name* in the background; return the delay before a retry, or None."""
-        state = self._state(name)
-        try:
-            prompt = self._fetch(name, _REFRESH_TIMEOUT)
-        except Exception as exc:
-            with self._lock:
-                state.error = str(exc) if isinstance(exc, _NoPrompt) else _why(exc)
-                state.delay = min(_RETRY_MAX, max(_RETRY_FIRST, state.delay * 2))
-                return state.delay
-        self._cache.set(name, prompt)
+        found = self._cache.lookup(name)
+        if found is None or not found[1]:
+            try:
+                prompt = self._fetch(name, _REFRESH_TIMEOUT)
+            except Exception as exc:
+                with self._lock:
+                    state = self._state(name)
+                    state.error = str(exc) if isinstance(exc, _NoPrompt) else _why(exc)
+                    state.delay = min(_RETRY_MAX, max(_RETRY_FIRST, state.delay * 2))
+                    return state.delay
+            self._cache.set(name, prompt)
+        # fetched now, or someone else (get_prompt, a cold call) already did
         with self._lock:
-            state.retrying = False
+            state = self._state(name)
+            state.refreshing = state.failing = False
             state.delay = 0.0
             state.error = ""
+            self.failing.discard(name)
         return None
 
     def _fetch(self, name: str, timeout: float) -> Prompt:
@@ -329,7 +349,9 @@ class _Prompts:
                 raise _NoPrompt("the client is closed")
             http = self._http
             if http is None:
-                http = self._http = httpx.Client(**self._client._httpx_options())
+                options = dict(self._client._httpx_options())
+                options.setdefault("headers", dict(self._client._headers))
+                http = self._http = httpx.Client(**options)
             self._inflight += 1
         try:
             url = f"{self._settings.base_url}/api/v1/prompts/{quote(name, safe='')}"
@@ -551,8 +573,8 @@ class _TaskSpec:
                 return self.default
         found = self._cache.lookup(self.name)
         if found is not None:
-            if not found[1]:
-                prompts._refresh(self.name)
+            if not found[1] or prompts.failing:
+                prompts.hit(self.name, found[1])
             return found[0]
         prompt = prompts.peek(self.name, self.default)
         return _UNSET if prompt is None else prompt
@@ -936,7 +958,7 @@ class _Decorator:
     def __call__(self, fn: Callable[P, R]) -> TaskFunction[P, R]: ...
 
     def __call__(self, fn: Callable[..., Any]) -> Any:
-        if not callable(fn):
+        if not callable(fn) and not isinstance(fn, classmethod | staticmethod):
             raise TypeError(f"@task({self._name!r}) needs a function, got {type(fn).__name__}.")
         target = fn.__func__ if isinstance(fn, classmethod | staticmethod) else fn
         spec = _TaskSpec(target, self._name, **self._options)

@@ -138,6 +138,28 @@ def _clean_text(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def _sanitize(value: Any, depth: int) -> Any:
+    """Convert value by value what JSON cannot carry as a whole (the slow path)."""
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is float:
+        return value
+    if kind is str:
+        return _clean_text(_truncate(value))
+    if depth >= 8:
+        return _clean_text(_safe_repr(value))
+    if isinstance(value, dict):
+        return {
+            (k if type(k) is str else _clean_text(_safe_repr(k))): _sanitize(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_sanitize(v, depth + 1) for v in value]
+    try:
+        return msgspec.Raw(_SAFE_ENCODER.encode(_shrink(value)))
+    except Exception:
+        return _clean_text(_safe_repr(value))
+
+
 def safe_json(value: Any) -> msgspec.Raw:
     """Encode *value* as JSON, never raising: unknown objects become their ``repr``.
 
@@ -146,8 +168,10 @@ def safe_json(value: Any) -> msgspec.Raw:
     try:
         data = _SAFE_ENCODER.encode(_shrink(value))
     except Exception:  # cycles, unencodable keys, lone surrogates, ...
-        text = value if type(value) is str else _safe_repr(value)
-        data = _SAFE_ENCODER.encode(_clean_text(_truncate(text)))
+        try:
+            data = _SAFE_ENCODER.encode(_sanitize(value, 0))
+        except Exception:
+            data = _SAFE_ENCODER.encode(_clean_text(_safe_repr(value)))
     if len(data) > _MAX_JSON_BYTES:
         text = data[: _MAX_JSON_BYTES // 2].decode("utf-8", "replace")
         data = _SAFE_ENCODER.encode({"ct.truncated": f"{text}…[truncated {len(data)} bytes]"})
