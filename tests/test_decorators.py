@@ -247,7 +247,7 @@ def test_no_default_and_server_down_raises_a_ct_error(dead_url: str, task_name: 
         def f(prompt: Prompt) -> None:
             raise AssertionError("must not run")
 
-        with pytest.raises(ct.CTError, match="could not be reached.*default_prompt="):
+        with pytest.raises(ct.CTError, match=r"could not be reached.*default_prompt="):
             f()
 
 
@@ -267,9 +267,11 @@ def test_disabled_tracing_runs_the_function_on_its_prompt_and_sends_nothing(
         client.flush()
         assert client.stats() == ct.DeliveryStats()
         assert tracing.pipeline_for(client).enabled is False
-    with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as reader:
-        with pytest.raises(ct.CTNotFoundError):
-            reader.get_task(task_name)  # no trace ever named it
+    with (
+        CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as reader,
+        pytest.raises(ct.CTNotFoundError),
+    ):
+        reader.get_task(task_name)  # no trace ever named it
 
 
 def test_kaizen_enabled_false_without_a_key_runs_on_the_default(
@@ -508,7 +510,7 @@ def test_a_generator_closed_early_records_what_it_yielded(
     def numbers() -> Iterator[int]:
         yield from range(100)
 
-    gen, run = numbers.call()
+    gen, _run = numbers.call()
     assert [next(gen), next(gen)] == [0, 1]
     gen.close()
     client.flush()
