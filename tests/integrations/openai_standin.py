@@ -69,10 +69,12 @@ class _Server(ThreadingHTTPServer):
 class StandIn:
     """The stand-in server: ``with StandIn() as s: s.base_url`` (``http://127.0.0.1:<port>/v1``).
 
+    *port* 0 (the default) takes a free port. Run the file to serve until Ctrl-C.
+
     ``requests`` lists ``(path, body)`` of every request received, in order.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         standin = self
@@ -263,7 +265,7 @@ class StandIn:
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="openai-standin", daemon=True
@@ -296,3 +298,15 @@ class StandIn:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+if __name__ == "__main__":  # python tests/integrations/openai_standin.py [port]
+    import contextlib
+    import signal
+
+    port_arg = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    standin = StandIn(port=port_arg).start()
+    print(f"OpenAI stand-in at {standin.base_url} (Ctrl-C stops it)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+    standin.stop()
