@@ -1,4 +1,4 @@
-"""The ``kaizen`` command line: ``kaizen serve`` runs the local CT server.
+"""The ``kaizen`` command line: ``kaizen serve`` runs the local CT server, ``kaizen demo`` the loop.
 
 Each subcommand is one ``_cmd_<name>(args) -> int`` function plus one ``_add_<name>(sub)``
 function that declares its arguments; `build_parser` registers them from `_SUBCOMMANDS`.
@@ -91,10 +91,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- demo ------------------------------------------------------------------------------
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="run the whole tuning loop offline in a few seconds",
+        description="Run a decorated function, score it, optimize its prompt, and run it "
+        "again on the new version, against an embedded local CT server (or the server in "
+        "KAIZEN_BASE_URL).",
+    )
+    parser.set_defaults(command=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kaizen_sdk import _demo
+
+    return _demo.main()
+
+
 # --- registry --------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_serve,
+    _add_demo,
 ]
 """One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them."""
 
