@@ -43,7 +43,7 @@ from opentelemetry.trace import Status, StatusCode
 from kaizen_sdk import _default, tracing
 from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
 from kaizen_sdk.errors import CTError
-from kaizen_sdk.models import Prompt, TraceResult, decode
+from kaizen_sdk.models import IngestRequest, Prompt, TraceResult, decode
 from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
 
 __all__ = [
@@ -178,10 +178,11 @@ class _NoPrompt(Exception):
 
 
 class _PromptState:
-    __slots__ = ("delay", "error", "failing", "refreshing")
+    __slots__ = ("delay", "error", "failing", "gen", "refreshing")
 
     def __init__(self) -> None:
         self.refreshing = False  # a background fetch is queued, running or scheduled
+        self.gen = 0  # scheduled fetches of an older generation are skipped
         self.failing = False  # nothing cached and the last fetch failed: serve the default
         self.delay = 0.0
         self.error = ""
@@ -203,7 +204,7 @@ class _Prompts:
         self.failing: set[str] = set()  # read without the lock on the hot path
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
-        self._queue: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[float, str, int]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._pid = os.getpid()
         self._closed = False
@@ -249,6 +250,23 @@ class _Prompts:
         self.hit(name, True)
         return fetched
 
+    def delivered(self, batch: IngestRequest) -> None:
+        """Traces were delivered: a task that had no prompt may have its version 1 now."""
+        if not self.failing:
+            return
+        for item in batch.traces:
+            name = item.task_id
+            if name in self.failing:
+                with self._lock:
+                    state = self._state(name)
+                    if not state.failing or state.delay == 0.0:
+                        continue
+                    state.delay = 0.0  # fetch now; a failure starts the delays over
+                    state.refreshing = True
+                    state.gen += 1
+                    gen = state.gen
+                self._schedule(0.0, name, gen)
+
     def close(self) -> None:
         """Stop background refreshes and close the connection pool (the client closed)."""
         with self._lock:
@@ -258,7 +276,7 @@ class _Prompts:
                 http, self._http = self._http, None
             worker = self._worker
         if worker is not None:
-            self._queue.put((0.0, ""))  # wakes the worker, which sees _closed and stops
+            self._queue.put((0.0, "", 0))  # wakes the worker, which sees _closed and stops
         if http is not None:
             http.close()
 
@@ -276,7 +294,8 @@ class _Prompts:
             if state.refreshing:
                 return
             state.refreshing = True
-        self._schedule(0.0, name)
+            gen = state.gen
+        self._schedule(0.0, name, gen)
 
     def _failed(self, name: str, reason: str) -> None:
         with self._lock:
@@ -288,38 +307,42 @@ class _Prompts:
                 return
             state.refreshing = True
             state.delay = _RETRY_FIRST
+            gen = state.gen
         _log.info("No prompt for task %r yet (%s); retrying in the background.", name, reason)
-        self._schedule(_RETRY_FIRST, name)
+        self._schedule(_RETRY_FIRST, name, gen)
 
-    def _schedule(self, delay: float, name: str) -> None:
+    def _schedule(self, delay: float, name: str, gen: int) -> None:
         if self._worker is None or self._pid != os.getpid():
             with self._lock:
                 if self._worker is None or self._pid != os.getpid():
-                    if self._pid != os.getpid():  # a forked child: the parent's pool is not ours
+                    if self._pid != os.getpid():  # a forked child starts afresh
                         self._pid = os.getpid()
-                        self._http = None
+                        self._http = None  # the parent's pool is not ours
                         self._inflight = 0
+                        self._states.clear()
+                        self.failing.clear()
                     self._queue = queue.SimpleQueue()
                     self._worker = threading.Thread(
                         target=self._run, name="kaizen-prompts", daemon=True
                     )
                     self._worker.start()
-        self._queue.put((time.monotonic() + delay, name))
+        self._queue.put((time.monotonic() + delay, name, gen))
 
     def _run(self) -> None:
-        due: list[tuple[float, str]] = []
+        due: list[tuple[float, str, int]] = []
         q = self._queue
         while not self._closed:
             timeout = None if not due else max(0.0, due[0][0] - time.monotonic())
             with contextlib.suppress(queue.Empty):
                 heapq.heappush(due, q.get(timeout=timeout))
             while due and due[0][0] <= time.monotonic() and not self._closed:
-                _, name = heapq.heappop(due)
-                if not name:
+                _, name, gen = heapq.heappop(due)
+                state = self._states.get(name)
+                if not name or state is None or state.gen != gen:
                     continue
                 retry = self._refresh_now(name)
                 if retry is not None:
-                    heapq.heappush(due, (time.monotonic() + retry, name))
+                    heapq.heappush(due, (time.monotonic() + retry, name, gen))
 
     def _refresh_now(self, name: str) -> float | None:
         """Fetch *name* in the background; return the delay before a retry, or None."""
@@ -537,6 +560,8 @@ class _TaskSpec:
                         prompts = pipeline.prompts
                         if prompts is None:
                             prompts = pipeline.prompts = _Prompts(client)
+                            if pipeline.delivery is not None:
+                                pipeline.delivery.on_delivered = prompts.delivered
                 self._pipeline, self._prompts = pipeline, prompts
                 self._cache = prompts._cache
             self._client = client

@@ -510,6 +510,12 @@ class CTSpanExporter(SpanExporter):
                 delivery.give_up(batch, n, stop.reason, inflight=n)
             return False
         self._down_until = self._not_before = 0.0
+        hook = delivery.on_delivered
+        if hook is not None:
+            try:
+                hook(batch)
+            except Exception:
+                _log.warning("A delivery hook failed.", exc_info=True)
         if replay:
             delivery.count(replayed=n - rejected)
         elif kept:
@@ -688,6 +694,9 @@ class Delivery:
         self.pending: set[str] = set()
         self.limiter = _LogLimiter()
         self.on_give_up: Callable[[IngestRequest, int, str], bool] | None = None
+        # told about each delivered batch (the task decorator: a trace made on a default
+        # prompt has just created the task's version 1, so fetch it now)
+        self.on_delivered: Callable[[IngestRequest], None] | None = None
         # batches that failed after their retries, oldest first, re-sent before new ones
         self.kept: collections.deque[tuple[IngestRequest, int]] = collections.deque()
         self._kept_records = 0
