@@ -70,6 +70,8 @@ class Metric:
     peers: dict[str, float | None] = dataclasses.field(default_factory=dict)
     goal: str | None = None
     goal_met: bool | None = None
+    verdict: str | None = None
+    """What this run measured against the goal, in words (e.g. "2.06x the bare span")."""
     notes: list[str] = dataclasses.field(default_factory=list)
     spread: dict[str, str] = dataclasses.field(default_factory=dict)
     references: list[str] = dataclasses.field(default_factory=list)
@@ -90,6 +92,7 @@ class Metric:
         return {
             "goal": self.goal,
             "goal_met": self.goal_met,
+            "verdict": self.verdict,
             "notes": list(self.notes),
             "spread": dict(self.spread),
             "references": list(self.references),
@@ -107,6 +110,7 @@ class Metric:
             peers=dict(row.get("peers", {})),
             goal=extra.get("goal"),
             goal_met=extra.get("goal_met"),
+            verdict=extra.get("verdict"),
             notes=list(extra.get("notes", [])),
             spread=dict(extra.get("spread", {})),
             references=list(extra.get("references", [])),
