@@ -144,7 +144,7 @@ def _peer_error(exc: BaseException) -> str:
 
 
 def _pydantic_task_model(pydantic: Any) -> Any:
-    class TaskModel(pydantic.BaseModel):  # type: ignore[misc, name-defined]
+    class TaskModel(pydantic.BaseModel):  # type: ignore[misc]
         model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
         id: uuid.UUID
         name: str
@@ -203,7 +203,7 @@ def run(quick: bool) -> list[Metric]:
             source: str = "sdk"
             metadata: dict[str, Any] | None = None
 
-        decode_pyd = pydantic.TypeAdapter(list[task_model]).validate_json
+        decode_pyd = pydantic.TypeAdapter(list[task_model]).validate_json  # type: ignore[valid-type]
 
         def encode_pyd_fn() -> bytes:
             return FeedbackModel(id=feedback_id, **args).model_dump_json(exclude_none=True).encode()

@@ -31,6 +31,7 @@ def _work(ticket: str, priority: int = 1) -> str:
 def run(quick: bool) -> list[Metric]:
     """Measure records/s end to end and the exporter's encode µs per record."""
     from kaizen_sdk import delivery
+    from kaizen_sdk.models import IngestRequest
 
     n = 2000 if quick else 20000
     captured: list[tuple[Any, Any]] = []
@@ -48,7 +49,7 @@ def run(quick: bool) -> list[Metric]:
         client.flush()
         client.get_prompt(TASK)
         before = client.stats()
-        delivery.build_requests = capturing  # type: ignore[assignment]
+        delivery.build_requests = capturing
         try:
             started = time.perf_counter()
             for i in range(n):
@@ -56,7 +57,7 @@ def run(quick: bool) -> list[Metric]:
             client.flush()
             elapsed = time.perf_counter() - started
         finally:
-            delivery.build_requests = original_build  # type: ignore[assignment]
+            delivery.build_requests = original_build
         after = client.stats()
         stored_feedback = client.get_task(TASK).feedback_count
         newest_traces = len(client.list_traces(TASK, limit=1000))
@@ -73,7 +74,7 @@ def run(quick: bool) -> list[Metric]:
     def encode_batch_of_pairs(count: int) -> None:
         for _ in range(count):
             built = [original_build(s, r, settings) for s, r in pairs]
-            batch = delivery.IngestRequest(
+            batch = IngestRequest(
                 traces=[t for t, _ in built], feedback=[f for _, f in built if f is not None]
             )
             delivery.encode_batch(batch)

@@ -22,7 +22,6 @@ from benchmarks._harness import Contender, Metric, Timing, alternate, async_batc
 from benchmarks.sink import Sink
 
 __all__ = [
-    "NullSpanExporter",
     "attempt",
     "instrument_openai_metrics",
     "kaizen_client",
@@ -72,30 +71,18 @@ def attempt(label: str, build: Callable[[], T], notes: list[str]) -> T | None:
         return None
 
 
-class NullSpanExporter:
-    """An OpenTelemetry span exporter that accepts every batch and does nothing."""
-
-    def export(self, spans: Sequence[Any]) -> Any:
-        """Accept *spans*."""
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        """Nothing to release."""
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Nothing is buffered."""
-        return True
-
-
 def otel_provider(exporter: Any = None) -> Any:
     """A private SDK `TracerProvider` with a `BatchSpanProcessor` into *exporter*.
 
-    ``None`` means `NullSpanExporter`: the bare cost of the SDK span machinery.
+    ``None`` means an exporter that accepts every batch and does nothing: the bare cost of the
+    SDK span machinery.
     """
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class NullSpanExporter(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter or NullSpanExporter()))
@@ -346,7 +333,7 @@ def instrument_openai_metrics(quick: bool) -> list[Metric]:
             from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
             provider = otel_provider(otlp_exporter(sink.url))
-            inst = OpenAIInstrumentor()
+            inst = OpenAIInstrumentor()  # type: ignore[no-untyped-call]
             return bio.Variant(
                 name="otel_contrib_openai",
                 on=lambda: inst.instrument(tracer_provider=provider),
