@@ -72,6 +72,7 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
     ("bench_delivery", "delivery_encode_us_per_record", "µs/record", "lower", (), None),
     ("bench_import", "import_ms", "ms", "lower", ("langfuse", "langsmith"),
      "under 120 ms, with openai and litellm not imported (issue 7)"),
+    ("bench_import", "import_with_decorator_ms", "ms", "lower", ("langfuse", "langsmith"), None),
     ("bench_memory", "rss_1m_calls_down_mb", "MB", "lower", ("bare",),
      "bounded with the server down (issue 4)"),
 ]

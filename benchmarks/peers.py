@@ -186,7 +186,7 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
     metrics: list[Metric] = []
     with Sink() as sink, local_ct_server() as ct_url:
         point_peers_at(sink.url)
-        client = kaizen_client(ct_url, max_queue_size=1_000_000)
+        client = kaizen_client(ct_url)
         task = client.task("bench_noop", default_prompt="Echo {{ x }}")
         k_sync, k_async = task(_noop), task(_anoop)
         # Warm the cache: the first trace makes version 1 from the default prompt.
