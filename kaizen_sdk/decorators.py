@@ -423,7 +423,8 @@ class _Call(CurrentCall):
     """`CurrentCall` plus what the decorator needs to finish the call."""
 
     __slots__ = (
-        "ct_token", "ctx", "inputs", "otel_token", "parent", "pipeline", "span", "started"
+        "ct_token", "ctx", "inputs", "otel_token", "parent", "pipeline", "recording", "span",
+        "started", "version_id",
     )
 
     ct_token: Any
@@ -432,8 +433,10 @@ class _Call(CurrentCall):
     otel_token: Any
     parent: CurrentCall | None
     pipeline: tracing.Pipeline
+    recording: bool
     span: Any
     started: float
+    version_id: str | None
 
 
 _UNSET: Any = object()
@@ -627,41 +630,63 @@ class _TaskSpec:
 
         *prompt* is `_UNSET` to resolve it here (a cold start may do one short fetch).
         """
+        name = self.name
         if prompt is _UNSET:
-            prompt = self.prompt_nowait(instance, args, kwargs)
-            if prompt is _UNSET:
-                prompt = self.prompt_io()
+            prompts = self._prompts
+            found = None
+            if (
+                prompts is not None
+                and (self._given_client is not None or _default._client is self._client)
+                and (not self.takes_prompt or self._given(instance, args, kwargs) is _UNSET)
+            ):
+                found = self._cache.lookup(name)
+            if found is not None and found[1] and not prompts.failing:  # type: ignore[union-attr]
+                prompt = found[0]  # the hot path: a fresh cached version
+            else:
+                prompt = self.prompt_nowait(instance, args, kwargs)
+                if prompt is _UNSET:
+                    prompt = self.prompt_io()
         if self.takes_prompt and prompt is not None and "prompt" not in kwargs:
             index = self.prompt_index
             if index is None or len(args) <= index - (instance is not None):
                 kwargs["prompt"] = prompt
         h = "%032x" % ((_bits(128) & _V4_CLEAR) | _V4_SET)
         trace_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        call = _Call(self.name, trace_id, prompt)
+        call = _Call(name, trace_id, prompt)
         parent = call.parent = _get_current()
-        pipeline = self._pipeline
+        pipeline = call.pipeline = self._pipeline  # type: ignore[assignment]
         if pipeline is None or pipeline.delivery is None:
-            call.span = None
-            call.otel_token = None
-            call.ctx = None
+            call.span = call.otel_token = call.ctx = None
             call.ct_token = _set_current(call) if enter else None
             return call
-        attributes: dict[str, Any] = {Attr.TASK_NAME: self.name, Attr.TRACE_ID: trace_id}
         if prompt is not None:
-            attributes[Attr.PROMPT_VERSION_NUMBER] = prompt.version_number
+            version_id = None
             if prompt.id is not None:
                 cached = self._pv
                 if cached[0] is not prompt:
                     cached = self._pv = (prompt, str(prompt.id))
-                attributes[Attr.PROMPT_VERSION_ID] = cached[1]
+                version_id = cached[1]
+            call.version_id = version_id
+            attributes: dict[str, Any] = {
+                Attr.TASK_NAME: name,
+                Attr.TRACE_ID: trace_id,
+                Attr.PROMPT_VERSION_NUMBER: prompt.version_number,
+            }
+            if version_id is not None:
+                attributes[Attr.PROMPT_VERSION_ID] = version_id
+        else:
+            call.version_id = None
+            attributes = {Attr.TASK_NAME: name, Attr.TRACE_ID: trace_id}
         if parent is not None:
             attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
-        call.pipeline = pipeline
         span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
         if self.capture_inputs:
             names = self.names if instance is None else self.names_bound
-            values = dict(self.defaults) if self.defaults else {}
-            values.update(zip(names, args, strict=False))
+            if self.defaults:
+                values = dict(self.defaults)
+                values.update(zip(names, args, strict=False))
+            else:
+                values = dict(zip(names, args, strict=False))
             if len(args) > len(names) and self.var_pos is not None:
                 values[self.var_pos] = args[len(names) :]
             if kwargs:
@@ -672,7 +697,8 @@ class _TaskSpec:
                 span.set_attribute(Attr.INPUTS, _attr_text(inputs))
         else:
             call.inputs = None
-        if not span.is_recording():
+        recording = call.recording = span.is_recording()
+        if not recording:
             call.started = time.perf_counter()
         ctx = call.ctx = _in_context(span)
         if enter:
@@ -694,13 +720,14 @@ class _TaskSpec:
         try:
             prompt = call.prompt
             parent = call.parent
+            pipeline = call.pipeline
             output = None
             if error is None:
                 if self.capture_output:
                     output = result if type(result) in _SIMPLE else _snapshot(result)
-                    if output is not None and call.pipeline.capture_on_spans:
+                    if output is not None and pipeline.capture_on_spans:
                         span.set_attribute(Attr.OUTPUT, _attr_text(output))
-            elif span.is_recording():
+            elif call.recording:
                 span.set_status(Status(StatusCode.ERROR, _short(error)))
                 span.record_exception(error)
                 span.set_attribute("error.type", type(error).__qualname__)
@@ -713,18 +740,17 @@ class _TaskSpec:
                 None,
                 call.inputs,
                 output,
-                None if prompt is None else prompt.id,
+                call.version_id,
                 None if prompt is None else prompt.version_number,
                 None if parent is None else parent.trace_id,
                 self.log_feedback and error is None,
                 self.metadata,
                 None if error is None else type(error).__qualname__,
             )
-            pipeline = call.pipeline
-            if span.is_recording():
+            if call.recording:
                 records = pipeline.records
                 if len(records) < pipeline.max_queue:
-                    records[span.get_span_context().span_id] = record
+                    records[span.context.span_id] = record
                     pipeline.pending.add(call.trace_id)
                 else:
                     pipeline.delivery.drop_full(record)  # type: ignore[union-attr]

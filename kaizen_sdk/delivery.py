@@ -25,7 +25,6 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
-from uuid import UUID
 
 import httpx
 import msgspec
@@ -72,9 +71,7 @@ _LOG_INTERVAL = 60.0
 _SCHEDULE_DELAY_MS = 1000.0
 _BATCH_SIZE = 512
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-# The feedback entry of a trace gets the trace's id with the top bit of every hex digit of
-# its last group flipped: stable across retries, still a valid UUID4, and distinct.
-_FEEDBACK_ID_FLIP = str.maketrans("0123456789abcdefABCDEF", "89abcdef01234567234567")
+_FLIP = dict(zip("0123456789abcdefABCDEF", "89abcdef01234567234567", strict=True))
 
 # base URLs whose server answered 404 for /ingest: use the single-record endpoints
 _NO_INGEST: set[str] = set()
@@ -201,12 +198,15 @@ def _as_text(value: Any) -> str | None:
     return text if len(text) <= MAX_TEXT_CHARS else _truncate(text)
 
 
-def _feedback_id(trace_id: UUID | str) -> str | None:
-    """The feedback entry's id: the trace id with its last group flipped (stable, UUID4)."""
-    text = trace_id if type(trace_id) is str else str(trace_id)
-    if len(text) != 36:
+def _feedback_id(trace_id: str) -> str | None:
+    """The feedback entry's id: the trace id with its last hex digit's top bit flipped.
+
+    Stable across retries, still a UUID4, and a different id for every trace.
+    """
+    if len(trace_id) != 36:
         return None
-    return text[:24] + text[24:].translate(_FEEDBACK_ID_FLIP)
+    last = _FLIP.get(trace_id[35])
+    return None if last is None else trace_id[:35] + last
 
 
 # --- building requests ---------------------------------------------------------------------
@@ -218,49 +218,58 @@ def build_requests(
     """Turn one finished span and its record into the trace (and feedback) request bodies.
 
     Values are not converted here: the batch is encoded with a hook that turns unknown
-    objects into their ``repr`` (see `CTSpanExporter`), and `safe_record` is the slow path.
+    objects into their ``repr`` (see `encode_batch`), which falls back to converting value
+    by value. Only long strings are cut.
     """
     latency = record.latency_ms
     if latency is None:
         end, start = span.end_time, span.start_time
         latency = None if end is None or start is None else (end - start) / 1e6
     trace_id: Any = record.trace_id
-    content = settings.capture_content
     metadata = record.metadata
     if record.error is not None:
         metadata = dict(metadata) if metadata else {}
         metadata["error"] = record.error
     output = record.output
+    if settings.capture_content:
+        prompt_text = record.prompt_text
+        if prompt_text is not None and (
+            type(prompt_text) is not str or len(prompt_text) > MAX_TEXT_CHARS
+        ):
+            prompt_text = _as_text(prompt_text)
+        response = record.response_text if record.response_text is not None else output
+        if response is not None and (type(response) is not str or len(response) > MAX_TEXT_CHARS):
+            response = _as_text(response)
+    else:
+        prompt_text = response = output = None
+    version_id: Any = record.prompt_version_id
     trace = TraceRequest(
         task_id=record.task,
         id=trace_id,
-        prompt_text=_as_text(record.prompt_text) if content else None,
-        response_text=(
-            _as_text(record.response_text if record.response_text is not None else output)
-            if content
-            else None
-        ),
+        prompt_text=prompt_text,
+        response_text=response,
         model=record.model,
         tokens=record.tokens,
         latency_ms=latency,
-        prompt_version_id=cast(Any, record.prompt_version_id),
+        prompt_version_id=version_id,
         parent_trace_id=cast(Any, record.parent_trace_id),
         metadata=metadata or None,
     )
     if not record.log_feedback:
         return trace, None
-    inputs = record.inputs if content else None
-    if not content:
-        output = None
-    elif type(output) is str and len(output) > MAX_TEXT_CHARS:
+    inputs = record.inputs if settings.capture_content else None
+    if type(output) is str and len(output) > MAX_TEXT_CHARS:
         output = _truncate(output)
-    if settings.mask is not None and content:
+    if settings.mask is not None and settings.capture_content:
         inputs, output = _masked(settings.mask, inputs), _masked(settings.mask, output)
-    version_id = record.prompt_version_id
+    if type(trace_id) is not str:
+        trace_id = str(trace_id)
     fb_meta: dict[str, Any] = {
-        "trace_id": str(trace_id),
+        "trace_id": trace_id,
         "prompt_version": record.prompt_version_number,
-        "prompt_version_id": None if version_id is None else str(version_id),
+        "prompt_version_id": (
+            version_id if version_id is None or type(version_id) is str else str(version_id)
+        ),
         "latency_ms": latency,
     }
     if metadata:
@@ -432,12 +441,17 @@ class CTSpanExporter(SpanExporter):
                 _log.exception("CT export failed unexpectedly; %d records lost.", len(pairs))
             ok = False
         finally:
-            pending = delivery.pending
+            discard = delivery.pending.discard
             for _, record in pairs:
-                pending.discard(str(record.trace_id))
+                trace_id = record.trace_id
+                discard(trace_id if type(trace_id) is str else str(trace_id))
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
+        """Called by the processor when it stops; `close` (by `Delivery`) ends the pool."""
+        self._wake.set()
+
+    def close(self) -> None:
         """Close the HTTP connection pool."""
         self._wake.set()
         with contextlib.suppress(Exception):
@@ -588,7 +602,7 @@ class CTSpanExporter(SpanExporter):
                 resp = self._http.post(
                     path, content=body, timeout=min(self._http.timeout.read or 10.0, remaining)
                 )
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, RuntimeError) as exc:  # RuntimeError: pool closed
                 why = type(exc).__name__
                 if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                     self._down_until = time.monotonic() + _DOWN_SECONDS
@@ -915,6 +929,7 @@ class Delivery:
                 self._kept_records = 0
             for batch, n in kept:
                 self.give_up(batch, n, "shutting down", final=True)
+            self.exporter.close()
 
     @property
     def closed(self) -> bool:
