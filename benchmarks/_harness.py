@@ -44,6 +44,7 @@ __all__ = [
     "alternate",
     "async_batch",
     "blocked_connections",
+    "call_latencies",
     "loopback_only",
     "machine_info",
     "sync_batch",
@@ -218,6 +219,39 @@ def alternate(
         if max_seconds is not None and r >= 2 and time.perf_counter() - started > max_seconds:
             break
     return {name: Timing(s) for name, s in samples.items()}
+
+
+def call_latencies(
+    contenders: list[Contender], *, calls: int, chunks: int = 10
+) -> dict[str, dict[str, float]]:
+    """Wall-time latency of single calls as the caller sees it: p50, p99 and max, in µs.
+
+    Each contender makes *calls* calls one at a time, in *chunks* that alternate between the
+    contenders; its flush runs between chunks, outside the timing. Stalls show up here (a
+    call that waits for the GIL while a background exporter encodes), not in the medians.
+    """
+    lat: dict[str, list[float]] = {c.name: [] for c in contenders}
+    per_chunk = max(1, calls // chunks)
+    clock = time.perf_counter_ns
+    for _ in range(chunks):
+        for c in contenders:
+            one = c.batch
+            out = lat[c.name]
+            for _ in range(per_chunk):
+                t0 = clock()
+                one(1)
+                out.append((clock() - t0) / 1000.0)
+            if c.flush is not None:
+                c.flush()
+    result: dict[str, dict[str, float]] = {}
+    for name, values in lat.items():
+        values.sort()
+        result[name] = {
+            "p50": values[len(values) // 2],
+            "p99": values[min(len(values) - 1, int(len(values) * 0.99))],
+            "max": values[-1],
+        }
+    return result
 
 
 # --- nothing leaves the machine ----------------------------------------------------------

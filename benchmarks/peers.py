@@ -18,7 +18,15 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from benchmarks._harness import Contender, Metric, Timing, alternate, async_batch, sync_batch
+from benchmarks._harness import (
+    Contender,
+    Metric,
+    Timing,
+    alternate,
+    async_batch,
+    call_latencies,
+    sync_batch,
+)
 from benchmarks.sink import Sink
 
 __all__ = [
@@ -252,6 +260,14 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
                                    ("langsmith", ("/runs",))):
                 if peer in names and _delivered(sink, prefixes) == 0:
                     checks = [f"{kind}: {peer} sent nothing to the sink (figure suspect)"]
+            if kind == "sync":
+                lat = call_latencies(variants[kind], calls=2000 if quick else 10000)
+                checks.append(
+                    "Single-call wall latency as the caller sees it, p50 / p99 µs (flush "
+                    "between chunks, outside the timing; background export runs meanwhile): "
+                    + "; ".join(f"{n} {v['p50']:.1f} / {v['p99']:.1f}" for n, v in lat.items())
+                    + "."
+                )
             metrics.append(_task_metric(kind, timings, notes + checks))
         loop.close()
         stats = client.stats()
