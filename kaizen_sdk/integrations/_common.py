@@ -652,12 +652,11 @@ class TracedStream(_StreamBase):
         self._self_state.add(item)
         return item
 
-    def close(self) -> None:
-        """Close the stream and end its span."""
+    def close(self) -> Any:
+        """Close the stream and end its span; returns what the library's ``close`` returns."""
         try:
             close = getattr(self.__wrapped__, "close", None)
-            if close is not None:
-                close()
+            return close() if close is not None else None
         finally:
             self._self_state.done()
 
@@ -709,10 +708,26 @@ class TracedAsyncStream(_StreamBase):
         self._self_state.add(item)
         return item
 
-    async def close(self) -> None:
-        """Close the stream (awaiting the library's own close) and end its span."""
+    def close(self) -> Any:
+        """Close the stream and end its span.
+
+        Returns what the library's ``close`` returns: an awaitable when it is ``async`` (the
+        span ends once that is awaited), else its result.
+        """
         try:
-            await _maybe_await(getattr(self.__wrapped__, "close", None))
+            closer = getattr(self.__wrapped__, "close", None)
+            result = closer() if closer is not None else None
+        except BaseException:
+            self._self_state.done()
+            raise
+        if inspect.isawaitable(result):
+            return self._done_after(result)
+        self._self_state.done()
+        return result
+
+    async def _done_after(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
         finally:
             self._self_state.done()
 

@@ -1,7 +1,8 @@
 """Patches for the ``openai`` client library (1.x to 3.x).
 
-``chat.completions.create`` and ``responses.create``, sync and async, streaming included, are
-wrapped on their classes, so every client instance is covered. Use it through
+``chat.completions.create`` (and ``parse`` where it exists) and ``responses.create``, sync and
+async, streaming included, are wrapped on their classes, so every client instance is covered;
+the ``stream()`` helpers go through ``create`` and are covered too. Use it through
 ``kaizen_sdk.instrument(openai)``.
 """
 
@@ -33,6 +34,9 @@ _RESPONSES = "openai.resources.responses"
 _TARGETS: tuple[tuple[str, str, str, str, bool], ...] = (
     (_CHAT, "Completions", "create", "chat", False),
     (_CHAT, "AsyncCompletions", "create", "chat", True),
+    # structured outputs; not every openai version has it on chat.completions
+    (_CHAT, "Completions", "parse", "chat", False),
+    (_CHAT, "AsyncCompletions", "parse", "chat", True),
     (_RESPONSES, "Responses", "create", "responses", False),
     (_RESPONSES, "AsyncResponses", "create", "responses", True),
 )
@@ -45,9 +49,12 @@ def _instrument(tracer: Tracer, settings: InstrumentSettings) -> None:
     """Wrap the openai create methods (every one this openai version has)."""
     for module, cls, method, api, is_async in _TARGETS:
         try:
-            importlib.import_module(module)
-        except ImportError:
-            logger.debug("openai has no %s; not instrumented.", module)
+            owner = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            logger.debug("openai has no %s.%s; not instrumented.", module, cls)
+            continue
+        if method not in vars(owner):
+            logger.debug("openai's %s has no %s; not instrumented.", cls, method)
             continue
         factory = _async_wrapper if is_async else _sync_wrapper
         _common.wrap(module, f"{cls}.{method}", factory(tracer, settings, api))

@@ -222,6 +222,19 @@ class StandIn:
                     seq = 0
                     yield "response.created", {"type": "response.created", "sequence_number": seq,
                                                 "response": response("in_progress", None)}
+                    item = {"type": "message", "id": "msg_standin", "status": "in_progress",
+                            "role": "assistant", "content": []}
+                    seq += 1
+                    yield "response.output_item.added", {
+                        "type": "response.output_item.added", "sequence_number": seq,
+                        "output_index": 0, "item": item,
+                    }
+                    seq += 1
+                    yield "response.content_part.added", {
+                        "type": "response.content_part.added", "sequence_number": seq,
+                        "item_id": "msg_standin", "output_index": 0, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []},
+                    }
                     for i, part in enumerate(reply.split(" ")):
                         seq += 1
                         yield "response.output_text.delta", {

@@ -215,3 +215,15 @@ def test_openai_underneath_litellm_is_traced_once(
     assert (span.attributes or {})[Attr.TRACE_ID] == response.ct_trace_id
     assert cap.only_record().response_text == REPLY
     assert len([p for p, _ in standin.requests if p.endswith("/chat/completions")]) >= 2
+
+
+async def test_async_stream_keeps_litellms_sync_close(patch: Any, standin: StandIn) -> None:
+    cap = patch(litellm)
+    stream = await litellm.acompletion(model="openai/m", stream=True, **_kwargs(standin))
+    await stream.__anext__()
+    assert stream.close() is None  # litellm's close() is not a coroutine; neither is ours
+    assert len(cap.spans()) == 1
+    second = await litellm.acompletion(model="openai/m", stream=True, **_kwargs(standin))
+    await second.__anext__()
+    await second.aclose()
+    assert len(cap.spans()) == 2

@@ -530,3 +530,35 @@ def test_failing_tracer_does_not_break_the_call(
     finally:
         integration._uninstrument()
     assert [r.levelname for r in caplog.records].count("ERROR") == 2
+
+
+# --- the library's own helpers ---------------------------------------------------------------
+
+
+def test_chat_stream_helper_is_traced_once(patch: Any, client: Any) -> None:
+    cap = patch(openai)
+    with client.chat.completions.stream(model="m", messages=MESSAGES) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == REPLY
+    assert cap.only_record().response_text == REPLY
+    assert (cap.only_span().attributes or {})["gen_ai.request.stream"] is True
+
+
+def test_responses_stream_helper_is_traced_once(patch: Any, client: Any) -> None:
+    cap = patch(openai)
+    with client.responses.stream(model="m", input="hi you") as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_response()
+    assert final.output_text == "echo: hi you"
+    assert cap.only_record().response_text == "echo: hi you"
+
+
+def test_chat_parse_is_traced(patch: Any, client: Any) -> None:
+    cap = patch(openai)
+    parsed = client.chat.completions.parse(model="m", messages=MESSAGES)
+    assert parsed.choices[0].message.content == REPLY
+    assert cap.only_record().response_text == REPLY
+    assert (cap.only_span().attributes or {})[Attr.TRACE_ID] == parsed.ct_trace_id
