@@ -429,3 +429,36 @@ def test_disabled_without_api_key_runs_calls_untraced(
         ct.uninstrument(openai)
     assert response.choices[0].message.content == "echo: quiet"
     assert response.ct_score(1.0) is None
+
+
+# --- imports ---------------------------------------------------------------------------------
+
+
+def test_instrument_imports_neither_library_until_given_one() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kaizen_sdk as ct; "
+        "from kaizen_sdk.instrument import instrument, uninstrument; "
+        "import kaizen_sdk.integrations._common; "
+        "print(','.join(m for m in ('openai', 'litellm') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_ct_instrument_stays_callable_after_importing_the_module(
+    ct_client: CTClient, oai: Any, provider: tuple[TracerProvider, InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `import kaizen_sdk.instrument` anywhere binds the package attribute to the module
+    monkeypatch.setattr(ct, "instrument", instrument_module)
+    ct.instrument(openai, client=ct_client, tracer_provider=provider[0])
+    try:
+        oai.chat.completions.create(model="m", messages=_messages("callable"))
+    finally:
+        ct.uninstrument(openai)
+    assert len(provider[1].get_finished_spans()) == 1
