@@ -146,7 +146,7 @@ def test_key_is_absent_from_logs_spans_and_everything_stored(
     for i in range(5):
         assert answer(f"question {i}") == f"answer to question {i}"
     fid = client.log_feedback(task_name, inputs={"q": "x"}, output="y", score=0.5)
-    client.flush(10)
+    client.flush()
     assert client.stats().sent == 5
     traces = client.list_traces(task_name)
     feedback = client.list_feedback(task_name)
@@ -321,7 +321,7 @@ def _run_private_calls(client: CTClient, task_name: str, prompt_text: str) -> No
 
     for _ in range(3):
         assert private(f"input {CONTENT}") == f"output {CONTENT}"
-    client.flush(10)
+    client.flush()
 
 
 def test_capture_content_false_keeps_content_out_of_records(

@@ -27,7 +27,7 @@ def test_a_slow_server_does_not_slow_the_decorated_function(
         return x
 
     ids = [echo.call(-1)[1].trace_id]  # warm: the prompt is fetched, the pipeline built
-    client.flush(30)
+    client.flush()
     assert ct_server.trace_ids(task_name) == ids
 
     # The server stops answering: the next delivery request hangs in the proxy.
@@ -45,7 +45,7 @@ def test_a_slow_server_does_not_slow_the_decorated_function(
     # Then it answers, slowly: 2 s per request. Everything arrives, once.
     proxy.set_delay(2.0)
     proxy.thaw()
-    client.flush(60)
+    client.flush()
     client.close()
     stats = client.stats()
     assert (stats.queued, stats.sent, stats.dropped) == (2002, 2002, 0)
@@ -123,7 +123,7 @@ def test_hostile_arguments_return_normally_and_are_traced(
         result, run = identity.call(value=value)  # as a keyword too
         assert result is value, label
         ids.append(run.trace_id)
-    client.flush(60)
+    client.flush()
     client.close()
 
     stats = client.stats()
