@@ -465,8 +465,22 @@ def _snapshot(value: Any) -> Any:
     return msgspec.Raw(data)
 
 
-def _snapshot_inputs(values: dict[str, Any]) -> msgspec.Raw:
-    """Freeze the inputs as a JSON object now. Never raises."""
+def _snapshot_inputs(values: dict[str, Any]) -> Any:
+    """Freeze the inputs now. Never raises.
+
+    A dict of short immutable scalars is kept as it is (it is ours, and nothing can change
+    it): it is encoded with its batch, in the exporter's thread. Anything else (lists,
+    objects, long strings) becomes JSON at once.
+    """
+    for value in values.values():
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_TEXT_CHARS:
+                break
+        elif kind not in _SIMPLE:
+            break
+    else:
+        return values
     for value in values.values():
         kind = type(value)
         if (kind is str or kind is bytes) and len(value) > MAX_TEXT_CHARS:
@@ -697,14 +711,16 @@ class _TaskSpec:
                 span.set_attribute(Attr.INPUTS, _attr_text(inputs))
         else:
             call.inputs = None
-        recording = call.recording = span.is_recording()
-        if not recording:
+        if not span.is_recording():
+            call.recording = False
             call.started = time.perf_counter()
-        ctx = call.ctx = _in_context(span)
+        else:
+            call.recording = True
         if enter:
             call.ct_token = _set_current(call)
-            call.otel_token = _attach(ctx)
-        else:
+            call.otel_token = _attach(_in_context(span))
+        else:  # a generator: enter() and leave() around each step
+            call.ctx = _in_context(span)
             call.ct_token = call.otel_token = None
         return call
 

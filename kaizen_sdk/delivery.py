@@ -191,6 +191,10 @@ def _as_text(value: Any) -> str | None:
         return value if len(value) <= MAX_TEXT_CHARS else _truncate(value)
     if value is None:
         return None
+    if kind is int or kind is float:
+        return repr(value)
+    if kind is bool:
+        return "true" if value else "false"
     if kind is msgspec.Raw:
         text = bytes(value).decode("utf-8", "replace")
     else:
@@ -210,6 +214,15 @@ def _feedback_id(trace_id: str) -> str | None:
 
 
 # --- building requests ---------------------------------------------------------------------
+
+
+class _FeedbackMeta(msgspec.Struct, array_like=False, gc=False):
+    """The metadata of an SDK feedback entry (encodes as the same JSON object as a dict)."""
+
+    trace_id: str
+    prompt_version: int | None
+    prompt_version_id: str | None
+    latency_ms: float | None
 
 
 def build_requests(
@@ -264,16 +277,19 @@ def build_requests(
         inputs, output = _masked(settings.mask, inputs), _masked(settings.mask, output)
     if type(trace_id) is not str:
         trace_id = str(trace_id)
-    fb_meta: dict[str, Any] = {
-        "trace_id": trace_id,
-        "prompt_version": record.prompt_version_number,
-        "prompt_version_id": (
-            version_id if version_id is None or type(version_id) is str else str(version_id)
-        ),
-        "latency_ms": latency,
-    }
+    if version_id is not None and type(version_id) is not str:
+        version_id = str(version_id)
+    fb_meta: Any
     if metadata:
-        fb_meta.update(metadata)
+        fb_meta = {
+            "trace_id": trace_id,
+            "prompt_version": record.prompt_version_number,
+            "prompt_version_id": version_id,
+            "latency_ms": latency,
+            **metadata,
+        }
+    else:
+        fb_meta = _FeedbackMeta(trace_id, record.prompt_version_number, version_id, latency)
     feedback = FeedbackRequest(
         task_id=record.task,
         id=cast(Any, _feedback_id(trace_id)),
