@@ -143,8 +143,16 @@ def _resolve(
         score=scorer,
         current_call=_current_call,
         enabled=pipeline.enabled,
+        span_attributes=_spans_observable(client, pipeline, tracer_provider),
     )
     return _tracer(pipeline, tracer_provider), settings
+
+
+def _spans_observable(client: Any, pipeline: Any, tracer_provider: Any) -> bool:
+    """False when the spans go only to the CT exporter (the pipeline's private provider)."""
+    if tracer_provider is not None or getattr(client, "_tracer_provider", None) is not None:
+        return True
+    return pipeline.provider is None or pipeline.provider is trace.get_tracer_provider()
 
 
 _PROVIDERS_LOCK = threading.Lock()

@@ -102,6 +102,9 @@ class InstrumentSettings:
         current_call: returns ``(task, trace_id)`` of the enclosing ``@ct.task`` call, or None.
         enabled: False when tracing is off (``KAIZEN_ENABLED=false``): the tracer makes no
             spans, no task is resolved, and ``ct_score`` sends nothing.
+        span_attributes: False when nothing but the CT exporter can see the spans (the
+            pipeline's private provider): spans are then made without attributes, which
+            nobody would read, and the CT record carries what the server needs.
     """
 
     capture_content: bool = True
@@ -111,6 +114,7 @@ class InstrumentSettings:
     score: Callable[[str, float, str], Any] | None = None
     current_call: Callable[[], tuple[str, str] | None] | None = None
     enabled: bool = True
+    span_attributes: bool = True
 
 
 @dataclasses.dataclass
@@ -272,6 +276,18 @@ def start_call(
                 resolve_task(task_texts, settings.task_map, _caller_frame())
                 if settings.enabled else DEFAULT_TASK
             )
+        name = f"{operation} {model}" if model else operation
+        if not settings.span_attributes:
+            return TracedCall(
+                span=tracer.start_span(name, kind=SpanKind.CLIENT),
+                settings=settings,
+                trace_id=trace_id,
+                task=task,
+                parent_trace_id=parent,
+                request_model=model,
+                prompt_text=prompt_text if settings.capture_content else None,
+                on_spans=False,
+            )
         attributes: dict[str, Any] = {
             GEN_AI_OPERATION_NAME: operation,
             GEN_AI_PROVIDER_NAME: provider,
@@ -293,11 +309,7 @@ def start_call(
             attributes[SERVER_ADDRESS] = host
             if port is not None:
                 attributes[SERVER_PORT] = port
-        span = tracer.start_span(
-            f"{operation} {model}" if model else operation,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        )
+        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
         on_spans = settings.capture_on_spans and settings.capture_content
         if on_spans and input_messages is not None and span.is_recording():
             span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(input_messages()))
@@ -402,7 +414,7 @@ class TracedCall:
         self._done = True
         span = self.span
         try:
-            if span.is_recording():
+            if self.settings.span_attributes and span.is_recording():
                 attributes: dict[str, Any] = {}
                 if data.model:
                     attributes[GEN_AI_RESPONSE_MODEL] = data.model

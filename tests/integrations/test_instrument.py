@@ -462,3 +462,46 @@ def test_ct_instrument_stays_callable_after_importing_the_module(
     finally:
         ct.uninstrument(openai)
     assert len(provider[1].get_finished_spans()) == 1
+
+
+# --- spans nobody can see --------------------------------------------------------------------
+
+
+def test_private_provider_spans_skip_attributes_but_records_are_whole(
+    ct_client: CTClient, oai: Any
+) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from kaizen_sdk import tracing
+
+    pipeline = tracing.pipeline_for(ct_client)
+    seen = InMemorySpanExporter()
+    pipeline.provider.add_span_processor(SimpleSpanProcessor(seen))  # look behind the curtain
+    ct.instrument(openai, client=ct_client)
+    try:
+        response = oai.chat.completions.create(
+            model="m", messages=_messages(SUMMARIZE_TICKET), temperature=0.1
+        )
+    finally:
+        ct.uninstrument(openai)
+    (span,) = seen.get_finished_spans()
+    assert span.name == "chat m"
+    assert dict(span.attributes or {}) == {}
+    stored = _stored(ct_client, response.ct_trace_id)
+    assert (stored.prompt_text, stored.response_text, stored.model, stored.tokens) == (
+        SUMMARIZE_TICKET, f"echo: {SUMMARIZE_TICKET}", "m-resp", 7 + 8
+    )
+    assert stored.task_id == ct_client.get_task("summarize_ticket").id
+
+
+def test_spans_are_observable_with_a_global_or_given_provider(
+    ct_client: CTClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaizen_sdk import tracing
+
+    pipeline = tracing.pipeline_for(ct_client)
+    observable = instrument_module._spans_observable
+    assert observable(ct_client, pipeline, None) is False
+    assert observable(ct_client, pipeline, TracerProvider()) is True
+    monkeypatch.setattr(instrument_module.trace, "get_tracer_provider", lambda: pipeline.provider)
+    assert observable(ct_client, pipeline, None) is True
