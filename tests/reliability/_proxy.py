@@ -56,6 +56,7 @@ class _Fault:
     status: int
     headers: dict[str, str]
     match: Callable[[str, str], bool]
+    body: bytes
 
 
 class FaultProxy:
@@ -104,12 +105,17 @@ class FaultProxy:
         *,
         retry_after: float | None = None,
         match: Callable[[str, str], bool] = is_delivery,
+        body: bytes = b'{"title": "Injected fault", "detail": "by the test proxy"}',
+        content_type: str = "application/json",
     ) -> None:
-        """Answer *status* to the next *n* requests for which ``match(method, path)`` holds."""
-        headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+        """Answer *status* (with *body*) to the next *n* requests for which
+        ``match(method, path)`` holds."""
+        headers = {"Content-Type": content_type}
+        if retry_after is not None:
+            headers["Retry-After"] = f"{retry_after:g}"
         with self._lock:
             for _ in range(n):
-                self._faults.append(_Fault(status, headers, match))
+                self._faults.append(_Fault(status, headers, match, body))
 
     def faults_left(self) -> int:
         """Injected answers still waiting to be given."""
@@ -258,12 +264,11 @@ def _make_handler(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]
                 return
             fault = proxy._take_fault(method, path)
             if fault is not None:
-                payload = b'{"title": "Injected fault", "detail": "by the test proxy"}'
+                payload = fault.body
                 proxy._record(Seen(method, path, fault.status, body, True, time.monotonic()))
                 self.send_response(fault.status)
                 for name, value in fault.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

@@ -211,3 +211,38 @@ def test_exit_is_bounded_when_the_server_never_answers_and_the_rest_is_spooled(
         batch = msgspec.json.decode(path.read_bytes(), type=IngestRequest)
         kept += [str(t.id) for t in batch.traces]
     assert sorted(kept) == sorted(json.loads(ids_file.read_text()))
+
+
+def _prompt_fetch(method: str, path: str) -> bool:
+    return method == "GET" and path.startswith("/api/v1/prompts/")
+
+
+@pytest.mark.timeout(120)
+def test_garbage_answers_change_nothing_for_the_caller(
+    ct_server: CTServer, proxy: FaultProxy, task_name: str
+) -> None:
+    # The prompt endpoint answers nonsense; ingest answers HTML error pages, then works.
+    proxy.fail_next(
+        20, 200, match=_prompt_fetch, body=b"\x00\xffnot json{", content_type="text/html"
+    )
+    proxy.fail_next(2, 502, body=b"<html><h1>Bad Gateway</h1></html>", content_type="text/html")
+    proxy.fail_next(1, 500, body=b"", content_type="text/plain")
+    client = CTClient(api_key=API_KEY, base_url=proxy.url)
+
+    @client.task(task_name, default_prompt="Default {{ x }}")
+    def echo(x: int, prompt: Any = None) -> str:
+        return prompt.render(x=x)
+
+    runs = [echo.call(i) for i in range(200)]
+    assert [result for result, _ in runs] == [f"Default {i}" for i in range(200)]
+    assert _flush_until(client, lambda: client.stats().sent == 200)
+    client.close()
+    stats = client.stats()
+    assert (stats.queued, stats.sent, stats.dropped) == (200, 200, 0)
+    ids = [run.trace_id for _, run in runs]
+    assert sorted(ct_server.trace_ids(task_name)) == sorted(ids)
+    wire = forwarded_trace_ids(proxy)
+    assert set(wire) == set(ids) and set(wire.values()) == {1}
+    assert [r.status for r in proxy.requests() if r.injected] == [502, 502, 500]
+    garbled = [r for r in proxy.requests(delivery_only=False) if r.injected and r.status == 200]
+    assert len(garbled) >= 1  # the prompt fetch really got nonsense, and the default served
