@@ -41,6 +41,7 @@ _TARGETS: tuple[tuple[str, str, str, str, bool], ...] = (
     (_RESPONSES, "AsyncResponses", "create", "responses", True),
 )
 _RAW_HEADER = "x-stainless-raw-response"
+_NO_SERVER: tuple[str | None, int | None] = (None, None)
 
 Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -180,6 +181,7 @@ def _start_chat(
     tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any]
 ) -> TracedCall | None:
     try:
+        rich = settings.span_attributes
         messages = kwargs.get("messages")
         prompt, texts = _common.chat_prompt(messages)
         return _common.start_call(
@@ -189,11 +191,11 @@ def _start_chat(
             provider=_PROVIDER,
             model=_model(kwargs),
             stream=kwargs.get("stream") is True,
-            params=_params(kwargs, "max_completion_tokens", "max_tokens"),
+            params=_params(kwargs, "max_completion_tokens", "max_tokens") if rich else {},
             prompt_text=prompt,
             task_texts=texts,
-            input_messages=_common.chat_input_messages(messages),
-            server=_server(instance),
+            input_messages=_common.chat_input_messages(messages) if rich else None,
+            server=_server(instance) if rich else _NO_SERVER,
         )
     except Exception:
         logger.exception("Reading an openai chat request failed; not traced.")
@@ -230,6 +232,7 @@ def _start_responses(
     tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any]
 ) -> TracedCall | None:
     try:
+        rich = settings.span_attributes
         prompt, texts = _responses_prompt(kwargs)
         return _common.start_call(
             tracer,
@@ -238,11 +241,11 @@ def _start_responses(
             provider=_PROVIDER,
             model=_model(kwargs),
             stream=kwargs.get("stream") is True,
-            params=_params(kwargs, "max_output_tokens"),
+            params=_params(kwargs, "max_output_tokens") if rich else {},
             prompt_text=prompt,
             task_texts=texts,
-            input_messages=_responses_messages(kwargs),
-            server=_server(instance),
+            input_messages=_responses_messages(kwargs) if rich else None,
+            server=_server(instance) if rich else _NO_SERVER,
         )
     except Exception:
         logger.exception("Reading an openai responses request failed; not traced.")
