@@ -164,14 +164,26 @@ def _start(
         model = arguments.get("model")
         model = model if isinstance(model, str) else None
         provider = arguments.get("custom_llm_provider")
-        if not isinstance(provider, str) or not provider:
+        if not settings.span_attributes:
+            provider = "litellm"  # only span attributes name it
+        elif not isinstance(provider, str) or not provider:
             provider = _provider(model, providers) if model else "litellm"
         messages = arguments.get("messages")
         prompt, texts = _common.chat_prompt(messages)
-        max_tokens = arguments.get("max_completion_tokens")
-        if not isinstance(max_tokens, int):
-            max_tokens = arguments.get("max_tokens")
-        base = arguments.get("api_base") or arguments.get("base_url")
+        params: dict[str, Any] = {}
+        server: tuple[str | None, int | None] = (None, None)
+        if settings.span_attributes:
+            max_tokens = arguments.get("max_completion_tokens")
+            if not isinstance(max_tokens, int):
+                max_tokens = arguments.get("max_tokens")
+            params = {
+                _common.GEN_AI_REQUEST_TEMPERATURE: arguments.get("temperature"),
+                _common.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
+                _common.GEN_AI_REQUEST_TOP_P: arguments.get("top_p"),
+            }
+            base = arguments.get("api_base") or arguments.get("base_url")
+            if isinstance(base, str):
+                server = _common.server_of(base)
         return _common.start_call(
             tracer,
             settings,
@@ -179,15 +191,13 @@ def _start(
             provider=provider,
             model=model,
             stream=arguments.get("stream") is True,
-            params={
-                _common.GEN_AI_REQUEST_TEMPERATURE: arguments.get("temperature"),
-                _common.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
-                _common.GEN_AI_REQUEST_TOP_P: arguments.get("top_p"),
-            },
+            params=params,
             prompt_text=prompt,
             task_texts=texts,
-            input_messages=_common.chat_input_messages(messages),
-            server=_common.server_of(base) if isinstance(base, str) else (None, None),
+            input_messages=(
+                _common.chat_input_messages(messages) if settings.span_attributes else None
+            ),
+            server=server,
         )
     except Exception:
         logger.exception("Reading a litellm request failed; not traced.")
