@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_TASK",
     "Extracted",
     "InstrumentSettings",
+    "Switch",
     "TracedAsyncStream",
     "TracedCall",
     "TracedResponse",
@@ -489,6 +490,18 @@ class TracedCall:
 
 
 # --- patching ------------------------------------------------------------------------------
+
+
+class Switch:
+    """Whether one ``_instrument()``'s wrappers trace: `_uninstrument` turns it off, so a
+    wrapper that outlived the patch (a bound method or a name imported while instrumented)
+    passes calls straight through."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = True
+
 
 _OUR_WRAPPERS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 

@@ -35,19 +35,26 @@ _TARGETS: tuple[tuple[str, bool], ...] = (("completion", False), ("acompletion",
 Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
+_switch = _common.Switch()
+
+
 def _instrument(tracer: Tracer, settings: InstrumentSettings) -> None:
     """Wrap ``litellm.completion`` and ``litellm.acompletion``."""
+    global _switch
     module = importlib.import_module(_MODULE)
+    _switch.on = False
+    _switch = switch = _common.Switch()
     providers = frozenset(str(getattr(p, "value", p)) for p in getattr(module, "provider_list", ()))
     for name, is_async in _TARGETS:
         original = getattr(module, name)
         positional = _positional_names(original)
         factory = _async_wrapper if is_async else _sync_wrapper
-        _common.wrap(_MODULE, name, factory(tracer, settings, positional, providers))
+        _common.wrap(_MODULE, name, factory(tracer, settings, positional, providers, switch))
 
 
 def _uninstrument() -> None:
     """Restore the original litellm functions (safe to call twice)."""
+    _switch.on = False
     try:
         module = importlib.import_module(_MODULE)
     except ImportError:
@@ -80,10 +87,10 @@ def _arguments(
 
 def _sync_wrapper(
     tracer: Tracer, settings: InstrumentSettings, positional: tuple[str, ...],
-    providers: frozenset[str],
+    providers: frozenset[str], switch: _common.Switch,
 ) -> Wrapper:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _common.in_instrumented_call():
+        if not switch.on or _common.in_instrumented_call():
             return wrapped(*args, **kwargs)
         arguments = _arguments(positional, args, kwargs)
         call = _start(tracer, settings, arguments, providers)
@@ -104,12 +111,12 @@ def _sync_wrapper(
 
 def _async_wrapper(
     tracer: Tracer, settings: InstrumentSettings, positional: tuple[str, ...],
-    providers: frozenset[str],
+    providers: frozenset[str], switch: _common.Switch,
 ) -> Wrapper:
     async def wrapper(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if _common.in_instrumented_call():
+        if not switch.on or _common.in_instrumented_call():
             return await wrapped(*args, **kwargs)
         arguments = _arguments(positional, args, kwargs)
         call = _start(tracer, settings, arguments, providers)

@@ -46,8 +46,14 @@ _NO_SERVER: tuple[str | None, int | None] = (None, None)
 Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
+_switch = _common.Switch()
+
+
 def _instrument(tracer: Tracer, settings: InstrumentSettings) -> None:
     """Wrap the openai create methods (every one this openai version has)."""
+    global _switch
+    _switch.on = False
+    _switch = switch = _common.Switch()
     for module, cls, method, api, is_async in _TARGETS:
         try:
             owner = getattr(importlib.import_module(module), cls)
@@ -58,11 +64,12 @@ def _instrument(tracer: Tracer, settings: InstrumentSettings) -> None:
             logger.debug("openai's %s has no %s; not instrumented.", cls, method)
             continue
         factory = _async_wrapper if is_async else _sync_wrapper
-        _common.wrap(module, f"{cls}.{method}", factory(tracer, settings, api))
+        _common.wrap(module, f"{cls}.{method}", factory(tracer, settings, api, switch))
 
 
 def _uninstrument() -> None:
     """Restore the original openai methods (safe to call twice)."""
+    _switch.on = False
     for module, cls, method, _api, _is_async in _TARGETS:
         try:
             owner = getattr(importlib.import_module(module), cls)
@@ -74,11 +81,13 @@ def _uninstrument() -> None:
 # --- wrappers ------------------------------------------------------------------------------
 
 
-def _sync_wrapper(tracer: Tracer, settings: InstrumentSettings, api: str) -> Wrapper:
+def _sync_wrapper(
+    tracer: Tracer, settings: InstrumentSettings, api: str, switch: _common.Switch
+) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _common.in_instrumented_call():
+        if not switch.on or _common.in_instrumented_call():
             return wrapped(*args, **kwargs)
         call = start(tracer, settings, instance, kwargs)
         if call is None:
@@ -96,13 +105,15 @@ def _sync_wrapper(tracer: Tracer, settings: InstrumentSettings, api: str) -> Wra
     return wrapper
 
 
-def _async_wrapper(tracer: Tracer, settings: InstrumentSettings, api: str) -> Wrapper:
+def _async_wrapper(
+    tracer: Tracer, settings: InstrumentSettings, api: str, switch: _common.Switch
+) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
 
     async def wrapper(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if _common.in_instrumented_call():
+        if not switch.on or _common.in_instrumented_call():
             return await wrapped(*args, **kwargs)
         call = start(tracer, settings, instance, kwargs)
         if call is None:

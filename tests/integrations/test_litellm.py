@@ -227,3 +227,19 @@ async def test_async_stream_keeps_litellms_sync_close(patch: Any, standin: Stand
     await second.__anext__()
     await second.aclose()
     assert len(cap.spans()) == 2
+
+
+def test_a_name_imported_while_patched_stops_tracing_after_unpatch(
+    patch: Any, standin: StandIn
+) -> None:
+    from kaizen_sdk.integrations import litellm as integration
+
+    cap = patch(litellm)
+    from litellm import completion  # the wrapper itself
+
+    completion(model="openai/m", **_kwargs(standin))
+    assert len(cap.spans()) == 1
+    integration._uninstrument()
+    response = completion(model="openai/m", **_kwargs(standin))
+    assert not hasattr(response, "ct_trace_id")
+    assert len(cap.spans()) == 1

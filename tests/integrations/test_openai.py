@@ -562,3 +562,15 @@ def test_chat_parse_is_traced(patch: Any, client: Any) -> None:
     assert parsed.choices[0].message.content == REPLY
     assert cap.only_record().response_text == REPLY
     assert (cap.only_span().attributes or {})[Attr.TRACE_ID] == parsed.ct_trace_id
+
+
+def test_a_bound_method_kept_past_uninstrument_is_not_traced(patch: Any, client: Any) -> None:
+    from kaizen_sdk.integrations import openai as integration
+
+    cap = patch(openai)
+    create = client.chat.completions.create  # bound while patched
+    integration._uninstrument()
+    response = create(model="m", messages=MESSAGES)
+    assert response.choices[0].message.content == REPLY
+    assert not hasattr(response, "ct_trace_id")
+    assert cap.spans() == []
