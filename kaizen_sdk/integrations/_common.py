@@ -37,6 +37,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from kaizen_sdk.tracing import Attr, CallRecord, new_trace_id
 
 __all__ = [
+    "ChatStreamAccumulator",
     "DEFAULT_TASK",
     "Extracted",
     "InstrumentSettings",
@@ -45,10 +46,18 @@ __all__ = [
     "TracedCall",
     "TracedResponse",
     "TracedStream",
+    "chat_extract",
+    "chat_input_messages",
+    "chat_prompt",
     "in_instrumented_call",
     "resolve_task",
+    "server_of",
     "start_call",
     "text_of",
+    "unwrap",
+    "wrap",
+    "wrap_response",
+    "wrap_stream",
 ]
 
 logger = logging.getLogger("kaizen_sdk.instrument")
@@ -537,8 +546,8 @@ class TracedResponse(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """The library's response, plus ``ct_trace_id`` and ``ct_score``.
 
     Everything else goes to the response itself: attributes, methods (``model_dump()``,
-    ``model_dump_json()``, ``json()``), ``isinstance``, equality and hashing. Pickling and
-    copying produce the plain response.
+    ``model_dump_json()``, ``json()``), ``isinstance``, ``str``/``repr``, equality and
+    hashing. Pickling and copying produce the plain response.
     """
 
     def __init__(self, wrapped: Any, call: TracedCall) -> None:
@@ -553,6 +562,9 @@ class TracedResponse(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def ct_score(self, score: float, scored_by: str = "sdk") -> Any:
         """Score this call in [0, 1] on the CT server (delivers the trace first if queued)."""
         return self._self_call.score(score, scored_by)
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         return self.__wrapped__.__reduce_ex__(protocol)
@@ -636,6 +648,9 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
             return
         with contextlib.suppress(Exception):
             state.done()
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError("A stream cannot be pickled.")

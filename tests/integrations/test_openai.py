@@ -223,6 +223,8 @@ def test_response_serializes_compares_and_pickles_as_before(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         assert traced.json() == plain.json()
+    assert repr(traced) == repr(plain)
+    assert str(traced) == str(plain)
     assert traced == plain
     assert plain == traced
     assert (traced != plain) is False
