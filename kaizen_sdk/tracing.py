@@ -53,7 +53,6 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import logging
 import os
 import random
@@ -63,6 +62,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import msgspec
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
@@ -106,14 +106,17 @@ class Attr:
     OUTPUT = "ct.output"
 
 
-@dataclasses.dataclass(slots=True)
-class CallRecord:
+class CallRecord(msgspec.Struct, gc=False):
     """What the CT exporter turns into a trace record, and a feedback entry when asked.
 
     It travels beside the span (never on it), so content reaches the CT server without
     reaching the application's own exporters. Latency comes from the span's own times
     unless ``latency_ms`` is set. ``inputs``/``output`` may be any value (or pre-encoded
     ``msgspec.Raw`` JSON); the exporter converts them safely in its own thread.
+
+    Build it with keywords: ``CallRecord(trace_id=..., task=..., model=...)``. (It is a
+    mutable ``msgspec.Struct`` that the garbage collector does not track: thousands can wait
+    in the queue without slowing collections down. Never make one part of a cycle.)
     """
 
     trace_id: UUID | str
