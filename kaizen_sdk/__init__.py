@@ -29,6 +29,10 @@ from kaizen_sdk.errors import (
     CTValidationError,
 )
 
+# Eager, unlike the names below: importing the submodule ``kaizen_sdk.instrument`` binds the
+# package attribute ``instrument`` to that module, which would hide a lazily loaded function.
+from kaizen_sdk.instrument import instrument, uninstrument
+
 __all__ = [
     "AsyncCTClient",
     "CTAuthError",
@@ -73,9 +77,7 @@ _LAZY: dict[str, str] = {
     "current_trace_id": "kaizen_sdk.decorators",
     "flush": "kaizen_sdk._default",
     "get_client": "kaizen_sdk._default",
-    "instrument": "kaizen_sdk.instrument",
     "task": "kaizen_sdk.decorators",
-    "uninstrument": "kaizen_sdk.instrument",
     "FeedbackResult": "kaizen_sdk.models",
     "Health": "kaizen_sdk.models",
     "Job": "kaizen_sdk.models",

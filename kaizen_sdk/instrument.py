@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 import threading
 import weakref
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, cast
-
-from opentelemetry import trace
-from opentelemetry.trace import Tracer, TracerProvider
+from typing import TYPE_CHECKING, Any, cast
 
 from kaizen_sdk._config import KAIZEN_ENABLED, env_flag
 from kaizen_sdk.errors import CTError
+
+if TYPE_CHECKING:
+    # Imported for types only: `kaizen_sdk/__init__` imports this module eagerly (so the
+    # package attribute ``instrument`` stays the function), and must stay cheap to import.
+    from opentelemetry.trace import Tracer, TracerProvider
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
 
@@ -128,7 +129,9 @@ def _resolve(
             if env_flag(KAIZEN_ENABLED, True):
                 raise
             # KAIZEN_ENABLED=false and no API key: calls run untraced, as the decorator's do.
-            return trace.NoOpTracer(), InstrumentSettings(enabled=False)
+            from opentelemetry.trace import NoOpTracer
+
+            return NoOpTracer(), InstrumentSettings(enabled=False)
     pipeline = tracing.pipeline_for(client)
     score = client.score
 
@@ -152,6 +155,8 @@ def _spans_observable(client: Any, pipeline: Any, tracer_provider: Any) -> bool:
     """False when the spans go only to the CT exporter (the pipeline's private provider)."""
     if tracer_provider is not None or getattr(client, "_tracer_provider", None) is not None:
         return True
+    from opentelemetry import trace
+
     return pipeline.provider is None or pipeline.provider is trace.get_tracer_provider()
 
 
@@ -168,7 +173,7 @@ def _tracer(pipeline: Any, tracer_provider: TracerProvider | None) -> Tracer:
     to its spans still reach the CT server.
     """
     if tracer_provider is None or tracer_provider is pipeline.provider or not pipeline.enabled:
-        return cast(Tracer, pipeline.tracer)
+        return cast("Tracer", pipeline.tracer)
     from kaizen_sdk import tracing
     from kaizen_sdk._version import __version__
 
@@ -195,32 +200,3 @@ def _current_call() -> tuple[str, str] | None:
 def _integration(module: Any) -> ModuleType:
     """The integration module that patches library *module* (`ValueError` if unsupported)."""
     return importlib.import_module(_SUPPORTED[_library(module)])
-
-
-class _CallableModule(ModuleType):
-    """This module, callable as `instrument`.
-
-    Importing ``kaizen_sdk.instrument`` makes Python bind the package attribute
-    ``kaizen_sdk.instrument`` to this module, hiding the function of the same name; a call
-    still reaches the function.
-    """
-
-    def __call__(
-        self,
-        module: ModuleType,
-        *,
-        client: Any = None,
-        task_map: Mapping[str, str] | None = None,
-        capture_content: bool = True,
-        tracer_provider: TracerProvider | None = None,
-    ) -> None:
-        instrument(
-            module,
-            client=client,
-            task_map=task_map,
-            capture_content=capture_content,
-            tracer_provider=tracer_provider,
-        )
-
-
-sys.modules[__name__].__class__ = _CallableModule
