@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 import weakref
@@ -244,17 +245,24 @@ def build_requests(
         metadata = dict(metadata) if metadata else {}
         metadata["error"] = record.error
     output = record.output
+    inputs = record.inputs
     if settings.capture_content:
         prompt_text = record.prompt_text
+        response = record.response_text
+        mask = settings.mask
+        if mask is not None:  # nothing the application wants hidden leaves the process
+            inputs, output = _masked(mask, inputs), _masked(mask, output)
+            prompt_text, response = _masked(mask, prompt_text), _masked(mask, response)
         if prompt_text is not None and (
             type(prompt_text) is not str or len(prompt_text) > MAX_TEXT_CHARS
         ):
             prompt_text = _as_text(prompt_text)
-        response = record.response_text if record.response_text is not None else output
+        if response is None:
+            response = output
         if response is not None and (type(response) is not str or len(response) > MAX_TEXT_CHARS):
             response = _as_text(response)
     else:
-        prompt_text = response = output = None
+        prompt_text = response = output = inputs = None
     version_id: Any = record.prompt_version_id
     trace = TraceRequest(
         task_id=record.task,
@@ -270,11 +278,8 @@ def build_requests(
     )
     if not record.log_feedback:
         return trace, None
-    inputs = record.inputs if settings.capture_content else None
     if type(output) is str and len(output) > MAX_TEXT_CHARS:
         output = _truncate(output)
-    if settings.mask is not None and settings.capture_content:
-        inputs, output = _masked(settings.mask, inputs), _masked(settings.mask, output)
     if type(trace_id) is not str:
         trace_id = str(trace_id)
     if version_id is not None and type(version_id) is not str:
@@ -417,7 +422,11 @@ class CTSpanExporter(SpanExporter):
                 "Accept": "application/json",
             },
             timeout=httpx.Timeout(min(settings.timeout, _REQUEST_TIMEOUT)),
-            verify=settings.verify,
+            verify=(
+                ssl.create_default_context(cafile=settings.verify)
+                if isinstance(settings.verify, str)
+                else settings.verify
+            ),
             transport=self._transport,
             follow_redirects=False,
         )
