@@ -407,6 +407,9 @@ class CTSpanExporter(SpanExporter):
         self._http = self._new_http()
         self._wake = threading.Event()
         self._hard_deadline: float | None = None
+        self._sending: IngestRequest | None = None  # the new batch being sent right now
+        self._abandoned: IngestRequest | None = None
+        self._settle_lock = threading.Lock()
         self._down_until = 0.0
         self._not_before = 0.0
         self._random = random.Random()
@@ -433,8 +436,27 @@ class CTSpanExporter(SpanExporter):
 
     def _after_fork(self) -> None:
         self._http = self._new_http()  # the parent's pooled connections are not ours
+        self._settle_lock = threading.Lock()
+        self._sending = self._abandoned = None
         self._wake = threading.Event()
         self._random = random.Random()
+
+    def _settle(self, batch: IngestRequest) -> bool:
+        """The sender is done with *batch*: True unless shutdown took it over meanwhile."""
+        with self._settle_lock:
+            if batch is self._abandoned:
+                return False
+            if self._sending is batch:
+                self._sending = None
+            return True
+
+    def take_in_flight(self) -> IngestRequest | None:
+        """At shutdown: take over the batch a stuck sender still holds (or None)."""
+        with self._settle_lock:
+            batch, self._sending = self._sending, None
+            if batch is not None:
+                self._abandoned = batch
+            return batch
 
     def hurry(self, deadline: float) -> None:
         """Make every export finish by the monotonic *deadline* (used at shutdown)."""
@@ -534,6 +556,9 @@ class CTSpanExporter(SpanExporter):
         if self._hard_deadline is not None:
             deadline = min(deadline, self._hard_deadline)
         retries = 0 if now < self._down_until else max(0, self._settings.max_retries)
+        fresh = not replay and not kept
+        if fresh:
+            self._sending = batch
         try:
             wait = self._not_before - now  # the server's Retry-After, or our last backoff
             if wait > 0:
@@ -545,9 +570,11 @@ class CTSpanExporter(SpanExporter):
             else:
                 rejected = self._send_ingest(batch, deadline, retries)
         except _GiveUp as stop:
-            if not replay and not kept:
+            if fresh and self._settle(batch):
                 delivery.give_up(batch, n, stop.reason, inflight=n)
             return False
+        if fresh and not self._settle(batch):
+            return True  # shutdown already handed this batch on (spooled or counted)
         self._down_until = self._not_before = 0.0
         hook = delivery.on_delivered
         if hook is not None:
@@ -943,6 +970,10 @@ class Delivery:
             self.processor._stop(limit)
             self.resend_kept(max(0.0, deadline - time.monotonic()))
         finally:
+            stuck = self.exporter.take_in_flight()  # the worker is still waiting on the server
+            if stuck is not None:
+                n = len(stuck.traces)
+                self.give_up(stuck, n, "still being sent at exit", final=True, inflight=n)
             self.processor.closed = True
             leftover = list(self.records.values())
             self.records.clear()
