@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export import (
 
 from kaizen_sdk import models
 from kaizen_sdk._config import Settings
+from kaizen_sdk._spool import Spool
 from kaizen_sdk._version import __version__
 from kaizen_sdk.models import FeedbackRequest, IngestRequest, IngestResult, TraceRequest
 
@@ -227,7 +228,7 @@ class _FeedbackMeta(msgspec.Struct, array_like=False, gc=False):
 
 
 def build_requests(
-    span: ReadableSpan, record: CallRecord, settings: Settings
+    span: ReadableSpan | None, record: CallRecord, settings: Settings
 ) -> tuple[TraceRequest, FeedbackRequest | None]:
     """Turn one finished span and its record into the trace (and feedback) request bodies.
 
@@ -236,7 +237,7 @@ def build_requests(
     by value. Only long strings are cut.
     """
     latency = record.latency_ms
-    if latency is None:
+    if latency is None and span is not None:
         end, start = span.end_time, span.start_time
         latency = None if end is None or start is None else (end - start) / 1e6
     trace_id: Any = record.trace_id
@@ -576,6 +577,8 @@ class CTSpanExporter(SpanExporter):
         if fresh and not self._settle(batch):
             return True  # shutdown already handed this batch on (spooled or counted)
         self._down_until = self._not_before = 0.0
+        if not replay and delivery._spool_waiting:
+            delivery.replay_spool()  # the server is back: re-send what waits on disk
         hook = delivery.on_delivered
         if hook is not None:
             try:
@@ -778,6 +781,11 @@ class Delivery:
         self._closed = False
         self.exporter = CTSpanExporter(self, transport=transport)
         self.processor = CTSpanProcessor(self.exporter, self)
+        self.spool: Spool | None = None
+        self._replayer: threading.Thread | None = None
+        self._spool_waiting = False  # the spool may hold batches: replay after a success
+        if settings.spool_dir:
+            self._open_spool(settings.spool_dir)
         with _LIVE_LOCK:
             _LIVE.add(self)
         if hasattr(os, "register_at_fork"):
@@ -898,6 +906,54 @@ class Delivery:
             dropped += n
         return dropped
 
+    # the durable spool ---------------------------------------------------------------------
+
+    def _open_spool(self, directory: str) -> None:
+        try:
+            self.spool = Spool(directory)
+        except OSError as exc:
+            _log.warning("Cannot use the spool directory %s (%s); running without it.",
+                         directory, exc)
+            return
+        self.on_give_up = self._to_spool
+        if not self.spool.is_empty():  # left behind by an earlier process: replay it
+            self._spool_waiting = True
+            self.replay_spool()
+
+    def _to_spool(self, batch: IngestRequest, records: int, reason: str) -> bool:
+        spool = self.spool
+        if spool is None:
+            return False
+        self._spool_waiting = True
+        return spool.append(encode_batch(batch), records=records)
+
+    def replay_spool(self) -> None:
+        """Re-send spooled batches, oldest first, in a background thread (one at a time)."""
+        if self.spool is None or self._closed or not self._spool_waiting:
+            return
+        with self._lock:
+            if self._replayer is not None and self._replayer.is_alive():
+                return
+            self._replayer = threading.Thread(
+                target=self._replay, name="kaizen-spool-replay", daemon=True
+            )
+            self._replayer.start()
+
+    def _replay(self) -> None:
+        spool = self.spool
+        if spool is None:
+            return
+        try:
+            result = spool.replay(
+                lambda batch: self.exporter.send(batch, replay=True),
+                should_stop=lambda: self._closed,
+            )
+        except Exception:
+            _log.warning("Replaying the spool failed.", exc_info=True)
+            return
+        if not result.failed and spool.is_empty():
+            self._spool_waiting = False
+
     def kept_delivered(self, batch: IngestRequest, records: int, rejected: int) -> None:
         """A kept batch was delivered: forget it and count it."""
         with self._lock:
@@ -977,8 +1033,11 @@ class Delivery:
             self.processor.closed = True
             leftover = list(self.records.values())
             self.records.clear()
-            for record in leftover:
-                self.discard(record)
+            if leftover and self.spool is not None:  # never exported: keep them for later
+                self._spool_leftover(leftover)
+            else:
+                for record in leftover:
+                    self.discard(record)
             with self._lock:
                 kept = list(self.kept)
                 self.kept.clear()
@@ -986,6 +1045,23 @@ class Delivery:
             for batch, n in kept:
                 self.give_up(batch, n, "shutting down", final=True)
             self.exporter.close()
+
+    def _spool_leftover(self, records: list[CallRecord]) -> None:
+        traces: list[TraceRequest] = []
+        feedback: list[FeedbackRequest] = []
+        for record in records:
+            self.pending.discard(str(record.trace_id))
+            try:
+                trace, fb = build_requests(None, record, self.settings)
+            except Exception:
+                self.count(dropped=1, done=1)
+                continue
+            traces.append(trace)
+            if fb is not None:
+                feedback.append(fb)
+        if traces:
+            batch = IngestRequest(traces=traces, feedback=feedback)
+            self.give_up(batch, len(traces), "not sent before exit", final=True)
 
     @property
     def closed(self) -> bool:
