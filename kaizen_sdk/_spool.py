@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from typing import IO
 
@@ -161,6 +162,15 @@ class Spool:
         self.replayed_batches = 0
         self.corrupt_files = 0
         self._clean_stale_parts()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+
+            def after_in_child() -> None:
+                spool = ref()
+                if spool is not None:  # a lock held by a parent thread would never be freed
+                    spool._lock = threading.Lock()
+
+            os.register_at_fork(after_in_child=after_in_child)
 
     def __repr__(self) -> str:
         return f"Spool({self.directory!r}, max_bytes={self.max_bytes})"

@@ -302,3 +302,21 @@ def test_replayer_resends_at_start_on_kick_and_after_failures(tmp_path: Path) ->
     replayer.stop()
     replayer.kick()  # after stop: does nothing
     assert replayer._thread is not None and not replayer._thread.is_alive()
+
+
+def test_a_forked_child_can_append_even_if_a_parent_thread_held_the_lock(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool._lock.acquire()  # as if another thread of the parent was appending at fork time
+    try:
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=_append_one, args=(spool,))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        spool._lock.release()
+    assert len(spool.pending()) == 1
+
+
+def _append_one(spool: Spool) -> None:
+    assert spool.append(_batch(uuid.uuid4()), records=1) is True
