@@ -9,8 +9,8 @@ claim releases it with its file descriptors. A file that does not decode is move
 ``corrupt/`` and logged; it never stops the replay of the others. The directory is bounded
 in total size: a batch that would exceed the bound is dropped and counted.
 
-`Replayer` is the background thread that re-sends the spool: when delivery starts, when a
-send succeeds again, and on a backing-off timer while anything is left.
+`kaizen_sdk.delivery` writes to it when a batch fails after its retries and replays it when
+a pipeline starts and whenever a send succeeds again.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = [
     "DEFAULT_SPOOL_MAX_BYTES",
     "ReplayResult",
-    "Replayer",
     "Spool",
     "SpoolClaim",
 ]
@@ -399,95 +398,6 @@ class Spool:
         except OSError:
             pass
 
-
-class Replayer:
-    """A daemon thread that re-sends a spool's batches oldest first.
-
-    It runs a pass at start, whenever `kick` is called (a send just succeeded), on a timer
-    that backs off from 1 s to 30 s while passes fail, and once a minute when idle (another
-    process may have left files in a shared directory). `stop` ends the thread; the
-    owner may then run one last pass itself. After ``fork`` call `after_fork` in the child.
-
-    Parameters:
-        spool: the `Spool` to re-send.
-        send: delivers one batch; True when the server took it.
-    """
-
-    def __init__(self, spool: Spool, send: Callable[[IngestRequest], bool]) -> None:
-        self.spool = spool
-        self._send = send
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._delay = _REPLAY_MIN_DELAY
-
-    def start(self) -> None:
-        """Start the thread, whose first pass runs at once; later calls do nothing."""
-        with self._start_lock:
-            if self._thread is not None or self._stopped.is_set():
-                return
-            self._thread = threading.Thread(
-                target=self._run, name="kaizen-spool-replay", daemon=True
-            )
-            self._wake.set()
-            self._thread.start()
-
-    def kick(self) -> None:
-        """Run a pass soon, if anything is waiting (cheap when the spool is empty)."""
-        if self._stopped.is_set() or self.spool.is_empty():
-            return
-        if self._thread is None:
-            self.start()
-        self._delay = _REPLAY_MIN_DELAY
-        self._wake.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """End the thread; a pass under way stops between two batches."""
-        self._stopped.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, timeout))
-
-    def after_fork(self) -> None:
-        """In a forked child: forget the parent's thread (it does not exist here)."""
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
-        self._start_lock = threading.Lock()
-        self._thread = None
-        self._delay = _REPLAY_MIN_DELAY
-
-    def run_once(self, should_stop: Callable[[], bool] | None = None) -> ReplayResult:
-        """Run one pass on the calling thread (used at shutdown)."""
-        return self.spool.replay(self._send, should_stop=should_stop)
-
-    def _run(self) -> None:
-        stopped = self._stopped
-        while not stopped.is_set():
-            empty = self.spool.is_empty()
-            # Nothing waiting: sleep until kicked (or now and then, for other processes'
-            # files in a shared directory). Something waiting: retry on a backing-off timer.
-            self._wake.wait(_REPLAY_IDLE_DELAY if empty else self._delay)
-            self._wake.clear()
-            if stopped.is_set():
-                break
-            if self.spool.is_empty():
-                continue
-            try:
-                result = self.spool.replay(self._send, should_stop=stopped.is_set)
-            except Exception:  # never let the thread die
-                _log.warning("Replaying the spool failed.", exc_info=True)
-                result = ReplayResult(failed=True)
-            if result.failed:
-                self._delay = min(_REPLAY_MAX_DELAY, self._delay * 2)
-            else:
-                self._delay = _REPLAY_MIN_DELAY
-
-
-_REPLAY_MIN_DELAY = 1.0
-_REPLAY_MAX_DELAY = 30.0
-_REPLAY_IDLE_DELAY = 60.0
 
 DEFAULT_SPOOL_MAX_BYTES = 100 * 1024 * 1024
 """Default bound on the spool directory's total size (100 MiB)."""

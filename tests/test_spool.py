@@ -5,17 +5,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kaizen_sdk import _spool
-from kaizen_sdk._spool import Replayer, Spool
+from kaizen_sdk._spool import Spool
 from kaizen_sdk.models import IngestRequest, TraceRequest, encode
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -255,53 +252,6 @@ def test_two_processes_replay_each_file_exactly_once(tmp_path: Path) -> None:
     assert set(got[0]) | set(got[1]) == expected
     assert set(got[0]) & set(got[1]) == set()
     assert spool.pending() == []
-
-
-# --- the background replayer ---------------------------------------------
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
-def test_replayer_resends_at_start_on_kick_and_after_failures(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    ids = [uuid.uuid4() for _ in range(6)]
-    for i in ids[:3]:
-        spool.append(_batch(i), records=1)
-    delivered: list[uuid.UUID] = []
-    server_up = threading.Event()
-    attempts = [0]
-
-    def send(batch: IngestRequest) -> bool:
-        attempts[0] += 1
-        if not server_up.is_set():
-            return False
-        delivered.extend(_ids(batch))
-        return True
-
-    replayer = Replayer(spool, send)
-    replayer.start()  # first pass at start: the server is down, nothing is lost
-    assert _wait_until(lambda: attempts[0] >= 1)
-    assert delivered == [] and not spool.is_empty()
-    server_up.set()
-    replayer.kick()  # a send succeeded elsewhere: replay now, oldest first
-    assert _wait_until(lambda: len(delivered) == 3)
-    assert delivered == ids[:3]
-    for i in ids[3:]:
-        spool.append(_batch(i), records=1)
-    replayer.kick()
-    assert _wait_until(lambda: len(delivered) == 6)
-    assert delivered == ids
-    assert spool.is_empty()
-    replayer.stop()
-    replayer.kick()  # after stop: does nothing
-    assert replayer._thread is not None and not replayer._thread.is_alive()
 
 
 def test_a_forked_child_can_append_even_if_a_parent_thread_held_the_lock(tmp_path: Path) -> None:
