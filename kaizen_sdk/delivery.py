@@ -466,18 +466,24 @@ class CTSpanExporter(SpanExporter):
 
     # SpanExporter API ---------------------------------------------------------------------
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Deliver *spans*; return FAILURE (never raise) when they could not be delivered."""
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        """Deliver *spans* (or the processor's ``(span id, record)`` pairs); return FAILURE
+        (never raise) when they could not be delivered."""
         delivery = self._delivery
-        pairs: list[tuple[ReadableSpan, CallRecord]] = []
+        pairs: list[tuple[ReadableSpan | None, CallRecord]] = []
         records = delivery.records
         with delivery._lock:  # so that stats() never sees a record in no place
             delivery._trim_kept(len(spans))
-            for span in spans:
-                ctx = span.context
+            for item in spans:
+                if type(item) is tuple:
+                    record = records.pop(item[0], None)  # None: shutdown already took it
+                    if record is not None:
+                        pairs.append((None, record))
+                    continue
+                ctx = item.context
                 record = records.pop(ctx.span_id, None) if ctx is not None else None
                 if record is not None:
-                    pairs.append((span, record))
+                    pairs.append((item, record))
             delivery._inflight += len(pairs)
         if not pairs:
             return SpanExportResult.SUCCESS
@@ -511,7 +517,7 @@ class CTSpanExporter(SpanExporter):
 
     # delivery ------------------------------------------------------------------------------
 
-    def _export(self, pairs: list[tuple[ReadableSpan, CallRecord]]) -> bool:
+    def _export(self, pairs: list[tuple[ReadableSpan | None, CallRecord]]) -> bool:
         settings = self._settings
         traces: list[TraceRequest] = []
         feedback: list[FeedbackRequest] = []
@@ -708,9 +714,11 @@ class CTSpanProcessor(BatchSpanProcessor):
         self._records = delivery.records
         self._delivery = delivery
         self.closed = False
-        inner = getattr(self, "_batch_processor", None)  # OTel >= 1.33; else the public path
-        self._emit: Callable[[ReadableSpan], None] = (
-            inner.emit if inner is not None and hasattr(inner, "emit") else super().on_end
+        # OTel >= 1.33: queue (span id, record) pairs and let the span go at once (less for
+        # the garbage collector while records wait); older OTel: queue the span itself.
+        inner = getattr(self, "_batch_processor", None)
+        self._direct: Callable[[Any], None] | None = (
+            inner.emit if inner is not None and hasattr(inner, "emit") else None
         )
 
     def shutdown(self) -> None:
@@ -727,16 +735,26 @@ class CTSpanProcessor(BatchSpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
-        if ctx is None or ctx.span_id not in self._records:
+        if ctx is None:
+            return
+        record = self._records.get(ctx.span_id)
+        if record is None:
             return
         if self.closed:
-            record = self._records.pop(ctx.span_id, None)
-            if record is not None:
+            if self._records.pop(ctx.span_id, None) is not None:
                 self._delivery.discard(record)
             return
         # Spans with a record are always delivered, even when the sampler only recorded
         # them: the CT server needs every call (sampling is for the app's own backends).
-        self._emit(span)
+        direct = self._direct
+        if direct is None:
+            super().on_end(span)
+            return
+        if record.latency_ms is None:
+            end, start = span.end_time, span.start_time
+            if end is not None and start is not None:
+                record.latency_ms = (end - start) / 1e6
+        direct((ctx.span_id, record))
 
 
 # --- delivery ------------------------------------------------------------------------------
