@@ -14,8 +14,10 @@ async generator) makes every call
 
 Everything that can be decided once (the ``prompt`` parameter, the span name, argument
 names) is decided when the function is decorated; the client is resolved on first call.
-Inputs are snapshotted as JSON when the call starts, so later mutation of an argument does
-not change what is recorded; objects JSON does not know become their (truncated) ``repr``.
+Inputs are captured when the call starts (immutable scalars as they are, anything else as
+JSON at once), so later mutation of an argument does not change what is recorded; objects
+JSON does not know become their (truncated) ``repr``. Nothing here raises into the caller
+except the function's own exceptions and a `CTError` for a task with no prompt at all.
 """
 
 from __future__ import annotations
@@ -579,8 +581,10 @@ class _TaskSpec:
                             prompts = pipeline.prompts = _Prompts(client)
                             if pipeline.delivery is not None:
                                 pipeline.delivery.on_delivered = prompts.delivered
-                self._pipeline, self._prompts = pipeline, prompts
+                # the hot path reads _prompts first: publish it last
+                self._pipeline = pipeline
                 self._cache = prompts._cache
+                self._prompts = prompts
             self._client = client
         return self._prompts
 
@@ -673,49 +677,55 @@ class _TaskSpec:
             call.span = call.otel_token = call.ctx = None
             call.ct_token = _set_current(call) if enter else None
             return call
-        if prompt is not None:
-            version_id = None
-            if prompt.id is not None:
-                cached = self._pv
-                if cached[0] is not prompt:
-                    cached = self._pv = (prompt, str(prompt.id))
-                version_id = cached[1]
-            call.version_id = version_id
-            attributes: dict[str, Any] = {
-                Attr.TASK_NAME: name,
-                Attr.TRACE_ID: trace_id,
-                Attr.PROMPT_VERSION_NUMBER: prompt.version_number,
-            }
-            if version_id is not None:
-                attributes[Attr.PROMPT_VERSION_ID] = version_id
-        else:
-            call.version_id = None
-            attributes = {Attr.TASK_NAME: name, Attr.TRACE_ID: trace_id}
-        if parent is not None:
-            attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
-        span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
-        if self.capture_inputs:
-            names = self.names if instance is None else self.names_bound
-            if self.defaults:
-                values = dict(self.defaults)
-                values.update(zip(names, args, strict=False))
+        try:
+            if prompt is not None:
+                version_id = None
+                if prompt.id is not None:
+                    cached = self._pv
+                    if cached[0] is not prompt:
+                        cached = self._pv = (prompt, str(prompt.id))
+                    version_id = cached[1]
+                call.version_id = version_id
+                attributes: dict[str, Any] = {
+                    Attr.TASK_NAME: name,
+                    Attr.TRACE_ID: trace_id,
+                    Attr.PROMPT_VERSION_NUMBER: prompt.version_number,
+                }
+                if version_id is not None:
+                    attributes[Attr.PROMPT_VERSION_ID] = version_id
             else:
-                values = dict(zip(names, args, strict=False))
-            if len(args) > len(names) and self.var_pos is not None:
-                values[self.var_pos] = args[len(names) :]
-            if kwargs:
-                values.update(kwargs)
-                values.pop("prompt", None)
-            inputs = call.inputs = _snapshot_inputs(values)
-            if pipeline.capture_on_spans:
-                span.set_attribute(Attr.INPUTS, _attr_text(inputs))
-        else:
-            call.inputs = None
-        if not span.is_recording():
-            call.recording = False
-            call.started = time.perf_counter()
-        else:
-            call.recording = True
+                call.version_id = None
+                attributes = {Attr.TASK_NAME: name, Attr.TRACE_ID: trace_id}
+            if parent is not None:
+                attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
+            span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
+            if self.capture_inputs:
+                names = self.names if instance is None else self.names_bound
+                if self.defaults:
+                    values = dict(self.defaults)
+                    values.update(zip(names, args, strict=False))
+                else:
+                    values = dict(zip(names, args, strict=False))
+                if len(args) > len(names) and self.var_pos is not None:
+                    values[self.var_pos] = args[len(names) :]
+                if kwargs:
+                    values.update(kwargs)
+                    values.pop("prompt", None)
+                inputs = call.inputs = _snapshot_inputs(values)
+                if pipeline.capture_on_spans:
+                    span.set_attribute(Attr.INPUTS, _attr_text(inputs))
+            else:
+                call.inputs = None
+            if not span.is_recording():
+                call.recording = False
+                call.started = time.perf_counter()
+            else:
+                call.recording = True
+        except Exception:  # SDK trouble never reaches the caller: run untraced
+            _log.warning("Could not start the span of task %r.", name, exc_info=True)
+            call.span = call.otel_token = call.ctx = None
+            call.ct_token = _set_current(call) if enter else None
+            return call
         if enter:
             call.ct_token = _set_current(call)
             call.otel_token = _attach(_in_context(span))
