@@ -324,3 +324,35 @@ def test_exit_is_bounded_by_the_shutdown_timeout_when_the_server_is_slow(
     # the cold prompt fetch (1.5 s at most) + the exit budget (1 s) + interpreter start-up;
     # without the bound, retries against this server would hold the exit for 30 s
     assert elapsed < 15, elapsed
+
+
+# --- prompt fetches ---------------------------------------------------------------------------
+
+
+def test_a_failing_prompt_fetch_is_tried_once_then_retried_in_the_background(
+    proxy: Proxy, local_server: LocalServer, task_name: str
+) -> None:
+    with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as direct:
+        _echo(direct, task_name)(0)  # its trace makes the default prompt version 1
+        direct.flush()
+        [v1] = direct.list_prompt_versions(task_name)
+    proxy.fail("/api/v1/prompts/", 503, 1)
+    with CTClient(base_url=proxy.url, api_key=local_server.api_key) as client:
+
+        @client.task(task_name, default_prompt="fallback {{ x }}")
+        def f(x: int, prompt: Any) -> int:
+            return int(prompt.version_number)
+
+        assert [f(i) for i in range(50)] == [0] * 50  # the default, at once
+        fetches = [s for p, s, _ in proxy.seen if p.startswith("/api/v1/prompts/")]
+        assert fetches == [503]  # one short attempt on the first call, none after it
+
+        def on_v1() -> bool:
+            return f(0) == 1
+
+        deadline = time.monotonic() + 10
+        while not on_v1() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert on_v1()  # the background retry (after about a second) fetched version 1
+        _, run = f.call(1)
+        assert run.prompt is not None and run.prompt.id == v1.id
