@@ -35,7 +35,7 @@ def run(quick: bool) -> list[Metric]:
 
     n = 2000 if quick else 20000
     captured: list[tuple[Any, Any]] = []
-    original_build = delivery.build_requests
+    original_build: Any = getattr(delivery, "build_requests", None)
 
     def capturing(span: Any, record: Any, settings: Any) -> Any:
         if len(captured) < 512:
@@ -49,7 +49,8 @@ def run(quick: bool) -> list[Metric]:
         client.flush()
         client.get_prompt(TASK)
         before = client.stats()
-        delivery.build_requests = capturing
+        if original_build is not None:
+            delivery.build_requests = capturing
         try:
             started = time.perf_counter()
             for i in range(n):
@@ -57,7 +58,8 @@ def run(quick: bool) -> list[Metric]:
             client.flush()
             elapsed = time.perf_counter() - started
         finally:
-            delivery.build_requests = original_build
+            if original_build is not None:
+                delivery.build_requests = original_build
         after = client.stats()
         stored_feedback = client.get_task(TASK).feedback_count
         newest_traces = len(client.list_traces(TASK, limit=1000))
@@ -70,18 +72,24 @@ def run(quick: bool) -> list[Metric]:
     rate = n / elapsed
 
     pairs = captured[:256]
+    per_record: float | None = None
+    encode_note = "not measured: kaizen_sdk.delivery.build_requests is gone or was never called"
+    if pairs:
 
-    def encode_batch_of_pairs(count: int) -> None:
-        for _ in range(count):
-            built = [original_build(s, r, settings) for s, r in pairs]
-            batch = IngestRequest(
-                traces=[t for t, _ in built], feedback=[f for _, f in built if f is not None]
-            )
-            delivery.encode_batch(batch)
+        def encode_batch_of_pairs(count: int) -> None:
+            for _ in range(count):
+                built = [original_build(s, r, settings) for s, r in pairs]
+                batch = IngestRequest(
+                    traces=[t for t, _ in built], feedback=[f for _, f in built if f is not None]
+                )
+                delivery.encode_batch(batch)
 
-    timings = alternate([Contender("kaizen", encode_batch_of_pairs)],
-                        calls=2 if quick else 10, rounds=3 if quick else 9)
-    per_record = timings["kaizen"].median / len(pairs)
+        timings = alternate([Contender("kaizen", encode_batch_of_pairs)],
+                            calls=2 if quick else 10, rounds=3 if quick else 9)
+        per_record = timings["kaizen"].median / len(pairs)
+        encode_note = (f"Build the trace and feedback bodies and encode the batch, {len(pairs)} "
+                       "real (span, record) pairs per batch; CPU time. Spread per batch: "
+                       f"{timings['kaizen'].spread} µs.")
     return [
         Metric(
             name="delivery_records_per_s",
@@ -95,7 +103,8 @@ def run(quick: bool) -> list[Metric]:
                 f"{sent:,} sent, {after.dropped - before.dropped} dropped, "
                 f"{after.retried - before.retried} retried).",
                 "Wall time on a shared machine: the server's process competes for the same "
-                "two cores.",
+                "two cores. The client's queue is raised to 1,000,000 records so the burst is "
+                "measured, not dropped.",
             ],
         ),
         Metric(
@@ -103,10 +112,6 @@ def run(quick: bool) -> list[Metric]:
             unit="µs/record",
             better="lower",
             kaizen=per_record,
-            notes=[
-                f"Build the trace and feedback bodies and encode the batch, {len(pairs)} real "
-                "(span, record) pairs per batch; CPU time.",
-            ],
-            spread={"kaizen": f"per batch of {len(pairs)}: {timings['kaizen'].spread} µs"},
+            notes=[encode_note],
         ),
     ]
