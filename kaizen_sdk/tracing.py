@@ -43,11 +43,18 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
 - ``current_call()`` returns the `CurrentCall` of the innermost running ``@ct.task`` call
   in this thread / asyncio task (``task``, ``trace_id``, ``prompt``), or ``None``. Use it
   to name the task of an instrumented LLM call and to set ``parent_trace_id``.
-- ``inputs``/``output`` of a record may be any value: the exporter converts them to JSON in
-  its own thread, never failing (``repr`` fallback, large values truncated with a marker).
-- ``new_trace_id()`` returns a fresh random UUID4 cheaply.
+- `CallRecord` is built with keywords. ``inputs``/``output`` may be any value: the exporter
+  converts them to JSON in its own thread, never failing (``repr`` fallback, large values
+  truncated with a marker); ``settings.mask`` is applied there too. Do not change a record
+  after ``attach``.
+- ``pipeline.submit(record)`` queues a record without any span (set ``latency_ms``).
+- ``new_trace_id()`` returns a fresh random UUID4 string cheaply (never repeats after the
+  application seeds ``random``, nor in a forked child).
 - ``pipeline.flush(timeout=None) -> bool``, ``pipeline.stats() -> DeliveryStats``,
-  ``pipeline.shutdown()``: used by ``CTClient.flush/stats/close``.
+  ``pipeline.shutdown()``: used by ``CTClient.flush/stats/close``. ``ct.flush()`` flushes
+  every pipeline of the process; ``delivery.flush_trace``/``is_pending`` serve ``score()``.
+- The application may also pass ``tracer_provider=`` by setting ``client._tracer_provider``
+  before the first traced call (``CTClient`` does not take it as an argument yet).
 """
 
 from __future__ import annotations
