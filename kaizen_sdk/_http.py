@@ -24,7 +24,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httpx
 import msgspec
@@ -42,6 +42,9 @@ from kaizen_sdk.errors import (
     error_for_status,
 )
 from kaizen_sdk.models import Prompt
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "BACKOFF_BASE",
@@ -229,6 +232,7 @@ class _BaseClient:
         max_queue_size: int | None = None,
         verify: bool | str | None = None,
         mask: Masker | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._settings = resolve_settings(
             api_key,
@@ -244,6 +248,7 @@ class _BaseClient:
             verify=verify,
             mask=mask,
         )
+        self._tracer_provider = tracer_provider
         self._headers = {
             "X-API-Key": self._settings.api_key,
             "User-Agent": USER_AGENT,

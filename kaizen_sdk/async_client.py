@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -37,6 +37,9 @@ from kaizen_sdk.models import (
     Task,
     TraceResult,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["AsyncCTClient"]
 
@@ -67,6 +70,8 @@ class AsyncCTClient(_BaseClient):
         enabled, capture_content, spool_dir, shutdown_timeout, max_queue_size, mask:
             background tracing options (see `kaizen_sdk._config`).
         verify: ``False``, or a CA bundle path, for TLS verification (default system CAs).
+        tracer_provider: an OpenTelemetry SDK ``TracerProvider`` for CT spans; default: the
+            application's global SDK provider if it set one, else a private one.
         transport: an ``httpx`` transport to send through (tests).
     """
 
@@ -85,6 +90,7 @@ class AsyncCTClient(_BaseClient):
         max_queue_size: int | None = None,
         verify: bool | str | None = None,
         mask: Masker | None = None,
+        tracer_provider: TracerProvider | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -100,6 +106,7 @@ class AsyncCTClient(_BaseClient):
             max_queue_size=max_queue_size,
             verify=verify,
             mask=mask,
+            tracer_provider=tracer_provider,
         )
         self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
         self._http = httpx.AsyncClient(transport=transport, **self._httpx_options())

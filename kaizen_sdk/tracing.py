@@ -53,8 +53,8 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
 - ``pipeline.flush(timeout=None) -> bool``, ``pipeline.stats() -> DeliveryStats``,
   ``pipeline.shutdown()``: used by ``CTClient.flush/stats/close``. ``ct.flush()`` flushes
   every pipeline of the process; ``delivery.flush_trace``/``is_pending`` serve ``score()``.
-- The application may also pass ``tracer_provider=`` by setting ``client._tracer_provider``
-  before the first traced call (``CTClient`` does not take it as an argument yet).
+- ``CTClient(tracer_provider=...)`` makes the pipeline use that SDK provider (kept on
+  ``client._tracer_provider``) instead of the global or a private one.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ from uuid import UUID
 
 import msgspec
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.trace import SpanContext, TraceFlags
@@ -96,6 +97,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("kaizen_sdk.tracing")
+_EMPTY_RESOURCE = Resource.get_empty()
 
 SCOPE = "kaizen_sdk"
 """Instrumentation scope name of every CT span."""
@@ -275,6 +277,7 @@ class Pipeline:
             ),
             start_time=now - latency,
             end_time=now,
+            resource=_EMPTY_RESOURCE,  # without one, ReadableSpan builds (and detects) a default
         )
         self.records[span_id] = record
         self.pending.add(str(record.trace_id))

@@ -136,8 +136,7 @@ def test_key_is_absent_from_logs_spans_and_everything_stored(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     task_name = f"sec-{uuid.uuid4().hex[:8]}"
-    client = CTClient(api_key=SECRET, base_url=secret_server.base_url)
-    client._tracer_provider = provider  # type: ignore[attr-defined]
+    client = CTClient(api_key=SECRET, base_url=secret_server.base_url, tracer_provider=provider)
 
     @client.task(task_name, default_prompt="Answer {{ q }}", log_feedback=True)
     def answer(q: str, prompt: Any = None) -> str:

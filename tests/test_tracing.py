@@ -42,9 +42,29 @@ def provider_and_spans() -> tuple[TracerProvider, InMemorySpanExporter]:
 
 
 def _client(server: LocalServer, provider: Any = None, **kwargs: Any) -> CTClient:
-    client = CTClient(base_url=server.base_url, api_key=server.api_key, **kwargs)
-    client._pipeline = tracing.Pipeline(client.settings, tracer_provider=provider)
-    return client
+    return CTClient(
+        base_url=server.base_url, api_key=server.api_key, tracer_provider=provider, **kwargs
+    )
+
+
+def test_client_tracer_provider_receives_ct_spans_and_records_still_arrive(
+    local_server: LocalServer,
+    provider_and_spans: tuple[TracerProvider, InMemorySpanExporter],
+    task_name: str,
+) -> None:
+    provider, spans = provider_and_spans
+    with _client(local_server, provider) as client:
+
+        @client.task(task_name, default_prompt="p")
+        def run() -> str:
+            return "out"
+
+        assert run() == "out"
+        assert tracing.pipeline_for(client).provider is provider
+        client.flush()
+        traces = client.list_traces(task_id=task_name)
+    assert [s.name for s in spans.get_finished_spans()] == [f"ct.task {task_name}"]
+    assert len(traces) == 1 and traces[0].response_text == "out"
 
 
 @pytest.fixture
