@@ -15,7 +15,7 @@ Public names are loaded on first use, so ``import kaizen_sdk`` stays cheap and n
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaizen_sdk._version import __version__
 from kaizen_sdk.errors import (
@@ -32,6 +32,24 @@ from kaizen_sdk.errors import (
 # Eager, unlike the names below: importing the submodule ``kaizen_sdk.instrument`` binds the
 # package attribute ``instrument`` to that module, which would hide a lazily loaded function.
 from kaizen_sdk.instrument import instrument, uninstrument
+
+if TYPE_CHECKING:
+    # What type checkers see; at run time these load on first use through __getattr__.
+    from kaizen_sdk._default import configure, flush, get_client
+    from kaizen_sdk.async_client import AsyncCTClient
+    from kaizen_sdk.client import CTClient
+    from kaizen_sdk.decorators import TaskRun, current_prompt, current_trace_id, task
+    from kaizen_sdk.delivery import DeliveryStats
+    from kaizen_sdk.models import (
+        CostEstimate,
+        FeedbackResult,
+        Health,
+        Job,
+        OptimizeResult,
+        Prompt,
+        Task,
+        TraceResult,
+    )
 
 __all__ = [
     "AsyncCTClient",
