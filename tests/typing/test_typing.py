@@ -18,14 +18,15 @@ def test_mypy_strict_sees_precise_types(tmp_path: pathlib.Path) -> None:
          "--cache-dir", str(tmp_path / "cache"), str(USAGE)],
         capture_output=True, text=True, timeout=280,
     )
-    revealed = [line.split("Revealed type is ", 1)[1].strip('"')
+    # older mypy spells builtins with their module ("builtins.str"); newer ones do not
+    revealed = [line.split("Revealed type is ", 1)[1].strip('"').replace("builtins.", "")
                 for line in out.stdout.splitlines() if "Revealed type is" in line]
     errors = [line for line in out.stdout.splitlines() if ": error:" in line]
     assert errors == []
     assert revealed == [
-        "builtins.str",
-        "typing.Coroutine[Any, Any, builtins.int]",
+        "str",
+        "typing.Coroutine[Any, Any, int]",
         "kaizen_sdk.models.Prompt",
-        "builtins.list[kaizen_sdk.models.Task]",
-        "builtins.str | None",
+        "list[kaizen_sdk.models.Task]",
+        "str | None",
     ]
