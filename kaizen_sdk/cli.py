@@ -1,6 +1,19 @@
-"""The ``kaizen`` command line: ``kaizen serve`` runs the local CT server, ``kaizen demo`` the loop.
+"""The ``kaizen`` command line: run a local CT server, and explore or script any CT server.
 
-Each subcommand is one ``_cmd_<name>(args) -> int`` function plus one ``_add_<name>(sub)``
+Example::
+
+    kaizen serve                                   # a local CT server on port 8000
+    kaizen tasks list
+    kaizen optimize summarize_ticket --wait        # live progress, ends on the final status
+    kaizen jobs get 5f0c... --json | jq .status
+
+Commands that talk to a server read ``--api-key``/``--base-url``, else ``KAIZEN_API_KEY``/
+``KAIZEN_BASE_URL``, and print an aligned table, or JSON with ``--json``. Exit status:
+0 success, 1 failure (server or network error, a job that failed), 2 usage, 3 authentication,
+4 not found; the error is one line on stderr, never a traceback, and never shows the API key.
+
+Each subcommand is one ``_cmd_<name>(args) -> int`` function (or, for commands that talk to a
+server, a ``(client, args) -> int`` function wrapped by `_api`) plus one ``_add_<name>(sub)``
 function that declares its arguments; `build_parser` registers them from `_SUBCOMMANDS`.
 To add a subcommand, write both functions and append the pair there.
 """
@@ -13,17 +26,292 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from kaizen_sdk._version import __version__
+from kaizen_sdk.errors import CTAuthError, CTConnectionError, CTError, CTNotFoundError
 
-__all__ = ["DEFAULT_DB_PATH", "build_parser", "main"]
+if TYPE_CHECKING:
+    from kaizen_sdk.client import CTClient
+    from kaizen_sdk.models import Job
+
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "EXIT_AUTH",
+    "EXIT_FAILURE",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "format_fields",
+    "format_table",
+    "main",
+]
 
 DEFAULT_DB_PATH = os.path.join(".kaizen", "local.db")
 """Database of ``kaizen serve`` when ``--db`` is not given (relative to the current folder)."""
 
+EXIT_OK = 0
+"""Exit status of a command that succeeded."""
+EXIT_FAILURE = 1
+"""Exit status of any failure not listed below (server, network, a failed job)."""
+EXIT_USAGE = 2
+"""Exit status of a usage error: unknown command, missing or malformed argument."""
+EXIT_AUTH = 3
+"""Exit status when no API key is set or the server rejects it (401/403)."""
+EXIT_NOT_FOUND = 4
+"""Exit status when the task, prompt version, job or trace does not exist (404)."""
+
+_MAX_CELL = 60
 _Command = Callable[[argparse.Namespace], int]
+_ApiCommand = Callable[["CTClient", argparse.Namespace], int]
+
+
+class CLIError(Exception):
+    """A failure the CLI reports as one line, with its exit status."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+
+def _cell(value: Any, max_width: int = _MAX_CELL) -> str:
+    """Render one value for a table cell: short, single-line, ``-`` for nothing."""
+    if value is None:
+        text = "-"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        text = value.strftime("%Y-%m-%d %H:%M:%S")
+    elif isinstance(value, (dict, list)):
+        from kaizen_sdk.models import encode
+
+        text = encode(value).decode()
+    else:
+        text = str(value)
+    text = " ".join(text.split()) if ("\n" in text or "\t" in text) else text
+    if max_width and len(text) > max_width:
+        text = text[: max_width - 1] + "…"
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, max_width: int = _MAX_CELL
+) -> str:
+    """Format rows as aligned columns under upper-case headers; numbers align right.
+
+    Example::
+
+        >>> print(format_table(["name", "score"], [["a", 0.5], ["bb", 0.75]]))
+        NAME  SCORE
+        a       0.5
+        bb     0.75
+    """
+    cells = [[_cell(v, max_width) for v in row] for row in rows]
+    titles = [h.upper() for h in headers]
+    widths = [max([len(t)] + [len(r[i]) for r in cells]) for i, t in enumerate(titles)]
+    right = [
+        bool(cells) and all(r[i] == "-" or _is_number(r[i]) for r in cells)
+        and any(r[i] != "-" for r in cells)
+        for i in range(len(titles))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(titles), *(line(r) for r in cells)])
+
+
+def format_fields(pairs: Sequence[tuple[str, Any]]) -> str:
+    """Format ``(name, value)`` pairs as an aligned two-column listing."""
+    width = max((len(k) for k, _ in pairs), default=0)
+    return "\n".join(f"{k.ljust(width)}  {_cell(v, 0)}".rstrip() for k, v in pairs)
+
+
+def _struct_fields(obj: Any, skip: Sequence[str] = ()) -> list[tuple[str, Any]]:
+    """The fields of a model, in declaration order (legacy ``name_`` aliases left out)."""
+    return [
+        (name, getattr(obj, name))
+        for name in type(obj).__struct_fields__
+        if name not in skip and not name.endswith("_")
+    ]
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _emit_json(value: Any) -> None:
+    import msgspec
+
+    from kaizen_sdk.models import encode
+
+    _write(msgspec.json.format(encode(value), indent=2).decode())
+
+
+def _emit(args: argparse.Namespace, value: Any, render: Callable[[Any], str]) -> None:
+    """Print *value* as JSON with ``--json``, else as *render* formats it."""
+    if args.json:
+        _emit_json(value)
+    else:
+        _write(render(value))
+
+
+def _detail(obj: Any, skip: Sequence[str] = ()) -> str:
+    return format_fields(_struct_fields(obj, skip))
+
+
+# --- renderers -------------------------------------------------------------------------------
+
+
+def _tasks_table(tasks: Sequence[Any]) -> str:
+    if not tasks:
+        return "No tasks."
+    rows = [
+        [t.name, t.id, t.threshold_progress or f"{t.feedback_count}/{t.feedback_threshold}",
+         t.active_prompt_score, t.last_optimization, t.created_at]
+        for t in tasks
+    ]
+    return format_table(
+        ["name", "id", "feedback", "score", "last optimized", "created"], rows
+    )
+
+
+def _prompts_table(prompts: Sequence[Any]) -> str:
+    if not prompts:
+        return "No prompt versions."
+    rows = [
+        [p.version_number, p.status, p.eval_score, p.optimizer, p.id, p.created_at,
+         p.prompt_text]
+        for p in prompts
+    ]
+    return format_table(
+        ["version", "status", "score", "optimizer", "id", "created", "prompt"], rows,
+        max_width=48,
+    )
+
+
+def _prompt_detail(prompt: Any) -> str:
+    head = format_fields(
+        [(k, v) for k, v in _struct_fields(prompt) if k != "prompt_text"]
+    )
+    return f"{head}\n\n{prompt.prompt_text}"
+
+
+def _jobs_table(jobs: Sequence[Any]) -> str:
+    if not jobs:
+        return "No jobs."
+    rows = [
+        [j.id, j.status, j.progress_step, j.triggered_by, j.feedback_count, j.created_at,
+         j.completed_at]
+        for j in jobs
+    ]
+    return format_table(
+        ["id", "status", "step", "triggered by", "feedback", "created", "completed"], rows
+    )
+
+
+def _traces_table(traces: Sequence[Any]) -> str:
+    if not traces:
+        return "No traces."
+    rows = [
+        [t.id, t.model, t.tokens, t.latency_ms, t.score, t.scored_by, t.created_at,
+         t.response_text]
+        for t in traces
+    ]
+    return format_table(
+        ["id", "model", "tokens", "latency ms", "score", "scored by", "created", "response"],
+        rows,
+        max_width=40,
+    )
+
+
+def _feedback_table(entries: Sequence[Any]) -> str:
+    if not entries:
+        return "No feedback."
+    rows = [[f.id, f.score, f.source, f.created_at, f.output] for f in entries]
+    return format_table(["id", "score", "source", "created", "output"], rows, max_width=48)
+
+
+# --- argument types ----------------------------------------------------------------------------
+
+
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a score must be between 0 and 1, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    import msgspec
+
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, like '{\"key\": 1}'")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 # --- serve -----------------------------------------------------------------------------
@@ -111,36 +399,449 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _demo.main()
 
 
+# --- the API commands ----------------------------------------------------------------------------
+
+
+def _api(fn: _ApiCommand) -> _Command:
+    """Wrap a command that talks to the CT server: build the client, close it after."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from kaizen_sdk.client import CTClient
+
+        api_key = args.api_key or os.environ.get("KAIZEN_API_KEY")
+        if not api_key:
+            raise CLIError(
+                "no API key: pass --api-key or set the KAIZEN_API_KEY environment variable",
+                EXIT_AUTH,
+            )
+        with CTClient(api_key=api_key, base_url=args.base_url or None) as client:
+            return fn(client, args)
+
+    return handler
+
+
+def _tasks_list(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.list_tasks(), _tasks_table)
+    return EXIT_OK
+
+
+def _tasks_get(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.get_task(args.task), _detail)
+    return EXIT_OK
+
+
+def _tasks_create(client: CTClient, args: argparse.Namespace) -> int:
+    extra: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "teacher_model": args.teacher_model,
+            "judge_model": args.judge_model,
+            "cost_budget": args.cost_budget,
+            "module_type": args.module_type,
+        }.items()
+        if v is not None
+    }
+    task = client.create_task(
+        args.name,
+        description=args.description,
+        schema_json=args.schema_json,
+        feedback_threshold=args.feedback_threshold,
+        **extra,
+    )
+    _emit(args, task, _detail)
+    return EXIT_OK
+
+
+def _prompts_get(client: CTClient, args: argparse.Namespace) -> int:
+    prompt = client.get_prompt(args.task)
+    if args.text and not args.json:
+        _write(prompt.prompt_text)
+    else:
+        _emit(args, prompt, _prompt_detail)
+    return EXIT_OK
+
+
+def _prompts_versions(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.list_prompt_versions(args.task), _prompts_table)
+    return EXIT_OK
+
+
+def _version_id(client: CTClient, task: str, version: str) -> str:
+    """Accept a version's UUID, or its number (``3`` or ``v3``)."""
+    number = version[1:] if version[:1] in ("v", "V") else version
+    if not number.isdigit():
+        return version
+    for prompt in client.list_prompt_versions(task):
+        if prompt.version_number == int(number) and prompt.id is not None:
+            return str(prompt.id)
+    raise CLIError(f"task {task!r} has no prompt version {int(number)}", EXIT_NOT_FOUND)
+
+
+def _prompts_activate(client: CTClient, args: argparse.Namespace) -> int:
+    prompt = client.activate_prompt(args.task, _version_id(client, args.task, args.version))
+    _emit(args, prompt, _prompt_detail)
+    return EXIT_OK
+
+
+def _feedback_log(client: CTClient, args: argparse.Namespace) -> int:
+    inputs: dict[str, Any] | None = dict(args.inputs) if args.inputs is not None else None
+    if args.input:
+        inputs = {**(inputs or {}), **dict(args.input)}
+    result = client.log_feedback(
+        args.task,
+        inputs=inputs,
+        output=args.output,
+        score=args.score,
+        source=args.source,
+        metadata=args.metadata,
+    )
+    _emit(args, result, _detail)
+    return EXIT_OK
+
+
+def _feedback_list(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.list_feedback(args.task, limit=args.limit), _feedback_table)
+    return EXIT_OK
+
+
+class _Progress:
+    """The live progress line of a job: rewritten in place on a terminal, else one per change."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._start = time.monotonic()
+        self._seen: tuple[str, str | None] | None = None
+        self._open = False
+
+    def __call__(self, job: Job) -> None:
+        state = (job.status, job.progress_step)
+        if state == self._seen:
+            return
+        self._seen = state
+        elapsed = time.monotonic() - self._start
+        step = f"  {job.progress_step}" if job.progress_step else ""
+        line = f"job {job.id}  {job.status}{step}  [{elapsed:4.1f}s]"
+        if self._tty:
+            self._stream.write("\r\x1b[K" + line)
+            self._open = True
+        else:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def end(self) -> None:
+        if self._open:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._open = False
+
+
+def _wait(client: CTClient, job: Job, args: argparse.Namespace) -> Job:
+    progress = _Progress(sys.stderr)
+    progress(job)
+    try:
+        return client.wait_for_job(
+            str(job.id),
+            timeout=args.timeout,
+            poll_interval=args.poll_interval,
+            on_progress=progress,
+        )
+    except KeyboardInterrupt:
+        progress.end()
+        raise CLIError(
+            f"interrupted; job {job.id} keeps running on the server "
+            f"(follow it with: kaizen jobs watch {job.id})",
+            130,
+        ) from None
+    finally:
+        progress.end()
+
+
+def _final_line(job: Job) -> str:
+    if job.is_success:
+        made = f": new prompt version {job.prompt_version_id}" if job.prompt_version_id else ""
+        return f"job {job.id} {job.status}{made}"
+    why = f": {job.error_message}" if job.error_message else ""
+    return f"job {job.id} {job.status}{why}"
+
+
+def _finish(args: argparse.Namespace, job: Job, value: Any) -> int:
+    """Print the final state of a waited-for job; a failed job exits with status 1."""
+    if args.json:
+        _emit_json(value)
+    else:
+        _write(_detail(job))
+        _write("")
+        _write(_final_line(job))
+    if job.is_success:
+        return EXIT_OK
+    raise CLIError(_final_line(job), EXIT_FAILURE)
+
+
+def _optimize(client: CTClient, args: argparse.Namespace) -> int:
+    import msgspec
+
+    result = client.trigger_optimization(args.task)
+    if not args.wait:
+        _emit(args, result, _optimize_detail)
+        return EXIT_OK
+    if not args.json:
+        _write(_optimize_detail(result))
+        _write("")
+    sys.stdout.flush()
+    job = _wait(client, result.job, args)
+    return _finish(args, job, msgspec.structs.replace(result, job=job))
+
+
+def _optimize_detail(result: Any) -> str:
+    cost = result.cost_estimate
+    pairs: list[tuple[str, Any]] = [
+        ("job", result.job.id),
+        ("status", result.job.status),
+        ("estimated cost", f"${cost.estimated_cost_usd:.4f}"),
+        ("estimated LLM calls", cost.estimated_llm_calls),
+        ("train / val size", f"{cost.train_size} / {cost.val_size}"),
+    ]
+    if result.budget_warning:
+        pairs.append(("budget warning", result.budget_warning))
+    return format_fields(pairs)
+
+
+def _jobs_get(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.get_job(args.job), _detail)
+    return EXIT_OK
+
+
+def _jobs_list(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.list_jobs(args.task), _jobs_table)
+    return EXIT_OK
+
+
+def _jobs_watch(client: CTClient, args: argparse.Namespace) -> int:
+    job = _wait(client, client.get_job(args.job), args)
+    return _finish(args, job, job)
+
+
+def _traces_list(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.list_traces(args.task, limit=args.limit), _traces_table)
+    return EXIT_OK
+
+
+def _traces_get(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.get_trace(args.trace), _detail)
+    return EXIT_OK
+
+
+def _traces_score(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.score(args.trace, args.score, scored_by=args.scored_by), _detail)
+    return EXIT_OK
+
+
+# --- declaring the API commands ----------------------------------------------------------
+
+
+def _connection_options(parser: argparse.ArgumentParser, *, leaf: bool) -> None:
+    """--api-key/--base-url/--json, accepted before or after the subcommand."""
+    default: Any = argparse.SUPPRESS if leaf else None
+    group = parser.add_argument_group("connection and output")
+    group.add_argument(
+        "--api-key", default=default, metavar="KEY",
+        help="CT API key (default: $KAIZEN_API_KEY)",
+    )
+    group.add_argument(
+        "--base-url", default=default, metavar="URL",
+        help="CT server URL (default: $KAIZEN_BASE_URL, else http://localhost:8000)",
+    )
+    group.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS if leaf else False,
+        help="print JSON instead of a table",
+    )
+
+
+def _leaf(sub: Any, name: str, fn: _ApiCommand, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    _connection_options(parser, leaf=True)
+    parser.set_defaults(command=_api(fn))
+    return parser
+
+
+def _group(sub: Any, name: str, help_text: str) -> Any:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(
+        title="commands", dest=f"{name}_command", metavar="COMMAND", required=True
+    )
+
+
+def _wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout", type=_positive_float, default=600.0, metavar="S",
+        help="give up waiting after S seconds (default 600)",
+    )
+    parser.add_argument(
+        "--poll-interval", type=_positive_float, default=1.0, metavar="S",
+        help="seconds between status checks (default 1)",
+    )
+
+
+def _add_tasks(sub: Any) -> None:
+    tasks = _group(sub, "tasks", "list, show and create tasks")
+    _leaf(tasks, "list", _tasks_list, "list every task")
+    p = _leaf(tasks, "get", _tasks_get, "show one task")
+    p.add_argument("task", help="task name or id")
+    p = _leaf(tasks, "create", _tasks_create, "create a task")
+    p.add_argument("name", help="unique task name, e.g. summarize_ticket")
+    p.add_argument("--description")
+    p.add_argument(
+        "--feedback-threshold", type=_positive_int, default=50, metavar="N",
+        help="feedback entries that start an optimization (default 50)",
+    )
+    p.add_argument("--schema-json", type=_json_object, metavar="JSON",
+                   help="JSON schema of the task's inputs")
+    p.add_argument("--teacher-model", metavar="MODEL")
+    p.add_argument("--judge-model", metavar="MODEL")
+    p.add_argument("--module-type", metavar="TYPE")
+    p.add_argument("--cost-budget", type=float, metavar="USD")
+
+
+def _add_prompts(sub: Any) -> None:
+    prompts = _group(sub, "prompts", "show and switch prompt versions")
+    p = _leaf(prompts, "get", _prompts_get, "show the active prompt of a task")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("--text", action="store_true", help="print only the prompt text")
+    p = _leaf(prompts, "versions", _prompts_versions, "list a task's prompt versions")
+    p.add_argument("task", help="task name or id")
+    p = _leaf(prompts, "activate", _prompts_activate, "make a prompt version the active one")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("version", help="version id, or version number (3 or v3)")
+
+
+def _add_feedback(sub: Any) -> None:
+    feedback = _group(sub, "feedback", "log and list feedback")
+    p = _leaf(feedback, "log", _feedback_log, "log one feedback entry")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("--score", type=_score, help="quality score in [0, 1]")
+    p.add_argument("--output", help="the LLM output being judged")
+    p.add_argument("--input", type=_key_value, action="append", metavar="KEY=VALUE",
+                   help="one input variable (repeatable)")
+    p.add_argument("--inputs", type=_json_object, metavar="JSON",
+                   help="all input variables as a JSON object")
+    p.add_argument("--metadata", type=_json_object, metavar="JSON")
+    p.add_argument("--source", default="cli", help="source label (default: cli)")
+    p = _leaf(feedback, "list", _feedback_list, "list feedback, newest first")
+    p.add_argument("--task", help="only this task (name or id)")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+
+
+def _add_optimize(sub: Any) -> None:
+    p = _leaf(sub, "optimize", _optimize, "start a prompt-optimization job for a task")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the job until it ends; exit 1 if it failed")
+    _wait_options(p)
+
+
+def _add_jobs(sub: Any) -> None:
+    jobs = _group(sub, "jobs", "follow optimization jobs")
+    p = _leaf(jobs, "get", _jobs_get, "show one job")
+    p.add_argument("job", help="job id")
+    p = _leaf(jobs, "watch", _jobs_watch, "follow a job until it ends; exit 1 if it failed")
+    p.add_argument("job", help="job id")
+    _wait_options(p)
+    p = _leaf(jobs, "list", _jobs_list, "list jobs, newest first")
+    p.add_argument("--task", help="only this task (name or id)")
+
+
+def _add_traces(sub: Any) -> None:
+    traces = _group(sub, "traces", "list, show and score traces")
+    p = _leaf(traces, "list", _traces_list, "list traces, newest first")
+    p.add_argument("--task", help="only this task (name or id)")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    p = _leaf(traces, "get", _traces_get, "show one trace")
+    p.add_argument("trace", help="trace id")
+    p = _leaf(traces, "score", _traces_score, "score a trace in [0, 1]")
+    p.add_argument("trace", help="trace id")
+    p.add_argument("score", type=_score, help="quality score in [0, 1]")
+    p.add_argument("--scored-by", default="cli", help="who scored it (default: cli)")
+
+
 # --- registry --------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_serve,
     _add_demo,
+    _add_tasks,
+    _add_prompts,
+    _add_feedback,
+    _add_optimize,
+    _add_jobs,
+    _add_traces,
 ]
 """One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``kaizen`` argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
-        prog="kaizen", description="Kaizen continuous-tuning SDK tools."
+    parser = _Parser(
+        prog="kaizen",
+        description="Kaizen continuous tuning: a local CT server, and a client for any CT server.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _connection_options(parser, leaf=False)
+    sub: Any = parser.add_subparsers(title="commands", metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(sub)
     return parser
 
 
+# --- entry point -------------------------------------------------------------------------
+
+
+def _one_line(text: str, secret: str | None) -> str:
+    """Flatten *text* to one line, masking the API key should it ever appear."""
+    line = " ".join(str(text).split())
+    if secret and len(secret) >= 8:  # a shorter "key" would mask ordinary words
+        line = line.replace(secret, "***")
+    return line
+
+
+def _exit_status(exc: CTError) -> int:
+    if isinstance(exc, CTAuthError):
+        return EXIT_AUTH
+    if isinstance(exc, CTNotFoundError):
+        return EXIT_NOT_FOUND
+    return EXIT_FAILURE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``kaizen`` command; return the process exit code."""
+    """Run the ``kaizen`` command; return the process exit code.
+
+    Usage errors, ``--help`` and ``--version`` end in ``SystemExit`` (status 2, 0, 0) as
+    argparse does; every other failure is reported as one line on stderr and returned.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help, --version and usage errors raise SystemExit
     command: _Command | None = getattr(args, "command", None)
     if command is None:
         parser.print_help()
-        return 2
-    return command(args)
+        return EXIT_USAGE
+    secret = getattr(args, "api_key", None) or os.environ.get("KAIZEN_API_KEY")
+    try:
+        return command(args)
+    except CLIError as exc:
+        message, status = str(exc), exc.exit_code
+    except CTConnectionError as exc:
+        url = args.base_url or os.environ.get("KAIZEN_BASE_URL") or "http://localhost:8000"
+        message = f"{exc} (is a CT server running at {url}? `kaizen serve` starts one)"
+        status = EXIT_FAILURE
+    except CTError as exc:
+        message, status = str(exc), _exit_status(exc)
+    except KeyboardInterrupt:
+        message, status = "interrupted", 130
+    except Exception as exc:  # a bug: still one line, never a traceback
+        message, status = f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILURE
+    sys.stdout.flush()
+    sys.stderr.write(f"kaizen: error: {_one_line(message, secret)}\n")
+    return status
 
 
 if __name__ == "__main__":
