@@ -227,6 +227,19 @@ class _FeedbackMeta(msgspec.Struct, array_like=False, gc=False):
     latency_ms: float | None
 
 
+class _Trace(TraceRequest, gc=False):
+    """A `TraceRequest` the garbage collector does not track (built per record).
+
+    A batch waits for its HTTP round trip; tracked, its hundreds of requests would trigger
+    collections (and full ones, which walk the whole heap) on the caller's thread. Its
+    values are records' own (no cycle can run through it).
+    """
+
+
+class _Feedback(FeedbackRequest, gc=False):
+    """A `FeedbackRequest` the garbage collector does not track (see `_Trace`)."""
+
+
 def build_requests(
     span: ReadableSpan | None, record: CallRecord, settings: Settings
 ) -> tuple[TraceRequest, FeedbackRequest | None]:
@@ -265,7 +278,7 @@ def build_requests(
     else:
         prompt_text = response = output = inputs = None
     version_id: Any = record.prompt_version_id
-    trace = TraceRequest(
+    trace = _Trace(
         task_id=record.task,
         id=trace_id,
         prompt_text=prompt_text,
@@ -296,7 +309,7 @@ def build_requests(
         }
     else:
         fb_meta = _FeedbackMeta(trace_id, record.prompt_version_number, version_id, latency)
-    feedback = FeedbackRequest(
+    feedback = _Feedback(
         task_id=record.task,
         id=cast(Any, _feedback_id(trace_id)),
         inputs=_json_dict(inputs),
@@ -467,36 +480,40 @@ class CTSpanExporter(SpanExporter):
     # SpanExporter API ---------------------------------------------------------------------
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        """Deliver *spans* (or the processor's ``(span id, record)`` pairs); return FAILURE
+        """Deliver *spans* (or the processor's span ids); return FAILURE
         (never raise) when they could not be delivered."""
         delivery = self._delivery
-        pairs: list[tuple[ReadableSpan | None, CallRecord]] = []
+        # two parallel lists, not (span, record) tuples: nothing here for the garbage collector
+        found: list[ReadableSpan | None] = []
+        taken: list[CallRecord] = []
         records = delivery.records
         with delivery._lock:  # so that stats() never sees a record in no place
             delivery._trim_kept(len(spans))
             for item in spans:
-                if type(item) is tuple:
-                    record = records.pop(item[0], None)  # None: shutdown already took it
+                if type(item) is int:  # a span id (see CTSpanProcessor.on_end)
+                    record = records.pop(item, None)  # None: shutdown already took it
                     if record is not None:
-                        pairs.append((None, record))
+                        found.append(None)
+                        taken.append(record)
                     continue
                 ctx = item.context
                 record = records.pop(ctx.span_id, None) if ctx is not None else None
                 if record is not None:
-                    pairs.append((item, record))
-            delivery._inflight += len(pairs)
-        if not pairs:
+                    found.append(item)
+                    taken.append(record)
+            delivery._inflight += len(taken)
+        if not taken:
             return SpanExportResult.SUCCESS
         try:
-            ok = self._export(pairs)
+            ok = self._export(found, taken)
         except Exception:
-            delivery.count(dropped=len(pairs), done=len(pairs), inflight=-len(pairs))
+            delivery.count(dropped=len(taken), done=len(taken), inflight=-len(taken))
             if delivery.limiter.ready("export-bug"):
-                _log.exception("CT export failed unexpectedly; %d records lost.", len(pairs))
+                _log.exception("CT export failed unexpectedly; %d records lost.", len(taken))
             ok = False
         finally:
             discard = delivery.pending.discard
-            for _, record in pairs:
+            for record in taken:
                 trace_id = record.trace_id
                 discard(trace_id if type(trace_id) is str else str(trace_id))
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
@@ -517,12 +534,12 @@ class CTSpanExporter(SpanExporter):
 
     # delivery ------------------------------------------------------------------------------
 
-    def _export(self, pairs: list[tuple[ReadableSpan | None, CallRecord]]) -> bool:
+    def _export(self, spans: list[ReadableSpan | None], records: list[CallRecord]) -> bool:
         settings = self._settings
         traces: list[TraceRequest] = []
         feedback: list[FeedbackRequest] = []
         bad = 0
-        for span, record in pairs:
+        for span, record in zip(spans, records, strict=True):
             try:
                 trace, fb = build_requests(span, record, settings)
             except Exception:
@@ -714,8 +731,9 @@ class CTSpanProcessor(BatchSpanProcessor):
         self._records = delivery.records
         self._delivery = delivery
         self.closed = False
-        # OTel >= 1.33: queue (span id, record) pairs and let the span go at once (less for
-        # the garbage collector while records wait); older OTel: queue the span itself.
+        # OTel >= 1.33: queue the span id alone (the record waits in the record table) and let
+        # the span go at once: an int is not tracked by the garbage collector, so waiting
+        # records cost it nothing; older OTel: queue the span itself.
         inner = getattr(self, "_batch_processor", None)
         self._direct: Callable[[Any], None] | None = (
             inner.emit if inner is not None and hasattr(inner, "emit") else None
@@ -754,7 +772,7 @@ class CTSpanProcessor(BatchSpanProcessor):
             end, start = span.end_time, span.start_time
             if end is not None and start is not None:
                 record.latency_ms = (end - start) / 1e6
-        direct((ctx.span_id, record))
+        direct(ctx.span_id)
 
 
 # --- delivery ------------------------------------------------------------------------------
