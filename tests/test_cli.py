@@ -429,6 +429,26 @@ def test_optimize_wait_shows_progress_and_ends_on_final_status(
     assert err.splitlines()[-1].startswith(f"job {result['job']['id']}  SUCCESS")
 
 
+def test_watch_running_out_of_time_exits_1(
+    slow_server: LocalServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _use(slow_server, monkeypatch)
+    task = _name("cli_slow")
+    assert main(["feedback", "log", task, "--score", "0.9", "--output", "s"]) == 0
+    capsys.readouterr()
+    assert main(["optimize", task, "--json"]) == 0
+    job_id = msgspec.json.decode(capsys.readouterr().out)["job"]["id"]
+    # Each of the job's steps pauses 0.25 s, so it cannot end within 0.05 s.
+    code = main(["jobs", "watch", job_id, "--timeout", "0.05", "--poll-interval", "0.01"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert err.splitlines()[0].startswith(f"job {job_id}  ")
+    assert re.match(
+        rf"^kaizen: error: Job {job_id} did not finish within 0.05 s", err.splitlines()[-1]
+    ), err
+
+
 def test_optimize_wait_on_a_failing_job_exits_1(kaizen: Kaizen) -> None:
     task = _name("cli_nofeedback")
     assert kaizen("tasks", "create", task).code == 0
