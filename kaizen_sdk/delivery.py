@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -204,17 +204,6 @@ def _as_text(value: Any) -> str | None:
     return text if len(text) <= MAX_TEXT_CHARS else _truncate(text)
 
 
-def _feedback_id(trace_id: str) -> str | None:
-    """The feedback entry's id: the trace id with its last hex digit's top bit flipped.
-
-    Stable across retries, still a UUID4, and a different id for every trace.
-    """
-    if len(trace_id) != 36:
-        return None
-    last = _FLIP.get(trace_id[35])
-    return None if last is None else trace_id[:35] + last
-
-
 # --- building requests ---------------------------------------------------------------------
 
 
@@ -273,11 +262,16 @@ def build_requests(
             prompt_text = _as_text(prompt_text)
         if response is None:
             response = output
-        if response is not None and (type(response) is not str or len(response) > MAX_TEXT_CHARS):
-            response = _as_text(response)
+        if response is not None:
+            kind = type(response)
+            if kind is int:  # the common non-text result: no call (same text as _as_text)
+                response = repr(response)
+            elif kind is not str or len(response) > MAX_TEXT_CHARS:
+                response = _as_text(response)
     else:
         prompt_text = response = output = inputs = None
     version_id: Any = record.prompt_version_id
+    parent: Any = record.parent_trace_id
     trace = _Trace(
         task_id=record.task,
         id=trace_id,
@@ -287,7 +281,7 @@ def build_requests(
         tokens=record.tokens,
         latency_ms=latency,
         prompt_version_id=version_id,
-        parent_trace_id=cast(Any, record.parent_trace_id),
+        parent_trace_id=parent,
         metadata=metadata or None,
     )
     if not record.log_feedback:
@@ -309,10 +303,19 @@ def build_requests(
         }
     else:
         fb_meta = _FeedbackMeta(trace_id, record.prompt_version_number, version_id, latency)
+    # The feedback entry's id: the trace id with its last hex digit's top bit flipped.
+    # Stable across retries, still a UUID4, and a different id for every trace.
+    fb_id: Any = None
+    if len(trace_id) == 36:
+        last = _FLIP.get(trace_id[35])
+        if last is not None:
+            fb_id = trace_id[:35] + last
+    if inputs is not None and type(inputs) is not msgspec.Raw and type(inputs) is not dict:
+        inputs = _json_dict(inputs)
     feedback = _Feedback(
         task_id=record.task,
-        id=cast(Any, _feedback_id(trace_id)),
-        inputs=_json_dict(inputs),
+        id=fb_id,
+        inputs=inputs,
         output=output,
         source="sdk",
         metadata=fb_meta,
