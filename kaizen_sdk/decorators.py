@@ -452,6 +452,11 @@ _reset_current = _CURRENT.reset
 _attach = otel_context.attach
 _detach = otel_context.detach
 _in_context = trace.set_span_in_context
+_new_call = object.__new__
+_A_TASK = Attr.TASK_NAME
+_A_TRACE = Attr.TRACE_ID
+_A_VERSION_NUMBER = Attr.PROMPT_VERSION_NUMBER
+_A_VERSION_ID = Attr.PROMPT_VERSION_ID
 
 
 def _snapshot(value: Any) -> Any:
@@ -670,7 +675,10 @@ class _TaskSpec:
                 kwargs["prompt"] = prompt
         h = "%032x" % ((_bits(128) & _V4_CLEAR) | _V4_SET)
         trace_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        call = _Call(name, trace_id, prompt)
+        call: _Call = _new_call(_Call)  # CurrentCall.__init__ without its frame
+        call.task = name
+        call.trace_id = trace_id
+        call.prompt = prompt
         parent = call.parent = _get_current()
         pipeline = call.pipeline = self._pipeline  # type: ignore[assignment]
         if pipeline is None or pipeline.delivery is None:
@@ -687,15 +695,15 @@ class _TaskSpec:
                     version_id = cached[1]
                 call.version_id = version_id
                 attributes: dict[str, Any] = {
-                    Attr.TASK_NAME: name,
-                    Attr.TRACE_ID: trace_id,
-                    Attr.PROMPT_VERSION_NUMBER: prompt.version_number,
+                    _A_TASK: name,
+                    _A_TRACE: trace_id,
+                    _A_VERSION_NUMBER: prompt.version_number,
                 }
                 if version_id is not None:
-                    attributes[Attr.PROMPT_VERSION_ID] = version_id
+                    attributes[_A_VERSION_ID] = version_id
             else:
                 call.version_id = None
-                attributes = {Attr.TASK_NAME: name, Attr.TRACE_ID: trace_id}
+                attributes = {_A_TASK: name, _A_TRACE: trace_id}
             if parent is not None:
                 attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
             span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
@@ -703,7 +711,8 @@ class _TaskSpec:
                 names = self.names if instance is None else self.names_bound
                 if self.defaults:
                     values = dict(self.defaults)
-                    values.update(zip(names, args, strict=False))
+                    if args:
+                        values.update(zip(names, args, strict=False))
                 else:
                     values = dict(zip(names, args, strict=False))
                 if len(args) > len(names) and self.var_pos is not None:
