@@ -65,6 +65,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -322,6 +323,12 @@ class Pipeline:
             _log.warning("Delivering CT records at exit failed.", exc_info=True)
 
 
+def _exit_ref(ref: weakref.ReferenceType[Pipeline]) -> None:
+    pipeline = ref()
+    if pipeline is not None:
+        pipeline._at_exit()
+
+
 def _arm_multiprocessing_exit(pipeline: Pipeline) -> None:
     """Deliver at the exit of multiprocessing children too (they end with ``os._exit``).
 
@@ -334,7 +341,8 @@ def _arm_multiprocessing_exit(pipeline: Pipeline) -> None:
         return
 
     def arm(target: Pipeline) -> None:
-        mp_util.Finalize(target, target._at_exit, exitpriority=100)
+        # A weak reference: the finalizer must not keep a closed pipeline alive.
+        mp_util.Finalize(target, _exit_ref, args=(weakref.ref(target),), exitpriority=100)
 
     arm(pipeline)
     mp_util.register_after_fork(pipeline, arm)

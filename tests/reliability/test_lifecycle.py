@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import uuid
+import weakref
 from typing import Any
 
 import pytest
 
-from kaizen_sdk import CTClient, current_trace_id
+from kaizen_sdk import CTClient, current_trace_id, tracing
 
-from .conftest import API_KEY, CTServer, run_python
+from .conftest import API_KEY, CTServer, run_python, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -184,3 +186,27 @@ async def test_asyncio_tasks_never_see_each_others_trace(ct_server: CTServer) ->
     ids = [mine for _, _, mine in results]
     assert len(set(ids)) == 500
     assert sorted(ct_server.trace_ids(task)) == sorted(ids)
+
+
+@pytest.mark.timeout(60)
+def test_closed_clients_are_freed(ct_server: CTServer) -> None:
+    # An application that makes a short-lived client per request must not pile them up
+    # (exit hooks, multiprocessing finalizers and the spool may not keep them alive).
+    refs = []
+    for i in range(20):
+        client = CTClient(api_key=API_KEY, base_url=ct_server.url)
+
+        @client.task(f"freed-{i}", default_prompt="p")
+        def echo(x: int, prompt: Any = None) -> int:
+            return x
+
+        echo(i)
+        client.close()
+        refs.append(weakref.ref(tracing.pipeline_for(client)))
+        del client, echo
+
+    def all_freed() -> bool:
+        gc.collect()  # (a background thread may hold the last one for a moment)
+        return all(r() is None for r in refs)
+
+    assert wait_for(all_freed, timeout=20)
