@@ -400,6 +400,30 @@ class TracedCall:
         except Exception:
             logger.debug("Leaving the span of an instrumented LLM call failed.", exc_info=True)
 
+    def run(self, wrapped: Callable[..., Any], args: tuple[Any, ...],
+            kwargs: dict[str, Any]) -> Any:
+        """Call *wrapped* inside the span; a failure ends the call and is re-raised unchanged."""
+        self.enter()
+        try:
+            return wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        finally:
+            self.exit()
+
+    async def arun(self, wrapped: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+        """`run` for a coroutine function: the span stays current until it has been awaited."""
+        self.enter()
+        try:
+            return await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        finally:
+            self.exit()
+
     # -- endings ----------------------------------------------------------------------------
 
     def fail(self, exc: BaseException) -> None:

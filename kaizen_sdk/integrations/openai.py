@@ -92,14 +92,7 @@ def _sync_wrapper(
         call = start(tracer, settings, instance, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        call.enter()
-        try:
-            out = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            call.exit()
+        out = call.run(wrapped, args, kwargs)
         return _finish(call, api, kwargs, out, is_async=False)
 
     return wrapper
@@ -118,14 +111,7 @@ def _async_wrapper(
         call = start(tracer, settings, instance, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
-        call.enter()
-        try:
-            out = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            call.exit()
+        out = await call.arun(wrapped, args, kwargs)
         return _finish(call, api, kwargs, out, is_async=True)
 
     return wrapper
