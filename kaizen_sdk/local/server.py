@@ -1,390 +1,55 @@
-"""The local CT server's HTTP layer: routing, auth, request decoding and error answers.
+"""The local CT server's HTTP layer: framing, the key check, and `LocalServer`'s lifecycle.
 
 `LocalServer` runs the whole CT API (see ``docs/local-server.md``) on a
 `http.server.ThreadingHTTPServer` in background threads, backed by a SQLite `Store` and a
-`JobWorker`. Request bodies are decoded with typed msgspec decoders of the request models in
-`kaizen_sdk.models`; answers are those models encoded as JSON. Errors are JSON
-``{"title", "detail"}``: non-JSON body 400, missing or wrong ``X-API-Key`` 401, unknown object
-or route 404, wrong method 405, duplicate task name 409, body over `MAX_BODY_BYTES` 413, a
-missing or wrongly typed field 422 (``detail`` names the field), anything unexpected 500 (and
-a log line). Health and the OpenAPI document need no key.
+`JobWorker`. What each request means lives in `kaizen_sdk.local.api`; this module only reads
+requests off the wire, checks ``X-API-Key`` for routes that need it, and writes the answers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hmac
 import logging
 import os
-import re
 import shutil
 import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
-
-import msgspec
+from typing import Any
+from urllib.parse import urlsplit
 
 from kaizen_sdk._config import KAIZEN_API_KEY
 from kaizen_sdk._version import __version__
-from kaizen_sdk.local.jobs import JobWorker
-from kaizen_sdk.local.optimizer import split_sizes
-from kaizen_sdk.local.store import Conflict, NotFound, Store
-from kaizen_sdk.models import (
-    ActivateRequest,
-    CostEstimate,
-    ErrorBody,
-    FeedbackRequest,
-    FeedbackResult,
-    Health,
-    IngestError,
-    IngestRequest,
-    IngestResult,
-    Job,
-    OptimizeResult,
-    Prompt,
-    ScoreRequest,
-    Task,
-    TaskCreateRequest,
-    TraceRequest,
-    TraceResult,
-    decoder,
-    encode,
+from kaizen_sdk.local.api import (
+    MAX_BODY_BYTES,
+    Api,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    check_key,
+    error_response,
+    parse_query,
+    resolve,
 )
+from kaizen_sdk.local.jobs import JobWorker
+from kaizen_sdk.local.store import Store
+from kaizen_sdk.models import ErrorBody, encode
 
-__all__ = ["DEV_API_KEY", "MAX_BODY_BYTES", "LocalServer", "openapi_document"]
+__all__ = ["DEV_API_KEY", "MAX_BODY_BYTES", "LocalServer"]
 
 logger = logging.getLogger("kaizen_sdk.local")
 
 DEV_API_KEY = "kaizen-local-dev-key"
 """The API key used when none is given and ``KAIZEN_API_KEY`` is unset (development only)."""
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
-"""Largest request body accepted; a larger one is answered with 413."""
-
 _DRAIN_LIMIT = 4 * MAX_BODY_BYTES
-_DEFAULT_LIMIT = 100
-_MAX_LIMIT = 1000
 _IDLE_TIMEOUT = 60.0
 _STOP_TIMEOUT = 5.0
-
-
-class _HttpError(Exception):
-    def __init__(self, status: HTTPStatus, detail: str, *, close: bool = False) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.close = close
-
-
-class _RawIngest(msgspec.Struct, kw_only=True):
-    """The ingest body before each item is validated on its own (other keys are ignored)."""
-
-    traces: list[Any] = []
-    feedback: list[Any] = []
-
-
-_INT64 = range(-(2**63), 2**63)
-
-
-def _check_int64(obj: msgspec.Struct, prefix: str = "$") -> None:
-    """Reject integer fields that SQLite cannot store, naming the field like msgspec does."""
-    for name in obj.__struct_fields__:
-        value = getattr(obj, name)
-        if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
-            raise msgspec.ValidationError(f"Expected `int` within 64 bits - at `{prefix}.{name}`")
-
-
-def _decode(body: bytes, into: Any) -> Any:
-    if not body.strip():
-        raise _HttpError(HTTPStatus.BAD_REQUEST, "The request body is empty: send a JSON object.")
-    try:
-        result = decoder(into).decode(body)
-        if isinstance(result, msgspec.Struct):
-            _check_int64(result)
-        return result
-    except msgspec.ValidationError as exc:
-        raise _HttpError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
-    except msgspec.DecodeError as exc:
-        detail = f"The request body is not valid JSON: {exc}"
-        raise _HttpError(HTTPStatus.BAD_REQUEST, detail) from None
-
-
-_S = TypeVar("_S", bound=msgspec.Struct)
-
-
-def _convert_items(
-    items: list[Any], into: type[_S], kind: str, errors: list[IngestError]
-) -> list[_S]:
-    """Validate each raw ingest item on its own; report bad ones in *errors*."""
-    field = "traces" if kind == "trace" else kind
-    good: list[_S] = []
-    for index, item in enumerate(items):
-        try:
-            converted = msgspec.convert(item, into)
-            _check_int64(converted)
-            good.append(converted)
-        except msgspec.ValidationError as exc:
-            item_id = item.get("id") if isinstance(item, dict) else None
-            errors.append(IngestError(
-                kind=kind, id=item_id if isinstance(item_id, str) else None,
-                detail=f"{field}[{index}]: {exc}",
-            ))
-    return good
-
-
-_Query = dict[str, str]
-_Params = dict[str, str]
-_Result = tuple[int, Any]
-
-
-def _limit(query: _Query) -> int:
-    raw = query.get("limit")
-    if raw is None:
-        return _DEFAULT_LIMIT
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= _MAX_LIMIT:
-        raise _HttpError(
-            HTTPStatus.UNPROCESSABLE_ENTITY,
-            f"Query parameter `limit` must be an integer from 1 to {_MAX_LIMIT}, got {raw!r}.",
-        )
-    return value
-
-
-class _Api:
-    """The CT API operations: each takes path params, query and body, returns status + body."""
-
-    def __init__(self, store: Store, worker: JobWorker) -> None:
-        self.store = store
-        self.worker = worker
-
-    def _submit(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            self.worker.submit(job_id)
-
-    def health(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, Health(status="ok", version=__version__)
-
-    def openapi(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, openapi_document()
-
-    def create_task(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 201, self.store.create_task(_decode(body, TaskCreateRequest))
-
-    def list_tasks(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.list_tasks()
-
-    def get_task(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.get_task(p["task_id"])
-
-    def add_feedback(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        result, jobs = self.store.add_feedback(_decode(body, FeedbackRequest))
-        self._submit(jobs)
-        return 201, result
-
-    def list_feedback(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.list_feedback(q.get("task_id"), _limit(q))
-
-    def get_prompt(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.active_prompt(p["task_id"])
-
-    def list_versions(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.list_versions(p["task_id"])
-
-    def activate(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        req: ActivateRequest = _decode(body, ActivateRequest)
-        return 200, self.store.activate(p["task_id"], req.version_id)
-
-    def optimize(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        job, created = self.store.start_job(p["task_id"], "manual")
-        if created:
-            self._submit([str(job.id)])
-        train, val = split_sizes(len(self.store.scored_examples(str(job.task_id))))
-        estimate = CostEstimate(
-            estimated_cost_usd=0.0, estimated_llm_calls=0, train_size=train, val_size=val
-        )
-        return 202, OptimizeResult(job=job, cost_estimate=estimate)
-
-    def get_job(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.get_job(p["job_id"])
-
-    def list_jobs(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.list_jobs(q.get("task_id"), _limit(q))
-
-    def add_trace(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 201, self.store.add_trace(_decode(body, TraceRequest))
-
-    def get_trace(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.get_trace(p["trace_id"])
-
-    def list_traces(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        return 200, self.store.list_traces(q.get("task_id"), _limit(q))
-
-    def score_trace(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        req: ScoreRequest = _decode(body, ScoreRequest)
-        return 200, self.store.score_trace(p["trace_id"], req.score, req.scored_by)
-
-    def ingest(self, p: _Params, q: _Query, body: bytes) -> _Result:
-        raw: _RawIngest = _decode(body, _RawIngest)
-        errors: list[IngestError] = []
-        traces: list[TraceRequest] = _convert_items(raw.traces, TraceRequest, "trace", errors)
-        feedback: list[FeedbackRequest] = _convert_items(
-            raw.feedback, FeedbackRequest, "feedback", errors
-        )
-        accepted, store_errors, jobs = self.store.ingest(traces, feedback)
-        self._submit(jobs)
-        errors += [IngestError(kind=k, id=i, detail=d) for k, i, d in store_errors]
-        return 207, IngestResult(accepted=accepted, errors=errors)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Route:
-    method: str
-    template: str
-    operation: str
-    summary: str
-    status: int
-    response: Any
-    request: Any = None
-    query: tuple[str, ...] = ()
-    public: bool = False
-
-    @property
-    def pattern(self) -> re.Pattern[str]:
-        return re.compile(
-            "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.template)) + "$"
-        )
-
-
-_ROUTES: tuple[_Route, ...] = (
-    _Route("GET", "/api/v1/health", "health", "Server health", 200, Health, public=True),
-    _Route("GET", "/api/v1/openapi.json", "openapi", "This OpenAPI document", 200,
-           dict[str, Any], public=True),
-    _Route("POST", "/api/v1/tasks", "create_task", "Create a task", 201, Task,
-           TaskCreateRequest),
-    _Route("GET", "/api/v1/tasks", "list_tasks", "List tasks", 200, list[Task]),
-    _Route("GET", "/api/v1/tasks/{task_id}", "get_task", "Get a task by UUID or name", 200,
-           Task),
-    _Route("POST", "/api/v1/feedback", "add_feedback", "Send feedback (idempotent by id)", 201,
-           FeedbackResult, FeedbackRequest),
-    _Route("GET", "/api/v1/feedback", "list_feedback", "List feedback, newest first", 200,
-           list[FeedbackResult], query=("task_id", "limit")),
-    _Route("GET", "/api/v1/prompts/{task_id}", "get_prompt", "Get the active prompt version",
-           200, Prompt),
-    _Route("GET", "/api/v1/prompts/{task_id}/versions", "list_versions",
-           "List prompt versions, newest first", 200, list[Prompt]),
-    _Route("POST", "/api/v1/prompts/{task_id}/activate", "activate",
-           "Activate a prompt version", 200, Prompt, ActivateRequest),
-    _Route("POST", "/api/v1/optimize/{task_id}", "optimize", "Start an optimization job", 202,
-           OptimizeResult),
-    _Route("GET", "/api/v1/jobs/{job_id}", "get_job", "Get a job", 200, Job),
-    _Route("GET", "/api/v1/jobs", "list_jobs", "List jobs, newest first", 200, list[Job],
-           query=("task_id", "limit")),
-    _Route("POST", "/api/v1/traces", "add_trace", "Send a trace (idempotent by id)", 201,
-           TraceResult, TraceRequest),
-    _Route("GET", "/api/v1/traces/{trace_id}", "get_trace", "Get a trace", 200, TraceResult),
-    _Route("GET", "/api/v1/traces", "list_traces", "List traces, newest first", 200,
-           list[TraceResult], query=("task_id", "limit")),
-    _Route("POST", "/api/v1/traces/{trace_id}/score", "score_trace", "Score a trace", 200,
-           TraceResult, ScoreRequest),
-    _Route("POST", "/api/v1/ingest", "ingest", "Send traces and feedback in one batch", 207,
-           IngestResult, IngestRequest),
-)
-
-_COMPILED = tuple((route, route.pattern) for route in _ROUTES)
-
-_ERROR_STATUSES = {
-    "400": "Body is not JSON",
-    "401": "Missing or wrong X-API-Key",
-    "404": "Unknown object or route",
-    "409": "Conflict (duplicate task name)",
-    "413": "Body too large",
-    "422": "A field is missing, has the wrong type or is out of range",
-}
-
-_openapi_cache: dict[str, Any] = {}
-_openapi_lock = threading.Lock()
-
-
-def openapi_document() -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document of every route, built from the msgspec models."""
-    with _openapi_lock:
-        if not _openapi_cache:
-            _openapi_cache.update(_build_openapi())
-        return _openapi_cache
-
-
-def _build_openapi() -> dict[str, Any]:
-    types: list[Any] = [ErrorBody]
-    for route in _ROUTES:
-        types.append(route.response)
-        if route.request is not None:
-            types.append(route.request)
-    schemas, components = msgspec.json.schema_components(
-        types, ref_template="#/components/schemas/{name}"
-    )
-    schema_of = dict(zip((id(t) for t in types), schemas, strict=True))
-    error_schema = schema_of[id(ErrorBody)]
-    paths: dict[str, dict[str, Any]] = {}
-    for route in _ROUTES:
-        parameters: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-             "description": "UUID or unique name" if name == "task_id" else "UUID"}
-            for name in re.findall(r"\{(\w+)\}", route.template)
-        ]
-        parameters += [
-            {"name": name, "in": "query", "required": False,
-             "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_LIMIT}
-             if name == "limit" else {"type": "string"}}
-            for name in route.query
-        ]
-        responses: dict[str, Any] = {
-            str(route.status): {
-                "description": route.summary,
-                "content": {"application/json": {"schema": schema_of[id(route.response)]}},
-            }
-        }
-        for code, text in _ERROR_STATUSES.items():
-            if route.public and code != "404":
-                continue
-            responses[code] = {
-                "description": text, "content": {"application/json": {"schema": error_schema}}
-            }
-        operation: dict[str, Any] = {
-            "operationId": route.operation,
-            "summary": route.summary,
-            "parameters": parameters,
-            "responses": responses,
-        }
-        if route.request is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": schema_of[id(route.request)]}},
-            }
-        if route.public:
-            operation["security"] = []
-        paths.setdefault(route.template, {})[route.method.lower()] = operation
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Kaizen CT API (local server)", "version": __version__},
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
-        },
-        "security": [{"ApiKey": []}],
-    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -427,9 +92,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, ErrorBody(title=status.phrase, detail=message or status.description))
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = encode(payload)
+        data = b"" if payload is None else encode(payload)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if payload is not None:
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -450,13 +116,13 @@ class _Handler(BaseHTTPRequestHandler):
             if length < 0:
                 raise ValueError(raw)
         except ValueError:
-            raise _HttpError(HTTPStatus.BAD_REQUEST, f"Invalid Content-Length {raw!r}.",
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"Invalid Content-Length {raw!r}.",
                              close=True) from None
         if length > MAX_BODY_BYTES:
             close = length > _DRAIN_LIMIT
             if not close:
                 self._drain(length)
-            raise _HttpError(
+            raise ApiError(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"The request body has {length} bytes; the limit is {MAX_BODY_BYTES}.",
                 close=close,
@@ -479,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                raise _HttpError(HTTPStatus.BAD_REQUEST, "Malformed chunked body.",
+                raise ApiError(HTTPStatus.BAD_REQUEST, "Malformed chunked body.",
                                  close=True) from None
             if size == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
@@ -487,76 +153,39 @@ class _Handler(BaseHTTPRequestHandler):
                 return b"".join(parts)
             size_total += size
             if size_total > MAX_BODY_BYTES:
-                raise _HttpError(
+                raise ApiError(
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                     f"The request body is over the limit of {MAX_BODY_BYTES} bytes.", close=True,
                 )
             parts.append(self.rfile.read(size))
             self.rfile.readline(1024)
 
-    def _route(self, path: str) -> tuple[_Route, dict[str, str]]:
-        allowed: list[str] = []
-        for route, pattern in _COMPILED:
-            match = pattern.match(path)
-            if match is None:
-                continue
-            if route.method == self.command:
-                return route, {k: unquote(v) for k, v in match.groupdict().items()}
-            allowed.append(route.method)
-        if allowed:
-            raise _HttpError(
-                HTTPStatus.METHOD_NOT_ALLOWED,
-                f"{self.command} is not allowed on {path}; use {', '.join(sorted(allowed))}.",
-            )
-        raise _HttpError(HTTPStatus.NOT_FOUND, f"No route for {self.command} {path}.")
-
-    def _check_key(self) -> None:
-        given = self.headers.get("X-API-Key")
-        if given is None:
-            raise _HttpError(HTTPStatus.UNAUTHORIZED, "The X-API-Key header is missing.")
-        expected = self.server.api_key.encode("utf-8")
-        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
-            raise _HttpError(HTTPStatus.UNAUTHORIZED, "The X-API-Key header is not valid.")
-
     def _handle(self) -> None:
-        extra: dict[str, str] = {}
+        url = urlsplit(self.path)
+        body: bytes | None = None
         try:
-            url = urlsplit(self.path)
-            path = url.path.rstrip("/") or "/"
-            body = self._read_body()
-            try:
-                route, params = self._route(path)
-            except _HttpError as exc:
-                if exc.status == HTTPStatus.METHOD_NOT_ALLOWED:
-                    extra["Allow"] = exc.detail.rsplit("use ", 1)[1].rstrip(".")
-                raise
+            route, params = resolve(self.command, url.path)
             if not route.public:
-                self._check_key()
-            query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-            if not query.get("task_id", True):
-                del query["task_id"]
-            operation: Callable[[_Params, _Query, bytes], _Result] = getattr(
-                self.server.api, route.operation
-            )
-            status, payload = operation(params, query, body)
-        except _HttpError as exc:
-            if exc.close:
+                check_key(self.headers.get("X-API-Key"), self.server.api_key)
+            body = self._read_body()
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            request = ApiRequest(params, parse_query(url.query), body, headers)
+        except ApiError as exc:
+            # An answer given before the body was read leaves it on the wire: close.
+            if exc.close or (body is None and self._has_body()):
                 self.close_connection = True
-            self._send(exc.status, ErrorBody(title=exc.status.phrase, detail=exc.detail), extra)
+            self._answer(error_response(exc))
             return
-        except NotFound as exc:
-            self._send(404, ErrorBody(title="Not Found", detail=str(exc)))
-            return
-        except Conflict as exc:
-            self._send(409, ErrorBody(title="Conflict", detail=str(exc)))
-            return
-        except Exception:
-            logger.exception("local CT server: %s %s failed", self.command, self.path)
+        self._answer(self.server.api.call(route, request))
+
+    def _has_body(self) -> bool:
+        length = self.headers.get("Content-Length", "0").strip()
+        return length != "0" or "Transfer-Encoding" in self.headers
+
+    def _answer(self, response: ApiResponse) -> None:
+        if response.status >= 500:
             self.close_connection = True
-            detail = "The server failed to handle the request; see its log."
-            self._send(500, ErrorBody(title="Internal Server Error", detail=detail))
-            return
-        self._send(status, payload)
+        self._send(response.status, response.payload, dict(response.headers))
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -565,7 +194,7 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], api: _Api, api_key: str) -> None:
+    def __init__(self, address: tuple[str, int], api: Api, api_key: str) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.api = api
@@ -694,7 +323,7 @@ class LocalServer:
             self._store = Store(path)
             self._worker = JobWorker(self._store, step_delay=self._job_step_delay)
             self._httpd = _HTTPServer(
-                (self.host, self.port), _Api(self._store, self._worker), self._api_key
+                (self.host, self.port), Api(self._store, self._worker), self._api_key
             )
         except BaseException:
             self._cleanup()
