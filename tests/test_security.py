@@ -280,7 +280,7 @@ def test_local_server_compares_keys_in_constant_time(
 ) -> None:
     import hmac
 
-    from kaizen_sdk.local import server as server_module
+    from kaizen_sdk.local import api as server_module
 
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
