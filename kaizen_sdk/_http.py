@@ -251,7 +251,7 @@ class _BaseClient:
         self,
         api_key: str | None = None,
         base_url: str | None = None,
-        cache_ttl: float = 300.0,
+        cache_ttl: float | None = None,
         timeout: float = 30.0,
         *,
         max_retries: int | None = None,
@@ -262,6 +262,8 @@ class _BaseClient:
         max_queue_size: int | None = None,
         verify: bool | str | None = None,
         mask: Masker | None = None,
+        prompt_wait: float | None = None,
+        prompt_refresh: float | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._settings = resolve_settings(
@@ -277,6 +279,8 @@ class _BaseClient:
             max_queue_size=max_queue_size,
             verify=verify,
             mask=mask,
+            prompt_wait=prompt_wait,
+            prompt_refresh=prompt_refresh,
         )
         self._tracer_provider = tracer_provider
         self._headers = {
@@ -291,6 +295,7 @@ class _BaseClient:
         # task UUID (str) -> other keys (names) the same task's prompt is cached under
         self._cache_aliases: dict[str, set[str]] = {}
         self._pipeline: Any = None
+        self._prompts: Any = None  # the decorator's PromptFetcher (kaizen_sdk._prompts)
         self._closed = False
         self._clock: Callable[[], float] = time.monotonic
         self._random: Callable[[], float] = random.random
@@ -324,6 +329,14 @@ class _BaseClient:
         return self._prompt_cache.get(str(task_id))
 
     # --- lifecycle helpers --------------------------------------------------------------
+
+    def _close_prompts(self) -> None:
+        fetcher = self._prompts
+        if fetcher is not None:
+            try:
+                fetcher.close()
+            except Exception:
+                logger.exception("Stopping the prompt fetcher failed.")
 
     def _ensure_open(self) -> None:
         if self._closed:

@@ -63,12 +63,17 @@ class CTClient(_BaseClient):
             is set.
         base_url: base URL of the CT server; falls back to ``KAIZEN_BASE_URL``, then
             ``http://localhost:8000``.
-        cache_ttl: seconds the in-memory prompt cache keeps a prompt fresh.
+        cache_ttl: seconds the in-memory prompt cache keeps a prompt fresh (default
+            ``KAIZEN_CACHE_TTL`` or 300).
         timeout: HTTP request timeout in seconds.
         max_retries: retries of retry-safe requests (default ``KAIZEN_MAX_RETRIES`` or 2).
         enabled, capture_content, spool_dir, shutdown_timeout, max_queue_size, mask:
             background tracing options (see `kaizen_sdk._config`).
         verify: ``False``, or a CA bundle path, for TLS verification (default system CAs).
+        prompt_wait: longest total wait of a ``@task``'s first call for its prompt (default
+            ``KAIZEN_PROMPT_WAIT`` or 1.5 s; ``0`` never waits when there is a default prompt).
+        prompt_refresh: seconds between background revalidations of each ``@task``'s prompt
+            (default ``KAIZEN_PROMPT_REFRESH`` or 2 s).
         tracer_provider: an OpenTelemetry SDK ``TracerProvider`` for CT spans; default: the
             application's global SDK provider if it set one, else a private one.
         transport: an ``httpx`` transport to send through (tests).
@@ -78,7 +83,7 @@ class CTClient(_BaseClient):
         self,
         api_key: str | None = None,
         base_url: str | None = None,
-        cache_ttl: float = 300.0,
+        cache_ttl: float | None = None,
         timeout: float = 30.0,
         *,
         max_retries: int | None = None,
@@ -89,6 +94,8 @@ class CTClient(_BaseClient):
         max_queue_size: int | None = None,
         verify: bool | str | None = None,
         mask: Masker | None = None,
+        prompt_wait: float | None = None,
+        prompt_refresh: float | None = None,
         tracer_provider: TracerProvider | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -105,6 +112,8 @@ class CTClient(_BaseClient):
             max_queue_size=max_queue_size,
             verify=verify,
             mask=mask,
+            prompt_wait=prompt_wait,
+            prompt_refresh=prompt_refresh,
             tracer_provider=tracer_provider,
         )
         self._sleep: Callable[[float], Any] = time.sleep
@@ -137,6 +146,7 @@ class CTClient(_BaseClient):
                 self._pipeline.shutdown()
             except Exception:
                 logger.exception("Shutting down background delivery failed.")
+        self._close_prompts()
         self._http.close()
 
     def flush(self, timeout: float | None = None) -> None:
