@@ -380,6 +380,11 @@ class PromptFetcher:
             if state.handle is not None:
                 state.handle.cancel()
                 state.handle = None
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:  # fetches still waiting on a slow server
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         http, self._http = self._http, None
         if http is not None:
             await http.aclose()
