@@ -19,11 +19,13 @@ stale, while the server cannot be reached. `prefetch` warms prompts at start-up.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
@@ -255,6 +257,7 @@ class PromptFetcher:
                 thread.start()
                 ready.wait(5.0)
                 self._loop, self._thread = loop, thread
+                _live.add(self)  # closed at exit (weakly held: a dropped client is freed)
             return self._loop
 
     def _start(self, name: str) -> concurrent.futures.Future[Prompt | None] | None:
@@ -391,6 +394,17 @@ class PromptFetcher:
 
 
 _build_lock = threading.Lock()
+_live: weakref.WeakSet[PromptFetcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close the connection pools of fetchers still running at interpreter exit."""
+    for fetcher in list(_live):
+        try:
+            fetcher.close()
+        except Exception:
+            _log.debug("Closing a prompt fetcher at exit failed.", exc_info=True)
 
 
 def prompt_fetcher(client: Any) -> PromptFetcher:
