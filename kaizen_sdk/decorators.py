@@ -368,7 +368,7 @@ class _TaskSpec:
         return _UNSET if prompt is None else prompt
 
     def prompt_io(self) -> Prompt:
-        """The cold path: one short fetch, else the default (or a `CTError`)."""
+        """The cold path: wait up to prompt_wait for the fetch, else the default (or `CTError`)."""
         prompts = self._resolve()
         if prompts is None:
             if self.default is None:
@@ -388,7 +388,7 @@ class _TaskSpec:
     ) -> _Call:
         """Start a call: resolve and inject the prompt, make the trace id, start the span.
 
-        *prompt* is `_UNSET` to resolve it here (a cold start may do one short fetch).
+        *prompt* is `_UNSET` to resolve it here (a cold start waits up to prompt_wait).
         """
         name = self.name
         if prompt is _UNSET:
@@ -610,7 +610,7 @@ def _async_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         prompt = nowait(instance, args, kwargs)
-        if prompt is _UNSET:  # cold start: the one short fetch runs off the event loop
+        if prompt is _UNSET:  # cold start: the bounded wait runs off the event loop
             prompt = await asyncio.get_running_loop().run_in_executor(None, spec.prompt_io)
         call = begin(instance, args, kwargs, prompt, True)
         try:
