@@ -449,7 +449,7 @@ def prefetch(*tasks: str, timeout: float | None = None, client: Any = None) -> b
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException)):
         return "the CT server did not answer in time"
     if isinstance(exc, httpx.TransportError):
         return "the CT server could not be reached"
