@@ -166,3 +166,24 @@ def test_cli_errors_exit_2_or_4_with_one_line(
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     code, out, _ = _kaizen(capsys, "prompts", "versions", task, "--json")
     assert out.count('"version_number"') == 1
+
+
+def test_a_decorated_call_scored_through_the_client_trains_with_its_own_entry(
+    client: CTClient,
+) -> None:
+    task = _name("decorated_score")
+
+    @client.task(task, default_prompt="Echo {{ text }}")
+    def echo(text: str, prompt: object) -> str:
+        return text
+
+    _, run = echo.call("hello")
+    client.score(run.trace_id, 0.3)
+    client.score(run.trace_id, 0.7, comment="fine", correction="Hello.")  # again: same entry
+    entries = client.list_feedback(task)
+    assert len(entries) == 1
+    entry = entries[0]
+    assert (str(entry.trace_id), entry.inputs, entry.output) == (
+        run.trace_id, {"text": "hello"}, "hello"
+    )
+    assert (entry.score, entry.comment, entry.correction) == (0.7, "fine", "Hello.")
