@@ -359,11 +359,11 @@ def test_prefetch_warms_the_cache_so_the_first_call_does_no_io(
 
 
 def test_prefetch_without_configuration_logs_and_returns_false(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from kaizen_sdk import _default
 
-    assert _default._client is None
+    monkeypatch.setattr(_default, "_client", None)  # no default client, and no KAIZEN_API_KEY
     with caplog.at_level(logging.WARNING, logger="kaizen_sdk.prompts"):
         assert ct.prefetch("anything") is False
     assert "KAIZEN_API_KEY" in caplog.text
