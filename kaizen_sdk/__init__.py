@@ -36,6 +36,7 @@ from kaizen_sdk.instrument import instrument, uninstrument
 if TYPE_CHECKING:
     # What type checkers see; at run time these load on first use through __getattr__.
     from kaizen_sdk._default import configure, flush, get_client
+    from kaizen_sdk._prompts import prefetch
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
     from kaizen_sdk.decorators import TaskRun, current_prompt, current_trace_id, task
@@ -79,6 +80,7 @@ __all__ = [
     "flush",
     "get_client",
     "instrument",
+    "prefetch",
     "task",
     "uninstrument",
 ]
@@ -95,6 +97,7 @@ _LAZY: dict[str, str] = {
     "current_trace_id": "kaizen_sdk.decorators",
     "flush": "kaizen_sdk._default",
     "get_client": "kaizen_sdk._default",
+    "prefetch": "kaizen_sdk._prompts",
     "task": "kaizen_sdk.decorators",
     "FeedbackResult": "kaizen_sdk.models",
     "Health": "kaizen_sdk.models",

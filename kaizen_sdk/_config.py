@@ -17,11 +17,14 @@ from kaizen_sdk.errors import CTError
 __all__ = [
     "KAIZEN_API_KEY",
     "KAIZEN_BASE_URL",
+    "KAIZEN_CACHE_TTL",
     "KAIZEN_CA_BUNDLE",
     "KAIZEN_CAPTURE_CONTENT",
     "KAIZEN_ENABLED",
     "KAIZEN_MAX_QUEUE_SIZE",
     "KAIZEN_MAX_RETRIES",
+    "KAIZEN_PROMPT_REFRESH",
+    "KAIZEN_PROMPT_WAIT",
     "KAIZEN_SHUTDOWN_TIMEOUT",
     "KAIZEN_SPOOL_DIR",
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
@@ -54,6 +57,16 @@ KAIZEN_SHUTDOWN_TIMEOUT = "KAIZEN_SHUTDOWN_TIMEOUT"
 
 KAIZEN_MAX_QUEUE_SIZE = "KAIZEN_MAX_QUEUE_SIZE"
 """Records held in memory for background delivery before new ones are dropped. Default ``10000``."""
+
+KAIZEN_CACHE_TTL = "KAIZEN_CACHE_TTL"
+"""Seconds ``get_prompt`` serves a cached prompt without asking the server. Default ``300``."""
+
+KAIZEN_PROMPT_REFRESH = "KAIZEN_PROMPT_REFRESH"
+"""Seconds between background revalidations of each ``@task``'s prompt. Default ``2``."""
+
+KAIZEN_PROMPT_WAIT = "KAIZEN_PROMPT_WAIT"
+"""Longest total wait of a task's first call for its prompt, in seconds. Default ``1.5``;
+``0`` never waits when the task has a default prompt."""
 
 KAIZEN_CA_BUNDLE = "KAIZEN_CA_BUNDLE"
 """Path to a CA bundle used to verify the CT server's TLS certificate. Default: system CAs."""
@@ -121,12 +134,14 @@ class Settings:
     max_queue_size: int = 10_000
     verify: bool | str = True
     mask: Masker | None = dataclasses.field(default=None, repr=False)
+    prompt_wait: float = 1.5
+    prompt_refresh: float = 2.0
 
 
 def resolve_settings(
     api_key: str | None = None,
     base_url: str | None = None,
-    cache_ttl: float = 300.0,
+    cache_ttl: float | None = None,
     timeout: float = 30.0,
     *,
     max_retries: int | None = None,
@@ -137,6 +152,8 @@ def resolve_settings(
     max_queue_size: int | None = None,
     verify: bool | str | None = None,
     mask: Masker | None = None,
+    prompt_wait: float | None = None,
+    prompt_refresh: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve each setting: explicit argument, else ``KAIZEN_*`` variable, else default."""
@@ -151,7 +168,10 @@ def resolve_settings(
     return Settings(
         api_key=key,
         base_url=url.rstrip("/"),
-        cache_ttl=cache_ttl,
+        cache_ttl=(
+            cache_ttl if cache_ttl is not None
+            else _env_float(KAIZEN_CACHE_TTL, DEFAULT_CACHE_TTL, env)
+        ),
         timeout=timeout,
         max_retries=(
             max_retries if max_retries is not None
@@ -176,10 +196,35 @@ def resolve_settings(
         ),
         verify=verify if verify is not None else (ca_bundle or True),
         mask=mask,
+        prompt_wait=_non_negative(
+            "prompt_wait",
+            prompt_wait if prompt_wait is not None
+            else _env_float(KAIZEN_PROMPT_WAIT, DEFAULT_PROMPT_WAIT, env),
+        ),
+        prompt_refresh=_positive(
+            "prompt_refresh",
+            prompt_refresh if prompt_refresh is not None
+            else _env_float(KAIZEN_PROMPT_REFRESH, DEFAULT_PROMPT_REFRESH, env),
+        ),
     )
 
 
+def _non_negative(name: str, value: float) -> float:
+    if not value >= 0:  # also NaN
+        raise CTError(f"{name} must be a number of seconds >= 0, got {value!r}.")
+    return float(value)
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise CTError(f"{name} must be a number of seconds > 0, got {value!r}.")
+    return float(value)
+
+
 DEFAULT_BASE_URL = "http://localhost:8000"
+DEFAULT_CACHE_TTL = 300.0
+DEFAULT_PROMPT_WAIT = 1.5
+DEFAULT_PROMPT_REFRESH = 2.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_MAX_QUEUE_SIZE = 10_000

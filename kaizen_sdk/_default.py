@@ -16,6 +16,9 @@ from kaizen_sdk._config import KAIZEN_ENABLED, env_flag
 from kaizen_sdk.errors import CTError
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from kaizen_sdk._config import Masker
     from kaizen_sdk.client import CTClient
 
 __all__ = ["configure", "flush", "get_client"]
@@ -24,21 +27,59 @@ _lock = threading.Lock()
 _client: CTClient | None = None
 
 
-def configure(**kwargs: Any) -> CTClient:
-    """Build the process-wide default client from *kwargs* (as for ``CTClient``) and use it.
+def configure(
+    api_key: str | None = None,
+    base_url: str | None = None,
+    cache_ttl: float | None = None,
+    timeout: float = 30.0,
+    *,
+    max_retries: int | None = None,
+    enabled: bool | None = None,
+    capture_content: bool | None = None,
+    spool_dir: str | None = None,
+    shutdown_timeout: float | None = None,
+    max_queue_size: int | None = None,
+    verify: bool | str | None = None,
+    mask: Masker | None = None,
+    prompt_wait: float | None = None,
+    prompt_refresh: float | None = None,
+    tracer_provider: TracerProvider | None = None,
+    **kwargs: Any,
+) -> CTClient:
+    """Build the process-wide default client and use it (arguments as for ``CTClient``).
 
+    Each setting left out comes from its ``KAIZEN_*`` variable, else its default (see
+    docs/configuration.md): ``cache_ttl`` (``KAIZEN_CACHE_TTL``, 300 s), ``prompt_wait``
+    (``KAIZEN_PROMPT_WAIT``, 1.5 s), ``prompt_refresh`` (``KAIZEN_PROMPT_REFRESH``, 2 s), ...
     A default client configured before is closed (its queued records are delivered first).
 
     Example::
 
         import kaizen_sdk as ct
 
-        ct.configure(api_key="sk-...", base_url="https://ct.example.com")
+        ct.configure(api_key="sk-...", base_url="https://ct.example.com", prompt_refresh=5)
     """
     global _client
     from kaizen_sdk.client import CTClient
 
-    new = CTClient(**kwargs)
+    new = CTClient(
+        api_key,
+        base_url,
+        cache_ttl,
+        timeout,
+        max_retries=max_retries,
+        enabled=enabled,
+        capture_content=capture_content,
+        spool_dir=spool_dir,
+        shutdown_timeout=shutdown_timeout,
+        max_queue_size=max_queue_size,
+        verify=verify,
+        mask=mask,
+        prompt_wait=prompt_wait,
+        prompt_refresh=prompt_refresh,
+        tracer_provider=tracer_provider,
+        **kwargs,  # transport= (tests)
+    )
     with _lock:
         old, _client = _client, new
     if old is not None:

@@ -198,6 +198,36 @@ def _check_score(score: Any) -> float:
     return value
 
 
+def _check_prompt_text(text: Any) -> str:
+    """Return *text* if it is a usable prompt text, else raise `CTValidationError`."""
+    if not isinstance(text, str):
+        raise CTValidationError(f"prompt_text must be a string, got {type(text).__name__}.")
+    if not text.strip():
+        raise CTValidationError("prompt_text must not be empty.")
+    if len(text) > models.MAX_PROMPT_CHARS:
+        raise CTValidationError(
+            f"prompt_text has {len(text)} characters; at most {models.MAX_PROMPT_CHARS} "
+            "are allowed."
+        )
+    return text
+
+
+def _critique(comment: Any, correction: Any, no_output: bool) -> dict[str, Any]:
+    """The ``comment``/``correction`` fields of a feedback or score body (absent if None)."""
+    fields: dict[str, Any] = {}
+    if comment is not None:
+        if not isinstance(comment, str):
+            raise CTValidationError(f"comment must be a string, got {type(comment).__name__}.")
+        fields["comment"] = comment
+    if correction is not None:
+        if no_output:
+            raise CTValidationError(
+                "correction needs an output to correct: pass output=... as well."
+            )
+        fields["correction"] = correction
+    return fields
+
+
 def _check_limit(limit: Any) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise CTValidationError(f"limit must be a positive whole number, got {limit!r}.")
@@ -221,7 +251,7 @@ class _BaseClient:
         self,
         api_key: str | None = None,
         base_url: str | None = None,
-        cache_ttl: float = 300.0,
+        cache_ttl: float | None = None,
         timeout: float = 30.0,
         *,
         max_retries: int | None = None,
@@ -232,6 +262,8 @@ class _BaseClient:
         max_queue_size: int | None = None,
         verify: bool | str | None = None,
         mask: Masker | None = None,
+        prompt_wait: float | None = None,
+        prompt_refresh: float | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._settings = resolve_settings(
@@ -247,6 +279,8 @@ class _BaseClient:
             max_queue_size=max_queue_size,
             verify=verify,
             mask=mask,
+            prompt_wait=prompt_wait,
+            prompt_refresh=prompt_refresh,
         )
         self._tracer_provider = tracer_provider
         self._headers = {
@@ -261,6 +295,7 @@ class _BaseClient:
         # task UUID (str) -> other keys (names) the same task's prompt is cached under
         self._cache_aliases: dict[str, set[str]] = {}
         self._pipeline: Any = None
+        self._prompts: Any = None  # the decorator's PromptFetcher (kaizen_sdk._prompts)
         self._closed = False
         self._clock: Callable[[], float] = time.monotonic
         self._random: Callable[[], float] = random.random
@@ -294,6 +329,14 @@ class _BaseClient:
         return self._prompt_cache.get(str(task_id))
 
     # --- lifecycle helpers --------------------------------------------------------------
+
+    def _close_prompts(self) -> None:
+        fetcher = self._prompts
+        if fetcher is not None:
+            try:
+                fetcher.close()
+            except Exception:
+                logger.exception("Stopping the prompt fetcher failed.")
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -469,12 +512,17 @@ class _BaseClient:
         score: float | None,
         source: str,
         metadata: dict[str, Any] | None,
+        comment: str | None = None,
+        correction: Any = None,
     ) -> models.FeedbackRequest:
         mask = self._settings.mask
         if mask is not None:
             inputs = mask(inputs) if inputs is not None else None
             output = mask(output) if output is not None else None
+            correction = mask(correction) if correction is not None else None
+        critique = _critique(comment, correction, output is None)
         return models.FeedbackRequest(
+            **critique,
             task_id=_require_id("task_id", task_id),
             id=uuid.uuid4(),
             inputs=inputs,
@@ -506,6 +554,23 @@ class _BaseClient:
             return body
         # Fields this SDK does not know yet go to the server as given.
         return {**msgspec.to_builtins(body), **unknown}
+
+    def _score_body(
+        self, score: float, scored_by: str, comment: str | None, correction: Any
+    ) -> models.ScoreRequest:
+        mask = self._settings.mask
+        if mask is not None and correction is not None:
+            correction = mask(correction)
+        return models.ScoreRequest(
+            score=_check_score(score), scored_by=scored_by,
+            **_critique(comment, correction, False),
+        )
+
+    @staticmethod
+    def _version_body(prompt_text: str, activate: bool) -> models.PromptVersionRequest:
+        return models.PromptVersionRequest(
+            prompt_text=_check_prompt_text(prompt_text), activate=bool(activate)
+        )
 
     @staticmethod
     def _activate_body(version_id: str) -> models.ActivateRequest:

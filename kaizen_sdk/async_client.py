@@ -19,7 +19,7 @@ from kaizen_sdk._config import Masker
 from kaizen_sdk._http import (
     _BaseClient,
     _Call,
-    _check_score,
+    _check_prompt_text,
     _list_params,
     _require_id,
     _segment,
@@ -33,7 +33,6 @@ from kaizen_sdk.models import (
     Job,
     OptimizeResult,
     Prompt,
-    ScoreRequest,
     Task,
     TraceResult,
 )
@@ -64,12 +63,17 @@ class AsyncCTClient(_BaseClient):
             is set.
         base_url: base URL of the CT server; falls back to ``KAIZEN_BASE_URL``, then
             ``http://localhost:8000``.
-        cache_ttl: seconds the in-memory prompt cache keeps a prompt fresh.
+        cache_ttl: seconds the in-memory prompt cache keeps a prompt fresh (default
+            ``KAIZEN_CACHE_TTL`` or 300).
         timeout: HTTP request timeout in seconds.
         max_retries: retries of retry-safe requests (default ``KAIZEN_MAX_RETRIES`` or 2).
         enabled, capture_content, spool_dir, shutdown_timeout, max_queue_size, mask:
             background tracing options (see `kaizen_sdk._config`).
         verify: ``False``, or a CA bundle path, for TLS verification (default system CAs).
+        prompt_wait: longest total wait of a ``@task``'s first call for its prompt (default
+            ``KAIZEN_PROMPT_WAIT`` or 1.5 s; ``0`` never waits when there is a default prompt).
+        prompt_refresh: seconds between background revalidations of each ``@task``'s prompt
+            (default ``KAIZEN_PROMPT_REFRESH`` or 2 s).
         tracer_provider: an OpenTelemetry SDK ``TracerProvider`` for CT spans; default: the
             application's global SDK provider if it set one, else a private one.
         transport: an ``httpx`` transport to send through (tests).
@@ -79,7 +83,7 @@ class AsyncCTClient(_BaseClient):
         self,
         api_key: str | None = None,
         base_url: str | None = None,
-        cache_ttl: float = 300.0,
+        cache_ttl: float | None = None,
         timeout: float = 30.0,
         *,
         max_retries: int | None = None,
@@ -90,6 +94,8 @@ class AsyncCTClient(_BaseClient):
         max_queue_size: int | None = None,
         verify: bool | str | None = None,
         mask: Masker | None = None,
+        prompt_wait: float | None = None,
+        prompt_refresh: float | None = None,
         tracer_provider: TracerProvider | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -106,6 +112,8 @@ class AsyncCTClient(_BaseClient):
             max_queue_size=max_queue_size,
             verify=verify,
             mask=mask,
+            prompt_wait=prompt_wait,
+            prompt_refresh=prompt_refresh,
             tracer_provider=tracer_provider,
         )
         self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
@@ -138,6 +146,7 @@ class AsyncCTClient(_BaseClient):
                 await asyncio.to_thread(self._pipeline.shutdown)
             except Exception:
                 logger.exception("Shutting down background delivery failed.")
+        await asyncio.to_thread(self._close_prompts)
         await self._http.aclose()
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -190,6 +199,9 @@ class AsyncCTClient(_BaseClient):
         score: float | None = None,
         source: str = "sdk",
         metadata: dict[str, Any] | None = None,
+        *,
+        comment: str | None = None,
+        correction: Any = None,
     ) -> FeedbackResult:
         """Log a feedback entry for a task: the training signal of prompt optimization.
 
@@ -198,9 +210,15 @@ class AsyncCTClient(_BaseClient):
         Example::
 
             result = client.log_feedback("summarize_ticket", inputs={"ticket": "..."},
-                                         output="A login issue.", score=0.9)
+                                         output="A login issue.", score=0.9,
+                                         comment="too vague", correction="Login fails.")
+
+        ``comment`` is a free-text critique; ``correction`` the output that should have been
+        produced (the local optimizer prefers it as a demonstration).
         """
-        body = self._feedback_body(task_id, inputs, output, score, source, metadata)
+        body = self._feedback_body(
+            task_id, inputs, output, score, source, metadata, comment, correction
+        )
         resp = await self._send(self._call("POST", "/feedback", body, retry_safe=True))
         return self._result(resp, FeedbackResult)
 
@@ -236,6 +254,30 @@ class AsyncCTClient(_BaseClient):
             self._forget_prompt(key)  # the server may have switched versions all the same
             raise
         self._forget_prompt(key, prompt)
+        return prompt
+
+    async def create_prompt_version(
+        self, task_id: str, prompt_text: str, *, activate: bool = False
+    ) -> Prompt:
+        """Add a hand-written prompt version (``optimizer="manual"``); activate it if asked.
+
+        Example::
+
+            version = await client.create_prompt_version(
+                "summarize_ticket", "Summarize in one line: {{ ticket }}", activate=True
+            )
+        """
+        key = _require_id("task_id", task_id)
+        body = self._version_body(prompt_text, activate)
+        path = f"/prompts/{_segment('task_id', key)}/versions"
+        try:
+            resp = await self._send(self._call("POST", path, body))
+            prompt = self._result(resp, Prompt)
+        finally:
+            if activate:
+                self._forget_prompt(key)
+        if activate:
+            self._forget_prompt(key, prompt)
         return prompt
 
     async def trigger_optimization(self, task_id: str) -> OptimizeResult:
@@ -300,16 +342,35 @@ class AsyncCTClient(_BaseClient):
         description: str | None = None,
         schema_json: dict[str, Any] | None = None,
         feedback_threshold: int = 50,
+        *,
+        prompt_text: str | None = None,
         **kwargs: Any,
     ) -> Task:
-        """Create a task; extra keyword arguments (``teacher_model``, ...) go into the body."""
+        """Create a task; extra keyword arguments (``teacher_model``, ...) go into the body.
+
+        With ``prompt_text`` the task starts with that prompt as version 1, active.
+        """
+        if prompt_text is not None:
+            kwargs["prompt_text"] = _check_prompt_text(prompt_text)
         body = self._task_body(name, description, schema_json, feedback_threshold, kwargs)
         return self._result(await self._send(self._call("POST", "/tasks", body)), Task)
 
-    async def score(self, trace_id: str, score: float, scored_by: str = "sdk") -> TraceResult:
-        """Score a captured trace (e.g. ``response.ct_trace_id``) in [0, 1]."""
+    async def score(
+        self,
+        trace_id: str,
+        score: float,
+        scored_by: str = "sdk",
+        *,
+        comment: str | None = None,
+        correction: Any = None,
+    ) -> TraceResult:
+        """Score a captured trace (e.g. ``response.ct_trace_id``) in [0, 1].
+
+        The score also lands on the call's feedback entry (made from the trace if the call
+        sent none), so the optimizer learns from it; ``comment`` and ``correction`` go there.
+        """
         tid = _require_id("trace_id", trace_id)
-        body = ScoreRequest(score=_check_score(score), scored_by=scored_by)
+        body = self._score_body(score, scored_by, comment, correction)
         await self._flush_trace(tid)
         path = f"/traces/{_segment('trace_id', tid)}/score"
         resp = await self._send(self._call("POST", path, body, retry_safe=True))

@@ -197,12 +197,13 @@ def _tasks_table(tasks: Sequence[Any]) -> str:
     if not tasks:
         return "No tasks."
     rows = [
-        [t.name, t.id, t.threshold_progress or f"{t.feedback_count}/{t.feedback_threshold}",
+        [t.name, t.id, t.feedback_count,
+         t.threshold_progress or f"?/{t.feedback_threshold}",
          t.active_prompt_score, t.last_optimization, t.created_at]
         for t in tasks
     ]
     return format_table(
-        ["name", "id", "feedback", "score", "last optimized", "created"], rows
+        ["name", "id", "feedback", "next job", "score", "last optimized", "created"], rows
     )
 
 
@@ -210,14 +211,22 @@ def _prompts_table(prompts: Sequence[Any]) -> str:
     if not prompts:
         return "No prompt versions."
     rows = [
-        [p.version_number, p.status, p.eval_score, p.optimizer, p.id, p.created_at,
-         p.prompt_text]
+        [p.version_number, p.status, p.optimizer, p.eval_score, p.created_at,
+         _content_hash(p.prompt_text), p.prompt_text]
         for p in prompts
     ]
+    # VERSION..HASH take at most ~62 columns; the prompt's start fills the rest of 100
     return format_table(
-        ["version", "status", "score", "optimizer", "id", "created", "prompt"], rows,
-        max_width=48,
+        ["version", "status", "optimizer", "score", "created", "hash", "prompt"], rows,
+        max_width=24,
     )
+
+
+def _content_hash(text: str) -> str:
+    """A short hash of a prompt text: equal texts, equal hashes (tells versions apart)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
 def _prompt_detail(prompt: Any) -> str:
@@ -446,6 +455,7 @@ def _tasks_create(client: CTClient, args: argparse.Namespace) -> int:
         description=args.description,
         schema_json=args.schema_json,
         feedback_threshold=args.feedback_threshold,
+        prompt_text=args.prompt_text,
         **extra,
     )
     _emit(args, task, _detail)
@@ -475,6 +485,51 @@ def _version_id(client: CTClient, task: str, version: str) -> str:
         if prompt.version_number == int(number) and prompt.id is not None:
             return str(prompt.id)
     raise CLIError(f"task {task!r} has no prompt version {int(number)}", EXIT_NOT_FOUND)
+
+
+def _prompts_create(client: CTClient, args: argparse.Namespace) -> int:
+    if args.file is not None:
+        try:
+            with open(args.file, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise CLIError(f"cannot read --file {args.file}: {exc.strerror}", EXIT_USAGE) from None
+    else:
+        text = args.text
+    if not text.strip():
+        raise CLIError("the prompt text is empty", EXIT_USAGE)
+    prompt = client.create_prompt_version(args.task, text, activate=args.activate)
+    _emit(args, prompt, _prompt_detail)
+    return EXIT_OK
+
+
+def _prompts_diff(client: CTClient, args: argparse.Namespace) -> int:
+    import difflib
+
+    versions = client.list_prompt_versions(args.task)
+    texts = []
+    for given in (args.v1, args.v2):
+        number = given[1:] if given[:1] in ("v", "V") else given
+        found = next(
+            (p for p in versions
+             if (number.isdigit() and p.version_number == int(number)) or str(p.id) == given),
+            None,
+        )
+        if found is None:
+            raise CLIError(f"task {args.task!r} has no prompt version {given}", EXIT_NOT_FOUND)
+        texts.append((f"v{found.version_number}", found.prompt_text))
+    (a_name, a_text), (b_name, b_text) = texts
+    diff = list(difflib.unified_diff(
+        a_text.splitlines(keepends=True), b_text.splitlines(keepends=True),
+        fromfile=f"{args.task} {a_name}", tofile=f"{args.task} {b_name}",
+    ))
+    if args.json:
+        _emit_json({"from": a_name, "to": b_name, "same": not diff, "diff": "".join(diff)})
+    elif not diff:
+        _write(f"{a_name} and {b_name} have the same text.")
+    else:
+        _write("".join(line if line.endswith("\n") else line + "\n" for line in diff))
+    return EXIT_OK
 
 
 def _prompts_activate(client: CTClient, args: argparse.Namespace) -> int:
@@ -560,6 +615,9 @@ def _wait(client: CTClient, job: Job, args: argparse.Namespace) -> Job:
 def _final_line(job: Job) -> str:
     if job.is_success:
         made = f": new prompt version {job.prompt_version_id}" if job.prompt_version_id else ""
+        why = (job.job_metadata or {}).get("no_new_version")
+        if not made and why:
+            made = f": no new version ({why})"
         return f"job {job.id} {job.status}{made}"
     why = f": {job.error_message}" if job.error_message else ""
     return f"job {job.id} {job.status}{why}"
@@ -691,6 +749,7 @@ def _add_tasks(sub: Any) -> None:
     p = _leaf(tasks, "create", _tasks_create, "create a task")
     p.add_argument("name", help="unique task name, e.g. summarize_ticket")
     p.add_argument("--description")
+    p.add_argument("--prompt-text", metavar="TEXT", help="the task's first prompt (version 1)")
     p.add_argument(
         "--feedback-threshold", type=_positive_int, default=50, metavar="N",
         help="feedback entries that start an optimization (default 50)",
@@ -704,7 +763,7 @@ def _add_tasks(sub: Any) -> None:
 
 
 def _add_prompts(sub: Any) -> None:
-    prompts = _group(sub, "prompts", "show and switch prompt versions")
+    prompts = _group(sub, "prompts", "show, write, compare and switch prompt versions")
     p = _leaf(prompts, "get", _prompts_get, "show the active prompt of a task")
     p.add_argument("task", help="task name or id")
     p.add_argument("--text", action="store_true", help="print only the prompt text")
@@ -713,6 +772,16 @@ def _add_prompts(sub: Any) -> None:
     p = _leaf(prompts, "activate", _prompts_activate, "make a prompt version the active one")
     p.add_argument("task", help="task name or id")
     p.add_argument("version", help="version id, or version number (3 or v3)")
+    p = _leaf(prompts, "create", _prompts_create, "add a hand-written prompt version")
+    p.add_argument("task", help="task name or id")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the prompt text")
+    source.add_argument("--file", metavar="PATH", help="read the prompt text from a file")
+    p.add_argument("--activate", action="store_true", help="make it the active version")
+    p = _leaf(prompts, "diff", _prompts_diff, "show how two prompt versions differ")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("v1", help="version number (3 or v3) or id")
+    p.add_argument("v2", help="version number (3 or v3) or id")
 
 
 def _add_feedback(sub: Any) -> None:

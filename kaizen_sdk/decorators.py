@@ -3,10 +3,10 @@
 ``@ct.task("summarize_ticket")`` on a function (plain, method, ``async def``, generator or
 async generator) makes every call
 
-1. get the task's active `Prompt` from the client's TTL cache (stale entries are served while
-   one background refresh runs; with nothing cached, one short attempt, else
-   ``default_prompt``) and pass it as the ``prompt`` argument when the function has one and
-   the caller did not pass it;
+1. get the task's active `Prompt` from the client's cache, which `kaizen_sdk._prompts` keeps
+   current in the background (the first call waits at most ``prompt_wait`` seconds, else
+   ``default_prompt`` is used) and pass it as the ``prompt`` argument when the function has
+   one and the caller did not pass it;
 2. run inside an OpenTelemetry span ``ct.task <name>`` that nests under the current span,
    with a fresh UUID4 trace id (`current_trace_id`);
 3. hand a record (inputs without ``prompt``, output, prompt version, latency) to the
@@ -23,19 +23,12 @@ except the function's own exceptions and a `CTError` for a task with no prompt a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import inspect
 import logging
-import os
-import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
-from urllib.parse import quote
 
-import httpx
 import msgspec
 import wrapt
 from opentelemetry import context as otel_context
@@ -43,9 +36,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from kaizen_sdk import _default, tracing
+from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
 from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
 from kaizen_sdk.errors import CTError
-from kaizen_sdk.models import IngestRequest, Prompt, TraceResult, decode
+from kaizen_sdk.models import Prompt, TraceResult
 from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
 
 __all__ = [
@@ -64,10 +58,6 @@ _log = logging.getLogger("kaizen_sdk.decorators")
 
 R = TypeVar("R")
 
-_COLD_TIMEOUT = 1.5
-_REFRESH_TIMEOUT = 5.0
-_RETRY_FIRST = 1.0
-_RETRY_MAX = 60.0
 _SIMPLE = (str, int, float, bool, type(None))
 
 
@@ -170,252 +160,6 @@ class AsyncTaskFunction(Protocol[P, R]):
     def __get__(
         self, instance: Any, owner: type | None = None
     ) -> AsyncTaskFunction[..., R]: ...
-
-
-# --- prompts -------------------------------------------------------------------------------
-
-
-class _NoPrompt(Exception):
-    """The prompt could not be fetched; the message says why (never the API key)."""
-
-
-class _PromptState:
-    __slots__ = ("delay", "error", "failing", "gen", "refreshing")
-
-    def __init__(self) -> None:
-        self.refreshing = False  # a background fetch is queued, running or scheduled
-        self.gen = 0  # scheduled fetches of an older generation are skipped
-        self.failing = False  # nothing cached and the last fetch failed: serve the default
-        self.delay = 0.0
-        self.error = ""
-
-
-class _Prompts:
-    """Per client: the cold fetch, background refresh with a growing delay, and its state.
-
-    Calls never wait on a failing server: after a failed fetch, calls with a default use it
-    without I/O until a background fetch succeeds (after 1, 2, 4 ... 60 s). An expired entry
-    is served while one background refresh runs.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._settings = client._settings
-        self._cache = client._prompt_cache
-        self._states: dict[str, _PromptState] = {}
-        self.failing: set[str] = set()  # read without the lock on the hot path
-        self._lock = threading.Lock()
-        self._http: httpx.Client | None = None
-        self._queue: queue.SimpleQueue[tuple[float, str, int]] = queue.SimpleQueue()
-        self._worker: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._closed = False
-        self._inflight = 0
-
-    # calls ---------------------------------------------------------------------------------
-
-    def peek(self, name: str, default: Prompt | None) -> Prompt | None:
-        """Return the prompt without I/O, or None when a cold fetch is needed first."""
-        found = self._cache.lookup(name)
-        if found is not None:
-            self.hit(name, found[1])
-            prompt: Prompt = found[0]
-            return prompt
-        if default is not None and name in self.failing:
-            return default  # a background fetch will fill the cache
-        return None
-
-    def hit(self, name: str, fresh: bool) -> None:
-        """A call found *name* cached: refresh it when expired, forget an old failure."""
-        if not fresh:
-            self._refresh(name)
-        if name in self.failing:
-            with self._lock:
-                self.failing.discard(name)
-                self._state(name).failing = False
-
-    def get(self, name: str, default: Prompt | None) -> Prompt:
-        """Return the prompt; on a cold start one short attempt, then the default."""
-        prompt = self.peek(name, default)
-        if prompt is not None:
-            return prompt
-        try:
-            fetched: Prompt = self._cache.get_or_load(
-                name, lambda: self._fetch(name, _COLD_TIMEOUT)
-            )
-        except Exception as exc:
-            reason = str(exc) if isinstance(exc, _NoPrompt) else _why(exc)
-            self._failed(name, reason)
-            if default is not None:
-                return default
-            raise _missing(name, reason) from None
-        self.hit(name, True)
-        return fetched
-
-    def delivered(self, batch: IngestRequest) -> None:
-        """Traces were delivered: a task that had no prompt may have its version 1 now."""
-        if not self.failing:
-            return
-        for item in batch.traces:
-            name = item.task_id
-            if name in self.failing:
-                with self._lock:
-                    state = self._state(name)
-                    if not state.failing or state.delay == 0.0:
-                        continue
-                    state.delay = 0.0  # fetch now; a failure starts the delays over
-                    state.refreshing = True
-                    state.gen += 1
-                    gen = state.gen
-                self._schedule(0.0, name, gen)
-
-    def close(self) -> None:
-        """Stop background refreshes and close the connection pool (the client closed)."""
-        with self._lock:
-            self._closed = True
-            http = None
-            if self._inflight == 0:  # else the last fetch to finish closes it
-                http, self._http = self._http, None
-            worker = self._worker
-        if worker is not None:
-            self._queue.put((0.0, "", 0))  # wakes the worker, which sees _closed and stops
-        if http is not None:
-            http.close()
-
-    # background ----------------------------------------------------------------------------
-
-    def _state(self, name: str) -> _PromptState:
-        state = self._states.get(name)
-        if state is None:
-            state = self._states.setdefault(name, _PromptState())
-        return state
-
-    def _refresh(self, name: str) -> None:
-        with self._lock:
-            state = self._state(name)
-            if state.refreshing:
-                return
-            state.refreshing = True
-            gen = state.gen
-        self._schedule(0.0, name, gen)
-
-    def _failed(self, name: str, reason: str) -> None:
-        with self._lock:
-            state = self._state(name)
-            state.error = reason
-            state.failing = True
-            self.failing.add(name)
-            if state.refreshing:
-                return
-            state.refreshing = True
-            state.delay = _RETRY_FIRST
-            gen = state.gen
-        _log.info("No prompt for task %r yet (%s); retrying in the background.", name, reason)
-        self._schedule(_RETRY_FIRST, name, gen)
-
-    def _schedule(self, delay: float, name: str, gen: int) -> None:
-        if self._worker is None or self._pid != os.getpid():
-            with self._lock:
-                if self._worker is None or self._pid != os.getpid():
-                    if self._pid != os.getpid():  # a forked child starts afresh
-                        self._pid = os.getpid()
-                        self._http = None  # the parent's pool is not ours
-                        self._inflight = 0
-                        self._states.clear()
-                        self.failing.clear()
-                    self._queue = queue.SimpleQueue()
-                    self._worker = threading.Thread(
-                        target=self._run, name="kaizen-prompts", daemon=True
-                    )
-                    self._worker.start()
-        self._queue.put((time.monotonic() + delay, name, gen))
-
-    def _run(self) -> None:
-        due: list[tuple[float, str, int]] = []
-        q = self._queue
-        while not self._closed:
-            timeout = None if not due else max(0.0, due[0][0] - time.monotonic())
-            with contextlib.suppress(queue.Empty):
-                heapq.heappush(due, q.get(timeout=timeout))
-            while due and due[0][0] <= time.monotonic() and not self._closed:
-                _, name, gen = heapq.heappop(due)
-                state = self._states.get(name)
-                if not name or state is None or state.gen != gen:
-                    continue
-                retry = self._refresh_now(name)
-                if retry is not None:
-                    heapq.heappush(due, (time.monotonic() + retry, name, gen))
-
-    def _refresh_now(self, name: str) -> float | None:
-        """Fetch *name* in the background; return the delay before a retry, or None."""
-        found = self._cache.lookup(name)
-        if found is None or not found[1]:
-            try:
-                prompt = self._fetch(name, _REFRESH_TIMEOUT)
-            except Exception as exc:
-                with self._lock:
-                    state = self._state(name)
-                    state.error = str(exc) if isinstance(exc, _NoPrompt) else _why(exc)
-                    state.delay = min(_RETRY_MAX, max(_RETRY_FIRST, state.delay * 2))
-                    return state.delay
-            self._cache.set(name, prompt)
-        # fetched now, or someone else (get_prompt, a cold call) already did
-        with self._lock:
-            state = self._state(name)
-            state.refreshing = state.failing = False
-            state.delay = 0.0
-            state.error = ""
-            self.failing.discard(name)
-        return None
-
-    def _fetch(self, name: str, timeout: float) -> Prompt:
-        with self._lock:
-            if self._closed:
-                raise _NoPrompt("the client is closed")
-            http = self._http
-            if http is None:
-                options = dict(self._client._httpx_options())
-                options.setdefault("headers", dict(self._client._headers))
-                http = self._http = httpx.Client(**options)
-            self._inflight += 1
-        try:
-            url = f"{self._settings.base_url}/api/v1/prompts/{quote(name, safe='')}"
-            resp = http.get(url, timeout=min(timeout, self._settings.timeout))
-        finally:
-            with self._lock:
-                self._inflight -= 1
-                last = self._closed and self._inflight == 0 and self._http is not None
-                if last:
-                    self._http = None
-            if last:
-                http.close()
-        if resp.status_code == 404:
-            raise _NoPrompt("the CT server has no active prompt for it yet")
-        if resp.status_code != 200:
-            raise _NoPrompt(f"the CT server answered {resp.status_code}")
-        try:
-            prompt = decode(resp.content, Prompt)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise _NoPrompt(f"the CT server sent an invalid prompt: {exc}") from None
-        remember = getattr(self._client, "_remember_prompt", None)
-        if remember is not None:
-            remember(name, prompt)
-        return prompt
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "the CT server did not answer in time"
-    if isinstance(exc, httpx.TransportError):
-        return "the CT server could not be reached"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _missing(name: str, reason: str) -> CTError:
-    return CTError(
-        f"No prompt for task {name!r}: {reason or 'it could not be fetched'}. Pass "
-        f"default_prompt=... to @task({name!r}) so calls can run without the CT server."
-    )
 
 
 # --- per-call state ------------------------------------------------------------------------
@@ -538,7 +282,7 @@ class _TaskSpec:
         self._given_client = client
         self._client: Any = None
         self._pipeline: tracing.Pipeline | None = None
-        self._prompts: _Prompts | None = None
+        self._prompts: PromptFetcher | None = None
         self._cache: Any = None
         self._pv: tuple[Prompt | None, str | None] = (None, None)
         params = list(inspect.signature(fn).parameters.values())
@@ -568,8 +312,8 @@ class _TaskSpec:
             return self._given_client
         return _default._client_or_none()
 
-    def _resolve(self) -> _Prompts | None:
-        """Find the client (lazily, the default one) and its pipeline; None without one."""
+    def _resolve(self) -> PromptFetcher | None:
+        """Find the client (lazily, the default one), its pipeline and prompt fetcher."""
         client = self._given_client
         if client is None:
             client = _default._client_for_tasks()
@@ -578,17 +322,10 @@ class _TaskSpec:
                 self._pipeline = self._prompts = self._cache = None
             else:
                 pipeline = tracing.pipeline_for(client)
-                prompts = pipeline.prompts
-                if prompts is None:
-                    with pipeline.prompt_lock:
-                        prompts = pipeline.prompts
-                        if prompts is None:
-                            prompts = pipeline.prompts = _Prompts(client)
-                            if pipeline.delivery is not None:
-                                pipeline.delivery.on_delivered = prompts.delivered
+                prompts = prompt_fetcher(client)
                 # the hot path reads _prompts first: publish it last
                 self._pipeline = pipeline
-                self._cache = prompts._cache
+                self._cache = prompts.cache
                 self._prompts = prompts
             self._client = client
         return self._prompts
@@ -631,11 +368,11 @@ class _TaskSpec:
         return _UNSET if prompt is None else prompt
 
     def prompt_io(self) -> Prompt:
-        """The cold path: one short fetch, else the default (or a `CTError`)."""
+        """The cold path: wait up to prompt_wait for the fetch, else the default (or `CTError`)."""
         prompts = self._resolve()
         if prompts is None:
             if self.default is None:
-                raise _missing(self.name, "no CT client is configured")
+                raise missing_prompt(self.name, "no CT client is configured")
             return self.default
         return prompts.get(self.name, self.default)
 
@@ -651,7 +388,7 @@ class _TaskSpec:
     ) -> _Call:
         """Start a call: resolve and inject the prompt, make the trace id, start the span.
 
-        *prompt* is `_UNSET` to resolve it here (a cold start may do one short fetch).
+        *prompt* is `_UNSET` to resolve it here (a cold start waits up to prompt_wait).
         """
         name = self.name
         if prompt is _UNSET:
@@ -873,7 +610,7 @@ def _async_wrapper(spec: _TaskSpec, with_run: bool) -> Callable[..., Any]:
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         prompt = nowait(instance, args, kwargs)
-        if prompt is _UNSET:  # cold start: the one short fetch runs off the event loop
+        if prompt is _UNSET:  # cold start: the bounded wait runs off the event loop
             prompt = await asyncio.get_running_loop().run_in_executor(None, spec.prompt_io)
         call = begin(instance, args, kwargs, prompt, True)
         try:

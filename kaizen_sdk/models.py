@@ -17,6 +17,7 @@ from uuid import UUID
 import msgspec
 
 __all__ = [
+    "MAX_PROMPT_CHARS",
     "TERMINAL_JOB_STATUSES",
     "ActivateRequest",
     "CostEstimate",
@@ -30,6 +31,7 @@ __all__ = [
     "Job",
     "OptimizeResult",
     "Prompt",
+    "PromptVersionRequest",
     "ScoreRequest",
     "Task",
     "TaskCreateRequest",
@@ -46,6 +48,12 @@ Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 """A quality score in [0, 1]; the local server rejects anything else with a 422."""
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+MAX_PROMPT_CHARS = 200_000
+"""Longest prompt text the local server stores; a longer one is answered with 422."""
+
+PromptText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
+"""A prompt version's text: not empty, at most `MAX_PROMPT_CHARS` characters."""
 
 TERMINAL_JOB_STATUSES = frozenset(
     {"SUCCESS", "FAILURE", "PR_FAILED", "COMPLETED", "FAILED", "ERROR", "CANCELLED", "CANCELED"}
@@ -137,6 +145,9 @@ class FeedbackResult(msgspec.Struct, kw_only=True, repr_omit_defaults=True):
     metadata: dict[str, Any] | None = None
     metadata_: dict[str, Any] | None = None
     created_at: datetime | None = None
+    comment: str | None = None
+    correction: Any = None
+    trace_id: UUID | None = None
 
     def __post_init__(self) -> None:
         if self.metadata is None and self.metadata_ is not None:
@@ -252,6 +263,9 @@ class FeedbackRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_u
     score: Score | None = None
     source: str = "sdk"
     metadata: dict[str, Any] | None = None
+    # UNSET (never sent) rather than None, so servers that predate them never see these keys
+    comment: str | msgspec.UnsetType | None = msgspec.UNSET
+    correction: Any | msgspec.UnsetType = msgspec.UNSET
 
 
 class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -295,6 +309,7 @@ class TaskCreateRequest(
     github_base_branch: str | None = None
     prompt_path: str | None = None
     prompt_format: str | None = None
+    prompt_text: PromptText | None = None
 
 
 class ActivateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -308,6 +323,17 @@ class ScoreRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     score: Score
     scored_by: str = "sdk"
+    comment: str | msgspec.UnsetType | None = msgspec.UNSET
+    correction: Any | msgspec.UnsetType = msgspec.UNSET
+
+
+class PromptVersionRequest(
+    msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
+    """Body of ``POST /api/v1/prompts/{task_id}/versions``: a hand-written prompt version."""
+
+    prompt_text: PromptText
+    activate: bool = False
 
 
 # --- encoding --------------------------------------------------------------------------

@@ -219,9 +219,6 @@ class Pipeline:
         self.delivery: Delivery | None = None
         self.provider: Any = None
         self.tracer: trace.Tracer = trace.NoOpTracer()
-        # the task decorator keeps its prompt fetcher here (one per client)
-        self.prompts: Any = None
-        self.prompt_lock = threading.Lock()
         self._closed = False
         if not self.enabled:
             return
@@ -302,13 +299,8 @@ class Pipeline:
             return
         self._closed = True
         atexit.unregister(self._at_exit)
-        try:
-            if self.delivery is not None:
-                self.delivery.shutdown(timeout)
-        finally:
-            prompts = self.prompts
-            if prompts is not None:
-                prompts.close()
+        if self.delivery is not None:
+            self.delivery.shutdown(timeout)
 
     def _at_exit(self) -> None:
         # Several pipelines share one exit budget: the longest shutdown_timeout among them.

@@ -11,11 +11,15 @@ Errors are JSON ``{"title", "detail"}``: non-JSON body 400, missing or wrong ``X
 unknown object or route 404, wrong method 405, duplicate task name 409, body over
 `MAX_BODY_BYTES` 413, a missing or wrongly typed field 422 (``detail`` names the field),
 anything unexpected 500 (and a log line). Health and the OpenAPI document need no key.
+
+``GET /prompts/{task_id}`` carries an ``ETag``, a hash of the encoded body (so any field added
+to the answer later is covered too), and answers a matching ``If-None-Match`` with ``304``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import hmac
 import logging
 import re
@@ -30,7 +34,7 @@ import msgspec
 from kaizen_sdk._version import __version__
 from kaizen_sdk.local.jobs import JobWorker
 from kaizen_sdk.local.optimizer import split_sizes
-from kaizen_sdk.local.store import Conflict, NotFound, Store
+from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Store
 from kaizen_sdk.models import (
     ActivateRequest,
     CostEstimate,
@@ -44,12 +48,14 @@ from kaizen_sdk.models import (
     Job,
     OptimizeResult,
     Prompt,
+    PromptVersionRequest,
     ScoreRequest,
     Task,
     TaskCreateRequest,
     TraceRequest,
     TraceResult,
     decoder,
+    encode,
 )
 
 __all__ = [
@@ -63,6 +69,7 @@ __all__ = [
     "check_key",
     "decode",
     "error_response",
+    "etag_of",
     "openapi_document",
     "parse_query",
     "resolve",
@@ -219,7 +226,10 @@ class Api:
         return ApiResponse(200, self.store.get_task(r.params["task_id"]))
 
     def add_feedback(self, r: ApiRequest) -> ApiResponse:
-        result, jobs = self.store.add_feedback(decode(r.body, FeedbackRequest))
+        req: FeedbackRequest = decode(r.body, FeedbackRequest)
+        if _correction_without_output(req):
+            raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, _NO_OUTPUT)
+        result, jobs = self.store.add_feedback(req)
         self._submit(jobs)
         return ApiResponse(201, result)
 
@@ -227,7 +237,19 @@ class Api:
         return ApiResponse(200, self.store.list_feedback(r.query.get("task_id"), _limit(r.query)))
 
     def get_prompt(self, r: ApiRequest) -> ApiResponse:
-        return ApiResponse(200, self.store.active_prompt(r.params["task_id"]))
+        body = encode(self.store.active_prompt(r.params["task_id"]))
+        tag = etag_of(body)
+        headers = {"ETag": tag, "Cache-Control": "no-cache"}
+        if _etag_matches(r.headers.get("if-none-match"), tag):
+            return ApiResponse(304, None, headers)
+        return ApiResponse(200, msgspec.Raw(body), headers)
+
+    def create_version(self, r: ApiRequest) -> ApiResponse:
+        req: PromptVersionRequest = decode(r.body, PromptVersionRequest)
+        prompt = self.store.create_version(
+            r.params["task_id"], req.prompt_text, activate=req.activate
+        )
+        return ApiResponse(201, prompt)
 
     def list_versions(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(200, self.store.list_versions(r.params["task_id"]))
@@ -263,7 +285,14 @@ class Api:
 
     def score_trace(self, r: ApiRequest) -> ApiResponse:
         req: ScoreRequest = decode(r.body, ScoreRequest)
-        result = self.store.score_trace(r.params["trace_id"], req.score, req.scored_by)
+        jobs: list[str] = []
+        result = self.store.score_trace(
+            r.params["trace_id"], req.score, req.scored_by,
+            comment=None if req.comment is msgspec.UNSET else req.comment,
+            correction=None if req.correction is msgspec.UNSET else req.correction,
+            new_jobs=jobs,
+        )
+        self._submit(jobs)
         return ApiResponse(200, result)
 
     def ingest(self, r: ApiRequest) -> ApiResponse:
@@ -273,6 +302,13 @@ class Api:
         feedback: list[FeedbackRequest] = _convert_items(
             raw.feedback, FeedbackRequest, "feedback", errors
         )
+        for index, item in enumerate(feedback):
+            if _correction_without_output(item):
+                errors.append(IngestError(
+                    kind="feedback", id=None if item.id is None else str(item.id),
+                    detail=f"feedback[{index}]: {_NO_OUTPUT}",
+                ))
+        feedback = [item for item in feedback if not _correction_without_output(item)]
         accepted, store_errors, jobs = self.store.ingest(traces, feedback)
         self._submit(jobs)
         errors += [IngestError(kind=k, id=i, detail=d) for k, i, d in store_errors]
@@ -362,6 +398,15 @@ ROUTES: tuple[Route, ...] = (
         200,
         Prompt,
         ActivateRequest,
+    ),
+    Route(
+        "POST",
+        "/api/v1/prompts/{task_id}/versions",
+        "create_version",
+        "Add a hand-written prompt version (optimizer: manual)",
+        201,
+        Prompt,
+        PromptVersionRequest,
     ),
     Route(
         "POST",
@@ -483,6 +528,12 @@ def _build_openapi() -> dict[str, Any]:
                 "content": {"application/json": {"schema": schema_of[id(route.response)]}},
             }
         }
+        if route.operation == "get_prompt":  # conditional GET for cheap revalidation
+            parameters.append(
+                {"name": "If-None-Match", "in": "header", "required": False,
+                 "schema": {"type": "string"}}
+            )
+            responses["304"] = {"description": "Not modified: the ETag still matches"}
         for code, text in _ERROR_STATUSES.items():
             if route.public and code != "404":
                 continue
@@ -537,6 +588,29 @@ def resolve(method: str, path: str) -> tuple[Route, dict[str, str]]:
     raise ApiError(HTTPStatus.NOT_FOUND, f"No route for {method} {path}.")
 
 
+def etag_of(body: bytes) -> str:
+    """Return the strong ``ETag`` of an encoded answer: a hash of its bytes."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _etag_matches(header: str | None, tag: str) -> bool:
+    """Whether ``If-None-Match`` names *tag* (weak comparison, as RFC 9110 asks for GET)."""
+    if not header:
+        return False
+    for item in header.split(","):
+        item = item.strip()
+        if item == "*" or item.removeprefix("W/") == tag:
+            return True
+    return False
+
+
+_NO_OUTPUT = "`correction` needs an `output` to correct: this feedback entry has no output"
+
+
+def _correction_without_output(req: FeedbackRequest) -> bool:
+    return req.correction not in (None, msgspec.UNSET) and req.output is None
+
+
 def check_key(given: str | None, expected: str) -> None:
     """Raise `ApiError` 401 unless *given* equals *expected* (compared in constant time)."""
     if given is None:
@@ -563,6 +637,8 @@ def error_response(exc: BaseException, method: str = "", path: str = "") -> ApiR
         return ApiResponse(404, ErrorBody(title="Not Found", detail=str(exc)))
     if isinstance(exc, Conflict):
         return ApiResponse(409, ErrorBody(title="Conflict", detail=str(exc)))
+    if isinstance(exc, Invalid):
+        return ApiResponse(422, ErrorBody(title="Unprocessable Entity", detail=str(exc)))
     logger.error("local CT server: %s %s failed", method, path, exc_info=exc)
     detail = "The server failed to handle the request; see its log."
     return ApiResponse(500, ErrorBody(title="Internal Server Error", detail=detail))

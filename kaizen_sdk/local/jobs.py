@@ -109,7 +109,7 @@ class JobWorker:
             return
         if not self._step(job_id, "saving"):
             return
-        self._store.finish_job_success(
+        job = self._store.finish_job_success(
             job_id,
             result.prompt_text,
             eval_score=result.eval_score,
@@ -122,5 +122,9 @@ class JobWorker:
                 "eval_metric": "mean validation feedback score",
             },
         )
-        logger.info("local optimization job %s finished: eval_score=%.4f", job_id,
-                    result.eval_score)
+        if job.prompt_version_id is None:
+            logger.info("local optimization job %s made no new version: %s", job_id,
+                        (job.job_metadata or {}).get("no_new_version"))
+        else:
+            logger.info("local optimization job %s finished: eval_score=%.4f", job_id,
+                        result.eval_score)

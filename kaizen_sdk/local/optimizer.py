@@ -6,8 +6,10 @@ examples as demonstrations. The steps are
 1. `split_train_val`: scored feedback is ordered by a SHA-256 hash of each example's id (stable
    across runs and insert order) and the first ``ceil(n * VAL_FRACTION)`` examples become the
    validation split (none when there is a single example); the rest are training examples.
-2. `select_demos`: the ``MAX_DEMOS`` best-scored training examples that score at least
-   ``MIN_DEMO_SCORE`` (ties broken by id). Poorly rated outputs are never shown as examples.
+2. `select_demos`: up to ``MAX_DEMOS`` training examples. Examples with a ``correction`` (the
+   output a user said should have been produced) come first, with the correction as their
+   output, whatever the score of the original output; then the best-scored examples that score
+   at least ``MIN_DEMO_SCORE`` (ties broken by id). Poorly rated outputs are never shown.
 3. `build_prompt`: the base prompt plus an ``Examples`` section listing each demo's inputs and
    output as JSON (no section when no example qualifies).
 4. `eval_score`: the mean score of the validation examples, i.e. how the outputs that users
@@ -68,6 +70,12 @@ class Example:
     inputs: dict[str, Any] | None
     output: Any
     score: float
+    correction: Any = None
+
+    @property
+    def demo_output(self) -> Any:
+        """The output to show as a demonstration: the correction when there is one."""
+        return self.output if self.correction is None else self.correction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,12 +122,13 @@ def split_train_val(examples: Sequence[Example]) -> tuple[list[Example], list[Ex
 def select_demos(
     train: Sequence[Example], k: int = MAX_DEMOS, *, min_score: float = MIN_DEMO_SCORE
 ) -> list[Example]:
-    """Return the *k* best-scored training examples scoring at least *min_score*.
+    """Return up to *k* demonstrations: corrected examples, then the best-scored ones.
 
-    Best first; ties are broken by id.
+    An example with a correction qualifies whatever its score; others need *min_score*.
+    Within each group best first; ties are broken by id.
     """
-    good = [e for e in train if e.score >= min_score]
-    return sorted(good, key=lambda e: (-e.score, e.id))[: max(0, k)]
+    good = [e for e in train if e.correction is not None or e.score >= min_score]
+    return sorted(good, key=lambda e: (e.correction is None, -e.score, e.id))[: max(0, k)]
 
 
 def default_base_prompt(task_name: str) -> str:
@@ -142,7 +151,8 @@ def build_prompt(base_prompt: str, demos: Sequence[Example]) -> str:
         return base
     lines = [base, "", _EXAMPLES_HEADER]
     for number, demo in enumerate(demos, start=1):
-        output = demo.output if isinstance(demo.output, str) else _as_json(demo.output)
+        shown = demo.demo_output
+        output = shown if isinstance(shown, str) else _as_json(shown)
         lines += ["", f"Example {number}:", f"Input: {_as_json(demo.inputs or {})}",
                   f"Output: {output}"]
     return "\n".join(lines)

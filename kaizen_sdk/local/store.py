@@ -26,6 +26,7 @@ import msgspec
 
 from kaizen_sdk.local.optimizer import Example
 from kaizen_sdk.models import (
+    MAX_PROMPT_CHARS,
     FeedbackRequest,
     FeedbackResult,
     Job,
@@ -41,6 +42,7 @@ __all__ = [
     "AUTO_TASK_THRESHOLD",
     "SCHEMA_VERSION",
     "Conflict",
+    "Invalid",
     "NotFound",
     "Store",
     "StoreError",
@@ -49,7 +51,7 @@ __all__ = [
 
 logger = logging.getLogger("kaizen_sdk.local.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
 
 AUTO_TASK_THRESHOLD = 50
@@ -148,6 +150,20 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task_id, seq);
 """
 
+# Schema step 2, "feedback critique": a comment and a correction on feedback, the trace a
+# feedback entry scores, and how many entries were scored since the task's last job (so a
+# threshold job needs new scored feedback).
+_STEP_FEEDBACK_CRITIQUE = (
+    "ALTER TABLE feedback ADD COLUMN comment TEXT",
+    "ALTER TABLE feedback ADD COLUMN correction TEXT",
+    "ALTER TABLE feedback ADD COLUMN trace_id TEXT",
+    "ALTER TABLE tasks ADD COLUMN scored_since_job INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id)",
+)
+
+# schema version -> the statements that bring a database of the version before up to it
+_MIGRATIONS: dict[int, tuple[str, ...]] = {2: _STEP_FEEDBACK_CRITIQUE}
+
 _TASK_OPTIONAL = (
     "description",
     "feedback_retention_limit",
@@ -174,6 +190,10 @@ class Conflict(StoreError):
     """The write clashes with existing data (e.g. a duplicate task name)."""
 
 
+class Invalid(StoreError):
+    """A value the store will not keep (e.g. an empty prompt text); ``str()`` names the field."""
+
+
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(timezone.utc)
@@ -197,6 +217,26 @@ def _unjson(text: str | None) -> Any:
 
 def _uuid(text: str | None) -> uuid.UUID | None:
     return None if text is None else uuid.UUID(text)
+
+
+def _check_prompt_text(text: str) -> None:
+    if not text.strip():
+        raise Invalid("`prompt_text` must not be empty or only whitespace")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise Invalid(
+            f"`prompt_text` has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed"
+        )
+
+
+def _critique(comment: Any, correction: Any, output: Any) -> tuple[str | None, Any]:
+    """Check a comment and correction (UNSET counts as absent); return them as stored."""
+    comment = None if comment is msgspec.UNSET else comment
+    correction = None if correction is msgspec.UNSET else correction
+    if correction is not None and output is None:
+        raise Invalid(
+            "`correction` needs an `output` to correct: this feedback entry has no output"
+        )
+    return comment, correction
 
 
 def _as_uuid(ref: str) -> str | None:
@@ -288,15 +328,22 @@ class Store:
                     conn.execute(statement)
             row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
             current = row["v"]
-            if current is None:
+            if current is None:  # a new file: _SCHEMA is version 1, the steps follow
+                current = 1
                 conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                    (SCHEMA_VERSION, _ts()),
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (1, _ts())
                 )
             elif current > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"Database {self.path} has schema version {current}, newer than this "
                     f"kaizen_sdk supports ({SCHEMA_VERSION}); upgrade kaizen_sdk."
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (version, _ts()),
                 )
 
     def schema_version(self) -> int:
@@ -375,6 +422,11 @@ class Store:
             if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (req.name,)).fetchone():
                 raise Conflict(f"a task named {req.name!r} already exists")
             task_id = self._insert_task(conn, req)
+            if req.prompt_text is not None:
+                _check_prompt_text(req.prompt_text)
+                self._insert_prompt(
+                    conn, task_id, req.prompt_text, status="active", optimizer="manual"
+                )
             return self._task(conn, self._require_task(conn, task_id))
 
     def get_task(self, ref: str) -> Task:
@@ -424,6 +476,27 @@ class Store:
         )
         return prompt_id
 
+    def create_version(self, ref: str, prompt_text: str, *, activate: bool) -> Prompt:
+        """Store a hand-written prompt version (``optimizer="manual"``), active if asked.
+
+        Not activated, it is a ``candidate`` until someone activates it.
+        """
+        _check_prompt_text(prompt_text)
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            if activate:
+                conn.execute(
+                    "UPDATE prompts SET status = 'inactive' WHERE task_id = ?"
+                    " AND status = 'active'",
+                    (task["id"],),
+                )
+            prompt_id = self._insert_prompt(
+                conn, task["id"], prompt_text, status="active" if activate else "candidate",
+                optimizer="manual",
+            )
+            row = conn.execute("SELECT * FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+            return self._prompt(row)
+
     def active_prompt(self, ref: str) -> Prompt:
         """Return the task's active prompt version."""
         conn = self._conn()
@@ -454,7 +527,9 @@ class Store:
                 (str(version_id), task["id"]),
             ).fetchone()
             if row is None:
-                raise NotFound(f"prompt version {version_id} not found for task {task['name']!r}")
+                raise NotFound(
+                    f"version_id {version_id} is not a prompt version of task {task['name']!r}"
+                )
             conn.execute(
                 "UPDATE prompts SET status = 'inactive' WHERE task_id = ? AND status = 'active'"
                 " AND id != ?",
@@ -477,6 +552,9 @@ class Store:
             source=row["source"],
             metadata=_unjson(row["metadata"]),
             created_at=_dt(row["created_at"]),
+            comment=row["comment"],
+            correction=_unjson(row["correction"]),
+            trace_id=_uuid(row["trace_id"]),
         )
 
     def _add_feedback(
@@ -486,20 +564,41 @@ class Store:
             old = conn.execute("SELECT * FROM feedback WHERE id = ?", (str(req.id),)).fetchone()
             if old is not None:
                 return self._feedback(old)
+        comment, correction = _critique(req.comment, req.correction, req.output)
         task = self._task_for_write(conn, req.task_id)
         fid = str(req.id or uuid.uuid4())
+        trace_id = req.metadata.get("trace_id") if isinstance(req.metadata, dict) else None
+        trace_key = _as_uuid(trace_id) if isinstance(trace_id, str) else None
+        if trace_key is not None:
+            # The trace was scored before its call's own entry arrived: that score made an
+            # entry from the trace; the call's entry fills in its inputs and output.
+            made = conn.execute(
+                "SELECT id FROM feedback WHERE task_id = ? AND trace_id = ?"
+                " AND source = 'trace_score'",
+                (task["id"], trace_key),
+            ).fetchone()
+            if made is not None:
+                conn.execute(
+                    "UPDATE feedback SET inputs = ?, output = COALESCE(?, output),"
+                    " source = ?, metadata = ? WHERE id = ?",
+                    (_json(req.inputs), _json(req.output), req.source, _json(req.metadata),
+                     made["id"]),
+                )
+                row = conn.execute("SELECT * FROM feedback WHERE id = ?", (made["id"],))
+                return self._feedback(row.fetchone())
         conn.execute(
             "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
-            " created_at) VALUES (?,?,?,?,?,?,?,?)",
+            " created_at, comment, correction, trace_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 fid, task["id"], _json(req.inputs), _json(req.output), req.score, req.source,
-                _json(req.metadata), _ts(),
+                _json(req.metadata), _ts(), comment, _json(correction), trace_key,
             ),
         )
         conn.execute(
             "UPDATE tasks SET feedback_count = feedback_count + 1,"
-            " feedback_since_optimization = feedback_since_optimization + 1 WHERE id = ?",
-            (task["id"],),
+            " feedback_since_optimization = feedback_since_optimization + 1,"
+            " scored_since_job = scored_since_job + ? WHERE id = ?",
+            (int(req.score is not None), task["id"]),
         )
         job_id = self._maybe_trigger(conn, task["id"])
         if job_id is not None:
@@ -532,13 +631,13 @@ class Store:
     def scored_examples(self, task_id: str) -> list[Example]:
         """Return the task's feedback that has a score, as optimizer examples."""
         rows = self._conn().execute(
-            "SELECT id, inputs, output, score FROM feedback WHERE task_id = ? AND score IS NOT"
-            " NULL ORDER BY seq",
+            "SELECT id, inputs, output, score, correction FROM feedback WHERE task_id = ? AND"
+            " score IS NOT NULL ORDER BY seq",
             (task_id,),
         ).fetchall()
         return [
             Example(id=r["id"], inputs=_unjson(r["inputs"]), output=_unjson(r["output"]),
-                    score=float(r["score"]))
+                    score=float(r["score"]), correction=_unjson(r["correction"]))
             for r in rows
         ]
 
@@ -629,25 +728,88 @@ class Store:
             ).fetchall()
         return [self._trace(row) for row in rows]
 
-    def score_trace(self, trace_id: str, score: float, scored_by: str) -> TraceResult:
-        """Set a trace's score and who gave it."""
+    def score_trace(
+        self,
+        trace_id: str,
+        score: float,
+        scored_by: str,
+        *,
+        comment: str | None = None,
+        correction: Any = None,
+        new_jobs: list[str] | None = None,
+    ) -> TraceResult:
+        """Score a trace, and its feedback entry, which the optimizer learns from.
+
+        A decorated call sent its own feedback entry (naming the trace in its metadata): it
+        takes the score. A trace without one (an instrumented call) gets one, built from the
+        trace: inputs are the call's template variables when the trace's metadata has them
+        (``inputs``), else its prompt text; the output is the response text. Scoring again
+        updates the same entry. Ids of jobs the score started are appended to *new_jobs*.
+        """
         key = _as_uuid(trace_id) or trace_id
         with self._write() as conn:
-            cur = conn.execute(
+            row = conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
+            if row is None:
+                raise NotFound(f"trace {trace_id!r} not found")
+            self._score_feedback(conn, row, score, comment, correction)
+            conn.execute(
                 "UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", (score, scored_by, key)
             )
-            if cur.rowcount == 0:
-                raise NotFound(f"trace {trace_id!r} not found")
-            # The feedback entry a traced call sent names its trace in its metadata: it takes
-            # the score too, so scoring traces is what feeds the optimizer.
-            conn.execute(
-                "UPDATE feedback SET score = ? WHERE task_id ="
-                " (SELECT task_id FROM traces WHERE id = ?)"
-                " AND json_extract(metadata, '$.trace_id') = ?",
-                (score, key, key),
-            )
+            job_id = self._maybe_trigger(conn, row["task_id"])
+            if job_id is not None and new_jobs is not None:
+                new_jobs.append(job_id)
             return self._trace(
                 conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
+            )
+
+    def _score_feedback(
+        self, conn: sqlite3.Connection, trace: sqlite3.Row, score: float,
+        comment: str | None, correction: Any,
+    ) -> None:
+        key = trace["id"]
+        found = conn.execute(
+            "SELECT id, output, score FROM feedback WHERE task_id = ? AND (trace_id = ? OR"
+            " json_extract(metadata, '$.trace_id') = ?) ORDER BY seq LIMIT 1",
+            (trace["task_id"], key, key),
+        ).fetchone()
+        output = found["output"] if found is not None else trace["response_text"]
+        comment, correction = _critique(comment, correction, output)
+        if found is not None:
+            conn.execute(
+                "UPDATE feedback SET score = ?, trace_id = ?,"
+                " comment = COALESCE(?, comment), correction = COALESCE(?, correction)"
+                " WHERE id = ?",
+                (score, key, comment, _json(correction), found["id"]),
+            )
+            newly = found["score"] is None or found["score"] != score
+        else:
+            metadata = _unjson(trace["metadata"])
+            inputs = metadata.get("inputs") if isinstance(metadata, dict) else None
+            if not isinstance(inputs, dict):
+                inputs = None if trace["prompt_text"] is None else {
+                    "prompt": trace["prompt_text"]
+                }
+            conn.execute(
+                "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
+                " created_at, comment, correction, trace_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    str(uuid.uuid4()), trace["task_id"], _json(inputs),
+                    _json(trace["response_text"]), score, "trace_score",
+                    _json({"trace_id": key, "prompt_version_id": trace["prompt_version_id"]}),
+                    _ts(), comment, _json(correction), key,
+                ),
+            )
+            conn.execute(
+                "UPDATE tasks SET feedback_count = feedback_count + 1,"
+                " feedback_since_optimization = feedback_since_optimization + 1"
+                " WHERE id = ?",
+                (trace["task_id"],),
+            )
+            newly = True
+        if newly:
+            conn.execute(
+                "UPDATE tasks SET scored_since_job = scored_since_job + 1 WHERE id = ?",
+                (trace["task_id"],),
             )
 
     # --- ingest ----------------------------------------------------------------------
@@ -714,8 +876,8 @@ class Store:
             (job_id, task["id"], "PENDING", triggered_by, task["feedback_count"], "queued", now),
         )
         conn.execute(
-            "UPDATE tasks SET feedback_since_optimization = 0, last_optimization = ?"
-            " WHERE id = ?",
+            "UPDATE tasks SET feedback_since_optimization = 0, scored_since_job = 0,"
+            " last_optimization = ? WHERE id = ?",
             (now, task["id"]),
         )
         return job_id
@@ -724,6 +886,8 @@ class Store:
         task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if task["feedback_since_optimization"] < task["feedback_threshold"]:
             return None
+        if task["scored_since_job"] == 0:
+            return None  # nothing new to learn from: no job, no junk version
         if self._active_job(conn, task_id) is not None:
             return None
         return self._insert_job(conn, task, "threshold")
@@ -801,15 +965,35 @@ class Store:
         self, job_id: str, prompt_text: str, *, eval_score: float, optimizer: str,
         metadata: dict[str, Any],
     ) -> Job:
-        """Store the job's new prompt version as ``candidate`` and mark the job SUCCESS."""
+        """Store the job's new prompt version as ``candidate`` and mark the job SUCCESS.
+
+        A candidate whose text equals an existing version of the task makes no new version:
+        the job succeeds without ``prompt_version_id`` and its metadata says why
+        (``no_new_version``, ``same_as_version``).
+        """
         with self._write() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"job {job_id!r} not found")
-            version_id = self._insert_prompt(
-                conn, row["task_id"], prompt_text, status="candidate", optimizer=optimizer,
-                eval_score=eval_score,
-            )
+            same = conn.execute(
+                "SELECT version_number FROM prompts WHERE task_id = ? AND prompt_text = ?"
+                " ORDER BY version_number LIMIT 1",
+                (row["task_id"], prompt_text),
+            ).fetchone()
+            version_id: str | None = None
+            if same is not None:
+                metadata = {
+                    **metadata,
+                    "no_new_version": (
+                        f"the optimized prompt is identical to version {same['version_number']}"
+                    ),
+                    "same_as_version": same["version_number"],
+                }
+            else:
+                version_id = self._insert_prompt(
+                    conn, row["task_id"], prompt_text, status="candidate", optimizer=optimizer,
+                    eval_score=eval_score,
+                )
             conn.execute(
                 "UPDATE jobs SET status = 'SUCCESS', progress_step = 'done',"
                 " prompt_version_id = ?, job_metadata = ?, completed_at = ? WHERE id = ?",

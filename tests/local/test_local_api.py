@@ -44,6 +44,7 @@ EXPECTED_ROUTES = {
     ("get", "/api/v1/feedback"),
     ("get", "/api/v1/prompts/{task_id}"),
     ("get", "/api/v1/prompts/{task_id}/versions"),
+    ("post", "/api/v1/prompts/{task_id}/versions"),
     ("post", "/api/v1/prompts/{task_id}/activate"),
     ("post", "/api/v1/optimize/{task_id}"),
     ("get", "/api/v1/jobs/{job_id}"),

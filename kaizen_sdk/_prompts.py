@@ -1,0 +1,466 @@
+"""The prompt fetcher: active prompts for ``@task`` calls, kept current in the background.
+
+One `PromptFetcher` per client (`prompt_fetcher`). Calls are served from the client's prompt
+cache without I/O; a background thread revalidates each task's prompt every
+``prompt_refresh`` seconds with a conditional request (``If-None-Match`` with the last
+``ETag``; a ``304`` costs the server almost nothing, and a server without ETags simply answers
+``200`` each time), so an activation reaches running processes within seconds at no per-call
+cost. Only the very first call of a task waits, and never longer than ``prompt_wait``
+seconds in total, whatever the server does byte by byte: the request runs on the fetcher's
+own event loop under ``asyncio`` deadlines, and the caller waits on its result with a timeout.
+With a default prompt and ``prompt_wait=0`` the first call does not wait at all.
+
+After a failure calls with a default prompt use it without waiting until a background fetch
+succeeds; failed fetches are retried after 1, 2, 4 ... 60 s, a task the server has no prompt
+for yet (``404``) every ``prompt_refresh`` seconds. A prompt once fetched is served, even
+stale, while the server cannot be reached. `prefetch` warms prompts at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from kaizen_sdk import _default
+from kaizen_sdk._config import DEFAULT_PROMPT_WAIT
+from kaizen_sdk.errors import CTError
+from kaizen_sdk.models import Prompt
+
+__all__ = [
+    "RETRY_FIRST",
+    "RETRY_MAX",
+    "PromptFetcher",
+    "PromptStats",
+    "missing_prompt",
+    "prefetch",
+    "prompt_fetcher",
+]
+
+_log = logging.getLogger("kaizen_sdk.prompts")
+
+RETRY_FIRST = 1.0
+"""Seconds before the first retry of a fetch that failed in transport or with a 5xx."""
+
+RETRY_MAX = 60.0
+"""Longest wait between two retries of a failing fetch."""
+
+_REQUEST_DEADLINE = 10.0  # total bound of one background request, whatever the server does
+
+
+class _NoPrompt(Exception):
+    """The prompt could not be fetched; the message says why (never the API key)."""
+
+
+class PromptStats:
+    """Counts of the fetcher's requests: sent, answered ``304``, changed prompts, failures."""
+
+    __slots__ = ("changed", "failed", "not_modified", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.not_modified = 0
+        self.changed = 0
+        self.failed = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"PromptStats(requests={self.requests}, not_modified={self.not_modified}, "
+            f"changed={self.changed}, failed={self.failed})"
+        )
+
+
+class _State:
+    __slots__ = (
+        "default_text", "delay", "error", "etag", "future", "handle", "last", "logged_default",
+    )
+
+    def __init__(self) -> None:
+        self.last: Prompt | None = None  # the last prompt the server sent (kept when stale)
+        self.etag: str | None = None
+        self.future: concurrent.futures.Future[Prompt | None] | None = None  # in flight
+        self.handle: asyncio.TimerHandle | None = None  # the next revalidation
+        self.delay = 0.0  # current retry delay after failures
+        self.error = ""
+        self.default_text: str | None = None
+        self.logged_default = False
+
+
+class PromptFetcher:
+    """Per client: serve prompts without I/O and revalidate them in the background.
+
+    Example::
+
+        fetcher = prompt_fetcher(client)
+        prompt = fetcher.get("summarize_ticket", default)  # waits at most prompt_wait once
+
+    Parameters:
+        client: the `CTClient` / `AsyncCTClient` whose settings, key and cache it uses.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        settings = client._settings
+        self._wait = max(0.0, float(settings.prompt_wait))
+        self._refresh = max(0.05, float(settings.prompt_refresh))
+        self._deadline = min(float(settings.timeout), _REQUEST_DEADLINE)
+        self.cache = client._prompt_cache
+        self.failing: set[str] = set()  # serve the default without waiting (read lock-free)
+        self.stats = PromptStats()
+        self._states: dict[str, _State] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PromptFetcher(tasks={len(self._states)}, {self.stats!r})"
+
+    # calls ---------------------------------------------------------------------------------
+
+    def peek(self, name: str, default: Prompt | None) -> Prompt | None:
+        """Return the prompt without I/O, or None when the first fetch has to be waited for."""
+        found = self.cache.lookup(name)
+        if found is not None:
+            self.hit(name, found[1])
+            prompt: Prompt = found[0]
+            return prompt
+        state = self._states.get(name)
+        if state is not None and state.last is not None:
+            self._start(name)  # invalidated (an activation here): fetch now, serve the last
+            return state.last
+        if default is not None and name in self.failing:
+            return default  # a background fetch will fill the cache
+        return None
+
+    def hit(self, name: str, fresh: bool) -> None:
+        """A call found *name* cached: fetch now when the entry expired, forget a failure."""
+        if not fresh:
+            self._start(name)
+        if name in self.failing:  # someone (get_prompt) cached it: the server has one now
+            with self._lock:
+                self.failing.discard(name)
+
+    def get(self, name: str, default: Prompt | None) -> Prompt:
+        """Return the prompt; the first call waits at most ``prompt_wait`` s, then the default.
+
+        Without a default a call waits up to ``prompt_wait`` (1.5 s when it is 0) and raises
+        `CTError` when no prompt came.
+        """
+        prompt = self.peek(name, default)
+        if prompt is not None:
+            return prompt
+        if default is not None:
+            self._note_default(name, default)
+        wait = self._wait if default is not None else (self._wait or DEFAULT_PROMPT_WAIT)
+        future = self._start(name)
+        got: Prompt | None = None
+        if future is not None and wait > 0:
+            try:
+                got = future.result(timeout=wait)
+            except concurrent.futures.TimeoutError:
+                self._timed_out(name, wait)
+            except Exception:  # the loop was shut down under us
+                got = None
+        if got is not None:
+            return got
+        state = self._states.get(name)
+        if state is not None and state.last is not None:
+            return state.last
+        if default is not None:
+            return default
+        reason = state.error if state is not None and state.error else "it could not be fetched"
+        raise missing_prompt(name, reason)
+
+    def wait(self, names: Iterable[str], timeout: float) -> bool:
+        """Fetch *names* now and wait up to *timeout* s in total; True if all have a prompt."""
+        futures = [f for f in (self._start(name) for name in names) if f is not None]
+        done, _ = concurrent.futures.wait(futures, timeout=max(0.0, timeout))
+        return len(done) == len(futures) and all(
+            not f.cancelled() and f.exception() is None and f.result() is not None for f in done
+        )
+
+    def close(self) -> None:
+        """Stop revalidating and close the connection pool (the client closed). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+            mine = self._pid == os.getpid()
+        if loop is None or thread is None or not mine:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=2.0)
+        except Exception:
+            _log.debug("Stopping the prompt fetcher took too long.", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not threading.current_thread():
+            thread.join(2.0)
+
+    # background ----------------------------------------------------------------------------
+
+    def _note_default(self, name: str, default: Prompt) -> None:
+        state = self._states.get(name)
+        if state is None:
+            with self._lock:
+                state = self._states.setdefault(name, _State())
+        if state.default_text is None:
+            state.default_text = default.prompt_text
+
+    def _timed_out(self, name: str, wait: float) -> None:
+        with self._lock:
+            state = self._states.get(name)
+            if state is not None and state.last is None:
+                if not state.error:
+                    state.error = f"the CT server did not answer within {wait:g} s"
+                self.failing.add(name)  # later calls take the default without waiting
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The fetcher's event loop thread, started on first use (again in a forked child)."""
+        loop = self._loop
+        if loop is not None and self._pid == os.getpid():
+            return loop
+        with self._lock:
+            if self._closed:
+                return None
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not ours
+                self._pid = os.getpid()
+                self._loop = self._thread = self._http = None
+                self._states.clear()
+                self.failing.clear()
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    try:
+                        loop.run_forever()
+                    finally:
+                        loop.close()
+
+                thread = threading.Thread(target=run, name="kaizen-prompts", daemon=True)
+                thread.start()
+                ready.wait(5.0)
+                self._loop, self._thread = loop, thread
+                _live.add(self)  # closed at exit (weakly held: a dropped client is freed)
+            return self._loop
+
+    def _start(self, name: str) -> concurrent.futures.Future[Prompt | None] | None:
+        """Start a fetch of *name* unless one is in flight; return its future."""
+        state = self._states.get(name)
+        if state is not None:
+            future = state.future
+            if future is not None and not future.done():
+                return future
+        loop = self._ensure_loop()
+        if loop is None:
+            return None
+        with self._lock:
+            state = self._states.get(name)
+            if state is None:
+                state = self._states[name] = _State()
+            future = state.future
+            if future is not None and not future.done():
+                return future
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._check(name, state), loop)
+            except RuntimeError:  # the loop is closing
+                return None
+            state.future = future
+            return future
+
+    def _kick(self, name: str, state: _State) -> None:
+        """A revalidation is due (runs on the loop)."""
+        state.handle = None
+        if self._closed or self._states.get(name) is not state:
+            return
+        future = state.future
+        if future is not None and not future.done():
+            return
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            state.future = asyncio.run_coroutine_threadsafe(self._check(name, state), loop)
+
+    async def _check(self, name: str, state: _State) -> Prompt | None:
+        """Fetch *name* once (conditionally), update the cache, schedule the next check."""
+        next_in = self._refresh
+        prompt: Prompt | None = None
+        try:
+            prompt = await asyncio.wait_for(self._fetch(name, state), self._deadline)
+        except asyncio.CancelledError:
+            raise
+        except _NoPrompt as exc:  # a real answer (404): ask again at the normal interval
+            self._failed(name, state, str(exc))
+        except Exception as exc:
+            self._failed(name, state, _why(exc))
+            state.delay = min(RETRY_MAX, max(RETRY_FIRST, state.delay * 2))
+            next_in = state.delay
+        else:
+            state.delay = 0.0
+            state.error = ""
+            if name in self.failing:
+                with self._lock:
+                    self.failing.discard(name)
+        finally:
+            if not self._closed and self._states.get(name) is state:
+                if state.handle is not None:
+                    state.handle.cancel()
+                loop = asyncio.get_running_loop()
+                state.handle = loop.call_later(next_in, self._kick, name, state)
+        return prompt
+
+    def _failed(self, name: str, state: _State, reason: str) -> None:
+        self.stats.failed += 1
+        first = not state.error
+        state.error = reason
+        if state.last is None:
+            with self._lock:
+                self.failing.add(name)
+            if first:
+                _log.info("No prompt for task %r yet (%s); retrying in the background.",
+                          name, reason)
+
+    async def _fetch(self, name: str, state: _State) -> Prompt:
+        client = self._client  # its request building and decoding, our own connection pool
+        call = client._call("GET", f"/prompts/{quote(name, safe='')}")
+        request = call.request
+        if state.etag is not None and state.last is not None:
+            request.headers["If-None-Match"] = state.etag
+        http = self._http
+        if http is None:
+            http = self._http = httpx.AsyncClient(**client._httpx_options())
+        self.stats.requests += 1
+        resp = await http.send(request)
+        try:
+            await resp.aread()
+        finally:
+            await resp.aclose()
+        if resp.status_code == 304 and state.last is not None:
+            self.stats.not_modified += 1
+            self.cache.set(name, state.last)  # fresh again for cache_ttl
+            return state.last
+        if resp.status_code == 404:
+            raise _NoPrompt("the CT server has no active prompt for it yet")
+        prompt: Prompt = client._result(resp, Prompt)
+        old = state.last
+        state.etag = resp.headers.get("ETag")
+        if old is None or old != prompt:
+            self.stats.changed += int(old is not None)
+            if old is not None:
+                _log.info("Task %r now serves prompt version %s.", name, prompt.version_number)
+        state.last = prompt
+        client._remember_prompt(name, prompt)
+        self.cache.set(name, prompt)
+        if (
+            state.default_text is not None
+            and not state.logged_default
+            and state.default_text != prompt.prompt_text
+        ):
+            state.logged_default = True
+            _log.info(
+                "Task %r: the CT server's active prompt (version %s) differs from its "
+                "default_prompt; the server's prompt is used.", name, prompt.version_number,
+            )
+        return prompt
+
+    async def _shutdown(self) -> None:
+        for state in self._states.values():
+            if state.handle is not None:
+                state.handle.cancel()
+                state.handle = None
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:  # fetches still waiting on a slow server
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
+
+
+_build_lock = threading.Lock()
+_live: weakref.WeakSet[PromptFetcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close the connection pools of fetchers still running at interpreter exit."""
+    for fetcher in list(_live):
+        try:
+            fetcher.close()
+        except Exception:
+            _log.debug("Closing a prompt fetcher at exit failed.", exc_info=True)
+
+
+def prompt_fetcher(client: Any) -> PromptFetcher:
+    """Return *client*'s `PromptFetcher`, building it on first use (``client._prompts``)."""
+    fetcher: PromptFetcher | None = client._prompts
+    if fetcher is not None:
+        return fetcher
+    with _build_lock:
+        if client._prompts is None:
+            client._prompts = PromptFetcher(client)
+        built: PromptFetcher = client._prompts
+        return built
+
+
+def prefetch(*tasks: str, timeout: float | None = None, client: Any = None) -> bool:
+    """Fetch the active prompts of *tasks* now, so the first calls are served from the cache.
+
+    Waits up to *timeout* seconds in total (default ``prompt_wait``); never raises: a task
+    whose prompt did not arrive in time keeps being fetched in the background, and a missing
+    configuration is logged. Returns True when every task has its prompt.
+
+    Example::
+
+        import kaizen_sdk as ct
+
+        ct.prefetch("summarize_ticket", "classify_ticket", timeout=3)
+    """
+    try:
+        chosen = client if client is not None else _default._client_for_tasks()
+    except CTError as exc:
+        _log.warning("ct.prefetch(%s): no CT client (%s).", ", ".join(map(repr, tasks)), exc)
+        return False
+    if chosen is None:
+        return False
+    fetcher = prompt_fetcher(chosen)
+    limit = fetcher._wait if timeout is None else timeout
+    started = time.monotonic()
+    ok = fetcher.wait(tasks, limit)
+    _log.debug("ct.prefetch: %d task(s) in %.3f s, complete=%s", len(tasks),
+               time.monotonic() - started, ok)
+    return ok
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException)):
+        return "the CT server did not answer in time"
+    if isinstance(exc, httpx.TransportError):
+        return "the CT server could not be reached"
+    if isinstance(exc, CTError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def missing_prompt(name: str, reason: str) -> CTError:
+    """The error of a call that has neither a prompt from the server nor a default."""
+    return CTError(
+        f"No prompt for task {name!r}: {reason or 'it could not be fetched'}. Pass "
+        f"default_prompt=... to @task({name!r}) so calls can run without the CT server."
+    )
