@@ -29,11 +29,9 @@ import msgspec
 
 from kaizen_sdk._version import __version__
 from kaizen_sdk.local.jobs import JobWorker
-from kaizen_sdk.local.optimizer import split_sizes
 from kaizen_sdk.local.store import Conflict, NotFound, Store
 from kaizen_sdk.models import (
     ActivateRequest,
-    CostEstimate,
     ErrorBody,
     FeedbackRequest,
     FeedbackResult,
@@ -240,11 +238,11 @@ class Api:
         job, created = self.store.start_job(r.params["task_id"], "manual")
         if created:
             self._submit([str(job.id)])
-        train, val = split_sizes(len(self.store.scored_examples(str(job.task_id))))
-        estimate = CostEstimate(
-            estimated_cost_usd=0.0, estimated_llm_calls=0, train_size=train, val_size=val
+        # Planned calls x token sizes of the task's real examples x the price table.
+        estimate, warning = self.worker.estimate(str(job.task_id))
+        return ApiResponse(
+            202, OptimizeResult(job=job, cost_estimate=estimate, budget_warning=warning)
         )
-        return ApiResponse(202, OptimizeResult(job=job, cost_estimate=estimate))
 
     def get_job(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(200, self.store.get_job(r.params["job_id"]))
