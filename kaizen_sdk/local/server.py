@@ -305,6 +305,11 @@ class LocalServer:
         return f"LocalServer({state}, db_path={self.db_path!r})"
 
     @property
+    def optimizer(self) -> str:
+        """The optimizer jobs use: ``local`` or ``dspy``."""
+        return self._optimizer.optimizer
+
+    @property
     def api_key(self) -> str:
         """The key clients must send as ``X-API-Key``."""
         return self._api_key

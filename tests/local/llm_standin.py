@@ -15,7 +15,8 @@ DSPy-formatted requests (``[[ ## field ## ]]`` markers) are answered in that for
 output fields, and a request for a new instruction in a code block (GEPA's reflection), get
 `BETTER_INSTRUCTION`. Usage is ``ceil(chars / 4)`` per side. Faults:
 `fail_next` answers a status for the next *n* requests; ``malformed`` answers non-JSON;
-``judge_no_number`` makes the judge answer words.
+``judge_no_number`` makes the judge answer words; ``broken_student`` makes the student always
+wrong.
 
 `GitHubStandIn` implements the five REST calls a prompt pull request needs and records them.
 """
@@ -115,6 +116,7 @@ class LLMStandIn(_Base):
         self.requests: list[tuple[str, list[dict[str, str]], str | None]] = []
         self.malformed = False
         self.judge_no_number = False
+        self.broken_student = False
         self._fail: list[int] = []
 
     @property
@@ -178,6 +180,8 @@ class LLMStandIn(_Base):
         return self._solve(model, text, "### Examples" in last or "capitals" in last)
 
     def _solve(self, model: str, text: str, has_demos: bool) -> str:
+        if self.broken_student and model != self.teacher:
+            return text.lower()
         if model == self.teacher or has_demos or len(text) % 2 == 0:
             return shout(text)
         return text.lower()

@@ -7,6 +7,7 @@ scores measurably better than the active prompt on the held-out split.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -21,6 +22,7 @@ pytest.importorskip("dspy", reason="the optimize extra (DSPy) is not installed")
 
 from llm_standin import GitHubStandIn, LLMStandIn, shout
 
+from kaizen_sdk import cli
 from kaizen_sdk.local import LocalServer
 from kaizen_sdk.local.store import Store
 
@@ -166,8 +168,6 @@ def test_dspy_job_on_60_examples_beats_active_and_opens_a_pull_request(
 def test_budget_smaller_than_estimate_stops_the_job(
     client: httpx.Client, standin: LLMStandIn
 ) -> None:
-    probe = client.post("/api/v1/tasks", json={"name": "probe"}).json()
-    assert probe["name"] == "probe"
     # The estimate of the same feedback without a budget, then a budget of a third of it.
     make_task(client, "free", 20)
     free = client.post("/api/v1/optimize/free").json()
@@ -265,3 +265,37 @@ def test_pull_request_422_ends_pr_failed(monkeypatch: pytest.MonkeyPatch) -> Non
         assert "already exists" in job["error_message"]
         assert job["pr_url"] is None and job["prompt_version_id"] is not None
         assert gh.pulls == [] and "ghp-standin-token" not in job["error_message"]
+
+
+def test_cli_eval_compares_versions_and_fails_under_the_bar(
+    client: httpx.Client, server: LocalServer, standin: LLMStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    make_task(client, "cli-eval", 16)
+    _, first = run(client, "cli-eval")
+    assert first["status"] == "SUCCESS", first["error_message"]
+    resp = client.post("/api/v1/prompts/cli-eval/activate",
+                       json={"version_id": first["prompt_version_id"]})
+    assert resp.status_code == 200
+    base = ["--base-url", server.base_url, "--api-key", server.api_key,
+            "--llm-base-url", standin.base_url]
+    calls = len(standin.requests)
+
+    status = cli.main(["eval", "cli-eval", "v1", "--against", "active", "--fail-under", "0.9",
+                       "--json", *base])
+
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])  # DSPy prints a line of its own from the job
+    assert status == 0
+    assert report["version"] == report["against"] == 1
+    assert report["sample_size"] == 4 and report["candidate_judged_mean"] == 1.0
+    assert report["paired_diff"] == 0.0
+    assert report["llm_calls"] == len(standin.requests) - calls == 16
+
+    standin.broken_student = True
+    status = cli.main(["eval", "cli-eval", "1", "--fail-under", "0.5", *base])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "v1 judged mean 0.0000 is under --fail-under 0.5" in captured.err
+    assert cli.main(["eval", "cli-eval", "v9", *base]) == 4
+    assert cli.main(["eval", "cli-eval", "v1", "--fail-under", "2", *base]) == 2
