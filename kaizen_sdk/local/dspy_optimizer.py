@@ -407,7 +407,8 @@ def optimize(
         else dspy.Predict(signature)
     task_lm, teacher_lm = lm(task_model, "task"), lm(teacher_model, "teacher")
     try:
-        with dspy.context(lm=task_lm):
+        # No history: a long-running server must not keep every prompt and answer in memory.
+        with dspy.context(lm=task_lm, disable_history=True):
             if strategy == "bootstrap":
                 compiled = dspy.BootstrapFewShot(
                     metric=metric, teacher_settings={"lm": teacher_lm},
