@@ -110,8 +110,11 @@ def _sample(example: optimizer.Example) -> Sample:
     )
 
 
-def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None) -> _Plan:
+def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None,
+               strategy: str | None = None) -> _Plan:
     config = dict(task.evaluator_config or {})
+    if strategy is not None:  # the job option wins over the task's evaluator_config
+        config["optimizer"] = strategy
     if not task.teacher_model:
         raise _JobFault(f"task {task.name!r} has no teacher_model: set it on the task to use the"
                         " dspy optimizer")
@@ -216,8 +219,13 @@ class JobWorker:
             if self._thread.is_alive():
                 logger.warning("local job worker did not stop within %.1f s", timeout)
 
-    def estimate(self, task_ref: str) -> tuple[CostEstimate, str | None]:
-        """Return the cost estimate of optimizing the task now and a budget warning, if any."""
+    def estimate(
+        self, task_ref: str, *, strategy: str | None = None
+    ) -> tuple[CostEstimate, str | None]:
+        """Return the cost estimate of optimizing the task now and a budget warning, if any.
+
+        *strategy* overrides ``evaluator_config["optimizer"]`` (the job option).
+        """
         task = self._store.get_task(task_ref)
         examples = self._store.scored_examples(str(task.id))
         train, val = optimizer.split_sizes(len(examples))
@@ -228,7 +236,8 @@ class JobWorker:
         except Exception:
             active = None
         try:
-            cost = _cost_plan(_dspy_plan(task, examples, active), self.settings.prices)
+            cost = _cost_plan(_dspy_plan(task, examples, active, strategy),
+                              self.settings.prices)
         except (_JobFault, dspy_optimizer.OptimizerError):
             # The job itself will fail and say why; the estimate stays empty.
             return CostEstimate(train_size=train, val_size=val,
@@ -326,7 +335,8 @@ class JobWorker:
                   active_text: str | None) -> None:
         started = time.monotonic()
         try:
-            plan = _dspy_plan(task, examples, active_text)
+            options = (self._store.get_job(job_id).job_metadata or {}).get("options") or {}
+            plan = _dspy_plan(task, examples, active_text, options.get("strategy"))
             cost = _cost_plan(plan, self.settings.prices)
             llm = LLMClient(self.settings.llm_base_url or "", self.settings.llm_api_key,
                             prices=self.settings.prices, budget_usd=task.cost_budget)
@@ -342,6 +352,8 @@ class JobWorker:
             "estimated_llm_calls": cost.total_calls,
             "estimated_cost_usd": round(cost.cost_usd, 6), "cost_budget": task.cost_budget,
         }
+        if options:
+            metadata["options"] = options
         self._current = llm
         try:
             if not self._step(job_id, f"optimizing ({plan.strategy})"):

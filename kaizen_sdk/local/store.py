@@ -848,3 +848,11 @@ class Store:
             if row is None:
                 raise NotFound(f"job {job_id!r} not found")
             return self._job(row)
+
+    def set_job_options(self, job_id: str, options: dict[str, Any]) -> None:
+        """Keep a pending job's options (e.g. ``{"strategy": "gepa"}``) in its metadata."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET job_metadata = ? WHERE id = ? AND status = 'PENDING'",
+                (_json({"options": options}), job_id),
+            )

@@ -299,3 +299,20 @@ def test_cli_eval_compares_versions_and_fails_under_the_bar(
     assert "v1 judged mean 0.0000 is under --fail-under 0.5" in captured.err
     assert cli.main(["eval", "cli-eval", "v9", *base]) == 4
     assert cli.main(["eval", "cli-eval", "v1", "--fail-under", "2", *base]) == 2
+
+
+def test_strategy_job_option_overrides_the_task(client: httpx.Client) -> None:
+    make_task(client, "option", 15)
+    bad = client.post("/api/v1/optimize/option?strategy=sgd")
+    assert bad.status_code == 422 and "`strategy`" in bad.json()["detail"]
+    assert client.get("/api/v1/jobs?task_id=option").json() == []
+
+    resp = client.post("/api/v1/optimize/option?strategy=gepa")
+    assert resp.status_code == 202
+    job = wait(client, resp.json()["job"]["id"])
+
+    assert job["status"] == "SUCCESS", job["error_message"]
+    assert job["job_metadata"]["strategy"] == "gepa"
+    assert job["job_metadata"]["options"] == {"strategy": "gepa"}
+    versions = client.get("/api/v1/prompts/option/versions").json()
+    assert versions[0]["optimizer"] == "dspy-gepa"
