@@ -174,22 +174,22 @@ def estimate(
     *train_size* counts the training examples with a reference answer (see `plan`).
     """
     calls, trials = plan(strategy, train_size, val_size, config)
-    if samples:
-        task_in = sum(estimate_tokens(evaluate.render_template(base_prompt, s.inputs))
-                      for s in samples) / len(samples)
-        out = sum(estimate_tokens(str(s.correction or s.output or "")) for s in samples) \
-            / len(samples)
-        judge_in = sum(estimate_tokens("".join(m["content"] for m in evaluate.judge_messages(
-            rubric, s, str(s.output)))) for s in samples) / len(samples)
-    else:
-        task_in = out = judge_in = float(estimate_tokens(base_prompt))
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else float(estimate_tokens(base_prompt))
+
+    task_in = mean([estimate_tokens(evaluate.render_template(base_prompt, s.inputs))
+                    for s in samples])
+    out = mean([estimate_tokens(str(s.correction or s.output or "")) for s in samples])
+    judge_in = mean([estimate_tokens("".join(m["content"] for m in evaluate.judge_messages(
+        rubric, s, str(s.output)))) for s in samples])
+    demo = mean([estimate_tokens(json.dumps(s.inputs or {})) for s in samples]) + out + 5
     demos = min(_setting(config, "max_demos", DEFAULT_MAX_DEMOS), train_size)
-    # The candidate carries its demonstrations; DSPy wraps prompts in ~150 tokens of format.
-    cand_in = task_in * (1 + demos) + 150
+    # A candidate carries its demonstrations; DSPy wraps its prompts in ~150 tokens of format.
+    cand_in = task_in + demos * demo
     per_call = {
         "evaluate": (task_model, (task_in + cand_in) / 2, out),
-        "task": (task_model, cand_in, out),
-        "teacher": (teacher_model, cand_in, out * 2),
+        "task": (task_model, cand_in + 150, out + 10),
+        "teacher": (teacher_model, task_in + 150, out + 10),
         "judge": (judge_model, judge_in, 2.0),
         "judge_eval": (judge_model, judge_in, 2.0),
     }

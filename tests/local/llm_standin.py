@@ -13,10 +13,10 @@ model name and on the prompt, so a better prompt scores measurably better:
 
 DSPy-formatted requests (``[[ ## field ## ]]`` markers) are answered in that format; other
 output fields, and a request for a new instruction in a code block (GEPA's reflection), get
-`BETTER_INSTRUCTION`. Usage is ``ceil(chars / 4)`` per side. Faults:
-`fail_next` answers a status for the next *n* requests; ``malformed`` answers non-JSON;
-``judge_no_number`` makes the judge answer words; ``broken_student`` makes the student always
-wrong.
+`BETTER_INSTRUCTION` (without its ``{{ text }}`` line when the request has no such
+variable). Usage is ``ceil(chars / 4)`` per side. Faults: `fail_next` answers a status for
+the next *n* requests; ``malformed`` answers non-JSON; ``judge_no_number`` makes the judge
+answer words; ``broken_student`` makes the student always wrong.
 
 `GitHubStandIn` implements the five REST calls a prompt pull request needs and records them.
 """
@@ -173,11 +173,16 @@ class LLMStandIn(_Base):
         if "[[ ## " in system:
             return self._dspy_answer(model, system, messages)
         if model == self.teacher and "```" in last:
-            return f"```\n{BETTER_INSTRUCTION}\n```"
+            return f"```\n{self._instruction(last)}\n```"
         match = re.search(r"^Text: (.*)$", last, re.M)
         found = _TEXT.findall(last)
         text = match.group(1) if match else (found[-1] if found else "")
         return self._solve(model, text, "### Examples" in last or "capitals" in last)
+
+    @staticmethod
+    def _instruction(request: str) -> str:
+        # A good teacher keeps the template's variable when the current instruction has it.
+        return BETTER_INSTRUCTION if "{{ text }}" in request else BETTER_INSTRUCTION.split("\n")[0]
 
     def _solve(self, model: str, text: str, has_demos: bool) -> str:
         if self.broken_student and model != self.teacher:
@@ -199,7 +204,7 @@ class LLMStandIn(_Base):
             elif name == "reasoning":
                 value = "Shout it."
             else:
-                value = BETTER_INSTRUCTION
+                value = self._instruction(messages[-1].get("content", ""))
             parts.append((name, value))
         if "Respond with a JSON object" in messages[-1].get("content", ""):
             return json.dumps(dict(parts))

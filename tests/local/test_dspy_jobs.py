@@ -40,8 +40,7 @@ def feedback(task: str, n: int) -> list[dict[str, Any]]:
         text = f"{WORDS[i % len(WORDS)]}{i}"
         good = i % 3 != 0
         items.append({
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kaizen-test/{i}")) if n == 60
-            else str(uuid.uuid4()),
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kaizen-test/{task}/{i}")),
             "task_id": task, "inputs": {"text": text},
             "output": shout(text) if good else text.lower(), "score": 0.9 if good else 0.1,
         })
