@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-import time
-import uuid
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+# DSPy opens its disk cache at import: keep it out of the home directory.
+os.environ.setdefault("DSPY_CACHEDIR", os.path.join(tempfile.gettempdir(), "kaizen-dspy-cache"))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 pytest.importorskip("dspy", reason="the optimize extra (DSPy) is not installed")
 
-from llm_standin import GitHubStandIn, LLMStandIn, shout
+from llm_standin import GitHubStandIn, LLMStandIn
+from optimize_helpers import make_task, run, wait
 
 from kaizen_sdk import cli
 from kaizen_sdk.local import LocalServer
@@ -29,49 +33,6 @@ from kaizen_sdk.local.store import Store
 KEY = "sk-standin-secret-4242"
 PRICES = {"student-standin": (1.0, 2.0), "teacher-standin": (3.0, 6.0),
           "judge-standin": (0.5, 1.0)}
-WORDS = ["apple", "kiwi", "banana", "fig", "cherry", "plum", "grape", "melon", "lemon", "lime"]
-TERMINAL = ("SUCCESS", "FAILURE", "PR_FAILED")
-
-
-def feedback(task: str, n: int) -> list[dict[str, Any]]:
-    """*n* scored entries: two of three carry the right answer (0.9), the rest a wrong one."""
-    items = []
-    for i in range(n):
-        text = f"{WORDS[i % len(WORDS)]}{i}"
-        good = i % 3 != 0
-        items.append({
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kaizen-test/{task}/{i}")),
-            "task_id": task, "inputs": {"text": text},
-            "output": shout(text) if good else text.lower(), "score": 0.9 if good else 0.1,
-        })
-    return items
-
-
-def make_task(client: httpx.Client, name: str, n: int, **fields: Any) -> None:
-    body = {"name": name, "feedback_threshold": 1000, "teacher_model": "teacher-standin",
-            "judge_model": "judge-standin",
-            "evaluator_config": {"task_model": "student-standin"}, **fields}
-    body = {k: v for k, v in body.items() if v is not None}
-    assert client.post("/api/v1/tasks", json=body).status_code == 201
-    resp = client.post("/api/v1/ingest", json={"feedback": feedback(name, n)})
-    assert resp.status_code == 207 and resp.json()["accepted"] == n, resp.text
-
-
-def wait(client: httpx.Client, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        assert time.monotonic() < deadline, f"job still {job['status']} after {timeout} s"
-        time.sleep(0.02)
-
-
-def run(client: httpx.Client, task: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    resp = client.post(f"/api/v1/optimize/{task}")
-    assert resp.status_code == 202, resp.text
-    started = resp.json()
-    return started, wait(client, started["job"]["id"])
 
 
 @pytest.fixture
@@ -249,21 +210,6 @@ def test_unreachable_endpoint_and_missing_extra(monkeypatch: pytest.MonkeyPatch)
         assert job["status"] == "FAILURE"
         assert "kaizen-sdk[optimize]" in job["error_message"]
         assert c.get("/api/v1/health").status_code == 200
-
-
-def test_pull_request_422_ends_pr_failed(monkeypatch: pytest.MonkeyPatch) -> None:
-    with GitHubStandIn() as gh, LocalServer() as srv, \
-            httpx.Client(base_url=srv.base_url, headers={"X-API-Key": srv.api_key}) as c:
-        gh.pull_status = 422
-        monkeypatch.setenv("KAIZEN_GITHUB_TOKEN", "ghp-standin-token")
-        monkeypatch.setenv("KAIZEN_GITHUB_API_URL", gh.api_url)
-        make_task(c, "pr", 4, github_repo=gh.repo, prompt_path="prompts/shout.txt")
-        _, job = run(c, "pr")
-        assert job["status"] == "PR_FAILED"
-        assert job["error_message"].startswith("pull request failed: GitHub answered HTTP 422")
-        assert "already exists" in job["error_message"]
-        assert job["pr_url"] is None and job["prompt_version_id"] is not None
-        assert gh.pulls == [] and "ghp-standin-token" not in job["error_message"]
 
 
 def test_cli_eval_compares_versions_and_fails_under_the_bar(
