@@ -389,7 +389,11 @@ def optimize(
     def judged(example: Any, prediction: Any) -> float:
         sample = by_key[example.kaizen_id]
         answer = str(getattr(prediction, "output", "") or "")
-        return evaluate.judge(llm, judge_model, rubric, sample, answer)
+        try:
+            return evaluate.judge(llm, judge_model, rubric, sample, answer)
+        except LLMError as exc:  # kept: the searches count metric errors and carry on
+            fatal.append(exc)
+            raise
 
     def metric(example: Any, prediction: Any, trace: Any = None) -> Any:
         tick()

@@ -211,3 +211,39 @@ def test_search_strategies_improve_the_prompt_and_keep_variables(
     assert 0 < optimize_calls <= planned_optimize * 1.25, (optimize_calls, planned)
     print(f"{strategy}: {optimize_calls} optimization calls (planned {planned_optimize}),"
           f" {elapsed:.1f} s")
+
+
+@pytest.mark.parametrize("strategy", ["gepa", "mipro"])
+def test_search_strategies_stop_on_a_judge_without_a_number(
+    standin: LLMStandIn, strategy: str
+) -> None:
+    standin.judge_no_number = True
+    llm = LLMClient(standin.base_url, KEY, prices=PriceTable(environ={}))
+    with pytest.raises(evaluate.JudgeError, match="returned no score"):
+        dspy_optimizer.optimize(
+            llm, base_prompt=TEMPLATE, train=samples(9), strategy=strategy, module_type=None,
+            task_model="student-standin", teacher_model="teacher-standin",
+            judge_model="judge-standin", rubric=evaluate.DEFAULT_RUBRIC,
+            config={"max_demos": 2}, progress=lambda step: None,
+        )
+    llm.close()
+    assert len(llm.calls) < 10  # the first failure stops the search
+
+
+def test_chain_of_thought_module_type(standin: LLMStandIn) -> None:
+    llm = LLMClient(standin.base_url, KEY, prices=PriceTable(environ={}))
+    result = dspy_optimizer.optimize(
+        llm, base_prompt=TEMPLATE, train=samples(9), strategy="bootstrap",
+        module_type="chain_of_thought", task_model="student-standin",
+        teacher_model="teacher-standin", judge_model="judge-standin",
+        rubric=evaluate.DEFAULT_RUBRIC, config={"max_demos": 2}, progress=lambda step: None,
+    )
+    llm.close()
+    assert result.demos == 2 and "Shout it." not in result.prompt_text  # no reasoning shown
+    assert evaluate.template_variables(result.prompt_text) == ["text"]
+    with pytest.raises(dspy_optimizer.OptimizerError, match="module_type is 'tree'"):
+        dspy_optimizer.optimize(
+            llm, base_prompt=TEMPLATE, train=samples(9), strategy="bootstrap",
+            module_type="tree", task_model="s", teacher_model="t", judge_model="j",
+            rubric="", config={}, progress=lambda step: None,
+        )
