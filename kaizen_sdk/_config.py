@@ -21,8 +21,14 @@ __all__ = [
     "KAIZEN_CA_BUNDLE",
     "KAIZEN_CAPTURE_CONTENT",
     "KAIZEN_ENABLED",
+    "KAIZEN_GITHUB_API_URL",
+    "KAIZEN_GITHUB_TOKEN",
+    "KAIZEN_LLM_API_KEY",
+    "KAIZEN_LLM_BASE_URL",
+    "KAIZEN_LLM_PRICES",
     "KAIZEN_MAX_QUEUE_SIZE",
     "KAIZEN_MAX_RETRIES",
+    "KAIZEN_OPTIMIZER",
     "KAIZEN_PROMPT_REFRESH",
     "KAIZEN_PROMPT_WAIT",
     "KAIZEN_SHUTDOWN_TIMEOUT",
@@ -70,6 +76,25 @@ KAIZEN_PROMPT_WAIT = "KAIZEN_PROMPT_WAIT"
 
 KAIZEN_CA_BUNDLE = "KAIZEN_CA_BUNDLE"
 """Path to a CA bundle used to verify the CT server's TLS certificate. Default: system CAs."""
+
+KAIZEN_OPTIMIZER = "KAIZEN_OPTIMIZER"
+"""The local server's optimizer: ``local`` (deterministic, no LLM) or ``dspy``. Default
+``local``."""
+
+KAIZEN_LLM_BASE_URL = "KAIZEN_LLM_BASE_URL"
+"""Base URL of the OpenAI-compatible endpoint the ``dspy`` optimizer calls (``.../v1``)."""
+
+KAIZEN_LLM_API_KEY = "KAIZEN_LLM_API_KEY"
+"""Bearer key for `KAIZEN_LLM_BASE_URL`. Default: none (local servers usually need none)."""
+
+KAIZEN_LLM_PRICES = "KAIZEN_LLM_PRICES"
+"""JSON object ``{"model": [usd_per_1m_input, usd_per_1m_output]}`` overriding LLM prices."""
+
+KAIZEN_GITHUB_TOKEN = "KAIZEN_GITHUB_TOKEN"
+"""Token the local server uses to open prompt pull requests. Default: none (no pull requests)."""
+
+KAIZEN_GITHUB_API_URL = "KAIZEN_GITHUB_API_URL"
+"""GitHub REST API base URL (GitHub Enterprise: ``https://HOST/api/v3``). Default GitHub's."""
 
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

@@ -343,16 +343,29 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                              "development key that is printed)")
     parser.add_argument("--job-step-delay", type=float, default=0.0, metavar="SECONDS",
                         help=argparse.SUPPRESS)
+    parser.add_argument("--optimizer", choices=("local", "dspy"), default=None,
+                        help="optimizer of jobs: local (no LLM) or dspy (needs the optimize "
+                             "extra and an LLM endpoint) (default: $KAIZEN_OPTIMIZER, else "
+                             "local)")
+    parser.add_argument("--llm-base-url", default=None, metavar="URL",
+                        help="OpenAI-compatible endpoint of the dspy optimizer, e.g. "
+                             "http://127.0.0.1:11434/v1 (default: $KAIZEN_LLM_BASE_URL; the "
+                             "key is read from $KAIZEN_LLM_API_KEY)")
     parser.set_defaults(command=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from kaizen_sdk.local import LocalServer
 
-    server = LocalServer(
-        db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
-        job_step_delay=args.job_step_delay,
-    )
+    try:
+        server = LocalServer(
+            db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
+            job_step_delay=args.job_step_delay, optimizer=args.optimizer,
+            llm_base_url=args.llm_base_url,
+        )
+    except ValueError as exc:
+        print(f"kaizen serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         server.start()
     except OSError as exc:
@@ -369,6 +382,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, on_signal)
     print(f"Kaizen local CT server {__version__} listening on {server.base_url}", flush=True)
     print(f"Database: {os.path.abspath(args.db)}", flush=True)
+    print(f"Optimizer: {server.optimizer}", flush=True)
     if server.uses_dev_key:
         print(f"API key (development): {server.api_key}", flush=True)
     elif args.api_key is not None:
@@ -833,6 +847,97 @@ def _add_traces(sub: Any) -> None:
     p.add_argument("--scored-by", default="cli", help="who scored it (default: cli)")
 
 
+# --- eval: judged comparison of two prompt versions, for CI ------------------------------
+
+
+def _add_eval(sub: Any) -> None:
+    p = _leaf(sub, "eval", _eval,
+              "judge a prompt version against another on the task's held-out feedback")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("version", help="version id, or version number (3 or v3)")
+    p.add_argument("--against", default="active", metavar="VERSION",
+                   help="the version to compare with (default: the active one)")
+    p.add_argument("--fail-under", type=float, default=None, metavar="X",
+                   help="exit 1 when VERSION's judged mean is below X (0 to 1)")
+    p.add_argument("--llm-base-url", default=None, metavar="URL",
+                   help="OpenAI-compatible endpoint (default: $KAIZEN_LLM_BASE_URL; key from "
+                        "$KAIZEN_LLM_API_KEY)")
+
+
+def _eval_text(client: CTClient, task: str, version: str) -> tuple[str, int]:
+    if version == "active":
+        prompt = client.get_prompt(task)
+        return prompt.prompt_text, prompt.version_number
+    wanted = _version_id(client, task, version)
+    for prompt in client.list_prompt_versions(task):
+        if str(prompt.id) == wanted:
+            return prompt.prompt_text, prompt.version_number
+    raise CLIError(f"task {task!r} has no prompt version {version!r}", EXIT_NOT_FOUND)
+
+
+def _eval(client: CTClient, args: argparse.Namespace) -> int:
+    from kaizen_sdk.local import evaluate, optimizer
+    from kaizen_sdk.local.llm import LLMClient, LLMError
+    from kaizen_sdk.local.pricing import PriceTable
+
+    if args.fail_under is not None and not 0 <= args.fail_under <= 1:
+        raise CLIError("--fail-under must be between 0 and 1", EXIT_USAGE)
+    task = client.get_task(args.task)
+    if not task.judge_model:
+        raise CLIError(f"task {task.name!r} has no judge_model: set one to evaluate",
+                       EXIT_USAGE)
+    config = task.evaluator_config or {}
+    task_model = str(config.get("task_model") or task.teacher_model or "")
+    if not task_model:
+        raise CLIError(f"task {task.name!r} has no teacher_model (or evaluator_config "
+                       "task_model) to run the prompts", EXIT_USAGE)
+    candidate, cand_number = _eval_text(client, args.task, args.version)
+    active, act_number = _eval_text(client, args.task, args.against)
+    # The same held-out split the optimizer used: hash order of the scored feedback ids.
+    examples = [
+        optimizer.Example(id=str(f.id), inputs=f.inputs, output=f.output, score=f.score)
+        for f in client.list_feedback(args.task, limit=1000) if f.score is not None
+    ]
+    _, val = optimizer.split_train_val(examples)
+    if not val:
+        raise CLIError(f"task {task.name!r} has too little scored feedback to hold any out")
+    by_id = {str(f.id): f for f in client.list_feedback(args.task, limit=1000)}
+    samples = [
+        evaluate.Sample(id=e.id, inputs=e.inputs, output=e.output, score=e.score,
+                        comment=getattr(by_id.get(e.id), "comment", None),
+                        correction=getattr(by_id.get(e.id), "correction", None))
+        for e in val
+    ]
+    base_url = args.llm_base_url or os.environ.get("KAIZEN_LLM_BASE_URL") or ""
+    try:
+        llm = LLMClient(base_url, os.environ.get("KAIZEN_LLM_API_KEY") or None,
+                        prices=PriceTable())
+        try:
+            result = evaluate.compare(
+                llm, task_model=task_model, judge_model=task.judge_model,
+                rubric=str(config.get("rubric", evaluate.DEFAULT_RUBRIC)),
+                candidate=candidate, active=active, samples=samples,
+            )
+        finally:
+            llm.close()
+    except (LLMError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    report = {**result.as_dict(), "version": cand_number, "against": act_number,
+              "llm_calls": len(llm.calls), "spent_usd": round(llm.spent_usd, 6)}
+    _emit(args, report, lambda r: format_fields([
+        (f"v{cand_number} judged mean", r["candidate_judged_mean"]),
+        (f"v{act_number} judged mean", r["active_judged_mean"]),
+        ("paired difference", r["paired_diff"]),
+        ("95 % interval", r["paired_diff_ci95"]),
+        ("held-out samples", r["sample_size"]),
+        ("LLM calls", r["llm_calls"]),
+    ]))
+    if args.fail_under is not None and result.candidate_mean < args.fail_under:
+        raise CLIError(f"v{cand_number} judged mean {result.candidate_mean:.4f} is under "
+                       f"--fail-under {args.fail_under}")
+    return EXIT_OK
+
+
 # --- registry --------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
@@ -842,6 +947,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_prompts,
     _add_feedback,
     _add_optimize,
+    _add_eval,
     _add_jobs,
     _add_traces,
 ]

@@ -32,12 +32,11 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 
 from kaizen_sdk._version import __version__
+from kaizen_sdk.local.dspy_optimizer import STRATEGIES
 from kaizen_sdk.local.jobs import JobWorker
-from kaizen_sdk.local.optimizer import split_sizes
 from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Store
 from kaizen_sdk.models import (
     ActivateRequest,
-    CostEstimate,
     ErrorBody,
     FeedbackRequest,
     FeedbackResult,
@@ -259,14 +258,23 @@ class Api:
         return ApiResponse(200, self.store.activate(r.params["task_id"], req.version_id))
 
     def optimize(self, r: ApiRequest) -> ApiResponse:
+        strategy = r.query.get("strategy")
+        if strategy is not None and strategy not in STRATEGIES:
+            raise ApiError(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                f"Query parameter `strategy` must be one of {', '.join(STRATEGIES)},"
+                f" got {strategy!r}.",
+            )
         job, created = self.store.start_job(r.params["task_id"], "manual")
         if created:
+            if strategy is not None:
+                self.store.set_job_options(str(job.id), {"strategy": strategy})
             self._submit([str(job.id)])
-        train, val = split_sizes(len(self.store.scored_examples(str(job.task_id))))
-        estimate = CostEstimate(
-            estimated_cost_usd=0.0, estimated_llm_calls=0, train_size=train, val_size=val
+        # Planned calls x token sizes of the task's real examples x the price table.
+        estimate, warning = self.worker.estimate(str(job.task_id), strategy=strategy)
+        return ApiResponse(
+            202, OptimizeResult(job=job, cost_estimate=estimate, budget_warning=warning)
         )
-        return ApiResponse(202, OptimizeResult(job=job, cost_estimate=estimate))
 
     def get_job(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(200, self.store.get_job(r.params["job_id"]))
@@ -415,6 +423,7 @@ ROUTES: tuple[Route, ...] = (
         "Start an optimization job",
         202,
         OptimizeResult,
+        query=("strategy",),
     ),
     Route("GET", "/api/v1/jobs/{job_id}", "get_job", "Get a job", 200, Job),
     Route(

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "EXAMPLES_HEADER",
     "MAX_DEMOS",
     "MIN_DEMO_SCORE",
     "OPTIMIZER_NAME",
@@ -59,7 +60,10 @@ MIN_DEMO_SCORE = 0.5
 OPTIMIZER_NAME = "local-fewshot"
 """The ``optimizer`` recorded on prompt versions made by this module."""
 
-_EXAMPLES_HEADER = "### Examples"
+EXAMPLES_HEADER = "### Examples"
+"""Heading of the few-shot section in prompts built by `build_prompt`."""
+
+_EXAMPLES_HEADER = EXAMPLES_HEADER
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -36,7 +37,7 @@ from kaizen_sdk.local.api import (
     parse_query,
     resolve,
 )
-from kaizen_sdk.local.jobs import JobWorker
+from kaizen_sdk.local.jobs import JobWorker, OptimizerSettings
 from kaizen_sdk.local.store import Store
 from kaizen_sdk.models import ErrorBody, encode
 
@@ -259,6 +260,11 @@ class LocalServer:
             ``KAIZEN_API_KEY``, else uses `DEV_API_KEY`.
         job_step_delay: seconds each optimization job pauses after a progress step (default 0;
             useful only to watch progress in a demo).
+        optimizer: ``"local"`` (deterministic, no LLM) or ``"dspy"``; ``None`` reads
+            ``KAIZEN_OPTIMIZER``, else ``"local"``. See ``docs/optimization.md``.
+        llm_base_url, llm_api_key: the OpenAI-compatible endpoint of the ``dspy`` optimizer
+            (``None`` reads ``KAIZEN_LLM_BASE_URL`` / ``KAIZEN_LLM_API_KEY``).
+        llm_prices: ``{model: (usd_per_1m_input, usd_per_1m_output)}`` price overrides.
     """
 
     def __init__(
@@ -269,6 +275,10 @@ class LocalServer:
         api_key: str | None = None,
         *,
         job_step_delay: float = 0.0,
+        optimizer: str | None = None,
+        llm_base_url: str | None = None,
+        llm_api_key: str | None = None,
+        llm_prices: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -280,6 +290,9 @@ class LocalServer:
         self.host = host
         self.port = port
         self._job_step_delay = job_step_delay
+        self._optimizer = OptimizerSettings.resolve(
+            optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices
+        )
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
@@ -290,6 +303,11 @@ class LocalServer:
     def __repr__(self) -> str:
         state = self._base_url or "not started"
         return f"LocalServer({state}, db_path={self.db_path!r})"
+
+    @property
+    def optimizer(self) -> str:
+        """The optimizer jobs use: ``local`` or ``dspy``."""
+        return self._optimizer.optimizer
 
     @property
     def api_key(self) -> str:
@@ -321,7 +339,9 @@ class LocalServer:
             os.makedirs(folder, exist_ok=True)
         try:
             self._store = Store(path)
-            self._worker = JobWorker(self._store, step_delay=self._job_step_delay)
+            self._worker = JobWorker(
+                self._store, step_delay=self._job_step_delay, settings=self._optimizer
+            )
             self._httpd = _HTTPServer(
                 (self.host, self.port), Api(self._store, self._worker), self._api_key
             )

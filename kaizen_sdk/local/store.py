@@ -462,7 +462,7 @@ class Store:
 
     def _insert_prompt(
         self, conn: sqlite3.Connection, task_id: str, text: str, *, status: str,
-        optimizer: str, eval_score: float | None = None,
+        optimizer: str, eval_score: float | None = None, dspy_version: str | None = None,
     ) -> str:
         row = conn.execute(
             "SELECT COALESCE(MAX(version_number), 0) AS n FROM prompts WHERE task_id = ?",
@@ -471,8 +471,9 @@ class Store:
         prompt_id = str(uuid.uuid4())
         conn.execute(
             "INSERT INTO prompts (id, task_id, version_number, prompt_text, eval_score, status,"
-            " optimizer, created_at) VALUES (?,?,?,?,?,?,?,?)",
-            (prompt_id, task_id, row["n"] + 1, text, eval_score, status, optimizer, _ts()),
+            " optimizer, dspy_version, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (prompt_id, task_id, row["n"] + 1, text, eval_score, status, optimizer,
+             dspy_version, _ts()),
         )
         return prompt_id
 
@@ -961,9 +962,13 @@ class Store:
                 (step, _ts(), job_id),
             )
 
+    def version_with_text(self, task_id: str, prompt_text: str) -> int | None:
+        """The number of the task's first version with exactly *prompt_text*, else ``None``."""
+        return _same_version(self._conn(), task_id, prompt_text)
+
     def finish_job_success(
         self, job_id: str, prompt_text: str, *, eval_score: float, optimizer: str,
-        metadata: dict[str, Any],
+        metadata: dict[str, Any], dspy_version: str | None = None,
     ) -> Job:
         """Store the job's new prompt version as ``candidate`` and mark the job SUCCESS.
 
@@ -975,24 +980,18 @@ class Store:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"job {job_id!r} not found")
-            same = conn.execute(
-                "SELECT version_number FROM prompts WHERE task_id = ? AND prompt_text = ?"
-                " ORDER BY version_number LIMIT 1",
-                (row["task_id"], prompt_text),
-            ).fetchone()
+            same = _same_version(conn, row["task_id"], prompt_text)
             version_id: str | None = None
             if same is not None:
                 metadata = {
                     **metadata,
-                    "no_new_version": (
-                        f"the optimized prompt is identical to version {same['version_number']}"
-                    ),
-                    "same_as_version": same["version_number"],
+                    "no_new_version": f"the optimized prompt is identical to version {same}",
+                    "same_as_version": same,
                 }
             else:
                 version_id = self._insert_prompt(
                     conn, row["task_id"], prompt_text, status="candidate", optimizer=optimizer,
-                    eval_score=eval_score,
+                    eval_score=eval_score, dspy_version=dspy_version,
                 )
             conn.execute(
                 "UPDATE jobs SET status = 'SUCCESS', progress_step = 'done',"
@@ -1001,15 +1000,50 @@ class Store:
             )
             return self._job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def finish_job_failure(self, job_id: str, message: str) -> Job:
-        """Mark the job FAILURE with *message*."""
+    def finish_job_failure(
+        self, job_id: str, message: str, *, metadata: dict[str, Any] | None = None
+    ) -> Job:
+        """Mark the job FAILURE with *message* (and *metadata*, e.g. the calls made so far)."""
         with self._write() as conn:
             conn.execute(
                 "UPDATE jobs SET status = 'FAILURE', progress_step = 'failed',"
-                " error_message = ?, completed_at = ? WHERE id = ?",
-                (message, _ts(), job_id),
+                " error_message = ?, job_metadata = COALESCE(?, job_metadata), completed_at = ?"
+                " WHERE id = ?",
+                (message, _json(metadata), _ts(), job_id),
             )
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"job {job_id!r} not found")
             return self._job(row)
+
+    def finish_job_pr(self, job_id: str, *, pr_url: str | None, error: str | None) -> Job:
+        """Record a successful job's pull request: its *pr_url*, or ``PR_FAILED`` with *error*."""
+        with self._write() as conn:
+            if error is None:
+                conn.execute("UPDATE jobs SET pr_url = ? WHERE id = ?", (pr_url, job_id))
+            else:
+                conn.execute(
+                    "UPDATE jobs SET status = 'PR_FAILED', error_message = ? WHERE id = ?",
+                    (error, job_id),
+                )
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"job {job_id!r} not found")
+            return self._job(row)
+
+    def set_job_options(self, job_id: str, options: dict[str, Any]) -> None:
+        """Keep a pending job's options (e.g. ``{"strategy": "gepa"}``) in its metadata."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET job_metadata = ? WHERE id = ? AND status = 'PENDING'",
+                (_json({"options": options}), job_id),
+            )
+
+
+def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:
+    row = conn.execute(
+        "SELECT version_number FROM prompts WHERE task_id = ? AND prompt_text = ?"
+        " ORDER BY version_number LIMIT 1",
+        (task_id, prompt_text),
+    ).fetchone()
+    return None if row is None else int(row["version_number"])
