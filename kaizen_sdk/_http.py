@@ -515,3 +515,35 @@ class _BaseClient:
         except ValueError:
             raise CTValidationError(f"version_id must be a UUID, got {raw!r}.") from None
         return models.ActivateRequest(version_id=parsed)
+
+    # --- rollouts -----------------------------------------------------------------------
+
+    @staticmethod
+    def _rollout_body(candidate_version_id: str, options: dict[str, Any]) -> models.RolloutRequest:
+        """Check the arguments of `start_rollout` locally and build its body."""
+        raw = _require_id("candidate_version_id", candidate_version_id)
+        try:
+            parsed = uuid.UUID(raw)
+        except ValueError:
+            raise CTValidationError(f"candidate_version_id must be a UUID, got {raw!r}.") from None
+        share, ramp = options.get("share"), options.get("ramp")
+        if share is not None and ramp is not None:
+            raise CTValidationError("Give either share or ramp, not both.")
+        for value in [share] if share is not None else list(ramp or ()):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0.0 <= value <= 1.0
+            ):
+                raise CTValidationError(f"A share must be a number in [0, 1], got {value!r}.")
+        if ramp is not None:
+            options = {**options, "ramp": [float(v) for v in ramp]}
+        try:
+            return msgspec.convert({**options, "candidate_version_id": parsed},
+                                   models.RolloutRequest)
+        except msgspec.ValidationError as exc:
+            raise CTValidationError(f"Invalid rollout option: {exc}.") from None
+
+    @staticmethod
+    def _stop_body(action: str) -> models.RolloutStopRequest:
+        if action not in ("promote", "rollback"):
+            raise CTValidationError(f"action must be 'promote' or 'rollback', got {action!r}.")
+        return models.RolloutStopRequest(action=action)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from kaizen_sdk.models import (
     Job,
     OptimizeResult,
     Prompt,
+    Rollout,
     ScoreRequest,
     Task,
     TraceResult,
@@ -337,6 +338,63 @@ class AsyncCTClient(_BaseClient):
     async def health(self) -> Health:
         """Return the server's health and version."""
         return self._result(await self._send(self._call("GET", "/health")), Health)
+
+    # --- rollouts -----------------------------------------------------------------------
+
+    async def start_rollout(
+        self,
+        task_id: str,
+        candidate_version_id: str,
+        *,
+        share: float | None = None,
+        ramp: Sequence[float] | None = None,
+        min_samples: int = 100,
+        alpha: float = 0.05,
+        error_margin: float = 0.02,
+        latency_margin: float = 0.25,
+        max_duration: float = 7 * 24 * 3600.0,
+        auto_promote: bool = True,
+        auto_rollback: bool = True,
+    ) -> Rollout:
+        """Serve a candidate version to a share of traffic and let live scores decide.
+
+        Give ``share`` (one step) or ``ramp`` (e.g. ``[0.05, 0.2, 0.5, 1.0]``). The candidate
+        is promoted or rolled back by an always-valid sequential test once each arm has
+        ``min_samples`` scores, or rolled back when a guard (error rate, p95 latency) is
+        breached; see docs/rollouts.md.
+
+        Example::
+
+            rollout = client.start_rollout("summarize_ticket", job.prompt_version_id,
+                                           share=0.2, min_samples=200)
+        """
+        key = _require_id("task_id", task_id)
+        body = self._rollout_body(candidate_version_id, {
+            "share": share, "ramp": ramp, "min_samples": min_samples, "alpha": alpha,
+            "error_margin": error_margin, "latency_margin": latency_margin,
+            "max_duration": max_duration, "auto_promote": auto_promote,
+            "auto_rollback": auto_rollback,
+        })
+        path = f"/rollouts/{_segment('task_id', key)}"
+        try:
+            return self._result(await self._send(self._call("POST", path, body)), Rollout)
+        finally:
+            self._forget_prompt(key)  # the task now serves (or may serve) a split
+
+    async def get_rollout(self, task_id: str) -> Rollout:
+        """Return the task's latest rollout: state, per-arm figures, guards and audit log."""
+        path = f"/rollouts/{_segment('task_id', task_id)}"
+        return self._result(await self._send(self._call("GET", path)), Rollout)
+
+    async def stop_rollout(self, task_id: str, action: str) -> Rollout:
+        """End the running rollout: ``"promote"`` the candidate or ``"rollback"`` it."""
+        key = _require_id("task_id", task_id)
+        body = self._stop_body(action)
+        path = f"/rollouts/{_segment('task_id', key)}/stop"
+        try:
+            return self._result(await self._send(self._call("POST", path, body)), Rollout)
+        finally:
+            self._forget_prompt(key)
 
     # --- helpers ------------------------------------------------------------------------
 

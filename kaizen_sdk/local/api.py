@@ -30,7 +30,7 @@ import msgspec
 from kaizen_sdk._version import __version__
 from kaizen_sdk.local.jobs import JobWorker
 from kaizen_sdk.local.optimizer import split_sizes
-from kaizen_sdk.local.store import Conflict, NotFound, Store
+from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Store
 from kaizen_sdk.models import (
     ActivateRequest,
     CostEstimate,
@@ -44,6 +44,9 @@ from kaizen_sdk.models import (
     Job,
     OptimizeResult,
     Prompt,
+    Rollout,
+    RolloutRequest,
+    RolloutStopRequest,
     ScoreRequest,
     Task,
     TaskCreateRequest,
@@ -227,7 +230,11 @@ class Api:
         return ApiResponse(200, self.store.list_feedback(r.query.get("task_id"), _limit(r.query)))
 
     def get_prompt(self, r: ApiRequest) -> ApiResponse:
-        return ApiResponse(200, self.store.active_prompt(r.params["task_id"]))
+        prompt = self.store.active_prompt(r.params["task_id"])
+        serving = self.store.rollout_serving(r.params["task_id"])
+        if serving is not None:
+            prompt = msgspec.structs.replace(prompt, rollout=serving)
+        return ApiResponse(200, prompt)
 
     def list_versions(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(200, self.store.list_versions(r.params["task_id"]))
@@ -277,6 +284,19 @@ class Api:
         self._submit(jobs)
         errors += [IngestError(kind=k, id=i, detail=d) for k, i, d in store_errors]
         return ApiResponse(207, IngestResult(accepted=accepted, errors=errors))
+
+    # --- rollouts ----------------------------------------------------------------------
+
+    def start_rollout(self, r: ApiRequest) -> ApiResponse:
+        req: RolloutRequest = decode(r.body, RolloutRequest)
+        return ApiResponse(201, self.store.start_rollout(r.params["task_id"], req))
+
+    def get_rollout(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, self.store.get_rollout(r.params["task_id"]))
+
+    def stop_rollout(self, r: ApiRequest) -> ApiResponse:
+        req: RolloutStopRequest = decode(r.body, RolloutStopRequest)
+        return ApiResponse(200, self.store.stop_rollout(r.params["task_id"], req.action))
 
     def call(self, route: Route, request: ApiRequest) -> ApiResponse:
         """Run *route*'s operation; every failure becomes its JSON error answer."""
@@ -418,6 +438,33 @@ ROUTES: tuple[Route, ...] = (
         IngestResult,
         IngestRequest,
     ),
+    # --- rollouts ---
+    Route(
+        "POST",
+        "/api/v1/rollouts/{task_id}",
+        "start_rollout",
+        "Start a guarded rollout of a candidate prompt version",
+        201,
+        Rollout,
+        RolloutRequest,
+    ),
+    Route(
+        "GET",
+        "/api/v1/rollouts/{task_id}",
+        "get_rollout",
+        "Get the task's latest rollout: state, per-arm figures, guards, audit log",
+        200,
+        Rollout,
+    ),
+    Route(
+        "POST",
+        "/api/v1/rollouts/{task_id}/stop",
+        "stop_rollout",
+        "Stop the running rollout by promoting or rolling back the candidate",
+        200,
+        Rollout,
+        RolloutStopRequest,
+    ),
 )
 
 _COMPILED = tuple((route, route.pattern) for route in ROUTES)
@@ -426,7 +473,7 @@ _ERROR_STATUSES = {
     "400": "Body is not JSON",
     "401": "Missing or wrong X-API-Key",
     "404": "Unknown object or route",
-    "409": "Conflict (duplicate task name)",
+    "409": "Conflict (duplicate task name, a rollout already running or none running)",
     "413": "Body too large",
     "422": "A field is missing, has the wrong type or is out of range",
 }
@@ -563,6 +610,8 @@ def error_response(exc: BaseException, method: str = "", path: str = "") -> ApiR
         return ApiResponse(404, ErrorBody(title="Not Found", detail=str(exc)))
     if isinstance(exc, Conflict):
         return ApiResponse(409, ErrorBody(title="Conflict", detail=str(exc)))
+    if isinstance(exc, Invalid):
+        return ApiResponse(422, ErrorBody(title="Unprocessable Entity", detail=str(exc)))
     logger.error("local CT server: %s %s failed", method, path, exc_info=exc)
     detail = "The server failed to handle the request; see its log."
     return ApiResponse(500, ErrorBody(title="Internal Server Error", detail=detail))

@@ -109,7 +109,7 @@ class JobWorker:
             return
         if not self._step(job_id, "saving"):
             return
-        self._store.finish_job_success(
+        job = self._store.finish_job_success(
             job_id,
             result.prompt_text,
             eval_score=result.eval_score,
@@ -124,3 +124,4 @@ class JobWorker:
         )
         logger.info("local optimization job %s finished: eval_score=%.4f", job_id,
                     result.eval_score)
+        self._store.auto_rollout(job)  # only when the task asks for it
