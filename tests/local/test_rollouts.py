@@ -124,7 +124,8 @@ def test_share_splits_keys_stickily_in_this_and_another_process(
     served = [str(p.id) for p, _ in arms]
     share = sum(arm == "candidate" for _, arm in arms) / len(keys)
     assert 0.27 <= share <= 0.33, share
-    assert all((arm == "candidate") == (v == candidate) for (_, arm), v in zip(arms, served))
+    pairs = zip(arms, served, strict=True)
+    assert all((arm == "candidate") == (v == candidate) for (_, arm), v in pairs)
     assert {v for v in served} == {active, candidate}
     assert [choose_arm(prompt, key)[1] for key in keys] == [arm for _, arm in arms]
 
@@ -416,7 +417,7 @@ def test_rollout_routes_are_in_openapi(client: httpx.Client) -> None:
 def test_client_start_get_stop(
     local_server: LocalServer, client: httpx.Client, wait_job: JobWaiter, task_name: str
 ) -> None:
-    active, candidate = make_task(client, wait_job, task_name)
+    _, candidate = make_task(client, wait_job, task_name)
     with CTClient(api_key=local_server.api_key, base_url=local_server.base_url) as ct:
         assert ct.get_prompt(task_name).rollout is None
         started = ct.start_rollout(task_name, candidate, ramp=[0.1, 0.3], min_samples=50)
