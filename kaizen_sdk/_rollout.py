@@ -10,6 +10,7 @@ Without a key each call is assigned at random.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Mapping
@@ -29,10 +30,21 @@ CANDIDATE: Arm = "candidate"
 _SCALE = float(1 << 64)
 
 
+@functools.lru_cache(maxsize=64)
+def _keyed(salt: str) -> Any:
+    """A blake2b keyed with the salt (a salt over 64 bytes is hashed first), to copy per call."""
+    raw = salt.encode()
+    if len(raw) > 64:
+        raw = hashlib.blake2b(raw).digest()
+    return hashlib.blake2b(digest_size=8, key=raw)
+
+
+@functools.lru_cache(maxsize=8192)  # repeat keys (a user's next calls) skip the hash
 def bucket(salt: str, key: str) -> float:
-    """Map *key* to a number uniform in [0, 1), fixed for a given *salt*."""
-    digest = hashlib.blake2b(f"{salt}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / _SCALE
+    """Map *key* to a number uniform in [0, 1), fixed for a given *salt* (keyed blake2b)."""
+    h = _keyed(salt).copy()  # copying the keyed state is cheaper than keying anew
+    h.update(key.encode())
+    return int.from_bytes(h.digest(), "big") / _SCALE
 
 
 def choose_arm(prompt: Prompt, key: Any = None) -> tuple[Prompt, Arm | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import uuid
 
@@ -30,8 +31,12 @@ def test_bucket_is_fixed_per_salt_and_key() -> None:
     assert bucket("s", "user-1") != bucket("t", "user-1")
     assert 0.0 <= bucket("s", "user-1") < 1.0
     # pinned: a change of hash would reshuffle every running rollout's users
-    assert bucket("salt", "key") == int.from_bytes(
-        __import__("hashlib").blake2b(b"salt\x00key", digest_size=8).digest(), "big") / 2**64
+    digest = hashlib.blake2b(b"key", digest_size=8, key=b"salt").digest()
+    assert bucket("salt", "key") == int.from_bytes(digest, "big") / 2**64
+    long_salt = "s" * 100
+    digest = hashlib.blake2b(b"key", digest_size=8,
+                             key=hashlib.blake2b(long_salt.encode()).digest()).digest()
+    assert bucket(long_salt, "key") == int.from_bytes(digest, "big") / 2**64
 
 
 def test_share_over_keys_and_stickiness() -> None:
