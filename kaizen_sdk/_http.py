@@ -542,6 +542,37 @@ class _BaseClient:
         except msgspec.ValidationError as exc:
             raise CTValidationError(f"Invalid rollout option: {exc}.") from None
 
+    def _sync_prompt_cache(self, task_id: str, rollout: models.Rollout) -> None:
+        """Drop the task's cached prompt when it disagrees with *rollout* (decided, re-ramped)."""
+        cached = self.get_prompt_cached(task_id, allow_stale=True)
+        if cached is None:
+            return
+        serving = cached.rollout
+        if rollout.is_running:
+            stale = serving is None or (serving.id, serving.share) != (rollout.id, rollout.share)
+        else:
+            stale = serving is not None or (
+                rollout.state == "promoted" and cached.id != rollout.candidate_version_id
+            )
+        if stale:
+            self._forget_prompt(task_id, cached)
+
+    @staticmethod
+    def _served_by(
+        body: models.FeedbackRequest, prompt_version_id: str | None, arm: str | None
+    ) -> models.FeedbackRequest:
+        """Add the version served (and its rollout arm) to a feedback body, checked."""
+        version = None
+        if prompt_version_id is not None:
+            raw = _require_id("prompt_version_id", prompt_version_id)
+            try:
+                version = uuid.UUID(raw)
+            except ValueError:
+                raise CTValidationError(f"prompt_version_id must be a UUID, got {raw!r}.") from None
+        if arm not in (None, "active", "candidate"):
+            raise CTValidationError(f"arm must be 'active' or 'candidate', got {arm!r}.")
+        return msgspec.structs.replace(body, prompt_version_id=version, arm=arm)
+
     @staticmethod
     def _stop_body(action: str) -> models.RolloutStopRequest:
         if action not in ("promote", "rollback"):

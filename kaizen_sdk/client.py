@@ -191,10 +191,15 @@ class CTClient(_BaseClient):
         score: float | None = None,
         source: str = "sdk",
         metadata: dict[str, Any] | None = None,
+        *,
+        prompt_version_id: str | None = None,
+        arm: str | None = None,
     ) -> FeedbackResult:
         """Log a feedback entry for a task: the training signal of prompt optimization.
 
         The entry gets a client-made id, so a retried request never stores it twice.
+        ``prompt_version_id`` (and ``arm``) name the version that produced *output*: a
+        scored entry then counts toward the task's running rollout.
 
         Example::
 
@@ -202,6 +207,8 @@ class CTClient(_BaseClient):
                                          output="A login issue.", score=0.9)
         """
         body = self._feedback_body(task_id, inputs, output, score, source, metadata)
+        if prompt_version_id is not None or arm is not None:
+            body = self._served_by(body, prompt_version_id, arm)
         resp = self._send(self._call("POST", "/feedback", body, retry_safe=True))
         return self._result(resp, FeedbackResult)
 
@@ -382,9 +389,16 @@ class CTClient(_BaseClient):
             self._forget_prompt(key)  # the task now serves (or may serve) a split
 
     def get_rollout(self, task_id: str) -> Rollout:
-        """Return the task's latest rollout: state, per-arm figures, guards and audit log."""
-        path = f"/rollouts/{_segment('task_id', task_id)}"
-        return self._result(self._send(self._call("GET", path)), Rollout)
+        """Return the task's latest rollout: state, per-arm figures, guards and audit log.
+
+        A cached prompt of the task that no longer matches it (a decision, a ramp step) is
+        dropped, so the next ``get_prompt`` serves what the server serves now.
+        """
+        key = _require_id("task_id", task_id)
+        path = f"/rollouts/{_segment('task_id', key)}"
+        rollout = self._result(self._send(self._call("GET", path)), Rollout)
+        self._sync_prompt_cache(key, rollout)
+        return rollout
 
     def stop_rollout(self, task_id: str, action: str) -> Rollout:
         """End the running rollout: ``"promote"`` the candidate or ``"rollback"`` it."""

@@ -461,3 +461,29 @@ async def test_async_client_start_get_stop(
         assert started.share == 0.4
         assert (await ct.get_rollout(task_name)).id == started.id
         assert (await ct.stop_rollout(task_name, "rollback")).state == "rolled_back"
+
+
+def test_client_feedback_counts_and_get_rollout_refreshes_the_cached_prompt(
+    local_server: LocalServer, client: httpx.Client, wait_job: JobWaiter, task_name: str
+) -> None:
+    active, candidate = make_task(client, wait_job, task_name)
+    with CTClient(api_key=local_server.api_key, base_url=local_server.base_url,
+                  cache_ttl=3600) as ct:
+        ct.start_rollout(task_name, candidate, share=0.5, min_samples=10)
+        assert ct.get_prompt(task_name).rollout is not None  # cached for an hour
+        for score in low(10):
+            ct.log_feedback(task_name, output="o", score=score, prompt_version_id=active,
+                            arm="active")
+        for score in high(10):
+            ct.log_feedback(task_name, output="o", score=score, prompt_version_id=candidate,
+                            arm="candidate")
+        assert ct.get_prompt(task_name).rollout is not None  # still the cached split
+        decided = ct.get_rollout(task_name)
+        assert decided.state == "promoted"
+        assert (decided.active.n, decided.candidate.n) == (10, 10)
+        served = ct.get_prompt(task_name)
+        assert (str(served.id), served.rollout) == (candidate, None)
+        with pytest.raises(CTValidationError):
+            ct.log_feedback(task_name, score=0.5, prompt_version_id="v2")
+        with pytest.raises(CTValidationError):
+            ct.log_feedback(task_name, score=0.5, prompt_version_id=candidate, arm="blue")
