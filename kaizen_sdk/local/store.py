@@ -974,6 +974,10 @@ class Store:
     def _evaluate_rollout(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> None:
         """Run the test and the guards; store a ramp step, recommendation or decision."""
         config = self._rollout_config(rollout)
+        moved = self._activated_by_hand(conn, rollout)
+        if moved is not None:
+            self._end_rollout(conn, rollout, *moved, {"share": config.ramp[rollout["step"]]})
+            return
         active = self._arm_stats(conn, rollout, rollout["active_version_id"])
         candidate = self._arm_stats(conn, rollout, rollout["candidate_version_id"])
         elapsed = (utcnow() - datetime.fromisoformat(rollout["started_at"])).total_seconds()
@@ -999,6 +1003,22 @@ class Store:
                                 stats)
         elif decision.action in ("promote", "rollback"):
             self._end_rollout(conn, rollout, decision.action, decision.reason, stats)
+
+    @staticmethod
+    def _activated_by_hand(
+        conn: sqlite3.Connection, rollout: sqlite3.Row
+    ) -> tuple[str, str] | None:
+        """``(action, reason)`` when a version was activated outside the rollout, else None."""
+        row = conn.execute(
+            "SELECT id FROM prompts WHERE task_id = ? AND status = 'active'",
+            (rollout["task_id"],),
+        ).fetchone()
+        current = None if row is None else row["id"]
+        if current == rollout["active_version_id"]:
+            return None
+        if current == rollout["candidate_version_id"]:
+            return "promote", "the candidate was activated by hand"
+        return "rollback", "another version was activated by hand"
 
     def _end_rollout(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, action: str, reason: str,
@@ -1184,7 +1204,7 @@ class Store:
             return None
         config = self._rollout_config(row)
         elapsed = (utcnow() - datetime.fromisoformat(row["started_at"])).total_seconds()
-        if elapsed >= config.max_duration:
+        if elapsed >= config.max_duration or self._activated_by_hand(conn, row) is not None:
             with self._write() as wconn:
                 fresh = self._running_rollout(wconn, task["id"])
                 if fresh is not None:

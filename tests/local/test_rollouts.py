@@ -487,3 +487,25 @@ def test_client_feedback_counts_and_get_rollout_refreshes_the_cached_prompt(
             ct.log_feedback(task_name, score=0.5, prompt_version_id="v2")
         with pytest.raises(CTValidationError):
             ct.log_feedback(task_name, score=0.5, prompt_version_id=candidate, arm="blue")
+
+
+@pytest.mark.parametrize("which", ["candidate", "other"])
+def test_activating_by_hand_ends_the_rollout(
+    client: httpx.Client, wait_job: JobWaiter, task_name: str, which: str
+) -> None:
+    _, candidate = make_task(client, wait_job, task_name)
+    start(client, task_name, candidate, share=0.5)
+    if which == "candidate":
+        target = candidate
+    else:
+        job = client.post(f"/api/v1/optimize/{task_name}").json()["job"]
+        target = wait_job(client, job["id"])["prompt_version_id"]
+    resp = client.post(f"/api/v1/prompts/{task_name}/activate", json={"version_id": target})
+    assert resp.status_code == 200, resp.text
+    prompt = client.get(f"/api/v1/prompts/{task_name}").json()
+    assert (prompt["id"], prompt.get("rollout")) == (target, None)
+    state = rollout(client, task_name)
+    expected = ("promoted", "the candidate was activated by hand") if which == "candidate" \
+        else ("rolled_back", "another version was activated by hand")
+    assert (state["state"], state["reason"]) == expected
+    assert [e["event"] for e in state["audit"]][-1] == expected[0]
