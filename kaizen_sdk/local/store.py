@@ -905,13 +905,27 @@ class Store:
                 (arm, version, record_id),
             )
         if scored and rollout is not None:
-            self._evaluate_rollout(conn, rollout)
+            self._score_arrived(conn, rollout)
 
     def _rollout_scored(self, conn: sqlite3.Connection, trace_id: str) -> None:
         """A trace got a score: evaluate its task's running rollout, if any."""
         row = conn.execute("SELECT task_id FROM traces WHERE id = ?", (trace_id,)).fetchone()
         rollout = None if row is None else self._running_rollout(conn, row["task_id"])
         if rollout is not None:
+            self._score_arrived(conn, rollout)
+
+    def _score_arrived(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> None:
+        """Count a score; evaluate once both arms can have their minimum, then every 10 %.
+
+        Evaluating reads every score of the rollout, so doing it per score would cost
+        O(n) each; at most every 10 % more scores keeps the total linear. The test stays
+        valid at any stopping time, and every GET evaluates as well.
+        """
+        seen = rollout["scores_seen"] + 1
+        conn.execute("UPDATE rollouts SET scores_seen = ? WHERE id = ?", (seen, rollout["id"]))
+        minimum = 2 * _unjson(rollout["config"])["min_samples"]
+        last = rollout["evaluated_at"]
+        if seen >= minimum and seen - last >= max(1, last // 10):
             self._evaluate_rollout(conn, rollout)
 
     def _arm_stats(
@@ -974,6 +988,8 @@ class Store:
     def _evaluate_rollout(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> None:
         """Run the test and the guards; store a ramp step, recommendation or decision."""
         config = self._rollout_config(rollout)
+        conn.execute("UPDATE rollouts SET evaluated_at = scores_seen WHERE id = ?",
+                     (rollout["id"],))
         moved = self._activated_by_hand(conn, rollout)
         if moved is not None:
             self._end_rollout(conn, rollout, *moved, {"share": config.ramp[rollout["step"]]})
@@ -1259,7 +1275,9 @@ CREATE TABLE IF NOT EXISTS rollouts (
     trace_seq INTEGER NOT NULL,
     feedback_seq INTEGER NOT NULL,
     end_trace_seq INTEGER,
-    end_feedback_seq INTEGER
+    end_feedback_seq INTEGER,
+    scores_seen INTEGER NOT NULL DEFAULT 0,
+    evaluated_at INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_running ON rollouts (task_id)
     WHERE state = 'running';
@@ -1273,6 +1291,11 @@ CREATE TABLE IF NOT EXISTS rollout_events (
     stats TEXT
 );
 CREATE INDEX IF NOT EXISTS rollout_events_rollout ON rollout_events (rollout_id, seq);
+"""
+
+_ROLLOUT_INDEXES = """
+CREATE INDEX IF NOT EXISTS traces_version ON traces (prompt_version_id, seq);
+CREATE INDEX IF NOT EXISTS feedback_version ON feedback (prompt_version_id, seq);
 """
 
 _ROLLOUT_COLUMNS = (
@@ -1292,3 +1315,6 @@ def _migrate_rollouts(conn: sqlite3.Connection) -> None:
         have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in _ROLLOUT_INDEXES.split(";"):
+        if statement.strip():
+            conn.execute(statement)

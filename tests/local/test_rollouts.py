@@ -170,6 +170,9 @@ def test_scores_favouring_the_candidate_promote_it_once_the_minimum_is_reached(
     assert state["state"] == "running"
     assert (state["active"]["n"], state["candidate"]["n"]) == (29, 30)
     send_scores(client, task_name, active, "active", low(1))
+    # decided as the score arrived: the prompt (whose GET does not evaluate) already changed
+    prompt = client.get(f"/api/v1/prompts/{task_name}").json()
+    assert prompt["id"] == candidate and prompt.get("rollout") is None
     state = rollout(client, task_name)
     assert state["state"] == "promoted", state
     assert (state["active"]["n"], state["candidate"]["n"]) == (30, 30)
