@@ -922,10 +922,12 @@ class Store:
         valid at any stopping time, and every GET evaluates as well.
         """
         seen = rollout["scores_seen"] + 1
-        conn.execute("UPDATE rollouts SET scores_seen = ? WHERE id = ?", (seen, rollout["id"]))
         minimum = 2 * _unjson(rollout["config"])["min_samples"]
         last = rollout["evaluated_at"]
-        if seen >= minimum and seen - last >= max(1, last // 10):
+        due = seen >= minimum and seen - last >= max(1, last // 10)
+        conn.execute("UPDATE rollouts SET scores_seen = ?, evaluated_at = ? WHERE id = ?",
+                     (seen, seen if due else last, rollout["id"]))
+        if due:
             self._evaluate_rollout(conn, rollout)
 
     def _arm_stats(
@@ -988,8 +990,6 @@ class Store:
     def _evaluate_rollout(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> None:
         """Run the test and the guards; store a ramp step, recommendation or decision."""
         config = self._rollout_config(rollout)
-        conn.execute("UPDATE rollouts SET evaluated_at = scores_seen WHERE id = ?",
-                     (rollout["id"],))
         moved = self._activated_by_hand(conn, rollout)
         if moved is not None:
             self._end_rollout(conn, rollout, *moved, {"share": config.ramp[rollout["step"]]})
