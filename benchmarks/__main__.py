@@ -75,6 +75,14 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
     ("bench_import", "import_with_decorator_ms", "ms", "lower", ("langfuse", "langsmith"), None),
     ("bench_memory", "rss_1m_calls_down_mb", "MB", "lower", ("bare",),
      "bounded with the server down (issue 4)"),
+    ("bench_rollout_sim", "rollout_false_promotion_pct", "%", "lower", ("naive_ttest",),
+     "at most 5 % for equal arms, checked after every batch (issue 16)"),
+    ("bench_rollout_sim", "rollout_samples_to_decision_better", "scores/arm", "lower",
+     ("naive_ttest",), None),
+    ("bench_rollout_sim", "rollout_samples_to_decision_worse", "scores/arm", "lower",
+     ("naive_ttest",), None),
+    ("bench_rollout_sim", "choose_arm_ns", "ns/call", "lower",
+     ("repeat_key", "no_key", "no_rollout"), None),
 ]
 
 MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))
@@ -89,6 +97,7 @@ _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_delivery": (60, 60),
     "bench_import": (60, 40),
     "bench_memory": (100, 60),
+    "bench_rollout_sim": (90, 40),
 }
 
 
@@ -269,6 +278,34 @@ def _goal_lines(metrics: list[Metric]) -> tuple[list[str], list[str]]:
     return rows, missed
 
 
+def _rollout_section(metrics: list[Metric]) -> list[str]:
+    """The rollout simulation (issue 16): our sequential test beside a naive peeking t-test."""
+    by_name = {m.name: m for m in metrics if m.name.startswith("rollout_")}
+    if not by_name:
+        return []
+    rows = [
+        ("candidate equal: false promotions", "rollout_false_promotion_pct", "%"),
+        ("candidate better by δ: median scores/arm to decide",
+         "rollout_samples_to_decision_better", ""),
+        ("candidate worse by δ: median scores/arm to decide",
+         "rollout_samples_to_decision_worse", ""),
+    ]
+    out = ["", "## Rollout simulation", "",
+           "How `kaizen_sdk.local.rollouts.msprt` (the always-valid test the local server "
+           "decides with) compares with a naive t-test checked after every batch; the setup "
+           "and the decision rates are in the notes below "
+           "(`benchmarks/bench_rollout_sim.py`).", "",
+           "| Scenario | always-valid test (ours) | naive t-test |", "|---|---:|---:|"]
+    for label, name, unit in rows:
+        m = by_name.get(name)
+        if m is None:
+            continue
+        naive = m.peers.get("naive_ttest")
+        out.append(f"| {label} | {_fmt(m.kaizen)}{' ' + unit if unit else ''} | "
+                   f"{_fmt(naive)}{' ' + unit if unit and naive is not None else ''} |")
+    return out
+
+
 def render(doc: dict[str, Any], metrics: list[Metric]) -> str:
     """RESULTS.md: goals, the side-by-side table with ratios, notes, machine and versions."""
     machine = doc["machine"]
@@ -303,6 +340,7 @@ def render(doc: dict[str, Any], metrics: list[Metric]) -> str:
         "",
     ]
     out += _table(metrics)
+    out += _rollout_section(metrics)
     out += ["", "## Notes", ""]
     for m in metrics:
         notes = list(m.notes)

@@ -35,6 +35,7 @@ from kaizen_sdk.instrument import instrument, uninstrument
 
 if TYPE_CHECKING:
     # What type checkers see; at run time these load on first use through __getattr__.
+    from kaizen_sdk._context import context
     from kaizen_sdk._default import configure, flush, get_client
     from kaizen_sdk._prompts import prefetch
     from kaizen_sdk.async_client import AsyncCTClient
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
         Job,
         OptimizeResult,
         Prompt,
+        Rollout,
         Task,
         TraceResult,
     )
@@ -70,11 +72,13 @@ __all__ = [
     "Job",
     "OptimizeResult",
     "Prompt",
+    "Rollout",
     "Task",
     "TaskRun",
     "TraceResult",
     "__version__",
     "configure",
+    "context",
     "current_prompt",
     "current_trace_id",
     "flush",
@@ -93,6 +97,7 @@ _LAZY: dict[str, str] = {
     "DeliveryStats": "kaizen_sdk.delivery",
     "TaskRun": "kaizen_sdk.decorators",
     "configure": "kaizen_sdk._default",
+    "context": "kaizen_sdk._context",
     "current_prompt": "kaizen_sdk.decorators",
     "current_trace_id": "kaizen_sdk.decorators",
     "flush": "kaizen_sdk._default",
@@ -104,6 +109,7 @@ _LAZY: dict[str, str] = {
     "Job": "kaizen_sdk.models",
     "OptimizeResult": "kaizen_sdk.models",
     "Prompt": "kaizen_sdk.models",
+    "Rollout": "kaizen_sdk.models",
     "Task": "kaizen_sdk.models",
     "TraceResult": "kaizen_sdk.models",
 }

@@ -580,3 +580,66 @@ class _BaseClient:
         except ValueError:
             raise CTValidationError(f"version_id must be a UUID, got {raw!r}.") from None
         return models.ActivateRequest(version_id=parsed)
+
+    # --- rollouts -----------------------------------------------------------------------
+
+    @staticmethod
+    def _rollout_body(candidate_version_id: str, options: dict[str, Any]) -> models.RolloutRequest:
+        """Check the arguments of `start_rollout` locally and build its body."""
+        raw = _require_id("candidate_version_id", candidate_version_id)
+        try:
+            parsed = uuid.UUID(raw)
+        except ValueError:
+            raise CTValidationError(f"candidate_version_id must be a UUID, got {raw!r}.") from None
+        share, ramp = options.get("share"), options.get("ramp")
+        if share is not None and ramp is not None:
+            raise CTValidationError("Give either share or ramp, not both.")
+        for value in [share] if share is not None else list(ramp or ()):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0.0 <= value <= 1.0
+            ):
+                raise CTValidationError(f"A share must be a number in [0, 1], got {value!r}.")
+        if ramp is not None:
+            options = {**options, "ramp": [float(v) for v in ramp]}
+        try:
+            return msgspec.convert({**options, "candidate_version_id": parsed},
+                                   models.RolloutRequest)
+        except msgspec.ValidationError as exc:
+            raise CTValidationError(f"Invalid rollout option: {exc}.") from None
+
+    def _sync_prompt_cache(self, task_id: str, rollout: models.Rollout) -> None:
+        """Drop the task's cached prompt when it disagrees with *rollout* (decided, re-ramped)."""
+        cached = self.get_prompt_cached(task_id, allow_stale=True)
+        if cached is None:
+            return
+        serving = cached.rollout
+        if rollout.is_running:
+            stale = serving is None or (serving.id, serving.share) != (rollout.id, rollout.share)
+        else:
+            stale = serving is not None or (
+                rollout.state == "promoted" and cached.id != rollout.candidate_version_id
+            )
+        if stale:
+            self._forget_prompt(task_id, cached)
+
+    @staticmethod
+    def _served_by(
+        body: models.FeedbackRequest, prompt_version_id: str | None, arm: str | None
+    ) -> models.FeedbackRequest:
+        """Add the version served (and its rollout arm) to a feedback body, checked."""
+        version = None
+        if prompt_version_id is not None:
+            raw = _require_id("prompt_version_id", prompt_version_id)
+            try:
+                version = uuid.UUID(raw)
+            except ValueError:
+                raise CTValidationError(f"prompt_version_id must be a UUID, got {raw!r}.") from None
+        if arm not in (None, "active", "candidate"):
+            raise CTValidationError(f"arm must be 'active' or 'candidate', got {arm!r}.")
+        return msgspec.structs.replace(body, prompt_version_id=version, arm=arm)
+
+    @staticmethod
+    def _stop_body(action: str) -> models.RolloutStopRequest:
+        if action not in ("promote", "rollback"):
+            raise CTValidationError(f"action must be 'promote' or 'rollback', got {action!r}.")
+        return models.RolloutStopRequest(action=action)  # type: ignore[arg-type]

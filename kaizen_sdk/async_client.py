@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from kaizen_sdk.models import (
     Job,
     OptimizeResult,
     Prompt,
+    Rollout,
     Task,
     TraceResult,
 )
@@ -202,10 +203,14 @@ class AsyncCTClient(_BaseClient):
         *,
         comment: str | None = None,
         correction: Any = None,
+        prompt_version_id: str | None = None,
+        arm: str | None = None,
     ) -> FeedbackResult:
         """Log a feedback entry for a task: the training signal of prompt optimization.
 
         The entry gets a client-made id, so a retried request never stores it twice.
+        ``prompt_version_id`` (and ``arm``) name the version that produced *output*: a
+        scored entry then counts toward the task's running rollout.
 
         Example::
 
@@ -219,6 +224,8 @@ class AsyncCTClient(_BaseClient):
         body = self._feedback_body(
             task_id, inputs, output, score, source, metadata, comment, correction
         )
+        if prompt_version_id is not None or arm is not None:
+            body = self._served_by(body, prompt_version_id, arm)
         resp = await self._send(self._call("POST", "/feedback", body, retry_safe=True))
         return self._result(resp, FeedbackResult)
 
@@ -398,6 +405,70 @@ class AsyncCTClient(_BaseClient):
     async def health(self) -> Health:
         """Return the server's health and version."""
         return self._result(await self._send(self._call("GET", "/health")), Health)
+
+    # --- rollouts -----------------------------------------------------------------------
+
+    async def start_rollout(
+        self,
+        task_id: str,
+        candidate_version_id: str,
+        *,
+        share: float | None = None,
+        ramp: Sequence[float] | None = None,
+        min_samples: int = 100,
+        alpha: float = 0.05,
+        error_margin: float = 0.02,
+        latency_margin: float = 0.25,
+        max_duration: float = 7 * 24 * 3600.0,
+        auto_promote: bool = True,
+        auto_rollback: bool = True,
+    ) -> Rollout:
+        """Serve a candidate version to a share of traffic and let live scores decide.
+
+        Give ``share`` (one step) or ``ramp`` (e.g. ``[0.05, 0.2, 0.5, 1.0]``). The candidate
+        is promoted or rolled back by an always-valid sequential test once each arm has
+        ``min_samples`` scores, or rolled back when a guard (error rate, p95 latency) is
+        breached; see docs/rollouts.md.
+
+        Example::
+
+            rollout = client.start_rollout("summarize_ticket", job.prompt_version_id,
+                                           share=0.2, min_samples=200)
+        """
+        key = _require_id("task_id", task_id)
+        body = self._rollout_body(candidate_version_id, {
+            "share": share, "ramp": ramp, "min_samples": min_samples, "alpha": alpha,
+            "error_margin": error_margin, "latency_margin": latency_margin,
+            "max_duration": max_duration, "auto_promote": auto_promote,
+            "auto_rollback": auto_rollback,
+        })
+        path = f"/rollouts/{_segment('task_id', key)}"
+        try:
+            return self._result(await self._send(self._call("POST", path, body)), Rollout)
+        finally:
+            self._forget_prompt(key)  # the task now serves (or may serve) a split
+
+    async def get_rollout(self, task_id: str) -> Rollout:
+        """Return the task's latest rollout: state, per-arm figures, guards and audit log.
+
+        A cached prompt of the task that no longer matches it (a decision, a ramp step) is
+        dropped, so the next ``get_prompt`` serves what the server serves now.
+        """
+        key = _require_id("task_id", task_id)
+        path = f"/rollouts/{_segment('task_id', key)}"
+        rollout = self._result(await self._send(self._call("GET", path)), Rollout)
+        self._sync_prompt_cache(key, rollout)
+        return rollout
+
+    async def stop_rollout(self, task_id: str, action: str) -> Rollout:
+        """End the running rollout: ``"promote"`` the candidate or ``"rollback"`` it."""
+        key = _require_id("task_id", task_id)
+        body = self._stop_body(action)
+        path = f"/rollouts/{_segment('task_id', key)}/stop"
+        try:
+            return self._result(await self._send(self._call("POST", path, body)), Rollout)
+        finally:
+            self._forget_prompt(key)
 
     # --- helpers ------------------------------------------------------------------------
 

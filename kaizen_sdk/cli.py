@@ -938,6 +938,173 @@ def _eval(client: CTClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- rollouts ------------------------------------------------------------------------------
+
+
+def _ramp(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected shares separated by commas, e.g. 0.05,0.2,0.5,1, got {text!r}"
+        ) from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"every share must be in [0, 1], got {text!r}")
+    return values
+
+
+def _share(text: str) -> float:
+    value = _ramp(text)
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"expected one share in [0, 1], got {text!r}")
+    return value[0]
+
+
+def _fmt_num(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _rollout_line(rollout: Any) -> str:
+    """One line with the state and the live figures of a rollout."""
+    a, c, d = rollout.active, rollout.candidate, rollout.difference
+    parts = [
+        f"rollout {rollout.state}",
+        f"share {rollout.share:.0%}",
+        f"active n={a.n} mean={_fmt_num(a.mean)}",
+        f"candidate n={c.n} mean={_fmt_num(c.mean)}",
+        f"diff {_fmt_num(d.estimate, '+.3f')} [{_fmt_num(d.lower, '+.3f')}, "
+        f"{_fmt_num(d.upper, '+.3f')}]",
+    ]
+    if rollout.guards.breached:
+        parts.append("guards breached: " + ", ".join(rollout.guards.breached))
+    if rollout.recommendation:
+        parts.append(f"recommends {rollout.recommendation}")
+    return "  ".join(parts)
+
+
+def _rollout_detail(rollout: Any) -> str:
+    a, c, g = rollout.active, rollout.candidate, rollout.guards
+    pairs: list[tuple[str, Any]] = [
+        ("rollout", rollout.id),
+        ("state", rollout.state),
+        ("share", f"{rollout.share:.0%} (ramp {', '.join(f'{s:.0%}' for s in rollout.ramp)})"),
+        ("active", f"{a.version_id}  n={a.n} mean={_fmt_num(a.mean)} "
+                   f"[{_fmt_num(a.lower)}, {_fmt_num(a.upper)}]"),
+        ("candidate", f"{c.version_id}  n={c.n} mean={_fmt_num(c.mean)} "
+                      f"[{_fmt_num(c.lower)}, {_fmt_num(c.upper)}]"),
+        ("difference", f"{_fmt_num(rollout.difference.estimate, '+.3f')} "
+                       f"[{_fmt_num(rollout.difference.lower, '+.3f')}, "
+                       f"{_fmt_num(rollout.difference.upper, '+.3f')}] "
+                       f"p={rollout.difference.p_value:.3g}"),
+        ("error rate", f"{_fmt_num(a.error_rate)} vs {_fmt_num(c.error_rate)} "
+                       f"(margin {_fmt_num(g.error_margin)})"),
+        ("p95 latency ms", f"{_fmt_num(a.p95_latency_ms, '.1f')} vs "
+                           f"{_fmt_num(c.p95_latency_ms, '.1f')} "
+                           f"(margin {_fmt_num(g.latency_margin, '.0%')})"),
+        ("min samples", rollout.min_samples),
+    ]
+    if rollout.recommendation:
+        pairs.append(("recommendation", rollout.recommendation))
+    if rollout.reason:
+        pairs.append(("reason", rollout.reason))
+    lines = [format_fields(pairs), "", "audit log:"]
+    for event in rollout.audit:
+        at = event.at.strftime("%Y-%m-%d %H:%M:%S") if event.at else "-"
+        share = "" if event.share is None else f" {event.share:.0%}"
+        lines.append(f"  {at}  {event.event}{share}  {event.reason or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def _rollout_start(client: CTClient, args: argparse.Namespace) -> int:
+    version = _version_id(client, args.task, args.candidate)
+    options: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "share": args.share, "ramp": args.ramp, "min_samples": args.min_samples,
+            "error_margin": args.error_margin, "latency_margin": args.latency_margin,
+            "max_duration": args.max_duration,
+        }.items()
+        if v is not None
+    }
+    rollout = client.start_rollout(
+        args.task, version, auto_promote=not args.no_auto_promote,
+        auto_rollback=not args.no_auto_rollback, **options,
+    )
+    _emit(args, rollout, _rollout_detail)
+    return EXIT_OK
+
+
+def _rollout_status(client: CTClient, args: argparse.Namespace) -> int:
+    rollout = client.get_rollout(args.task)
+    if not args.watch:
+        _emit(args, rollout, _rollout_detail)
+        return EXIT_OK
+    tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    deadline = time.monotonic() + args.timeout
+    seen = None
+    while True:
+        line = _rollout_line(rollout)
+        if line != seen:
+            sys.stderr.write(("\r\x1b[K" + line) if tty else line + "\n")
+            sys.stderr.flush()
+            seen = line
+        if not rollout.is_running:
+            break
+        if time.monotonic() >= deadline:
+            if tty:
+                sys.stderr.write("\n")
+            raise CLIError(
+                f"rollout {rollout.id} still running after {args.timeout:g} s", EXIT_FAILURE
+            )
+        time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
+        rollout = client.get_rollout(args.task)
+    if tty:
+        sys.stderr.write("\n")
+    _emit(args, rollout, _rollout_detail)
+    return EXIT_OK
+
+
+def _rollout_stop(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.stop_rollout(args.task, args.action), _rollout_detail)
+    return EXIT_OK
+
+
+def _add_rollout(sub: Any) -> None:
+    rollout = _group(sub, "rollout", "roll a candidate prompt out to a share of traffic")
+    p = _leaf(rollout, "start", _rollout_start, "start a guarded rollout of a candidate")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("candidate", help="candidate version id, or number (3 or v3)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--share", type=_share, metavar="S",
+                       help="one step: serve the candidate to this share in [0, 1]")
+    split.add_argument("--ramp", type=_ramp, metavar="S,S,...",
+                       help="increasing shares (default 0.05,0.2,0.5,1)")
+    p.add_argument("--min-samples", type=_positive_int, metavar="N",
+                   help="scores per arm before any decision (default 100)")
+    p.add_argument("--error-margin", type=float, metavar="X",
+                   help="allowed rise of the error rate, absolute (default 0.02)")
+    p.add_argument("--latency-margin", type=float, metavar="X",
+                   help="allowed rise of p95 latency, relative (default 0.25)")
+    p.add_argument("--max-duration", type=_positive_float, metavar="S",
+                   help="seconds before an undecided rollout is rolled back (default 7 days)")
+    p.add_argument("--no-auto-promote", action="store_true",
+                   help="only recommend a promotion; promote with `kaizen rollout stop`")
+    p.add_argument("--no-auto-rollback", action="store_true",
+                   help="only recommend a rollback")
+    p = _leaf(rollout, "status", _rollout_status, "show the task's rollout and its audit log")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("--watch", action="store_true",
+                   help="follow the live figures until the rollout is decided")
+    p.add_argument("--interval", type=_positive_float, default=2.0, metavar="S",
+                   help="seconds between checks with --watch (default 2)")
+    p.add_argument("--timeout", type=_positive_float, default=3600.0, metavar="S",
+                   help="give up watching after S seconds, exit 1 (default 3600)")
+    p = _leaf(rollout, "stop", _rollout_stop, "end the running rollout")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("action", choices=("promote", "rollback"),
+                   help="promote the candidate or roll it back")
+
+
 # --- registry --------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
@@ -950,6 +1117,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_eval,
     _add_jobs,
     _add_traces,
+    _add_rollout,
 ]
 """One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -32,6 +32,14 @@ __all__ = [
     "OptimizeResult",
     "Prompt",
     "PromptVersionRequest",
+    "Rollout",
+    "RolloutArm",
+    "RolloutDifference",
+    "RolloutEvent",
+    "RolloutGuards",
+    "RolloutRequest",
+    "RolloutServing",
+    "RolloutStopRequest",
     "ScoreRequest",
     "Task",
     "TaskCreateRequest",
@@ -112,6 +120,8 @@ class Prompt(msgspec.Struct, kw_only=True, frozen=True):
     optimizer: str | None = None
     dspy_version: str | None = None
     created_at: datetime | None = None
+    rollout: RolloutServing | None = None
+    """The task's running rollout, when the server has one: pick an arm with it locally."""
 
     def render(self, **variables: Any) -> str:
         """Fill ``{{ name }}`` placeholders; a missing variable raises `CTValidationError`."""
@@ -219,6 +229,8 @@ class TraceResult(msgspec.Struct, kw_only=True, frozen=True):
     parent_trace_id: UUID | None = None
     metadata: dict[str, Any] | None = None
     created_at: datetime | None = None
+    arm: str | None = None
+    error: bool | None = None
 
 
 class IngestError(msgspec.Struct, kw_only=True, frozen=True):
@@ -250,6 +262,103 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     detail: str | None = None
 
 
+# --- rollouts (responses) ----------------------------------------------------------------
+
+
+class RolloutServing(msgspec.Struct, kw_only=True, frozen=True):
+    """What a process needs to split traffic: the candidate, its share and the hash salt.
+
+    Carried as ``Prompt.rollout`` by ``GET /api/v1/prompts/{task_id}``; see
+    ``kaizen_sdk._rollout.choose_arm``.
+    """
+
+    id: UUID
+    candidate: Prompt
+    share: float = 0.0
+    salt: str = ""
+
+
+class RolloutArm(msgspec.Struct, kw_only=True, frozen=True):
+    """Live figures of one arm: scores (n, mean, its interval) and guard metrics."""
+
+    version_id: UUID | None = None
+    n: int = 0
+    mean: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    calls: int = 0
+    errors: int = 0
+    error_rate: float | None = None
+    p95_latency_ms: float | None = None
+
+
+class RolloutDifference(msgspec.Struct, kw_only=True, frozen=True):
+    """The sequential test on candidate - active: estimate, always-valid interval, p-value."""
+
+    estimate: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    p_value: float = 1.0
+    significant: bool = False
+
+
+class RolloutGuards(msgspec.Struct, kw_only=True, frozen=True):
+    """Guard metrics of the candidate against the active and the breached ones."""
+
+    error_rate_delta: float | None = None
+    latency_p95_ratio: float | None = None
+    error_margin: float | None = None
+    latency_margin: float | None = None
+    breached: list[str] = []
+
+
+class RolloutEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """One audit-log entry: a start, ramp step, recommendation or decision, with statistics."""
+
+    at: datetime | None = None
+    event: str = ""
+    share: float | None = None
+    reason: str | None = None
+    stats: dict[str, Any] | None = None
+
+
+class Rollout(msgspec.Struct, kw_only=True, frozen=True):
+    """A guarded rollout of a candidate prompt version (``GET /api/v1/rollouts/{task_id}``).
+
+    ``state`` is ``running``, ``promoted`` or ``rolled_back``; ``recommendation`` is set when
+    the test or a guard decided but automatic promotion or rollback is off.
+    """
+
+    id: UUID
+    task_id: UUID | None = None
+    state: str = "running"
+    active_version_id: UUID | None = None
+    candidate_version_id: UUID | None = None
+    share: float = 0.0
+    ramp: list[float] = []
+    step: int = 0
+    salt: str | None = None
+    min_samples: int = 0
+    alpha: float | None = None
+    max_duration: float | None = None
+    auto_promote: bool = True
+    auto_rollback: bool = True
+    recommendation: str | None = None
+    reason: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    active: RolloutArm = msgspec.field(default_factory=RolloutArm)
+    candidate: RolloutArm = msgspec.field(default_factory=RolloutArm)
+    difference: RolloutDifference = msgspec.field(default_factory=RolloutDifference)
+    guards: RolloutGuards = msgspec.field(default_factory=RolloutGuards)
+    audit: list[RolloutEvent] = []
+
+    @property
+    def is_running(self) -> bool:
+        """True while the rollout still serves both arms."""
+        return self.state == "running"
+
+
 # --- requests --------------------------------------------------------------------------
 
 
@@ -266,6 +375,10 @@ class FeedbackRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_u
     # UNSET (never sent) rather than None, so servers that predate them never see these keys
     comment: str | msgspec.UnsetType | None = msgspec.UNSET
     correction: Any | msgspec.UnsetType = msgspec.UNSET
+    prompt_version_id: UUID | None = None
+    """The prompt version that produced *output* (counts toward a running rollout)."""
+    arm: str | None = None
+    """``"active"`` or ``"candidate"`` when the version was served by a rollout."""
 
 
 class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -281,6 +394,10 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     prompt_version_id: UUID | None = None
     parent_trace_id: UUID | None = None
     metadata: dict[str, Any] | None = None
+    arm: str | None = None
+    """``"active"`` or ``"candidate"`` when the version was served by a rollout."""
+    error: bool | None = None
+    """True when the call raised; a rollout's error-rate guard counts these."""
 
 
 class IngestRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -334,6 +451,36 @@ class PromptVersionRequest(
 
     prompt_text: PromptText
     activate: bool = False
+
+
+Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+"""A share of traffic in [0, 1]."""
+
+
+class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/rollouts/{task_id}``: the candidate and how to roll it out.
+
+    Give ``share`` (one step) or ``ramp`` (increasing shares, e.g. ``[0.05, 0.2, 0.5, 1.0]``);
+    neither means ``[0.05, 0.2, 0.5, 1.0]``. Margins: ``error_margin`` is absolute (error rate),
+    ``latency_margin`` relative (p95 latency); ``max_duration`` is in seconds.
+    """
+
+    candidate_version_id: UUID
+    share: Share | None = None
+    ramp: list[Share] | None = None
+    min_samples: Annotated[int, msgspec.Meta(ge=2, le=1_000_000)] = 100
+    alpha: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.05
+    error_margin: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.02
+    latency_margin: Annotated[float, msgspec.Meta(ge=0.0)] = 0.25
+    max_duration: Annotated[float, msgspec.Meta(gt=0.0)] = 7 * 24 * 3600.0
+    auto_promote: bool = True
+    auto_rollback: bool = True
+
+
+class RolloutStopRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/rollouts/{task_id}/stop``."""
+
+    action: Literal["promote", "rollback"]
 
 
 # --- encoding --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ field added to ``models.py`` is covered without touching this file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import uuid
 from datetime import timezone
@@ -75,9 +76,12 @@ def _strategy(t: mi.Type) -> st.SearchStrategy[Any]:
         hi = t.le if t.le is not None else (t.lt - 1 if t.lt is not None else 2**53)
         return st.integers(min_value=lo, max_value=hi)
     if isinstance(t, mi.FloatType):
-        lo = t.ge if t.ge is not None else None
-        hi = t.le if t.le is not None else None
-        return st.floats(min_value=lo, max_value=hi, allow_nan=False, allow_infinity=False)
+        lo = t.ge if t.ge is not None else t.gt
+        hi = t.le if t.le is not None else t.lt
+        return st.floats(min_value=lo, max_value=hi, exclude_min=t.gt is not None,
+                         exclude_max=t.lt is not None, allow_nan=False, allow_infinity=False)
+    if isinstance(t, mi.LiteralType):
+        return st.sampled_from(t.values)
     if isinstance(t, mi.StrType):
         return st.text(min_size=t.min_length or 0, max_size=30)
     if isinstance(t, mi.UUIDType):
@@ -93,10 +97,12 @@ def _strategy(t: mi.Type) -> st.SearchStrategy[Any]:
     if isinstance(t, mi.DictType):
         return st.dictionaries(st.text(max_size=8), _strategy(t.value_type), max_size=3)
     if isinstance(t, mi.StructType):
-        return _struct_strategy(t.cls)
+        # deferred: models may nest each other (a Prompt's rollout holds a candidate Prompt)
+        return st.deferred(lambda: _struct_strategy(t.cls))
     raise AssertionError(f"no strategy for {t!r}: extend _strategy")
 
 
+@functools.cache
 def _struct_strategy(cls: type[msgspec.Struct]) -> st.SearchStrategy[Any]:
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)

@@ -48,6 +48,9 @@ from kaizen_sdk.models import (
     OptimizeResult,
     Prompt,
     PromptVersionRequest,
+    Rollout,
+    RolloutRequest,
+    RolloutStopRequest,
     ScoreRequest,
     Task,
     TaskCreateRequest,
@@ -236,7 +239,11 @@ class Api:
         return ApiResponse(200, self.store.list_feedback(r.query.get("task_id"), _limit(r.query)))
 
     def get_prompt(self, r: ApiRequest) -> ApiResponse:
-        body = encode(self.store.active_prompt(r.params["task_id"]))
+        prompt = self.store.active_prompt(r.params["task_id"])
+        serving = self.store.rollout_serving(r.params["task_id"])
+        if serving is not None:
+            prompt = msgspec.structs.replace(prompt, rollout=serving)
+        body = encode(prompt)
         tag = etag_of(body)
         headers = {"ETag": tag, "Cache-Control": "no-cache"}
         if _etag_matches(r.headers.get("if-none-match"), tag):
@@ -321,6 +328,19 @@ class Api:
         self._submit(jobs)
         errors += [IngestError(kind=k, id=i, detail=d) for k, i, d in store_errors]
         return ApiResponse(207, IngestResult(accepted=accepted, errors=errors))
+
+    # --- rollouts ----------------------------------------------------------------------
+
+    def start_rollout(self, r: ApiRequest) -> ApiResponse:
+        req: RolloutRequest = decode(r.body, RolloutRequest)
+        return ApiResponse(201, self.store.start_rollout(r.params["task_id"], req))
+
+    def get_rollout(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, self.store.get_rollout(r.params["task_id"]))
+
+    def stop_rollout(self, r: ApiRequest) -> ApiResponse:
+        req: RolloutStopRequest = decode(r.body, RolloutStopRequest)
+        return ApiResponse(200, self.store.stop_rollout(r.params["task_id"], req.action))
 
     def call(self, route: Route, request: ApiRequest) -> ApiResponse:
         """Run *route*'s operation; every failure becomes its JSON error answer."""
@@ -472,6 +492,33 @@ ROUTES: tuple[Route, ...] = (
         IngestResult,
         IngestRequest,
     ),
+    # --- rollouts ---
+    Route(
+        "POST",
+        "/api/v1/rollouts/{task_id}",
+        "start_rollout",
+        "Start a guarded rollout of a candidate prompt version",
+        201,
+        Rollout,
+        RolloutRequest,
+    ),
+    Route(
+        "GET",
+        "/api/v1/rollouts/{task_id}",
+        "get_rollout",
+        "Get the task's latest rollout: state, per-arm figures, guards, audit log",
+        200,
+        Rollout,
+    ),
+    Route(
+        "POST",
+        "/api/v1/rollouts/{task_id}/stop",
+        "stop_rollout",
+        "Stop the running rollout by promoting or rolling back the candidate",
+        200,
+        Rollout,
+        RolloutStopRequest,
+    ),
 )
 
 _COMPILED = tuple((route, route.pattern) for route in ROUTES)
@@ -480,7 +527,7 @@ _ERROR_STATUSES = {
     "400": "Body is not JSON",
     "401": "Missing or wrong X-API-Key",
     "404": "Unknown object or route",
-    "409": "Conflict (duplicate task name)",
+    "409": "Conflict (duplicate task name, a rollout already running or none running)",
     "413": "Body too large",
     "422": "A field is missing, has the wrong type or is out of range",
 }

@@ -334,6 +334,7 @@ class JobWorker:
             logger.info("local optimization job %s finished: eval_score=%.4f", job_id,
                         result.eval_score)
         self._record_pr(job_id, pr)
+        self._store.auto_rollout(job)  # only when the task asks for it
 
     def _run_dspy(self, job_id: str, task: Task, examples: list[optimizer.Example],
                   active_text: str | None) -> None:

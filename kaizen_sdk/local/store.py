@@ -14,16 +14,19 @@ a missing object raises `NotFound`, a clash `Conflict`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 
+from kaizen_sdk.local import rollouts
 from kaizen_sdk.local.optimizer import Example
 from kaizen_sdk.models import (
     MAX_PROMPT_CHARS,
@@ -31,6 +34,13 @@ from kaizen_sdk.models import (
     FeedbackResult,
     Job,
     Prompt,
+    Rollout,
+    RolloutArm,
+    RolloutDifference,
+    RolloutEvent,
+    RolloutGuards,
+    RolloutRequest,
+    RolloutServing,
     Task,
     TaskCreateRequest,
     TraceRequest,
@@ -51,7 +61,7 @@ __all__ = [
 
 logger = logging.getLogger("kaizen_sdk.local.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
 
 AUTO_TASK_THRESHOLD = 50
@@ -161,8 +171,6 @@ _STEP_FEEDBACK_CRITIQUE = (
     "CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id)",
 )
 
-# schema version -> the statements that bring a database of the version before up to it
-_MIGRATIONS: dict[int, tuple[str, ...]] = {2: _STEP_FEEDBACK_CRITIQUE}
 
 _TASK_OPTIONAL = (
     "description",
@@ -191,7 +199,8 @@ class Conflict(StoreError):
 
 
 class Invalid(StoreError):
-    """A value the store will not keep (e.g. an empty prompt text); ``str()`` names the field."""
+    """A value or a reference the store will not use (an empty prompt text, a candidate of
+    another task); ``str()`` names the field. Answered with 422."""
 
 
 def utcnow() -> datetime:
@@ -339,8 +348,12 @@ class Store:
                     f"kaizen_sdk supports ({SCHEMA_VERSION}); upgrade kaizen_sdk."
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[version]:
-                    conn.execute(statement)
+                step = _MIGRATIONS[version]
+                if callable(step):
+                    step(conn)
+                else:
+                    for statement in step:
+                        conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                     (version, _ts()),
@@ -604,6 +617,8 @@ class Store:
         job_id = self._maybe_trigger(conn, task["id"])
         if job_id is not None:
             new_jobs.append(job_id)
+        self._rollout_record(conn, "feedback", fid, task["id"], req.prompt_version_id, req.arm,
+                             None, scored=req.score is not None)
         row = conn.execute("SELECT * FROM feedback WHERE id = ?", (fid,)).fetchone()
         return self._feedback(row)
 
@@ -660,6 +675,8 @@ class Store:
             parent_trace_id=_uuid(row["parent_trace_id"]),
             metadata=_unjson(row["metadata"]),
             created_at=_dt(row["created_at"]),
+            arm=row["arm"],
+            error=None if row["error"] is None else bool(row["error"]),
         )
 
     def _add_trace(self, conn: sqlite3.Connection, req: TraceRequest) -> TraceResult:
@@ -698,6 +715,8 @@ class Store:
                 _json(req.metadata), _ts(),
             ),
         )
+        self._rollout_record(conn, "traces", tid, task["id"], version_id, req.arm, req.error,
+                             scored=False)
         return self._trace(conn.execute("SELECT * FROM traces WHERE id = ?", (tid,)).fetchone())
 
     def add_trace(self, req: TraceRequest) -> TraceResult:
@@ -759,6 +778,7 @@ class Store:
             job_id = self._maybe_trigger(conn, row["task_id"])
             if job_id is not None and new_jobs is not None:
                 new_jobs.append(job_id)
+            self._rollout_scored(conn, key)
             return self._trace(
                 conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
             )
@@ -1039,6 +1059,472 @@ class Store:
                 (_json({"options": options}), job_id),
             )
 
+    # --- rollouts --------------------------------------------------------------------
+    # A task has at most one running rollout (a partial unique index says so). Its live
+    # figures are aggregates over the traces (scores, errors, latency) and the scored
+    # feedback that names a version but no trace, stored after the rollout started; a
+    # finished rollout keeps the sequence numbers it ended at, so its figures stay put.
+
+    def _rollout_row(self, conn: sqlite3.Connection, task_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM rollouts WHERE task_id = ? ORDER BY seq DESC LIMIT 1", (task_id,)
+        ).fetchone()
+        return row
+
+    def _running_rollout(self, conn: sqlite3.Connection, task_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM rollouts WHERE task_id = ? AND state = 'running'", (task_id,)
+        ).fetchone()
+        return row
+
+    @staticmethod
+    def _max_seq(conn: sqlite3.Connection, table: str) -> int:
+        row = conn.execute(f"SELECT COALESCE(MAX(seq), 0) AS s FROM {table}").fetchone()
+        return int(row["s"])
+
+    def _rollout_record(
+        self, conn: sqlite3.Connection, table: str, record_id: str, task_id: str,
+        version_id: str | uuid.UUID | None, arm: str | None, error: bool | None, *,
+        scored: bool,
+    ) -> None:
+        """Keep a trace's or feedback entry's arm, version and error flag; evaluate on a score."""
+        version = None if version_id is None else str(version_id)
+        rollout = self._running_rollout(conn, task_id)
+        if rollout is not None and version is None and arm in ("active", "candidate"):
+            version = rollout[f"{arm}_version_id"]
+        if rollout is not None and arm is None and version is not None:
+            if version == rollout["candidate_version_id"]:
+                arm = "candidate"
+            elif version == rollout["active_version_id"]:
+                arm = "active"
+        if arm is None and error is None and (table == "traces" or version is None):
+            return
+        if table == "traces":
+            conn.execute(
+                "UPDATE traces SET arm = ?, error = ?, prompt_version_id ="
+                " COALESCE(prompt_version_id, ?) WHERE id = ?",
+                (arm, None if error is None else int(error), version, record_id),
+            )
+        else:
+            conn.execute(
+                "UPDATE feedback SET arm = ?, prompt_version_id = ? WHERE id = ?",
+                (arm, version, record_id),
+            )
+        if scored and rollout is not None:
+            self._score_arrived(conn, rollout)
+
+    def _rollout_scored(self, conn: sqlite3.Connection, trace_id: str) -> None:
+        """A trace got a score: evaluate its task's running rollout, if any."""
+        row = conn.execute("SELECT task_id FROM traces WHERE id = ?", (trace_id,)).fetchone()
+        rollout = None if row is None else self._running_rollout(conn, row["task_id"])
+        if rollout is not None:
+            self._score_arrived(conn, rollout)
+
+    def _score_arrived(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> None:
+        """Count a score; evaluate once both arms can have their minimum, then every 10 %.
+
+        Evaluating reads every score of the rollout, so doing it per score would cost
+        O(n) each; at most every 10 % more scores keeps the total linear. The test stays
+        valid at any stopping time, and every GET evaluates as well.
+        """
+        seen = rollout["scores_seen"] + 1
+        minimum = 2 * _unjson(rollout["config"])["min_samples"]
+        last = rollout["evaluated_at"]
+        due = seen >= minimum and seen - last >= max(1, last // 10)
+        conn.execute("UPDATE rollouts SET scores_seen = ?, evaluated_at = ? WHERE id = ?",
+                     (seen, seen if due else last, rollout["id"]))
+        if due:
+            self._evaluate_rollout(conn, rollout)
+
+    def _arm_stats(
+        self, conn: sqlite3.Connection, rollout: sqlite3.Row, version: str
+    ) -> rollouts.ArmStats:
+        bounds = (rollout["trace_seq"], rollout["end_trace_seq"] or 2**62)
+        t = conn.execute(
+            "SELECT COUNT(score) AS n, COALESCE(SUM(score), 0) AS s,"
+            " COALESCE(SUM(score * score), 0) AS ss, COUNT(*) AS calls,"
+            " COALESCE(SUM(error), 0) AS errors, COUNT(latency_ms) AS timed FROM traces"
+            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?",
+            (rollout["task_id"], *bounds, version),
+        ).fetchone()
+        f = conn.execute(
+            "SELECT COUNT(score) AS n, COALESCE(SUM(score), 0) AS s,"
+            " COALESCE(SUM(score * score), 0) AS ss FROM feedback"
+            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?"
+            " AND score IS NOT NULL AND json_extract(metadata, '$.trace_id') IS NULL",
+            (rollout["task_id"], rollout["feedback_seq"],
+             rollout["end_feedback_seq"] or 2**62, version),
+        ).fetchone()
+        latency = None
+        if t["timed"]:
+            rank = max(1, math.ceil(0.95 * t["timed"]))
+            latency = conn.execute(
+                "SELECT latency_ms FROM traces WHERE task_id = ? AND seq > ? AND seq <= ?"
+                " AND prompt_version_id = ? AND latency_ms IS NOT NULL"
+                " ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                (rollout["task_id"], *bounds, version, rank - 1),
+            ).fetchone()["latency_ms"]
+        return rollouts.arm_stats(
+            t["n"] + f["n"], t["s"] + f["s"], t["ss"] + f["ss"], calls=t["calls"],
+            errors=t["errors"], p95_latency_ms=latency,
+        )
+
+    @staticmethod
+    def _rollout_config(rollout: sqlite3.Row) -> rollouts.RolloutConfig:
+        config = _unjson(rollout["config"])
+        return rollouts.RolloutConfig(
+            ramp=tuple(config["ramp"]),
+            min_samples=config["min_samples"],
+            alpha=config["alpha"],
+            error_margin=config["error_margin"],
+            latency_margin=config["latency_margin"],
+            max_duration=config["max_duration"],
+            auto_promote=config["auto_promote"],
+            auto_rollback=config["auto_rollback"],
+        )
+
+    def _rollout_event(
+        self, conn: sqlite3.Connection, rollout_id: str, event: str, share: float,
+        reason: str, stats: dict[str, Any],
+    ) -> None:
+        conn.execute(
+            "INSERT INTO rollout_events (rollout_id, at, event, share, reason, stats)"
+            " VALUES (?,?,?,?,?,?)",
+            (rollout_id, _ts(), event, share, reason, _json(stats)),
+        )
+
+    def _evaluate_rollout(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> None:
+        """Run the test and the guards; store a ramp step, recommendation or decision."""
+        config = self._rollout_config(rollout)
+        moved = self._activated_by_hand(conn, rollout)
+        if moved is not None:
+            self._end_rollout(conn, rollout, *moved, {"share": config.ramp[rollout["step"]]})
+            return
+        active = self._arm_stats(conn, rollout, rollout["active_version_id"])
+        candidate = self._arm_stats(conn, rollout, rollout["candidate_version_id"])
+        elapsed = (utcnow() - datetime.fromisoformat(rollout["started_at"])).total_seconds()
+        decision = rollouts.evaluate(
+            config, active, candidate, step=rollout["step"], step_start_n=rollout["step_start_n"],
+            elapsed=elapsed, recommended=rollout["recommendation"],
+        )
+        share = config.ramp[rollout["step"]]
+        stats = decision.stats(active, candidate, share)
+        if decision.action == "advance":
+            step = rollout["step"] + 1
+            conn.execute(
+                "UPDATE rollouts SET step = ?, step_start_n = ? WHERE id = ?",
+                (step, candidate.n, rollout["id"]),
+            )
+            self._rollout_event(conn, rollout["id"], "ramp", config.ramp[step], decision.reason,
+                                stats)
+        elif decision.action in ("recommend_promote", "recommend_rollback"):
+            action = decision.action.removeprefix("recommend_")
+            conn.execute("UPDATE rollouts SET recommendation = ? WHERE id = ?",
+                         (action, rollout["id"]))
+            self._rollout_event(conn, rollout["id"], decision.action, share, decision.reason,
+                                stats)
+        elif decision.action in ("promote", "rollback"):
+            self._end_rollout(conn, rollout, decision.action, decision.reason, stats)
+
+    @staticmethod
+    def _activated_by_hand(
+        conn: sqlite3.Connection, rollout: sqlite3.Row
+    ) -> tuple[str, str] | None:
+        """``(action, reason)`` when a version was activated outside the rollout, else None."""
+        row = conn.execute(
+            "SELECT id FROM prompts WHERE task_id = ? AND status = 'active'",
+            (rollout["task_id"],),
+        ).fetchone()
+        current = None if row is None else row["id"]
+        if current == rollout["active_version_id"]:
+            return None
+        if current == rollout["candidate_version_id"]:
+            return "promote", "the candidate was activated by hand"
+        return "rollback", "another version was activated by hand"
+
+    def _end_rollout(
+        self, conn: sqlite3.Connection, rollout: sqlite3.Row, action: str, reason: str,
+        stats: dict[str, Any],
+    ) -> None:
+        candidate = rollout["candidate_version_id"]
+        if action == "promote":
+            conn.execute(
+                "UPDATE prompts SET status = 'inactive' WHERE task_id = ? AND status = 'active'",
+                (rollout["task_id"],),
+            )
+            conn.execute("UPDATE prompts SET status = 'active' WHERE id = ?", (candidate,))
+            state, event = "promoted", "promoted"
+        else:
+            conn.execute("UPDATE prompts SET status = 'rejected' WHERE id = ? AND status != "
+                         "'active'", (candidate,))
+            state, event = "rolled_back", "rolled_back"
+        conn.execute(
+            "UPDATE rollouts SET state = ?, reason = ?, ended_at = ?, end_trace_seq = ?,"
+            " end_feedback_seq = ? WHERE id = ?",
+            (state, reason, _ts(), self._max_seq(conn, "traces"),
+             self._max_seq(conn, "feedback"), rollout["id"]),
+        )
+        share = stats.get("share", 0.0)
+        self._rollout_event(conn, rollout["id"], event, share, reason, stats)
+
+    def _rollout(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> Rollout:
+        config = self._rollout_config(rollout)
+        arms: dict[str, RolloutArm] = {}
+        stats: dict[str, rollouts.ArmStats] = {}
+        for arm in ("active", "candidate"):
+            version = rollout[f"{arm}_version_id"]
+            a = stats[arm] = self._arm_stats(conn, rollout, version)
+            interval = rollouts.arm_interval(a, alpha=config.alpha)
+            arms[arm] = RolloutArm(
+                version_id=uuid.UUID(version), n=a.n, mean=a.mean if a.n else None,
+                lower=None if interval is None else interval[0],
+                upper=None if interval is None else interval[1],
+                calls=a.calls, errors=a.errors, error_rate=a.error_rate,
+                p95_latency_ms=a.p95_latency_ms,
+            )
+        test = rollouts.msprt(stats["active"], stats["candidate"], alpha=config.alpha)
+        guards = rollouts.check_guards(stats["active"], stats["candidate"],
+                                       error_margin=config.error_margin,
+                                       latency_margin=config.latency_margin)
+        events = conn.execute(
+            "SELECT * FROM rollout_events WHERE rollout_id = ? ORDER BY seq", (rollout["id"],)
+        ).fetchall()
+        ready = test.difference if test.lower > -math.inf else None
+        return Rollout(
+            id=uuid.UUID(rollout["id"]),
+            task_id=uuid.UUID(rollout["task_id"]),
+            state=rollout["state"],
+            active_version_id=uuid.UUID(rollout["active_version_id"]),
+            candidate_version_id=uuid.UUID(rollout["candidate_version_id"]),
+            share=config.ramp[rollout["step"]],
+            ramp=list(config.ramp),
+            step=rollout["step"],
+            salt=rollout["salt"],
+            min_samples=config.min_samples,
+            alpha=config.alpha,
+            max_duration=config.max_duration,
+            auto_promote=config.auto_promote,
+            auto_rollback=config.auto_rollback,
+            recommendation=rollout["recommendation"],
+            reason=rollout["reason"],
+            started_at=_dt(rollout["started_at"]),
+            ended_at=_dt(rollout["ended_at"]),
+            active=arms["active"],
+            candidate=arms["candidate"],
+            difference=RolloutDifference(
+                estimate=ready,
+                lower=None if ready is None else test.lower,
+                upper=None if ready is None else test.upper,
+                p_value=test.p_value,
+                significant=test.significant,
+            ),
+            guards=RolloutGuards(
+                error_rate_delta=guards.error_rate_delta,
+                latency_p95_ratio=guards.latency_p95_ratio,
+                error_margin=config.error_margin,
+                latency_margin=config.latency_margin,
+                breached=list(guards.breached),
+            ),
+            audit=[
+                RolloutEvent(at=_dt(e["at"]), event=e["event"], share=e["share"],
+                             reason=e["reason"], stats=_unjson(e["stats"]))
+                for e in events
+            ],
+        )
+
+    def start_rollout(self, ref: str, req: RolloutRequest) -> Rollout:
+        """Start a rollout of ``req.candidate_version_id`` against the task's active version.
+
+        Raises `NotFound` (task or version), `Invalid` (a version of another task, the active
+        one, or no active version) and `Conflict` (a rollout is already running).
+        """
+        if req.share is not None and req.ramp is not None:
+            raise Invalid("give either `share` or `ramp`, not both")
+        ramp = [req.share] if req.share is not None else req.ramp
+        if ramp is None:
+            ramp = [0.05, 0.2, 0.5, 1.0]
+        if not ramp:
+            raise Invalid("`ramp` must list at least one share")
+        if any(b <= a for a, b in itertools.pairwise(ramp)):
+            raise Invalid(f"`ramp` must increase step by step, got {ramp}")
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            cand = conn.execute(
+                "SELECT * FROM prompts WHERE id = ?", (str(req.candidate_version_id),)
+            ).fetchone()
+            if cand is None:
+                raise NotFound(f"prompt version {req.candidate_version_id} not found")
+            if cand["task_id"] != task["id"]:
+                raise Invalid(f"candidate_version_id {req.candidate_version_id} is a version of"
+                              f" another task, not of {task['name']!r}")
+            if cand["status"] == "active":
+                raise Invalid(f"candidate_version_id {req.candidate_version_id} is already the"
+                              f" active version of {task['name']!r}")
+            active = conn.execute(
+                "SELECT id FROM prompts WHERE task_id = ? AND status = 'active'", (task["id"],)
+            ).fetchone()
+            if active is None:
+                raise Invalid(f"task {task['name']!r} has no active version to compare against")
+            running = self._running_rollout(conn, task["id"])
+            if running is not None:
+                raise Conflict(f"a rollout ({running['id']}) is already running for task"
+                               f" {task['name']!r}: stop it first")
+            rollout_id = str(uuid.uuid4())
+            config = {
+                "ramp": ramp, "min_samples": req.min_samples, "alpha": req.alpha,
+                "error_margin": req.error_margin, "latency_margin": req.latency_margin,
+                "max_duration": req.max_duration, "auto_promote": req.auto_promote,
+                "auto_rollback": req.auto_rollback,
+            }
+            conn.execute(
+                "INSERT INTO rollouts (id, task_id, active_version_id, candidate_version_id,"
+                " state, config, step, step_start_n, salt, started_at, trace_seq,"
+                " feedback_seq) VALUES (?,?,?,?,'running',?,0,0,?,?,?,?)",
+                (rollout_id, task["id"], active["id"], cand["id"], _json(config),
+                 uuid.uuid4().hex, _ts(), self._max_seq(conn, "traces"),
+                 self._max_seq(conn, "feedback")),
+            )
+            self._rollout_event(conn, rollout_id, "started", ramp[0],
+                                f"candidate v{cand['version_number']} at {ramp[0]:.0%}",
+                                {"ramp": ramp, "min_samples": req.min_samples})
+            row = conn.execute("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+            return self._rollout(conn, row)
+
+    def get_rollout(self, ref: str) -> Rollout:
+        """Return the task's latest rollout, evaluating it first while it runs."""
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            row = self._running_rollout(conn, task["id"])
+            if row is not None:
+                self._evaluate_rollout(conn, row)
+            row = self._rollout_row(conn, task["id"])
+            if row is None:
+                raise NotFound(f"task {task['name']!r} has no rollout")
+            return self._rollout(conn, row)
+
+    def stop_rollout(self, ref: str, action: str) -> Rollout:
+        """End the running rollout by *action* (``promote`` or ``rollback``); `Conflict` if none."""
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            row = self._running_rollout(conn, task["id"])
+            if row is None:
+                raise Conflict(f"no rollout is running for task {task['name']!r}")
+            current = self._rollout(conn, row)
+            stats = {"share": current.share, "active": {"n": current.active.n,
+                     "mean": current.active.mean}, "candidate": {"n": current.candidate.n,
+                     "mean": current.candidate.mean}, "p_value": current.difference.p_value}
+            self._end_rollout(conn, row, action, f"stopped by request ({action})", stats)
+            return self._rollout(conn, conn.execute(
+                "SELECT * FROM rollouts WHERE id = ?", (row["id"],)).fetchone())
+
+    def rollout_serving(self, ref: str) -> RolloutServing | None:
+        """What ``GET /prompts/{task}`` carries while a rollout runs (ends an expired one)."""
+        conn = self._conn()
+        task = self._require_task(conn, ref)
+        row = self._running_rollout(conn, task["id"])
+        if row is None:
+            return None
+        config = self._rollout_config(row)
+        elapsed = (utcnow() - datetime.fromisoformat(row["started_at"])).total_seconds()
+        if elapsed >= config.max_duration or self._activated_by_hand(conn, row) is not None:
+            with self._write() as wconn:
+                fresh = self._running_rollout(wconn, task["id"])
+                if fresh is not None:
+                    self._evaluate_rollout(wconn, fresh)
+            row = self._running_rollout(conn, task["id"])
+            if row is None:
+                return None
+        cand = conn.execute(
+            "SELECT * FROM prompts WHERE id = ?", (row["candidate_version_id"],)
+        ).fetchone()
+        return RolloutServing(id=uuid.UUID(row["id"]), candidate=self._prompt(cand),
+                              share=config.ramp[row["step"]], salt=row["salt"])
+
+    def auto_rollout(self, job: Job) -> Rollout | None:
+        """Start a rollout of a successful job's candidate when the task asks for one.
+
+        The option is ``evaluator_config["auto_rollout"]``: ``true`` (defaults) or an object
+        of `RolloutRequest` fields. Trouble is logged, never raised (the job stays a success).
+        """
+        if job.task_id is None or job.prompt_version_id is None:
+            return None
+        try:
+            config = (self.get_task(str(job.task_id)).evaluator_config or {}).get("auto_rollout")
+            if not config:
+                return None
+            options = config if isinstance(config, dict) else {}
+            req = msgspec.convert(
+                {**options, "candidate_version_id": str(job.prompt_version_id)}, RolloutRequest
+            )
+            return self.start_rollout(str(job.task_id), req)
+        except (StoreError, msgspec.ValidationError) as exc:
+            logger.warning("automatic rollout after job %s not started: %s", job.id, exc)
+            return None
+
+
+_ROLLOUTS_DDL = """
+CREATE TABLE IF NOT EXISTS rollouts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    task_id TEXT NOT NULL REFERENCES tasks(id),
+    active_version_id TEXT NOT NULL,
+    candidate_version_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    config TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    step_start_n INTEGER NOT NULL,
+    salt TEXT NOT NULL,
+    recommendation TEXT,
+    reason TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    trace_seq INTEGER NOT NULL,
+    feedback_seq INTEGER NOT NULL,
+    end_trace_seq INTEGER,
+    end_feedback_seq INTEGER,
+    scores_seen INTEGER NOT NULL DEFAULT 0,
+    evaluated_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_running ON rollouts (task_id)
+    WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS rollout_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    share REAL,
+    reason TEXT,
+    stats TEXT
+);
+CREATE INDEX IF NOT EXISTS rollout_events_rollout ON rollout_events (rollout_id, seq);
+"""
+
+_ROLLOUT_INDEXES = """
+CREATE INDEX IF NOT EXISTS traces_version ON traces (prompt_version_id, seq);
+CREATE INDEX IF NOT EXISTS feedback_version ON feedback (prompt_version_id, seq);
+"""
+
+_ROLLOUT_COLUMNS = (
+    ("traces", "arm", "TEXT"),
+    ("traces", "error", "INTEGER"),
+    ("feedback", "prompt_version_id", "TEXT"),
+    ("feedback", "arm", "TEXT"),
+)
+
+
+def _migrate_rollouts(conn: sqlite3.Connection) -> None:
+    """Migration step "rollouts": rollout tables, and arm/error/version columns on records."""
+    for statement in _ROLLOUTS_DDL.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    for table, column, kind in _ROLLOUT_COLUMNS:
+        have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in _ROLLOUT_INDEXES.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
 
 def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:
     row = conn.execute(
@@ -1047,3 +1533,12 @@ def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> i
         (task_id, prompt_text),
     ).fetchone()
     return None if row is None else int(row["version_number"])
+
+
+
+# schema version -> what brings a database of the version before up to it: statements, or a
+# function of the connection
+_MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] = {
+    2: _STEP_FEEDBACK_CRITIQUE,
+    3: _migrate_rollouts,
+}

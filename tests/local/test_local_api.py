@@ -59,6 +59,9 @@ EXPECTED_ROUTES = {
     ("post", "/api/v1/ingest"),
     ("get", "/api/v1/health"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/rollouts/{task_id}"),
+    ("get", "/api/v1/rollouts/{task_id}"),
+    ("post", "/api/v1/rollouts/{task_id}/stop"),
 }
 
 
