@@ -136,6 +136,7 @@ def _check_int64(obj: msgspec.Struct, prefix: str = "$") -> None:
 
 
 def decode(body: bytes, into: Any) -> Any:
+    """Decode a JSON request body into *into*; raise `ApiError` 400 or 422 naming the problem."""
     if not body.strip():
         raise ApiError(HTTPStatus.BAD_REQUEST, "The request body is empty: send a JSON object.")
     try:
@@ -148,6 +149,11 @@ def decode(body: bytes, into: Any) -> Any:
     except msgspec.DecodeError as exc:
         detail = f"The request body is not valid JSON: {exc}"
         raise ApiError(HTTPStatus.BAD_REQUEST, detail) from None
+    except RecursionError:
+        # msgspec stops at the interpreter's recursion limit; deeper JSON is an attack.
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, "The request body is nested too deeply (JSON depth limit)."
+        ) from None
 
 
 _S = TypeVar("_S", bound=msgspec.Struct)
