@@ -101,7 +101,7 @@ def test_store_8_writer_threads_and_a_second_connection_owner(tmp_path: Path) ->
         errors = _run_threads(write, THREADS)
         assert errors == []
         assert stores[1].get_task("t").feedback_count == 800
-        assert len(stores[0].list_traces("t", 1000)) == 800
+        assert len(stores[0].list_traces("t", 1000).items) == 800
     finally:
         for store in stores:
             store.close()
