@@ -178,7 +178,9 @@ class _App:
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
         body_read = not has_body
         try:
-            route, params = resolve(method, scope["path"])
+            # The raw path: a task name may hold an escaped "/" (resolve unquotes the params).
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+            route, params = resolve(method, raw_path.decode("latin-1"))
             if not route.public:
                 check_key(headers.get("x-api-key"), self.api_key)
             body = await self._read_body(receive, headers) if has_body else b""
@@ -244,7 +246,7 @@ class _App:
     @staticmethod
     def _log(scope: Any, status: int, size: int) -> None:
         client = scope.get("client") or ("-", 0)
-        path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        path = (scope.get("raw_path") or b"").decode("latin-1") or scope["path"]
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
         when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
