@@ -91,6 +91,11 @@ MAX_CONNECTIONS = 4096
 WORKER_THREADS = 16
 """Threads that run store operations (each keeps one SQLite connection)."""
 
+# Reads of one row by key (tens of µs, never waiting on a writer in WAL mode) run on the event
+# loop: the hop to a worker thread and back would cost more than the read. Lists and writes
+# go to the pool.
+_INLINE_OPERATIONS = frozenset({"health", "openapi", "get_prompt", "get_task", "get_job",
+                                "get_trace"})
 _STOP_TIMEOUT = 5.0
 _START_TIMEOUT = 10.0
 _JSON = (b"content-type", b"application/json")
@@ -109,22 +114,59 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _CoalescingTransport:
+    """Sends the writes of one event-loop step as one: an answer's head and body in one packet.
+
+    uvicorn writes the head and the body separately; with ``TCP_NODELAY`` each write is a
+    packet (and a wake-up of the client), without it Nagle holds the body ~40 ms.
+    """
+
+    __slots__ = ("_buffer", "_loop", "_transport")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._buffer: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._buffer:
+            self._loop.call_soon(self._flush)
+        self._buffer.append(data)
+
+    def _flush(self) -> None:
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-    """uvicorn's HTTP protocol with a request-head deadline and size cap, and JSON 400s."""
+    """uvicorn's HTTP protocol with a request-head deadline and size cap, and JSON 400s.
+
+    ``waiting_since`` is when the connection started waiting for a request head (``None``
+    while a request is being served); `_sweep` closes connections that wait too long.
+    """
 
     def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio sets this only when the listening socket was made with proto=TCP.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(_CoalescingTransport(transport, self.loop))
         self._head_bytes = 0
-        self._arm_head_timer()
-
-    def _arm_head_timer(self) -> None:
-        waiting_for = self.cycle
-        self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout, waiting_for)
-
-    def _head_timeout(self, waiting_for: Any) -> None:
-        # Still no new request head since the timer was armed: a slow or silent client.
-        if self.cycle is waiting_for and not self.transport.is_closing():
-            self.transport.close()
+        self.waiting_since: float | None = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
         before = self.cycle
@@ -135,17 +177,12 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
                 self.send_400_response("The request head is too large.")
         else:
             self._head_bytes = 0
+            self.waiting_since = None
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._head_timer.cancel()
         self._head_bytes = 0
-        if not self.transport.is_closing():
-            self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._head_timer.cancel()
-        super().connection_lost(exc)
+        self.waiting_since = self.loop.time()
 
     def send_400_response(self, msg: str) -> None:
         """Answer a request uvicorn cannot parse with a JSON 400, then close."""
@@ -191,8 +228,11 @@ class _App:
             # An answer given before the body was read leaves it on the wire: close.
             await self._answer(scope, send, error_response(exc), close=exc.close or not body_read)
             return
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(self.executor, self.api.call, route, request)
+        if route.operation in _INLINE_OPERATIONS:
+            response = self.api.call(route, request)
+        else:
+            loop = asyncio.get_running_loop()
+            response = await loop.run_in_executor(self.executor, self.api.call, route, request)
         await self._answer(scope, send, response, close=response.status >= 500)
 
     async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes:
@@ -255,6 +295,31 @@ class _App:
             '%s - - [%s] "%s %s HTTP/%s" %d %d',
             client[0], when, scope["method"], path, scope.get("http_version", "1.1"), status, size,
         )
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Serve on *sock* until ``server.should_exit``, closing connections slow to send a head."""
+    sweeper = asyncio.create_task(_sweep(server))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sweeper.cancel()
+
+
+async def _sweep(server: uvicorn.Server) -> None:
+    # One timer for every connection instead of one per request: the hot path only notes
+    # the time it started waiting.
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(min(1.0, HEADER_TIMEOUT / 4))
+        now = loop.time()
+        for conn in list(server.server_state.connections):
+            if not isinstance(conn, _Protocol):
+                continue
+            since = getattr(conn, "waiting_since", None)
+            if since is not None and now - since > HEADER_TIMEOUT:
+                conn.waiting_since = None
+                conn.transport.close()
 
 
 class LocalServer:
@@ -384,7 +449,8 @@ class LocalServer:
         app = _App(Api(store, self._worker), self._api_key, self._executor, self.access_log)
         config = uvicorn.Config(
             app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
-            server_header=False, date_header=False, timeout_keep_alive=IDLE_TIMEOUT,
+            server_header=False, date_header=False, proxy_headers=False,
+            timeout_keep_alive=IDLE_TIMEOUT,
             limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=int(_STOP_TIMEOUT),
             backlog=2048,
         )
@@ -394,7 +460,8 @@ class LocalServer:
         self._base_url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         self._worker.start()
         self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="kaizen-local-server", daemon=True
+            target=asyncio.run, args=(_serve(server, sock),), name="kaizen-local-server",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + _START_TIMEOUT
