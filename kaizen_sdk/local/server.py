@@ -89,7 +89,7 @@ MAX_CONNECTIONS = 4096
 """Connections served at once; a request on a connection past this gets 503."""
 
 WORKER_THREADS = 16
-"""Threads that run store operations (each keeps one SQLite connection)."""
+"""Threads that run reads (lists); writes run on one more thread. Each keeps a connection."""
 
 # Reads of one row by key (tens of µs, never waiting on a writer in WAL mode) run on the event
 # loop: the hop to a worker thread and back would cost more than the read. Lists and writes
@@ -200,11 +200,13 @@ class _App:
     """The ASGI application: route, key check, bounded body read, operation in a thread."""
 
     def __init__(
-        self, api: Api, api_key: str, executor: concurrent.futures.Executor, access_log: bool
+        self, api: Api, api_key: str, readers: concurrent.futures.Executor,
+        writer: concurrent.futures.Executor, access_log: bool,
     ) -> None:
         self.api = api
         self.api_key = api_key
-        self.executor = executor
+        self.readers = readers
+        self.writer = writer
         self.access_log = access_log
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -232,7 +234,8 @@ class _App:
             response = self.api.call(route, request)
         else:
             loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(self.executor, self.api.call, route, request)
+            pool = self.readers if route.method == "GET" else self.writer
+            response = await loop.run_in_executor(pool, self.api.call, route, request)
         await self._answer(scope, send, response, close=response.status >= 500)
 
     async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes:
@@ -371,7 +374,7 @@ class LocalServer:
         self._store: Store | None = None
         self._worker: JobWorker | None = None
         self._uvicorn: uvicorn.Server | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pools: list[concurrent.futures.ThreadPoolExecutor] = []
         self._thread: threading.Thread | None = None
         self._base_url: str | None = None
         self._bound: tuple[str, int] | None = None
@@ -443,10 +446,14 @@ class LocalServer:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._store = store = Store(path)
         self._worker = JobWorker(store, step_delay=self._job_step_delay)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
+        readers = concurrent.futures.ThreadPoolExecutor(
             WORKER_THREADS, thread_name_prefix="kaizen-local-api"
         )
-        app = _App(Api(store, self._worker), self._api_key, self._executor, self.access_log)
+        # Every write on one thread: writes take turns anyway, and SQLite drops a connection's
+        # page cache whenever another connection wrote, so rotating writers start cold.
+        writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kaizen-local-write")
+        self._pools = [readers, writer]
+        app = _App(Api(store, self._worker), self._api_key, readers, writer, self.access_log)
         config = uvicorn.Config(
             app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
             server_header=False, date_header=False, proxy_headers=False,
@@ -480,15 +487,16 @@ class LocalServer:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools = []
         if self._worker is not None:
             self._worker.stop(_STOP_TIMEOUT)
         if self._store is not None:
             self._store.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
-        self._uvicorn = self._thread = self._worker = self._store = self._executor = None
+        self._uvicorn = self._thread = self._worker = self._store = None
         self._temp_dir = self._base_url = None
         self._bound = None
 
