@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TEST_STAMP  := $(VENV)/.installed-test
+DEMO_STAMP  := $(VENV)/.installed-server
 BENCH_VENV  ?= .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-bench
 DOCS_STAMP  := $(VENV)/.installed-docs
@@ -17,7 +18,12 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-demo: $(TEST_STAMP)
+# The demo needs only the local server's extra, not the test tools.
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[server]'
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/kaizen demo
 
 lint: $(TEST_STAMP)

@@ -83,6 +83,16 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
      ("naive_ttest",), None),
     ("bench_rollout_sim", "choose_arm_ns", "ns/call", "lower",
      ("repeat_key", "no_key", "no_rollout"), None),
+    ("bench_server", "server_ingest_pairs_per_s", "pairs/CPU s", "higher", ("raw_sqlite",),
+     "at least 0.5x raw SQLite executemany of the same rows (issue 13)"),
+    ("bench_server", "server_get_prompt_req_per_s", "req/CPU s", "higher", ("old_server_e75ad1c",),
+     "at least 3x the http.server layer of e75ad1c (issue 13)"),
+    ("bench_server", "server_sdk_delivery_records_per_s", "records/s", "higher", (),
+     "at least 15,000 records/s from 8 threads into the local server (issue 13)"),
+    ("bench_server", "server_rss_growth_unauth_mb", "MB", "lower", (),
+     "under 50 MB under unauthenticated load (issue 13)"),
+    ("bench_server", "server_p99_ms_beside_slow_connections", "ms", "lower", (),
+     "p99 under 100 ms with 1,000 slow connections open (issue 13)"),
 ]
 
 MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))
@@ -98,6 +108,7 @@ _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_import": (60, 40),
     "bench_memory": (100, 60),
     "bench_rollout_sim": (90, 40),
+    "bench_server": (180, 90),
 }
 
 

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_MAX",
+    "PAGE_SIZE",
     "RETRY_AFTER_MAX",
     "RETRY_STATUSES",
     "USER_AGENT",
@@ -234,12 +235,37 @@ def _check_limit(limit: Any) -> int:
     return limit
 
 
-def _list_params(task_id: str | None, limit: int) -> dict[str, str | int]:
+def _list_params(
+    task_id: str | None, limit: int, cursor: str | None = None
+) -> dict[str, str | int]:
     """Query parameters of the list endpoints, checked."""
     params: dict[str, str | int] = {"limit": _check_limit(limit)}
     if task_id is not None:
         params["task_id"] = _require_id("task_id", task_id)
+    if cursor is not None:
+        params["cursor"] = _require_id("cursor", cursor)
     return params
+
+
+PAGE_SIZE = 1000
+"""Items per request when an ``iter_*`` method pages through a list (the server's maximum)."""
+
+
+def _next_cursor(resp: httpx.Response, previous: str | None) -> str | None:
+    """The ``cursor`` of the RFC 8288 ``Link: <...>; rel="next"`` header, or ``None`` at the end.
+
+    Raises `CTError` when the server hands back the cursor it was just given, which would
+    otherwise page forever.
+    """
+    link = resp.links.get("next")
+    if link is None or "url" not in link:
+        return None
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(link["url"]).query).get("cursor")
+    if not values:
+        raise CTError(f"The CT server's next-page link has no cursor: {link['url']!r}.")
+    if values[-1] == previous:
+        raise CTError("The CT server answered the same next-page cursor twice; stopping.")
+    return values[-1]
 
 
 class _BaseClient:

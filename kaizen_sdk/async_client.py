@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from kaizen_sdk import delivery
 from kaizen_sdk._config import Masker
 from kaizen_sdk._http import (
+    PAGE_SIZE,
     _BaseClient,
     _Call,
     _check_prompt_text,
     _list_params,
+    _next_cursor,
     _require_id,
     _segment,
     _translate_errors,
@@ -40,6 +42,8 @@ from kaizen_sdk.models import (
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
+
+_T = TypeVar("_T")
 
 __all__ = ["AsyncCTClient"]
 
@@ -245,9 +249,9 @@ class AsyncCTClient(_BaseClient):
         return await self._prompt_cache.aget_or_load(key, load)
 
     async def list_prompt_versions(self, task_id: str) -> list[Prompt]:
-        """Return every prompt version of a task."""
+        """Return every prompt version of a task, newest first (following every page)."""
         path = f"/prompts/{_segment('task_id', task_id)}/versions"
-        return self._result(await self._send(self._call("GET", path)), list[Prompt])
+        return [p async for p in self._iter_pages(path, {"limit": PAGE_SIZE}, list[Prompt])]
 
     async def activate_prompt(self, task_id: str, version_id: str) -> Prompt:
         """Activate a prompt version and invalidate the task's cached prompt."""
@@ -297,9 +301,14 @@ class AsyncCTClient(_BaseClient):
         path = f"/jobs/{_segment('job_id', job_id)}"
         return self._result(await self._send(self._call("GET", path)), Job)
 
-    async def list_jobs(self, task_id: str | None = None) -> list[Job]:
-        """Return optimization jobs, newest first, of one task or of all."""
-        params = {"task_id": _require_id("task_id", task_id)} if task_id is not None else None
+    async def list_jobs(
+        self, task_id: str | None = None, limit: int = 100, *, cursor: str | None = None
+    ) -> list[Job]:
+        """Return up to *limit* optimization jobs, newest first, of one task or of all.
+
+        *cursor* asks for a later page (see `iter_jobs`, which follows every page).
+        """
+        params = _list_params(task_id, limit, cursor)
         resp = await self._send(self._call("GET", "/jobs", params=params))
         return self._result(resp, list[Job])
 
@@ -335,8 +344,8 @@ class AsyncCTClient(_BaseClient):
             await self._sleep(min(poll_interval, remaining))
 
     async def list_tasks(self) -> list[Task]:
-        """Return every task configured on the CT server."""
-        return self._result(await self._send(self._call("GET", "/tasks")), list[Task])
+        """Return every task configured on the CT server, oldest first (following every page)."""
+        return [t async for t in self._iter_pages("/tasks", {"limit": PAGE_SIZE}, list[Task])]
 
     async def get_task(self, task_id: str) -> Task:
         """Return one task by UUID or name."""
@@ -388,19 +397,87 @@ class AsyncCTClient(_BaseClient):
         path = f"/traces/{_segment('trace_id', trace_id)}"
         return self._result(await self._send(self._call("GET", path)), TraceResult)
 
-    async def list_traces(self, task_id: str | None = None, limit: int = 100) -> list[TraceResult]:
-        """Return stored traces, newest first, of one task or of all."""
-        params = _list_params(task_id, limit)
+    async def list_traces(
+        self, task_id: str | None = None, limit: int = 100, *, cursor: str | None = None
+    ) -> list[TraceResult]:
+        """Return up to *limit* stored traces, newest first, of one task or of all.
+
+        *cursor* asks for a later page (see `iter_traces`, which follows every page).
+        """
+        params = _list_params(task_id, limit, cursor)
         resp = await self._send(self._call("GET", "/traces", params=params))
         return self._result(resp, list[TraceResult])
 
     async def list_feedback(
-        self, task_id: str | None = None, limit: int = 100
+        self, task_id: str | None = None, limit: int = 100, *, cursor: str | None = None
     ) -> list[FeedbackResult]:
-        """Return stored feedback entries, newest first, of one task or of all."""
-        params = _list_params(task_id, limit)
+        """Return up to *limit* stored feedback entries, newest first, of one task or of all.
+
+        *cursor* asks for a later page (see `iter_feedback`, which follows every page).
+        """
+        params = _list_params(task_id, limit, cursor)
         resp = await self._send(self._call("GET", "/feedback", params=params))
         return self._result(resp, list[FeedbackResult])
+
+    async def iter_traces(
+        self, task_id: str | None = None, *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[TraceResult]:
+        """Yield every stored trace, newest first, of one task or of all, page by page.
+
+        Each page is one request of *page_size* items (at most 1000) that follows the
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+
+            async for item in client.iter_traces("summarize_ticket"):
+                ...
+        """
+        params = _list_params(task_id, page_size)
+        async for item in self._iter_pages("/traces", params, list[TraceResult]):
+            yield item
+
+    async def iter_feedback(
+        self, task_id: str | None = None, *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[FeedbackResult]:
+        """Yield every feedback entry, newest first, of one task or of all, page by page.
+
+        Each page is one request of *page_size* items (at most 1000) that follows the
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+
+            async for item in client.iter_feedback("summarize_ticket"):
+                ...
+        """
+        params = _list_params(task_id, page_size)
+        async for item in self._iter_pages("/feedback", params, list[FeedbackResult]):
+            yield item
+
+    async def iter_jobs(
+        self, task_id: str | None = None, *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[Job]:
+        """Yield every optimization job, newest first, of one task or of all, page by page.
+
+        Each page is one request of *page_size* items (at most 1000) that follows the
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+
+            async for item in client.iter_jobs("summarize_ticket"):
+                ...
+        """
+        params = _list_params(task_id, page_size)
+        async for item in self._iter_pages("/jobs", params, list[Job]):
+            yield item
+
+    async def _iter_pages(
+        self, path: str, params: dict[str, str | int], into: type[list[_T]]
+    ) -> AsyncIterator[_T]:
+        """Yield the items of every page of a list endpoint, following ``rel="next"``."""
+        cursor: str | None = None
+        while True:
+            query = params if cursor is None else {**params, "cursor": cursor}
+            resp = await self._send(self._call("GET", path, params=query))
+            items = self._result(resp, into)
+            cursor = _next_cursor(resp, cursor)
+            for item in items:
+                yield item
+            if cursor is None:
+                return
 
     async def health(self) -> Health:
         """Return the server's health and version."""

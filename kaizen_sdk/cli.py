@@ -55,6 +55,8 @@ __all__ = [
 DEFAULT_DB_PATH = os.path.join(".kaizen", "local.db")
 """Database of ``kaizen serve`` when ``--db`` is not given (relative to the current folder)."""
 
+_MAX_LIMIT = 1000  # the largest page the CT API serves
+
 EXIT_OK = 0
 """Exit status of a command that succeeded."""
 EXIT_FAILURE = 1
@@ -294,6 +296,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _limit(text: str) -> int:
+    value = _positive_int(text)
+    if value > _MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {_MAX_LIMIT} (use --all for everything), got {text}"
+        )
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -341,6 +352,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="key clients must send (default: $KAIZEN_API_KEY, else a fixed "
                              "development key that is printed)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="print one line per request (Common Log Format) to stdout")
     parser.add_argument("--job-step-delay", type=float, default=0.0, metavar="SECONDS",
                         help=argparse.SUPPRESS)
     parser.add_argument("--optimizer", choices=("local", "dspy"), default=None,
@@ -355,19 +368,28 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from kaizen_sdk.local import LocalServer
+    try:
+        from kaizen_sdk.local import LocalServer
+    except ImportError as exc:
+        print(f"kaizen serve: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
     try:
         server = LocalServer(
             db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
-            job_step_delay=args.job_step_delay, optimizer=args.optimizer,
-            llm_base_url=args.llm_base_url,
+            job_step_delay=args.job_step_delay, access_log=args.access_log,
+            optimizer=args.optimizer, llm_base_url=args.llm_base_url,
         )
     except ValueError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.access_log:
+        _log_access_to_stdout()
     try:
         server.start()
+    except PermissionError as exc:  # a non-loopback address with the development key
+        print(f"kaizen serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"kaizen serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -380,7 +402,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = signal.signal(signal.SIGTERM, on_signal)
-    print(f"Kaizen local CT server {__version__} listening on {server.base_url}", flush=True)
+    host, port = server.bound_address
+    shown = f"[{host}]" if ":" in host else host
+    where = f"http://{shown}:{port}"
+    if where != server.base_url:  # a wildcard address: every interface
+        where += f" (every interface; from this machine {server.base_url})"
+    print(f"Kaizen local CT server {__version__} listening on {where}", flush=True)
     print(f"Database: {os.path.abspath(args.db)}", flush=True)
     print(f"Optimizer: {server.optimizer}", flush=True)
     if server.uses_dev_key:
@@ -400,6 +427,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server.stop()
     print("Stopped.", flush=True)
     return 0
+
+
+def _log_access_to_stdout() -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("kaizen_sdk.local.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
 
 
 # --- demo ------------------------------------------------------------------------------
@@ -569,7 +607,10 @@ def _feedback_log(client: CTClient, args: argparse.Namespace) -> int:
 
 
 def _feedback_list(client: CTClient, args: argparse.Namespace) -> int:
-    _emit(args, client.list_feedback(args.task, limit=args.limit), _feedback_table)
+    entries = list(client.iter_feedback(args.task)) if args.all else client.list_feedback(
+        args.task, limit=args.limit
+    )
+    _emit(args, entries, _feedback_table)
     return EXIT_OK
 
 
@@ -685,7 +726,10 @@ def _jobs_get(client: CTClient, args: argparse.Namespace) -> int:
 
 
 def _jobs_list(client: CTClient, args: argparse.Namespace) -> int:
-    _emit(args, client.list_jobs(args.task), _jobs_table)
+    jobs = list(client.iter_jobs(args.task)) if args.all else client.list_jobs(
+        args.task, limit=args.limit
+    )
+    _emit(args, jobs, _jobs_table)
     return EXIT_OK
 
 
@@ -695,7 +739,10 @@ def _jobs_watch(client: CTClient, args: argparse.Namespace) -> int:
 
 
 def _traces_list(client: CTClient, args: argparse.Namespace) -> int:
-    _emit(args, client.list_traces(args.task, limit=args.limit), _traces_table)
+    traces = list(client.iter_traces(args.task)) if args.all else client.list_traces(
+        args.task, limit=args.limit
+    )
+    _emit(args, traces, _traces_table)
     return EXIT_OK
 
 
@@ -755,6 +802,15 @@ def _wait_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _page_options(parser: argparse.ArgumentParser) -> None:
+    """--limit N (one page, 1 to 1000) or --all (every page) for a list command."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=_limit, default=20, metavar="N",
+                       help=f"show the newest N, 1 to {_MAX_LIMIT} (default 20)")
+    group.add_argument("--all", action="store_true",
+                       help="show every one, following the server's pages")
+
+
 def _add_tasks(sub: Any) -> None:
     tasks = _group(sub, "tasks", "list, show and create tasks")
     _leaf(tasks, "list", _tasks_list, "list every task")
@@ -812,7 +868,7 @@ def _add_feedback(sub: Any) -> None:
     p.add_argument("--source", default="cli", help="source label (default: cli)")
     p = _leaf(feedback, "list", _feedback_list, "list feedback, newest first")
     p.add_argument("--task", help="only this task (name or id)")
-    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    _page_options(p)
 
 
 def _add_optimize(sub: Any) -> None:
@@ -832,13 +888,14 @@ def _add_jobs(sub: Any) -> None:
     _wait_options(p)
     p = _leaf(jobs, "list", _jobs_list, "list jobs, newest first")
     p.add_argument("--task", help="only this task (name or id)")
+    _page_options(p)
 
 
 def _add_traces(sub: Any) -> None:
     traces = _group(sub, "traces", "list, show and score traces")
     p = _leaf(traces, "list", _traces_list, "list traces, newest first")
     p.add_argument("--task", help="only this task (name or id)")
-    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    _page_options(p)
     p = _leaf(traces, "get", _traces_get, "show one trace")
     p.add_argument("trace", help="trace id")
     p = _leaf(traces, "score", _traces_score, "score a trace in [0, 1]")
@@ -1180,6 +1237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message, status = str(exc), _exit_status(exc)
     except KeyboardInterrupt:
         message, status = "interrupted", 130
+    except ImportError as exc:  # an optional extra is missing; the message names it
+        message, status = str(exc), EXIT_FAILURE
     except Exception as exc:  # a bug: still one line, never a traceback
         message, status = f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILURE
     sys.stdout.flush()

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from kaizen_sdk import delivery
 from kaizen_sdk._config import Masker
 from kaizen_sdk._http import (
+    PAGE_SIZE,
     _BaseClient,
     _Call,
     _check_prompt_text,
     _list_params,
+    _next_cursor,
     _require_id,
     _segment,
     _translate_errors,
@@ -40,6 +42,8 @@ from kaizen_sdk.models import (
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
+
+_T = TypeVar("_T")
 
 __all__ = ["CTClient"]
 
@@ -245,9 +249,9 @@ class CTClient(_BaseClient):
         return self._prompt_cache.get_or_load(key, load)
 
     def list_prompt_versions(self, task_id: str) -> list[Prompt]:
-        """Return every prompt version of a task."""
+        """Return every prompt version of a task, newest first (following every page)."""
         path = f"/prompts/{_segment('task_id', task_id)}/versions"
-        return self._result(self._send(self._call("GET", path)), list[Prompt])
+        return [p for p in self._iter_pages(path, {"limit": PAGE_SIZE}, list[Prompt])]
 
     def activate_prompt(self, task_id: str, version_id: str) -> Prompt:
         """Activate a prompt version and invalidate the task's cached prompt."""
@@ -297,9 +301,14 @@ class CTClient(_BaseClient):
         path = f"/jobs/{_segment('job_id', job_id)}"
         return self._result(self._send(self._call("GET", path)), Job)
 
-    def list_jobs(self, task_id: str | None = None) -> list[Job]:
-        """Return optimization jobs, newest first, of one task or of all."""
-        params = {"task_id": _require_id("task_id", task_id)} if task_id is not None else None
+    def list_jobs(
+        self, task_id: str | None = None, limit: int = 100, *, cursor: str | None = None
+    ) -> list[Job]:
+        """Return up to *limit* optimization jobs, newest first, of one task or of all.
+
+        *cursor* asks for a later page (see `iter_jobs`, which follows every page).
+        """
+        params = _list_params(task_id, limit, cursor)
         resp = self._send(self._call("GET", "/jobs", params=params))
         return self._result(resp, list[Job])
 
@@ -335,8 +344,8 @@ class CTClient(_BaseClient):
             self._sleep(min(poll_interval, remaining))
 
     def list_tasks(self) -> list[Task]:
-        """Return every task configured on the CT server."""
-        return self._result(self._send(self._call("GET", "/tasks")), list[Task])
+        """Return every task configured on the CT server, oldest first (following every page)."""
+        return [t for t in self._iter_pages("/tasks", {"limit": PAGE_SIZE}, list[Task])]
 
     def get_task(self, task_id: str) -> Task:
         """Return one task by UUID or name."""
@@ -388,19 +397,83 @@ class CTClient(_BaseClient):
         path = f"/traces/{_segment('trace_id', trace_id)}"
         return self._result(self._send(self._call("GET", path)), TraceResult)
 
-    def list_traces(self, task_id: str | None = None, limit: int = 100) -> list[TraceResult]:
-        """Return stored traces, newest first, of one task or of all."""
-        params = _list_params(task_id, limit)
+    def list_traces(
+        self, task_id: str | None = None, limit: int = 100, *, cursor: str | None = None
+    ) -> list[TraceResult]:
+        """Return up to *limit* stored traces, newest first, of one task or of all.
+
+        *cursor* asks for a later page (see `iter_traces`, which follows every page).
+        """
+        params = _list_params(task_id, limit, cursor)
         resp = self._send(self._call("GET", "/traces", params=params))
         return self._result(resp, list[TraceResult])
 
     def list_feedback(
-        self, task_id: str | None = None, limit: int = 100
+        self, task_id: str | None = None, limit: int = 100, *, cursor: str | None = None
     ) -> list[FeedbackResult]:
-        """Return stored feedback entries, newest first, of one task or of all."""
-        params = _list_params(task_id, limit)
+        """Return up to *limit* stored feedback entries, newest first, of one task or of all.
+
+        *cursor* asks for a later page (see `iter_feedback`, which follows every page).
+        """
+        params = _list_params(task_id, limit, cursor)
         resp = self._send(self._call("GET", "/feedback", params=params))
         return self._result(resp, list[FeedbackResult])
+
+    def iter_traces(
+        self, task_id: str | None = None, *, page_size: int = PAGE_SIZE
+    ) -> Iterator[TraceResult]:
+        """Yield every stored trace, newest first, of one task or of all, page by page.
+
+        Each page is one request of *page_size* items (at most 1000) that follows the
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+
+            for item in client.iter_traces("summarize_ticket"):
+                ...
+        """
+        params = _list_params(task_id, page_size)
+        yield from self._iter_pages("/traces", params, list[TraceResult])
+
+    def iter_feedback(
+        self, task_id: str | None = None, *, page_size: int = PAGE_SIZE
+    ) -> Iterator[FeedbackResult]:
+        """Yield every feedback entry, newest first, of one task or of all, page by page.
+
+        Each page is one request of *page_size* items (at most 1000) that follows the
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+
+            for item in client.iter_feedback("summarize_ticket"):
+                ...
+        """
+        params = _list_params(task_id, page_size)
+        yield from self._iter_pages("/feedback", params, list[FeedbackResult])
+
+    def iter_jobs(
+        self, task_id: str | None = None, *, page_size: int = PAGE_SIZE
+    ) -> Iterator[Job]:
+        """Yield every optimization job, newest first, of one task or of all, page by page.
+
+        Each page is one request of *page_size* items (at most 1000) that follows the
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+
+            for item in client.iter_jobs("summarize_ticket"):
+                ...
+        """
+        params = _list_params(task_id, page_size)
+        yield from self._iter_pages("/jobs", params, list[Job])
+
+    def _iter_pages(
+        self, path: str, params: dict[str, str | int], into: type[list[_T]]
+    ) -> Iterator[_T]:
+        """Yield the items of every page of a list endpoint, following ``rel="next"``."""
+        cursor: str | None = None
+        while True:
+            query = params if cursor is None else {**params, "cursor": cursor}
+            resp = self._send(self._call("GET", path, params=query))
+            items = self._result(resp, into)
+            cursor = _next_cursor(resp, cursor)
+            yield from items
+            if cursor is None:
+                return
 
     def health(self) -> Health:
         """Return the server's health and version."""

@@ -271,8 +271,7 @@ def test_local_server_binds_loopback_by_default() -> None:
     with LocalServer() as server:
         assert server.host == "127.0.0.1"
         assert server.base_url.startswith("http://127.0.0.1:")
-        bound = server._httpd.server_address  # type: ignore[union-attr]
-        assert bound[0] == "127.0.0.1"
+        assert server.bound_address[0] == "127.0.0.1"
 
 
 def test_local_server_compares_keys_in_constant_time(
@@ -280,7 +279,7 @@ def test_local_server_compares_keys_in_constant_time(
 ) -> None:
     import hmac
 
-    from kaizen_sdk.local import api as server_module
+    from kaizen_sdk.local import api as api_module
 
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -289,7 +288,7 @@ def test_local_server_compares_keys_in_constant_time(
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(server_module.hmac, "compare_digest", counting)
+    monkeypatch.setattr(api_module.hmac, "compare_digest", counting)
     base = secret_server.base_url
     bad = httpx.get(f"{base}/api/v1/tasks", headers={"X-API-Key": "nope"})
     good = httpx.get(f"{base}/api/v1/tasks", headers={"X-API-Key": SECRET})

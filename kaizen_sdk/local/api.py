@@ -18,6 +18,8 @@ to the answer later is covered too), and answers a matching ``If-None-Match`` wi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import hmac
@@ -27,14 +29,14 @@ import threading
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import msgspec
 
 from kaizen_sdk._version import __version__
 from kaizen_sdk.local.dspy_optimizer import STRATEGIES
 from kaizen_sdk.local.jobs import JobWorker
-from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Store
+from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Page, Store
 from kaizen_sdk.models import (
     ActivateRequest,
     ErrorBody,
@@ -70,6 +72,8 @@ __all__ = [
     "Route",
     "check_key",
     "decode",
+    "decode_cursor",
+    "encode_cursor",
     "error_response",
     "etag_of",
     "openapi_document",
@@ -145,6 +149,7 @@ def _check_int64(obj: msgspec.Struct, prefix: str = "$") -> None:
 
 
 def decode(body: bytes, into: Any) -> Any:
+    """Decode a JSON request body into *into*; raise `ApiError` 400 or 422 naming the problem."""
     if not body.strip():
         raise ApiError(HTTPStatus.BAD_REQUEST, "The request body is empty: send a JSON object.")
     try:
@@ -157,6 +162,11 @@ def decode(body: bytes, into: Any) -> Any:
     except msgspec.DecodeError as exc:
         detail = f"The request body is not valid JSON: {exc}"
         raise ApiError(HTTPStatus.BAD_REQUEST, detail) from None
+    except RecursionError:
+        # msgspec stops at the interpreter's recursion limit; deeper JSON is an attack.
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, "The request body is nested too deeply (JSON depth limit)."
+        ) from None
 
 
 _S = TypeVar("_S", bound=msgspec.Struct)
@@ -185,6 +195,17 @@ def _convert_items(
     return good
 
 
+def _typed_ingest(body: bytes) -> IngestRequest | None:
+    """The ingest body when every item is valid, else ``None`` (then each item is checked)."""
+    try:
+        typed: IngestRequest = decoder(IngestRequest).decode(body)
+        for item in (*typed.traces, *typed.feedback):
+            _check_int64(item)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+    return typed
+
+
 def _limit(query: Mapping[str, str]) -> int:
     raw = query.get("limit")
     if raw is None:
@@ -199,6 +220,42 @@ def _limit(query: Mapping[str, str]) -> int:
             f"Query parameter `limit` must be an integer from 1 to {_MAX_LIMIT}, got {raw!r}.",
         )
     return value
+
+
+_CURSOR_PREFIX = "k1."
+
+
+def encode_cursor(key: int) -> str:
+    """The opaque ``cursor`` query value for the page after row key *key*."""
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{key}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(query: Mapping[str, str]) -> int | None:
+    """The row key in the ``cursor`` query parameter (``None`` without one); 422 if bad."""
+    raw = query.get("cursor")
+    if raw is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        if text.startswith(_CURSOR_PREFIX) and text[len(_CURSOR_PREFIX):].isdigit():
+            return int(text[len(_CURSOR_PREFIX):])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ApiError(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        f"Query parameter `cursor` is not a cursor this server gave out, got {raw!r}; "
+        "use the URL of the `Link: <...>; rel=\"next\"` header.",
+    )
+
+
+def _paged(page: Page[Any], path: str, query: Mapping[str, str], limit: int) -> ApiResponse:
+    """A 200 list answer; while more items remain, a ``Link: <...>; rel="next"`` header."""
+    if page.next_key is None:
+        return ApiResponse(200, page.items)
+    params = {k: v for k, v in query.items() if k not in ("cursor", "limit")}
+    params["limit"] = str(limit)
+    params["cursor"] = encode_cursor(page.next_key)
+    return ApiResponse(200, page.items, {"Link": f'<{path}?{urlencode(params)}>; rel="next"'})
 
 
 class Api:
@@ -222,7 +279,9 @@ class Api:
         return ApiResponse(201, self.store.create_task(decode(r.body, TaskCreateRequest)))
 
     def list_tasks(self, r: ApiRequest) -> ApiResponse:
-        return ApiResponse(200, self.store.list_tasks())
+        limit, after = _limit(r.query), decode_cursor(r.query)
+        page = self.store.list_tasks(limit, after=after)
+        return _paged(page, "/api/v1/tasks", r.query, limit)
 
     def get_task(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(200, self.store.get_task(r.params["task_id"]))
@@ -236,7 +295,9 @@ class Api:
         return ApiResponse(201, result)
 
     def list_feedback(self, r: ApiRequest) -> ApiResponse:
-        return ApiResponse(200, self.store.list_feedback(r.query.get("task_id"), _limit(r.query)))
+        limit, after = _limit(r.query), decode_cursor(r.query)
+        page = self.store.list_feedback(r.query.get("task_id"), limit, after=after)
+        return _paged(page, "/api/v1/feedback", r.query, limit)
 
     def get_prompt(self, r: ApiRequest) -> ApiResponse:
         prompt = self.store.active_prompt(r.params["task_id"])
@@ -258,7 +319,10 @@ class Api:
         return ApiResponse(201, prompt)
 
     def list_versions(self, r: ApiRequest) -> ApiResponse:
-        return ApiResponse(200, self.store.list_versions(r.params["task_id"]))
+        limit, after = _limit(r.query), decode_cursor(r.query)
+        page = self.store.list_versions(r.params["task_id"], limit, after=after)
+        path = f"/api/v1/prompts/{quote(r.params['task_id'], safe='')}/versions"
+        return _paged(page, path, r.query, limit)
 
     def activate(self, r: ApiRequest) -> ApiResponse:
         req: ActivateRequest = decode(r.body, ActivateRequest)
@@ -287,7 +351,9 @@ class Api:
         return ApiResponse(200, self.store.get_job(r.params["job_id"]))
 
     def list_jobs(self, r: ApiRequest) -> ApiResponse:
-        return ApiResponse(200, self.store.list_jobs(r.query.get("task_id"), _limit(r.query)))
+        limit, after = _limit(r.query), decode_cursor(r.query)
+        page = self.store.list_jobs(r.query.get("task_id"), limit, after=after)
+        return _paged(page, "/api/v1/jobs", r.query, limit)
 
     def add_trace(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(201, self.store.add_trace(decode(r.body, TraceRequest)))
@@ -296,7 +362,9 @@ class Api:
         return ApiResponse(200, self.store.get_trace(r.params["trace_id"]))
 
     def list_traces(self, r: ApiRequest) -> ApiResponse:
-        return ApiResponse(200, self.store.list_traces(r.query.get("task_id"), _limit(r.query)))
+        limit, after = _limit(r.query), decode_cursor(r.query)
+        page = self.store.list_traces(r.query.get("task_id"), limit, after=after)
+        return _paged(page, "/api/v1/traces", r.query, limit)
 
     def score_trace(self, r: ApiRequest) -> ApiResponse:
         req: ScoreRequest = decode(r.body, ScoreRequest)
@@ -311,12 +379,14 @@ class Api:
         return ApiResponse(200, result)
 
     def ingest(self, r: ApiRequest) -> ApiResponse:
-        raw: _RawIngest = decode(r.body, _RawIngest)
         errors: list[IngestError] = []
-        traces: list[TraceRequest] = _convert_items(raw.traces, TraceRequest, "trace", errors)
-        feedback: list[FeedbackRequest] = _convert_items(
-            raw.feedback, FeedbackRequest, "feedback", errors
-        )
+        typed = _typed_ingest(r.body)
+        if typed is not None:  # the usual case: every item is valid, one decoding pass
+            traces, feedback = typed.traces, typed.feedback
+        else:
+            raw: _RawIngest = decode(r.body, _RawIngest)
+            traces = _convert_items(raw.traces, TraceRequest, "trace", errors)
+            feedback = _convert_items(raw.feedback, FeedbackRequest, "feedback", errors)
         for index, item in enumerate(feedback):
             if _correction_without_output(item):
                 errors.append(IngestError(
@@ -382,7 +452,15 @@ ROUTES: tuple[Route, ...] = (
         public=True,
     ),
     Route("POST", "/api/v1/tasks", "create_task", "Create a task", 201, Task, TaskCreateRequest),
-    Route("GET", "/api/v1/tasks", "list_tasks", "List tasks", 200, list[Task]),
+    Route(
+        "GET",
+        "/api/v1/tasks",
+        "list_tasks",
+        "List tasks, oldest first",
+        200,
+        list[Task],
+        query=("limit", "cursor"),
+    ),
     Route("GET", "/api/v1/tasks/{task_id}", "get_task", "Get a task by UUID or name", 200, Task),
     Route(
         "POST",
@@ -400,7 +478,7 @@ ROUTES: tuple[Route, ...] = (
         "List feedback, newest first",
         200,
         list[FeedbackResult],
-        query=("task_id", "limit"),
+        query=("task_id", "limit", "cursor"),
     ),
     Route(
         "GET",
@@ -417,6 +495,7 @@ ROUTES: tuple[Route, ...] = (
         "List prompt versions, newest first",
         200,
         list[Prompt],
+        query=("limit", "cursor"),
     ),
     Route(
         "POST",
@@ -453,7 +532,7 @@ ROUTES: tuple[Route, ...] = (
         "List jobs, newest first",
         200,
         list[Job],
-        query=("task_id", "limit"),
+        query=("task_id", "limit", "cursor"),
     ),
     Route(
         "POST",
@@ -472,7 +551,7 @@ ROUTES: tuple[Route, ...] = (
         "List traces, newest first",
         200,
         list[TraceResult],
-        query=("task_id", "limit"),
+        query=("task_id", "limit", "cursor"),
     ),
     Route(
         "POST",
@@ -532,6 +611,19 @@ _ERROR_STATUSES = {
     "422": "A field is missing, has the wrong type or is out of range",
 }
 
+_LINK_HEADER = {
+    "description": 'RFC 8288 `<URL>; rel="next"` while more items remain; absent on the last page',
+    "schema": {"type": "string"},
+}
+
+_QUERY_DOCS = {
+    "task_id": "only this task (UUID or name)",
+    "limit": f"items per page, 1 to {_MAX_LIMIT} (default {_DEFAULT_LIMIT})",
+    "cursor": "opaque; taken from the `Link: <...>; rel=\"next\"` header of the previous page",
+    "strategy": "optimizer strategy for this job (dspy optimizer only): one of "
+    + ", ".join(STRATEGIES),
+}
+
 _openapi_cache: dict[str, Any] = {}
 _openapi_lock = threading.Lock()
 
@@ -574,7 +666,10 @@ def _build_openapi() -> dict[str, Any]:
                 "required": False,
                 "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_LIMIT}
                 if name == "limit"
+                else {"type": "string", "enum": list(STRATEGIES)}
+                if name == "strategy"
                 else {"type": "string"},
+                "description": _QUERY_DOCS[name],
             }
             for name in route.query
         ]
@@ -590,6 +685,8 @@ def _build_openapi() -> dict[str, Any]:
                  "schema": {"type": "string"}}
             )
             responses["304"] = {"description": "Not modified: the ETag still matches"}
+        if "cursor" in route.query:
+            responses[str(route.status)]["headers"] = {"Link": _LINK_HEADER}
         for code, text in _ERROR_STATUSES.items():
             if route.public and code != "404":
                 continue

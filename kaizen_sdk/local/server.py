@@ -1,28 +1,42 @@
-"""The local CT server's HTTP layer: framing, the key check, and `LocalServer`'s lifecycle.
+"""The local CT server's HTTP layer: an ASGI app on uvicorn, the key check, `LocalServer`.
 
-`LocalServer` runs the whole CT API (see ``docs/local-server.md``) on a
-`http.server.ThreadingHTTPServer` in background threads, backed by a SQLite `Store` and a
-`JobWorker`. What each request means lives in `kaizen_sdk.local.api`; this module only reads
-requests off the wire, checks ``X-API-Key`` for routes that need it, and writes the answers.
+`LocalServer` runs the whole CT API (see ``docs/local-server.md``) on uvicorn in a background
+thread, backed by a SQLite `Store` and a `JobWorker`. uvicorn does the HTTP framing (chunked
+bodies, keep-alive, pipelining); what each request means lives in `kaizen_sdk.local.api`.
+This module resolves the route and checks ``X-API-Key`` before a single body byte is read,
+reads bodies under a size limit and a deadline as they arrive, and runs the (blocking) store
+operations in a bounded thread pool so the event loop keeps serving other connections.
+
+Hostile clients are bounded here: a connection that has not sent a complete request head
+within `HEADER_TIMEOUT` seconds (or sends more than `MAX_HEAD_BYTES` of it) is closed; an
+idle keep-alive connection is closed after `IDLE_TIMEOUT`; at most `MAX_CONNECTIONS`
+connections are served at once (more get 503).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import concurrent.futures
+import ipaddress
 import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+
+try:
+    import uvicorn
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+except ImportError as _exc:  # pragma: no cover - exercised without the extra installed
+    raise ImportError(
+        "The local CT server needs its HTTP stack: pip install 'kaizen-sdk[server]'"
+    ) from _exc
 
 from kaizen_sdk._config import KAIZEN_API_KEY
 from kaizen_sdk._version import __version__
@@ -41,208 +55,279 @@ from kaizen_sdk.local.jobs import JobWorker, OptimizerSettings
 from kaizen_sdk.local.store import Store
 from kaizen_sdk.models import ErrorBody, encode
 
-__all__ = ["DEV_API_KEY", "MAX_BODY_BYTES", "LocalServer"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "DEV_API_KEY",
+    "HEADER_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
+    "MAX_HEAD_BYTES",
+    "WORKER_THREADS",
+    "LocalServer",
+    "is_loopback",
+]
 
 logger = logging.getLogger("kaizen_sdk.local")
+access_logger = logging.getLogger("kaizen_sdk.local.access")
 
 DEV_API_KEY = "kaizen-local-dev-key"
 """The API key used when none is given and ``KAIZEN_API_KEY`` is unset (development only)."""
 
-_DRAIN_LIMIT = 4 * MAX_BODY_BYTES
-_IDLE_TIMEOUT = 60.0
+HEADER_TIMEOUT = 10.0
+"""Seconds a connection may take to send a complete request head before it is closed."""
+
+IDLE_TIMEOUT = 60
+"""Seconds an idle keep-alive connection stays open."""
+
+BODY_TIMEOUT = 30.0
+"""Seconds a client may take to send a request body (else 408 and the connection closes)."""
+
+MAX_HEAD_BYTES = 64 * 1024
+"""Largest request head (request line and headers) accepted before the connection closes."""
+
+MAX_CONNECTIONS = 4096
+"""Connections served at once; a request on a connection past this gets 503."""
+
+WORKER_THREADS = 16
+"""Threads that run reads (lists); writes run on one more thread. Each keeps a connection."""
+
+# Reads of one row by key (tens of µs, never waiting on a writer in WAL mode) run on the event
+# loop: the hop to a worker thread and back would cost more than the read. Lists and writes
+# go to the pool.
+_INLINE_OPERATIONS = frozenset({"health", "openapi", "get_prompt", "get_task", "get_job",
+                                "get_trace"})
 _STOP_TIMEOUT = 5.0
+_START_TIMEOUT = 10.0
+_JSON = (b"content-type", b"application/json")
+_SERVER = (b"server", f"kaizen-local/{__version__}".encode())
+_CLOSE = (b"connection", b"close")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Parses one HTTP/1.1 request at a time on a keep-alive connection."""
+def is_loopback(host: str) -> bool:
+    """True when *host* (an address or ``localhost``) only accepts connections from this machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    protocol_version = "HTTP/1.1"
-    server_version = f"kaizen-local/{__version__}"
-    timeout = _IDLE_TIMEOUT
-    disable_nagle_algorithm = True
-    server: _HTTPServer
 
-    def do_GET(self) -> None:
-        self._handle()
+class _CoalescingTransport:
+    """Sends the writes of one event-loop step as one: an answer's head and body in one packet.
 
-    def do_POST(self) -> None:
-        self._handle()
+    uvicorn writes the head and the body separately; with ``TCP_NODELAY`` each write is a
+    packet (and a wake-up of the client), without it Nagle holds the body ~40 ms.
+    """
 
-    def do_PUT(self) -> None:
-        self._handle()
+    __slots__ = ("_buffer", "_loop", "_transport")
 
-    def do_PATCH(self) -> None:
-        self._handle()
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._buffer: list[bytes] = []
 
-    def do_DELETE(self) -> None:
-        self._handle()
+    def write(self, data: bytes) -> None:
+        if not self._buffer:
+            self._loop.call_soon(self._flush)
+        self._buffer.append(data)
+
+    def _flush(self) -> None:
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:
-        """Route every other method (HEAD, OPTIONS, TRACE, ...) too, so it gets 404 or 405."""
-        if name.startswith("do_"):
-            return self._handle
-        raise AttributeError(name)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Answer protocol-level errors (bad request line, oversized headers) as JSON."""
-        self.close_connection = True
-        status = HTTPStatus(code)
-        self._send(code, ErrorBody(title=status.phrase, detail=message or status.description))
-
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = b"" if payload is None else encode(payload)
-        self.send_response(status)
-        if payload is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return b""
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError(raw)
-        except ValueError:
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"Invalid Content-Length {raw!r}.",
-                             close=True) from None
-        if length > MAX_BODY_BYTES:
-            close = length > _DRAIN_LIMIT
-            if not close:
-                self._drain(length)
-            raise ApiError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"The request body has {length} bytes; the limit is {MAX_BODY_BYTES}.",
-                close=close,
-            )
-        return self.rfile.read(length)
-
-    def _drain(self, length: int) -> None:
-        remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 20))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-
-    def _read_chunked(self) -> bytes:
-        parts: list[bytes] = []
-        size_total = 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise ApiError(HTTPStatus.BAD_REQUEST, "Malformed chunked body.",
-                                 close=True) from None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts)
-            size_total += size
-            if size_total > MAX_BODY_BYTES:
-                raise ApiError(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    f"The request body is over the limit of {MAX_BODY_BYTES} bytes.", close=True,
-                )
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(1024)
-
-    def _handle(self) -> None:
-        url = urlsplit(self.path)
-        body: bytes | None = None
-        try:
-            route, params = resolve(self.command, url.path)
-            if not route.public:
-                check_key(self.headers.get("X-API-Key"), self.server.api_key)
-            body = self._read_body()
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            request = ApiRequest(params, parse_query(url.query), body, headers)
-        except ApiError as exc:
-            # An answer given before the body was read leaves it on the wire: close.
-            if exc.close or (body is None and self._has_body()):
-                self.close_connection = True
-            self._answer(error_response(exc))
-            return
-        self._answer(self.server.api.call(route, request))
-
-    def _has_body(self) -> bool:
-        length = self.headers.get("Content-Length", "0").strip()
-        return length != "0" or "Transfer-Encoding" in self.headers
-
-    def _answer(self, response: ApiResponse) -> None:
-        if response.status >= 500:
-            self.close_connection = True
-        self._send(response.status, response.payload, dict(response.headers))
+        return getattr(self._transport, name)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that can close its keep-alive connections on shutdown."""
+class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol with a request-head deadline and size cap, and JSON 400s.
 
-    daemon_threads = True
-    request_queue_size = 128
+    ``waiting_since`` is when the connection started waiting for a request head (``None``
+    while a request is being served); `_sweep` closes connections that wait too long.
+    """
 
-    def __init__(self, address: tuple[str, int], api: Api, api_key: str) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
+    def connection_made(self, transport: Any) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio sets this only when the listening socket was made with proto=TCP.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(_CoalescingTransport(transport, self.loop))
+        self._head_bytes = 0
+        self.waiting_since: float | None = self.loop.time()
+
+    def data_received(self, data: bytes) -> None:
+        before = self.cycle
+        super().data_received(data)
+        if self.cycle is before and (before is None or before.response_complete):
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self.send_400_response("The request head is too large.")
+        else:
+            self._head_bytes = 0
+            self.waiting_since = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._head_bytes = 0
+        self.waiting_since = self.loop.time()
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request uvicorn cannot parse with a JSON 400, then close."""
+        body = encode(ErrorBody(title="Bad Request", detail=msg))
+        head = (
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
+        if not self.transport.is_closing():
+            self.transport.write(head + body)
+            self.transport.close()
+
+
+class _App:
+    """The ASGI application: route, key check, bounded body read, operation in a thread."""
+
+    def __init__(
+        self, api: Api, api_key: str, readers: concurrent.futures.Executor,
+        writer: concurrent.futures.Executor, access_log: bool,
+    ) -> None:
         self.api = api
         self.api_key = api_key
-        self._open: dict[threading.Thread, socket.socket] = {}
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        self.readers = readers
+        self.writer = writer
+        self.access_log = access_log
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self.process_request_thread, args=(request, client_address),
-            name="kaizen-local-http", daemon=True,
-        )
-        with self._open_lock:
-            self._open[thread] = request
-        thread.start()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        method: str = scope["method"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
+        body_read = not has_body
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.api.store.release_thread()
-            with self._open_lock:
-                self._open.pop(threading.current_thread(), None)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Log instead of printing to stderr; a client that went away is not an error."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            logger.debug("local CT server: connection from %s ended: %r", client_address, exc)
+            # The raw path: a task name may hold an escaped "/" (resolve unquotes the params).
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+            route, params = resolve(method, raw_path.decode("latin-1"))
+            if not route.public:
+                check_key(headers.get("x-api-key"), self.api_key)
+            body = await self._read_body(receive, headers) if has_body else b""
+            body_read = True
+            query = parse_query(scope["query_string"].decode("latin-1"))
+            request = ApiRequest(params, query, body, headers)
+        except ApiError as exc:
+            # An answer given before the body was read leaves it on the wire: close.
+            await self._answer(scope, send, error_response(exc), close=exc.close or not body_read)
+            return
+        if route.operation in _INLINE_OPERATIONS:
+            response = self.api.call(route, request)
         else:
-            logger.exception("local CT server: error on a connection from %s", client_address)
+            loop = asyncio.get_running_loop()
+            pool = self.readers if route.method == "GET" else self.writer
+            response = await loop.run_in_executor(pool, self.api.call, route, request)
+        await self._answer(scope, send, response, close=response.status >= 500)
 
-    def close_connections(self, timeout: float) -> None:
-        """Shut down every open connection and wait (bounded) for their threads."""
-        with self._open_lock:
-            open_now = list(self._open.items())
-        for _thread, sock in open_now:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout
-        for thread, _sock in open_now:
-            thread.join(max(0.0, deadline - time.monotonic()))
+    async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise ApiError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"The request body has {int(declared)} bytes; the limit is {MAX_BODY_BYTES}.",
+                close=True,
+            )
+        parts: list[bytes] = []
+        size = 0
+        deadline = time.monotonic() + BODY_TIMEOUT
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                raise ApiError(
+                    HTTPStatus.REQUEST_TIMEOUT,
+                    f"The request body did not arrive within {BODY_TIMEOUT:g} s.",
+                    close=True,
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise ApiError(HTTPStatus.BAD_REQUEST, "The client went away.", close=True)
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"The request body is over the limit of {MAX_BODY_BYTES} bytes.",
+                    close=True,
+                )
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _answer(self, scope: Any, send: Any, response: ApiResponse, *, close: bool) -> None:
+        data = b"" if response.payload is None else encode(response.payload)
+        raw_headers = [_SERVER, (b"content-length", str(len(data)).encode())]
+        if response.payload is not None:
+            raw_headers.append(_JSON)
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in response.headers.items()]
+        if close:
+            raw_headers.append(_CLOSE)
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": raw_headers})
+        await send({"type": "http.response.body", "body": data})
+        if self.access_log:
+            self._log(scope, response.status, len(data))
+
+    @staticmethod
+    def _log(scope: Any, status: int, size: int) -> None:
+        client = scope.get("client") or ("-", 0)
+        path = (scope.get("raw_path") or b"").decode("latin-1") or scope["path"]
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
+        # Common Log Format, the usual one-line access log.
+        access_logger.info(
+            '%s - - [%s] "%s %s HTTP/%s" %d %d',
+            client[0], when, scope["method"], path, scope.get("http_version", "1.1"), status, size,
+        )
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Serve on *sock* until ``server.should_exit``, closing connections slow to send a head."""
+    sweeper = asyncio.create_task(_sweep(server))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sweeper.cancel()
+
+
+async def _sweep(server: uvicorn.Server) -> None:
+    # One timer for every connection instead of one per request: the hot path only notes
+    # the time it started waiting.
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(min(1.0, HEADER_TIMEOUT / 4))
+        now = loop.time()
+        for conn in list(server.server_state.connections):
+            if not isinstance(conn, _Protocol):
+                continue
+            since = getattr(conn, "waiting_since", None)
+            if since is not None and now - since > HEADER_TIMEOUT:
+                conn.waiting_since = None
+                conn.transport.close()
 
 
 class LocalServer:
-    """The whole CT API on SQLite, served over HTTP from background threads.
+    """The whole CT API on SQLite, served over HTTP (uvicorn) from a background thread.
 
     Example::
 
@@ -254,7 +339,8 @@ class LocalServer:
     Parameters:
         db_path: SQLite file (created with its folder when missing). ``None`` uses a fresh
             temporary database that `stop` deletes.
-        host: interface to bind; loopback by default.
+        host: interface to bind; loopback by default. A non-loopback address needs a key
+            other than `DEV_API_KEY` (`start` raises `PermissionError` otherwise).
         port: TCP port; ``0`` picks a free one (see `base_url` after `start`).
         api_key: the key clients must send as ``X-API-Key``. ``None`` reads
             ``KAIZEN_API_KEY``, else uses `DEV_API_KEY`.
@@ -265,6 +351,8 @@ class LocalServer:
         llm_base_url, llm_api_key: the OpenAI-compatible endpoint of the ``dspy`` optimizer
             (``None`` reads ``KAIZEN_LLM_BASE_URL`` / ``KAIZEN_LLM_API_KEY``).
         llm_prices: ``{model: (usd_per_1m_input, usd_per_1m_output)}`` price overrides.
+        access_log: log one Common Log Format line per request to the
+            ``kaizen_sdk.local.access`` logger (default off).
     """
 
     def __init__(
@@ -279,16 +367,18 @@ class LocalServer:
         llm_base_url: str | None = None,
         llm_api_key: str | None = None,
         llm_prices: Mapping[str, tuple[float, float]] | None = None,
+        access_log: bool = False,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
         env_key = os.environ.get(KAIZEN_API_KEY) or None
         self._api_key = api_key or env_key or DEV_API_KEY
-        self.uses_dev_key = api_key is None and env_key is None
-        """True when no key was given and ``KAIZEN_API_KEY`` is unset (`DEV_API_KEY` is used)."""
+        self.uses_dev_key = self._api_key == DEV_API_KEY
+        """True when the key is `DEV_API_KEY` (none given and ``KAIZEN_API_KEY`` unset)."""
         self.db_path = None if db_path is None else os.fspath(db_path)
         self.host = host
         self.port = port
+        self.access_log = access_log
         self._job_step_delay = job_step_delay
         self._optimizer = OptimizerSettings.resolve(
             optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices
@@ -296,9 +386,11 @@ class LocalServer:
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
-        self._httpd: _HTTPServer | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._pools: list[concurrent.futures.ThreadPoolExecutor] = []
         self._thread: threading.Thread | None = None
         self._base_url: str | None = None
+        self._bound: tuple[str, int] | None = None
 
     def __repr__(self) -> str:
         state = self._base_url or "not started"
@@ -316,72 +408,115 @@ class LocalServer:
 
     @property
     def base_url(self) -> str:
-        """``http://HOST:PORT`` (no path) of the running server."""
+        """``http://HOST:PORT`` (no path) to reach the running server from this machine."""
         if self._base_url is None:
             raise RuntimeError("The LocalServer is not running: call start() first.")
         return self._base_url
 
     @property
+    def bound_address(self) -> tuple[str, int]:
+        """The ``(address, port)`` the listening socket is bound to (e.g. ``0.0.0.0``)."""
+        if self._bound is None:
+            raise RuntimeError("The LocalServer is not running: call start() first.")
+        return self._bound
+
+    @property
     def running(self) -> bool:
         """True between `start` and `stop`."""
-        return self._httpd is not None
+        return self._uvicorn is not None
 
     def start(self) -> LocalServer:
-        """Open the database, bind the port and start serving in background threads."""
-        if self._httpd is not None:
+        """Bind the port, open the database and start serving in a background thread.
+
+        Raises `PermissionError` for a non-loopback address with the development key, and
+        `OSError` when the address cannot be bound.
+        """
+        if self._uvicorn is not None:
             raise RuntimeError("The LocalServer is already running.")
+        sock = self._bind()
+        try:
+            self._open(sock)
+        except BaseException:
+            sock.close()
+            self._cleanup()
+            raise
+        return self
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.create_server((self.host, self.port), family=family, backlog=2048)
+        address = sock.getsockname()
+        if not is_loopback(address[0]) and self.uses_dev_key:
+            sock.close()
+            raise PermissionError(
+                f"Refusing to listen on {address[0]}, which other machines can reach, with the "
+                f"public development key: set {KAIZEN_API_KEY} or pass --api-key."
+            )
+        self._bound = (str(address[0]), int(address[1]))
+        return sock
+
+    def _open(self, sock: socket.socket) -> None:
         if self.db_path is None:
             self._temp_dir = tempfile.mkdtemp(prefix="kaizen-local-")
             path = os.path.join(self._temp_dir, "local.db")
         else:
             path = self.db_path
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-        try:
-            self._store = Store(path)
-            self._worker = JobWorker(
-                self._store, step_delay=self._job_step_delay, settings=self._optimizer
-            )
-            self._httpd = _HTTPServer(
-                (self.host, self.port), Api(self._store, self._worker), self._api_key
-            )
-        except BaseException:
-            self._cleanup()
-            raise
-        port = int(self._httpd.server_address[1])
-        shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        if ":" in shown:
-            shown = f"[{shown}]"
-        self._base_url = f"http://{shown}:{port}"
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._store = store = Store(path)
+        self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
+        readers = concurrent.futures.ThreadPoolExecutor(
+            WORKER_THREADS, thread_name_prefix="kaizen-local-api"
+        )
+        # Every write on one thread: writes take turns anyway, and SQLite drops a connection's
+        # page cache whenever another connection wrote, so rotating writers start cold.
+        writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kaizen-local-write")
+        self._pools = [readers, writer]
+        app = _App(Api(store, self._worker), self._api_key, readers, writer, self.access_log)
+        config = uvicorn.Config(
+            app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
+            server_header=False, date_header=False, proxy_headers=False,
+            timeout_keep_alive=IDLE_TIMEOUT,
+            limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=int(_STOP_TIMEOUT),
+            backlog=2048,
+        )
+        self._uvicorn = server = uvicorn.Server(config)
+        host, port = self._bound or ("127.0.0.1", 0)
+        shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        self._base_url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         self._worker.start()
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-            name="kaizen-local-server", daemon=True,
+            target=asyncio.run, args=(_serve(server, sock),), name="kaizen-local-server",
+            daemon=True,
         )
         self._thread.start()
-        logger.info("local CT server listening on %s (database %s)", self._base_url, path)
-        return self
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("The local CT server did not start; see the log.")
+            time.sleep(0.005)
+        logger.info("local CT server listening on %s:%d (database %s)", host, port, path)
 
     def stop(self) -> None:
         """Stop serving, finish the worker, close the database; safe to call twice."""
-        httpd = self._httpd
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.close_connections(_STOP_TIMEOUT)
-            httpd.server_close()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
         if self._thread is not None:
-            self._thread.join(_STOP_TIMEOUT)
+            self._thread.join(_STOP_TIMEOUT * 2)
         self._cleanup()
 
     def _cleanup(self) -> None:
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools = []
         if self._worker is not None:
             self._worker.stop(_STOP_TIMEOUT)
         if self._store is not None:
             self._store.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
-        self._httpd = self._thread = self._worker = self._store = None
+        self._uvicorn = self._thread = self._worker = self._store = None
         self._temp_dir = self._base_url = None
+        self._bound = None
 
     def __enter__(self) -> LocalServer:
         return self.start()

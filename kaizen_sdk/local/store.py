@@ -14,6 +14,7 @@ a missing object raises `NotFound`, a clash `Conflict`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -22,7 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -54,6 +55,7 @@ __all__ = [
     "Conflict",
     "Invalid",
     "NotFound",
+    "Page",
     "Store",
     "StoreError",
     "utcnow",
@@ -184,6 +186,35 @@ _TASK_OPTIONAL = (
     "prompt_path",
     "prompt_format",
 )
+
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Page(Generic[_T]):
+    """One page of a list: its *items* and the key to pass as ``after`` for the next one.
+
+    ``next_key`` is ``None`` on the last page. Keys are row sequence numbers (keyset
+    pagination), so rows inserted while a client pages through never shift the pages.
+    """
+
+    items: list[_T]
+    next_key: int | None = None
+
+
+def _page(rows: list[sqlite3.Row], limit: int, make: Any) -> Page[Any]:
+    """Turn up to ``limit + 1`` rows into a page (the extra row only says "more remain")."""
+    if len(rows) > limit:
+        return Page([make(row) for row in rows[:limit]], int(rows[limit - 1]["seq"]))
+    return Page([make(row) for row in rows])
+
+
+def _keyset(after: int | None, newest_first: bool = True) -> tuple[str, tuple[int, ...]]:
+    """The ``seq`` condition for the rows after key *after* (``""`` on the first page)."""
+    if after is None:
+        return "", ()
+    return ("seq < ?" if newest_first else "seq > ?"), (after,)
 
 
 class StoreError(Exception):
@@ -447,11 +478,35 @@ class Store:
         conn = self._conn()
         return self._task(conn, self._require_task(conn, ref))
 
-    def list_tasks(self) -> list[Task]:
-        """Return every task, oldest first."""
+    def list_tasks(self, limit: int = 1000, *, after: int | None = None) -> Page[Task]:
+        """Return a page of tasks, oldest first."""
         conn = self._conn()
-        rows = conn.execute("SELECT * FROM tasks ORDER BY seq").fetchall()
-        return [self._task(conn, row) for row in rows]
+        cond, args = _keyset(after, newest_first=False)
+        rows = conn.execute(
+            f"SELECT * FROM tasks {'WHERE ' + cond if cond else ''} ORDER BY seq LIMIT ?",
+            (*args, limit + 1),
+        ).fetchall()
+        return _page(rows, limit, lambda row: self._task(conn, row))
+
+    def _list_rows(
+        self, table: str, ref: str | None, limit: int, after: int | None
+    ) -> list[sqlite3.Row]:
+        """Up to ``limit + 1`` rows of *table* (a constant), newest first, after key *after*."""
+        conn = self._conn()
+        conds: list[str] = []
+        args: list[Any] = []
+        if ref is not None:
+            conds.append("task_id = ?")
+            args.append(self._require_task(conn, ref)["id"])
+        cond, key = _keyset(after)
+        if cond:
+            conds.append(cond)
+            args.extend(key)
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
+        rows: list[sqlite3.Row] = conn.execute(
+            f"SELECT * FROM {table} {where} ORDER BY seq DESC LIMIT ?", (*args, limit + 1)
+        ).fetchall()
+        return rows
 
     def task_id(self, ref: str) -> str:
         """Return the UUID string of the task with this id or name."""
@@ -522,15 +577,20 @@ class Store:
             raise NotFound(f"task {task['name']!r} has no active prompt version yet")
         return self._prompt(row)
 
-    def list_versions(self, ref: str) -> list[Prompt]:
-        """Return every prompt version of the task, newest first."""
+    def list_versions(
+        self, ref: str, limit: int = 1000, *, after: int | None = None
+    ) -> Page[Prompt]:
+        """Return a page of the task's prompt versions, newest first."""
         conn = self._conn()
         task = self._require_task(conn, ref)
+        cond, args = _keyset(after)
+        # Version numbers grow with seq within a task, so seq order is version order.
         rows = conn.execute(
-            "SELECT * FROM prompts WHERE task_id = ? ORDER BY version_number DESC",
-            (task["id"],),
+            f"SELECT * FROM prompts WHERE task_id = ? {'AND ' + cond if cond else ''}"
+            " ORDER BY seq DESC LIMIT ?",
+            (task["id"], *args, limit + 1),
         ).fetchall()
-        return [self._prompt(row) for row in rows]
+        return _page(rows, limit, self._prompt)
 
     def activate(self, ref: str, version_id: uuid.UUID) -> Prompt:
         """Make *version_id* the task's active version; the previous one becomes inactive."""
@@ -581,8 +641,7 @@ class Store:
         comment, correction = _critique(req.comment, req.correction, req.output)
         task = self._task_for_write(conn, req.task_id)
         fid = str(req.id or uuid.uuid4())
-        trace_id = req.metadata.get("trace_id") if isinstance(req.metadata, dict) else None
-        trace_key = _as_uuid(trace_id) if isinstance(trace_id, str) else None
+        trace_key = _feedback_trace(req)
         if trace_key is not None:
             # The trace was scored before its call's own entry arrived: that score made an
             # entry from the trace; the call's entry fills in its inputs and output.
@@ -629,20 +688,11 @@ class Store:
             result = self._add_feedback(conn, req, new_jobs)
         return result, new_jobs
 
-    def list_feedback(self, ref: str | None, limit: int) -> list[FeedbackResult]:
-        """Return feedback, newest first, optionally for one task."""
-        conn = self._conn()
-        if ref is None:
-            rows = conn.execute(
-                "SELECT * FROM feedback ORDER BY seq DESC LIMIT ?", (limit,)
-            ).fetchall()
-        else:
-            task = self._require_task(conn, ref)
-            rows = conn.execute(
-                "SELECT * FROM feedback WHERE task_id = ? ORDER BY seq DESC LIMIT ?",
-                (task["id"], limit),
-            ).fetchall()
-        return [self._feedback(row) for row in rows]
+    def list_feedback(
+        self, ref: str | None, limit: int, *, after: int | None = None
+    ) -> Page[FeedbackResult]:
+        """Return a page of feedback, newest first, optionally for one task."""
+        return _page(self._list_rows("feedback", ref, limit, after), limit, self._feedback)
 
     def scored_examples(self, task_id: str) -> list[Example]:
         """Return the task's feedback that has a score, as optimizer examples."""
@@ -733,20 +783,11 @@ class Store:
             raise NotFound(f"trace {trace_id!r} not found")
         return self._trace(row)
 
-    def list_traces(self, ref: str | None, limit: int) -> list[TraceResult]:
-        """Return traces, newest first, optionally for one task."""
-        conn = self._conn()
-        if ref is None:
-            rows = conn.execute(
-                "SELECT * FROM traces ORDER BY seq DESC LIMIT ?", (limit,)
-            ).fetchall()
-        else:
-            task = self._require_task(conn, ref)
-            rows = conn.execute(
-                "SELECT * FROM traces WHERE task_id = ? ORDER BY seq DESC LIMIT ?",
-                (task["id"], limit),
-            ).fetchall()
-        return [self._trace(row) for row in rows]
+    def list_traces(
+        self, ref: str | None, limit: int, *, after: int | None = None
+    ) -> Page[TraceResult]:
+        """Return a page of traces, newest first, optionally for one task."""
+        return _page(self._list_rows("traces", ref, limit, after), limit, self._trace)
 
     def score_trace(
         self,
@@ -838,27 +879,129 @@ class Store:
     def ingest(
         self, traces: Sequence[TraceRequest], feedback: Sequence[FeedbackRequest]
     ) -> tuple[int, list[tuple[str, str | None, str]], list[str]]:
-        """Store a batch in one transaction.
+        """Store a batch in one transaction, with one multi-row insert per table and task.
 
         Returns ``(accepted, errors, new_job_ids)``; each error is ``(kind, id, detail)`` for
-        an item that refers to a task that does not exist. The other items are kept.
+        an item that refers to a task that does not exist. The other items are kept. A repeated
+        client id (stored before, or twice in the batch) is accepted and stored once. Items
+        that need more than an insert (a task with a running rollout, feedback for a trace
+        that was scored before it arrived) take the single-record path, so a batch means
+        exactly what the same items sent one by one mean.
         """
-        accepted = 0
         errors: list[tuple[str, str | None, str]] = []
         new_jobs: list[str] = []
+        now = _ts()
         with self._write() as conn:
-            for kind, items in (("trace", traces), ("feedback", feedback)):
-                for item in items:
-                    try:
-                        if isinstance(item, TraceRequest):
-                            self._add_trace(conn, item)
-                        else:
-                            self._add_feedback(conn, item, new_jobs)
-                    except NotFound as exc:
-                        errors.append((kind, None if item.id is None else str(item.id), str(exc)))
-                    else:
-                        accepted += 1
-        return accepted, errors, new_jobs
+            tasks = _BatchTasks(self, conn)
+            trace_rows: list[tuple[Any, ...]] = []
+            for req in traces:
+                task_id = tasks.resolve(req, "trace", "traces", errors)
+                if task_id is None:
+                    continue
+                if tasks.rollout_running(task_id):
+                    self._add_trace(conn, req)
+                else:
+                    trace_rows.append(self._trace_row(conn, tasks, task_id, req, now))
+            conn.executemany(
+                "INSERT INTO traces (id, task_id, prompt_text, response_text, model, tokens,"
+                " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, arm,"
+                " error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+                trace_rows,
+            )
+            plain: dict[str, dict[str, tuple[tuple[Any, ...], bool]]] = {}
+            for fb in feedback:
+                task_id = tasks.resolve(fb, "feedback", "feedback", errors)
+                if task_id is None:
+                    continue
+                trace_key = _feedback_trace(fb)
+                if tasks.rollout_running(task_id) or (
+                    trace_key is not None and tasks.scored_trace(task_id, trace_key)
+                ):
+                    self._add_feedback(conn, fb, new_jobs)
+                    continue
+                comment, correction = _critique(fb.comment, fb.correction, fb.output)
+                fid = str(fb.id or uuid.uuid4())
+                rows = plain.setdefault(task_id, {})
+                if fid not in rows:  # twice in one batch: stored once
+                    rows[fid] = ((
+                        fid, task_id, _json(fb.inputs), _json(fb.output), fb.score, fb.source,
+                        _json(fb.metadata), now, comment, _json(correction), trace_key,
+                        None if fb.prompt_version_id is None else str(fb.prompt_version_id),
+                        fb.arm,
+                    ), fb.score is not None)
+            for task_id, rows in plain.items():
+                stored = _existing(conn, "feedback", list(rows))
+                new = [row for fid, row in rows.items() if fid not in stored]
+                conn.executemany(
+                    "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
+                    " created_at, comment, correction, trace_id, prompt_version_id, arm)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [row for row, _scored in new],
+                )
+                scored = sum(1 for _row, is_scored in new if is_scored)
+                self._count_feedback(conn, task_id, len(new), scored, new_jobs)
+        return len(traces) + len(feedback) - len(errors), errors, new_jobs
+
+    def _trace_row(
+        self, conn: sqlite3.Connection, tasks: _BatchTasks, task_id: str, req: TraceRequest,
+        now: str,
+    ) -> tuple[Any, ...]:
+        """The ``traces`` row of *req*, linking it to a prompt version as `_add_trace` does."""
+        version_id = None if req.prompt_version_id is None else str(req.prompt_version_id)
+        if req.prompt_text is not None:
+            active = tasks.active_prompt(task_id)
+            if active is None and not tasks.has_versions(task_id):
+                baseline = self._insert_prompt(
+                    conn, task_id, req.prompt_text, status="active", optimizer="baseline"
+                )
+                tasks.set_active(task_id, baseline, req.prompt_text)
+                version_id = version_id or baseline
+            elif version_id is None and active is not None and active[1] == req.prompt_text:
+                version_id = active[0]
+        return (
+            str(req.id or uuid.uuid4()), task_id, req.prompt_text, req.response_text, req.model,
+            req.tokens, req.latency_ms, version_id,
+            None if req.parent_trace_id is None else str(req.parent_trace_id),
+            _json(req.metadata), now, req.arm, None if req.error is None else int(req.error),
+        )
+
+    def _count_feedback(
+        self, conn: sqlite3.Connection, task_id: str, added: int, scored: int,
+        new_jobs: list[str],
+    ) -> None:
+        """Count *added* new feedback entries (*scored* of them with a score); start a job
+        where the threshold is crossed.
+
+        Equivalent to counting them one at a time: the job starts at the entry that reaches
+        the threshold, and the entries after it count towards the next one.
+        """
+        if added <= 0:
+            return
+        # Scored entries only make a threshold job worth running (see _maybe_trigger); counted
+        # first, so the entry that crosses the threshold finds them.
+        conn.execute(
+            "UPDATE tasks SET scored_since_job = scored_since_job + ? WHERE id = ?",
+            (scored, task_id),
+        )
+        row = conn.execute(
+            "SELECT feedback_since_optimization AS since, feedback_threshold AS threshold"
+            " FROM tasks WHERE id = ?",
+            (task_id,),
+        ).fetchone()
+        first = added
+        if row["since"] + added >= row["threshold"]:
+            first = min(added, max(row["threshold"] - row["since"], 1))
+        update = (
+            "UPDATE tasks SET feedback_count = feedback_count + ?,"
+            " feedback_since_optimization = feedback_since_optimization + ? WHERE id = ?"
+        )
+        conn.execute(update, (first, first, task_id))
+        if first < added or row["since"] + first >= row["threshold"]:
+            job_id = self._maybe_trigger(conn, task_id)
+            if job_id is not None:
+                new_jobs.append(job_id)
+        if added > first:
+            conn.execute(update, (added - first, added - first, task_id))
 
     # --- jobs ------------------------------------------------------------------------
 
@@ -937,18 +1080,11 @@ class Store:
             raise NotFound(f"job {job_id!r} not found")
         return self._job(row)
 
-    def list_jobs(self, ref: str | None, limit: int) -> list[Job]:
-        """Return jobs, newest first, optionally for one task."""
-        conn = self._conn()
-        if ref is None:
-            rows = conn.execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
-        else:
-            task = self._require_task(conn, ref)
-            rows = conn.execute(
-                "SELECT * FROM jobs WHERE task_id = ? ORDER BY seq DESC LIMIT ?",
-                (task["id"], limit),
-            )
-        return [self._job(row) for row in rows.fetchall()]
+    def list_jobs(
+        self, ref: str | None, limit: int, *, after: int | None = None
+    ) -> Page[Job]:
+        """Return a page of jobs, newest first, optionally for one task."""
+        return _page(self._list_rows("jobs", ref, limit, after), limit, self._job)
 
     def unfinished_jobs(self) -> list[str]:
         """Return the ids of pending or running jobs, oldest first (to resume after restart)."""
@@ -1542,3 +1678,91 @@ _MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] =
     2: _STEP_FEEDBACK_CRITIQUE,
     3: _migrate_rollouts,
 }
+
+class _BatchTasks:
+    """Task lookups of one ingest batch: each task and its active prompt read once."""
+
+    def __init__(self, store: Store, conn: sqlite3.Connection) -> None:
+        self._store = store
+        self._conn = conn
+        self._ids: dict[str, str | NotFound] = {}
+        self._active: dict[str, tuple[str, str] | None] = {}
+        self._versions: dict[str, bool] = {}
+        self._rollouts: dict[str, bool] = {}
+
+    def resolve(
+        self, req: TraceRequest | FeedbackRequest, kind: str, table: str,
+        errors: list[tuple[str, str | None, str]],
+    ) -> str | None:
+        """The task id of *req* (creating a task for a new name); ``None`` after an error."""
+        found = self._ids.get(req.task_id)
+        if found is None:
+            try:
+                found = str(self._store._task_for_write(self._conn, req.task_id)["id"])
+            except NotFound as exc:
+                found = exc
+            self._ids[req.task_id] = found
+        if isinstance(found, str):
+            return found
+        item_id = None if req.id is None else str(req.id)
+        # A retry of an item stored earlier is accepted, as the single-record endpoints do.
+        if item_id is None or not self._conn.execute(
+            f"SELECT 1 FROM {table} WHERE id = ?", (item_id,)
+        ).fetchone():
+            errors.append((kind, item_id, str(found)))
+        return None
+
+    def active_prompt(self, task_id: str) -> tuple[str, str] | None:
+        """``(id, prompt_text)`` of the task's active version, or ``None``."""
+        if task_id not in self._active:
+            row = self._conn.execute(
+                "SELECT id, prompt_text FROM prompts WHERE task_id = ? AND status = 'active'",
+                (task_id,),
+            ).fetchone()
+            self._active[task_id] = None if row is None else (row["id"], row["prompt_text"])
+        return self._active[task_id]
+
+    def has_versions(self, task_id: str) -> bool:
+        """True when the task has any prompt version."""
+        if task_id not in self._versions:
+            self._versions[task_id] = self._conn.execute(
+                "SELECT 1 FROM prompts WHERE task_id = ? LIMIT 1", (task_id,)
+            ).fetchone() is not None
+        return self._versions[task_id]
+
+    def rollout_running(self, task_id: str) -> bool:
+        """True when the task has a running rollout (its records take the single path)."""
+        if task_id not in self._rollouts:
+            self._rollouts[task_id] = self._conn.execute(
+                "SELECT 1 FROM rollouts WHERE task_id = ? AND state = 'running'", (task_id,)
+            ).fetchone() is not None
+        return self._rollouts[task_id]
+
+    def scored_trace(self, task_id: str, trace_id: str) -> bool:
+        """True when scoring *trace_id* already made its feedback entry (filled in later)."""
+        return self._conn.execute(
+            "SELECT 1 FROM feedback WHERE task_id = ? AND trace_id = ? AND source = 'trace_score'",
+            (task_id, trace_id),
+        ).fetchone() is not None
+
+    def set_active(self, task_id: str, version_id: str, text: str) -> None:
+        """Note the baseline version this batch just created."""
+        self._active[task_id] = (version_id, text)
+        self._versions[task_id] = True
+
+
+def _feedback_trace(req: FeedbackRequest) -> str | None:
+    """The trace a feedback entry names in its metadata (a decorated call's own entry)."""
+    trace_id = req.metadata.get("trace_id") if isinstance(req.metadata, dict) else None
+    return _as_uuid(trace_id) if isinstance(trace_id, str) else None
+
+
+def _existing(conn: sqlite3.Connection, table: str, ids: list[str]) -> set[str]:
+    """Those of *ids* already stored in *table* (asked in chunks under SQLite's variable cap)."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)
+        found.update(row["id"] for row in rows)
+    return found

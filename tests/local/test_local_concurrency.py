@@ -101,7 +101,7 @@ def test_store_8_writer_threads_and_a_second_connection_owner(tmp_path: Path) ->
         errors = _run_threads(write, THREADS)
         assert errors == []
         assert stores[1].get_task("t").feedback_count == 800
-        assert len(stores[0].list_traces("t", 1000)) == 800
+        assert len(stores[0].list_traces("t", 1000).items) == 800
     finally:
         for store in stores:
             store.close()
@@ -197,8 +197,8 @@ def test_stop_closes_idle_keep_alive_connections_promptly() -> None:
         for c in clients:
             assert c.get("/api/v1/health").status_code == 200
         ours = [t for t in threading.enumerate() if t not in existing]
-        assert sorted(t.name for t in ours if t.name == "kaizen-local-http") == [
-            "kaizen-local-http"] * 4
+        # One event loop serves every connection: no thread per connection.
+        assert "kaizen-local-server" in {t.name for t in ours}
         started = time.monotonic()
         server.stop()
         assert time.monotonic() - started < 30  # idle connections would hold it 60 s
