@@ -502,10 +502,10 @@ class _BaseClient:
             feedback_threshold=feedback_threshold,
             **known,
         )
-        if not unknown:
-            return body
-        # Fields this SDK does not know yet go to the server as given.
-        return {**msgspec.to_builtins(body), **unknown}
+        # Documented defaults (feedback_threshold) are sent; fields left unset are not, and
+        # fields this SDK does not know yet go to the server as given.
+        sent = {k: v for k, v in msgspec.to_builtins(body).items() if v is not None}
+        return {**sent, **unknown}
 
     @staticmethod
     def _activate_body(version_id: str) -> models.ActivateRequest:

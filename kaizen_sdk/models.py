@@ -1,8 +1,10 @@
 """msgspec Structs for every object of the CT HTTP API, and the shared encoder/decoders.
 
 Response models ignore unknown fields (servers evolve) and give every optional field a
-default (older servers leave fields out). Request models are ``omit_defaults`` so bodies stay
-small, and ``forbid_unknown_fields`` so the local server rejects typos with a clear 422.
+default (older servers leave fields out). Request bodies send every field the
+reference documents with a default (``source``, ``feedback_threshold``, ``scored_by``); only
+trace and batch bodies leave out unset optional fields. Request models are
+``forbid_unknown_fields`` so the local server rejects typos with a clear 422.
 Decoding errors are raised as msgspec's own here; ``_http`` turns them into `CTError`.
 """
 
@@ -242,8 +244,12 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 # --- requests --------------------------------------------------------------------------
 
 
-class FeedbackRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
-    """Body of ``POST /api/v1/feedback``. ``id`` is client-made so retries are idempotent."""
+class FeedbackRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/feedback``. ``id`` is client-made so retries are idempotent.
+
+    Every field is sent, defaults included (``source: "sdk"``): a deployed server's own
+    defaults need not be the documented ones.
+    """
 
     task_id: NonEmpty
     id: UUID | None = None
@@ -276,10 +282,8 @@ class IngestRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     feedback: list[FeedbackRequest] = []
 
 
-class TaskCreateRequest(
-    msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
-):
-    """Body of ``POST /api/v1/tasks``."""
+class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/tasks``; every field is sent (``feedback_threshold: 50``)."""
 
     name: NonEmpty
     description: str | None = None
