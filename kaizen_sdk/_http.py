@@ -99,13 +99,13 @@ def _translate_errors(label: str, into: Any = None) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise CTTimeoutError(f"{label} timed out ({type(exc).__name__}).") from exc
+        raise CTTimeoutError(f"{label} timed out ({type(exc).__name__}).") from _scrubbed(exc)
     except httpx.TransportError as exc:
         raise CTConnectionError(
             f"{label} could not reach the CT server: {exc or type(exc).__name__}."
-        ) from exc
+        ) from _scrubbed(exc)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise CTError(f"{label} failed: {exc}.") from exc
+        raise CTError(f"{label} failed: {exc}.") from _scrubbed(exc)
     except msgspec.ValidationError as exc:
         raise CTError(
             f"The CT server's answer to {label} does not match {_type_name(into)}: "
@@ -115,6 +115,24 @@ def _translate_errors(label: str, into: Any = None) -> Iterator[None]:
         raise CTError(f"The CT server's answer to {label} is not valid JSON: {exc}.") from exc
     except msgspec.EncodeError as exc:
         raise CTValidationError(f"{label}: the request body cannot be encoded: {exc}.") from exc
+
+
+def _scrubbed(exc: BaseException) -> BaseException:
+    """Give *exc* a copy of its request without the API key (it stays the cause, for
+    debugging, but nothing reachable from our exception holds the key)."""
+    request = getattr(exc, "_request", None)
+    if isinstance(request, httpx.Request):
+        headers = {
+            k: ("<redacted>" if k.lower() == "x-api-key" else v)
+            for k, v in request.headers.items()
+        }
+        try:
+            exc.request = httpx.Request(  # type: ignore[attr-defined]
+                request.method, request.url, headers=headers
+            )
+        except Exception:
+            exc._request = None  # type: ignore[attr-defined]
+    return exc
 
 
 def _field_message(exc: msgspec.ValidationError) -> str:
@@ -249,12 +267,6 @@ class _BaseClient:
             mask=mask,
         )
         self._tracer_provider = tracer_provider
-        self._headers = {
-            "X-API-Key": self._settings.api_key,
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
-        self._body_headers = {**self._headers, "Content-Type": "application/json"}
         self._prompt_cache: TTLCache[str, Prompt] = TTLCache(
             self._settings.cache_ttl, maxsize=DEFAULT_MAXSIZE
         )
@@ -266,6 +278,19 @@ class _BaseClient:
         self._random: Callable[[], float] = random.random
         self._now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
         self._http_checked = False
+
+    # The headers are built on use, so the key sits in no plain attribute (``vars(client)``).
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {
+            "X-API-Key": self._settings.api_key,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+
+    @property
+    def _body_headers(self) -> dict[str, str]:
+        return {**self._headers, "Content-Type": "application/json"}
 
     # --- public state -------------------------------------------------------------------
 
