@@ -783,12 +783,15 @@ class _TaskSpec:
                 None if error is None else type(error).__qualname__,
             )
             if call.recording:
-                records = pipeline.records
-                if len(records) < pipeline.max_queue:
-                    records[span.context.span_id] = record
+                delivery = pipeline.delivery
+                if not delivery.full():  # type: ignore[union-attr]
+                    pipeline.records[span.context.span_id] = record
                     pipeline.pending.add(call.trace_id)
-                else:
-                    pipeline.delivery.drop_full(record)  # type: ignore[union-attr]
+                else:  # past the memory bound: to the spool, else dropped
+                    start = getattr(span, "start_time", None)
+                    if start is not None:
+                        record.latency_ms = (time.time_ns() - start) / 1e6
+                    delivery.drop_full(record)  # type: ignore[union-attr]
             else:
                 record.latency_ms = (time.perf_counter() - call.started) * 1000.0
                 pipeline.attach(span, record)

@@ -32,6 +32,7 @@ __all__ = [
     "Job",
     "OptimizeResult",
     "Prompt",
+    "ScoreItem",
     "ScoreRequest",
     "Task",
     "TaskCreateRequest",
@@ -225,6 +226,8 @@ class IngestResult(msgspec.Struct, kw_only=True, frozen=True):
 
     accepted: int = 0
     errors: list[IngestError] = []
+    scores: int | None = None
+    """Scores applied; ``None`` from a server that does not take ``scores`` in a batch."""
 
 
 class Health(msgspec.Struct, kw_only=True, frozen=True):
@@ -275,11 +278,27 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     metadata: dict[str, Any] | None = None
 
 
+class ScoreItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One in-process score in an ingest batch (``run.score()``, ``response.ct_score()``).
+
+    ``id`` is client-made, so a re-sent score is applied once.
+    """
+
+    id: UUID
+    trace_id: UUID
+    score: Score
+    scored_by: str = "sdk"
+
+
 class IngestRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Body of ``POST /api/v1/ingest``: traces and feedback in one request."""
+    """Body of ``POST /api/v1/ingest``: traces, feedback and scores in one request.
+
+    Servers apply ``scores`` after the traces of the same batch (a score may name one).
+    """
 
     traces: list[TraceRequest] = []
     feedback: list[FeedbackRequest] = []
+    scores: list[ScoreItem] = []
 
 
 class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

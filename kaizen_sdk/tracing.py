@@ -245,7 +245,11 @@ class Pipeline:
         if delivery is None:
             return
         try:
-            if len(self.records) >= self.max_queue:
+            if delivery.full():
+                if record.latency_ms is None:
+                    start = getattr(span, "start_time", None)
+                    if start is not None:
+                        record.latency_ms = (time.time_ns() - start) / 1e6
                 delivery.drop_full(record)
                 return
             ctx = span.get_span_context()
@@ -262,7 +266,7 @@ class Pipeline:
         delivery = self.delivery
         if delivery is None:
             return
-        if len(self.records) >= self.max_queue:
+        if delivery.full():
             delivery.drop_full(record)
             return
         span_id = _bits(64) or 1

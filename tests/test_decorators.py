@@ -232,7 +232,7 @@ def test_server_down_calls_return_normally_on_the_default_and_are_counted(
             return prompt.render(x=x)
 
         assert [f(i) for i in range(5)] == [f"Offline {i}" for i in range(5)]
-        assert client.flush(10) is None
+        assert client.flush(10) is False  # nothing reached the server
         stats = client.stats()
         assert (stats.queued, stats.sent) == (5, 0)
     stats = client.stats()

@@ -194,8 +194,8 @@ def test_a_refused_key_drops_the_records_and_never_logs_the_key(
     with CTClient(base_url=proxy.url, api_key=secret) as client:
         echo = _echo(client, task_name)
         assert [echo(i) for i in range(4)] == [0, 1, 2, 3]
-        client.flush()
-        assert client.stats() == ct.DeliveryStats(queued=4, sent=0, dropped=4)
+        assert client.flush() is False  # nothing was acknowledged
+        assert client.stats() == ct.DeliveryStats(queued=4, sent=0, rejected=4)
     assert any("refused the API key" in r.getMessage() for r in caplog.records)
     assert all(secret not in r.getMessage() for r in caplog.records)
 

@@ -44,6 +44,7 @@ from kaizen_sdk.models import (
     Job,
     OptimizeResult,
     Prompt,
+    ScoreItem,
     ScoreRequest,
     Task,
     TaskCreateRequest,
@@ -122,6 +123,7 @@ class _RawIngest(msgspec.Struct, kw_only=True):
 
     traces: list[Any] = []
     feedback: list[Any] = []
+    scores: list[Any] = []
 
 
 _INT64 = range(-(2**63), 2**63)
@@ -273,10 +275,16 @@ class Api:
         feedback: list[FeedbackRequest] = _convert_items(
             raw.feedback, FeedbackRequest, "feedback", errors
         )
+        scores: list[ScoreItem] = _convert_items(raw.scores, ScoreItem, "score", errors)
         accepted, store_errors, jobs = self.store.ingest(traces, feedback)
         self._submit(jobs)
+        # after the traces: a score may name a trace of this very batch
+        applied, score_errors = self.store.apply_scores(scores)
         errors += [IngestError(kind=k, id=i, detail=d) for k, i, d in store_errors]
-        return ApiResponse(207, IngestResult(accepted=accepted, errors=errors))
+        errors += [IngestError(kind="score", id=i, detail=d) for i, d in score_errors]
+        return ApiResponse(
+            207, IngestResult(accepted=accepted, errors=errors, scores=applied)
+        )
 
     def call(self, route: Route, request: ApiRequest) -> ApiResponse:
         """Run *route*'s operation; every failure becomes its JSON error answer."""
