@@ -45,7 +45,7 @@ from opentelemetry.trace import Status, StatusCode
 from kaizen_sdk import _default, tracing
 from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
 from kaizen_sdk.errors import CTError
-from kaizen_sdk.models import IngestRequest, Prompt, TraceResult, decode
+from kaizen_sdk.models import IngestRequest, Prompt, decode
 from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
 
 __all__ = [
@@ -100,7 +100,7 @@ class TaskRun:
     Example::
 
         summary, run = summarize.call(ticket="Printer on fire")
-        run.score(0.9)             # scores the trace, delivering it first if still queued
+        run.score(0.9)             # queued with the trace; delivered in the background
     """
 
     __slots__ = ("_client", "prompt", "task", "trace_id")
@@ -114,30 +114,37 @@ class TaskRun:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(task={self.task!r}, trace_id={self.trace_id!r})"
 
-    def score(self, value: float, scored_by: str = "sdk") -> TraceResult:
-        """Score this call's trace in [0, 1] (see ``CTClient.score``)."""
-        client = self._require_client()
-        result: TraceResult = client.score(self.trace_id, value, scored_by=scored_by)
-        return result
+    def score(self, value: float, scored_by: str = "sdk") -> str | None:
+        """Score this call's trace in [0, 1] on the background path; never raises or blocks.
 
-    def _require_client(self) -> Any:
-        if self._client is None:
-            raise CTError("This call ran without a CT client (tracing is disabled).")
-        return self._client
+        The score travels like the trace (after it, retried, spooled, applied once): return
+        its id, or ``None`` when tracing is off (``KAIZEN_ENABLED=false``, no client) or the
+        score cannot be sent (a value outside [0, 1], a closed client: logged). For a
+        synchronous score that returns the stored trace, use ``CTClient.score``.
+        """
+        return _queue_score(self._client, self.trace_id, value, scored_by)
+
+
+def _queue_score(client: Any, trace_id: str, value: float, scored_by: str) -> str | None:
+    if client is None:
+        return None
+    try:
+        if not client.settings.enabled:
+            return None
+        return tracing.pipeline_for(client).score(trace_id, value, scored_by)
+    except Exception:  # the caller comes first
+        _log.warning("Could not queue a score for trace %s.", trace_id, exc_info=True)
+        return None
 
 
 class AsyncTaskRun(TaskRun):
-    """`TaskRun` of an ``async def`` task: ``await run.score(value)``."""
+    """`TaskRun` of an ``async def`` task: ``await run.score(value)`` (it never waits)."""
 
     __slots__ = ()
 
-    async def score(self, value: float, scored_by: str = "sdk") -> TraceResult:  # type: ignore[override]
-        """Score this call's trace in [0, 1] (see ``CTClient.score``)."""
-        client = self._require_client()
-        if inspect.iscoroutinefunction(client.score):
-            result: TraceResult = await client.score(self.trace_id, value, scored_by=scored_by)
-            return result
-        return await asyncio.to_thread(client.score, self.trace_id, value, scored_by=scored_by)
+    async def score(self, value: float, scored_by: str = "sdk") -> str | None:  # type: ignore[override]
+        """Score this call's trace in [0, 1] on the background path (see `TaskRun.score`)."""
+        return _queue_score(self._client, self.trace_id, value, scored_by)
 
 
 class TaskFunction(Protocol[P, R]):

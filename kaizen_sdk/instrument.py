@@ -60,7 +60,8 @@ def instrument(
 
         ct.instrument(litellm, task_map={"SUMMARIZE_TICKET": "summarize_ticket"})
         response = litellm.completion(model="openai/gpt-4o-mini", messages=[...])
-        response.ct_score(0.9)            # or later: client.score(response.ct_trace_id, 0.9)
+        response.ct_score(0.9)            # queued like the trace; or later, synchronously:
+                                          # client.score(response.ct_trace_id, 0.9)
 
     Each call gets a span (OpenTelemetry GenAI conventions) and a CT trace record, delivered
     in the background; the response, and a stream, gain ``ct_trace_id`` and ``ct_score()``.
@@ -128,10 +129,10 @@ def _resolve(
 
             return NoOpTracer(), InstrumentSettings(enabled=False)
     pipeline = tracing.pipeline_for(client)
-    score = client.score
 
     def scorer(trace_id: str, value: float, scored_by: str) -> Any:
-        return score(trace_id, value, scored_by=scored_by)
+        # on the background path, like the trace: never raises, never blocks
+        return pipeline.score(trace_id, value, scored_by)
 
     settings = InstrumentSettings(
         capture_content=bool(capture_content and pipeline.settings.capture_content),

@@ -288,8 +288,19 @@ class Pipeline:
         self.pending.add(str(record.trace_id))
         delivery.processor.on_end(span)
 
+    def score(self, trace_id: str, value: float, scored_by: str = "sdk") -> str | None:
+        """Queue a score of trace *trace_id* for background delivery (after the trace).
+
+        Return the score's id, or None when tracing is off or the score cannot be sent (an
+        invalid value, a closed client: logged). Never raises, never blocks.
+        """
+        delivery = self.delivery
+        if delivery is None:
+            return None
+        return delivery.add_score(trace_id, value, scored_by)
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Deliver everything queued so far; False when *timeout* seconds ran out first."""
+        """Deliver everything queued so far; False unless all of it was stored or spooled."""
         if self.delivery is None:
             return True
         return self.delivery.flush(timeout)
