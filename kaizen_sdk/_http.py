@@ -278,6 +278,18 @@ class _BaseClient:
         self._random: Callable[[], float] = random.random
         self._now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
         self._http_checked = False
+        if self._settings.spool_dir and self._settings.enabled:
+            self._start_delivery()
+
+    def _start_delivery(self) -> None:
+        """With a spool directory, start background delivery now: what an earlier process
+        left in the spool is replayed even if this one makes no traced call."""
+        from kaizen_sdk import tracing
+
+        try:
+            tracing.pipeline_for(self)
+        except Exception:
+            logger.warning("Could not start background delivery for the spool.", exc_info=True)
 
     # The headers are built on use, so the key sits in no plain attribute (``vars(client)``).
     @property

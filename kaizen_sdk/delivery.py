@@ -1285,6 +1285,21 @@ class Delivery:
             )
             self._replayer.start()
 
+    def drain_spool(self) -> tuple[int, int]:
+        """Replay the spool now, in this thread (``kaizen spool replay``).
+
+        Waits for a background replay already running, then re-sends until a batch fails or
+        none is left. Return ``(records this client replayed, batches still waiting)``.
+        """
+        spool = self.spool
+        if spool is None:
+            return 0, 0
+        replayer = self._replayer
+        if replayer is not None:
+            replayer.join()
+        spool.replay(lambda batch: self.exporter.send(batch, replay=True))
+        return self.stats().replayed, len(spool.pending())
+
     def _replay(self) -> None:
         spool = self.spool
         if spool is None:
