@@ -20,6 +20,7 @@ __all__ = [
     "KAIZEN_CA_BUNDLE",
     "KAIZEN_CAPTURE_CONTENT",
     "KAIZEN_ENABLED",
+    "KAIZEN_HANDLE_SIGTERM",
     "KAIZEN_MAX_QUEUE_SIZE",
     "KAIZEN_MAX_RETRIES",
     "KAIZEN_SHUTDOWN_TIMEOUT",
@@ -54,6 +55,12 @@ KAIZEN_SHUTDOWN_TIMEOUT = "KAIZEN_SHUTDOWN_TIMEOUT"
 
 KAIZEN_MAX_QUEUE_SIZE = "KAIZEN_MAX_QUEUE_SIZE"
 """Records held in memory for background delivery before new ones are dropped. Default ``10000``."""
+
+KAIZEN_HANDLE_SIGTERM = "KAIZEN_HANDLE_SIGTERM"
+"""``false`` leaves SIGTERM alone. Default ``true``: when SIGTERM has its default disposition
+at client start (and the client starts in the main thread), SIGTERM first delivers or spools
+what is queued (within ``KAIZEN_SHUTDOWN_TIMEOUT``), then ends the process with SIGTERM. A
+handler the application installed is never replaced."""
 
 KAIZEN_CA_BUNDLE = "KAIZEN_CA_BUNDLE"
 """Path to a CA bundle used to verify the CT server's TLS certificate. Default: system CAs."""
@@ -119,6 +126,7 @@ class Settings:
     spool_dir: str | None = None
     shutdown_timeout: float = 5.0
     max_queue_size: int = 10_000
+    handle_sigterm: bool = True
     verify: bool | str = True
     mask: Masker | None = dataclasses.field(default=None, repr=False)
 
@@ -174,6 +182,7 @@ def resolve_settings(
             max_queue_size if max_queue_size is not None
             else _env_int(KAIZEN_MAX_QUEUE_SIZE, DEFAULT_MAX_QUEUE_SIZE, env)
         ),
+        handle_sigterm=env_flag(KAIZEN_HANDLE_SIGTERM, True, env),
         verify=verify if verify is not None else (ca_bundle or True),
         mask=mask,
     )

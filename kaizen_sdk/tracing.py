@@ -63,6 +63,7 @@ import atexit
 import logging
 import os
 import random
+import signal
 import threading
 import time
 import weakref
@@ -235,6 +236,9 @@ class Pipeline:
         self.tracer = provider.get_tracer(SCOPE, __version__)
         atexit.register(self._at_exit)
         _arm_multiprocessing_exit(self)
+        _LIVE_PIPELINES.add(self)
+        if settings.handle_sigterm:
+            _arm_sigterm()
 
     def __repr__(self) -> str:
         return f"Pipeline(enabled={self.enabled}, base_url={self.settings.base_url!r})"
@@ -336,6 +340,48 @@ class Pipeline:
             self.shutdown(max(0.1, left))
         except Exception:
             _log.warning("Delivering CT records at exit failed.", exc_info=True)
+
+
+# --- SIGTERM -------------------------------------------------------------------------------
+
+_LIVE_PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+_sigterm_armed = False
+
+
+def _arm_sigterm() -> None:
+    """Deliver on SIGTERM too, but only where SIGTERM would otherwise kill the process at once
+    (default disposition) and only from the main thread; an application's handler stays."""
+    global _sigterm_armed
+    if _sigterm_armed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (AttributeError, OSError, ValueError):  # no SIGTERM here, or not allowed
+        return
+    _sigterm_armed = True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _sigterm_armed
+    # A second SIGTERM during the flush ends the process at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _sigterm_armed = False
+    pipelines = list(_LIVE_PIPELINES)
+    budget = max((p.settings.shutdown_timeout for p in pipelines), default=0.0)
+    # The flush runs in its own thread: the interrupted main thread may hold a lock it needs.
+    worker = threading.Thread(
+        target=_shutdown_all, args=(pipelines,), name="kaizen-sigterm", daemon=True
+    )
+    worker.start()
+    worker.join(budget + 1.0)
+    os.kill(os.getpid(), signal.SIGTERM)  # now with the default disposition: the process ends
+
+
+def _shutdown_all(pipelines: list[Pipeline]) -> None:
+    for pipeline in pipelines:
+        pipeline._at_exit()
 
 
 def _exit_ref(ref: weakref.ReferenceType[Pipeline]) -> None:

@@ -292,3 +292,113 @@ def test_a_trickling_server_cannot_stretch_an_export_past_its_deadline(
     print(f"flush against a 1-byte-per-50-ms server with a 1 s budget: {elapsed:.2f} s")
     assert ok is False
     assert elapsed < 4.0  # per-read timeouts alone: ~5.5 s (the answer is 110 bytes)
+
+
+# --- SIGTERM -------------------------------------------------------------------------------
+
+_SIGTERM_CHILD = """
+import sys, time
+import kaizen_sdk as ct
+
+client = ct.CTClient()
+
+@client.task({task!r}, default_prompt="Echo {{{{ x }}}}")
+def echo(x: int) -> int:
+    return x
+
+for i in range({n}):
+    echo(i)
+print("ready", client.stats().queued, flush=True)
+time.sleep(60)  # what docker stop / kubernetes / systemd interrupt
+print("not killed", flush=True)
+"""
+
+
+def _run_and_sigterm(task: str, n: int, env: dict[str, str]) -> tuple[int, float]:
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import _env
+
+    with subprocess.Popen(
+        [sys.executable, "-c", _SIGTERM_CHILD.format(task=task, n=n)],
+        env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            line = proc.stdout.readline()
+            assert line.split() == ["ready", str(n)], proc.stderr.read()
+            started = time.monotonic()
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+            return proc.returncode, time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_with_the_default_disposition_delivers_what_is_queued(
+    ct_server: CTServer, task_name: str
+) -> None:
+    import signal
+
+    code, elapsed = _run_and_sigterm(
+        task_name, 200, {"KAIZEN_BASE_URL": ct_server.url, "KAIZEN_SHUTDOWN_TIMEOUT": "10"}
+    )
+    stored = len(ct_server.trace_ids(task_name))
+    print(f"SIGTERM after 200 calls: {stored} of 200 stored, exit in {elapsed:.2f} s")
+    assert code == -signal.SIGTERM  # it still ends with the same signal
+    assert stored == 200
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_with_the_server_down_spools_what_is_queued(
+    task_name: str, tmp_path: Path
+) -> None:
+    import signal
+
+    folder = tmp_path / "spool"
+    code, elapsed = _run_and_sigterm(task_name, 200, {
+        "KAIZEN_BASE_URL": dead_url(), "KAIZEN_SPOOL_DIR": str(folder),
+        "KAIZEN_SHUTDOWN_TIMEOUT": "3", "KAIZEN_MAX_RETRIES": "0",
+    })
+    spooled = _spooled_ids(folder)
+    print(f"SIGTERM after 200 calls, server down: {len(spooled)} of 200 spooled, "
+          f"exit in {elapsed:.2f} s")
+    assert code == -signal.SIGTERM
+    assert len(spooled) == 200 and len(set(spooled)) == 200
+    assert elapsed < 3 + 5  # bounded by the shutdown timeout
+
+
+@pytest.mark.timeout(90)
+def test_the_sigterm_opt_out_leaves_the_default_alone(
+    ct_server: CTServer, task_name: str
+) -> None:
+    import signal
+
+    code, _ = _run_and_sigterm(
+        task_name, 200, {"KAIZEN_BASE_URL": ct_server.url, "KAIZEN_HANDLE_SIGTERM": "false"}
+    )
+    stored = len(ct_server.trace_ids(task_name))
+    print(f"SIGTERM with KAIZEN_HANDLE_SIGTERM=false: {stored} of 200 stored")
+    assert code == -signal.SIGTERM
+
+
+def test_an_application_sigterm_handler_is_never_replaced(ct_server: CTServer) -> None:
+    import signal
+
+    from kaizen_sdk import tracing
+
+    def mine(signum: int, frame: Any) -> None:
+        raise AssertionError("not called in this test")
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with CTClient(api_key=API_KEY, base_url=ct_server.url) as client:
+            tracing.pipeline_for(client)
+            assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
