@@ -605,6 +605,8 @@ class CTSpanExporter(SpanExporter):
         records = delivery.records
         with delivery._lock:  # so that stats() never sees a record in no place
             delivery._trim_kept(len(spans))
+            # counted in flight before they leave the table: `full()` reads without the lock
+            delivery._inflight += len(spans)
             for item in spans:
                 if type(item) is int:  # a span id (see CTSpanProcessor.on_end)
                     record = records.pop(item, None)  # None: shutdown already took it
@@ -618,7 +620,7 @@ class CTSpanExporter(SpanExporter):
                     found.append(item)
                     taken.append(record)
             scores = delivery._take_scores(taken)
-            delivery._inflight += len(taken) + len(scores)
+            delivery._inflight += len(scores) - (len(spans) - len(taken))
         if not taken and not scores:
             if delivery.kept:  # nothing new (a wake-up): still re-send what failed earlier
                 with contextlib.suppress(Exception):
@@ -1223,9 +1225,9 @@ class Delivery:
         elif not final:
             dropped = 0
             with self._lock:
-                self._inflight -= inflight
                 self.kept.append((batch, records))
-                self._kept_records += records
+                self._kept_records += records  # kept before it leaves the flight: see full()
+                self._inflight -= inflight
                 dropped = self._trim_kept(0)
             how = "they are kept in memory and sent again later"
             if dropped:
