@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import heapq
 import inspect
+import itertools
 import logging
 import os
 import queue
@@ -466,10 +467,40 @@ _A_VERSION_NUMBER = Attr.PROMPT_VERSION_NUMBER
 _A_VERSION_ID = Attr.PROMPT_VERSION_ID
 
 
+_MAX_ITEMS = 1000
+"""Items kept of a dict, list, tuple or set captured as an input or output; the rest are
+summarised, so a huge argument costs the caller a bounded conversion."""
+
+
+def _capped(value: Any, depth: int = 0) -> Any:
+    """*value* with containers longer than `_MAX_ITEMS` cut (two levels deep), or itself."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) > _MAX_ITEMS:
+            head = dict(itertools.islice(value.items(), _MAX_ITEMS))
+            head["ct.truncated"] = f"{len(value) - _MAX_ITEMS} more items"
+            value = head
+        if depth < 1:
+            return {k: _capped(v, depth + 1) for k, v in value.items()}
+        return value
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        if len(value) > _MAX_ITEMS:
+            head_items = list(itertools.islice(value, _MAX_ITEMS))
+            head_items.append(f"…[{len(value) - _MAX_ITEMS} more items]")
+            value = head_items
+        if depth < 1 and kind is not set and kind is not frozenset:
+            return [_capped(v, depth + 1) for v in value]
+    return value
+
+
 def _snapshot(value: Any) -> Any:
     """Freeze a value as JSON now (immutable scalars are kept as they are). Never raises."""
     if type(value) in _SIMPLE:
         return value
+    try:
+        value = _capped(value)
+    except Exception:
+        return safe_json(value)
     try:
         data = _ENCODER.encode(value)
     except Exception:
@@ -495,6 +526,10 @@ def _snapshot_inputs(values: dict[str, Any]) -> Any:
             break
     else:
         return values
+    try:
+        values = _capped(values)
+    except Exception:
+        return safe_json({"repr": "<inputs could not be captured>"})
     for value in values.values():
         kind = type(value)
         if (kind is str or kind is bytes) and len(value) > MAX_TEXT_CHARS:

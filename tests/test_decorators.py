@@ -734,3 +734,23 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def test_huge_arguments_are_captured_bounded_with_a_marker(
+    client: CTClient, task_name: str
+) -> None:
+    big = {f"k{i}": i for i in range(100_000)}
+
+    @client.task(task_name, default_prompt="p")
+    def f(d: dict[str, int], items: list[int]) -> int:
+        return len(d) + len(items)
+
+    assert f(big, list(range(5000))) == 105_000
+    assert client.flush() is True
+    [feedback] = client.list_feedback(task_name)
+    assert feedback.inputs is not None
+    captured = feedback.inputs["d"]
+    assert len(captured) == 1001 and captured["ct.truncated"] == "99000 more items"
+    assert captured["k999"] == 999 and "k1000" not in captured
+    assert feedback.inputs["items"][-1] == "…[4000 more items]"
+    assert len(feedback.inputs["items"]) == 1001
