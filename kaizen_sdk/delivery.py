@@ -100,9 +100,12 @@ class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
     ``queued``: records accepted for delivery; ``sent``: records the server acknowledged as
     stored; ``retried``: records sent again after a failed attempt; ``dropped``: records
     lost without reaching the server (memory bound reached without a spool, spool full,
-    undeliverable at exit without a spool); ``rejected``: records and feedback entries the
-    server refused, or sent in a batch whose answer could not be read (never counted as
-    sent); ``spooled``/``replayed``: records written to / re-sent from the durable spool.
+    undeliverable at exit without a spool); ``rejected``: records the server refused, or
+    sent in a batch whose answer could not be read (never counted as sent);
+    ``rejected_feedback``: feedback entries the server refused while it stored their
+    traces; ``spooled``/``replayed``: records written to / re-sent from the durable spool.
+    Once nothing is in memory (after ``close()``):
+    ``queued == sent + rejected + dropped + spooled``.
     """
 
     queued: int = 0
@@ -110,6 +113,7 @@ class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
     retried: int = 0
     dropped: int = 0
     rejected: int = 0
+    rejected_feedback: int = 0
     spooled: int = 0
     replayed: int = 0
 
@@ -736,12 +740,15 @@ class CTSpanExporter(SpanExporter):
             except Exception:
                 _log.warning("A delivery hook failed.", exc_info=True)
         if replay:
-            delivery.count(replayed=n - rejected, rejected=rejected + refused_feedback)
+            delivery.count(
+                replayed=n - rejected, rejected=rejected, rejected_feedback=refused_feedback
+            )
         elif kept:
             delivery.kept_delivered(batch, n, rejected, refused_feedback)
         else:
             delivery.count(
-                sent=n - rejected, rejected=rejected + refused_feedback, done=n, inflight=-n
+                sent=n - rejected, rejected=rejected, rejected_feedback=refused_feedback,
+                done=n, inflight=-n,
             )
         return True
 
@@ -1013,6 +1020,7 @@ class Delivery:
         self._retried = 0
         self._dropped = 0
         self._rejected = 0
+        self._rejected_feedback = 0
         self._spooled = 0
         self._replayed = 0
         self._closed = False
@@ -1052,6 +1060,7 @@ class Delivery:
         retried: int = 0,
         dropped: int = 0,
         rejected: int = 0,
+        rejected_feedback: int = 0,
         spooled: int = 0,
         replayed: int = 0,
         done: int = 0,
@@ -1064,6 +1073,7 @@ class Delivery:
             self._retried += retried
             self._dropped += dropped
             self._rejected += rejected
+            self._rejected_feedback += rejected_feedback
             self._spooled += spooled
             self._replayed += replayed
             self._done += done
@@ -1078,6 +1088,7 @@ class Delivery:
                 retried=self._retried,
                 dropped=self._dropped,
                 rejected=self._rejected,
+                rejected_feedback=self._rejected_feedback,
                 spooled=self._spooled,
                 replayed=self._replayed,
             )
@@ -1326,7 +1337,8 @@ class Delivery:
                 self.kept.popleft()
                 self._kept_records -= records
                 self._sent += records - rejected
-                self._rejected += rejected + refused_feedback
+                self._rejected += rejected
+                self._rejected_feedback += refused_feedback
                 self._done += records
 
     def resend_kept(self, wait: float | None = None) -> bool:
@@ -1362,7 +1374,7 @@ class Delivery:
         if self._closed:
             return False
         with self._lock:
-            lost_before = self._dropped + self._rejected
+            lost_before = self._dropped + self._rejected + self._rejected_feedback
         if timeout is None:
             ok = self._flush_all()
         else:
@@ -1378,7 +1390,7 @@ class Delivery:
             threading.Thread(target=run, name="kaizen-flush", daemon=True).start()
             ok = done.wait(max(0.0, timeout)) and bool(result) and result[0]
         with self._lock:
-            lost = self._dropped + self._rejected - lost_before
+            lost = self._dropped + self._rejected + self._rejected_feedback - lost_before
             held = self._kept_records + self._inflight + len(self.records)
         return ok and lost == 0 and not self.kept and held == 0
 
@@ -1415,8 +1427,8 @@ class Delivery:
         _log.log(
             logging.WARNING if s.dropped or s.rejected else logging.INFO,
             "CT delivery closed: of %d records, %d were delivered, %d spooled to disk "
-            "(sent by the next process with the same spool directory) and %d dropped; "
-            "the server rejected %d.",
+            "(sent by the next process with the same spool directory), %d dropped and %d "
+            "rejected by the server.",
             s.queued, s.sent, s.spooled, s.dropped, s.rejected,
         )
 
@@ -1486,7 +1498,7 @@ class Delivery:
         self._lock = threading.Lock()
         self.limiter = _LogLimiter()
         self._done = self._sent = self._retried = self._dropped = self._inflight = 0
-        self._rejected = 0
+        self._rejected = self._rejected_feedback = 0
         self.scores = []
         self.overflow = []
         self._overflow_lock = threading.Lock()

@@ -106,7 +106,7 @@ def test_rejected_feedback_is_counted(proxy: FaultProxy, task_name: str) -> None
         assert [echo(i) for i in range(2)] == [0, 1]
         assert client.flush() is False
         stats = client.stats()
-        assert (stats.sent, stats.rejected) == (2, 2)
+        assert (stats.sent, stats.rejected, stats.rejected_feedback) == (2, 0, 2)
 
 
 @pytest.mark.timeout(60)
@@ -121,7 +121,7 @@ def test_the_exit_line_says_what_was_delivered_spooled_and_dropped(
     lines = [r.getMessage() for r in caplog.records]
     assert lines[-1] == (
         "CT delivery closed: of 7 records, 0 were delivered, 0 spooled to disk (sent by the "
-        "next process with the same spool directory) and 7 dropped; the server rejected 0."
+        "next process with the same spool directory), 7 dropped and 0 rejected by the server."
     )
     assert not any("kept in memory and sent again later" in line for line in lines)
 
