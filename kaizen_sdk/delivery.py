@@ -1391,8 +1391,8 @@ class Delivery:
             ok = done.wait(max(0.0, timeout)) and bool(result) and result[0]
         with self._lock:
             lost = self._dropped + self._rejected + self._rejected_feedback - lost_before
-            held = self._kept_records + self._inflight + len(self.records)
-        return ok and lost == 0 and not self.kept and held == 0
+        # (records queued by other threads meanwhile may still be on their way: not ours)
+        return ok and lost == 0 and not self.kept
 
     def _flush_all(self) -> bool:
         try:
