@@ -639,58 +639,53 @@ class Store:
         """Set a trace's score and who gave it."""
         key = _as_uuid(trace_id) or trace_id
         with self._write() as conn:
-            self._score_in(conn, trace_id, key, score, scored_by)
+            cur = conn.execute(
+                "UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", (score, scored_by, key)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"trace {trace_id!r} not found")
+            # The feedback entry a traced call sent names its trace in its metadata: it takes
+            # the score too, so scoring traces is what feeds the optimizer.
+            conn.execute(
+                "UPDATE feedback SET score = ? WHERE task_id ="
+                " (SELECT task_id FROM traces WHERE id = ?)"
+                " AND json_extract(metadata, '$.trace_id') = ?",
+                (score, key, key),
+            )
             return self._trace(
                 conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
             )
 
-    def _score_in(
-        self, conn: sqlite3.Connection, trace_id: str, key: str, score: float, scored_by: str
-    ) -> None:
-        """The one way a trace is scored (`score_trace` and `apply_scores`)."""
-        cur = conn.execute(
-            "UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", (score, scored_by, key)
-        )
-        if cur.rowcount == 0:
-            raise NotFound(f"trace {trace_id!r} not found")
-        # The feedback entry a traced call sent names its trace in its metadata: it takes
-        # the score too, so scoring traces is what feeds the optimizer.
-        conn.execute(
-            "UPDATE feedback SET score = ? WHERE task_id ="
-            " (SELECT task_id FROM traces WHERE id = ?)"
-            " AND json_extract(metadata, '$.trace_id') = ?",
-            (score, key, key),
-        )
-
     def apply_scores(self, scores: Sequence[ScoreItem]) -> tuple[int, list[tuple[str, str]]]:
-        """Apply in-process scores (from an ingest batch) in one transaction.
+        """Apply in-process scores (from an ingest batch) through `score_trace`.
 
-        Idempotent by score id: a score already applied is counted as applied again and not
-        re-applied. Returns ``(applied, errors)``; each error is ``(score_id, detail)`` for a
+        Idempotent by score id: a score already applied is counted as applied and not applied
+        again. Returns ``(applied, errors)``; each error is ``(score_id, detail)`` for a
         score whose trace does not exist.
         """
         applied = 0
         errors: list[tuple[str, str]] = []
-        if not scores:
-            return 0, errors
-        with self._write() as conn:
-            for item in scores:
-                sid, tid = str(item.id), str(item.trace_id)
-                if conn.execute(
+        for item in scores:
+            sid, tid = str(item.id), str(item.trace_id)
+            with self._write() as conn:
+                seen = conn.execute(
                     "SELECT 1 FROM applied_scores WHERE id = ?", (sid,)
-                ).fetchone() is not None:
-                    applied += 1
-                    continue
-                try:
-                    self._score_in(conn, tid, tid, item.score, item.scored_by)
-                except NotFound as exc:
-                    errors.append((sid, str(exc)))
-                    continue
+                ).fetchone()
+            if seen is not None:
+                applied += 1
+                continue
+            try:
+                self.score_trace(tid, item.score, item.scored_by)  # the one scoring path
+            except NotFound as exc:
+                errors.append((sid, str(exc)))
+                continue
+            with self._write() as conn:
                 conn.execute(
-                    "INSERT INTO applied_scores (id, trace_id, applied_at) VALUES (?, ?, ?)",
+                    "INSERT OR IGNORE INTO applied_scores (id, trace_id, applied_at)"
+                    " VALUES (?, ?, ?)",
                     (sid, tid, _ts()),
                 )
-                applied += 1
+            applied += 1
         return applied, errors
 
     # --- ingest ----------------------------------------------------------------------
