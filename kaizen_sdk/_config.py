@@ -23,6 +23,7 @@ __all__ = [
     "KAIZEN_ENABLED",
     "KAIZEN_GITHUB_API_URL",
     "KAIZEN_GITHUB_TOKEN",
+    "KAIZEN_HANDLE_SIGTERM",
     "KAIZEN_LLM_API_KEY",
     "KAIZEN_LLM_BASE_URL",
     "KAIZEN_LLM_PRICES",
@@ -73,6 +74,12 @@ KAIZEN_PROMPT_REFRESH = "KAIZEN_PROMPT_REFRESH"
 KAIZEN_PROMPT_WAIT = "KAIZEN_PROMPT_WAIT"
 """Longest total wait of a task's first call for its prompt, in seconds. Default ``1.5``;
 ``0`` never waits when the task has a default prompt."""
+
+KAIZEN_HANDLE_SIGTERM = "KAIZEN_HANDLE_SIGTERM"
+"""``false`` leaves SIGTERM alone. Default ``true``: when SIGTERM has its default disposition
+at client start (and the client starts in the main thread), SIGTERM first delivers or spools
+what is queued (within ``KAIZEN_SHUTDOWN_TIMEOUT``), then ends the process with SIGTERM. A
+handler the application installed is never replaced."""
 
 KAIZEN_CA_BUNDLE = "KAIZEN_CA_BUNDLE"
 """Path to a CA bundle used to verify the CT server's TLS certificate. Default: system CAs."""
@@ -157,6 +164,7 @@ class Settings:
     spool_dir: str | None = None
     shutdown_timeout: float = 5.0
     max_queue_size: int = 10_000
+    handle_sigterm: bool = True
     verify: bool | str = True
     mask: Masker | None = dataclasses.field(default=None, repr=False)
     prompt_wait: float = 1.5
@@ -219,6 +227,7 @@ def resolve_settings(
             max_queue_size if max_queue_size is not None
             else _env_int(KAIZEN_MAX_QUEUE_SIZE, DEFAULT_MAX_QUEUE_SIZE, env)
         ),
+        handle_sigterm=env_flag(KAIZEN_HANDLE_SIGTERM, True, env),
         verify=verify if verify is not None else (ca_bundle or True),
         mask=mask,
         prompt_wait=_non_negative(

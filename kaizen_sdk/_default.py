@@ -7,6 +7,7 @@ process has queued.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["configure", "flush", "get_client"]
 
+_log = logging.getLogger("kaizen_sdk")
 _lock = threading.Lock()
 _client: CTClient | None = None
 
@@ -108,17 +110,33 @@ def _client_or_none() -> CTClient | None:
     return _client
 
 
+_untraced_logged: set[str] = set()
+
+
 def _client_for_tasks() -> CTClient | None:
-    """The default client for ``@task``; None when tracing is off and nothing is configured."""
+    """The default client for ``@task`` and ``instrument()``, or None when none can be built.
+
+    A configuration problem (no ``KAIZEN_API_KEY``, a malformed ``KAIZEN_*`` value) never
+    reaches application code: calls run untraced on their default prompt, and the problem
+    is logged once (the message names the variable).
+    """
     client = _client
     if client is not None:
         return client
     try:
         return get_client()
-    except CTError:
-        if not env_flag(KAIZEN_ENABLED, True):
-            return None  # KAIZEN_ENABLED=false without a key: run on the default prompt
-        raise
+    except CTError as exc:
+        message = str(exc)
+        with _lock:
+            first = message not in _untraced_logged
+            _untraced_logged.add(message)
+        if first:
+            if env_flag(KAIZEN_ENABLED, True):
+                _log.warning("CT tracing is off: %s Decorated and instrumented calls run "
+                             "untraced (default prompts are served).", message)
+            else:
+                _log.info("CT tracing is off (KAIZEN_ENABLED=false).")
+        return None
 
 
 def flush(timeout: float | None = None) -> bool:

@@ -186,7 +186,7 @@ def _run(out: _Out, base_url: str, api_key: str, embedded: bool, started: float)
         rows = [
             ("calls", f"{len(first) + len(second)}",
              f"{len(first)} on v{first[-1][1]}, {len(second)} on v{second[-1][1]}"),
-            ("traces delivered", f"{stats.sent}",
+            ("traces delivered", f"{stored}",  # stats.sent also counts the scores
              f"{stored} stored, {stats.dropped} dropped, {stats.retried} retried"),
             ("prompt versions", f"{len(client.list_prompt_versions(task))}",
              f"v{active.version_number} active"),
@@ -216,11 +216,13 @@ def _run_dataset(
         out(f"  {mark} {shown:<52} {out.arrow} {answer:<8} score {score:.1f}  (v{version})")
         results.append((score, version))
         if version == 0:
-            # The first call ran on the default prompt; its trace made it version 1 on the
-            # server. Load it now, as a background refresh would a moment later.
+            # The first call ran on the default prompt; its trace makes it version 1 on the
+            # server. Deliver it and load it now, as a background refresh would a moment later.
+            client.flush()
             client.get_prompt(task)
             out("    (v0 is the default prompt: this first trace made it version 1 on the "
                 "server)")
+    client.flush()  # scores travel in the background: the optimizer needs them stored
     mean = _mean(results)
     out(f"  mean score {mean:.2f} over {len(results)} calls")
     return results

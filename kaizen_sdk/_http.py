@@ -100,13 +100,13 @@ def _translate_errors(label: str, into: Any = None) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise CTTimeoutError(f"{label} timed out ({type(exc).__name__}).") from exc
+        raise CTTimeoutError(f"{label} timed out ({type(exc).__name__}).") from _scrubbed(exc)
     except httpx.TransportError as exc:
         raise CTConnectionError(
             f"{label} could not reach the CT server: {exc or type(exc).__name__}."
-        ) from exc
+        ) from _scrubbed(exc)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise CTError(f"{label} failed: {exc}.") from exc
+        raise CTError(f"{label} failed: {exc}.") from _scrubbed(exc)
     except msgspec.ValidationError as exc:
         raise CTError(
             f"The CT server's answer to {label} does not match {_type_name(into)}: "
@@ -116,6 +116,24 @@ def _translate_errors(label: str, into: Any = None) -> Iterator[None]:
         raise CTError(f"The CT server's answer to {label} is not valid JSON: {exc}.") from exc
     except msgspec.EncodeError as exc:
         raise CTValidationError(f"{label}: the request body cannot be encoded: {exc}.") from exc
+
+
+def _scrubbed(exc: BaseException) -> BaseException:
+    """Give *exc* a copy of its request without the API key (it stays the cause, for
+    debugging, but nothing reachable from our exception holds the key)."""
+    request = getattr(exc, "_request", None)
+    if isinstance(request, httpx.Request):
+        headers = {
+            k: ("<redacted>" if k.lower() == "x-api-key" else v)
+            for k, v in request.headers.items()
+        }
+        try:
+            exc.request = httpx.Request(  # type: ignore[attr-defined]
+                request.method, request.url, headers=headers
+            )
+        except Exception:
+            exc._request = None  # type: ignore[attr-defined]
+    return exc
 
 
 def _field_message(exc: msgspec.ValidationError) -> str:
@@ -309,12 +327,6 @@ class _BaseClient:
             prompt_refresh=prompt_refresh,
         )
         self._tracer_provider = tracer_provider
-        self._headers = {
-            "X-API-Key": self._settings.api_key,
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
-        self._body_headers = {**self._headers, "Content-Type": "application/json"}
         self._prompt_cache: TTLCache[str, Prompt] = TTLCache(
             self._settings.cache_ttl, maxsize=DEFAULT_MAXSIZE
         )
@@ -327,6 +339,31 @@ class _BaseClient:
         self._random: Callable[[], float] = random.random
         self._now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
         self._http_checked = False
+        if self._settings.spool_dir and self._settings.enabled:
+            self._start_delivery()
+
+    def _start_delivery(self) -> None:
+        """With a spool directory, start background delivery now: what an earlier process
+        left in the spool is replayed even if this one makes no traced call."""
+        from kaizen_sdk import tracing
+
+        try:
+            tracing.pipeline_for(self)
+        except Exception:
+            logger.warning("Could not start background delivery for the spool.", exc_info=True)
+
+    # The headers are built on use, so the key sits in no plain attribute (``vars(client)``).
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {
+            "X-API-Key": self._settings.api_key,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+
+    @property
+    def _body_headers(self) -> dict[str, str]:
+        return {**self._headers, "Content-Type": "application/json"}
 
     # --- public state -------------------------------------------------------------------
 
@@ -576,10 +613,10 @@ class _BaseClient:
             feedback_threshold=feedback_threshold,
             **known,
         )
-        if not unknown:
-            return body
-        # Fields this SDK does not know yet go to the server as given.
-        return {**msgspec.to_builtins(body), **unknown}
+        # Documented defaults (feedback_threshold) are sent; fields left unset are not, and
+        # fields this SDK does not know yet go to the server as given.
+        sent = {k: v for k, v in msgspec.to_builtins(body).items() if v is not None}
+        return {**sent, **unknown}
 
     def _score_body(
         self, score: float, scored_by: str, comment: str | None, correction: Any
@@ -662,7 +699,11 @@ class _BaseClient:
                 raise CTValidationError(f"prompt_version_id must be a UUID, got {raw!r}.") from None
         if arm not in (None, "active", "candidate"):
             raise CTValidationError(f"arm must be 'active' or 'candidate', got {arm!r}.")
-        return msgspec.structs.replace(body, prompt_version_id=version, arm=arm)
+        unset = msgspec.UNSET  # what is not given is not sent (older servers reject the keys)
+        return msgspec.structs.replace(
+            body, prompt_version_id=unset if version is None else version,
+            arm=unset if arm is None else arm,
+        )
 
     @staticmethod
     def _stop_body(action: str) -> models.RolloutStopRequest:

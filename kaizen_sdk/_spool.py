@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
+import stat
 import threading
 import time
 import uuid
@@ -44,6 +45,8 @@ __all__ = [
 
 _log = logging.getLogger("kaizen_sdk.spool")
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _SUFFIX = ".batch"
 _PART = ".part"
 _CLAIMED = ".claimed"
@@ -82,7 +85,12 @@ class SpoolClaim:
         try:
             os.unlink(self._path)
         except OSError as exc:
-            _log.warning("Could not delete delivered spool file %s: %s", self.name, exc)
+            # Remembered, so this process never sends it again (a read-only mount).
+            self._spool._undeletable.add(self.name)
+            self._spool._warn(
+                "delete", "Could not delete delivered spool file %s (%s); it is not sent "
+                "again by this process.", self.name, exc,
+            )
         self._close()
         self._spool._forget(len(self.data))
 
@@ -95,7 +103,8 @@ class SpoolClaim:
             try:
                 os.replace(self._path, self._path[: -len(_CLAIMED)])
             except OSError as exc:
-                _log.warning("Could not release spool file %s: %s", self.name, exc)
+                self._spool._warn("release", "Could not release spool file %s: %s",
+                                  self.name, exc)
         self._close()
 
     def set_aside(self, reason: str) -> None:
@@ -109,7 +118,9 @@ class SpoolClaim:
             os.makedirs(target_dir, exist_ok=True)
             os.replace(self._path, os.path.join(target_dir, name))
         except OSError as exc:
-            _log.warning("Could not move corrupt spool file %s aside: %s", name, exc)
+            self._spool._undeletable.add(self.name)  # never decoded again by this process
+            self._spool._warn("aside", "Could not move corrupt spool file %s aside: %s",
+                              name, exc)
         else:
             _log.warning("Spool file %s is corrupt (%s); moved to %s/.", name, reason, _CORRUPT_DIR)
         self._close()
@@ -160,6 +171,10 @@ class Spool:
         self.dropped_records = 0
         self.replayed_batches = 0
         self.corrupt_files = 0
+        # delivered (or corrupt) files that could not be removed: skipped from now on
+        self._undeletable: set[str] = set()
+        self._skipped: set[str] = set()  # entries that are not regular files (logged once)
+        self._warned_at: dict[str, float] = {}
         self._clean_stale_parts()
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
@@ -173,6 +188,15 @@ class Spool:
 
     def __repr__(self) -> str:
         return f"Spool({self.directory!r}, max_bytes={self.max_bytes})"
+
+    def _warn(self, key: str, message: str, *args: object) -> None:
+        """Log a warning about the spool at most once a minute per kind."""
+        now = time.monotonic()
+        last = self._warned_at.get(key)
+        if last is not None and now - last < _DROP_LOG_INTERVAL:
+            return
+        self._warned_at[key] = now
+        _log.warning(message, *args)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -210,7 +234,7 @@ class Spool:
                 self._size -= len(data)
                 self.dropped_batches += 1
                 self.dropped_records += records
-            _log.warning("Could not write spool file in %s: %s", self.directory, exc)
+            self._warn("write", "Could not write spool file in %s: %s", self.directory, exc)
             with contextlib.suppress(OSError):
                 os.unlink(part)
             return False
@@ -228,17 +252,36 @@ class Spool:
     # --- reading -----------------------------------------------------------------------
 
     def is_empty(self) -> bool:
-        """True when no batch file is waiting (cheap: stops at the first one)."""
-        try:
-            with os.scandir(self.directory) as entries:
-                return not any(e.name.endswith(_SUFFIX) for e in entries)
-        except OSError:
-            return True
+        """True when no batch file is waiting for this process (skipped entries aside)."""
+        return not self.pending()
 
     def pending(self) -> list[str]:
-        """Names of the spooled files not claimed right now by a rename, oldest first."""
+        """Names of the spooled files waiting to be sent, oldest first.
+
+        Left out: files claimed by a rename right now, files this process delivered but could
+        not delete, and entries that are not regular files (a FIFO, a symlink, a directory
+        named ``*.batch``: logged once each, since opening one could block the replay).
+        """
+        names: list[str] = []
         try:
-            names = [n for n in os.listdir(self.directory) if n.endswith(_SUFFIX)]
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if not name.endswith(_SUFFIX) or name in self._undeletable:
+                        continue
+                    try:
+                        regular = entry.is_file(follow_symlinks=False)
+                    except OSError:
+                        regular = False
+                    if not regular:
+                        if name not in self._skipped:
+                            self._skipped.add(name)
+                            _log.warning(
+                                "Spool entry %s in %s is not a regular file; it is skipped.",
+                                name, self.directory,
+                            )
+                        continue
+                    names.append(name)
         except OSError:
             return []
         names.sort()
@@ -274,7 +317,12 @@ class Spool:
         if fcntl is None:  # pragma: no cover - exercised via monkeypatch in tests
             return self._claim_by_rename(path)
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - the claim owns the handle
+            # O_NOFOLLOW | O_NONBLOCK: an entry swapped for a symlink or FIFO never blocks us
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return None
+            fh = os.fdopen(fd, "rb")
         except OSError:
             return None  # already replayed or moved by someone else
         try:

@@ -1164,8 +1164,95 @@ def _add_rollout(sub: Any) -> None:
 
 # --- registry --------------------------------------------------------------------------
 
+# --- spool ---------------------------------------------------------------------------------
+
+
+def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    spool = _group(sub, "spool", "show or drain the durable spool of undelivered records")
+    for name, fn, text in (
+        ("status", _cmd_spool_status, "show what the spool directory holds (no server needed)"),
+        ("replay", _cmd_spool_replay, "send what the spool holds to the CT server now"),
+    ):
+        parser = spool.add_parser(name, help=text, description=text)
+        parser.add_argument(
+            "--dir", default=None, metavar="DIR",
+            help="the spool directory (default: $KAIZEN_SPOOL_DIR)",
+        )
+        if name == "replay":
+            _connection_options(parser, leaf=True)
+        else:
+            parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(command=fn)
+
+
+def _spool_dir(args: argparse.Namespace) -> str:
+    directory: str | None = args.dir or os.environ.get("KAIZEN_SPOOL_DIR")
+    if not directory:
+        raise CLIError("no spool directory: pass --dir or set KAIZEN_SPOOL_DIR", EXIT_USAGE)
+    if not os.path.isdir(directory):
+        raise CLIError(f"spool directory {directory!r} does not exist", EXIT_NOT_FOUND)
+    return directory
+
+
+def _cmd_spool_status(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from kaizen_sdk._spool import Spool
+    from kaizen_sdk.models import IngestRequest, decode
+
+    directory = _spool_dir(args)
+    spool = Spool(directory)
+    names = spool.pending()
+    traces = scores = unreadable = 0
+    for name in names:
+        try:
+            with open(os.path.join(directory, name), "rb") as fh:
+                batch = decode(fh.read(), IngestRequest)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            unreadable += 1
+            continue
+        traces += len(batch.traces)
+        scores += len(batch.scores)
+    corrupt_dir = os.path.join(directory, "corrupt")
+    corrupt = len(os.listdir(corrupt_dir)) if os.path.isdir(corrupt_dir) else 0
+    row = {
+        "directory": directory, "batches": len(names), "traces": traces, "scores": scores,
+        "bytes": spool.size_bytes(), "unreadable": unreadable, "corrupt": corrupt,
+        "oldest": names[0] if names else None,
+    }
+    if getattr(args, "json", False):
+        print(msgspec.json.encode(row).decode())
+    else:
+        for key, value in row.items():
+            print(f"{key:<11} {_cell(value)}")
+    return EXIT_OK
+
+
+def _cmd_spool_replay(args: argparse.Namespace) -> int:
+    from kaizen_sdk import tracing
+    from kaizen_sdk.client import CTClient
+
+    directory = _spool_dir(args)
+    api_key = args.api_key or os.environ.get("KAIZEN_API_KEY")
+    if not api_key:
+        raise CLIError(
+            "no API key: pass --api-key or set the KAIZEN_API_KEY environment variable",
+            EXIT_AUTH,
+        )
+    with CTClient(
+        api_key=api_key, base_url=args.base_url or None, spool_dir=directory, enabled=True
+    ) as client:
+        delivery = tracing.pipeline_for(client).delivery
+        if delivery is None or delivery.spool is None:
+            raise CLIError(f"cannot use the spool directory {directory!r}")
+        sent, left = delivery.drain_spool()
+    print(f"replayed {sent} records from {directory}; {left} batches left")
+    return EXIT_OK if left == 0 else EXIT_FAILURE
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_serve,
+    _add_spool,
     _add_demo,
     _add_tasks,
     _add_prompts,

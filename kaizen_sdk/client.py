@@ -154,10 +154,16 @@ class CTClient(_BaseClient):
         self._close_prompts()
         self._http.close()
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Deliver every queued background record now (waits up to *timeout* seconds)."""
-        if self._pipeline is not None:
-            self._pipeline.flush(timeout)
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver every queued background record now (waits up to *timeout* seconds).
+
+        Return True only when every record queued before the call was acknowledged by the
+        server or spooled (False: time ran out, or records were dropped or rejected).
+        """
+        if self._pipeline is None:
+            return True
+        ok: bool = self._pipeline.flush(timeout)
+        return ok
 
     def stats(self) -> DeliveryStats:
         """Return counts of background delivery (queued, sent, retried, dropped, ...)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -38,8 +39,7 @@ from opentelemetry.trace import Status, StatusCode
 from kaizen_sdk import _default, tracing
 from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
 from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
-from kaizen_sdk.errors import CTError
-from kaizen_sdk.models import Prompt, TraceResult
+from kaizen_sdk.models import Prompt
 from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
 
 __all__ = [
@@ -90,7 +90,7 @@ class TaskRun:
     Example::
 
         summary, run = summarize.call(ticket="Printer on fire")
-        run.score(0.9)             # scores the trace, delivering it first if still queued
+        run.score(0.9)             # queued with the trace; delivered in the background
     """
 
     __slots__ = ("_client", "prompt", "task", "trace_id")
@@ -104,30 +104,37 @@ class TaskRun:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(task={self.task!r}, trace_id={self.trace_id!r})"
 
-    def score(self, value: float, scored_by: str = "sdk") -> TraceResult:
-        """Score this call's trace in [0, 1] (see ``CTClient.score``)."""
-        client = self._require_client()
-        result: TraceResult = client.score(self.trace_id, value, scored_by=scored_by)
-        return result
+    def score(self, value: float, scored_by: str = "sdk") -> str | None:
+        """Score this call's trace in [0, 1] on the background path; never raises or blocks.
 
-    def _require_client(self) -> Any:
-        if self._client is None:
-            raise CTError("This call ran without a CT client (tracing is disabled).")
-        return self._client
+        The score travels like the trace (after it, retried, spooled, applied once): return
+        its id, or ``None`` when tracing is off (``KAIZEN_ENABLED=false``, no client) or the
+        score cannot be sent (a value outside [0, 1], a closed client: logged). For a
+        synchronous score that returns the stored trace, use ``CTClient.score``.
+        """
+        return _queue_score(self._client, self.trace_id, value, scored_by)
+
+
+def _queue_score(client: Any, trace_id: str, value: float, scored_by: str) -> str | None:
+    if client is None:
+        return None
+    try:
+        if not client.settings.enabled:
+            return None
+        return tracing.pipeline_for(client).score(trace_id, value, scored_by)
+    except Exception:  # the caller comes first
+        _log.warning("Could not queue a score for trace %s.", trace_id, exc_info=True)
+        return None
 
 
 class AsyncTaskRun(TaskRun):
-    """`TaskRun` of an ``async def`` task: ``await run.score(value)``."""
+    """`TaskRun` of an ``async def`` task: ``await run.score(value)`` (it never waits)."""
 
     __slots__ = ()
 
-    async def score(self, value: float, scored_by: str = "sdk") -> TraceResult:  # type: ignore[override]
-        """Score this call's trace in [0, 1] (see ``CTClient.score``)."""
-        client = self._require_client()
-        if inspect.iscoroutinefunction(client.score):
-            result: TraceResult = await client.score(self.trace_id, value, scored_by=scored_by)
-            return result
-        return await asyncio.to_thread(client.score, self.trace_id, value, scored_by=scored_by)
+    async def score(self, value: float, scored_by: str = "sdk") -> str | None:  # type: ignore[override]
+        """Score this call's trace in [0, 1] on the background path (see `TaskRun.score`)."""
+        return _queue_score(self._client, self.trace_id, value, scored_by)
 
 
 class TaskFunction(Protocol[P, R]):
@@ -203,10 +210,40 @@ _A_VERSION_NUMBER = Attr.PROMPT_VERSION_NUMBER
 _A_VERSION_ID = Attr.PROMPT_VERSION_ID
 
 
+_MAX_ITEMS = 1000
+"""Items kept of a dict, list, tuple or set captured as an input or output; the rest are
+summarised, so a huge argument costs the caller a bounded conversion."""
+
+
+def _capped(value: Any, depth: int = 0) -> Any:
+    """*value* with containers longer than `_MAX_ITEMS` cut (two levels deep), or itself."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) > _MAX_ITEMS:
+            head = dict(itertools.islice(value.items(), _MAX_ITEMS))
+            head["ct.truncated"] = f"{len(value) - _MAX_ITEMS} more items"
+            value = head
+        if depth < 1:
+            return {k: _capped(v, depth + 1) for k, v in value.items()}
+        return value
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        if len(value) > _MAX_ITEMS:
+            head_items = list(itertools.islice(value, _MAX_ITEMS))
+            head_items.append(f"…[{len(value) - _MAX_ITEMS} more items]")
+            value = head_items
+        if depth < 1 and kind is not set and kind is not frozenset:
+            return [_capped(v, depth + 1) for v in value]
+    return value
+
+
 def _snapshot(value: Any) -> Any:
     """Freeze a value as JSON now (immutable scalars are kept as they are). Never raises."""
     if type(value) in _SIMPLE:
         return value
+    try:
+        value = _capped(value)
+    except Exception:
+        return safe_json(value)
     try:
         data = _ENCODER.encode(value)
     except Exception:
@@ -232,6 +269,10 @@ def _snapshot_inputs(values: dict[str, Any]) -> Any:
             break
     else:
         return values
+    try:
+        values = _capped(values)
+    except Exception:
+        return safe_json({"repr": "<inputs could not be captured>"})
     for value in values.values():
         kind = type(value)
         if (kind is str or kind is bytes) and len(value) > MAX_TEXT_CHARS:
@@ -520,12 +561,15 @@ class _TaskSpec:
                 None if error is None else type(error).__qualname__,
             )
             if call.recording:
-                records = pipeline.records
-                if len(records) < pipeline.max_queue:
-                    records[span.context.span_id] = record
+                delivery = pipeline.delivery
+                if not delivery.full():  # type: ignore[union-attr]
+                    pipeline.records[span.context.span_id] = record
                     pipeline.pending.add(call.trace_id)
-                else:
-                    pipeline.delivery.drop_full(record)  # type: ignore[union-attr]
+                else:  # past the memory bound: to the spool, else dropped
+                    start = getattr(span, "start_time", None)
+                    if start is not None:
+                        record.latency_ms = (time.time_ns() - start) / 1e6
+                    delivery.drop_full(record)  # type: ignore[union-attr]
             else:
                 record.latency_ms = (time.perf_counter() - call.started) * 1000.0
                 pipeline.attach(span, record)

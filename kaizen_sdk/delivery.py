@@ -23,30 +23,42 @@ import random
 import ssl
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import httpcore
 import httpx
 import msgspec
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from kaizen_sdk import models
 from kaizen_sdk._config import Settings
 from kaizen_sdk._spool import Spool
 from kaizen_sdk._version import __version__
-from kaizen_sdk.models import FeedbackRequest, IngestRequest, IngestResult, TraceRequest
+from kaizen_sdk.models import (
+    FeedbackRequest,
+    IngestError,
+    IngestRequest,
+    ScoreItem,
+    ScoreRequest,
+    TraceRequest,
+)
 
 if TYPE_CHECKING:
     from kaizen_sdk.tracing import CallRecord
 
 __all__ = [
     "MAX_TEXT_CHARS",
+    "batch_size",
     "CTSpanExporter",
     "CTSpanProcessor",
     "Delivery",
@@ -82,16 +94,26 @@ _NO_INGEST: set[str] = set()
 class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
     """Counts of background delivery since the client was created.
 
-    ``queued``: records accepted for delivery; ``sent``: records the server stored;
-    ``retried``: records sent again after a failed attempt; ``dropped``: records that will
-    never be delivered (queue full, rejected by the server, or failed without a spool);
-    ``spooled``/``replayed``: records written to / re-sent from the durable spool.
+    A record is a trace (with its feedback entry, when the task logs one) or a score made
+    in-process (``run.score()``, ``response.ct_score()``).
+
+    ``queued``: records accepted for delivery; ``sent``: records the server acknowledged as
+    stored; ``retried``: records sent again after a failed attempt; ``dropped``: records
+    lost without reaching the server (memory bound reached without a spool, spool full,
+    undeliverable at exit without a spool); ``rejected``: records the server refused, or
+    sent in a batch whose answer could not be read (never counted as sent);
+    ``rejected_feedback``: feedback entries the server refused while it stored their
+    traces; ``spooled``/``replayed``: records written to / re-sent from the durable spool.
+    Once nothing is in memory (after ``close()``):
+    ``queued == sent + rejected + dropped + spooled``.
     """
 
     queued: int = 0
     sent: int = 0
     retried: int = 0
     dropped: int = 0
+    rejected: int = 0
+    rejected_feedback: int = 0
     spooled: int = 0
     replayed: int = 0
 
@@ -350,10 +372,19 @@ def encode_batch(batch: IngestRequest) -> bytes:
     except Exception:  # a cycle, keys JSON cannot hold, lone surrogates: item by item
         traces = b",".join(filter(None, map(_encode_one, batch.traces)))
         feedback = b",".join(filter(None, map(_encode_one, batch.feedback)))
-        return b'{"traces":[' + traces + b'],"feedback":[' + feedback + b"]}"
+        scores = b",".join(filter(None, map(_encode_one, batch.scores)))
+        return (
+            b'{"traces":[' + traces + b'],"feedback":[' + feedback + b'],"scores":['
+            + scores + b"]}"
+        )
 
 
-def _encode_one(item: TraceRequest | FeedbackRequest) -> bytes:
+def batch_size(batch: IngestRequest) -> int:
+    """The records of *batch*: its traces and its scores (feedback rides with its trace)."""
+    return len(batch.traces) + len(batch.scores)
+
+
+def _encode_one(item: Any) -> bytes:
     """Encode one request, converting its values if needed; ``b""`` if even that fails."""
     try:
         return _SAFE_ENCODER.encode(item)
@@ -398,6 +429,91 @@ class _LogLimiter:
             return True
 
 
+# --- a total deadline per request ------------------------------------------------------------
+
+# httpx timeouts bound each read, so a server trickling one byte a second could hold a request
+# for ever; the exporter's connections read and write through `_DeadlineStream`, which cuts
+# every operation at the request's total deadline (set per thread by `CTSpanExporter._post`).
+_DEADLINE = threading.local()
+
+
+def _bounded(timeout: float | None) -> float | None:
+    deadline: float | None = getattr(_DEADLINE, "at", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the request ran out of its total deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose reads, writes and TLS handshake end by the thread's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout))
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend, with every stream it opens deadline-bound."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, _bounded(timeout), local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.connect_unix_socket(path, _bounded(timeout), socket_options)
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(verify=verify)
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if backend is not None:  # httpcore keeps its backend here (1.x); else per-read bounds only
+        pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+    return transport
+
+
 class _GiveUp(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -433,6 +549,11 @@ class CTSpanExporter(SpanExporter):
 
     def _new_http(self) -> httpx.Client:
         settings = self._settings
+        verify = (
+            ssl.create_default_context(cafile=settings.verify)
+            if isinstance(settings.verify, str)
+            else settings.verify
+        )
         return httpx.Client(
             base_url=settings.base_url,
             headers={
@@ -442,12 +563,8 @@ class CTSpanExporter(SpanExporter):
                 "Accept": "application/json",
             },
             timeout=httpx.Timeout(min(settings.timeout, _REQUEST_TIMEOUT)),
-            verify=(
-                ssl.create_default_context(cafile=settings.verify)
-                if isinstance(settings.verify, str)
-                else settings.verify
-            ),
-            transport=self._transport,
+            verify=verify,
+            transport=self._transport or _deadline_transport(verify),
             follow_redirects=False,
         )
 
@@ -492,6 +609,8 @@ class CTSpanExporter(SpanExporter):
         records = delivery.records
         with delivery._lock:  # so that stats() never sees a record in no place
             delivery._trim_kept(len(spans))
+            # counted in flight before they leave the table: `full()` reads without the lock
+            delivery._inflight += len(spans)
             for item in spans:
                 if type(item) is int:  # a span id (see CTSpanProcessor.on_end)
                     record = records.pop(item, None)  # None: shutdown already took it
@@ -504,15 +623,20 @@ class CTSpanExporter(SpanExporter):
                 if record is not None:
                     found.append(item)
                     taken.append(record)
-            delivery._inflight += len(taken)
-        if not taken:
+            scores = delivery._take_scores(taken)
+            delivery._inflight += len(scores) - (len(spans) - len(taken))
+        if not taken and not scores:
+            if delivery.kept:  # nothing new (a wake-up): still re-send what failed earlier
+                with contextlib.suppress(Exception):
+                    delivery.resend_kept(0.0)
             return SpanExportResult.SUCCESS
         try:
-            ok = self._export(found, taken)
+            ok = self._export(found, taken, scores)
         except Exception:
-            delivery.count(dropped=len(taken), done=len(taken), inflight=-len(taken))
+            lost = len(taken) + len(scores)
+            delivery.count(dropped=lost, done=lost, inflight=-lost)
             if delivery.limiter.ready("export-bug"):
-                _log.exception("CT export failed unexpectedly; %d records lost.", len(taken))
+                _log.exception("CT export failed unexpectedly; %d records lost.", lost)
             ok = False
         finally:
             discard = delivery.pending.discard
@@ -537,7 +661,12 @@ class CTSpanExporter(SpanExporter):
 
     # delivery ------------------------------------------------------------------------------
 
-    def _export(self, spans: list[ReadableSpan | None], records: list[CallRecord]) -> bool:
+    def _export(
+        self,
+        spans: list[ReadableSpan | None],
+        records: list[CallRecord],
+        scores: list[ScoreItem] | None = None,
+    ) -> bool:
         settings = self._settings
         traces: list[TraceRequest] = []
         feedback: list[FeedbackRequest] = []
@@ -555,17 +684,16 @@ class CTSpanExporter(SpanExporter):
                 feedback.append(fb)
         if bad:
             self._delivery.count(dropped=bad, done=bad, inflight=-bad)
-        if not traces:
+        if not traces and not scores:
             return bad == 0
-        batch = IngestRequest(traces=traces, feedback=feedback)
+        batch = IngestRequest(traces=traces, feedback=feedback, scores=scores or [])
         try:
             earlier_ok = self._delivery.resend_kept()
         except Exception:
             earlier_ok = False
         if not earlier_ok:  # the server is still failing: keep the order
-            self._delivery.give_up(
-                batch, len(traces), "earlier batches are still failing", inflight=len(traces)
-            )
+            n = batch_size(batch)
+            self._delivery.give_up(batch, n, "earlier batches are still failing", inflight=n)
             return False
         return self.send(batch) and bad == 0
 
@@ -576,7 +704,7 @@ class CTSpanExporter(SpanExporter):
         and a failure is only reported (the batch stays in the spool); with ``kept=True``
         (a batch kept in memory after failing) a failure leaves it where it is.
         """
-        n = len(batch.traces)
+        n = batch_size(batch)
         delivery = self._delivery
         now = time.monotonic()
         deadline = now + _EXPORT_BUDGET
@@ -593,9 +721,9 @@ class CTSpanExporter(SpanExporter):
                     raise _GiveUp("the server asked to wait")
                 self._wake.wait(wait)
             if self._settings.base_url in _NO_INGEST:
-                rejected = self._send_single(batch, deadline, retries)
+                rejected, refused_feedback = self._send_single(batch, deadline, retries)
             else:
-                rejected = self._send_ingest(batch, deadline, retries)
+                rejected, refused_feedback = self._send_ingest(batch, deadline, retries)
         except _GiveUp as stop:
             if fresh and self._settle(batch):
                 delivery.give_up(batch, n, stop.reason, inflight=n)
@@ -612,42 +740,68 @@ class CTSpanExporter(SpanExporter):
             except Exception:
                 _log.warning("A delivery hook failed.", exc_info=True)
         if replay:
-            delivery.count(replayed=n - rejected)
+            delivery.count(
+                replayed=n - rejected, rejected=rejected, rejected_feedback=refused_feedback
+            )
         elif kept:
-            delivery.kept_delivered(batch, n, rejected)
+            delivery.kept_delivered(batch, n, rejected, refused_feedback)
         else:
-            delivery.count(sent=n - rejected, dropped=rejected, done=n, inflight=-n)
+            delivery.count(
+                sent=n - rejected, rejected=rejected, rejected_feedback=refused_feedback,
+                done=n, inflight=-n,
+            )
         return True
 
-    def _send_ingest(self, batch: IngestRequest, deadline: float, retries: int) -> int:
-        """Post *batch* to /ingest; return how many traces the server rejected."""
+    def _send_ingest(
+        self, batch: IngestRequest, deadline: float, retries: int
+    ) -> tuple[int, int]:
+        """Post *batch* to /ingest; return (records, feedback entries) not acknowledged.
+
+        Only an answer that reads as an ingest result acknowledges anything: an empty or
+        HTML 200, or a 207 that does not decode, counts the whole batch as rejected.
+        """
         body = encode_batch(batch)
-        resp = self._post("/api/v1/ingest", body, deadline, retries, len(batch.traces))
+        n = batch_size(batch)
+        resp = self._post("/api/v1/ingest", body, deadline, retries, n)
         status = resp.status_code
         if status == 404:
             _NO_INGEST.add(self._settings.base_url)
             _log.info("The CT server has no /api/v1/ingest; using the single-record endpoints.")
             return self._send_single(batch, deadline, retries)
-        if status == 207:
-            try:
-                result = models.decode(resp.content, IngestResult)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                return 0
-            rejected = {e.id for e in result.errors if e.kind == "trace"}
-            if result.errors and self._delivery.limiter.ready("rejected"):
-                first = result.errors[0]
+        if not 200 <= status < 300:
+            self._rejected(status, resp)
+            return n, 0  # the whole batch: its feedback goes with its records
+        try:
+            result = models.decode(resp.content, _IngestAnswer)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            result = None
+        if result is None or isinstance(result.accepted, msgspec.UnsetType):
+            if self._delivery.limiter.ready("undecodable"):
                 _log.warning(
-                    "The CT server rejected %d of the records in a batch (first: %s %s: %s).",
-                    len(result.errors), first.kind, first.id, first.detail,
+                    "The CT server answered %d to a batch with something that is not an "
+                    "ingest result (%r); its %d records are counted as rejected.",
+                    status, resp.content[:80], n,
                 )
-            return len(rejected)
-        if 200 <= status < 300:
-            return 0
-        self._rejected(status, resp)
-        return len(batch.traces)
+            return n, 0
+        errors = result.errors
+        if errors and self._delivery.limiter.ready("rejected"):
+            first = errors[0]
+            _log.warning(
+                "The CT server rejected %d of the items in a batch (first: %s %s: %s).",
+                len(errors), first.kind, first.id, first.detail,
+            )
+        rejected = _refused(errors, "trace", len(batch.traces))
+        rejected += _refused(errors, "score", len(batch.scores))
+        refused_feedback = _refused(errors, "feedback", len(batch.feedback))
+        if batch.scores and result.scores is None:
+            # an older server ignored the scores: send them one by one
+            rejected += self._send_scores(batch.scores, deadline, retries)
+        return rejected, refused_feedback
 
-    def _send_single(self, batch: IngestRequest, deadline: float, retries: int) -> int:
-        rejected = 0
+    def _send_single(
+        self, batch: IngestRequest, deadline: float, retries: int
+    ) -> tuple[int, int]:
+        rejected = refused_feedback = 0
         for trace in batch.traces:
             resp = self._post("/api/v1/traces", _encode_one(trace), deadline, retries, 1)
             if resp.status_code >= 300 and resp.status_code != 409:
@@ -656,8 +810,21 @@ class CTSpanExporter(SpanExporter):
         for fb in batch.feedback:
             resp = self._post("/api/v1/feedback", _encode_one(fb), deadline, retries, 0)
             if resp.status_code >= 300 and resp.status_code != 409:
+                refused_feedback += 1
                 self._rejected(resp.status_code, resp)
-        return rejected
+        rejected += self._send_scores(batch.scores, deadline, retries)
+        return rejected, refused_feedback
+
+    def _send_scores(self, scores: list[ScoreItem], deadline: float, retries: int) -> int:
+        """Post each score to ``/traces/{id}/score``; return how many were refused."""
+        refused = 0
+        for item in scores:
+            body = models.encode(ScoreRequest(score=item.score, scored_by=item.scored_by))
+            resp = self._post(f"/api/v1/traces/{item.trace_id}/score", body, deadline, retries, 1)
+            if resp.status_code >= 300:
+                refused += 1
+                self._rejected(resp.status_code, resp)
+        return refused
 
     def _rejected(self, status: int, resp: httpx.Response) -> None:
         if not self._delivery.limiter.ready(f"status-{status}"):
@@ -679,6 +846,8 @@ class CTSpanExporter(SpanExporter):
             if remaining <= 0.05:
                 raise _GiveUp("out of time")
             retry_after: float | None = None
+            hard = self._hard_deadline
+            _DEADLINE.at = deadline if hard is None else min(deadline, hard)
             try:
                 resp = self._http.post(
                     path, content=body, timeout=min(self._http.timeout.read or 10.0, remaining)
@@ -692,6 +861,8 @@ class CTSpanExporter(SpanExporter):
                     return resp
                 why = str(resp.status_code)
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
+            finally:
+                _DEADLINE.at = None
             delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2.0**attempt)
             delay *= 0.5 + 0.5 * self._random.random()
             if retry_after is not None:
@@ -703,6 +874,22 @@ class CTSpanExporter(SpanExporter):
             self._delivery.count(retried=records)
             _log.debug("CT delivery: retry %d in %.2f s after %s.", attempt, delay, why)
             self._wake.wait(delay)
+
+
+class _IngestAnswer(msgspec.Struct, kw_only=True):
+    """An ingest answer as read here: without ``accepted`` it acknowledges nothing."""
+
+    accepted: int | msgspec.UnsetType = msgspec.UNSET
+    errors: list[IngestError] = []
+    scores: int | None = None
+
+
+def _refused(errors: list[IngestError], kind: str, total: int) -> int:
+    """How many items of *kind* the errors name (distinct ids; an item without id counts
+    once each), at most *total*."""
+    ids = {e.id for e in errors if e.kind == kind and e.id is not None}
+    anonymous = sum(1 for e in errors if e.kind == kind and e.id is None)
+    return min(total, len(ids) + anonymous)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -745,6 +932,23 @@ class CTSpanProcessor(BatchSpanProcessor):
     def shutdown(self) -> None:
         """Stop, delivering what is queued within the client's ``shutdown_timeout``."""
         self._delivery.shutdown()
+
+    def poke(self) -> None:
+        """Queue a wake-up without a record, so that the worker exports (queued scores,
+        batches kept after a failure) within its schedule delay."""
+        if self.closed:
+            return
+        direct = self._direct
+        if direct is not None:
+            direct(0)  # no record has span id 0: the export finds only what waits beside
+            return
+        now = time.time_ns()
+        BatchSpanProcessor.on_end(self, ReadableSpan(
+            name="ct.wake",
+            context=SpanContext(trace_id=1, span_id=0, is_remote=False,
+                                trace_flags=TraceFlags(TraceFlags.SAMPLED)),
+            start_time=now, end_time=now, resource=Resource.get_empty(),
+        ))
 
     def _stop(self, timeout: float) -> None:
         """Stop the worker after its last export, waiting at most *timeout* seconds."""
@@ -815,9 +1019,19 @@ class Delivery:
         self._sent = 0
         self._retried = 0
         self._dropped = 0
+        self._rejected = 0
+        self._rejected_feedback = 0
         self._spooled = 0
         self._replayed = 0
         self._closed = False
+        # scores made in-process, waiting for the next export (after their trace's)
+        self.scores: list[ScoreItem] = []
+        # records past the memory bound, on their way to the spool (`_overflow_writer`)
+        self.overflow: list[CallRecord] = []
+        self._overflow_lock = threading.Lock()
+        self._overflow_wake = threading.Event()
+        self._overflow_thread: threading.Thread | None = None
+        self._poked = 0.0
         self.exporter = CTSpanExporter(self, transport=transport)
         self.processor = CTSpanProcessor(self.exporter, self)
         self.spool: Spool | None = None
@@ -845,6 +1059,8 @@ class Delivery:
         sent: int = 0,
         retried: int = 0,
         dropped: int = 0,
+        rejected: int = 0,
+        rejected_feedback: int = 0,
         spooled: int = 0,
         replayed: int = 0,
         done: int = 0,
@@ -856,6 +1072,8 @@ class Delivery:
             self._sent += sent
             self._retried += retried
             self._dropped += dropped
+            self._rejected += rejected
+            self._rejected_feedback += rejected_feedback
             self._spooled += spooled
             self._replayed += replayed
             self._done += done
@@ -864,16 +1082,43 @@ class Delivery:
         """Return the counters."""
         with self._lock:
             return DeliveryStats(
-                queued=self._done + len(self.records) + self._kept_records + self._inflight,
+                queued=self._done + len(self.records) + self._kept_records + self._inflight
+                + len(self.scores) + len(self.overflow),
                 sent=self._sent,
                 retried=self._retried,
                 dropped=self._dropped,
+                rejected=self._rejected,
+                rejected_feedback=self._rejected_feedback,
                 spooled=self._spooled,
                 replayed=self._replayed,
             )
 
+    def full(self) -> bool:
+        """True when the records held in memory (queued, in flight and kept after a
+        failure) reach ``max_queue_size``."""
+        return (
+            len(self.records) + self._inflight + self._kept_records
+            >= self.settings.max_queue_size
+        )
+
     def drop_full(self, record: CallRecord) -> None:
-        """Count a record refused because the queue is full (logged once a minute)."""
+        """Take a record past the memory bound: to the spool when there is one (written in
+        the background at call rate), else dropped and counted (logged once a minute)."""
+        now = time.monotonic()
+        if now - self._poked >= 1.0:  # batches kept after a failure still need re-sending
+            self._poked = now
+            with contextlib.suppress(Exception):
+                self.processor.poke()
+        if self.spool is not None and not self._closed:
+            with self._overflow_lock:
+                if len(self.overflow) < max(1, self.settings.max_queue_size):
+                    self.overflow.append(record)
+                    self.pending.add(str(record.trace_id))
+                    record = None  # type: ignore[assignment]
+            if record is None:
+                self._overflow_wake.set()
+                self._start_overflow_writer()
+                return
         with self._lock:
             self._dropped += 1
             self._done += 1
@@ -884,6 +1129,80 @@ class Delivery:
                 "(%d dropped so far). Is the CT server reachable?",
                 self.settings.max_queue_size, total,
             )
+
+    def _start_overflow_writer(self) -> None:
+        thread = self._overflow_thread
+        if thread is not None and thread.is_alive():
+            return
+        with self._overflow_lock:
+            thread = self._overflow_thread
+            if thread is not None and thread.is_alive():
+                return
+            self._overflow_thread = threading.Thread(
+                target=self._overflow_loop, name="kaizen-spool-overflow", daemon=True
+            )
+            self._overflow_thread.start()
+
+    def _overflow_loop(self) -> None:
+        while not self._closed:
+            self._overflow_wake.wait(1.0)
+            self._overflow_wake.clear()
+            try:
+                self.spool_overflow()
+            except Exception:
+                _log.warning("Spooling records past the memory bound failed.", exc_info=True)
+
+    def spool_overflow(self) -> None:
+        """Write the records waiting past the memory bound to the spool now."""
+        with self._overflow_lock:
+            taken, self.overflow = self.overflow, []
+        for start in range(0, len(taken), _BATCH_SIZE):
+            self._spool_records(taken[start : start + _BATCH_SIZE], "the memory bound is reached")
+
+    def add_score(self, trace_id: str, value: float, scored_by: str = "sdk") -> str | None:
+        """Queue an in-process score for background delivery; return its id, or None when
+        it cannot be sent (logged; never raises)."""
+        try:
+            if isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"score must be between 0.0 and 1.0, got {value!r}")
+            item = ScoreItem(
+                id=uuid.uuid4(), trace_id=uuid.UUID(str(trace_id)), score=float(value),
+                scored_by=str(scored_by),
+            )
+        except (TypeError, ValueError) as exc:
+            _log.warning("A score for trace %s is not sent: %s.", trace_id, exc)
+            return None
+        if self._closed:
+            _log.warning("A score for trace %s is not sent: the client is closed.", trace_id)
+            return None
+        with self._lock:
+            if (
+                len(self.records) + self._inflight + self._kept_records + len(self.scores)
+                >= max(1, self.settings.max_queue_size)
+                and self.spool is None
+            ):
+                self._dropped += 1
+                self._done += 1
+                _log.warning("A score for trace %s is dropped: the queue is full.", trace_id)
+                return None
+            self.scores.append(item)
+        self.processor.poke()
+        return str(item.id)
+
+    def _take_scores(self, taken: list[CallRecord]) -> list[ScoreItem]:
+        """Scores ready to go with this export: those whose trace is not still waiting in
+        the queue (it goes first). Call with the lock held."""
+        if not self.scores:
+            return []
+        going = {str(r.trace_id) for r in taken}
+        pending = self.pending
+        ready: list[ScoreItem] = []
+        wait: list[ScoreItem] = []
+        for item in self.scores:
+            tid = str(item.trace_id)
+            (ready if tid in going or tid not in pending else wait).append(item)
+        self.scores = wait
+        return ready
 
     def discard(self, record: CallRecord) -> None:
         """Forget a record that can no longer be delivered (after shutdown)."""
@@ -904,6 +1223,7 @@ class Delivery:
         ``max_queue_size``: the oldest kept batches are dropped first). With
         ``final=True`` (shutdown) it is spooled or dropped."""
         spooled = False
+        final = final or self._closed  # at exit nothing is kept for later in memory
         hook = self.on_give_up
         if hook is not None:
             try:
@@ -916,9 +1236,9 @@ class Delivery:
         elif not final:
             dropped = 0
             with self._lock:
-                self._inflight -= inflight
                 self.kept.append((batch, records))
-                self._kept_records += records
+                self._kept_records += records  # kept before it leaves the flight: see full()
+                self._inflight -= inflight
                 dropped = self._trim_kept(0)
             how = "they are kept in memory and sent again later"
             if dropped:
@@ -978,6 +1298,21 @@ class Delivery:
             )
             self._replayer.start()
 
+    def drain_spool(self) -> tuple[int, int]:
+        """Replay the spool now, in this thread (``kaizen spool replay``).
+
+        Waits for a background replay already running, then re-sends until a batch fails or
+        none is left. Return ``(records this client replayed, batches still waiting)``.
+        """
+        spool = self.spool
+        if spool is None:
+            return 0, 0
+        replayer = self._replayer
+        if replayer is not None:
+            replayer.join()
+        spool.replay(lambda batch: self.exporter.send(batch, replay=True))
+        return self.stats().replayed, len(spool.pending())
+
     def _replay(self) -> None:
         spool = self.spool
         if spool is None:
@@ -993,14 +1328,17 @@ class Delivery:
         if not result.failed and spool.is_empty():
             self._spool_waiting = False
 
-    def kept_delivered(self, batch: IngestRequest, records: int, rejected: int) -> None:
+    def kept_delivered(
+        self, batch: IngestRequest, records: int, rejected: int, refused_feedback: int = 0
+    ) -> None:
         """A kept batch was delivered: forget it and count it."""
         with self._lock:
             if self.kept and self.kept[0][0] is batch:
                 self.kept.popleft()
                 self._kept_records -= records
                 self._sent += records - rejected
-                self._dropped += rejected
+                self._rejected += rejected
+                self._rejected_feedback += refused_feedback
                 self._done += records
 
     def resend_kept(self, wait: float | None = None) -> bool:
@@ -1027,26 +1365,41 @@ class Delivery:
     # lifecycle ------------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Deliver everything queued so far; return False when *timeout* ran out first."""
+        """Deliver everything queued so far.
+
+        Return True only when every record queued before the call was acknowledged by the
+        server or spooled: False when *timeout* ran out first, or when records were dropped,
+        rejected or are still kept in memory for a later attempt.
+        """
         if self._closed:
             return False
+        with self._lock:
+            lost_before = self._dropped + self._rejected + self._rejected_feedback
         if timeout is None:
-            return self._flush_all()
-        done = threading.Event()
+            ok = self._flush_all()
+        else:
+            done = threading.Event()
+            result: list[bool] = []
 
-        def run() -> None:
-            try:
-                self._flush_all()
-            finally:
-                done.set()
+            def run() -> None:
+                try:
+                    result.append(self._flush_all())
+                finally:
+                    done.set()
 
-        threading.Thread(target=run, name="kaizen-flush", daemon=True).start()
-        return done.wait(max(0.0, timeout))
+            threading.Thread(target=run, name="kaizen-flush", daemon=True).start()
+            ok = done.wait(max(0.0, timeout)) and bool(result) and result[0]
+        with self._lock:
+            lost = self._dropped + self._rejected + self._rejected_feedback - lost_before
+        # (records queued by other threads meanwhile may still be on their way: not ours)
+        return ok and lost == 0 and not self.kept
 
     def _flush_all(self) -> bool:
         try:
+            if self.overflow:
+                self.spool_overflow()
             flushed = bool(self.processor.force_flush())
-            return self.resend_kept() and flushed
+            return self.resend_kept() and flushed and not self.scores
         except Exception:  # never into the caller
             _log.warning("Flushing CT records failed.", exc_info=True)
             return False
@@ -1062,21 +1415,47 @@ class Delivery:
         deadline = time.monotonic() + max(0.0, limit)
         self.exporter.hurry(deadline)
         try:
+            self._shutdown(limit, deadline)
+        finally:
+            self._log_exit()
+
+    def _log_exit(self) -> None:
+        """One line that says exactly what became of the records of this client."""
+        s = self.stats()
+        if s.queued == 0:
+            return
+        _log.log(
+            logging.WARNING if s.dropped or s.rejected else logging.INFO,
+            "CT delivery closed: of %d records, %d were delivered, %d spooled to disk "
+            "(sent by the next process with the same spool directory), %d dropped and %d "
+            "rejected by the server.",
+            s.queued, s.sent, s.spooled, s.dropped, s.rejected,
+        )
+
+    def _shutdown(self, limit: float, deadline: float) -> None:
+        try:
             self.processor._stop(limit)
             self.resend_kept(max(0.0, deadline - time.monotonic()))
         finally:
             stuck = self.exporter.take_in_flight()  # the worker is still waiting on the server
             if stuck is not None:
-                n = len(stuck.traces)
+                n = batch_size(stuck)
                 self.give_up(stuck, n, "still being sent at exit", final=True, inflight=n)
             self.processor.closed = True
             leftover = list(self.records.values())
             self.records.clear()
-            if leftover and self.spool is not None:  # never exported: keep them for later
-                self._spool_leftover(leftover)
+            with self._overflow_lock:
+                leftover += self.overflow
+                self.overflow = []
+            with self._lock:
+                scores, self.scores = self.scores, []
+            if (leftover or scores) and self.spool is not None:  # keep them for later
+                self._spool_records(leftover, "not sent before exit", scores)
             else:
                 for record in leftover:
                     self.discard(record)
+                if scores:
+                    self.count(dropped=len(scores), done=len(scores))
             with self._lock:
                 kept = list(self.kept)
                 self.kept.clear()
@@ -1085,7 +1464,9 @@ class Delivery:
                 self.give_up(batch, n, "shutting down", final=True)
             self.exporter.close()
 
-    def _spool_leftover(self, records: list[CallRecord]) -> None:
+    def _spool_records(
+        self, records: list[CallRecord], reason: str, scores: list[ScoreItem] | None = None
+    ) -> None:
         traces: list[TraceRequest] = []
         feedback: list[FeedbackRequest] = []
         for record in records:
@@ -1098,9 +1479,12 @@ class Delivery:
             traces.append(trace)
             if fb is not None:
                 feedback.append(fb)
-        if traces:
-            batch = IngestRequest(traces=traces, feedback=feedback)
-            self.give_up(batch, len(traces), "not sent before exit", final=True)
+        if traces or scores:
+            batch = IngestRequest(traces=traces, feedback=feedback, scores=scores or [])
+            self.give_up(batch, batch_size(batch), reason, final=True)
+        if self.scores:  # a score waiting for one of these traces may go now
+            with contextlib.suppress(Exception):
+                self.processor.poke()
 
     @property
     def closed(self) -> bool:
@@ -1114,6 +1498,12 @@ class Delivery:
         self._lock = threading.Lock()
         self.limiter = _LogLimiter()
         self._done = self._sent = self._retried = self._dropped = self._inflight = 0
+        self._rejected = self._rejected_feedback = 0
+        self.scores = []
+        self.overflow = []
+        self._overflow_lock = threading.Lock()
+        self._overflow_wake = threading.Event()
+        self._overflow_thread = None
         self.kept.clear()
         self._kept_records = 0
         self._resend_lock = threading.Lock()

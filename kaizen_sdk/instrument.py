@@ -15,9 +15,6 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
-from kaizen_sdk._config import KAIZEN_ENABLED, env_flag
-from kaizen_sdk.errors import CTError
-
 if TYPE_CHECKING:
     # Imported for types only: `kaizen_sdk/__init__` imports this module eagerly (so the
     # package attribute ``instrument`` stays the function), and must stay cheap to import.
@@ -63,7 +60,8 @@ def instrument(
 
         ct.instrument(litellm, task_map={"SUMMARIZE_TICKET": "summarize_ticket"})
         response = litellm.completion(model="openai/gpt-4o-mini", messages=[...])
-        response.ct_score(0.9)            # or later: client.score(response.ct_trace_id, 0.9)
+        response.ct_score(0.9)            # queued like the trace; or later, synchronously:
+                                          # client.score(response.ct_trace_id, 0.9)
 
     Each call gets a span (OpenTelemetry GenAI conventions) and a CT trace record, delivered
     in the background; the response, and a stream, gain ``ct_trace_id`` and ``ct_score()``.
@@ -79,8 +77,9 @@ def instrument(
             (so does ``KAIZEN_CAPTURE_CONTENT=false``).
         tracer_provider: make the spans with this provider instead of the client's.
 
-    Raises `CTError` when *client* is not given and no default client can be built (no
-    ``KAIZEN_API_KEY``), unless ``KAIZEN_ENABLED=false``: then calls run untraced.
+    When *client* is not given and no default client can be built (no ``KAIZEN_API_KEY``,
+    a malformed ``KAIZEN_*`` value) or ``KAIZEN_ENABLED=false``, calls run untraced and the
+    reason is logged once; nothing is raised.
     """
     name = _library(module)
     with _LOCK:
@@ -121,22 +120,19 @@ def _resolve(
     from kaizen_sdk.integrations._common import InstrumentSettings
 
     if client is None:
-        from kaizen_sdk._default import get_client
+        from kaizen_sdk._default import _client_for_tasks
 
-        try:
-            client = get_client()
-        except CTError:
-            if env_flag(KAIZEN_ENABLED, True):
-                raise
-            # KAIZEN_ENABLED=false and no API key: calls run untraced, as the decorator's do.
+        client = _client_for_tasks()  # logs a configuration problem once
+        if client is None:
+            # No usable configuration: calls run untraced, as the decorator's do.
             from opentelemetry.trace import NoOpTracer
 
             return NoOpTracer(), InstrumentSettings(enabled=False)
     pipeline = tracing.pipeline_for(client)
-    score = client.score
 
     def scorer(trace_id: str, value: float, scored_by: str) -> Any:
-        return score(trace_id, value, scored_by=scored_by)
+        # on the background path, like the trace: never raises, never blocks
+        return pipeline.score(trace_id, value, scored_by)
 
     settings = InstrumentSettings(
         capture_content=bool(capture_content and pipeline.settings.capture_content),

@@ -1,8 +1,10 @@
 """msgspec Structs for every object of the CT HTTP API, and the shared encoder/decoders.
 
 Response models ignore unknown fields (servers evolve) and give every optional field a
-default (older servers leave fields out). Request models are ``omit_defaults`` so bodies stay
-small, and ``forbid_unknown_fields`` so the local server rejects typos with a clear 422.
+default (older servers leave fields out). Request bodies send every field the
+reference documents with a default (``source``, ``feedback_threshold``, ``scored_by``); only
+trace and batch bodies leave out unset optional fields. Request models are
+``forbid_unknown_fields`` so the local server rejects typos with a clear 422.
 Decoding errors are raised as msgspec's own here; ``_http`` turns them into `CTError`.
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "RolloutRequest",
     "RolloutServing",
     "RolloutStopRequest",
+    "ScoreItem",
     "ScoreRequest",
     "Task",
     "TaskCreateRequest",
@@ -246,6 +249,8 @@ class IngestResult(msgspec.Struct, kw_only=True, frozen=True):
 
     accepted: int = 0
     errors: list[IngestError] = []
+    scores: int | None = None
+    """Scores applied; ``None`` from a server that does not take ``scores`` in a batch."""
 
 
 class Health(msgspec.Struct, kw_only=True, frozen=True):
@@ -362,8 +367,12 @@ class Rollout(msgspec.Struct, kw_only=True, frozen=True):
 # --- requests --------------------------------------------------------------------------
 
 
-class FeedbackRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
-    """Body of ``POST /api/v1/feedback``. ``id`` is client-made so retries are idempotent."""
+class FeedbackRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/feedback``. ``id`` is client-made so retries are idempotent.
+
+    Every field is sent, defaults included (``source: "sdk"``): a deployed server's own
+    defaults need not be the documented ones.
+    """
 
     task_id: NonEmpty
     id: UUID | None = None
@@ -375,9 +384,9 @@ class FeedbackRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_u
     # UNSET (never sent) rather than None, so servers that predate them never see these keys
     comment: str | msgspec.UnsetType | None = msgspec.UNSET
     correction: Any | msgspec.UnsetType = msgspec.UNSET
-    prompt_version_id: UUID | None = None
+    prompt_version_id: UUID | msgspec.UnsetType | None = msgspec.UNSET
     """The prompt version that produced *output* (counts toward a running rollout)."""
-    arm: str | None = None
+    arm: str | msgspec.UnsetType | None = msgspec.UNSET
     """``"active"`` or ``"candidate"`` when the version was served by a rollout."""
 
 
@@ -400,17 +409,31 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     """True when the call raised; a rollout's error-rate guard counts these."""
 
 
+class ScoreItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One in-process score in an ingest batch (``run.score()``, ``response.ct_score()``).
+
+    ``id`` is client-made, so a re-sent score is applied once.
+    """
+
+    id: UUID
+    trace_id: UUID
+    score: Score
+    scored_by: str = "sdk"
+
+
 class IngestRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Body of ``POST /api/v1/ingest``: traces and feedback in one request."""
+    """Body of ``POST /api/v1/ingest``: traces, feedback and scores in one request.
+
+    Servers apply ``scores`` after the traces of the same batch (a score may name one).
+    """
 
     traces: list[TraceRequest] = []
     feedback: list[FeedbackRequest] = []
+    scores: list[ScoreItem] = []
 
 
-class TaskCreateRequest(
-    msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
-):
-    """Body of ``POST /api/v1/tasks``."""
+class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/tasks``; every field is sent (``feedback_threshold: 50``)."""
 
     name: NonEmpty
     description: str | None = None

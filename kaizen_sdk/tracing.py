@@ -63,6 +63,7 @@ import atexit
 import logging
 import os
 import random
+import signal
 import threading
 import time
 import weakref
@@ -232,6 +233,9 @@ class Pipeline:
         self.tracer = provider.get_tracer(SCOPE, __version__)
         atexit.register(self._at_exit)
         _arm_multiprocessing_exit(self)
+        _LIVE_PIPELINES.add(self)
+        if settings.handle_sigterm:
+            _arm_sigterm()
 
     def __repr__(self) -> str:
         return f"Pipeline(enabled={self.enabled}, base_url={self.settings.base_url!r})"
@@ -242,7 +246,11 @@ class Pipeline:
         if delivery is None:
             return
         try:
-            if len(self.records) >= self.max_queue:
+            if delivery.full():
+                if record.latency_ms is None:
+                    start = getattr(span, "start_time", None)
+                    if start is not None:
+                        record.latency_ms = (time.time_ns() - start) / 1e6
                 delivery.drop_full(record)
                 return
             ctx = span.get_span_context()
@@ -259,7 +267,7 @@ class Pipeline:
         delivery = self.delivery
         if delivery is None:
             return
-        if len(self.records) >= self.max_queue:
+        if delivery.full():
             delivery.drop_full(record)
             return
         span_id = _bits(64) or 1
@@ -281,8 +289,19 @@ class Pipeline:
         self.pending.add(str(record.trace_id))
         delivery.processor.on_end(span)
 
+    def score(self, trace_id: str, value: float, scored_by: str = "sdk") -> str | None:
+        """Queue a score of trace *trace_id* for background delivery (after the trace).
+
+        Return the score's id, or None when tracing is off or the score cannot be sent (an
+        invalid value, a closed client: logged). Never raises, never blocks.
+        """
+        delivery = self.delivery
+        if delivery is None:
+            return None
+        return delivery.add_score(trace_id, value, scored_by)
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Deliver everything queued so far; False when *timeout* seconds ran out first."""
+        """Deliver everything queued so far; False unless all of it was stored or spooled."""
         if self.delivery is None:
             return True
         return self.delivery.flush(timeout)
@@ -313,6 +332,48 @@ class Pipeline:
             self.shutdown(max(0.1, left))
         except Exception:
             _log.warning("Delivering CT records at exit failed.", exc_info=True)
+
+
+# --- SIGTERM -------------------------------------------------------------------------------
+
+_LIVE_PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+_sigterm_armed = False
+
+
+def _arm_sigterm() -> None:
+    """Deliver on SIGTERM too, but only where SIGTERM would otherwise kill the process at once
+    (default disposition) and only from the main thread; an application's handler stays."""
+    global _sigterm_armed
+    if _sigterm_armed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (AttributeError, OSError, ValueError):  # no SIGTERM here, or not allowed
+        return
+    _sigterm_armed = True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _sigterm_armed
+    # A second SIGTERM during the flush ends the process at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _sigterm_armed = False
+    pipelines = list(_LIVE_PIPELINES)
+    budget = max((p.settings.shutdown_timeout for p in pipelines), default=0.0)
+    # The flush runs in its own thread: the interrupted main thread may hold a lock it needs.
+    worker = threading.Thread(
+        target=_shutdown_all, args=(pipelines,), name="kaizen-sigterm", daemon=True
+    )
+    worker.start()
+    worker.join(budget + 1.0)
+    os.kill(os.getpid(), signal.SIGTERM)  # now with the default disposition: the process ends
+
+
+def _shutdown_all(pipelines: list[Pipeline]) -> None:
+    for pipeline in pipelines:
+        pipeline._at_exit()
 
 
 def _exit_ref(ref: weakref.ReferenceType[Pipeline]) -> None:

@@ -139,7 +139,8 @@ def test_activating_a_new_version_switches_the_next_call(
 
     runs = [answer.call(f"q{i}")[1] for i in range(4)]
     for i, run in enumerate(runs):
-        run.score(0.6 + 0.1 * i)  # delivered first (it is still queued), then scored
+        run.score(0.6 + 0.1 * i)  # queued after its trace, on the background path
+    assert client.flush() is True
     job = client.trigger_optimization(task_name).job
     done = client.wait_for_job(str(job.id), timeout=30, poll_interval=0.05)
     assert done.is_success, done.error_message
@@ -232,7 +233,7 @@ def test_server_down_calls_return_normally_on_the_default_and_are_counted(
             return prompt.render(x=x)
 
         assert [f(i) for i in range(5)] == [f"Offline {i}" for i in range(5)]
-        assert client.flush(10) is None
+        assert client.flush(10) is False  # nothing reached the server
         stats = client.stats()
         assert (stats.queued, stats.sent) == (5, 0)
     stats = client.stats()
@@ -387,7 +388,7 @@ def test_an_exception_is_reraised_unchanged_and_recorded_on_the_span(
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def test_run_score_right_after_the_call_delivers_the_trace_first(
+def test_run_score_is_queued_after_its_trace_and_applied_once(
     client: CTClient, task_name: str
 ) -> None:
     @client.task(task_name, default_prompt="p")
@@ -397,12 +398,54 @@ def test_run_score_right_after_the_call_delivers_the_trace_first(
     result, run = f.call(21)
     assert result == 42
     assert ct.delivery.is_pending(run.trace_id)
-    scored = run.score(0.75)  # no flush: score() delivers the queued trace first
-    assert not ct.delivery.is_pending(run.trace_id)
-    assert (scored.score, scored.scored_by) == (0.75, "sdk")
-    assert client.get_trace(run.trace_id).score == 0.75
+    score_id = run.score(0.75)  # no request on the caller's thread
+    assert score_id is not None and uuid.UUID(score_id).version == 4
+    assert ct.delivery.is_pending(run.trace_id)  # the trace is still queued: nothing blocked
+    assert client.flush() is True
+    stats = client.stats()
+    assert (stats.queued, stats.sent, stats.rejected) == (2, 2, 0)  # the trace and the score
+    stored = client.get_trace(run.trace_id)
+    assert (stored.score, stored.scored_by) == (0.75, "sdk")
     [feedback] = client.list_feedback(task_name)
     assert feedback.score == 0.75
+
+
+def test_run_score_never_raises_and_an_invalid_one_is_not_sent(
+    client: CTClient, task_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    @client.task(task_name, default_prompt="p")
+    def f() -> str:
+        return "ok"
+
+    _, run = f.call()
+    assert run.score(1.5) is None  # logged, not raised
+    assert any("between 0.0 and 1.0" in r.getMessage() for r in caplog.records)
+    assert client.flush() is True
+    assert client.get_trace(run.trace_id).score is None
+    assert client.stats().queued == 1
+
+
+def test_scores_made_while_the_server_is_down_arrive_once_it_is_back(
+    local_server: LocalServer, task_name: str
+) -> None:
+    from reliability._proxy import FaultProxy
+
+    with FaultProxy(local_server.base_url) as proxy:
+        proxy.refuse()
+        with CTClient(base_url=proxy.url, api_key=local_server.api_key, max_retries=0) as c:
+
+            @c.task(task_name, default_prompt="p")
+            def f(i: int) -> int:
+                return i
+
+            runs = [f.call(i)[1] for i in range(3)]
+            assert all(run.score(0.5) is not None for run in runs)
+            assert c.flush(5) is False  # nothing reached the server
+            proxy.accept()
+            assert c.flush(30) is True
+            stats = c.stats()
+            assert (stats.queued, stats.sent, stats.dropped) == (6, 6, 0)
+            assert [c.get_trace(r.trace_id).score for r in runs] == [0.5, 0.5, 0.5]
 
 
 def test_another_client_scoring_a_queued_trace_also_delivers_it_first(
@@ -691,3 +734,23 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def test_huge_arguments_are_captured_bounded_with_a_marker(
+    client: CTClient, task_name: str
+) -> None:
+    big = {f"k{i}": i for i in range(100_000)}
+
+    @client.task(task_name, default_prompt="p")
+    def f(d: dict[str, int], items: list[int]) -> int:
+        return len(d) + len(items)
+
+    assert f(big, list(range(5000))) == 105_000
+    assert client.flush() is True
+    [feedback] = client.list_feedback(task_name)
+    assert feedback.inputs is not None
+    captured = feedback.inputs["d"]
+    assert len(captured) == 1001 and captured["ct.truncated"] == "99000 more items"
+    assert captured["k999"] == 999 and "k1000" not in captured
+    assert feedback.inputs["items"][-1] == "…[4000 more items]"
+    assert len(feedback.inputs["items"]) == 1001

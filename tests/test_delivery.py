@@ -194,8 +194,8 @@ def test_a_refused_key_drops_the_records_and_never_logs_the_key(
     with CTClient(base_url=proxy.url, api_key=secret) as client:
         echo = _echo(client, task_name)
         assert [echo(i) for i in range(4)] == [0, 1, 2, 3]
-        client.flush()
-        assert client.stats() == ct.DeliveryStats(queued=4, sent=0, dropped=4)
+        assert client.flush() is False  # nothing was acknowledged
+        assert client.stats() == ct.DeliveryStats(queued=4, sent=0, rejected=4)
     assert any("refused the API key" in r.getMessage() for r in caplog.records)
     assert all(secret not in r.getMessage() for r in caplog.records)
 
@@ -212,7 +212,9 @@ def test_a_full_queue_drops_new_records_counts_them_and_logs_once(
         assert [echo(i) for i in range(25)] == list(range(25))
     stats = client.stats()
     assert stats.queued == 25 and stats.sent == 0
-    assert stats.dropped >= 20  # everything past the first five (less what the worker took)
+    # At most five records are ever held (queued, in flight or kept after failing), whatever
+    # the worker managed meanwhile: at least 20 of 25 were refused at the door.
+    assert stats.dropped >= 20
     full = [r for r in caplog.records if "queue is full" in r.getMessage()]
     assert len(full) == 1
     client.close()
@@ -360,3 +362,51 @@ def test_a_failing_prompt_fetch_is_tried_once_then_retried_in_the_background(
         assert on_v1()  # the background retry (after about a second) fetched version 1
         _, run = f.call(1)
         assert run.prompt is not None and run.prompt.id == v1.id
+
+
+# --- scores in ingest batches ----------------------------------------------------------------
+
+
+def test_ingest_applies_scores_after_the_batch_traces_once_per_score_id(
+    local_server: LocalServer, task_name: str
+) -> None:
+    trace_id, score_id, orphan = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    body = {
+        "traces": [{"task_id": task_name, "id": trace_id, "prompt_text": "p"}],
+        "scores": [
+            {"id": score_id, "trace_id": trace_id, "score": 0.25, "scored_by": "judge"},
+            {"id": orphan, "trace_id": str(uuid.uuid4()), "score": 0.5},
+        ],
+    }
+    headers = {"X-API-Key": local_server.api_key}
+    url = f"{local_server.base_url}/api/v1/ingest"
+    answers = [httpx.post(url, json=body, headers=headers) for _ in range(2)]
+    for resp in answers:  # the same answer twice: the score is applied once, by its id
+        assert resp.status_code == 207
+        result = resp.json()
+        assert (result["accepted"], result["scores"]) == (1, 1)
+        assert [(e["kind"], e["id"]) for e in result["errors"]] == [("score", orphan)]
+    stored = httpx.get(f"{local_server.base_url}/api/v1/traces/{trace_id}", headers=headers)
+    assert (stored.json()["score"], stored.json()["scored_by"]) == (0.25, "judge")
+
+
+def test_a_server_that_ignores_scores_in_ingest_gets_them_one_by_one(
+    local_server: LocalServer, task_name: str
+) -> None:
+    from reliability._proxy import FaultProxy
+
+    with FaultProxy(local_server.base_url) as proxy, CTClient(
+        base_url=proxy.url, api_key=local_server.api_key
+    ) as client:
+        echo = _echo(client, task_name)
+        _, run = echo.call(1)
+        assert client.flush() is True  # the trace is stored
+        # an older server: it acknowledges the batch, says nothing about "scores"
+        proxy.fail_next(1, 207, body=b'{"accepted": 0, "errors": []}')
+        assert run.score(0.5) is not None
+        assert client.flush() is True
+        assert client.get_trace(run.trace_id).score == 0.5
+        stats = client.stats()
+        assert (stats.queued, stats.sent, stats.rejected) == (2, 2, 0)
+        paths = [r.path for r in proxy.requests(delivery_only=False)]
+    assert paths.count(f"/api/v1/traces/{run.trace_id}/score") == 1

@@ -10,13 +10,17 @@ machine cannot have, such as a real OpenAI key. The site itself must build with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import importlib.util
+import inspect
 import logging
 import os
 import re
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,16 +126,43 @@ def page_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 @pytest.mark.parametrize("page", PAGES_WITH_SAMPLES, ids=lambda p: p.name)
 def test_samples_run(page: Path, page_server: Any) -> None:
     namespace: dict[str, Any] = {"__name__": "__main__", "__file__": str(page)}
-    for block in _runnable(page):
-        # Pad so tracebacks point at the line of the .md file.
-        source = "\n" * (block.line - 1) + block.code
-        code = compile(source, f"docs/{page.name}", "exec")
-        try:
-            exec(code, namespace)
-        except BaseException as exc:
-            raise AssertionError(
-                f"docs/{page.name}:{block.line}: sample failed: {type(exc).__name__}: {exc}"
-            ) from exc
+    try:
+        for block in _runnable(page):
+            # Pad so tracebacks point at the line of the .md file.
+            source = "\n" * (block.line - 1) + block.code
+            code = compile(source, f"docs/{page.name}", "exec")
+            try:
+                exec(code, namespace)
+            except BaseException as exc:
+                raise AssertionError(
+                    f"docs/{page.name}:{block.line}: sample failed: {type(exc).__name__}: {exc}"
+                ) from exc
+    finally:
+        _close_llm_clients(namespace)
+
+
+def _close_llm_clients(namespace: dict[str, Any]) -> None:
+    """Close the LLM clients a page made, and the ones litellm caches for itself.
+
+    Left open, their keep-alive sockets are collected at some later point, in whichever test
+    is running then, as a ResourceWarning (an error under ``filterwarnings = error``).
+    """
+    made = list(namespace.values())
+    cache = getattr(sys.modules.get("litellm"), "in_memory_llm_clients_cache", None)
+    cached = getattr(cache, "cache_dict", None)
+    if isinstance(cached, dict):
+        made += list(cached.values())
+        cached.clear()
+    for value in made:
+        if not type(value).__module__.startswith(("openai", "httpx")):
+            continue
+        close = getattr(value, "close", None)
+        if callable(close) and not inspect.iscoroutinefunction(close):
+            with contextlib.suppress(Exception):
+                close()
+    with warnings.catch_warnings():  # what is left (async clients) is collected here, now
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @pytest.mark.unit

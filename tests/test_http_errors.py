@@ -296,6 +296,8 @@ def test_log_feedback_is_retried_with_the_same_client_made_id() -> None:
         "inputs": {"q": "x"},
         "output": "y",
         "score": 0.9,
+        "source": "sdk",  # the documented default is sent, not left to the server
+        "metadata": None,
     }
     assert sleeps == [0.5, 1.0]
 

@@ -113,6 +113,20 @@ def test_prompt_is_frozen_because_the_cache_shares_it() -> None:
         prompt.prompt_text = "y"  # type: ignore[misc]
 
 
-def test_feedback_request_omits_unset_fields() -> None:
+def test_feedback_request_sends_every_field() -> None:
     body = msgspec.json.decode(encode(FeedbackRequest(task_id="t", score=0.5)))
-    assert body == {"task_id": "t", "score": 0.5}
+    assert body == {
+        "task_id": "t", "id": None, "inputs": None, "output": None, "score": 0.5,
+        "source": "sdk", "metadata": None,
+    }
+
+
+def test_request_bodies_carry_the_documented_defaults() -> None:
+    from kaizen_sdk.models import ScoreRequest, TaskCreateRequest
+
+    feedback = msgspec.json.decode(encode(FeedbackRequest(task_id="t", output="x")))
+    assert feedback["source"] == "sdk"
+    task = msgspec.json.decode(encode(TaskCreateRequest(name="t")))
+    assert task["feedback_threshold"] == 50
+    score = msgspec.json.decode(encode(ScoreRequest(score=0.5)))
+    assert score == {"score": 0.5, "scored_by": "sdk"}

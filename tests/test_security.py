@@ -120,6 +120,40 @@ def test_error_messages_never_carry_the_key(secret_server: LocalServer, logs: An
     assert_clean(logs(), what="the logs")
 
 
+def _reachable_text(obj: Any, depth: int = 0) -> str:
+    """The reprs of *obj*'s exception chain: what code holding the exception can read."""
+    parts: list[str] = []
+    seen: BaseException | None = obj
+    while seen is not None and depth < 10:
+        parts += [repr(seen), repr(vars(seen))]
+        request = getattr(seen, "_request", None)
+        if request is not None:
+            parts.append(repr(dict(request.headers)))
+        seen = seen.__cause__ or seen.__context__
+        depth += 1
+    return "\n".join(parts)
+
+
+def test_exceptions_hold_no_request_with_the_key() -> None:
+    with (
+        CTClient(api_key=SECRET, base_url="http://127.0.0.1:9", max_retries=0) as down,
+        pytest.raises(CTConnectionError) as conn,
+    ):
+        down.list_tasks()
+    cause = conn.value.__cause__
+    assert isinstance(cause, httpx.ConnectError)  # the cause is kept, for debugging ...
+    assert cause.request.headers["X-API-Key"] == "<redacted>"  # ... holding a clean copy
+    assert_clean(_reachable_text(conn.value), what="an exception's cause chain")
+
+
+def test_the_key_is_in_no_plain_attribute_of_the_client() -> None:
+    with CTClient(api_key=SECRET, base_url="http://127.0.0.1:9") as client:
+        for name, value in vars(client).items():
+            assert_clean(repr(value), what=f"client.{name}")
+            if isinstance(value, dict):
+                assert_clean(str(list(value.values())), what=f"client.{name}")
+
+
 def test_missing_key_message_names_the_variable_and_no_value() -> None:
     with pytest.raises(CTError) as caught:
         CTClient(base_url="http://127.0.0.1:9")

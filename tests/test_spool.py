@@ -270,3 +270,64 @@ def test_a_forked_child_can_append_even_if_a_parent_thread_held_the_lock(tmp_pat
 
 def _append_one(spool: Spool) -> None:
     assert spool.append(_batch(uuid.uuid4()), records=1) is True
+
+
+def test_a_delivered_file_that_cannot_be_deleted_is_never_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path)
+    ids = [uuid.uuid4() for _ in range(3)]
+    for i in ids:
+        spool.append(_batch(i), records=1)
+    real_unlink = os.unlink
+
+    def read_only(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path).startswith(str(tmp_path)):
+            raise PermissionError(30, "Read-only file system", str(path))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(_spool.os, "unlink", read_only)
+    seen: list[uuid.UUID] = []
+
+    def send(batch: IngestRequest) -> bool:
+        seen.extend(_ids(batch))
+        return True
+
+    with caplog.at_level(logging.WARNING, logger="kaizen_sdk.spool"):
+        for _ in range(5):  # every later pass finds nothing left to send
+            spool.replay(send)
+    assert seen == ids
+    assert spool.replayed_batches == 3
+    assert spool.pending() == [] and spool.is_empty()
+    assert len(list(tmp_path.glob("*.batch"))) == 3  # still on the read-only disk
+    warnings = [r for r in caplog.records if "Could not delete" in r.getMessage()]
+    assert len(warnings) == 1  # rate-limited: once a minute
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_entries_that_are_not_regular_files_are_skipped_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    good = uuid.uuid4()
+    spool.append(_batch(good), records=1)
+    folder = tmp_path / "spool"
+    os.mkfifo(folder / "00000000000000000001-fifo.batch")  # opening it would block
+    elsewhere = tmp_path / "elsewhere.batch"
+    elsewhere.write_bytes(_batch(uuid.uuid4()))
+    (folder / "00000000000000000002-link.batch").symlink_to(elsewhere)
+    (folder / "00000000000000000003-dir.batch").mkdir()
+    seen: list[uuid.UUID] = []
+
+    def send(batch: IngestRequest) -> bool:
+        seen.extend(_ids(batch))
+        return True
+
+    with caplog.at_level(logging.WARNING, logger="kaizen_sdk.spool"):
+        result = spool.replay(send)
+        spool.replay(send)
+    assert (result.batches, result.failed) == (1, False)
+    assert seen == [good]
+    skipped = [r.getMessage() for r in caplog.records if "not a regular file" in r.getMessage()]
+    assert len(skipped) == 3
+    assert elsewhere.exists()  # a symlink's target is never touched

@@ -509,16 +509,17 @@ class TracedCall:
     # -- what the application gets ----------------------------------------------------------
 
     def score(self, value: float, scored_by: str = "sdk") -> Any:
-        """Score this call's trace through the CT client."""
+        """Queue a score of this call's trace on the client's background path."""
         scorer = self.settings.score
         if not self.settings.enabled:
             logger.debug("Tracing is off (KAIZEN_ENABLED=false); score not sent.")
             return None
         if scorer is None:
-            raise RuntimeError(
-                "This call was traced without a CT client, so it cannot be scored; "
+            logger.warning(
+                "This call was traced without a CT client, so its score is not sent; "
                 "pass client= to kaizen_sdk.instrument()."
             )
+            return None
         return scorer(self.trace_id, value, scored_by)
 
 
@@ -584,7 +585,11 @@ class TracedResponse(wrapt.ObjectProxy):  # type: ignore[type-arg]
         return self._self_call.trace_id
 
     def ct_score(self, score: float, scored_by: str = "sdk") -> Any:
-        """Score this call in [0, 1] on the CT server (delivers the trace first if queued)."""
+        """Score this call in [0, 1]: queued after its trace, delivered in the background.
+
+        Return the score's id, or ``None`` when tracing is off or the score cannot be sent
+        (logged). Never raises, never blocks; ``CTClient.score`` is the synchronous call.
+        """
         return self._self_call.score(score, scored_by)
 
     def __repr__(self) -> str:
@@ -661,7 +666,7 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
         return self._self_state.call.trace_id
 
     def ct_score(self, score: float, scored_by: str = "sdk") -> Any:
-        """Score this call in [0, 1] on the CT server (delivers the trace first if queued)."""
+        """Score this call in [0, 1] in the background (see ``TracedResponse.ct_score``)."""
         return self._self_state.call.score(score, scored_by)
 
     def __del__(self) -> None:

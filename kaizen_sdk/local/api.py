@@ -53,6 +53,7 @@ from kaizen_sdk.models import (
     Rollout,
     RolloutRequest,
     RolloutStopRequest,
+    ScoreItem,
     ScoreRequest,
     Task,
     TaskCreateRequest,
@@ -135,6 +136,7 @@ class _RawIngest(msgspec.Struct, kw_only=True):
 
     traces: list[Any] = []
     feedback: list[Any] = []
+    scores: list[Any] = []
 
 
 _INT64 = range(-(2**63), 2**63)
@@ -382,11 +384,12 @@ class Api:
         errors: list[IngestError] = []
         typed = _typed_ingest(r.body)
         if typed is not None:  # the usual case: every item is valid, one decoding pass
-            traces, feedback = typed.traces, typed.feedback
+            traces, feedback, scores = typed.traces, typed.feedback, typed.scores
         else:
             raw: _RawIngest = decode(r.body, _RawIngest)
             traces = _convert_items(raw.traces, TraceRequest, "trace", errors)
             feedback = _convert_items(raw.feedback, FeedbackRequest, "feedback", errors)
+            scores = _convert_items(raw.scores, ScoreItem, "score", errors)
         for index, item in enumerate(feedback):
             if _correction_without_output(item):
                 errors.append(IngestError(
@@ -395,9 +398,14 @@ class Api:
                 ))
         feedback = [item for item in feedback if not _correction_without_output(item)]
         accepted, store_errors, jobs = self.store.ingest(traces, feedback)
+        # after the traces: a score may name a trace of this very batch
+        applied, score_errors = self.store.apply_scores(scores, jobs)
         self._submit(jobs)
         errors += [IngestError(kind=k, id=i, detail=d) for k, i, d in store_errors]
-        return ApiResponse(207, IngestResult(accepted=accepted, errors=errors))
+        errors += [IngestError(kind="score", id=i, detail=d) for i, d in score_errors]
+        return ApiResponse(
+            207, IngestResult(accepted=accepted, errors=errors, scores=applied)
+        )
 
     # --- rollouts ----------------------------------------------------------------------
 

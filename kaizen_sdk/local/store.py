@@ -42,6 +42,7 @@ from kaizen_sdk.models import (
     RolloutGuards,
     RolloutRequest,
     RolloutServing,
+    ScoreItem,
     Task,
     TaskCreateRequest,
     TraceRequest,
@@ -160,6 +161,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task_id, seq);
+CREATE TABLE IF NOT EXISTS applied_scores (
+    id TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
 """
 
 # Schema step 2, "feedback critique": a comment and a correction on feedback, the trace a
@@ -676,8 +682,8 @@ class Store:
         job_id = self._maybe_trigger(conn, task["id"])
         if job_id is not None:
             new_jobs.append(job_id)
-        self._rollout_record(conn, "feedback", fid, task["id"], req.prompt_version_id, req.arm,
-                             None, scored=req.score is not None)
+        self._rollout_record(conn, "feedback", fid, task["id"], _given(req.prompt_version_id),
+                             _given(req.arm), None, scored=req.score is not None)
         row = conn.execute("SELECT * FROM feedback WHERE id = ?", (fid,)).fetchone()
         return self._feedback(row)
 
@@ -874,6 +880,41 @@ class Store:
                 (trace["task_id"],),
             )
 
+    def apply_scores(
+        self, scores: Sequence[ScoreItem], new_jobs: list[str] | None = None
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Apply in-process scores (from an ingest batch) through `score_trace`.
+
+        Idempotent by score id: a score already applied is counted as applied and not applied
+        again. Returns ``(applied, errors)``; each error is ``(score_id, detail)`` for a
+        score whose trace does not exist. Ids of jobs the scores started go to *new_jobs*.
+        """
+        applied = 0
+        errors: list[tuple[str, str]] = []
+        for item in scores:
+            sid, tid = str(item.id), str(item.trace_id)
+            with self._write() as conn:
+                seen = conn.execute(
+                    "SELECT 1 FROM applied_scores WHERE id = ?", (sid,)
+                ).fetchone()
+            if seen is not None:
+                applied += 1
+                continue
+            try:
+                # the one scoring path
+                self.score_trace(tid, item.score, item.scored_by, new_jobs=new_jobs)
+            except NotFound as exc:
+                errors.append((sid, str(exc)))
+                continue
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO applied_scores (id, trace_id, applied_at)"
+                    " VALUES (?, ?, ?)",
+                    (sid, tid, _ts()),
+                )
+            applied += 1
+        return applied, errors
+
     # --- ingest ----------------------------------------------------------------------
 
     def ingest(
@@ -926,8 +967,7 @@ class Store:
                     rows[fid] = ((
                         fid, task_id, _json(fb.inputs), _json(fb.output), fb.score, fb.source,
                         _json(fb.metadata), now, comment, _json(correction), trace_key,
-                        None if fb.prompt_version_id is None else str(fb.prompt_version_id),
-                        fb.arm,
+                        _text(_given(fb.prompt_version_id)), _given(fb.arm),
                     ), fb.score is not None)
             for task_id, rows in plain.items():
                 stored = _existing(conn, "feedback", list(rows))
@@ -1766,3 +1806,12 @@ def _existing(conn: sqlite3.Connection, table: str, ids: list[str]) -> set[str]:
         rows = conn.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)
         found.update(row["id"] for row in rows)
     return found
+
+
+def _given(value: _T | msgspec.UnsetType) -> _T | None:
+    """*value*, with an optional wire field that was not sent (UNSET) as ``None``."""
+    return None if isinstance(value, msgspec.UnsetType) else value
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

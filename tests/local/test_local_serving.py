@@ -65,14 +65,14 @@ def test_batched_ingest_counts_and_starts_jobs_as_one_at_a_time_did(
     items = [{"id": i, "task_id": task_name, "score": 0.5} for i in ids]
     resp = client.post("/api/v1/ingest", json={"feedback": [*items, items[0]]})  # one repeat
     assert resp.status_code == 207
-    assert resp.json() == {"accepted": 13, "errors": []}
+    assert resp.json() == {"accepted": 13, "errors": [], "scores": 0}
     task = client.get(f"/api/v1/tasks/{task_name}").json()
     assert task["feedback_count"] == 12
     assert task["threshold_progress"] == "7/5"  # the job started at the 5th entry
     jobs = client.get("/api/v1/jobs", params={"task_id": task_name}).json()
     assert [(j["triggered_by"], j["feedback_count"]) for j in jobs] == [("threshold", 5)]
     again = client.post("/api/v1/ingest", json={"feedback": items})  # a retried batch
-    assert again.json() == {"accepted": 12, "errors": []}
+    assert again.json() == {"accepted": 12, "errors": [], "scores": 0}
     assert client.get(f"/api/v1/tasks/{task_name}").json()["feedback_count"] == 12
 
 

@@ -102,9 +102,10 @@ _WRITER = """
     import msgspec
     from kaizen_sdk import CTClient
 
-    client = CTClient()
-    # registered before the SDK's own exit hook, so it runs after it (atexit is LIFO)
+    # registered before the SDK's own exit hook (a client with a spool directory starts its
+    # delivery at once), so it runs after it (atexit is LIFO)
     atexit.register(lambda: print(json.dumps(msgspec.to_builtins(client.stats()))))
+    client = CTClient()
 
     @client.task({task!r}, default_prompt="p")
     def echo(x, prompt=None):
