@@ -457,6 +457,13 @@ _A_TASK = Attr.TASK_NAME
 _A_TRACE = Attr.TRACE_ID
 _A_VERSION_NUMBER = Attr.PROMPT_VERSION_NUMBER
 _A_VERSION_ID = Attr.PROMPT_VERSION_ID
+# OpenInference keys, so Phoenix shows a task as a chain with its input and output.
+# TODO: semconv constants if OTel adopts them (none as of semconv 1.37).
+_A_KIND = "openinference.span.kind"
+_A_IN = "input.value"
+_A_IN_MIME = "input.mime_type"
+_A_OUT = "output.value"
+_JSON = "application/json"
 
 
 def _snapshot(value: Any) -> Any:
@@ -695,6 +702,7 @@ class _TaskSpec:
                     version_id = cached[1]
                 call.version_id = version_id
                 attributes: dict[str, Any] = {
+                    _A_KIND: "CHAIN",
                     _A_TASK: name,
                     _A_TRACE: trace_id,
                     _A_VERSION_NUMBER: prompt.version_number,
@@ -703,7 +711,7 @@ class _TaskSpec:
                     attributes[_A_VERSION_ID] = version_id
             else:
                 call.version_id = None
-                attributes = {_A_TASK: name, _A_TRACE: trace_id}
+                attributes = {_A_KIND: "CHAIN", _A_TASK: name, _A_TRACE: trace_id}
             if parent is not None:
                 attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
             span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
@@ -722,7 +730,8 @@ class _TaskSpec:
                     values.pop("prompt", None)
                 inputs = call.inputs = _snapshot_inputs(values)
                 if pipeline.capture_on_spans:
-                    span.set_attribute(Attr.INPUTS, _attr_text(inputs))
+                    text = _attr_text(inputs)
+                    span.set_attributes({Attr.INPUTS: text, _A_IN: text, _A_IN_MIME: _JSON})
             else:
                 call.inputs = None
             if not span.is_recording():
@@ -761,7 +770,8 @@ class _TaskSpec:
                 if self.capture_output:
                     output = result if type(result) in _SIMPLE else _snapshot(result)
                     if output is not None and pipeline.capture_on_spans:
-                        span.set_attribute(Attr.OUTPUT, _attr_text(output))
+                        text = _attr_text(output)
+                        span.set_attributes({Attr.OUTPUT: text, _A_OUT: text})
             elif call.recording:
                 span.set_status(Status(StatusCode.ERROR, _short(error)))
                 span.record_exception(error)
