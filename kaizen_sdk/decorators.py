@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 from urllib.parse import quote
 
 import httpx
@@ -48,9 +48,15 @@ from kaizen_sdk.errors import CTError
 from kaizen_sdk.models import IngestRequest, Prompt, TraceResult, decode
 from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
 
+if TYPE_CHECKING:
+    from kaizen_sdk.async_client import AsyncCTClient
+    from kaizen_sdk.client import CTClient
+
 __all__ = [
+    "PROMPT",
     "AsyncTaskFunction",
     "AsyncTaskRun",
+    "TaskDecorator",
     "TaskFunction",
     "TaskRun",
     "current_prompt",
@@ -80,7 +86,7 @@ def current_trace_id() -> str | None:
     Example::
 
         @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
-        def summarize(ticket: str, prompt: ct.Prompt) -> str:
+        def summarize(ticket: str, prompt: ct.Prompt = ct.PROMPT) -> str:
             log.info("trace %s", ct.current_trace_id())
             ...
     """
@@ -108,7 +114,8 @@ class TaskRun:
     def __init__(self, task: str, trace_id: str, prompt: Prompt | None, client: Any) -> None:
         self.task = task
         self.trace_id = trace_id
-        self.prompt = prompt
+        # the prompt the call ran with; `PROMPT` in the rare call that ran without one
+        self.prompt: Prompt = prompt if prompt is not None else PROMPT
         self._client = client
 
     def __repr__(self) -> str:
@@ -140,10 +147,28 @@ class AsyncTaskRun(TaskRun):
         return await asyncio.to_thread(client.score, self.trace_id, value, scored_by=scored_by)
 
 
+PROMPT: Prompt = Prompt(status="injected")
+"""The default of a task function's ``prompt`` parameter, for type checkers.
+
+Write ``prompt: ct.Prompt = ct.PROMPT``: callers then leave ``prompt`` out (the decorator
+passes the active prompt) or pass one (``prompt=ct.Prompt(prompt_text="...")``; a plain
+string works at run time too) and both type-check. The function never sees this value
+while a prompt is available: the decorator always passes one.
+"""
+
+
 class TaskFunction(Protocol[P, R]):
-    """A function decorated with ``@task``: call it as before, or ``.call()`` for the run."""
+    """A function decorated with ``@task``: call it as before, or ``.call()`` for the run.
+
+    ``summarize("…")`` returns what the function returns; ``summarize.call("…")`` returns
+    ``(result, run)`` with the call's `TaskRun`. Name, docstring and signature are the
+    function's own (``functools.wraps``-style).
+    """
 
     __wrapped__: Callable[P, R]
+    __name__: str
+    __qualname__: str
+    __doc__: str | None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
@@ -158,6 +183,9 @@ class AsyncTaskFunction(Protocol[P, R]):
     """An ``async def`` function decorated with ``@task``; ``await fn.call(...)`` for the run."""
 
     __wrapped__: Callable[P, Coroutine[Any, Any, R]]
+    __name__: str
+    __qualname__: str
+    __doc__: str | None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
 
@@ -170,6 +198,18 @@ class AsyncTaskFunction(Protocol[P, R]):
     def __get__(
         self, instance: Any, owner: type | None = None
     ) -> AsyncTaskFunction[..., R]: ...
+
+
+class TaskDecorator(Protocol):
+    """What ``ct.task(name)`` returns: apply it to a function (sync, async or generator)."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> AsyncTaskFunction[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> TaskFunction[P, R]: ...
 
 
 # --- prompts -------------------------------------------------------------------------------
@@ -1076,13 +1116,13 @@ class _Decorator:
 def task(
     name: str,
     *,
-    client: Any = None,
+    client: CTClient | AsyncCTClient | None = None,
     default_prompt: str | Prompt | None = None,
     capture_inputs: bool = True,
     capture_output: bool = True,
     log_feedback: bool = True,
     metadata: dict[str, Any] | None = None,
-) -> _Decorator:
+) -> TaskDecorator:
     """Decorate an LLM function as the CT task *name*.
 
     Example::
@@ -1090,12 +1130,17 @@ def task(
         import kaizen_sdk as ct
 
         @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
-        def summarize(ticket: str, prompt: ct.Prompt) -> str:
+        def summarize(ticket: str, prompt: ct.Prompt = ct.PROMPT) -> str:
             return llm(prompt.render(ticket=ticket))
 
         summary = summarize("Printer on fire")          # runs on the active prompt
         summary, run = summarize.call("Printer on fire")
         run.score(0.9)
+
+    The ``prompt`` parameter gets the active prompt when the caller leaves it out; its
+    default `PROMPT` lets type checkers accept calls without it. The decorated function
+    keeps its parameters, result type, name and docstring for type checkers and IDEs;
+    ``fn.call(...)`` is typed ``tuple[R, TaskRun]`` (awaitable for ``async def``).
 
     Parameters:
         name: the task's unique name on the CT server.

@@ -290,9 +290,9 @@ def _foreign_call_span() -> Span | None:
 
 def _foreign_beneath(wrapped: Any) -> bool:
     """True when *wrapped* (what our patch calls) is another library's wrapt patch."""
-    return isinstance(wrapped, wrapt.ObjectProxy) and (
-        getattr(wrapped, "_self_wrapper", None) not in _OUR_WRAPPERS
-    )
+    # wrapt's FunctionWrapper/BoundFunctionWrapper keep the patch's function here
+    wrapper = getattr(wrapped, "_self_wrapper", None)
+    return wrapper is not None and wrapper not in _OUR_WRAPPERS
 
 
 class _Adoption:
