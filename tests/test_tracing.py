@@ -67,6 +67,34 @@ def test_client_tracer_provider_receives_ct_spans_and_records_still_arrive(
     assert len(traces) == 1 and traces[0].response_text == "out"
 
 
+def test_records_only_mode_makes_no_spans_and_keeps_the_apps_nesting(
+    local_server: LocalServer,
+    provider_and_spans: tuple[TracerProvider, InMemorySpanExporter],
+    task_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAIZEN_SPANS", "false")
+    provider, spans = provider_and_spans
+    app = provider.get_tracer("my-app")
+    with _client(local_server, provider) as client:
+
+        @client.task(task_name, default_prompt="p")
+        def run() -> str:
+            with app.start_as_current_span("inside"):
+                return "out"
+
+        with app.start_as_current_span("request") as request:
+            _, task_run = run.call()
+        assert client.stats().queued == 1
+        client.flush()
+        [stored] = client.list_traces(task_id=task_name)
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert sorted(finished) == ["inside", "request"]  # no ct.task span anywhere
+    parent = finished["inside"].parent
+    assert parent is not None and parent.span_id == request.get_span_context().span_id
+    assert str(stored.id) == task_run.trace_id and stored.response_text == "out"
+
+
 @pytest.fixture
 def client(
     local_server: LocalServer, provider_and_spans: tuple[TracerProvider, InMemorySpanExporter]
