@@ -40,7 +40,7 @@ def call_your_llm(prompt_text: str) -> str:
 #    server has one, it gets `default_prompt` (and the first trace makes it version 1).
 @ct.task("route_ticket", default_prompt="Route this ticket to billing, bug or account.\n"
                                         "Ticket: {{ ticket }}")
-def route(ticket: str, prompt: ct.Prompt) -> str:
+def route(ticket: str, prompt: ct.Prompt = ct.PROMPT) -> str:
     return call_your_llm(prompt.render(ticket=ticket))
 
 

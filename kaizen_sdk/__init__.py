@@ -5,7 +5,7 @@ Example::
     import kaizen_sdk as ct
 
     @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
-    def summarize(ticket: str, prompt: ct.Prompt) -> str:
+    def summarize(ticket: str, prompt: ct.Prompt = ct.PROMPT) -> str:
         return llm(prompt.render(ticket=ticket))
 
 Public names are loaded on first use, so ``import kaizen_sdk`` stays cheap and never imports
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from kaizen_sdk._prompts import prefetch
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
-    from kaizen_sdk.decorators import TaskRun, current_prompt, current_trace_id, task
+    from kaizen_sdk.decorators import PROMPT, TaskRun, current_prompt, current_trace_id, task
     from kaizen_sdk.delivery import DeliveryStats
     from kaizen_sdk.models import (
         CostEstimate,
@@ -71,6 +71,7 @@ __all__ = [
     "Health",
     "Job",
     "OptimizeResult",
+    "PROMPT",
     "Prompt",
     "Rollout",
     "Task",
@@ -95,6 +96,7 @@ _LAZY: dict[str, str] = {
     "CTClient": "kaizen_sdk.client",
     "CostEstimate": "kaizen_sdk.models",
     "DeliveryStats": "kaizen_sdk.delivery",
+    "PROMPT": "kaizen_sdk.decorators",
     "TaskRun": "kaizen_sdk.decorators",
     "configure": "kaizen_sdk._default",
     "context": "kaizen_sdk._context",

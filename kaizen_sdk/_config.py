@@ -33,11 +33,15 @@ __all__ = [
     "KAIZEN_PROMPT_REFRESH",
     "KAIZEN_PROMPT_WAIT",
     "KAIZEN_SHUTDOWN_TIMEOUT",
+    "KAIZEN_SPANS",
     "KAIZEN_SPOOL_DIR",
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+    "OTEL_SEMCONV_STABILITY_OPT_IN",
     "Masker",
     "Settings",
+    "content_on_spans",
     "env_flag",
+    "genai_latest_mode",
     "resolve_settings",
 ]
 
@@ -109,6 +113,38 @@ OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = (
 """OpenTelemetry's opt-in for message content on spans that reach the application's own
 exporters. Default ``false``. (The CT server's records follow `KAIZEN_CAPTURE_CONTENT`.)"""
 
+# --- OpenTelemetry GenAI conventions and span output (issue 17) ---------------------------
+
+KAIZEN_SPANS = "KAIZEN_SPANS"
+"""``false``: records only. No CT spans reach any OpenTelemetry exporter (the CT server still
+gets every record); useful beside another GenAI instrumentation. Default ``true``."""
+
+OTEL_SEMCONV_STABILITY_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+"""OpenTelemetry's opt-in list; ``gen_ai_latest_experimental`` selects the latest GenAI
+conventions (no deprecated ``gen_ai.system``; content capture words below). Default: unset."""
+
+_CONTENT_ON_SPANS = frozenset({"span_only", "span_and_event"})
+
+
+def genai_latest_mode(environ: Mapping[str, str] | None = None) -> bool:
+    """Return True when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lists ``gen_ai_latest_experimental``."""
+    raw = (os.environ if environ is None else environ).get(OTEL_SEMCONV_STABILITY_OPT_IN, "")
+    return "gen_ai_latest_experimental" in (part.strip().lower() for part in raw.split(","))
+
+
+def content_on_spans(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether message content may go on span attributes, as OpenTelemetry's GenAI opt-in says.
+
+    In the latest mode ``SPAN_ONLY`` and ``SPAN_AND_EVENT`` allow it (``EVENT_ONLY``,
+    ``NO_CONTENT`` and anything else, ``true`` included, do not); otherwise ``true``/``false``.
+    """
+    env = os.environ if environ is None else environ
+    if genai_latest_mode(env):
+        word = env.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, "").strip().lower()
+        return word in _CONTENT_ON_SPANS
+    return env_flag(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, False, env)
+
+
 Masker = Callable[[Any], Any]
 """A callable applied to inputs and outputs before they leave the process."""
 
@@ -161,6 +197,7 @@ class Settings:
     enabled: bool = True
     capture_content: bool = True
     capture_message_content_on_spans: bool = False
+    spans: bool = True
     spool_dir: str | None = None
     shutdown_timeout: float = 5.0
     max_queue_size: int = 10_000
@@ -215,9 +252,11 @@ def resolve_settings(
             capture_content if capture_content is not None
             else env_flag(KAIZEN_CAPTURE_CONTENT, True, env)
         ),
-        capture_message_content_on_spans=env_flag(
-            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, False, env
+        capture_message_content_on_spans=content_on_spans(env) and (
+            capture_content if capture_content is not None
+            else env_flag(KAIZEN_CAPTURE_CONTENT, True, env)
         ),
+        spans=env_flag(KAIZEN_SPANS, True, env),
         spool_dir=spool_dir if spool_dir is not None else (env.get(KAIZEN_SPOOL_DIR) or None),
         shutdown_timeout=(
             shutdown_timeout if shutdown_timeout is not None

@@ -432,12 +432,10 @@ def prefetch(*tasks: str, timeout: float | None = None, client: Any = None) -> b
 
         ct.prefetch("summarize_ticket", "classify_ticket", timeout=3)
     """
-    try:
-        chosen = client if client is not None else _default._client_for_tasks()
+    try:  # an explicit start-up call: say why every time, not once per process
+        chosen = client if client is not None else _default.get_client()
     except CTError as exc:
         _log.warning("ct.prefetch(%s): no CT client (%s).", ", ".join(map(repr, tasks)), exc)
-        return False
-    if chosen is None:
         return False
     fetcher = prompt_fetcher(chosen)
     limit = fetcher._wait if timeout is None else timeout

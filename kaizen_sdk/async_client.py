@@ -43,6 +43,8 @@ from kaizen_sdk.models import (
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
+    from kaizen_sdk.decorators import TaskDecorator
+
 _T = TypeVar("_T")
 
 __all__ = ["AsyncCTClient"]
@@ -172,7 +174,7 @@ class AsyncCTClient(_BaseClient):
             return stats
         return DeliveryStats()
 
-    def task(self, name: str, **kwargs: Any) -> Any:
+    def task(self, name: str, **kwargs: Any) -> TaskDecorator:
         """Return the ``@task`` decorator bound to this client (see `kaizen_sdk.task`)."""
         from kaizen_sdk import decorators
 

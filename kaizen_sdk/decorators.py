@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 import msgspec
 import wrapt
@@ -42,9 +42,15 @@ from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
 from kaizen_sdk.models import Prompt
 from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
 
+if TYPE_CHECKING:
+    from kaizen_sdk.async_client import AsyncCTClient
+    from kaizen_sdk.client import CTClient
+
 __all__ = [
+    "PROMPT",
     "AsyncTaskFunction",
     "AsyncTaskRun",
+    "TaskDecorator",
     "TaskFunction",
     "TaskRun",
     "current_prompt",
@@ -70,7 +76,7 @@ def current_trace_id() -> str | None:
     Example::
 
         @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
-        def summarize(ticket: str, prompt: ct.Prompt) -> str:
+        def summarize(ticket: str, prompt: ct.Prompt = ct.PROMPT) -> str:
             log.info("trace %s", ct.current_trace_id())
             ...
     """
@@ -98,7 +104,8 @@ class TaskRun:
     def __init__(self, task: str, trace_id: str, prompt: Prompt | None, client: Any) -> None:
         self.task = task
         self.trace_id = trace_id
-        self.prompt = prompt
+        # the prompt the call ran with; `PROMPT` in the rare call that ran without one
+        self.prompt: Prompt = prompt if prompt is not None else PROMPT
         self._client = client
 
     def __repr__(self) -> str:
@@ -137,10 +144,28 @@ class AsyncTaskRun(TaskRun):
         return _queue_score(self._client, self.trace_id, value, scored_by)
 
 
+PROMPT: Prompt = Prompt(status="injected")
+"""The default of a task function's ``prompt`` parameter, for type checkers.
+
+Write ``prompt: ct.Prompt = ct.PROMPT``: callers then leave ``prompt`` out (the decorator
+passes the active prompt) or pass one (``prompt=ct.Prompt(prompt_text="...")``; a plain
+string works at run time too) and both type-check. The function never sees this value
+while a prompt is available: the decorator always passes one.
+"""
+
+
 class TaskFunction(Protocol[P, R]):
-    """A function decorated with ``@task``: call it as before, or ``.call()`` for the run."""
+    """A function decorated with ``@task``: call it as before, or ``.call()`` for the run.
+
+    ``summarize("…")`` returns what the function returns; ``summarize.call("…")`` returns
+    ``(result, run)`` with the call's `TaskRun`. Name, docstring and signature are the
+    function's own (``functools.wraps``-style).
+    """
 
     __wrapped__: Callable[P, R]
+    __name__: str
+    __qualname__: str
+    __doc__: str | None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
@@ -155,6 +180,9 @@ class AsyncTaskFunction(Protocol[P, R]):
     """An ``async def`` function decorated with ``@task``; ``await fn.call(...)`` for the run."""
 
     __wrapped__: Callable[P, Coroutine[Any, Any, R]]
+    __name__: str
+    __qualname__: str
+    __doc__: str | None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
 
@@ -167,6 +195,18 @@ class AsyncTaskFunction(Protocol[P, R]):
     def __get__(
         self, instance: Any, owner: type | None = None
     ) -> AsyncTaskFunction[..., R]: ...
+
+
+class TaskDecorator(Protocol):
+    """What ``ct.task(name)`` returns: apply it to a function (sync, async or generator)."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> AsyncTaskFunction[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> TaskFunction[P, R]: ...
 
 
 # --- per-call state ------------------------------------------------------------------------
@@ -208,6 +248,13 @@ _A_TASK = Attr.TASK_NAME
 _A_TRACE = Attr.TRACE_ID
 _A_VERSION_NUMBER = Attr.PROMPT_VERSION_NUMBER
 _A_VERSION_ID = Attr.PROMPT_VERSION_ID
+# OpenInference keys, so Phoenix shows a task as a chain with its input and output.
+# TODO: semconv constants if OTel adopts them (none as of semconv 1.37).
+_A_KIND = "openinference.span.kind"
+_A_IN = "input.value"
+_A_IN_MIME = "input.mime_type"
+_A_OUT = "output.value"
+_JSON = "application/json"
 
 
 _MAX_ITEMS = 1000
@@ -473,6 +520,7 @@ class _TaskSpec:
                     version_id = cached[1]
                 call.version_id = version_id
                 attributes: dict[str, Any] = {
+                    _A_KIND: "CHAIN",
                     _A_TASK: name,
                     _A_TRACE: trace_id,
                     _A_VERSION_NUMBER: prompt.version_number,
@@ -481,7 +529,7 @@ class _TaskSpec:
                     attributes[_A_VERSION_ID] = version_id
             else:
                 call.version_id = None
-                attributes = {_A_TASK: name, _A_TRACE: trace_id}
+                attributes = {_A_KIND: "CHAIN", _A_TASK: name, _A_TRACE: trace_id}
             if parent is not None:
                 attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
             span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
@@ -500,7 +548,8 @@ class _TaskSpec:
                     values.pop("prompt", None)
                 inputs = call.inputs = _snapshot_inputs(values)
                 if pipeline.capture_on_spans:
-                    span.set_attribute(Attr.INPUTS, _attr_text(inputs))
+                    text = _attr_text(inputs)
+                    span.set_attributes({Attr.INPUTS: text, _A_IN: text, _A_IN_MIME: _JSON})
             else:
                 call.inputs = None
             if not span.is_recording():
@@ -539,7 +588,8 @@ class _TaskSpec:
                 if self.capture_output:
                     output = result if type(result) in _SIMPLE else _snapshot(result)
                     if output is not None and pipeline.capture_on_spans:
-                        span.set_attribute(Attr.OUTPUT, _attr_text(output))
+                        text = _attr_text(output)
+                        span.set_attributes({Attr.OUTPUT: text, _A_OUT: text})
             elif call.recording:
                 span.set_status(Status(StatusCode.ERROR, _short(error)))
                 span.record_exception(error)
@@ -847,13 +897,13 @@ class _Decorator:
 def task(
     name: str,
     *,
-    client: Any = None,
+    client: CTClient | AsyncCTClient | None = None,
     default_prompt: str | Prompt | None = None,
     capture_inputs: bool = True,
     capture_output: bool = True,
     log_feedback: bool = True,
     metadata: dict[str, Any] | None = None,
-) -> _Decorator:
+) -> TaskDecorator:
     """Decorate an LLM function as the CT task *name*.
 
     Example::
@@ -861,12 +911,17 @@ def task(
         import kaizen_sdk as ct
 
         @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
-        def summarize(ticket: str, prompt: ct.Prompt) -> str:
+        def summarize(ticket: str, prompt: ct.Prompt = ct.PROMPT) -> str:
             return llm(prompt.render(ticket=ticket))
 
         summary = summarize("Printer on fire")          # runs on the active prompt
         summary, run = summarize.call("Printer on fire")
         run.score(0.9)
+
+    The ``prompt`` parameter gets the active prompt when the caller leaves it out; its
+    default `PROMPT` lets type checkers accept calls without it. The decorated function
+    keeps its parameters, result type, name and docstring for type checkers and IDEs;
+    ``fn.call(...)`` is typed ``tuple[R, TaskRun]`` (awaitable for ``async def``).
 
     Parameters:
         name: the task's unique name on the CT server.

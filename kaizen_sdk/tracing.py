@@ -76,6 +76,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from kaizen_sdk._config import Settings
@@ -88,10 +89,12 @@ if TYPE_CHECKING:
     from kaizen_sdk.models import Prompt
 
 __all__ = [
+    "SCHEMA_URL",
     "SCOPE",
     "Attr",
     "CallRecord",
     "CurrentCall",
+    "FollowingTracer",
     "Pipeline",
     "current_call",
     "new_trace_id",
@@ -103,6 +106,9 @@ _EMPTY_RESOURCE = Resource.get_empty()
 
 SCOPE = "kaizen_sdk"
 """Instrumentation scope name of every CT span."""
+
+SCHEMA_URL: str = Schemas.V1_37_0.value
+"""Semantic-conventions schema of CT spans and metrics (the GenAI attributes we emit)."""
 
 
 class Attr:
@@ -227,10 +233,7 @@ class Pipeline:
         self.delivery = delivery
         self.records = delivery.records
         self.pending = delivery.pending
-        provider = _choose_provider(tracer_provider)
-        provider.add_span_processor(delivery.processor)
-        self.provider = provider
-        self.tracer = provider.get_tracer(SCOPE, __version__)
+        self.tracer = _tracer_for(self, tracer_provider, delivery.processor)
         atexit.register(self._at_exit)
         _arm_multiprocessing_exit(self)
         _LIVE_PIPELINES.add(self)
@@ -402,17 +405,145 @@ def _arm_multiprocessing_exit(pipeline: Pipeline) -> None:
 
 
 def _choose_provider(given: Any) -> Any:
+    """The SDK provider for CT spans: *given*, else the global one if it is an SDK one."""
     if given is not None:
         if hasattr(given, "add_span_processor"):
             return given
         _log.warning(
-            "tracer_provider=%r is not an OpenTelemetry SDK TracerProvider; CT spans use a "
-            "private one.", type(given).__name__,
+            "tracer_provider=%r is not an OpenTelemetry SDK TracerProvider; CT spans use the "
+            "global SDK provider or a private one.", type(given).__name__,
         )
+        return None
     global_provider = trace.get_tracer_provider()
     if isinstance(global_provider, SDKTracerProvider):
         return global_provider
-    return SDKTracerProvider(shutdown_on_exit=False)
+    return None
+
+
+def _global_provider() -> object:
+    """The global provider object as set (``None``: not yet), for an identity comparison.
+
+    Reads the API's module attribute: ``get_tracer_provider()`` also reads the environment
+    each time it is called before a provider is set, which is too slow for every span.
+    """
+    found = _API_GLOBALS.get("_TRACER_PROVIDER", _UNREADABLE)
+    if found is None and not _ENV_PROVIDER:
+        return None
+    if found is None or found is _UNREADABLE:  # named by OTEL_PYTHON_TRACER_PROVIDER
+        return trace.get_tracer_provider()
+    return found
+
+
+_API_GLOBALS = vars(trace)
+_UNREADABLE = object()
+_ENV_PROVIDER = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
+
+
+_UNRESOLVED = object()
+_late_warned = False
+
+
+def _tracer_for(pipeline: Pipeline, given: Any, processor: Any) -> trace.Tracer:
+    """The pipeline's tracer: fixed for ``tracer_provider=``, else one that follows the global."""
+    if not pipeline.settings.spans:
+        return _RecordsOnlyTracer()
+    if given is not None:
+        provider = _choose_provider(given)
+        if provider is not None:
+            provider.add_span_processor(processor)
+            pipeline.provider = provider
+            tracer: trace.Tracer = provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
+            return tracer
+    return FollowingTracer(pipeline, processor)
+
+
+class FollowingTracer(trace.Tracer):
+    """Makes each CT span with the provider the application has set globally when it starts.
+
+    An application may set its ``TracerProvider`` after ``instrument()`` or the first task
+    call; spans from then on go to it (our processor is added to it once). Until then they
+    go to a private provider that only the CT exporter reads (``observable`` is False). The
+    check per span is one identity comparison of the global provider object.
+    """
+
+    def __init__(self, pipeline: Pipeline, processor: Any) -> None:
+        self._pipeline = weakref.ref(pipeline)  # the pipeline owns us; no cycle
+        self._processor = processor
+        self._private: SDKTracerProvider | None = None
+        self._provider: SDKTracerProvider | None = None
+        self._seen: object = _UNRESOLVED
+        self._tracer: trace.Tracer = trace.NoOpTracer()
+        self._spans_went_private = False
+        self._observable = True
+        self._lock = threading.Lock()
+        self._follow(_global_provider(), span=False)  # sets pipeline.provider now
+        self._seen = _UNRESOLVED  # the first span resolves once more, noting where it went
+
+    def _follow(self, seen: object, span: bool = True) -> trace.Tracer:
+        global _late_warned
+        with self._lock:
+            if seen is self._seen:
+                return self._tracer
+            provider = _choose_provider(None)
+            if provider is None:
+                if self._private is None:
+                    self._private = SDKTracerProvider(shutdown_on_exit=False)
+                    self._private.add_span_processor(self._processor)
+                provider = self._private
+            elif provider is not self._provider:
+                provider.add_span_processor(self._processor)
+                if self._spans_went_private and not _late_warned:
+                    _late_warned = True
+                    _log.warning(
+                        "The application set its OpenTelemetry TracerProvider after kaizen_sdk "
+                        "started tracing; CT spans go to it from now on (earlier ones did not "
+                        "reach its exporters). Set the provider before ct.instrument() or the "
+                        "first task call."
+                    )
+            if span and provider is self._private:
+                self._spans_went_private = True
+            self._provider = provider
+            self._observable = provider is not self._private
+            self._tracer = provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
+            self._seen = seen
+            pipeline = self._pipeline()
+            if pipeline is not None:
+                pipeline.provider = provider
+            return self._tracer
+
+    @property
+    def observable(self) -> bool:
+        """False while CT spans go to the private provider, which only the CT exporter reads."""
+        self._current()
+        return self._observable
+
+    def _current(self) -> trace.Tracer:
+        seen = _global_provider()
+        if seen is self._seen:
+            return self._tracer
+        return self._follow(seen)
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        """Start a span with the current global provider (see `trace.Tracer.start_span`)."""
+        return self._current().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        """Start a current span with the global provider (see `trace.Tracer`)."""
+        return self._current().start_as_current_span(*args, **kwargs)
+
+
+class _RecordsOnlyTracer(trace.NoOpTracer):
+    """``KAIZEN_SPANS=false``: no spans at all, records only, the application's nesting kept.
+
+    Each "span" is non-recording and carries the current span's context, so application
+    spans made inside a task still nest under the application's own parent.
+    """
+
+    observable = False
+
+    def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> trace.Span:
+        """Return a non-recording span that continues the current span's context."""
+        return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
 
 
 _BUILD_LOCK = threading.Lock()

@@ -155,7 +155,8 @@ def test_the_first_call_waits_at_most_prompt_wait_against_a_trickling_server(
         started = time.monotonic()
         assert run() == "default text"  # a later call does not wait again
         second = time.monotonic() - started
-    assert first < 1.5 + 1.0, first  # prompt_wait (1.5 s) plus scheduling slack
+    # prompt_wait (1.5 s) plus slack for a loaded machine; the full answer would take 100 s
+    assert first < 1.5 + 3.0, first
     assert first >= 1.4, first  # it did wait for the server, up to the bound
     assert second < 0.5, second
     assert trickling.connections == 1
@@ -185,7 +186,7 @@ def test_five_threads_calling_at_once_share_one_bounded_wait(
         for thread in threads:
             thread.join(10)
     assert [r[0] for r in results] == ["default text"] * 5
-    assert max(r[1] for r in results) < 0.5 + 1.0, results
+    assert max(r[1] for r in results) < 0.5 + 3.0, results
     assert trickling.connections == 1  # one fetch for all five
 
 
@@ -198,7 +199,7 @@ def test_prompt_wait_0_never_waits_when_there_is_a_default(trickling: TricklingS
 
         started = time.monotonic()
         assert run() == "default text"
-        assert time.monotonic() - started < 0.3
+        assert time.monotonic() - started < 1.0  # far below the 1.5 s default wait
 
 
 def test_without_a_default_the_first_call_raises_after_the_bound(
@@ -213,7 +214,7 @@ def test_without_a_default_the_first_call_raises_after_the_bound(
         started = time.monotonic()
         with pytest.raises(CTError, match=r"did not answer within 0\.3 s"):
             run()
-        assert time.monotonic() - started < 0.3 + 1.0
+        assert time.monotonic() - started < 0.3 + 3.0
 
 
 def test_first_call_latency_against_a_trickling_server_is_reported(

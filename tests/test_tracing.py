@@ -67,6 +67,34 @@ def test_client_tracer_provider_receives_ct_spans_and_records_still_arrive(
     assert len(traces) == 1 and traces[0].response_text == "out"
 
 
+def test_records_only_mode_makes_no_spans_and_keeps_the_apps_nesting(
+    local_server: LocalServer,
+    provider_and_spans: tuple[TracerProvider, InMemorySpanExporter],
+    task_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAIZEN_SPANS", "false")
+    provider, spans = provider_and_spans
+    app = provider.get_tracer("my-app")
+    with _client(local_server, provider) as client:
+
+        @client.task(task_name, default_prompt="p")
+        def run() -> str:
+            with app.start_as_current_span("inside"):
+                return "out"
+
+        with app.start_as_current_span("request") as request:
+            _, task_run = run.call()
+        assert client.stats().queued == 1
+        client.flush()
+        [stored] = client.list_traces(task_id=task_name)
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert sorted(finished) == ["inside", "request"]  # no ct.task span anywhere
+    parent = finished["inside"].parent
+    assert parent is not None and parent.span_id == request.get_span_context().span_id
+    assert str(stored.id) == task_run.trace_id and stored.response_text == "out"
+
+
 @pytest.fixture
 def client(
     local_server: LocalServer, provider_and_spans: tuple[TracerProvider, InMemorySpanExporter]
@@ -284,11 +312,13 @@ print(json.dumps({
 """
 
 
-def _run_app(server: LocalServer, task: str, opt_in: bool) -> dict[str, Any]:
+def _run_app(
+    server: LocalServer, task: str, opt_in: bool, **extra: str
+) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "OTEL_"))}
-    env.update(KAIZEN_BASE_URL=server.base_url, KAIZEN_API_KEY=server.api_key)
+    env.update(KAIZEN_BASE_URL=server.base_url, KAIZEN_API_KEY=server.api_key, **extra)
     if opt_in:
-        env["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "true"
+        env.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_APP_SCRIPT), task],
         env=env, capture_output=True, text=True, timeout=60, check=False,
@@ -310,6 +340,8 @@ def test_ct_spans_join_the_apps_global_provider_which_is_never_replaced(
     attrs = out["attributes"]
     assert attrs[Attr.TASK_NAME] == task_name and attrs[Attr.TRACE_ID] == out["trace_id"]
     assert Attr.INPUTS not in attrs and Attr.OUTPUT not in attrs
+    assert attrs["openinference.span.kind"] == "CHAIN"  # Phoenix shows a task as a chain
+    assert "input.value" not in attrs and "output.value" not in attrs
     # the application's three spans never reached the CT server: one record only
     assert out["stats"] == {"queued": 1, "sent": 1}
     with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as reader:
@@ -326,3 +358,35 @@ def test_with_the_opt_in_the_apps_exporters_get_the_content(
     attrs = out["attributes"]
     assert json.loads(attrs[Attr.INPUTS]) == {"x": "hi"}
     assert attrs[Attr.OUTPUT] == "Echo hi"
+    # the same, as OpenInference input/output (Phoenix shows them)
+    assert json.loads(attrs["input.value"]) == {"x": "hi"}
+    assert attrs["input.mime_type"] == "application/json"
+    assert attrs["output.value"] == "Echo hi"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"KAIZEN_CAPTURE_CONTENT": "false"},
+        {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"},  # "true" is rejected
+    ],
+)
+def test_content_stays_off_task_spans_despite_the_opt_in(
+    local_server: LocalServer, task_name: str, extra: dict[str, str]
+) -> None:
+    out = _run_app(local_server, task_name, opt_in=True, **extra)
+    attrs = out["attributes"]
+    for key in (Attr.INPUTS, Attr.OUTPUT, "input.value", "output.value"):
+        assert key not in attrs
+    assert attrs["openinference.span.kind"] == "CHAIN"
+
+
+def test_latest_mode_span_only_puts_content_on_task_spans(
+    local_server: LocalServer, task_name: str
+) -> None:
+    out = _run_app(
+        local_server, task_name, opt_in=True,
+        OTEL_SEMCONV_STABILITY_OPT_IN="gen_ai_latest_experimental",
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="SPAN_ONLY",
+    )
+    assert out["attributes"]["output.value"] == "Echo hi"

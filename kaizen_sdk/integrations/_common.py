@@ -28,13 +28,27 @@ from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.semconv._incubating.attributes import error_attributes as _err
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen
+from opentelemetry.semconv._incubating.attributes import openai_attributes as _oai
 from opentelemetry.semconv._incubating.attributes import server_attributes as _srv
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _gen_metrics
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NonRecordingSpan,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+)
 
-from kaizen_sdk.tracing import Attr, CallRecord, new_trace_id
+from kaizen_sdk._config import genai_latest_mode
+from kaizen_sdk._version import __version__
+from kaizen_sdk.tracing import SCHEMA_URL, SCOPE, Attr, CallRecord, new_trace_id
 
 __all__ = [
     "ChatStreamAccumulator",
@@ -50,7 +64,9 @@ __all__ = [
     "chat_input_messages",
     "chat_prompt",
     "in_instrumented_call",
+    "request_attributes",
     "resolve_task",
+    "rich",
     "server_of",
     "start_call",
     "text_of",
@@ -83,6 +99,25 @@ GEN_AI_USAGE_INPUT_TOKENS: str = _gen.GEN_AI_USAGE_INPUT_TOKENS
 GEN_AI_USAGE_OUTPUT_TOKENS: str = _gen.GEN_AI_USAGE_OUTPUT_TOKENS
 GEN_AI_INPUT_MESSAGES: str = getattr(_gen, "GEN_AI_INPUT_MESSAGES", "gen_ai.input.messages")
 GEN_AI_OUTPUT_MESSAGES: str = getattr(_gen, "GEN_AI_OUTPUT_MESSAGES", "gen_ai.output.messages")
+GEN_AI_REQUEST_SEED: str = _gen.GEN_AI_REQUEST_SEED
+GEN_AI_REQUEST_FREQUENCY_PENALTY: str = _gen.GEN_AI_REQUEST_FREQUENCY_PENALTY
+GEN_AI_REQUEST_PRESENCE_PENALTY: str = _gen.GEN_AI_REQUEST_PRESENCE_PENALTY
+GEN_AI_REQUEST_STOP_SEQUENCES: str = _gen.GEN_AI_REQUEST_STOP_SEQUENCES
+GEN_AI_REQUEST_CHOICE_COUNT: str = _gen.GEN_AI_REQUEST_CHOICE_COUNT
+GEN_AI_OUTPUT_TYPE: str = _gen.GEN_AI_OUTPUT_TYPE
+GEN_AI_TOKEN_TYPE: str = _gen.GEN_AI_TOKEN_TYPE
+# the default (pre-1.37) mode keeps openai-v2's deprecated gen_ai.openai.* names
+OPENAI_REQUEST_SERVICE_TIER: str = _oai.OPENAI_REQUEST_SERVICE_TIER
+OPENAI_RESPONSE_SERVICE_TIER: str = _oai.OPENAI_RESPONSE_SERVICE_TIER
+OPENAI_RESPONSE_SYSTEM_FINGERPRINT: str = _oai.OPENAI_RESPONSE_SYSTEM_FINGERPRINT
+LEGACY_REQUEST_SERVICE_TIER: str = _gen.GEN_AI_OPENAI_REQUEST_SERVICE_TIER
+LEGACY_RESPONSE_SERVICE_TIER: str = _gen.GEN_AI_OPENAI_RESPONSE_SERVICE_TIER
+LEGACY_RESPONSE_SYSTEM_FINGERPRINT: str = _gen.GEN_AI_OPENAI_RESPONSE_SYSTEM_FINGERPRINT
+GEN_AI_CLIENT_OPERATION_DURATION: str = _gen_metrics.GEN_AI_CLIENT_OPERATION_DURATION
+GEN_AI_CLIENT_TOKEN_USAGE: str = _gen_metrics.GEN_AI_CLIENT_TOKEN_USAGE
+# OpenInference (Arize Phoenix) keys; it has no semconv package we depend on.
+# TODO: move to semconv constants if OTel adopts them (none as of semconv 1.37 / 0.66b0).
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
 SERVER_ADDRESS: str = _srv.SERVER_ADDRESS
 SERVER_PORT: str = _srv.SERVER_PORT
 ERROR_TYPE: str = _err.ERROR_TYPE
@@ -114,7 +149,12 @@ class InstrumentSettings:
             spans, no task is resolved, and ``ct_score`` sends nothing.
         span_attributes: False when nothing but the CT exporter can see the spans (the
             pipeline's private provider): spans are then made without attributes, which
-            nobody would read, and the CT record carries what the server needs.
+            nobody would read, and the CT record carries what the server needs. (A tracer
+            that follows the global provider turns them back on once the application
+            sets one; see `rich`.)
+        latest: OpenTelemetry's latest GenAI conventions are selected
+            (``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``): no deprecated
+            ``gen_ai.system``, ``openai.*`` instead of ``gen_ai.openai.*`` names.
     """
 
     capture_content: bool = True
@@ -125,6 +165,12 @@ class InstrumentSettings:
     current_call: Callable[[], tuple[str, str] | None] | None = None
     enabled: bool = True
     span_attributes: bool = True
+    latest: bool = dataclasses.field(default_factory=genai_latest_mode)
+
+
+def rich(tracer: Tracer, settings: InstrumentSettings) -> bool:
+    """Whether anyone but the CT exporter can read this tracer's spans (attributes worth it)."""
+    return settings.span_attributes or bool(getattr(tracer, "observable", False))
 
 
 @dataclasses.dataclass
@@ -138,6 +184,181 @@ class Extracted:
     output_tokens: int | None = None
     total_tokens: int | None = None
     text: str | None = None
+    service_tier: str | None = None
+    system_fingerprint: str | None = None
+
+
+# --- request attributes --------------------------------------------------------------------
+
+_JSON_FORMATS = frozenset({"json_object", "json_schema", "json"})
+
+
+def request_attributes(
+    kwargs: Mapping[str, Any], max_keys: Sequence[str], *, openai: bool, latest: bool
+) -> dict[str, Any]:
+    """The ``gen_ai.request.*`` (and OpenAI service tier) attributes of a chat request."""
+    out: dict[str, Any] = {}
+    for key in max_keys:
+        value = _int(kwargs.get(key))
+        if value is not None:
+            out[GEN_AI_REQUEST_MAX_TOKENS] = value
+            break
+    for attr, key in (
+        (GEN_AI_REQUEST_TEMPERATURE, "temperature"),
+        (GEN_AI_REQUEST_TOP_P, "top_p"),
+        (GEN_AI_REQUEST_FREQUENCY_PENALTY, "frequency_penalty"),
+        (GEN_AI_REQUEST_PRESENCE_PENALTY, "presence_penalty"),
+    ):
+        number = _number(kwargs.get(key))
+        if number is not None:
+            out[attr] = number
+    seed = _int(kwargs.get("seed"))
+    if seed is not None:
+        out[GEN_AI_REQUEST_SEED] = seed
+    choices = _int(kwargs.get("n"))
+    if choices is not None and choices != 1:
+        out[GEN_AI_REQUEST_CHOICE_COUNT] = choices
+    stop = kwargs.get("stop")
+    if isinstance(stop, str):
+        out[GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
+    elif isinstance(stop, (list, tuple)) and stop and all(isinstance(x, str) for x in stop):
+        out[GEN_AI_REQUEST_STOP_SEQUENCES] = list(stop)
+    output_type = _output_type(kwargs)
+    if output_type is not None:
+        out[GEN_AI_OUTPUT_TYPE] = output_type
+    if openai:
+        tier = kwargs.get("service_tier")
+        if tier is None and isinstance(kwargs.get("extra_body"), Mapping):
+            tier = kwargs["extra_body"].get("service_tier")
+        if isinstance(tier, str) and tier != "auto":
+            out[OPENAI_REQUEST_SERVICE_TIER if latest else LEGACY_REQUEST_SERVICE_TIER] = tier
+    return out
+
+
+def _output_type(kwargs: Mapping[str, Any]) -> str | None:
+    """``gen_ai.output.type`` of a request: ``json`` for a JSON format or schema, else ``text``."""
+    given = kwargs.get("response_format")
+    if given is None:
+        given = _get(kwargs.get("text"), "format")  # the Responses API: text={"format": ...}
+    if given is None:
+        return None
+    kind = given if isinstance(given, str) else _get(given, "type")
+    if isinstance(kind, str):
+        return "json" if kind in _JSON_FORMATS else ("text" if kind == "text" else None)
+    if isinstance(given, type):  # parse(response_format=SomeModel): structured JSON output
+        return "json"
+    return None
+
+
+# --- other GenAI instrumentations ----------------------------------------------------------
+
+# Scopes of instrumentations that trace the same LLM calls (openai-v2 and OpenTelemetry's
+# GenAI utilities, OpenLLMetry, OpenInference).
+_GENAI_SCOPES = (
+    "opentelemetry.instrumentation.openai",
+    "opentelemetry.instrumentation.litellm",
+    "opentelemetry.util.genai",
+    "openinference.instrumentation",
+)
+_GENAI_MARKS = (GEN_AI_OPERATION_NAME, GEN_AI_SYSTEM, GEN_AI_PROVIDER_NAME, "llm.request.type")
+
+
+def _is_genai_span(span: Any) -> bool:
+    """True for a recording span that another GenAI instrumentation made for an LLM call."""
+    try:
+        scope = getattr(span, "instrumentation_scope", None)
+        name = getattr(scope, "name", None) or ""
+        if name == SCOPE:
+            return False
+        attributes = getattr(span, "attributes", None) or {}
+        if attributes.get(OPENINFERENCE_SPAN_KIND) == "LLM":
+            return True
+        if getattr(span, "kind", None) is not SpanKind.CLIENT:
+            return False
+        return name.startswith(_GENAI_SCOPES) or any(k in attributes for k in _GENAI_MARKS)
+    except Exception:
+        return False
+
+
+def _foreign_call_span() -> Span | None:
+    """The current span when another GenAI instrumentation traces this very call (outside us)."""
+    span = trace.get_current_span()
+    if span.is_recording() and _is_genai_span(span):
+        return span
+    return None
+
+
+def _foreign_beneath(wrapped: Any) -> bool:
+    """True when *wrapped* (what our patch calls) is another library's wrapt patch."""
+    # wrapt's FunctionWrapper/BoundFunctionWrapper keep the patch's function here
+    wrapper = getattr(wrapped, "_self_wrapper", None)
+    return wrapper is not None and wrapper not in _OUR_WRAPPERS
+
+
+class _Adoption:
+    """An LLM call of ours whose span another instrumentation, called beneath us, makes."""
+
+    __slots__ = ("attributes", "span")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+        self.span: Any = None
+
+
+_ADOPT_KEY = otel_context.create_key("kaizen_sdk.adopt_genai_span")
+
+
+class _Adopter(SpanProcessor):
+    """Puts our ``ct.*`` attributes on the GenAI span an instrumentation beneath us starts."""
+
+    def on_start(self, span: Any, parent_context: otel_context.Context | None = None) -> None:
+        try:
+            adoption = otel_context.get_value(_ADOPT_KEY, parent_context)
+            if isinstance(adoption, _Adoption) and adoption.span is None and _is_genai_span(span):
+                adoption.span = span
+                span.set_attributes(adoption.attributes)
+        except Exception:
+            logger.debug("Adopting a GenAI span failed.", exc_info=True)
+
+
+_ADOPTERS: weakref.WeakSet[Any] = weakref.WeakSet()
+_ADOPTER = _Adopter()
+
+
+def _join_global_provider() -> None:
+    """Add the adopter to the application's global SDK provider (once)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, SDKTracerProvider) and provider not in _ADOPTERS:
+        provider.add_span_processor(_ADOPTER)
+        _ADOPTERS.add(provider)
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+# the GenAI conventions' advisory bucket boundaries
+_DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                     40.96, 81.92]
+_TOKEN_BUCKETS = [float(4**i) for i in range(14)]
+_METRICS: list[Any] = []
+
+
+def _histograms() -> tuple[Any, Any]:
+    """Duration and token-usage histograms on the global MeterProvider (made once)."""
+    if not _METRICS:
+        meter = metrics.get_meter(SCOPE, __version__, schema_url=SCHEMA_URL)
+        _METRICS[:] = [
+            meter.create_histogram(
+                GEN_AI_CLIENT_OPERATION_DURATION, unit="s",
+                description="GenAI operation duration",
+                explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            ),
+            meter.create_histogram(
+                GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}",
+                description="Measures number of input and output tokens used",
+                explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+            ),
+        ]
+    return _METRICS[0], _METRICS[1]
 
 
 # --- content helpers -----------------------------------------------------------------------
@@ -260,6 +481,10 @@ def resolve_task(
 # --- the traced call -----------------------------------------------------------------------
 
 
+_NO_SPAN = NonRecordingSpan(INVALID_SPAN.get_span_context())
+_OWN, _ADOPTED, _BENEATH = 0, 1, 2  # our span; another's span around us; another's beneath
+
+
 def start_call(
     tracer: Tracer,
     settings: InstrumentSettings,
@@ -273,8 +498,14 @@ def start_call(
     task_texts: Sequence[str],
     input_messages: Callable[[], list[dict[str, Any]]] | None = None,
     server: tuple[str | None, int | None] = (None, None),
+    wrapped: Any = None,
 ) -> TracedCall | None:
-    """Open the span of one LLM call; None when tracing is off or the SDK itself failed."""
+    """Open the span of one LLM call; None when tracing is off or the SDK itself failed.
+
+    When another GenAI instrumentation traces the same call, no span of ours is made: its
+    span gets the ``ct.*`` attributes (it is current around us, or it is started beneath us,
+    in *wrapped*), and the CT record travels on its own, so one call is one ``chat`` span.
+    """
     try:
         trace_id = new_trace_id()
         enclosing = settings.current_call() if settings.current_call is not None else None
@@ -287,52 +518,55 @@ def start_call(
                 if settings.enabled else DEFAULT_TASK
             )
         name = f"{operation} {model}" if model else operation
-        if not settings.span_attributes:
-            return TracedCall(
-                span=tracer.start_span(name, kind=SpanKind.CLIENT),
-                settings=settings,
-                trace_id=trace_id,
-                task=task,
-                parent_trace_id=parent,
-                request_model=model,
-                prompt_text=prompt_text if settings.capture_content else None,
-                on_spans=False,
-            )
-        attributes: dict[str, Any] = {
-            GEN_AI_OPERATION_NAME: operation,
-            GEN_AI_PROVIDER_NAME: provider,
-            GEN_AI_SYSTEM: provider,
-            GEN_AI_REQUEST_STREAM: stream,
-            Attr.TRACE_ID: trace_id,
-            Attr.TASK_NAME: task,
-        }
-        if model:
-            attributes[GEN_AI_REQUEST_MODEL] = model
-        for key in (GEN_AI_REQUEST_TEMPERATURE, GEN_AI_REQUEST_MAX_TOKENS, GEN_AI_REQUEST_TOP_P):
-            value = _number(params.get(key))
-            if value is not None:
-                attributes[key] = value
+        identity: dict[str, Any] = {Attr.TRACE_ID: trace_id, Attr.TASK_NAME: task}
         if parent is not None:
-            attributes[Attr.PARENT_TRACE_ID] = parent
+            identity[Attr.PARENT_TRACE_ID] = parent
+        text = prompt_text if settings.capture_content else None
+
+        def make(span: Span, on_spans: bool = False, mode: int = _OWN) -> TracedCall:
+            return TracedCall(
+                span=span, settings=settings, trace_id=trace_id, task=task,
+                parent_trace_id=parent, request_model=model, prompt_text=text,
+                on_spans=on_spans, provider=provider, mode=mode,
+            )
+
+        if settings.enabled:
+            foreign = _foreign_call_span()
+            if foreign is not None:
+                foreign.set_attributes(identity)
+                return make(foreign, mode=_ADOPTED)
+            if wrapped is not None and _foreign_beneath(wrapped):
+                _join_global_provider()
+                call = make(INVALID_SPAN, mode=_BENEATH)
+                call.adoption = _Adoption(identity)
+                return call
+        latest = settings.latest
+        measure: dict[str, Any] = {GEN_AI_OPERATION_NAME: operation, GEN_AI_PROVIDER_NAME: provider}
+        if not latest:
+            measure[GEN_AI_SYSTEM] = provider
+        if model:
+            measure[GEN_AI_REQUEST_MODEL] = model
         host, port = server
         if host:
-            attributes[SERVER_ADDRESS] = host
+            measure[SERVER_ADDRESS] = host
             if port is not None:
-                attributes[SERVER_PORT] = port
+                measure[SERVER_PORT] = port
+        if not rich(tracer, settings):
+            call = make(tracer.start_span(name, kind=SpanKind.CLIENT))
+            call.measure = measure
+            return call
+        attributes: dict[str, Any] = {**measure, GEN_AI_REQUEST_STREAM: stream, **identity}
+        for key, value in params.items():
+            if value is not None:
+                attributes[key] = value
         span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
         on_spans = settings.capture_on_spans and settings.capture_content
         if on_spans and input_messages is not None and span.is_recording():
             span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(input_messages()))
-        return TracedCall(
-            span=span,
-            settings=settings,
-            trace_id=trace_id,
-            task=task,
-            parent_trace_id=parent,
-            request_model=model,
-            prompt_text=prompt_text if settings.capture_content else None,
-            on_spans=on_spans,
-        )
+        call = make(span, on_spans)
+        call.measure = measure
+        call.rich = True
+        return call
     except Exception:
         logger.exception("Starting the span of an instrumented LLM call failed; not traced.")
         return None
@@ -344,10 +578,15 @@ class TracedCall:
     __slots__ = (
         "_context_token",
         "_done",
+        "adoption",
+        "measure",
+        "mode",
         "on_spans",
         "parent_trace_id",
         "prompt_text",
+        "provider",
         "request_model",
+        "rich",
         "settings",
         "span",
         "start",
@@ -366,6 +605,8 @@ class TracedCall:
         request_model: str | None,
         prompt_text: str | None,
         on_spans: bool,
+        provider: str = "",
+        mode: int = _OWN,
     ) -> None:
         self.span = span
         self.settings = settings
@@ -375,6 +616,11 @@ class TracedCall:
         self.request_model = request_model
         self.prompt_text = prompt_text
         self.on_spans = on_spans
+        self.provider = provider
+        self.mode = mode
+        self.adoption: _Adoption | None = None
+        self.measure: dict[str, Any] | None = None
+        self.rich = False  # our span, and someone but the CT exporter reads it
         self.start = time.perf_counter()
         self._done = False
         self._context_token: Any = None
@@ -384,7 +630,14 @@ class TracedCall:
     def enter(self) -> None:
         """Make the span current and mark the context as inside an instrumented call."""
         try:
-            ctx = otel_context.set_value(_GUARD_KEY, True, trace.set_span_in_context(self.span))
+            if self.mode == _OWN:
+                ctx = otel_context.set_value(
+                    _GUARD_KEY, True, trace.set_span_in_context(self.span)
+                )
+            else:  # another instrumentation's span is (or will be) the current one
+                ctx = otel_context.set_value(_GUARD_KEY, True)
+                if self.adoption is not None:
+                    ctx = otel_context.set_value(_ADOPT_KEY, self.adoption, ctx)
             self._context_token = otel_context.attach(ctx)
         except Exception:
             logger.exception("Entering the span of an instrumented LLM call failed.")
@@ -433,7 +686,7 @@ class TracedCall:
         self._done = True
         span = self.span
         try:
-            if span.is_recording():
+            if self.mode == _OWN and span.is_recording():
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
                 span.record_exception(exc)
@@ -448,7 +701,7 @@ class TracedCall:
         self._done = True
         span = self.span
         try:
-            if self.settings.span_attributes and span.is_recording():
+            if self.rich and span.is_recording():
                 attributes: dict[str, Any] = {}
                 if data.model:
                     attributes[GEN_AI_RESPONSE_MODEL] = data.model
@@ -460,6 +713,16 @@ class TracedCall:
                     attributes[GEN_AI_USAGE_INPUT_TOKENS] = data.input_tokens
                 if data.output_tokens is not None:
                     attributes[GEN_AI_USAGE_OUTPUT_TOKENS] = data.output_tokens
+                if self.provider == "openai":
+                    latest = self.settings.latest
+                    if data.service_tier:
+                        key = (OPENAI_RESPONSE_SERVICE_TIER if latest
+                               else LEGACY_RESPONSE_SERVICE_TIER)
+                        attributes[key] = data.service_tier
+                    if data.system_fingerprint:
+                        key = (OPENAI_RESPONSE_SYSTEM_FINGERPRINT if latest
+                               else LEGACY_RESPONSE_SYSTEM_FINGERPRINT)
+                        attributes[key] = data.system_fingerprint
                 if self.on_spans and data.text is not None:
                     message: dict[str, Any] = {
                         "role": "assistant",
@@ -480,10 +743,31 @@ class TracedCall:
             self._attach(data, error=error)
         except Exception:
             logger.exception("Handing the CT record of an LLM call over failed.")
+        if self.mode != _OWN:
+            return  # the other instrumentation ends its span and records its metrics
         try:
             self.span.end()
         except Exception:
             logger.exception("Ending the span of an LLM call failed.")
+        try:
+            self._measure(data, error)
+        except Exception:
+            logger.exception("Recording the GenAI metrics of an LLM call failed.")
+
+    def _measure(self, data: Extracted, error: str | None) -> None:
+        measure = self.measure
+        if measure is None or not self.settings.enabled:
+            return
+        attributes = dict(measure)
+        if data.model:
+            attributes[GEN_AI_RESPONSE_MODEL] = data.model
+        if error is not None:
+            attributes[ERROR_TYPE] = error
+        duration, usage = _histograms()
+        duration.record(time.perf_counter() - self.start, attributes)
+        for kind, count in (("input", data.input_tokens), ("output", data.output_tokens)):
+            if count is not None:
+                usage.record(count, {**attributes, GEN_AI_TOKEN_TYPE: kind})
 
     def _attach(self, data: Extracted, *, error: str | None) -> None:
         attach = self.settings.attach
@@ -504,7 +788,8 @@ class TracedCall:
             error=error,
             latency_ms=(time.perf_counter() - self.start) * 1000.0,
         )
-        attach(self.span, record)
+        # another instrumentation's span may reach no CT processor: the record goes alone
+        attach(self.span if self.mode == _OWN else _NO_SPAN, record)
 
     # -- what the application gets ----------------------------------------------------------
 
@@ -901,6 +1186,8 @@ def chat_extract(response: Any) -> Extracted:
             if text is not None:
                 texts.append(text)
     data.text = "".join(texts) if texts else None
+    data.service_tier = _str(_get(response, "service_tier"))
+    data.system_fingerprint = _str(_get(response, "system_fingerprint"))
     _chat_usage(data, _get(response, "usage"))
     return data
 
@@ -933,6 +1220,10 @@ class ChatStreamAccumulator:
             data.response_id = _str(_get(chunk, "id"))
         if data.model is None:
             data.model = _str(_get(chunk, "model"))
+        if data.system_fingerprint is None:
+            data.system_fingerprint = _str(_get(chunk, "system_fingerprint"))
+        if data.service_tier is None:
+            data.service_tier = _str(_get(chunk, "service_tier"))
         for choice in _get(chunk, "choices") or ():
             index = _get(choice, "index", 0)
             if index == 0:

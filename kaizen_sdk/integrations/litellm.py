@@ -93,7 +93,7 @@ def _sync_wrapper(
         if not switch.on or _common.in_instrumented_call():
             return wrapped(*args, **kwargs)
         arguments = _arguments(positional, args, kwargs)
-        call = _start(tracer, settings, arguments, providers)
+        call = _start(tracer, settings, arguments, providers, wrapped)
         if call is None:
             return wrapped(*args, **kwargs)
         out = call.run(wrapped, args, kwargs)
@@ -112,7 +112,7 @@ def _async_wrapper(
         if not switch.on or _common.in_instrumented_call():
             return await wrapped(*args, **kwargs)
         arguments = _arguments(positional, args, kwargs)
-        call = _start(tracer, settings, arguments, providers)
+        call = _start(tracer, settings, arguments, providers, wrapped)
         if call is None:
             return await wrapped(*args, **kwargs)
         out = await call.arun(wrapped, args, kwargs)
@@ -151,13 +151,14 @@ def _provider(model: str, providers: frozenset[str]) -> str:
 
 def _start(
     tracer: Tracer, settings: InstrumentSettings, arguments: Mapping[str, Any],
-    providers: frozenset[str],
+    providers: frozenset[str], wrapped: Any = None,
 ) -> TracedCall | None:
     try:
+        rich = _common.rich(tracer, settings)
         model = arguments.get("model")
         model = model if isinstance(model, str) else None
         provider = arguments.get("custom_llm_provider")
-        if not settings.span_attributes:
+        if not rich:
             provider = "litellm"  # only span attributes name it
         elif not isinstance(provider, str) or not provider:
             provider = _provider(model, providers) if model else "litellm"
@@ -165,15 +166,11 @@ def _start(
         prompt, texts = _common.chat_prompt(messages)
         params: dict[str, Any] = {}
         server: tuple[str | None, int | None] = (None, None)
-        if settings.span_attributes:
-            max_tokens = arguments.get("max_completion_tokens")
-            if not isinstance(max_tokens, int):
-                max_tokens = arguments.get("max_tokens")
-            params = {
-                _common.GEN_AI_REQUEST_TEMPERATURE: arguments.get("temperature"),
-                _common.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
-                _common.GEN_AI_REQUEST_TOP_P: arguments.get("top_p"),
-            }
+        if rich:
+            params = _common.request_attributes(
+                arguments, ("max_completion_tokens", "max_tokens"), openai=False,
+                latest=settings.latest,
+            )
             base = arguments.get("api_base") or arguments.get("base_url")
             if isinstance(base, str):
                 server = _common.server_of(base)
@@ -187,10 +184,9 @@ def _start(
             params=params,
             prompt_text=prompt,
             task_texts=texts,
-            input_messages=(
-                _common.chat_input_messages(messages) if settings.span_attributes else None
-            ),
+            input_messages=_common.chat_input_messages(messages) if rich else None,
             server=server,
+            wrapped=wrapped,
         )
     except Exception:
         logger.exception("Reading a litellm request failed; not traced.")

@@ -89,7 +89,7 @@ def _sync_wrapper(
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not switch.on or _common.in_instrumented_call():
             return wrapped(*args, **kwargs)
-        call = start(tracer, settings, instance, kwargs)
+        call = start(tracer, settings, instance, kwargs, wrapped)
         if call is None:
             return wrapped(*args, **kwargs)
         out = call.run(wrapped, args, kwargs)
@@ -108,7 +108,7 @@ def _async_wrapper(
     ) -> Any:
         if not switch.on or _common.in_instrumented_call():
             return await wrapped(*args, **kwargs)
-        call = start(tracer, settings, instance, kwargs)
+        call = start(tracer, settings, instance, kwargs, wrapped)
         if call is None:
             return await wrapped(*args, **kwargs)
         out = await call.arun(wrapped, args, kwargs)
@@ -153,17 +153,10 @@ def _server(instance: Any) -> tuple[str | None, int | None]:
     return _common.server_of(getattr(client, "base_url", None))
 
 
-def _params(kwargs: Mapping[str, Any], *max_keys: str) -> dict[str, Any]:
-    max_tokens = None
-    for key in max_keys:
-        max_tokens = kwargs.get(key)
-        if isinstance(max_tokens, int):
-            break
-    return {
-        _common.GEN_AI_REQUEST_TEMPERATURE: kwargs.get("temperature"),
-        _common.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
-        _common.GEN_AI_REQUEST_TOP_P: kwargs.get("top_p"),
-    }
+def _params(
+    kwargs: Mapping[str, Any], settings: InstrumentSettings, *max_keys: str
+) -> dict[str, Any]:
+    return _common.request_attributes(kwargs, max_keys, openai=True, latest=settings.latest)
 
 
 def _model(kwargs: Mapping[str, Any]) -> str | None:
@@ -175,10 +168,11 @@ def _model(kwargs: Mapping[str, Any]) -> str | None:
 
 
 def _start_chat(
-    tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any]
+    tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any],
+    wrapped: Any = None,
 ) -> TracedCall | None:
     try:
-        rich = settings.span_attributes
+        rich = _common.rich(tracer, settings)
         messages = kwargs.get("messages")
         prompt, texts = _common.chat_prompt(messages)
         return _common.start_call(
@@ -188,11 +182,14 @@ def _start_chat(
             provider=_PROVIDER,
             model=_model(kwargs),
             stream=kwargs.get("stream") is True,
-            params=_params(kwargs, "max_completion_tokens", "max_tokens") if rich else {},
+            params=(
+                _params(kwargs, settings, "max_completion_tokens", "max_tokens") if rich else {}
+            ),
             prompt_text=prompt,
             task_texts=texts,
             input_messages=_common.chat_input_messages(messages) if rich else None,
             server=_server(instance) if rich else _NO_SERVER,
+            wrapped=wrapped,
         )
     except Exception:
         logger.exception("Reading an openai chat request failed; not traced.")
@@ -226,10 +223,11 @@ def _responses_messages(kwargs: Mapping[str, Any]) -> Callable[[], list[dict[str
 
 
 def _start_responses(
-    tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any]
+    tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any],
+    wrapped: Any = None,
 ) -> TracedCall | None:
     try:
-        rich = settings.span_attributes
+        rich = _common.rich(tracer, settings)
         prompt, texts = _responses_prompt(kwargs)
         return _common.start_call(
             tracer,
@@ -238,11 +236,12 @@ def _start_responses(
             provider=_PROVIDER,
             model=_model(kwargs),
             stream=kwargs.get("stream") is True,
-            params=_params(kwargs, "max_output_tokens") if rich else {},
+            params=_params(kwargs, settings, "max_output_tokens") if rich else {},
             prompt_text=prompt,
             task_texts=texts,
             input_messages=_responses_messages(kwargs) if rich else None,
             server=_server(instance) if rich else _NO_SERVER,
+            wrapped=wrapped,
         )
     except Exception:
         logger.exception("Reading an openai responses request failed; not traced.")

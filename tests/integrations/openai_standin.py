@@ -11,6 +11,9 @@ The reply is ``"echo: " + <last user text>``. Token counts are word counts, so t
 state them exactly: ``prompt_tokens`` counts the words of every message (or of the Responses
 ``instructions`` and ``input``), ``completion_tokens`` the words of the reply.
 
+A request that names a ``service_tier`` gets it back with ``system_fingerprint: "fp_standin"``
+(chat completions, JSON and every stream chunk).
+
 A model name chooses failures: ``error-400`` answers 400, ``error-500`` answers 500, and
 ``midstream-error`` streams one chunk and then an error event.
 """
@@ -126,6 +129,8 @@ class StandIn:
                     "total_tokens": prompt_tokens + words(reply),
                 }
                 created = CREATED
+                tier = body.get("service_tier")
+                extra = {"service_tier": tier, "system_fingerprint": "fp_standin"} if tier else {}
                 if not body.get("stream"):
                     self._json(200, {
                         "id": "chatcmpl-standin",
@@ -138,6 +143,7 @@ class StandIn:
                             "message": {"role": "assistant", "content": reply},
                         }],
                         "usage": usage,
+                        **extra,
                     })
                     return
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -149,6 +155,7 @@ class StandIn:
                         "created": created,
                         "model": model + "-resp",
                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                        **extra,
                     }
 
                 def events() -> Iterator[tuple[str | None, dict[str, Any]]]:
