@@ -51,7 +51,7 @@ PACKAGE = "kaizen_sdk"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0. leaves: names, errors, settings, wire types
-    ("_version", "errors", "_config", "models"),
+    ("_version", "errors", "_config", "models", "_httpx_cli"),
     # 1. tools without I/O policy of their own: cache, HTTP vocabulary, TLS, spool, records
     ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_wire"),
     # 2. the background engine and the tracer pipeline around it
