@@ -81,6 +81,9 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
     ("bench_import", "import_ms", "ms", "lower", ("langfuse", "langsmith"),
      "under 120 ms, with openai and litellm not imported (issue 7)"),
     ("bench_import", "import_with_decorator_ms", "ms", "lower", ("langfuse", "langsmith"), None),
+    ("bench_import", "first_call_ms", "ms", "lower", ("kaizen_before_issue_12",),
+     "`import kaizen_sdk as ct` + `@ct.task` + the first decorated call: at most 0.6x the code "
+     "before issue 12, same run (issue 12)"),
     ("bench_memory", "rss_1m_calls_down_mb", "MB", "lower", ("bare",),
      "bounded with the server down (issue 4)"),
 ]
