@@ -40,7 +40,9 @@ def ssl_context(base_url: str, verify: bool | str = True) -> ssl.SSLContext:
     global _no_tls
     if not base_url.lower().startswith("https:"):
         if _no_tls is None:
-            _no_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # trusts nothing, loads nothing
+            with _lock:
+                if _no_tls is None:  # trusts nothing, loads nothing
+                    _no_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         return _no_tls
     # what httpx itself reads for verify=True (trust_env), so the shared context trusts the same
     key = (verify, os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
