@@ -214,9 +214,11 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
 
         provider = otel_provider()
         tracer = provider.get_tracer("bench")
-        # Path (b): the application configured an SDK provider (the same one the bare span
-        # uses: a BatchSpanProcessor into a null exporter) and the SDK's spans go through it.
-        app_client = kaizen_client(ct_url, tracer_provider=provider)
+        # Path (b): the application configured an SDK provider, built as the bare span's is
+        # (a BatchSpanProcessor into a null exporter), and the SDK's spans go through it. Not
+        # the bare span's own: the SDK may add a processor, which the bare span must not pay.
+        app_provider = otel_provider()
+        app_client = kaizen_client(ct_url, tracer_provider=app_provider)
         app_task = app_client.task("bench_noop", default_prompt="Echo {{ x }}")
         a_sync, a_async = app_task(_noop), app_task(_anoop)
         a_sync()
@@ -225,7 +227,7 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
 
         def app_flush() -> None:
             app_client.flush()
-            _ok(provider.force_flush())
+            _ok(app_provider.force_flush())
 
         def otel_sync() -> int:
             with tracer.start_as_current_span("x"):
@@ -341,6 +343,7 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
         client.close()
         app_client.close()
         provider.shutdown()
+        app_provider.shutdown()
     made = stats.sent + app_stats.sent - sent_before
     for m in metrics:
         m.notes.append(

@@ -34,7 +34,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "SDK span start (Span init, sampler, ids)": ("sdk/trace/__init__.py:start_span",),
     "  of which attribute validation": ("attributes/__init__.py:_set_items",),
     "SDK span end + span processors + batch hand-over": ("sdk/trace/__init__.py:end",),
-    "  of which the CT processor's on_end": ("kaizen_sdk/delivery.py:on_end",),
+    "  of which the CT span processor": ("kaizen_sdk/delivery.py:on_end",),
     "prompt cache lookup": ("kaizen_sdk/cache.py:lookup",),
     "context attach/detach": ("context/__init__.py:attach", "context/__init__.py:detach"),
 }
@@ -93,22 +93,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return noop()
 
     plain = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000)
+    app_provider = otel_provider()  # built like the bare span's, but its own
     on_app = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000,
-                         tracer_provider=provider)
+                         tracer_provider=app_provider)
     try:
         paths: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
             "bare": (noop, lambda: None),
             "otel_span": (span, provider.force_flush),
         }
-        for name, client in (("kaizen_no_provider", plain), ("kaizen_app_provider", on_app)):
+        for name, client, own in (("kaizen_no_provider", plain, provider),
+                                  ("kaizen_app_provider", on_app, app_provider)):
             fn = client.task("profile_noop", default_prompt="Echo {{ x }}")(noop)
             fn()
             client.flush()
             client.get_prompt("profile_noop")  # warm cache: no prompt I/O in the timing
 
-            def flush(client: ct.CTClient = client) -> None:
+            def flush(client: ct.CTClient = client, own: object = own) -> None:
                 client.flush()
-                provider.force_flush()
+                own.force_flush()  # type: ignore[attr-defined]
 
             paths[name] = (fn, flush)
         split: dict[str, list[tuple[float, float]]] = {n: [] for n in paths}
@@ -135,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plain.close()
         on_app.close()
         provider.shutdown()
+        app_provider.shutdown()
         if proc.stdin is not None:
             proc.stdin.close()
         proc.wait(timeout=30)
