@@ -316,6 +316,9 @@ VERSION_PACKAGES = (
     "openinference-instrumentation-openai",
     "pydantic",
     "litellm",
+    "traceloop-sdk",
+    "mlflow-tracing",
+    "opik",
 )
 
 

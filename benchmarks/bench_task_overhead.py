@@ -38,7 +38,7 @@ server.stop()
 """
 
 
-_NULL_SERVER = r"""
+NULL_SERVER = r"""
 import socket, sys, threading
 PROMPT = (b'{"id":"0b7d7a8e-1f3e-4f43-8d8e-6a1c7b0e9d21","task_id":"6f1c0c43-5a53-4c1f-9a53-'
           b'3c7f1f6c2a10","version_number":1,"prompt_text":"Echo {{ x }}","status":"active"}')
@@ -85,7 +85,7 @@ sys.stdin.read()  # the benchmark closes stdin when it is done
 """
 
 
-def _start_server(code: str = _SERVER) -> tuple[subprocess.Popen[str], str]:
+def start_server(code: str = _SERVER) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     provider.add_span_processor(otel_bsp)
     tracer = provider.get_tracer("bench")
 
-    proc, url = _start_server(_NULL_SERVER if args.server == "null" else _SERVER)
+    proc, url = start_server(NULL_SERVER if args.server == "null" else _SERVER)
     try:
         client = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000)
 

@@ -64,6 +64,11 @@ def point_peers_at(sink_url: str) -> None:
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "OPIK_URL_OVERRIDE": f"{sink_url}/api",
+            "OPIK_WORKSPACE": "default",
+            "OPIK_PROJECT_NAME": "kaizen-bench",
+            "TRACELOOP_TELEMETRY": "false",
+            "MLFLOW_EXPERIMENT_ID": "0",
         }
     )
     for name in ("OTEL_SDK_DISABLED", "LANGFUSE_TRACING_ENABLED", "KAIZEN_ENABLED"):
@@ -170,7 +175,12 @@ def local_ct_server() -> Iterator[str]:
 
 # --- metric 1: @ct.task overhead beside the peers --------------------------------------------
 
-_TASK_PEERS = ("bare", "otel_span", "langfuse", "langsmith")
+_TASK_PEERS = ("bare", "otel_span", "langfuse", "langsmith", "traceloop", "mlflow", "opik")
+
+NO_PROVIDER_GOAL = 0.5
+"""Issue 12: with no application provider, a decorated no-op costs at most this x the span."""
+APP_PROVIDER_GOAL = 1.3
+"""Issue 12: with an application SDK provider, at most this x the bare span on it."""
 
 
 def _noop(x: int = 1) -> int:
@@ -204,6 +214,20 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
 
         provider = otel_provider()
         tracer = provider.get_tracer("bench")
+        # Path (b): the application configured an SDK provider, built as the bare span's is
+        # (a BatchSpanProcessor into a null exporter), and the SDK's spans go through it. Not
+        # the bare span's own: the SDK may add a processor, which the bare span must not pay.
+        app_provider = otel_provider()
+        app_client = kaizen_client(ct_url, tracer_provider=app_provider)
+        app_task = app_client.task("bench_noop", default_prompt="Echo {{ x }}")
+        a_sync, a_async = app_task(_noop), app_task(_anoop)
+        a_sync()
+        app_client.flush()
+        app_client.get_prompt("bench_noop")
+
+        def app_flush() -> None:
+            app_client.flush()
+            _ok(app_provider.force_flush())
 
         def otel_sync() -> int:
             with tracer.start_as_current_span("x"):
@@ -215,8 +239,8 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
 
         loop = asyncio.new_event_loop()
         variants: dict[str, list[Contender]] = {"sync": [], "async": []}
-        for kind, fn, kfn, ofn in (("sync", _noop, k_sync, otel_sync),
-                                   ("async", _anoop, k_async, otel_async)):
+        for kind, fn, kfn, afn, ofn in (("sync", _noop, k_sync, a_sync, otel_sync),
+                                        ("async", _anoop, k_async, a_async, otel_async)):
             batch: Callable[[Callable[[], Any]], Callable[[int], None]] = (
                 sync_batch if kind == "sync" else functools.partial(_async_batch, loop=loop)
             )
@@ -224,6 +248,7 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
                 Contender("bare", batch(fn)),
                 Contender("otel_span", batch(ofn), lambda: _ok(provider.force_flush())),
                 Contender("kaizen", batch(kfn), lambda: client.flush()),
+                Contender("kaizen_app_provider", batch(afn), app_flush),
             ]
 
         def add_langfuse() -> None:
@@ -249,11 +274,13 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
 
         attempt("langfuse", add_langfuse, notes)
         attempt("langsmith", add_langsmith, notes)
-        sent_before = client.stats().sent
+        sent_before = client.stats().sent + app_client.stats().sent
+        results: dict[str, tuple[dict[str, Timing], list[str]]] = {}
+        extra: dict[str, dict[str, float | None]] = {"sync": {}, "async": {}}
         for kind in ("sync", "async"):
             sink.reset()
             timings = alternate(variants[kind], calls=calls, rounds=rounds,
-                                max_seconds=40 if quick else 90)
+                                max_seconds=30 if quick else 60)
             names = {c.name for c in variants[kind]}
             checks = [f"{kind}: every peer's uploads reached the sink"]
             for peer, prefixes in (("langfuse", ("/api/public/otel",)),
@@ -261,23 +288,67 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
                 if peer in names and _delivered(sink, prefixes) == 0:
                     checks = [f"{kind}: {peer} sent nothing to the sink (figure suspect)"]
             if kind == "sync":
-                lat = call_latencies(variants[kind], calls=2000 if quick else 10000)
+                lat = call_latencies(variants[kind], calls=1000 if quick else 5000)
                 checks.append(
                     "Single-call wall latency as the caller sees it, p50 / p99 µs (flush "
                     "between chunks, outside the timing; background export runs meanwhile): "
                     + "; ".join(f"{n} {v['p50']:.1f} / {v['p99']:.1f}" for n, v in lat.items())
                     + "."
                 )
-            metrics.append(_task_metric(kind, timings, notes + checks))
+            results[kind] = (timings, checks)
+        # Second pass, after every kaizen round: the slow peers (milliseconds per call) with
+        # fewer calls, and traceloop, whose init sets the global tracer provider.
+        second: dict[str, list[Contender]] = {k: v[:2] for k, v in variants.items()}
+        for label, add in (("mlflow", _add_mlflow), ("opik", _add_opik),
+                           ("traceloop", _add_traceloop)):
+            attempt(label, functools.partial(add, second, loop, sink), notes)
+        notes.append("weave not measured: `weave.init` logs in to W&B and creates the project "
+                     "over the network before it traces anything; it has no offline mode to "
+                     "point at a loopback sink.")
+        sink.reset()
+        for kind in ("sync", "async"):
+            if len(second[kind]) == 2:
+                continue
+            timings_2 = alternate(second[kind], calls=30 if quick else 200,
+                                  rounds=3 if quick else 5, max_seconds=15 if quick else 25)
+            bare_2 = timings_2["bare"].median
+            span_2 = timings_2["otel_span"].median - bare_2
+            timings, checks = results[kind]
+            for name, t in timings_2.items():
+                if name not in ("bare", "otel_span"):
+                    # rescaled so the peer's ratio to the bare span is the one it had in its pass
+                    extra[kind][name] = (t.median - bare_2) / span_2 if span_2 > 0 else None
+            checks.append(
+                "Timed in a second pass with `bare` and `otel_span` only ("
+                + ", ".join(f"{n} {t.median - bare_2:.0f} µs" for n, t in timings_2.items()
+                            if n != "bare")
+                + " per call there): the milliseconds-per-call peers take fewer calls, and "
+                "traceloop's init sets the global tracer provider, which must not change the "
+                "kaizen rounds. Their figure here is that pass's ratio to the bare span times "
+                "this row's otel_span figure: " + ", ".join(
+                    f"{n}" for n in timings_2 if n not in ("bare", "otel_span")) + "."
+            )
+        second_names = {c.name for c in second["sync"]}
+        for peer, prefixes in (("traceloop", ("/v1/traces",)),
+                               ("opik", ("/api/v1/private/traces",)),
+                               ("mlflow", ("/api/2.0/mlflow", "/api/3.0/mlflow"))):
+            if peer in second_names and _delivered(sink, prefixes) == 0:
+                notes.append(f"{peer} sent nothing to the sink in the second pass (figure "
+                             "suspect)")
+        for kind in ("sync", "async"):
+            timings, checks = results[kind]
+            metrics += _task_metrics(kind, timings, notes + checks, extra[kind])
         loop.close()
-        stats = client.stats()
+        stats, app_stats = client.stats(), app_client.stats()
         client.close()
+        app_client.close()
         provider.shutdown()
-    made = stats.sent - sent_before
+        app_provider.shutdown()
+    made = stats.sent + app_stats.sent - sent_before
     for m in metrics:
         m.notes.append(
             f"kaizen delivered {made:,} records to a local CT server in another process during "
-            f"the timed runs (dropped {stats.dropped})."
+            f"the timed runs (dropped {stats.dropped + app_stats.dropped})."
         )
     return metrics
 
@@ -297,32 +368,111 @@ def _async_batch(
     return async_batch(fn, loop)
 
 
-def _task_metric(kind: str, timings: dict[str, Timing], notes: list[str]) -> Metric:
+# (metric name, our contender, goal as a ratio to the bare span, goal text)
+_PATHS: tuple[tuple[str, str, float, str], ...] = (
+    ("task_overhead_{kind}_us", "kaizen", NO_PROVIDER_GOAL,
+     "no application provider: at most 0.5x a bare OpenTelemetry SDK span, CPU of all "
+     "threads (issue 12)"),
+    ("task_overhead_app_provider_{kind}_us", "kaizen_app_provider", APP_PROVIDER_GOAL,
+     "an application SDK provider with a BatchSpanProcessor: at most 1.3x the bare span on "
+     "that provider, CPU of all threads (issue 12)"),
+)
+
+_ASYNC_GOALS = {
+    "kaizen": "async: at most 0.5x the bare span with no application provider; within 20 % "
+              "of sync",
+    "kaizen_app_provider": "async: at most 1.3x the bare span on an application provider; "
+                           "within 20 % of sync",
+}
+
+
+def _task_metrics(
+    kind: str, timings: dict[str, Timing], notes: list[str], ratios: dict[str, float | None]
+) -> list[Metric]:
+    """The two rows of one kind (sync or async): no application provider, and one."""
     bare = timings["bare"].median
-    overhead = {n: t.median - bare for n, t in timings.items() if n != "bare"}
-    ours = overhead.get("kaizen")
+    overhead: dict[str, float | None] = {
+        n: t.median - bare for n, t in timings.items() if n != "bare"
+    }
     span = overhead.get("otel_span")
-    peers: dict[str, float | None] = {"bare": bare}
-    peers.update({p: overhead.get(p) for p in _TASK_PEERS if p != "bare"})
-    ratio = None if ours is None or span is None or span <= 0 else ours / span
-    return Metric(
-        name=f"task_overhead_{kind}_us",
-        unit="µs/call",
-        better="lower",
-        kaizen=ours,
-        peers=peers,
-        goal=("at most 1.5x a bare OpenTelemetry SDK span (issue 4)" if kind == "sync" else
-              "async costs the same as sync (within 20 %), and at most 1.5x a bare span (issue 4)"),
-        goal_met=None if ratio is None else ratio <= 1.5,
-        verdict=None if ratio is None else f"{ratio:.2f}x the bare span",
-        notes=[
-            f"Overhead = CPU µs per call minus the bare call's ({bare:.3f} µs, the `bare` row); "
-            f"kaizen / otel_span = {ratio:.2f}." if ratio is not None else
-            "Overhead = CPU µs per call minus the bare call's.",
-            *notes,
-        ],
-        spread={n: t.spread for n, t in timings.items()},
-        references=["bare"],
+    for name, ratio in ratios.items():  # second-pass peers, at their ratio to the span
+        overhead[name] = None if ratio is None or span is None else ratio * span
+    out: list[Metric] = []
+    for template, ours_name, limit, goal in _PATHS:
+        ours = overhead.get(ours_name)
+        peers: dict[str, float | None] = {"bare": bare}
+        peers.update({p: overhead.get(p) for p in _TASK_PEERS if p != "bare"})
+        if ours_name != "kaizen":
+            peers["kaizen_no_provider"] = overhead.get("kaizen")
+        ratio = None if ours is None or span is None or span <= 0 else ours / span
+        out.append(Metric(
+            name=template.format(kind=kind),
+            unit="µs/call",
+            better="lower",
+            kaizen=ours,
+            peers=peers,
+            goal=goal if kind == "sync" else _ASYNC_GOALS[ours_name],
+            goal_met=None if ratio is None else ratio <= limit,
+            verdict=None if ratio is None else f"{ratio:.2f}x the bare span",
+            notes=[
+                f"Overhead = CPU µs per call (process CPU time: the caller's thread and every "
+                f"background thread, the sender's and the span processor's) minus the bare "
+                f"call's ({bare:.3f} µs, the `bare` row); {ours_name} / otel_span = "
+                + (f"{ratio:.2f}." if ratio is not None else "not measured."),
+                *notes,
+            ],
+            spread={n: t.spread for n, t in timings.items()},
+            references=["bare"],
+        ))
+    return out
+
+
+def _add_opik(variants: dict[str, list[Contender]], loop: asyncio.AbstractEventLoop,
+              sink: Sink) -> None:
+    import opik
+
+    variants["sync"].append(Contender("opik", sync_batch(opik.track(_noop)), opik.flush_tracker))
+    variants["async"].append(
+        Contender("opik", _async_batch(opik.track(_anoop), loop=loop), opik.flush_tracker)
+    )
+
+
+def _add_mlflow(variants: dict[str, list[Contender]], loop: asyncio.AbstractEventLoop,
+                sink: Sink) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(sink.url)
+    traced = mlflow.trace(_noop)
+    sink.reset()
+    traced()
+    mlflow.flush_trace_async_logging()
+    if sink.stats()["requests"] == 0:  # mlflow logs a warning per span and sends nothing
+        raise RuntimeError("@mlflow.trace sent nothing to the sink: offline, each span logs "
+                           "'Failed to end span ...: name MlflowClient is not defined'")
+    flush = mlflow.flush_trace_async_logging
+    variants["sync"].append(Contender("mlflow", sync_batch(traced), flush))
+    variants["async"].append(
+        Contender("mlflow", _async_batch(mlflow.trace(_anoop), loop=loop), flush)
+    )
+
+
+def _add_traceloop(variants: dict[str, list[Contender]], loop: asyncio.AbstractEventLoop,
+                   sink: Sink) -> None:
+    from opentelemetry import trace
+    from traceloop.sdk import Traceloop
+    from traceloop.sdk.decorators import task
+
+    # OTLP/HTTP to the sink, batched (its default); no library instrumentation, no telemetry
+    Traceloop.init(app_name="kaizen-bench", api_endpoint=sink.url, api_key="tl-bench",
+                   telemetry_enabled=False, instruments=set())
+
+    def flush() -> None:
+        _ok(trace.get_tracer_provider().force_flush())  # type: ignore[attr-defined]
+
+    variants["sync"].append(Contender("traceloop", sync_batch(task(name="bench_noop")(_noop)),
+                                      flush))
+    variants["async"].append(
+        Contender("traceloop", _async_batch(task(name="bench_noop")(_anoop), loop=loop), flush)
     )
 
 

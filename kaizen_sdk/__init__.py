@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from kaizen_sdk import _httpx_cli
 from kaizen_sdk._version import __version__
 from kaizen_sdk.errors import (
     CTAuthError,
@@ -32,6 +33,9 @@ from kaizen_sdk.errors import (
 # Eager, unlike the names below: importing the submodule ``kaizen_sdk.instrument`` binds the
 # package attribute ``instrument`` to that module, which would hide a lazily loaded function.
 from kaizen_sdk.instrument import instrument, uninstrument
+
+# Before any module of ours imports httpx: its command-line client (click, rich) waits until run.
+_httpx_cli.defer()
 
 if TYPE_CHECKING:
     # What type checkers see; at run time these load on first use through __getattr__.

@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import math
 import random
-import ssl
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ import msgspec
 
 from kaizen_sdk import models
 from kaizen_sdk._config import Masker, Settings, resolve_settings
+from kaizen_sdk._tls import httpx_options
 from kaizen_sdk._version import __version__
 from kaizen_sdk.cache import DEFAULT_MAXSIZE, TTLCache
 from kaizen_sdk.errors import (
@@ -407,18 +407,9 @@ class _BaseClient:
                 f"This {type(self).__name__} is closed; create a new client to make more calls."
             )
 
-    def _verify(self) -> bool | ssl.SSLContext:
-        verify = self._settings.verify
-        if isinstance(verify, str):
-            return ssl.create_default_context(cafile=verify)
-        return verify
-
     def _httpx_options(self) -> dict[str, Any]:
-        return {
-            "timeout": httpx.Timeout(self._settings.timeout),
-            "verify": self._verify(),
-            "follow_redirects": False,
-        }
+        # one shared SSL context per trust setting, none loaded for http:// (kaizen_sdk._tls)
+        return httpx_options(self._settings)
 
     # --- requests -----------------------------------------------------------------------
 

@@ -1,0 +1,148 @@
+"""Where one ``@ct.task`` call spends its CPU: the caller's thread against the background.
+
+Run: ``python -m benchmarks.profile_task [--calls N] [--rounds R]``. It is a diagnosis tool,
+not part of ``make bench``. For each path (the bare function, a bare OpenTelemetry SDK span,
+``@ct.task`` with no application provider, ``@ct.task`` on an application SDK provider with a
+``BatchSpanProcessor``) it times *N* calls plus the flush, alternating over *R* rounds, and
+splits the CPU time into:
+
+- **caller**: ``time.thread_time()`` of the calling thread over the calls;
+- **background**: the rest of the process's CPU (``time.process_time()``) over the calls and
+  the flush: the span processor's worker, the sender, encoding, per record.
+
+Then it profiles the caller's thread with cProfile and shows, per component, its share of the
+decorated call (cumulative time of the listed functions; cProfile inflates every call
+alike, so read shares, not microseconds). Records go to a null server in another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+from benchmarks.bench_task_overhead import NULL_SERVER, start_server
+from benchmarks.peers import otel_provider
+
+__all__ = ["COMPONENTS", "main"]
+
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "SDK span start (Span init, sampler, ids)": ("sdk/trace/__init__.py:start_span",),
+    "  of which attribute validation": ("attributes/__init__.py:_set_items",),
+    "SDK span end + span processors + batch hand-over": ("sdk/trace/__init__.py:end",),
+    "  of which the CT span processor": ("kaizen_sdk/delivery.py:on_end",),
+    "prompt cache lookup": ("kaizen_sdk/cache.py:lookup",),
+    "context attach/detach": ("context/__init__.py:attach", "context/__init__.py:detach"),
+}
+"""Component -> ``path-suffix:function`` of the functions whose cumulative time it is."""
+
+
+def _split(fn: Callable[[], object], flush: Callable[[], object], calls: int) -> tuple[float,
+                                                                                      float]:
+    gc.collect()
+    p0, t0 = time.process_time(), time.thread_time()
+    for _ in range(calls):
+        fn()
+    t1 = time.thread_time()
+    flush()
+    p1 = time.process_time()
+    return (t1 - t0) / calls * 1e6, ((p1 - p0) - (t1 - t0)) / calls * 1e6
+
+
+def _shares(fn: Callable[[], object], calls: int) -> dict[str, float]:
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(calls):
+        fn()
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    total = sum(tt for (_, _, _), (_, _, tt, _, _) in stats.items())
+    out: dict[str, float] = {}
+    for label, keys in COMPONENTS.items():
+        cum = 0.0
+        for key in keys:
+            suffix, func = key.rsplit(":", 1)
+            cum += sum(ct for (file, _, name), (_, _, _, ct, _) in stats.items()
+                       if file.endswith(suffix) and name == func)
+        out[label] = cum / total if total else 0.0
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the caller/background split per path and the caller's component shares."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import kaizen_sdk as ct
+
+    proc, url = start_server(NULL_SERVER)
+    provider = otel_provider()
+    tracer = provider.get_tracer("bench")
+
+    def noop(x: int = 1) -> int:
+        return x
+
+    def span() -> int:
+        with tracer.start_as_current_span("x"):
+            return noop()
+
+    plain = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000)
+    app_provider = otel_provider()  # built like the bare span's, but its own
+    on_app = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000,
+                         tracer_provider=app_provider)
+    try:
+        paths: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+            "bare": (noop, lambda: None),
+            "otel_span": (span, provider.force_flush),
+        }
+        for name, client, own in (("kaizen_no_provider", plain, provider),
+                                  ("kaizen_app_provider", on_app, app_provider)):
+            fn = client.task("profile_noop", default_prompt="Echo {{ x }}")(noop)
+            fn()
+            client.flush()
+            client.get_prompt("profile_noop")  # warm cache: no prompt I/O in the timing
+
+            def flush(client: ct.CTClient = client, own: object = own) -> None:
+                client.flush()
+                own.force_flush()  # type: ignore[attr-defined]
+
+            paths[name] = (fn, flush)
+        split: dict[str, list[tuple[float, float]]] = {n: [] for n in paths}
+        for _ in range(args.rounds):
+            for name, (fn, flush) in paths.items():
+                split[name].append(_split(fn, flush, args.calls))
+        print(f"{args.calls} calls x {args.rounds} rounds, CPU µs per call (median)")
+        print(f"{'path':<22}{'caller':>9}{'background':>12}{'total':>9}{'/ span':>8}")
+        span_total = sum(statistics.median(x[i] for x in split["otel_span"]) for i in (0, 1))
+        for name, values in split.items():
+            caller = statistics.median(v[0] for v in values)
+            background = statistics.median(v[1] for v in values)
+            print(f"{name:<22}{caller:9.2f}{background:12.2f}{caller + background:9.2f}"
+                  f"{(caller + background) / span_total:8.2f}")
+        for name in ("kaizen_no_provider", "kaizen_app_provider", "otel_span"):
+            fn, flush = paths[name]
+            shares = _shares(fn, args.calls)
+            flush()
+            print(f"\n{name}: share of the caller's time (cProfile)")
+            for label, share in shares.items():
+                print(f"  {label:<52}{share * 100:5.1f} %")
+        print(f"\nno provider: {plain.stats()}\napp provider: {on_app.stats()}")
+    finally:
+        plain.close()
+        on_app.close()
+        provider.shutdown()
+        app_provider.shutdown()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""The architecture pins: no import cycle, layers kept, private names only where listed, and
+``async_client.py`` a mirror of ``client.py`` (see `kaizen_sdk._layers` and docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kaizen_sdk import _layers
+
+pytestmark = [pytest.mark.unit]
+
+PACKAGE_DIR = Path(_layers.__file__).resolve().parent
+
+# (importer, owner, name) -> why it is still there. Today's cross-module private uses; the
+# test fails when one disappears (take it off the list) or a new one appears (don't add one:
+# make the name public in its module instead, the httpx rule).
+ALLOWLIST: dict[tuple[str, str, str], str] = {
+    ("kaizen_sdk._default", "kaizen_sdk.delivery", "_live"):
+        "the fork hook walks delivery's live pipelines; wants a public delivery.live()",
+    **{
+        (client, "kaizen_sdk._http", name): "the client/_http split predates the httpx rule: "
+        "the names inside private _http should be public"
+        for client in ("kaizen_sdk.client", "kaizen_sdk.async_client")
+        for name in ("_BaseClient", "_Call", "_check_score", "_list_params", "_require_id",
+                     "_segment", "_translate_errors")
+    },
+    ("kaizen_sdk.decorators", "kaizen_sdk.delivery", "_enc_hook"):
+        "safe JSON lives in delivery; moves to a leaf _safe_json.py (review move 5)",
+    ("kaizen_sdk.decorators", "kaizen_sdk.tracing", "_CURRENT"):
+        "the current-call contextvar; moves to a leaf _record.py (review move 1)",
+    ("kaizen_sdk.decorators", "kaizen_sdk.tracing", "_bits"):
+        "hot-path inlined new_trace_id; moves with it to _record.py (review move 1)",
+    ("kaizen_sdk.decorators", "kaizen_sdk.tracing", "_V4_CLEAR"):
+        "hot-path inlined new_trace_id; moves with it to _record.py (review move 1)",
+    ("kaizen_sdk.decorators", "kaizen_sdk.tracing", "_V4_SET"):
+        "hot-path inlined new_trace_id; moves with it to _record.py (review move 1)",
+    ("kaizen_sdk.decorators", "kaizen_sdk._default", "_client_or_none"):
+        "the decorator asks for the default client without building it; wants a public name",
+    ("kaizen_sdk.decorators", "kaizen_sdk._default", "_client_for_tasks"):
+        "the decorator's lazy default client; wants a public name",
+    ("kaizen_sdk.decorators", "kaizen_sdk._default", "_client"):
+        "the hot path compares against the default client global; wants _default.current()",
+}
+
+# Differences between async_client.py and client.py once ``async``/``await`` are gone:
+# (text in async_client.py, what client.py has instead). Each must still be found.
+MIRROR_DELTAS: list[tuple[str, str]] = [
+    # the module docstring and imports
+    ("import asyncio\nimport logging\n", "import logging\nimport time\n"),
+    ("Awaitable, Callable", "Callable"),
+    # the class docstring
+    ("Asynchronous Python client for Kaizen: `CTClient` with ``async`` methods.",
+     "Synchronous Python client for Kaizen."),
+    ("Use it as an async\n    context manager so the HTTP connection pool is closed on exit::",
+     "Use it as a context\n    manager so the HTTP connection pool is closed on exit::"),
+    # the I/O types and calls
+    ("AsyncCTClient", "CTClient"),
+    ("httpx.AsyncBaseTransport", "httpx.BaseTransport"),
+    ("httpx.AsyncClient(", "httpx.Client("),
+    ("Callable[[float], Awaitable[Any]] = asyncio.sleep", "Callable[[float], Any] = time.sleep"),
+    ("__aenter__", "__enter__"),
+    ("__aexit__", "__exit__"),
+    (".aclose()", ".close()"),
+    ("aget_or_load(", "get_or_load("),
+    # blocking pipeline work goes to a thread, off the event loop
+    ("asyncio.to_thread(self._pipeline.shutdown)", "self._pipeline.shutdown()"),
+    ("asyncio.to_thread(self._pipeline.flush, timeout)", "self._pipeline.flush(timeout)"),
+    # only a trace still queued is worth a thread hop before scoring it
+    ("if delivery.is_pending(trace_id):\n                asyncio.to_thread(delivery.flush_trace, "
+     "trace_id)", "delivery.flush_trace(trace_id)"),
+]
+
+
+def _code(path: Path) -> str:
+    """The file without its module docstring (which says which of the pair it is)."""
+    text = path.read_text(encoding="utf-8")
+    return text[text.index("\nfrom __future__") :]
+
+
+def test_no_import_cycle() -> None:
+    assert _layers.cycles(_layers.scan()) == []
+
+
+def test_the_only_cycle_is_the_documented_client_task_import() -> None:
+    found = _layers.cycles(_layers.scan(), allowed=frozenset())
+    # client ~> decorators -> _default ~> client (async_client ~> decorators closes none)
+    assert found == [
+        ["kaizen_sdk._default", "kaizen_sdk.client", "kaizen_sdk.decorators",
+         "kaizen_sdk._default"],
+    ]
+    upward = {(e.source, e.target, e.scope)
+              for e in _layers.layer_violations(_layers.scan(), allowed=frozenset())
+              if isinstance(e, _layers.Edge)}
+    assert upward == _layers.ALLOWED_UPWARD
+
+
+def test_every_module_is_in_a_layer_and_no_import_goes_up() -> None:
+    assert _layers.layer_violations(_layers.scan()) == []
+
+
+def test_private_names_across_modules_are_only_the_listed_ones() -> None:
+    found = {(p.source, p.target, p.name) for p in _layers.scan().private}
+    assert sorted(found - ALLOWLIST.keys()) == [], "new private reach-ins: make the name public"
+    assert sorted(ALLOWLIST.keys() - found) == [], "gone: take it off ALLOWLIST"
+
+
+def test_async_client_mirrors_client() -> None:
+    mirrored = re.sub(r"\bawait |\basync (?=def |with |for )", "",
+                      _code(PACKAGE_DIR / "async_client.py"))
+    for old, new in MIRROR_DELTAS:
+        assert old in mirrored, f"stale delta, no longer in async_client.py: {old!r}"
+        mirrored = mirrored.replace(old, new)
+    sync = _code(PACKAGE_DIR / "client.py")
+    if mirrored != sync:
+        import difflib
+
+        diff = "\n".join(difflib.unified_diff(sync.splitlines(), mirrored.splitlines(),
+                                              "client.py", "async_client.py (mirrored)",
+                                              lineterm="", n=1))
+        pytest.fail(f"async_client.py drifted from client.py:\n{diff}")
+
+
+# --- the checker itself, on small made-up packages ---------------------------------------
+
+
+def _package(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "kaizen_sdk"
+    for name, body in {"__init__.py": "", **files}.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return root
+
+
+def test_checker_sees_runtime_lazy_and_type_only_cycles_apart(tmp_path: Path) -> None:
+    root = _package(tmp_path, {
+        "errors.py": """
+            from typing import TYPE_CHECKING
+            if TYPE_CHECKING:
+                from kaizen_sdk import models
+        """,
+        "models.py": "from kaizen_sdk.errors import CTError\n",
+        "cache.py": "def f():\n    from kaizen_sdk import _http\n",
+        "_http.py": "from . import cache\n",
+    })
+    graph = _layers.scan(root)
+    kinds = {(e.source, e.target): e.kind for e in graph.edges}
+    assert kinds == {
+        ("kaizen_sdk.errors", "kaizen_sdk.models"): "type",
+        ("kaizen_sdk.models", "kaizen_sdk.errors"): "runtime",
+        ("kaizen_sdk.cache", "kaizen_sdk._http"): "lazy",
+        ("kaizen_sdk._http", "kaizen_sdk.cache"): "runtime",
+    }
+    # errors <-> models closes only through TYPE_CHECKING: no cycle; cache <-> _http does.
+    assert _layers.cycles(graph) == [["kaizen_sdk._http", "kaizen_sdk.cache", "kaizen_sdk._http"]]
+
+
+def test_checker_finds_private_imports_reach_ins_and_upward_imports(tmp_path: Path) -> None:
+    root = _package(tmp_path, {
+        "errors.py": "_x = 1\n__version__ = '1'\n",
+        "models.py": """
+            from kaizen_sdk.errors import _x, __version__
+            from kaizen_sdk import errors as e
+            y = e._x
+            def _own():
+                return _own
+        """,
+        "_version.py": "def f():\n    from kaizen_sdk import client\n",
+        "client.py": "",
+        "mystery.py": "",
+    })
+    graph = _layers.scan(root)
+    assert sorted(str(p) for p in graph.private) == [
+        "kaizen_sdk.models:2 imports kaizen_sdk.errors._x",
+        "kaizen_sdk.models:4 reaches kaizen_sdk.errors._x",
+    ]
+    assert [str(v) for v in _layers.layer_violations(graph)] == [
+        "kaizen_sdk.mystery is in no layer: add it to kaizen_sdk._layers.LAYERS",
+        "kaizen_sdk._version:2 ~> kaizen_sdk.client in f",
+    ]
+
+
+def test_command_prints_the_graph_and_exits_non_zero_on_a_break(tmp_path: Path) -> None:
+    clean = _package(tmp_path / "clean",
+                     {"errors.py": "", "models.py": "import kaizen_sdk.errors\n"})
+    assert _layers.main(["--root", str(clean)]) == 0
+    broken = _package(tmp_path / "broken", {"errors.py": "from kaizen_sdk.models import _y\n",
+                                            "models.py": "_y = 1\n"})
+    assert _layers.main(["--root", str(broken)]) == 1
+
+    proc = subprocess.run([sys.executable, "-m", "kaizen_sdk._layers"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert "kaizen_sdk.decorators  [layer 5]" in proc.stdout
+    assert "~> kaizen_sdk.decorators  (in CTClient.task)" in proc.stdout
+    assert "import cycles (runtime and lazy edges): 0" in proc.stdout
+    uses = len(_layers.scan().private)
+    assert f"private names used across modules: {uses}" in proc.stdout
+    assert proc.returncode == (1 if uses else 0)
