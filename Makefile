@@ -32,8 +32,9 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy --strict kaizen_sdk
 
+# One worker per core: the suite is mostly waiting on loopback servers and subprocesses.
 pytest: $(TEST_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 test: lint typecheck pytest
 
