@@ -325,7 +325,7 @@ class JobWorker:
             return
         job = self._store.finish_job_success(
             job_id, result.prompt_text, eval_score=result.eval_score,
-            optimizer=optimizer.OPTIMIZER_NAME, metadata=metadata,
+            optimizer=optimizer.OPTIMIZER_NAME, metadata=metadata, **_pr_fields(pr),
         )
         if job.prompt_version_id is None:
             logger.info("local optimization job %s made no new version: %s", job_id,
@@ -333,7 +333,6 @@ class JobWorker:
         else:
             logger.info("local optimization job %s finished: eval_score=%.4f", job_id,
                         result.eval_score)
-        self._record_pr(job_id, pr)
         self._store.auto_rollout(job)  # only when the task asks for it
 
     def _run_dspy(self, job_id: str, task: Task, examples: list[optimizer.Example],
@@ -400,7 +399,7 @@ class JobWorker:
         job = self._store.finish_job_success(
             job_id, result.prompt_text, eval_score=round(comparison.candidate_mean, 4),
             optimizer=f"{dspy_optimizer.OPTIMIZER_NAME}-{plan.strategy}", metadata=metadata,
-            dspy_version=metadata["dspy_version"],
+            dspy_version=metadata["dspy_version"], **_pr_fields(pr),
         )
         if job.prompt_version_id is None:
             logger.info("local optimization job %s made no new version: %s", job_id,
@@ -409,7 +408,6 @@ class JobWorker:
             "local optimization job %s finished: candidate %.4f vs active %.4f (%d LLM calls)",
             job_id, comparison.candidate_mean, comparison.active_mean, metadata["llm_calls"],
         )
-        self._record_pr(job_id, pr)
 
     def _pull_request(self, job_id: str, task: Task, prompt_text: str,
                       metadata: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
@@ -431,6 +429,7 @@ class JobWorker:
             return None, f"pull request failed: {exc}"
         return url, None
 
-    def _record_pr(self, job_id: str, pr: tuple[str | None, str | None] | None) -> None:
-        if pr is not None:
-            self._store.finish_job_pr(job_id, pr_url=pr[0], error=pr[1])
+
+def _pr_fields(pr: tuple[str | None, str | None] | None) -> dict[str, str | None]:
+    """`Store.finish_job_success`'s pull-request arguments for `_pull_request`'s answer."""
+    return {} if pr is None else {"pr_url": pr[0], "pr_error": pr[1]}

@@ -1164,13 +1164,16 @@ class Store:
 
     def finish_job_success(
         self, job_id: str, prompt_text: str, *, eval_score: float, optimizer: str,
-        metadata: dict[str, Any], dspy_version: str | None = None,
+        metadata: dict[str, Any], dspy_version: str | None = None, pr_url: str | None = None,
+        pr_error: str | None = None,
     ) -> Job:
         """Store the job's new prompt version as ``candidate`` and mark the job SUCCESS.
 
         A candidate whose text equals an existing version of the task makes no new version:
         the job succeeds without ``prompt_version_id`` and its metadata says why
-        (``no_new_version``, ``same_as_version``).
+        (``no_new_version``, ``same_as_version``). The job's pull request, if it has one, is
+        recorded in the same write (*pr_url*, or ``PR_FAILED`` with *pr_error*), so nobody
+        sees the job SUCCESS first and PR_FAILED later.
         """
         with self._write() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -1190,9 +1193,10 @@ class Store:
                     eval_score=eval_score, dspy_version=dspy_version,
                 )
             conn.execute(
-                "UPDATE jobs SET status = 'SUCCESS', progress_step = 'done',"
-                " prompt_version_id = ?, job_metadata = ?, completed_at = ? WHERE id = ?",
-                (version_id, _json(metadata), _ts(), job_id),
+                "UPDATE jobs SET status = ?, progress_step = 'done', prompt_version_id = ?,"
+                " job_metadata = ?, completed_at = ?, pr_url = ?, error_message = ? WHERE id = ?",
+                ("SUCCESS" if pr_error is None else "PR_FAILED", version_id, _json(metadata),
+                 _ts(), pr_url, pr_error, job_id),
             )
             return self._job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
@@ -1207,21 +1211,6 @@ class Store:
                 " WHERE id = ?",
                 (message, _json(metadata), _ts(), job_id),
             )
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"job {job_id!r} not found")
-            return self._job(row)
-
-    def finish_job_pr(self, job_id: str, *, pr_url: str | None, error: str | None) -> Job:
-        """Record a successful job's pull request: its *pr_url*, or ``PR_FAILED`` with *error*."""
-        with self._write() as conn:
-            if error is None:
-                conn.execute("UPDATE jobs SET pr_url = ? WHERE id = ?", (pr_url, job_id))
-            else:
-                conn.execute(
-                    "UPDATE jobs SET status = 'PR_FAILED', error_message = ? WHERE id = ?",
-                    (error, job_id),
-                )
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"job {job_id!r} not found")
