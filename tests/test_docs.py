@@ -366,6 +366,9 @@ def test_api_reference_shows_only_public_names(site: Path) -> None:
     private = re.compile(r"(?<![\w.])_[A-Za-z]\w*")
     leaks = sorted({m.group() for name in tags.names for m in private.finditer(name)})
     assert leaks == []
+    # Permalinks too: `kaizen_sdk.configure`, not the private module that defines it.
+    anchors = re.findall(r'id="(kaizen_sdk\.[\w.]+)"', page.read_text(encoding="utf-8"))
+    assert [a for a in anchors if "._" in a] == []
 
 
 @needs_mkdocs
