@@ -99,6 +99,11 @@ class TaskRun:
         summary, run = summarize.call(ticket="Printer on fire")
         run.score(0.9)             # queued with the trace; delivered in the background
         ```
+
+    Attributes:
+        task (str): the task's name.
+        trace_id (str): the call's trace id (as `current_trace_id` returned inside the call).
+        prompt: the prompt the call ran with.
     """
 
     __slots__ = ("_client", "prompt", "task", "trace_id")
