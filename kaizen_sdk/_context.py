@@ -41,10 +41,11 @@ class context:
 
     Works with ``with`` and ``async with``, in threads and asyncio tasks alike.
 
-    Example::
-
+    Example:
+        ```python
         with ct.context(user_id="u-42", session_id="s-7", tags=["beta"]):
             summarize(ticket)      # its trace records the user, session and tags
+        ```
     """
 
     def __init__(

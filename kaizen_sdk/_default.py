@@ -55,11 +55,12 @@ def configure(
     (``KAIZEN_PROMPT_WAIT``, 1.5 s), ``prompt_refresh`` (``KAIZEN_PROMPT_REFRESH``, 2 s), ...
     A default client configured before is closed (its queued records are delivered first).
 
-    Example::
-
+    Example:
+        ```python
         import kaizen_sdk as ct
 
         ct.configure(api_key="sk-...", base_url="https://ct.example.com", prompt_refresh=5)
+        ```
     """
     global _client
     from kaizen_sdk.client import CTClient

@@ -426,11 +426,12 @@ def prefetch(*tasks: str, timeout: float | None = None, client: Any = None) -> b
     whose prompt did not arrive in time keeps being fetched in the background, and a missing
     configuration is logged. Returns True when every task has its prompt.
 
-    Example::
-
+    Example:
+        ```python
         import kaizen_sdk as ct
 
         ct.prefetch("summarize_ticket", "classify_ticket", timeout=3)
+        ```
     """
     try:  # an explicit start-up call: say why every time, not once per process
         chosen = client if client is not None else _default.get_client()

@@ -57,13 +57,15 @@ class AsyncCTClient(_BaseClient):
 
     AsyncCTClient wraps all CT API endpoints with typed returns, in-memory TTL caching,
     environment variable configuration, and proper error handling. Use it as an async
-    context manager so the HTTP connection pool is closed on exit::
+    context manager so the HTTP connection pool is closed on exit:
 
-        from kaizen_sdk import AsyncCTClient
+    ```python
+    from kaizen_sdk import AsyncCTClient
 
-        async with AsyncCTClient(api_key="sk-...") as client:
-            prompt = await client.get_prompt("summarize_ticket")
-            print(prompt.prompt_text)
+    async with AsyncCTClient(api_key="sk-...") as client:
+        prompt = await client.get_prompt("summarize_ticket")
+        print(prompt.prompt_text)
+    ```
 
     Parameters:
         api_key: CT API key; falls back to ``KAIZEN_API_KEY``. Raises `CTError` if neither
@@ -224,11 +226,12 @@ class AsyncCTClient(_BaseClient):
         ``prompt_version_id`` (and ``arm``) name the version that produced *output*: a
         scored entry then counts toward the task's running rollout.
 
-        Example::
-
+        Example:
+            ```python
             result = client.log_feedback("summarize_ticket", inputs={"ticket": "..."},
                                          output="A login issue.", score=0.9,
                                          comment="too vague", correction="Login fails.")
+            ```
 
         ``comment`` is a free-text critique; ``correction`` the output that should have been
         produced (the local optimizer prefers it as a demonstration).
@@ -280,11 +283,12 @@ class AsyncCTClient(_BaseClient):
     ) -> Prompt:
         """Add a hand-written prompt version (``optimizer="manual"``); activate it if asked.
 
-        Example::
-
+        Example:
+            ```python
             version = await client.create_prompt_version(
                 "summarize_ticket", "Summarize in one line: {{ ticket }}", activate=True
             )
+            ```
         """
         key = _require_id("task_id", task_id)
         body = self._version_body(prompt_text, activate)
@@ -433,10 +437,12 @@ class AsyncCTClient(_BaseClient):
         """Yield every stored trace, newest first, of one task or of all, page by page.
 
         Each page is one request of *page_size* items (at most 1000) that follows the
-        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated:
 
-            async for item in client.iter_traces("summarize_ticket"):
-                ...
+        ```python
+        async for item in client.iter_traces("summarize_ticket"):
+            ...
+        ```
         """
         params = _list_params(task_id, page_size)
         async for item in self._iter_pages("/traces", params, list[TraceResult]):
@@ -448,10 +454,12 @@ class AsyncCTClient(_BaseClient):
         """Yield every feedback entry, newest first, of one task or of all, page by page.
 
         Each page is one request of *page_size* items (at most 1000) that follows the
-        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated:
 
-            async for item in client.iter_feedback("summarize_ticket"):
-                ...
+        ```python
+        async for item in client.iter_feedback("summarize_ticket"):
+            ...
+        ```
         """
         params = _list_params(task_id, page_size)
         async for item in self._iter_pages("/feedback", params, list[FeedbackResult]):
@@ -463,10 +471,12 @@ class AsyncCTClient(_BaseClient):
         """Yield every optimization job, newest first, of one task or of all, page by page.
 
         Each page is one request of *page_size* items (at most 1000) that follows the
-        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated::
+        server's ``Link: <...>; rel="next"`` header; items stored meanwhile are not repeated:
 
-            async for item in client.iter_jobs("summarize_ticket"):
-                ...
+        ```python
+        async for item in client.iter_jobs("summarize_ticket"):
+            ...
+        ```
         """
         params = _list_params(task_id, page_size)
         async for item in self._iter_pages("/jobs", params, list[Job]):
@@ -515,10 +525,11 @@ class AsyncCTClient(_BaseClient):
         ``min_samples`` scores, or rolled back when a guard (error rate, p95 latency) is
         breached; see docs/rollouts.md.
 
-        Example::
-
+        Example:
+            ```python
             rollout = client.start_rollout("summarize_ticket", job.prompt_version_id,
                                            share=0.2, min_samples=200)
+            ```
         """
         key = _require_id("task_id", task_id)
         body = self._rollout_body(candidate_version_id, {

@@ -73,12 +73,13 @@ _SIMPLE = (str, int, float, bool, type(None))
 def current_trace_id() -> str | None:
     """Return the trace id of the running ``@task`` call (this thread / asyncio task), or None.
 
-    Example::
-
+    Example:
+        ```python
         @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
         def summarize(ticket: str, prompt: ct.Prompt = ct.PROMPT) -> str:
             log.info("trace %s", ct.current_trace_id())
             ...
+        ```
     """
     call = _CURRENT.get()
     return None if call is None else call.trace_id
@@ -93,10 +94,16 @@ def current_prompt() -> Prompt | None:
 class TaskRun:
     """What ``fn.call(...)`` returns beside the result: the call's trace id and prompt.
 
-    Example::
-
+    Example:
+        ```python
         summary, run = summarize.call(ticket="Printer on fire")
         run.score(0.9)             # queued with the trace; delivered in the background
+        ```
+
+    Attributes:
+        task (str): the task's name.
+        trace_id (str): the call's trace id (as `current_trace_id` returned inside the call).
+        prompt: the prompt the call ran with.
     """
 
     __slots__ = ("_client", "prompt", "task", "trace_id")
@@ -170,7 +177,17 @@ class TaskFunction(Protocol[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> tuple[R, TaskRun]:
-        """Call the function; return ``(result, run)``."""
+        """Call the function with its own arguments; return ``(result, run)``.
+
+        *run* is the call's `TaskRun`: its ``trace_id``, the ``prompt`` it ran with and
+        ``run.score(value)``, which queues a score for this very call.
+
+        Example:
+            ```python
+            summary, run = summarize.call("Printer on fire")
+            run.score(0.9)
+            ```
+        """
         ...
 
     def __get__(self, instance: Any, owner: type | None = None) -> TaskFunction[..., R]: ...
@@ -189,7 +206,10 @@ class AsyncTaskFunction(Protocol[P, R]):
     def call(
         self, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, tuple[R, AsyncTaskRun]]:
-        """Call the function; ``await`` it for ``(result, run)``."""
+        """Call the function with its own arguments; ``await`` it for ``(result, run)``.
+
+        *run* is the call's `AsyncTaskRun`; ``await run.score(value)`` queues a score.
+        """
         ...
 
     def __get__(
@@ -906,8 +926,8 @@ def task(
 ) -> TaskDecorator:
     """Decorate an LLM function as the CT task *name*.
 
-    Example::
-
+    Example:
+        ```python
         import kaizen_sdk as ct
 
         @ct.task("summarize_ticket", default_prompt="Summarize: {{ ticket }}")
@@ -917,6 +937,7 @@ def task(
         summary = summarize("Printer on fire")          # runs on the active prompt
         summary, run = summarize.call("Printer on fire")
         run.score(0.9)
+        ```
 
     The ``prompt`` parameter gets the active prompt when the caller leaves it out; its
     default `PROMPT` lets type checkers accept calls without it. The decorated function

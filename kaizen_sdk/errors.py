@@ -1,15 +1,15 @@
 """Every exception the SDK raises, and how HTTP statuses map onto them.
 
-::
-
-    CTError                       .status_code .detail (None for local errors)
-    ├── CTAuthError               401/403
-    ├── CTNotFoundError           404
-    ├── CTValidationError         400/422, and local argument checks (score outside [0, 1])
-    ├── CTRateLimitError          429, .retry_after
-    ├── CTServerError             5xx
-    ├── CTConnectionError         wraps httpx transport errors
-    └── CTTimeoutError            wraps httpx timeouts; also wait_for_job running out
+```text
+CTError                       .status_code .detail (None for local errors)
+├── CTAuthError               401/403
+├── CTNotFoundError           404
+├── CTValidationError         400/422, and local argument checks (score outside [0, 1])
+├── CTRateLimitError          429, .retry_after
+├── CTServerError             5xx
+├── CTConnectionError         wraps httpx transport errors
+└── CTTimeoutError            wraps httpx timeouts; also wait_for_job running out
+```
 
 Misuse of the Python API itself (calling a closed client, decorating a non-callable) raises
 plain ``RuntimeError``/``TypeError`` instead.

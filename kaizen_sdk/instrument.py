@@ -53,8 +53,8 @@ def instrument(
 ) -> None:
     """Trace every LLM call made through *module* (``openai`` or ``litellm``).
 
-    Example::
-
+    Example:
+        ```python
         import litellm
         import kaizen_sdk as ct
 
@@ -62,6 +62,7 @@ def instrument(
         response = litellm.completion(model="openai/gpt-4o-mini", messages=[...])
         response.ct_score(0.9)            # queued like the trace; or later, synchronously:
                                           # client.score(response.ct_trace_id, 0.9)
+        ```
 
     Each call gets a span (OpenTelemetry GenAI conventions) and a CT trace record, delivered
     in the background; the response, and a stream, gain ``ct_trace_id`` and ``ct_score()``.

@@ -108,10 +108,11 @@ class Prompt(msgspec.Struct, kw_only=True, frozen=True):
     A prompt made locally from ``default_prompt=`` has no ``id``, ``version_number=0`` and
     ``status="default"``.
 
-    Example::
-
+    Example:
+        ```python
         prompt = client.get_prompt("summarize_ticket")
         text = prompt.render(ticket="Printer on fire")
+        ```
     """
 
     id: UUID | None = None

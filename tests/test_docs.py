@@ -5,7 +5,8 @@ interpreter would, with ``KAIZEN_API_KEY``/``KAIZEN_BASE_URL`` pointing at a fre
 server (so pages do not depend on each other or on other tests' data). A block right after an
 HTML comment ``<!-- no-run -->`` is skipped: keep that for samples that need something the test
 machine cannot have, such as a real OpenAI key. The site itself must build with
-``mkdocs build --strict``.
+``mkdocs build --strict``, load nothing from another host, and its API reference must show
+only public names.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import html
 import importlib.util
 import inspect
 import logging
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -223,15 +226,159 @@ def test_configuration_page_lists_every_variable() -> None:
     assert sorted(rows) == sorted(names)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs not installed")
-def test_mkdocs_build_strict(tmp_path: Path) -> None:
+@pytest.mark.unit
+def test_samples_never_import_the_repos_tests() -> None:
+    """A reader has the package, not this repository's tests/ folder."""
+    imports = re.compile(r"^\s*(from|import)\s+(tests|conftest)\b", re.M)
+    offending = [
+        f"{b.page}:{b.line}"
+        for page in _pages()
+        for b in extract_blocks(page.read_text(encoding="utf-8"), page.name)
+        if imports.search(b.code)
+    ]
+    assert offending == []
+
+
+SECTIONS = ["Get started", "Guides", "Integrations", "Reference", "Operations"]
+
+
+@pytest.mark.unit
+def test_nav_has_the_sections_and_every_page_once() -> None:
+    import yaml  # type: ignore[import-untyped]  # a dependency of mkdocs
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    nav = config["nav"]
+    assert [next(iter(entry)) for entry in nav] == SECTIONS
+    pages = [
+        page
+        for entry in nav
+        for section in entry.values()
+        for item in section
+        for page in item.values()
+    ]
+    assert sorted(pages) == sorted(p.name for p in _pages())
+
+
+needs_mkdocs = pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None,
+    reason="the docs extra (mkdocs, mkdocs-material) is not installed",
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site built once for this module, with ``mkdocs build --strict``."""
+    out = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={**os.environ, "NO_COLOR": "1", "NO_MKDOCS_2_WARNING": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert (tmp_path / "site" / "api" / "index.html").is_file()
+    return out
+
+
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "wbr"}
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_ASSET_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "preconnect", "icon"}
+
+
+class _Tags(HTMLParser):
+    """Collect a page's script/style URLs, and the text of each heading and signature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assets: list[str] = []
+        self.names: list[str] = []
+        self._depth = 0  # > 0 while inside a heading or an API signature
+        self._text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "script" and values.get("src"):
+            self.assets.append(values["src"])
+        if tag == "link" and _ASSET_RELS & set(values.get("rel", "").split()):
+            self.assets.append(values.get("href", ""))
+        if self._depth:
+            self._depth += tag not in _VOID
+        elif tag in _HEADINGS or "doc-signature" in values.get("class", "").split():
+            self._depth, self._text = 1, ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._depth and tag not in _VOID:
+            self._depth -= 1
+            if not self._depth:
+                self.names.append(self._text)
+
+    def handle_data(self, data: str) -> None:
+        if self._depth:
+            self._text += data
+
+
+def _parse(page: Path) -> _Tags:
+    tags = _Tags()
+    tags.feed(page.read_text(encoding="utf-8"))
+    tags.close()
+    return tags
+
+
+_EXTERNAL = re.compile(r"^(https?:)?//", re.I)
+
+
+@needs_mkdocs
+def test_mkdocs_build_strict(site: Path) -> None:
+    assert (site / "api" / "index.html").is_file()
+    built = {p.parent.name for p in site.glob("*/index.html")}
+    assert built >= {p.stem for p in _pages() if p.stem != "index"}
+
+
+@needs_mkdocs
+def test_site_loads_no_script_or_style_from_another_host(site: Path) -> None:
+    """Offline highlighting and fonts: every script and stylesheet is part of the site."""
+    pages = sorted(site.rglob("*.html"))
+    assets = [(p.relative_to(site), url) for p in pages for url in _parse(p).assets]
+    assert len(pages) > len(_pages()) and assets, "nothing parsed"
+    assert [a for a in assets if _EXTERNAL.match(a[1])] == []
+    css_refs = re.compile(r"@import\s+(?:url\()?\s*['\"]?([^'\")\s;]+)|url\(\s*['\"]?([^'\")]+)")
+    external_css = [
+        (css.name, ref)
+        for css in site.rglob("*.css")
+        for match in css_refs.finditer(css.read_text(encoding="utf-8"))
+        for ref in match.groups()
+        if ref and _EXTERNAL.match(ref)
+    ]
+    assert external_css == []
+    highlighted = (site / "quickstart" / "index.html").read_text(encoding="utf-8")
+    assert '<span class="kn">import</span>' in highlighted  # Pygments ran at build time
+
+
+@needs_mkdocs
+def test_api_reference_shows_only_public_names(site: Path) -> None:
+    page = site / "api" / "index.html"
+    text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
+    for literal in ("_Decorator", "Example::", "client: Any", "_TaskSpec"):
+        assert literal not in text, f"{literal!r} in the API reference"
+    tags = _parse(page)
+    assert len(tags.names) > 100, "no headings or signatures found"
+    private = re.compile(r"(?<![\w.])_[A-Za-z]\w*")
+    leaks = sorted({m.group() for name in tags.names for m in private.finditer(name)})
+    assert leaks == []
+    # Permalinks too: `kaizen_sdk.configure`, not the private module that defines it.
+    anchors = re.findall(r'id="(kaizen_sdk\.[\w.]+)"', page.read_text(encoding="utf-8"))
+    assert [a for a in anchors if "._" in a] == []
+
+
+@needs_mkdocs
+def test_api_reference_documents_every_public_name_and_fn_call(site: Path) -> None:
+    import kaizen_sdk
+
+    page = (site / "api" / "index.html").read_text(encoding="utf-8")
+    anchors = set(re.findall(r'id="(kaizen_sdk\.[\w.]+)"', page))
+    public = [n for n in kaizen_sdk.__all__ if n != "__version__"]
+    missing = [n for n in public if not any(a.endswith("." + n) for a in anchors)]
+    assert missing == []
+    assert "kaizen_sdk.decorators.TaskFunction.call" in anchors
+    assert "kaizen_sdk.decorators.AsyncTaskFunction.call" in anchors

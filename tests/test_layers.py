@@ -58,8 +58,8 @@ MIRROR_DELTAS: list[tuple[str, str]] = [
     # the class docstring
     ("Asynchronous Python client for Kaizen: `CTClient` with ``async`` methods.",
      "Synchronous Python client for Kaizen."),
-    ("Use it as an async\n    context manager so the HTTP connection pool is closed on exit::",
-     "Use it as a context\n    manager so the HTTP connection pool is closed on exit::"),
+    ("Use it as an async\n    context manager so the HTTP connection pool is closed on exit:",
+     "Use it as a context\n    manager so the HTTP connection pool is closed on exit:"),
     # the I/O types and calls
     ("AsyncCTClient", "CTClient"),
     ("httpx.AsyncBaseTransport", "httpx.BaseTransport"),
