@@ -50,6 +50,7 @@ __all__ = [
     "format_fields",
     "format_table",
     "main",
+    "terminal_width",
 ]
 
 DEFAULT_DB_PATH = os.path.join(".kaizen", "local.db")
@@ -91,8 +92,24 @@ class _Parser(argparse.ArgumentParser):
 # --- formatting ----------------------------------------------------------------------------
 
 
-def _cell(value: Any, max_width: int = _MAX_CELL) -> str:
-    """Render one value for a table cell: short, single-line, ``-`` for nothing."""
+def _age(value: datetime, now: datetime) -> str:
+    """How long ago *value* was, in the largest whole unit: ``45s ago``, ``3h ago``."""
+    seconds = (now - value).total_seconds()
+    if seconds < 0:  # clocks disagree a little: the server's is ahead
+        seconds = 0
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            if unit == "d" and seconds >= 30 * 86400:
+                return value.strftime("%Y-%m-%d")
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def _cell(value: Any, max_width: int = _MAX_CELL, *, now: datetime | None = None) -> str:
+    """Render one value for a table cell: short, single-line, ``-`` for nothing.
+
+    With *now*, a time is shown as its age (``5m ago``), which keeps table rows narrow.
+    """
     if value is None:
         text = "-"
     elif isinstance(value, bool):
@@ -100,9 +117,10 @@ def _cell(value: Any, max_width: int = _MAX_CELL) -> str:
     elif isinstance(value, float):
         text = f"{value:.4g}"
     elif isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-        text = value.strftime("%Y-%m-%d %H:%M:%S")
+        if value.tzinfo is None:  # the CT API speaks UTC
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        text = _age(value, now) if now is not None else value.strftime("%Y-%m-%d %H:%M:%S")
     elif isinstance(value, (dict, list)):
         from kaizen_sdk.models import encode
 
@@ -110,8 +128,13 @@ def _cell(value: Any, max_width: int = _MAX_CELL) -> str:
     else:
         text = str(value)
     text = " ".join(text.split()) if ("\n" in text or "\t" in text) else text
-    if max_width and len(text) > max_width:
-        text = text[: max_width - 1] + "…"
+    return _clip(text, max_width)
+
+
+def _clip(text: str, width: int) -> str:
+    """*text* cut to *width* characters, the last one an ellipsis when cut (0: no limit)."""
+    if width and len(text) > width:
+        return text[: width - 1] + "…"
     return text
 
 
@@ -123,19 +146,88 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def terminal_width() -> int | None:
+    """Columns to fit tables into: ``COLUMNS``, else the terminal's; None when piped."""
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if not getattr(sys.stdout, "isatty", lambda: False)():
+        return None  # a pipe or a file: whole values, for scripts
+    return shutil.get_terminal_size().columns
+
+
+_GAP = 2  # spaces between columns
+_SHORT = 10  # values this long (states, models, ages) are cut only when nothing else helps
+_MIN_CELL = 5  # a cut column keeps this many characters, the last one an ellipsis
+
+
+def _fit(widths: list[int], floors: list[int], width: int) -> list[int]:
+    """Narrow the widest columns above their floor, one character at a time, until they fit."""
+    widths = list(widths)
+    excess = sum(widths) + _GAP * (len(widths) - 1) - width
+    while excess > 0:
+        candidates = [i for i, w in enumerate(widths) if w > floors[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: (widths[i], i))  # ties: the rightmost
+        widths[widest] -= 1
+        excess -= 1
+    return widths
+
+
+def _layout(
+    titles: list[str], widths: list[int], width: int, keep: Sequence[int],
+    optional: Sequence[int],
+) -> tuple[list[int], list[int]]:
+    """The columns to show and their widths so that a row fits in *width* characters.
+
+    Long values are cut first (ids in *keep* never), down to their header or `_SHORT`; if
+    that is not enough the *optional* columns are left out in turn; last, short values and
+    headers are cut too.
+    """
+    shown = list(range(len(titles)))
+    dropping = [i for i in optional if i not in keep]
+    while True:
+        natural = [widths[i] for i in shown]
+        floors = [w if i in keep else min(w, max(_SHORT, len(titles[i])))
+                  for i, w in zip(shown, natural, strict=True)]
+        fitted = _fit(natural, floors, width)
+        if sum(fitted) + _GAP * (len(fitted) - 1) <= width:
+            return shown, fitted
+        if not dropping:
+            break
+        shown.remove(dropping.pop(0))
+    floors = [w if i in keep else min(w, _MIN_CELL) for i, w in zip(shown, fitted, strict=True)]
+    return shown, _fit(fitted, floors, width)
+
+
 def format_table(
-    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, max_width: int = _MAX_CELL
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    max_width: int = _MAX_CELL,
+    width: int | None = None,
+    keep: Sequence[int] = (),
+    optional: Sequence[int] = (),
+    now: datetime | None = None,
 ) -> str:
     """Format rows as aligned columns under upper-case headers; numbers align right.
 
-    Example::
+    With *width*, every line fits in *width* characters and no row wraps: long values are
+    cut first (ending in ``…``), never those of the columns in *keep* (ids a user copies);
+    then the *optional* columns are left out, in that order; then anything is cut. With
+    *now*, times show as ages (``5m ago``).
+
+    Example:
 
         >>> print(format_table(["name", "score"], [["a", 0.5], ["bb", 0.75]]))
         NAME  SCORE
         a       0.5
         bb     0.75
     """
-    cells = [[_cell(v, max_width) for v in row] for row in rows]
+    cells = [[_cell(v, max_width, now=now) for v in row] for row in rows]
     titles = [h.upper() for h in headers]
     widths = [max([len(t)] + [len(r[i]) for r in cells]) for i, t in enumerate(titles)]
     right = [
@@ -143,12 +235,19 @@ def format_table(
         and any(r[i] != "-" for r in cells)
         for i in range(len(titles))
     ]
+    shown = list(range(len(titles)))
+    if width is not None:
+        shown, fitted = _layout(titles, widths, width, keep, optional)
+        widths = [fitted[shown.index(i)] if i in shown else 0 for i in range(len(titles))]
 
     def line(values: Sequence[str]) -> str:
         parts = [
-            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+            _clip(values[i], widths[i]).rjust(widths[i]) if right[i]
+            else _clip(values[i], widths[i]).ljust(widths[i])
+            for i in shown
         ]
-        return "  ".join(parts).rstrip()
+        text = (" " * _GAP).join(parts).rstrip()
+        return text if width is None else _clip(text, width)  # nothing left to narrow
 
     return "\n".join([line(titles), *(line(r) for r in cells)])
 
@@ -195,17 +294,28 @@ def _detail(obj: Any, skip: Sequence[str] = ()) -> str:
 # --- renderers -------------------------------------------------------------------------------
 
 
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, keep: Sequence[int] = (),
+    optional: Sequence[int] = (),
+) -> str:
+    """A list command's table, fitted to the terminal, times shown as ages."""
+    return format_table(headers, rows, width=terminal_width(), keep=keep, optional=optional,
+                        now=datetime.now(timezone.utc))
+
+
 def _tasks_table(tasks: Sequence[Any]) -> str:
     if not tasks:
         return "No tasks."
     rows = [
-        [t.name, t.id, t.feedback_count,
+        [t.name, t.feedback_count,
          t.threshold_progress or f"?/{t.feedback_threshold}",
-         t.active_prompt_score, t.last_optimization, t.created_at]
+         t.active_prompt_score, t.last_optimization, t.created_at, t.id]
         for t in tasks
     ]
-    return format_table(
-        ["name", "id", "feedback", "next job", "score", "last optimized", "created"], rows
+    # a task is addressed by its name, so the name stays whole and the id may shrink
+    return _table(
+        ["name", "feedback", "next job", "score", "optimized", "created", "id"], rows,
+        keep=[0], optional=[6, 4],
     )
 
 
@@ -217,10 +327,9 @@ def _prompts_table(prompts: Sequence[Any]) -> str:
          _content_hash(p.prompt_text), p.prompt_text]
         for p in prompts
     ]
-    # VERSION..HASH take at most ~62 columns; the prompt's start fills the rest of 100
-    return format_table(
+    return _table(
         ["version", "status", "optimizer", "score", "created", "hash", "prompt"], rows,
-        max_width=24,
+        keep=[0, 5], optional=[2, 3],
     )
 
 
@@ -246,8 +355,9 @@ def _jobs_table(jobs: Sequence[Any]) -> str:
          j.completed_at]
         for j in jobs
     ]
-    return format_table(
-        ["id", "status", "step", "triggered by", "feedback", "created", "completed"], rows
+    return _table(
+        ["id", "status", "step", "trigger", "feedback", "created", "completed"], rows,
+        keep=[0], optional=[6, 4, 3],
     )
 
 
@@ -259,10 +369,9 @@ def _traces_table(traces: Sequence[Any]) -> str:
          t.response_text]
         for t in traces
     ]
-    return format_table(
+    return _table(
         ["id", "model", "tokens", "latency ms", "score", "scored by", "created", "response"],
-        rows,
-        max_width=40,
+        rows, keep=[0], optional=[5, 3, 2],
     )
 
 
@@ -270,7 +379,7 @@ def _feedback_table(entries: Sequence[Any]) -> str:
     if not entries:
         return "No feedback."
     rows = [[f.id, f.score, f.source, f.created_at, f.output] for f in entries]
-    return format_table(["id", "score", "source", "created", "output"], rows, max_width=48)
+    return _table(["id", "score", "source", "created", "output"], rows, keep=[0], optional=[2])
 
 
 # --- argument types ----------------------------------------------------------------------------

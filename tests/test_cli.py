@@ -149,9 +149,9 @@ def test_tasks_create_get_list(kaizen: Kaizen) -> None:
     run = kaizen("tasks", "list")
     assert run.code == 0
     header, *rows = run.out.splitlines()
-    assert header.split()[:2] == ["NAME", "ID"]
+    assert header.split()[:2] == ["NAME", "FEEDBACK"]
     row = next(r for r in rows if r.startswith(name + " "))
-    assert row.index(created["id"]) == header.index("ID")  # columns are aligned
+    assert row.index(created["id"]) == header.index(" ID") + 1  # columns are aligned
     assert "0/7" in row
 
     run = kaizen("tasks", "get", name)
