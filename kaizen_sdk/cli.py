@@ -724,35 +724,75 @@ def _feedback_list(client: CTClient, args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """The live progress line of a job: rewritten in place on a terminal, else one per change."""
+    """The live progress line of a job, on *stream*.
 
-    def __init__(self, stream: TextIO) -> None:
+    On a terminal the line is rewritten in place and its elapsed timer ticks every *tick*
+    seconds, also while the job stays on one step; elsewhere (a log, a pipe) it prints one
+    plain line per change of status or step.
+    """
+
+    def __init__(
+        self, stream: TextIO, *, tick: float = 0.2, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._stream = stream
         self._tty = bool(getattr(stream, "isatty", lambda: False)())
-        self._start = time.monotonic()
+        self._tick = tick
+        self._clock = clock
+        self._start = clock()
         self._seen: tuple[str, str | None] | None = None
+        self._job: Job | None = None
         self._open = False
+        self._lock = threading.Lock()  # the ticker and the poller write the same line
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __call__(self, job: Job) -> None:
         state = (job.status, job.progress_step)
         if state == self._seen:
             return
         self._seen = state
-        elapsed = time.monotonic() - self._start
+        with self._lock:
+            self._job = job
+            self._draw()
+        if self._tty and self._ticker is None and not job.is_terminal:
+            self._ticker = threading.Thread(target=self._run, name="kaizen-progress",
+                                            daemon=True)
+            self._ticker.start()
+
+    def _draw(self) -> None:
+        job = self._job
+        if job is None:
+            return
+        elapsed = self._clock() - self._start
         step = f"  {job.progress_step}" if job.progress_step else ""
         line = f"job {job.id}  {job.status}{step}  [{elapsed:4.1f}s]"
         if self._tty:
-            self._stream.write("\r\x1b[K" + line)
+            import shutil
+
+            # a line longer than the terminal would wrap, and \r would only rewrite its end
+            columns = shutil.get_terminal_size().columns - 1
+            self._stream.write("\r\x1b[K" + _clip(line, max(columns, 20)))
             self._open = True
         else:
             self._stream.write(line + "\n")
         self._stream.flush()
 
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            with self._lock:
+                self._draw()
+
     def end(self) -> None:
-        if self._open:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._open = False
+        """Stop the timer and end the line (the last state stays on screen)."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+        with self._lock:
+            if self._open:
+                self._stream.write("\n")
+                self._stream.flush()
+                self._open = False
 
 
 def _wait(client: CTClient, job: Job, args: argparse.Namespace) -> Job:
@@ -776,25 +816,49 @@ def _wait(client: CTClient, job: Job, args: argparse.Namespace) -> Job:
         progress.end()
 
 
-def _final_line(job: Job) -> str:
-    if job.is_success:
-        made = f": new prompt version {job.prompt_version_id}" if job.prompt_version_id else ""
-        why = (job.job_metadata or {}).get("no_new_version")
-        if not made and why:
-            made = f": no new version ({why})"
-        return f"job {job.id} {job.status}{made}"
-    why = f": {job.error_message}" if job.error_message else ""
-    return f"job {job.id} {job.status}{why}"
+def _new_version(client: CTClient, job: Job) -> tuple[str, Any] | None:
+    """The task name and the prompt version a job made, or None if they cannot be read."""
+    try:
+        task = client.get_task(str(job.task_id)).name
+        versions = client.list_prompt_versions(task)
+    except CTError:
+        return None  # the line then names the version by id: less friendly, still true
+    made = next((p for p in versions if p.id == job.prompt_version_id), None)
+    return None if made is None else (task, made)
 
 
-def _finish(args: argparse.Namespace, job: Job, value: Any) -> int:
+def _final_line(job: Job, client: CTClient | None = None) -> str:
+    """What a finished job did, in words: the version it made and what to run next."""
+    if not job.is_success:
+        why = f": {job.error_message}" if job.error_message else ""
+        return f"job {job.id} {job.status}{why}"
+    if job.prompt_version_id is None:
+        why = (job.job_metadata or {}).get("no_new_version") or "the server gave no reason"
+        return f"job {job.id} {job.status}: no new version ({why})"
+    found = _new_version(client, job) if client is not None else None
+    if found is None:
+        return f"job {job.id} {job.status}: new prompt version {job.prompt_version_id}"
+    import shlex
+
+    task, version = found
+    n = version.version_number
+    if version.status == "active":
+        return f"job {job.id} {job.status}: v{n} of {task} is active"
+    return (
+        f"job {job.id} {job.status}: candidate v{n} — run "
+        f"`kaizen prompts activate {shlex.quote(task)} {n}`, or start a rollout with "
+        f"`kaizen rollout start {shlex.quote(task)} {n}`"
+    )
+
+
+def _finish(client: CTClient, args: argparse.Namespace, job: Job, value: Any) -> int:
     """Print the final state of a waited-for job; a failed job exits with status 1."""
     if args.json:
         _emit_json(value)
     else:
         _write(_detail(job))
         _write("")
-        _write(_final_line(job))
+        _write(_final_line(job, client))
     if job.is_success:
         return EXIT_OK
     raise CLIError(_final_line(job), EXIT_FAILURE)
@@ -812,7 +876,7 @@ def _optimize(client: CTClient, args: argparse.Namespace) -> int:
         _write("")
     sys.stdout.flush()
     job = _wait(client, result.job, args)
-    return _finish(args, job, msgspec.structs.replace(result, job=job))
+    return _finish(client, args, job, msgspec.structs.replace(result, job=job))
 
 
 def _optimize_detail(result: Any) -> str:
@@ -844,7 +908,7 @@ def _jobs_list(client: CTClient, args: argparse.Namespace) -> int:
 
 def _jobs_watch(client: CTClient, args: argparse.Namespace) -> int:
     job = _wait(client, client.get_job(args.job), args)
-    return _finish(args, job, job)
+    return _finish(client, args, job, job)
 
 
 def _traces_list(client: CTClient, args: argparse.Namespace) -> int:
@@ -862,6 +926,74 @@ def _traces_get(client: CTClient, args: argparse.Namespace) -> int:
 
 def _traces_score(client: CTClient, args: argparse.Namespace) -> int:
     _emit(args, client.score(args.trace, args.score, scored_by=args.scored_by), _detail)
+    return EXIT_OK
+
+
+# --- status: the first check -------------------------------------------------------------
+
+
+def _add_status(sub: Any) -> None:
+    parser = sub.add_parser(
+        "status", help="check the server, the API key and each task's live version",
+        description="Check that the CT server answers and accepts the API key, and show each "
+        "task's active prompt version and running rollout.",
+    )
+    _connection_options(parser, leaf=True)
+    parser.set_defaults(command=_cmd_status)
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    return str(args.base_url or os.environ.get("KAIZEN_BASE_URL") or "http://localhost:8000")
+
+
+def _task_line(client: CTClient, task: Any) -> dict[str, Any]:
+    """A task's active version number and running rollout, as `kaizen status` shows them."""
+    try:
+        prompt = client.get_prompt(task.name)
+    except CTNotFoundError:  # no prompt version yet
+        return {"task": task.name, "active_version": None, "rollout": None}
+    rollout = None
+    if prompt.rollout is not None:
+        rollout = {"candidate_version": prompt.rollout.candidate.version_number,
+                   "share": prompt.rollout.share}
+    return {"task": task.name, "active_version": prompt.version_number, "rollout": rollout}
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from kaizen_sdk.client import CTClient
+
+    url = _base_url(args)
+    api_key = args.api_key or os.environ.get("KAIZEN_API_KEY")
+    # /health needs no key, so the server is checked first even without one
+    with CTClient(api_key=api_key or "no-key-set", base_url=args.base_url or None) as client:
+        health = client.health()
+        server = f"{url}  {health.status}, version {health.version or 'unknown'}"
+        if not args.json:  # printed at once: it stays on screen if the key check fails
+            _write(f"{'server':<7}  {server}")
+        if not api_key:
+            raise CLIError(
+                "no API key: pass --api-key or set the KAIZEN_API_KEY environment variable",
+                EXIT_AUTH,
+            )
+        try:
+            tasks = client.list_tasks()
+        except CTAuthError as exc:
+            raise CLIError(f"the server rejected the API key ({exc})", EXIT_AUTH) from None
+        lines = [_task_line(client, t) for t in tasks]
+    if args.json:
+        _emit_json({"base_url": url, "server": health, "key_accepted": True, "tasks": lines})
+        return EXIT_OK
+    _write(f"{'API key':<7}  accepted\n{'tasks':<7}  {len(tasks)}")
+    if lines:
+        rows = [
+            [ln["task"],
+             "-" if ln["active_version"] is None else f"v{ln['active_version']}",
+             "-" if ln["rollout"] is None else
+             f"v{ln['rollout']['candidate_version']} at {ln['rollout']['share']:.0%}"]
+            for ln in lines
+        ]
+        _write("")
+        _write(_table(["task", "active", "rollout"], rows, keep=[0]))
     return EXIT_OK
 
 
@@ -893,10 +1025,19 @@ def _leaf(sub: Any, name: str, fn: _ApiCommand, help_text: str) -> argparse.Argu
     return parser
 
 
-def _group(sub: Any, name: str, help_text: str) -> Any:
+def _group(
+    sub: Any, name: str, help_text: str, default: _Command | None = None, **defaults: Any
+) -> Any:
+    """A command with subcommands; with *default*, the group alone runs it (``kaizen tasks``).
+
+    *defaults* are the argument values the default command reads (``limit=20``...).
+    """
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    if default is not None:
+        _connection_options(parser, leaf=True)
+        parser.set_defaults(command=default, **defaults)
     return parser.add_subparsers(
-        title="commands", dest=f"{name}_command", metavar="COMMAND", required=True
+        title="commands", dest=f"{name}_command", metavar="COMMAND", required=default is None
     )
 
 
@@ -921,7 +1062,7 @@ def _page_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_tasks(sub: Any) -> None:
-    tasks = _group(sub, "tasks", "list, show and create tasks")
+    tasks = _group(sub, "tasks", "list, show and create tasks (alone: list)", _api(_tasks_list))
     _leaf(tasks, "list", _tasks_list, "list every task")
     p = _leaf(tasks, "get", _tasks_get, "show one task")
     p.add_argument("task", help="task name or id")
@@ -964,7 +1105,8 @@ def _add_prompts(sub: Any) -> None:
 
 
 def _add_feedback(sub: Any) -> None:
-    feedback = _group(sub, "feedback", "log and list feedback")
+    feedback = _group(sub, "feedback", "log and list feedback (alone: list)", _api(_feedback_list),
+                      task=None, limit=20, all=False)
     p = _leaf(feedback, "log", _feedback_log, "log one feedback entry")
     p.add_argument("task", help="task name or id")
     p.add_argument("--score", type=_score, help="quality score in [0, 1]")
@@ -989,7 +1131,8 @@ def _add_optimize(sub: Any) -> None:
 
 
 def _add_jobs(sub: Any) -> None:
-    jobs = _group(sub, "jobs", "follow optimization jobs")
+    jobs = _group(sub, "jobs", "follow optimization jobs (alone: list)", _api(_jobs_list),
+                  task=None, limit=20, all=False)
     p = _leaf(jobs, "get", _jobs_get, "show one job")
     p.add_argument("job", help="job id")
     p = _leaf(jobs, "watch", _jobs_watch, "follow a job until it ends; exit 1 if it failed")
@@ -1001,7 +1144,8 @@ def _add_jobs(sub: Any) -> None:
 
 
 def _add_traces(sub: Any) -> None:
-    traces = _group(sub, "traces", "list, show and score traces")
+    traces = _group(sub, "traces", "list, show and score traces (alone: list)", _api(_traces_list),
+                    task=None, limit=20, all=False)
     p = _leaf(traces, "list", _traces_list, "list traces, newest first")
     p.add_argument("--task", help="only this task (name or id)")
     _page_options(p)
@@ -1277,7 +1421,9 @@ def _add_rollout(sub: Any) -> None:
 
 
 def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    spool = _group(sub, "spool", "show or drain the durable spool of undelivered records")
+    spool = _group(sub, "spool",
+                   "show or drain the durable spool of undelivered records (alone: status)",
+                   _cmd_spool_status, dir=None)
     for name, fn, text in (
         ("status", _cmd_spool_status, "show what the spool directory holds (no server needed)"),
         ("replay", _cmd_spool_replay, "send what the spool holds to the CT server now"),
@@ -1360,6 +1506,7 @@ def _cmd_spool_replay(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_status,
     _add_serve,
     _add_spool,
     _add_demo,

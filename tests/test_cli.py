@@ -250,7 +250,8 @@ def test_unreachable_server_exits_1(
     "argv",
     [
         ["nonsense"],
-        ["tasks"],
+        ["prompts"],
+        ["rollout"],
         ["tasks", "create"],
         ["tasks", "create", "x", "--feedback-threshold", "0"],
         ["tasks", "create", "x", "--schema-json", "{not json"],
@@ -417,8 +418,11 @@ def test_optimize_wait_shows_progress_and_ends_on_final_status(
         f"{slow_server.base_url}/api/v1/prompts/{task}/versions",
         headers={"X-API-Key": slow_server.api_key},
     ).json()
-    new = next(v["id"] for v in versions if v["version_number"] == 2)
-    assert out.splitlines()[-1] == f"job {job_id[1]} SUCCESS: new prompt version {new}"
+    assert [(v["version_number"], v["status"]) for v in versions][0] == (2, "candidate")
+    assert out.splitlines()[-1] == (  # the number and the next step, not the version's UUID
+        f"job {job_id[1]} SUCCESS: candidate v2 — run `kaizen prompts activate {task} 2`, "
+        f"or start a rollout with `kaizen rollout start {task} 2`"
+    )
 
     code = main(["optimize", task, "--wait", "--poll-interval", "0.02", "--json"])
     out, err = capsys.readouterr()
@@ -466,7 +470,7 @@ def test_progress_line_is_rewritten_in_place_on_a_terminal() -> None:
             return True
 
     stream = Tty()
-    progress = _Progress(stream)
+    progress = _Progress(stream, tick=3600)  # no ticking here: only changes are drawn
     job_id = uuid.uuid4()
     progress(Job(id=job_id, status="PENDING"))
     progress(Job(id=job_id, status="PENDING"))  # no change: nothing written
