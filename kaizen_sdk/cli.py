@@ -997,6 +997,104 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- shell completion ----------------------------------------------------------------------
+
+
+def _add_completion(sub: Any) -> None:
+    parser = sub.add_parser(
+        "completion", help="print a shell completion script (bash, zsh or fish)",
+        description="Print a completion script for kaizen's commands and options. Load it "
+        "with, e.g., `source <(kaizen completion bash)` in ~/.bashrc, "
+        "`source <(kaizen completion zsh)` in ~/.zshrc, or "
+        "`kaizen completion fish > ~/.config/fish/completions/kaizen.fish`.",
+    )
+    parser.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    parser.set_defaults(command=_cmd_completion)
+
+
+def _completion_tree(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """For each command path (``""``, ``"tasks"``, ``"tasks list"``...) the words after it."""
+    tree: dict[str, list[str]] = {}
+
+    def walk(node: argparse.ArgumentParser, path: str) -> None:
+        words: list[str] = []
+        for action in node._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    words.append(name)
+                    walk(child, f"{path} {name}".strip())
+            elif action.option_strings:
+                if action.help != argparse.SUPPRESS:
+                    words.extend(o for o in action.option_strings if o.startswith("--"))
+            elif action.choices:
+                words.extend(str(c) for c in action.choices)
+        tree[path] = list(dict.fromkeys(words))
+
+    walk(parser, "")
+    return tree
+
+
+def _bash_completion(tree: dict[str, list[str]]) -> str:
+    paths = "|".join(f"'{p}'" for p in tree if p)
+    cases = "\n".join(f"        '{p}') words='{' '.join(w)}' ;;" for p, w in tree.items())
+    return f"""# kaizen completion for bash: `source <(kaizen completion bash)` in ~/.bashrc
+_kaizen() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" path="" next words="" i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        next="${{path:+$path }}${{COMP_WORDS[i]}}"
+        case "$next" in
+            {paths}) path="$next" ;;
+        esac
+    done
+    case "$path" in
+{cases}
+    esac
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}}
+complete -o default -F _kaizen kaizen
+"""
+
+
+def _fish_completion(tree: dict[str, list[str]]) -> str:
+    paths = " ".join(f"'{p}'" for p in tree if p)
+    lines = [
+        "# kaizen completion for fish: kaizen completion fish > "
+        "~/.config/fish/completions/kaizen.fish",
+        f"set -g __kaizen_paths {paths}",
+        "function __kaizen_path",
+        "    set -l path ''",
+        "    for word in (commandline -opc)[2..-1]",
+        "        set -l next (string trim -- \"$path $word\")",
+        "        if contains -- $next $__kaizen_paths",
+        "            set path $next",
+        "        end",
+        "    end",
+        "    echo $path",
+        "end",
+        "function __kaizen_at",
+        "    set -l path (__kaizen_path)",
+        "    test \"$path\" = \"$argv\"",
+        "end",
+        "complete -c kaizen -e",
+    ]
+    for path, words in tree.items():
+        lines.append(f"complete -c kaizen -f -n '__kaizen_at {path}' -a '{' '.join(words)}'")
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    tree = _completion_tree(build_parser())
+    if args.shell == "fish":
+        _write(_fish_completion(tree))
+    elif args.shell == "zsh":  # zsh runs bash completion functions through bashcompinit
+        _write("#compdef kaizen\n# kaizen completion for zsh: `source <(kaizen completion zsh)` "
+               "in ~/.zshrc\nautoload -U +X compinit && compinit\n"
+               "autoload -U +X bashcompinit && bashcompinit\n" + _bash_completion(tree))
+    else:
+        _write(_bash_completion(tree))
+    return EXIT_OK
+
+
 # --- declaring the API commands ----------------------------------------------------------
 
 
@@ -1518,6 +1616,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_jobs,
     _add_traces,
     _add_rollout,
+    _add_completion,
 ]
 """One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them."""
 

@@ -418,7 +418,9 @@ def test_optimize_wait_shows_progress_and_ends_on_final_status(
         f"{slow_server.base_url}/api/v1/prompts/{task}/versions",
         headers={"X-API-Key": slow_server.api_key},
     ).json()
-    assert [(v["version_number"], v["status"]) for v in versions][0] == (2, "candidate")
+    assert [(v["version_number"], v["status"]) for v in versions] == [
+        (2, "candidate"), (1, "active")
+    ]
     assert out.splitlines()[-1] == (  # the number and the next step, not the version's UUID
         f"job {job_id[1]} SUCCESS: candidate v2 — run `kaizen prompts activate {task} 2`, "
         f"or start a rollout with `kaizen rollout start {task} 2`"
