@@ -1390,15 +1390,29 @@ def _rollout_line(rollout: Any) -> str:
     return "  ".join(parts)
 
 
-def _rollout_detail(rollout: Any) -> str:
+def _version_numbers(client: CTClient, task: str) -> dict[str, int]:
+    """Version id -> number of a task's prompt versions ({} if they cannot be read)."""
+    try:
+        return {str(p.id): p.version_number for p in client.list_prompt_versions(task)}
+    except CTError:
+        return {}
+
+
+def _rollout_detail(rollout: Any, numbers: dict[str, int] | None = None) -> str:
+    """A rollout's figures and audit log; versions by number when *numbers* knows them."""
     a, c, g = rollout.active, rollout.candidate, rollout.guards
+
+    def name(version_id: Any) -> str:
+        number = (numbers or {}).get(str(version_id))
+        return str(version_id) if number is None else f"v{number}"
+
     pairs: list[tuple[str, Any]] = [
         ("rollout", rollout.id),
         ("state", rollout.state),
         ("share", f"{rollout.share:.0%} (ramp {', '.join(f'{s:.0%}' for s in rollout.ramp)})"),
-        ("active", f"{a.version_id}  n={a.n} mean={_fmt_num(a.mean)} "
+        ("active", f"{name(a.version_id)}  n={a.n} mean={_fmt_num(a.mean)} "
                    f"[{_fmt_num(a.lower)}, {_fmt_num(a.upper)}]"),
-        ("candidate", f"{c.version_id}  n={c.n} mean={_fmt_num(c.mean)} "
+        ("candidate", f"{name(c.version_id)}  n={c.n} mean={_fmt_num(c.mean)} "
                       f"[{_fmt_num(c.lower)}, {_fmt_num(c.upper)}]"),
         ("difference", f"{_fmt_num(rollout.difference.estimate, '+.3f')} "
                        f"[{_fmt_num(rollout.difference.lower, '+.3f')}, "
@@ -1438,14 +1452,14 @@ def _rollout_start(client: CTClient, args: argparse.Namespace) -> int:
         args.task, version, auto_promote=not args.no_auto_promote,
         auto_rollback=not args.no_auto_rollback, **options,
     )
-    _emit(args, rollout, _rollout_detail)
+    _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
     return EXIT_OK
 
 
 def _rollout_status(client: CTClient, args: argparse.Namespace) -> int:
     rollout = client.get_rollout(args.task)
     if not args.watch:
-        _emit(args, rollout, _rollout_detail)
+        _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
         return EXIT_OK
     tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
     deadline = time.monotonic() + args.timeout
@@ -1468,12 +1482,13 @@ def _rollout_status(client: CTClient, args: argparse.Namespace) -> int:
         rollout = client.get_rollout(args.task)
     if tty:
         sys.stderr.write("\n")
-    _emit(args, rollout, _rollout_detail)
+    _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
     return EXIT_OK
 
 
 def _rollout_stop(client: CTClient, args: argparse.Namespace) -> int:
-    _emit(args, client.stop_rollout(args.task, args.action), _rollout_detail)
+    rollout = client.stop_rollout(args.task, args.action)
+    _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
     return EXIT_OK
 
 

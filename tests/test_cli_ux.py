@@ -320,6 +320,9 @@ def test_status_shows_server_key_versions_and_rollouts(
                "rollout": {"candidate_version": 2, "share": 0.2}},
         bare: {"task": bare, "active_version": None, "rollout": None},
     }
+    detail = kaizen("rollout", "status", task).out  # versions by number there too
+    assert re.search(r"^active +v1  n=0", detail, re.M), detail
+    assert re.search(r"^candidate +v2  n=0", detail, re.M), detail
     assert kaizen("rollout", "stop", task, "rollback").code == 0
 
 
