@@ -292,7 +292,8 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"kaizen {__version__}\n"
     assert _main("--help") == 0
     out = capsys.readouterr().out
-    for command in ("serve", "tasks", "prompts", "feedback", "optimize", "jobs", "traces"):
+    for command in ("status", "serve", "tasks", "prompts", "feedback", "optimize", "jobs",
+                    "traces", "rollout", "completion"):
         assert re.search(rf"^\s+{command}\s", out, re.M), command
 
 
