@@ -3,12 +3,14 @@
 Example::
 
     kaizen serve                                   # a local CT server on port 8000
-    kaizen tasks list
+    kaizen status                                  # server, key, each task's live version
+    kaizen tasks                                   # a group alone lists
     kaizen optimize summarize_ticket --wait        # live progress, ends on the final status
     kaizen jobs get 5f0c... --json | jq .status
 
 Commands that talk to a server read ``--api-key``/``--base-url``, else ``KAIZEN_API_KEY``/
-``KAIZEN_BASE_URL``, and print an aligned table, or JSON with ``--json``. Exit status:
+``KAIZEN_BASE_URL``, and print an aligned table fitted to the terminal, or JSON with
+``--json``. ``kaizen completion bash|zsh|fish`` prints a completion script. Exit status:
 0 success, 1 failure (server or network error, a job that failed), 2 usage, 3 authentication,
 4 not found; the error is one line on stderr, never a traceback, and never shows the API key.
 
