@@ -3,12 +3,14 @@
 Example::
 
     kaizen serve                                   # a local CT server on port 8000
-    kaizen tasks list
+    kaizen status                                  # server, key, each task's live version
+    kaizen tasks                                   # a group alone lists
     kaizen optimize summarize_ticket --wait        # live progress, ends on the final status
     kaizen jobs get 5f0c... --json | jq .status
 
 Commands that talk to a server read ``--api-key``/``--base-url``, else ``KAIZEN_API_KEY``/
-``KAIZEN_BASE_URL``, and print an aligned table, or JSON with ``--json``. Exit status:
+``KAIZEN_BASE_URL``, and print an aligned table fitted to the terminal, or JSON with
+``--json``. ``kaizen completion bash|zsh|fish`` prints a completion script. Exit status:
 0 success, 1 failure (server or network error, a job that failed), 2 usage, 3 authentication,
 4 not found; the error is one line on stderr, never a traceback, and never shows the API key.
 
@@ -50,6 +52,7 @@ __all__ = [
     "format_fields",
     "format_table",
     "main",
+    "terminal_width",
 ]
 
 DEFAULT_DB_PATH = os.path.join(".kaizen", "local.db")
@@ -91,8 +94,24 @@ class _Parser(argparse.ArgumentParser):
 # --- formatting ----------------------------------------------------------------------------
 
 
-def _cell(value: Any, max_width: int = _MAX_CELL) -> str:
-    """Render one value for a table cell: short, single-line, ``-`` for nothing."""
+def _age(value: datetime, now: datetime) -> str:
+    """How long ago *value* was, in the largest whole unit: ``45s ago``, ``3h ago``."""
+    seconds = (now - value).total_seconds()
+    if seconds < 0:  # clocks disagree a little: the server's is ahead
+        seconds = 0
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            if unit == "d" and seconds >= 30 * 86400:
+                return value.strftime("%Y-%m-%d")
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def _cell(value: Any, max_width: int = _MAX_CELL, *, now: datetime | None = None) -> str:
+    """Render one value for a table cell: short, single-line, ``-`` for nothing.
+
+    With *now*, a time is shown as its age (``5m ago``), which keeps table rows narrow.
+    """
     if value is None:
         text = "-"
     elif isinstance(value, bool):
@@ -100,9 +119,10 @@ def _cell(value: Any, max_width: int = _MAX_CELL) -> str:
     elif isinstance(value, float):
         text = f"{value:.4g}"
     elif isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-        text = value.strftime("%Y-%m-%d %H:%M:%S")
+        if value.tzinfo is None:  # the CT API speaks UTC
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        text = _age(value, now) if now is not None else value.strftime("%Y-%m-%d %H:%M:%S")
     elif isinstance(value, (dict, list)):
         from kaizen_sdk.models import encode
 
@@ -110,8 +130,13 @@ def _cell(value: Any, max_width: int = _MAX_CELL) -> str:
     else:
         text = str(value)
     text = " ".join(text.split()) if ("\n" in text or "\t" in text) else text
-    if max_width and len(text) > max_width:
-        text = text[: max_width - 1] + "…"
+    return _clip(text, max_width)
+
+
+def _clip(text: str, width: int) -> str:
+    """*text* cut to *width* characters, the last one an ellipsis when cut (0: no limit)."""
+    if width and len(text) > width:
+        return text[: width - 1] + "…"
     return text
 
 
@@ -123,19 +148,88 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def terminal_width() -> int | None:
+    """Columns to fit tables into: ``COLUMNS``, else the terminal's; None when piped."""
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if not getattr(sys.stdout, "isatty", lambda: False)():
+        return None  # a pipe or a file: whole values, for scripts
+    return shutil.get_terminal_size().columns
+
+
+_GAP = 2  # spaces between columns
+_SHORT = 10  # values this long (states, models, ages) are cut only when nothing else helps
+_MIN_CELL = 5  # a cut column keeps this many characters, the last one an ellipsis
+
+
+def _fit(widths: list[int], floors: list[int], width: int) -> list[int]:
+    """Narrow the widest columns above their floor, one character at a time, until they fit."""
+    widths = list(widths)
+    excess = sum(widths) + _GAP * (len(widths) - 1) - width
+    while excess > 0:
+        candidates = [i for i, w in enumerate(widths) if w > floors[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: (widths[i], i))  # ties: the rightmost
+        widths[widest] -= 1
+        excess -= 1
+    return widths
+
+
+def _layout(
+    titles: list[str], widths: list[int], width: int, keep: Sequence[int],
+    optional: Sequence[int],
+) -> tuple[list[int], list[int]]:
+    """The columns to show and their widths so that a row fits in *width* characters.
+
+    Long values are cut first (ids in *keep* never), down to their header or `_SHORT`; if
+    that is not enough the *optional* columns are left out in turn; last, short values and
+    headers are cut too.
+    """
+    shown = list(range(len(titles)))
+    dropping = [i for i in optional if i not in keep]
+    while True:
+        natural = [widths[i] for i in shown]
+        floors = [w if i in keep else min(w, max(_SHORT, len(titles[i])))
+                  for i, w in zip(shown, natural, strict=True)]
+        fitted = _fit(natural, floors, width)
+        if sum(fitted) + _GAP * (len(fitted) - 1) <= width:
+            return shown, fitted
+        if not dropping:
+            break
+        shown.remove(dropping.pop(0))
+    floors = [w if i in keep else min(w, _MIN_CELL) for i, w in zip(shown, fitted, strict=True)]
+    return shown, _fit(fitted, floors, width)
+
+
 def format_table(
-    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, max_width: int = _MAX_CELL
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    max_width: int = _MAX_CELL,
+    width: int | None = None,
+    keep: Sequence[int] = (),
+    optional: Sequence[int] = (),
+    now: datetime | None = None,
 ) -> str:
     """Format rows as aligned columns under upper-case headers; numbers align right.
 
-    Example::
+    With *width*, every line fits in *width* characters and no row wraps: long values are
+    cut first (ending in ``…``), never those of the columns in *keep* (ids a user copies);
+    then the *optional* columns are left out, in that order; then anything is cut. With
+    *now*, times show as ages (``5m ago``).
+
+    Example:
 
         >>> print(format_table(["name", "score"], [["a", 0.5], ["bb", 0.75]]))
         NAME  SCORE
         a       0.5
         bb     0.75
     """
-    cells = [[_cell(v, max_width) for v in row] for row in rows]
+    cells = [[_cell(v, max_width, now=now) for v in row] for row in rows]
     titles = [h.upper() for h in headers]
     widths = [max([len(t)] + [len(r[i]) for r in cells]) for i, t in enumerate(titles)]
     right = [
@@ -143,12 +237,19 @@ def format_table(
         and any(r[i] != "-" for r in cells)
         for i in range(len(titles))
     ]
+    shown = list(range(len(titles)))
+    if width is not None:
+        shown, fitted = _layout(titles, widths, width, keep, optional)
+        widths = [fitted[shown.index(i)] if i in shown else 0 for i in range(len(titles))]
 
     def line(values: Sequence[str]) -> str:
         parts = [
-            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+            _clip(values[i], widths[i]).rjust(widths[i]) if right[i]
+            else _clip(values[i], widths[i]).ljust(widths[i])
+            for i in shown
         ]
-        return "  ".join(parts).rstrip()
+        text = (" " * _GAP).join(parts).rstrip()
+        return text if width is None else _clip(text, width)  # nothing left to narrow
 
     return "\n".join([line(titles), *(line(r) for r in cells)])
 
@@ -195,17 +296,28 @@ def _detail(obj: Any, skip: Sequence[str] = ()) -> str:
 # --- renderers -------------------------------------------------------------------------------
 
 
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, keep: Sequence[int] = (),
+    optional: Sequence[int] = (),
+) -> str:
+    """A list command's table, fitted to the terminal, times shown as ages."""
+    return format_table(headers, rows, width=terminal_width(), keep=keep, optional=optional,
+                        now=datetime.now(timezone.utc))
+
+
 def _tasks_table(tasks: Sequence[Any]) -> str:
     if not tasks:
         return "No tasks."
     rows = [
-        [t.name, t.id, t.feedback_count,
+        [t.name, t.feedback_count,
          t.threshold_progress or f"?/{t.feedback_threshold}",
-         t.active_prompt_score, t.last_optimization, t.created_at]
+         t.active_prompt_score, t.last_optimization, t.created_at, t.id]
         for t in tasks
     ]
-    return format_table(
-        ["name", "id", "feedback", "next job", "score", "last optimized", "created"], rows
+    # a task is addressed by its name, so the name stays whole and the id may shrink
+    return _table(
+        ["name", "feedback", "next job", "score", "optimized", "created", "id"], rows,
+        keep=[0], optional=[6, 4],
     )
 
 
@@ -217,10 +329,9 @@ def _prompts_table(prompts: Sequence[Any]) -> str:
          _content_hash(p.prompt_text), p.prompt_text]
         for p in prompts
     ]
-    # VERSION..HASH take at most ~62 columns; the prompt's start fills the rest of 100
-    return format_table(
+    return _table(
         ["version", "status", "optimizer", "score", "created", "hash", "prompt"], rows,
-        max_width=24,
+        keep=[0, 5], optional=[2, 3],
     )
 
 
@@ -246,8 +357,9 @@ def _jobs_table(jobs: Sequence[Any]) -> str:
          j.completed_at]
         for j in jobs
     ]
-    return format_table(
-        ["id", "status", "step", "triggered by", "feedback", "created", "completed"], rows
+    return _table(
+        ["id", "status", "step", "trigger", "feedback", "created", "completed"], rows,
+        keep=[0], optional=[6, 4, 3],
     )
 
 
@@ -259,10 +371,9 @@ def _traces_table(traces: Sequence[Any]) -> str:
          t.response_text]
         for t in traces
     ]
-    return format_table(
+    return _table(
         ["id", "model", "tokens", "latency ms", "score", "scored by", "created", "response"],
-        rows,
-        max_width=40,
+        rows, keep=[0], optional=[5, 3, 2],
     )
 
 
@@ -270,7 +381,7 @@ def _feedback_table(entries: Sequence[Any]) -> str:
     if not entries:
         return "No feedback."
     rows = [[f.id, f.score, f.source, f.created_at, f.output] for f in entries]
-    return format_table(["id", "score", "source", "created", "output"], rows, max_width=48)
+    return _table(["id", "score", "source", "created", "output"], rows, keep=[0], optional=[2])
 
 
 # --- argument types ----------------------------------------------------------------------------
@@ -615,35 +726,75 @@ def _feedback_list(client: CTClient, args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """The live progress line of a job: rewritten in place on a terminal, else one per change."""
+    """The live progress line of a job, on *stream*.
 
-    def __init__(self, stream: TextIO) -> None:
+    On a terminal the line is rewritten in place and its elapsed timer ticks every *tick*
+    seconds, also while the job stays on one step; elsewhere (a log, a pipe) it prints one
+    plain line per change of status or step.
+    """
+
+    def __init__(
+        self, stream: TextIO, *, tick: float = 0.2, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._stream = stream
         self._tty = bool(getattr(stream, "isatty", lambda: False)())
-        self._start = time.monotonic()
+        self._tick = tick
+        self._clock = clock
+        self._start = clock()
         self._seen: tuple[str, str | None] | None = None
+        self._job: Job | None = None
         self._open = False
+        self._lock = threading.Lock()  # the ticker and the poller write the same line
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __call__(self, job: Job) -> None:
         state = (job.status, job.progress_step)
         if state == self._seen:
             return
         self._seen = state
-        elapsed = time.monotonic() - self._start
+        with self._lock:
+            self._job = job
+            self._draw()
+        if self._tty and self._ticker is None and not job.is_terminal:
+            self._ticker = threading.Thread(target=self._run, name="kaizen-progress",
+                                            daemon=True)
+            self._ticker.start()
+
+    def _draw(self) -> None:
+        job = self._job
+        if job is None:
+            return
+        elapsed = self._clock() - self._start
         step = f"  {job.progress_step}" if job.progress_step else ""
         line = f"job {job.id}  {job.status}{step}  [{elapsed:4.1f}s]"
         if self._tty:
-            self._stream.write("\r\x1b[K" + line)
+            import shutil
+
+            # a line longer than the terminal would wrap, and \r would only rewrite its end
+            columns = shutil.get_terminal_size().columns - 1
+            self._stream.write("\r\x1b[K" + _clip(line, max(columns, 20)))
             self._open = True
         else:
             self._stream.write(line + "\n")
         self._stream.flush()
 
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            with self._lock:
+                self._draw()
+
     def end(self) -> None:
-        if self._open:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._open = False
+        """Stop the timer and end the line (the last state stays on screen)."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+        with self._lock:
+            if self._open:
+                self._stream.write("\n")
+                self._stream.flush()
+                self._open = False
 
 
 def _wait(client: CTClient, job: Job, args: argparse.Namespace) -> Job:
@@ -667,25 +818,49 @@ def _wait(client: CTClient, job: Job, args: argparse.Namespace) -> Job:
         progress.end()
 
 
-def _final_line(job: Job) -> str:
-    if job.is_success:
-        made = f": new prompt version {job.prompt_version_id}" if job.prompt_version_id else ""
-        why = (job.job_metadata or {}).get("no_new_version")
-        if not made and why:
-            made = f": no new version ({why})"
-        return f"job {job.id} {job.status}{made}"
-    why = f": {job.error_message}" if job.error_message else ""
-    return f"job {job.id} {job.status}{why}"
+def _new_version(client: CTClient, job: Job) -> tuple[str, Any] | None:
+    """The task name and the prompt version a job made, or None if they cannot be read."""
+    try:
+        task = client.get_task(str(job.task_id)).name
+        versions = client.list_prompt_versions(task)
+    except CTError:
+        return None  # the line then names the version by id: less friendly, still true
+    made = next((p for p in versions if p.id == job.prompt_version_id), None)
+    return None if made is None else (task, made)
 
 
-def _finish(args: argparse.Namespace, job: Job, value: Any) -> int:
+def _final_line(job: Job, client: CTClient | None = None) -> str:
+    """What a finished job did, in words: the version it made and what to run next."""
+    if not job.is_success:
+        why = f": {job.error_message}" if job.error_message else ""
+        return f"job {job.id} {job.status}{why}"
+    if job.prompt_version_id is None:
+        why = (job.job_metadata or {}).get("no_new_version") or "the server gave no reason"
+        return f"job {job.id} {job.status}: no new version ({why})"
+    found = _new_version(client, job) if client is not None else None
+    if found is None:
+        return f"job {job.id} {job.status}: new prompt version {job.prompt_version_id}"
+    import shlex
+
+    task, version = found
+    n = version.version_number
+    if version.status == "active":
+        return f"job {job.id} {job.status}: v{n} of {task} is active"
+    return (
+        f"job {job.id} {job.status}: candidate v{n} — run "
+        f"`kaizen prompts activate {shlex.quote(task)} {n}`, or start a rollout with "
+        f"`kaizen rollout start {shlex.quote(task)} {n}`"
+    )
+
+
+def _finish(client: CTClient, args: argparse.Namespace, job: Job, value: Any) -> int:
     """Print the final state of a waited-for job; a failed job exits with status 1."""
     if args.json:
         _emit_json(value)
     else:
         _write(_detail(job))
         _write("")
-        _write(_final_line(job))
+        _write(_final_line(job, client))
     if job.is_success:
         return EXIT_OK
     raise CLIError(_final_line(job), EXIT_FAILURE)
@@ -703,7 +878,7 @@ def _optimize(client: CTClient, args: argparse.Namespace) -> int:
         _write("")
     sys.stdout.flush()
     job = _wait(client, result.job, args)
-    return _finish(args, job, msgspec.structs.replace(result, job=job))
+    return _finish(client, args, job, msgspec.structs.replace(result, job=job))
 
 
 def _optimize_detail(result: Any) -> str:
@@ -735,7 +910,7 @@ def _jobs_list(client: CTClient, args: argparse.Namespace) -> int:
 
 def _jobs_watch(client: CTClient, args: argparse.Namespace) -> int:
     job = _wait(client, client.get_job(args.job), args)
-    return _finish(args, job, job)
+    return _finish(client, args, job, job)
 
 
 def _traces_list(client: CTClient, args: argparse.Namespace) -> int:
@@ -753,6 +928,172 @@ def _traces_get(client: CTClient, args: argparse.Namespace) -> int:
 
 def _traces_score(client: CTClient, args: argparse.Namespace) -> int:
     _emit(args, client.score(args.trace, args.score, scored_by=args.scored_by), _detail)
+    return EXIT_OK
+
+
+# --- status: the first check -------------------------------------------------------------
+
+
+def _add_status(sub: Any) -> None:
+    parser = sub.add_parser(
+        "status", help="check the server, the API key and each task's live version",
+        description="Check that the CT server answers and accepts the API key, and show each "
+        "task's active prompt version and running rollout.",
+    )
+    _connection_options(parser, leaf=True)
+    parser.set_defaults(command=_cmd_status)
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    return str(args.base_url or os.environ.get("KAIZEN_BASE_URL") or "http://localhost:8000")
+
+
+def _task_line(client: CTClient, task: Any) -> dict[str, Any]:
+    """A task's active version number and running rollout, as `kaizen status` shows them."""
+    try:
+        prompt = client.get_prompt(task.name)
+    except CTNotFoundError:  # no prompt version yet
+        return {"task": task.name, "active_version": None, "rollout": None}
+    rollout = None
+    if prompt.rollout is not None:
+        rollout = {"candidate_version": prompt.rollout.candidate.version_number,
+                   "share": prompt.rollout.share}
+    return {"task": task.name, "active_version": prompt.version_number, "rollout": rollout}
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from kaizen_sdk.client import CTClient
+
+    url = _base_url(args)
+    api_key = args.api_key or os.environ.get("KAIZEN_API_KEY")
+    # /health needs no key, so the server is checked first even without one
+    with CTClient(api_key=api_key or "no-key-set", base_url=args.base_url or None) as client:
+        health = client.health()
+        server = f"{url}  {health.status}, version {health.version or 'unknown'}"
+        if not args.json:  # printed at once: it stays on screen if the key check fails
+            _write(f"{'server':<7}  {server}")
+        if not api_key:
+            raise CLIError(
+                "no API key: pass --api-key or set the KAIZEN_API_KEY environment variable",
+                EXIT_AUTH,
+            )
+        try:
+            tasks = client.list_tasks()
+        except CTAuthError as exc:
+            raise CLIError(f"the server rejected the API key ({exc})", EXIT_AUTH) from None
+        lines = [_task_line(client, t) for t in tasks]
+    if args.json:
+        _emit_json({"base_url": url, "server": health, "key_accepted": True, "tasks": lines})
+        return EXIT_OK
+    _write(f"{'API key':<7}  accepted\n{'tasks':<7}  {len(tasks)}")
+    if lines:
+        rows = [
+            [ln["task"],
+             "-" if ln["active_version"] is None else f"v{ln['active_version']}",
+             "-" if ln["rollout"] is None else
+             f"v{ln['rollout']['candidate_version']} at {ln['rollout']['share']:.0%}"]
+            for ln in lines
+        ]
+        _write("")
+        _write(_table(["task", "active", "rollout"], rows, keep=[0]))
+    return EXIT_OK
+
+
+# --- shell completion ----------------------------------------------------------------------
+
+
+def _add_completion(sub: Any) -> None:
+    parser = sub.add_parser(
+        "completion", help="print a shell completion script (bash, zsh or fish)",
+        description="Print a completion script for kaizen's commands and options. Load it "
+        "with, e.g., `source <(kaizen completion bash)` in ~/.bashrc, "
+        "`source <(kaizen completion zsh)` in ~/.zshrc, or "
+        "`kaizen completion fish > ~/.config/fish/completions/kaizen.fish`.",
+    )
+    parser.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    parser.set_defaults(command=_cmd_completion)
+
+
+def _completion_tree(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """For each command path (``""``, ``"tasks"``, ``"tasks list"``...) the words after it."""
+    tree: dict[str, list[str]] = {}
+
+    def walk(node: argparse.ArgumentParser, path: str) -> None:
+        words: list[str] = []
+        for action in node._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    words.append(name)
+                    walk(child, f"{path} {name}".strip())
+            elif action.option_strings:
+                if action.help != argparse.SUPPRESS:
+                    words.extend(o for o in action.option_strings if o.startswith("--"))
+            elif action.choices:
+                words.extend(str(c) for c in action.choices)
+        tree[path] = list(dict.fromkeys(words))
+
+    walk(parser, "")
+    return tree
+
+
+def _bash_completion(tree: dict[str, list[str]]) -> str:
+    paths = "|".join(f"'{p}'" for p in tree if p)
+    cases = "\n".join(f"        '{p}') words='{' '.join(w)}' ;;" for p, w in tree.items())
+    return f"""# kaizen completion for bash: `source <(kaizen completion bash)` in ~/.bashrc
+_kaizen() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" path="" next words="" i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        next="${{path:+$path }}${{COMP_WORDS[i]}}"
+        case "$next" in
+            {paths}) path="$next" ;;
+        esac
+    done
+    case "$path" in
+{cases}
+    esac
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}}
+complete -o default -F _kaizen kaizen
+"""
+
+
+def _fish_completion(tree: dict[str, list[str]]) -> str:
+    paths = " ".join(f"'{p}'" for p in tree if p)
+    lines = [
+        "# kaizen completion for fish: kaizen completion fish > "
+        "~/.config/fish/completions/kaizen.fish",
+        f"set -g __kaizen_paths {paths}",
+        "function __kaizen_path",
+        "    set -l path ''",
+        "    for word in (commandline -opc)[2..-1]",
+        "        set -l next (string trim -- \"$path $word\")",
+        "        if contains -- $next $__kaizen_paths",
+        "            set path $next",
+        "        end",
+        "    end",
+        "    echo $path",
+        "end",
+        "function __kaizen_at",
+        "    set -l path (__kaizen_path)",
+        "    test \"$path\" = \"$argv\"",
+        "end",
+        "complete -c kaizen -e",
+    ]
+    for path, words in tree.items():
+        lines.append(f"complete -c kaizen -f -n '__kaizen_at {path}' -a '{' '.join(words)}'")
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    tree = _completion_tree(build_parser())
+    if args.shell == "fish":
+        _write(_fish_completion(tree))
+    elif args.shell == "zsh":  # zsh runs bash completion functions through bashcompinit
+        _write("#compdef kaizen\n# kaizen completion for zsh: `source <(kaizen completion zsh)` "
+               "in ~/.zshrc\nautoload -U +X compinit && compinit\n"
+               "autoload -U +X bashcompinit && bashcompinit\n" + _bash_completion(tree))
+    else:
+        _write(_bash_completion(tree))
     return EXIT_OK
 
 
@@ -784,10 +1125,19 @@ def _leaf(sub: Any, name: str, fn: _ApiCommand, help_text: str) -> argparse.Argu
     return parser
 
 
-def _group(sub: Any, name: str, help_text: str) -> Any:
+def _group(
+    sub: Any, name: str, help_text: str, default: _Command | None = None, **defaults: Any
+) -> Any:
+    """A command with subcommands; with *default*, the group alone runs it (``kaizen tasks``).
+
+    *defaults* are the argument values the default command reads (``limit=20``...).
+    """
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    if default is not None:
+        _connection_options(parser, leaf=True)
+        parser.set_defaults(command=default, **defaults)
     return parser.add_subparsers(
-        title="commands", dest=f"{name}_command", metavar="COMMAND", required=True
+        title="commands", dest=f"{name}_command", metavar="COMMAND", required=default is None
     )
 
 
@@ -812,7 +1162,7 @@ def _page_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_tasks(sub: Any) -> None:
-    tasks = _group(sub, "tasks", "list, show and create tasks")
+    tasks = _group(sub, "tasks", "list, show and create tasks (alone: list)", _api(_tasks_list))
     _leaf(tasks, "list", _tasks_list, "list every task")
     p = _leaf(tasks, "get", _tasks_get, "show one task")
     p.add_argument("task", help="task name or id")
@@ -855,7 +1205,8 @@ def _add_prompts(sub: Any) -> None:
 
 
 def _add_feedback(sub: Any) -> None:
-    feedback = _group(sub, "feedback", "log and list feedback")
+    feedback = _group(sub, "feedback", "log and list feedback (alone: list)", _api(_feedback_list),
+                      task=None, limit=20, all=False)
     p = _leaf(feedback, "log", _feedback_log, "log one feedback entry")
     p.add_argument("task", help="task name or id")
     p.add_argument("--score", type=_score, help="quality score in [0, 1]")
@@ -880,7 +1231,8 @@ def _add_optimize(sub: Any) -> None:
 
 
 def _add_jobs(sub: Any) -> None:
-    jobs = _group(sub, "jobs", "follow optimization jobs")
+    jobs = _group(sub, "jobs", "follow optimization jobs (alone: list)", _api(_jobs_list),
+                  task=None, limit=20, all=False)
     p = _leaf(jobs, "get", _jobs_get, "show one job")
     p.add_argument("job", help="job id")
     p = _leaf(jobs, "watch", _jobs_watch, "follow a job until it ends; exit 1 if it failed")
@@ -892,7 +1244,8 @@ def _add_jobs(sub: Any) -> None:
 
 
 def _add_traces(sub: Any) -> None:
-    traces = _group(sub, "traces", "list, show and score traces")
+    traces = _group(sub, "traces", "list, show and score traces (alone: list)", _api(_traces_list),
+                    task=None, limit=20, all=False)
     p = _leaf(traces, "list", _traces_list, "list traces, newest first")
     p.add_argument("--task", help="only this task (name or id)")
     _page_options(p)
@@ -1039,15 +1392,29 @@ def _rollout_line(rollout: Any) -> str:
     return "  ".join(parts)
 
 
-def _rollout_detail(rollout: Any) -> str:
+def _version_numbers(client: CTClient, task: str) -> dict[str, int]:
+    """Version id -> number of a task's prompt versions ({} if they cannot be read)."""
+    try:
+        return {str(p.id): p.version_number for p in client.list_prompt_versions(task)}
+    except CTError:
+        return {}
+
+
+def _rollout_detail(rollout: Any, numbers: dict[str, int] | None = None) -> str:
+    """A rollout's figures and audit log; versions by number when *numbers* knows them."""
     a, c, g = rollout.active, rollout.candidate, rollout.guards
+
+    def name(version_id: Any) -> str:
+        number = (numbers or {}).get(str(version_id))
+        return str(version_id) if number is None else f"v{number}"
+
     pairs: list[tuple[str, Any]] = [
         ("rollout", rollout.id),
         ("state", rollout.state),
         ("share", f"{rollout.share:.0%} (ramp {', '.join(f'{s:.0%}' for s in rollout.ramp)})"),
-        ("active", f"{a.version_id}  n={a.n} mean={_fmt_num(a.mean)} "
+        ("active", f"{name(a.version_id)}  n={a.n} mean={_fmt_num(a.mean)} "
                    f"[{_fmt_num(a.lower)}, {_fmt_num(a.upper)}]"),
-        ("candidate", f"{c.version_id}  n={c.n} mean={_fmt_num(c.mean)} "
+        ("candidate", f"{name(c.version_id)}  n={c.n} mean={_fmt_num(c.mean)} "
                       f"[{_fmt_num(c.lower)}, {_fmt_num(c.upper)}]"),
         ("difference", f"{_fmt_num(rollout.difference.estimate, '+.3f')} "
                        f"[{_fmt_num(rollout.difference.lower, '+.3f')}, "
@@ -1087,14 +1454,14 @@ def _rollout_start(client: CTClient, args: argparse.Namespace) -> int:
         args.task, version, auto_promote=not args.no_auto_promote,
         auto_rollback=not args.no_auto_rollback, **options,
     )
-    _emit(args, rollout, _rollout_detail)
+    _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
     return EXIT_OK
 
 
 def _rollout_status(client: CTClient, args: argparse.Namespace) -> int:
     rollout = client.get_rollout(args.task)
     if not args.watch:
-        _emit(args, rollout, _rollout_detail)
+        _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
         return EXIT_OK
     tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
     deadline = time.monotonic() + args.timeout
@@ -1117,12 +1484,13 @@ def _rollout_status(client: CTClient, args: argparse.Namespace) -> int:
         rollout = client.get_rollout(args.task)
     if tty:
         sys.stderr.write("\n")
-    _emit(args, rollout, _rollout_detail)
+    _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
     return EXIT_OK
 
 
 def _rollout_stop(client: CTClient, args: argparse.Namespace) -> int:
-    _emit(args, client.stop_rollout(args.task, args.action), _rollout_detail)
+    rollout = client.stop_rollout(args.task, args.action)
+    _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
     return EXIT_OK
 
 
@@ -1168,7 +1536,9 @@ def _add_rollout(sub: Any) -> None:
 
 
 def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    spool = _group(sub, "spool", "show or drain the durable spool of undelivered records")
+    spool = _group(sub, "spool",
+                   "show or drain the durable spool of undelivered records (alone: status)",
+                   _cmd_spool_status, dir=None)
     for name, fn, text in (
         ("status", _cmd_spool_status, "show what the spool directory holds (no server needed)"),
         ("replay", _cmd_spool_replay, "send what the spool holds to the CT server now"),
@@ -1251,6 +1621,7 @@ def _cmd_spool_replay(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_status,
     _add_serve,
     _add_spool,
     _add_demo,
@@ -1262,6 +1633,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_jobs,
     _add_traces,
     _add_rollout,
+    _add_completion,
 ]
 """One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them."""
 

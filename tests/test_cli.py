@@ -149,9 +149,9 @@ def test_tasks_create_get_list(kaizen: Kaizen) -> None:
     run = kaizen("tasks", "list")
     assert run.code == 0
     header, *rows = run.out.splitlines()
-    assert header.split()[:2] == ["NAME", "ID"]
+    assert header.split()[:2] == ["NAME", "FEEDBACK"]
     row = next(r for r in rows if r.startswith(name + " "))
-    assert row.index(created["id"]) == header.index("ID")  # columns are aligned
+    assert row.index(created["id"]) == header.index(" ID") + 1  # columns are aligned
     assert "0/7" in row
 
     run = kaizen("tasks", "get", name)
@@ -250,7 +250,8 @@ def test_unreachable_server_exits_1(
     "argv",
     [
         ["nonsense"],
-        ["tasks"],
+        ["prompts"],
+        ["rollout"],
         ["tasks", "create"],
         ["tasks", "create", "x", "--feedback-threshold", "0"],
         ["tasks", "create", "x", "--schema-json", "{not json"],
@@ -291,7 +292,8 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"kaizen {__version__}\n"
     assert _main("--help") == 0
     out = capsys.readouterr().out
-    for command in ("serve", "tasks", "prompts", "feedback", "optimize", "jobs", "traces"):
+    for command in ("status", "serve", "tasks", "prompts", "feedback", "optimize", "jobs",
+                    "traces", "rollout", "completion"):
         assert re.search(rf"^\s+{command}\s", out, re.M), command
 
 
@@ -417,8 +419,13 @@ def test_optimize_wait_shows_progress_and_ends_on_final_status(
         f"{slow_server.base_url}/api/v1/prompts/{task}/versions",
         headers={"X-API-Key": slow_server.api_key},
     ).json()
-    new = next(v["id"] for v in versions if v["version_number"] == 2)
-    assert out.splitlines()[-1] == f"job {job_id[1]} SUCCESS: new prompt version {new}"
+    assert [(v["version_number"], v["status"]) for v in versions] == [
+        (2, "candidate"), (1, "active")
+    ]
+    assert out.splitlines()[-1] == (  # the number and the next step, not the version's UUID
+        f"job {job_id[1]} SUCCESS: candidate v2 — run `kaizen prompts activate {task} 2`, "
+        f"or start a rollout with `kaizen rollout start {task} 2`"
+    )
 
     code = main(["optimize", task, "--wait", "--poll-interval", "0.02", "--json"])
     out, err = capsys.readouterr()
@@ -466,7 +473,7 @@ def test_progress_line_is_rewritten_in_place_on_a_terminal() -> None:
             return True
 
     stream = Tty()
-    progress = _Progress(stream)
+    progress = _Progress(stream, tick=3600)  # no ticking here: only changes are drawn
     job_id = uuid.uuid4()
     progress(Job(id=job_id, status="PENDING"))
     progress(Job(id=job_id, status="PENDING"))  # no change: nothing written
