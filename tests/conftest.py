@@ -17,10 +17,14 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test starts without KAIZEN_* or the OTel content opt-in set."""
-    opt_in = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+    """Every test starts without KAIZEN_*, the OTel GenAI switches or a terminal width set.
+
+    ``COLUMNS`` may come from the shell that runs the tests (or a library that sets it); the
+    CLI fits its tables to it, so a test that wants a width sets it itself.
+    """
+    otel = ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "OTEL_SEMCONV_STABILITY_OPT_IN")
     for name in list(os.environ):
-        if name.startswith("KAIZEN_") or name == opt_in:
+        if name.startswith("KAIZEN_") or name in otel or name in ("COLUMNS", "LINES"):
             monkeypatch.delenv(name, raising=False)
 
 
