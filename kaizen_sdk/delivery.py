@@ -305,6 +305,11 @@ def build_requests(
         prompt_version_id=version_id,
         parent_trace_id=parent,
         metadata=metadata or None,
+        arm=record.arm,
+        error=None if record.error is None else True,  # omitted for a call that returned
+        user_id=record.user_id,
+        session_id=record.session_id,
+        tags=None if record.tags is None else list(record.tags),
     )
     if not record.log_feedback:
         return trace, None
@@ -342,6 +347,9 @@ def build_requests(
         source="sdk",
         metadata=fb_meta,
     )
+    if record.arm is not None:  # served by a rollout, so the server knows these fields
+        feedback.prompt_version_id = version_id
+        feedback.arm = record.arm
     return trace, feedback
 
 
