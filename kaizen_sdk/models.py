@@ -161,6 +161,10 @@ class FeedbackResult(msgspec.Struct, kw_only=True, repr_omit_defaults=True):
     comment: str | None = None
     correction: Any = None
     trace_id: UUID | None = None
+    prompt_version_id: UUID | None = None
+    """The prompt version that produced *output*, when the entry names one."""
+    arm: str | None = None
+    """``"active"`` or ``"candidate"`` when the version was served by a rollout."""
 
     def __post_init__(self) -> None:
         if self.metadata is None and self.metadata_ is not None:

@@ -644,6 +644,8 @@ class Store:
             comment=row["comment"],
             correction=_unjson(row["correction"]),
             trace_id=_uuid(row["trace_id"]),
+            prompt_version_id=_uuid(row["prompt_version_id"]),
+            arm=row["arm"],
         )
 
     def _add_feedback(
