@@ -306,7 +306,8 @@ def build_requests(
         parent_trace_id=parent,
         metadata=metadata or None,
         arm=record.arm,
-        error=None if record.error is None else True,  # omitted for a call that returned
+        # the rollout guard's flag, only beside an arm: servers without rollouts never see it
+        error=None if record.error is None or record.arm is None else True,
         user_id=record.user_id,
         session_id=record.session_id,
         tags=None if record.tags is None else list(record.tags),
