@@ -6,7 +6,8 @@ async generator) makes every call
 1. get the task's active `Prompt` from the client's cache, which `kaizen_sdk._prompts` keeps
    current in the background (the first call waits at most ``prompt_wait`` seconds, else
    ``default_prompt`` is used) and pass it as the ``prompt`` argument when the function has
-   one and the caller did not pass it;
+   one and the caller did not pass it; while the prompt carries a rollout, the call's arm is
+   picked in the process (`kaizen_sdk._rollout.choose_arm`) and its version served;
 2. run inside an OpenTelemetry span ``ct.task <name>`` that nests under the current span,
    with a fresh UUID4 trace id (`current_trace_id`);
 3. hand a record (inputs without ``prompt``, output, prompt version, latency) to the
@@ -992,7 +993,8 @@ def task(
         summary, run = summarize.call("Printer on fire")
         run.score(0.9)
 
-    The ``prompt`` parameter gets the active prompt when the caller leaves it out; its
+    The ``prompt`` parameter gets the active prompt when the caller leaves it out (while a
+    rollout runs, the version the call's key is assigned, see ``assign_by``); its
     default `PROMPT` lets type checkers accept calls without it. The decorated function
     keeps its parameters, result type, name and docstring for type checkers and IDEs;
     ``fn.call(...)`` is typed ``tuple[R, TaskRun]`` (awaitable for ``async def``).
