@@ -287,3 +287,27 @@ def test_spans_carry_version_arm_user_session_and_tags(
     assert last[tracing.Attr.ROLLOUT_ARM] in ("active", "candidate")
     assert "user.id" not in last and tracing.Attr.TAGS not in last
     assert set(served.values()) <= {active, candidate}
+
+
+async def test_async_tasks_are_assigned_by_their_own_context(
+    admin: CTClient, app: CTClient, task_name: str
+) -> None:
+    import asyncio
+
+    active, candidate = make_task(admin, task_name)
+    admin.start_rollout(task_name, candidate, share=0.5, min_samples=10_000)
+    split = admin.get_prompt(task_name)
+
+    @app.task(task_name)
+    async def answer(q: str, prompt: ct.Prompt = ct.PROMPT) -> str:
+        await asyncio.sleep(0)  # let the other tasks run in between
+        return version_of(prompt)
+
+    async def as_user(user: str) -> str:
+        async with ct.context(user_id=user):
+            return await answer("hi")
+
+    users = [f"a-{i}" for i in range(30)]
+    served = await asyncio.gather(*(as_user(u) for u in users))
+    assert served == [version_of(choose_arm(split, u)[0]) for u in users]
+    assert set(served) == {active, candidate}
