@@ -7,7 +7,10 @@ Four variants run alternately in one process, so they share the machine's state:
   ``BatchSpanProcessor`` (no attributes) and an exporter that drops spans;
 - ``task``: the same no-op decorated with ``@ct.task`` (warm prompt cache, delivery on), posting
   to a local CT server that runs in a separate process (its CPU is not ours; our exporter's
-  CPU is, since it competes for the GIL: every round ends with a flush inside the timing).
+  CPU is, since it competes for the GIL: every round ends with a flush inside the timing);
+- ``task+rollout``: the same, for a task whose prompt is in a rollout (share 0.5): each call
+  also picks its arm (``assign_by`` an argument; the same key every call, so its hash is
+  cached) and records it. ``task`` is the cost with no rollout running.
 
 Times are CPU seconds of this process (all its threads: the callers' and the background
 exporters'), not wall time: on a shared 2-core machine wall time mostly measures the other
@@ -42,6 +45,9 @@ NULL_SERVER = r"""
 import socket, sys, threading
 PROMPT = (b'{"id":"0b7d7a8e-1f3e-4f43-8d8e-6a1c7b0e9d21","task_id":"6f1c0c43-5a53-4c1f-9a53-'
           b'3c7f1f6c2a10","version_number":1,"prompt_text":"Echo {{ x }}","status":"active"}')
+ROLLOUT = PROMPT[:-1] + (b',"rollout":{"id":"3c1d2f4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f","share":0.5,'
+                        b'"salt":"bench","candidate":{"id":"7d2e1f3a-4b5c-4d6e-9f80-1a2b3c4d5e6f",'
+                        b'"version_number":2,"prompt_text":"Echo! {{ x }}","status":"candidate"}}}')
 INGEST = b'{"accepted":0,"errors":[]}'
 
 def reply(conn, status, body):
@@ -64,7 +70,9 @@ def serve(conn):
         while len(buf) < length:
             buf += conn.recv(1 << 20)
         buf = buf[length:]
-        if head.startswith(b"GET /api/v1/prompts/"):
+        if head.startswith(b"GET /api/v1/prompts/bench_rollout"):
+            reply(conn, 200, ROLLOUT)
+        elif head.startswith(b"GET /api/v1/prompts/"):
             reply(conn, 200, PROMPT)
         else:
             reply(conn, 207, INGEST)
@@ -124,6 +132,28 @@ def _time_async(
     return (time.process_time() - start) / calls * 1e6
 
 
+def _assignment_ns(fn: object, plain: object, split: object) -> dict[str, float]:
+    """The decorator's rollout step alone, without the span around it (ns per call)."""
+    import timeit
+
+    spec = fn._self_spec  # type: ignore[attr-defined]
+    n = 100_000
+
+    def best(stmt: Callable[[], object]) -> float:
+        return min(timeit.repeat(stmt, number=n, repeat=5)) / n * 1e9
+
+    keys = [str(i) for i in range(n)]
+    fresh = iter(keys * 6)
+    return {
+        "no rollout (the one check)": best(lambda: plain.rollout is not None),  # type: ignore[attr-defined]
+        "rollout, repeat key (cached hash)": best(lambda: spec.assign(split, None, (1,), {})),
+        "rollout, new key every call": best(
+            lambda: spec.assign(split, None, (next(fresh),), {})),
+        "rollout, no key (random)": best(
+            lambda: spec.assign(split, None, (), {"x": None})),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000, help="calls per round")
@@ -168,6 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         task_fn = client.task("bench_noop", default_prompt="Echo {{ x }}")(noop)
         atask_fn = client.task("bench_noop", default_prompt="Echo {{ x }}")(anoop)
+        rollout = {"default_prompt": "Echo {{ x }}", "assign_by": "x"}
+        rtask_fn = client.task("bench_rollout", **rollout)(noop)
+        artask_fn = client.task("bench_rollout", **rollout)(anoop)
+        if args.server == "local":  # a real rollout; the null server serves one as it is
+            client.create_task("bench_rollout", prompt_text="Echo {{ x }}")
+            candidate = client.create_prompt_version("bench_rollout", "Echo! {{ x }}")
+            client.start_rollout("bench_rollout", str(candidate.id), share=0.5,
+                                 min_samples=1_000_000)
 
         def otel_fn() -> int:
             with tracer.start_as_current_span("x"):
@@ -182,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.flush()
         client.get_prompt("bench_noop")
         task_fn()
+        assert client.get_prompt("bench_rollout").rollout is not None, "no rollout served"
+        rtask_fn()
         client.flush()
 
         flush_otel = otel_bsp.force_flush
@@ -192,14 +232,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("sync  bare", lambda: _time_sync(noop, args.calls, lambda: None)),
             ("sync  otel", lambda: _time_sync(otel_fn, args.calls, flush_otel)),
             ("sync  task", lambda: _time_sync(task_fn, args.calls, flush_ct)),
+            ("sync  task+rollout", lambda: _time_sync(rtask_fn, args.calls, flush_ct)),
             ("async bare", lambda: _time_async(anoop, args.calls, lambda: None, loop)),
             ("async otel", lambda: _time_async(aotel_fn, args.calls, flush_otel, loop)),
             ("async task", lambda: _time_async(atask_fn, args.calls, flush_ct, loop)),
+            ("async task+rollout",
+             lambda: _time_async(artask_fn, args.calls, flush_ct, loop)),
         ]
         for _ in range(args.rounds):
             for name, run in variants:
                 results.setdefault(name, []).append(run())
         loop.close()
+        assignment = _assignment_ns(rtask_fn, client.get_prompt("bench_noop"),
+                                    client.get_prompt("bench_rollout"))
         stats = client.stats()
         client.close()
     finally:
@@ -210,9 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"{args.calls} calls x {args.rounds} rounds per variant, records into "
           f"{'a null server' if args.server == 'null' else 'a LocalServer'} (own process)")
-    print(f"{'variant':<12} {'best µs':>9} {'median µs':>10}   (CPU time per call)")
+    print(f"{'variant':<18} {'best µs':>9} {'median µs':>10}   (CPU time per call)")
     for name, values in results.items():
-        print(f"{name:<12} {min(values):9.2f} {statistics.median(values):10.2f}")
+        print(f"{name:<18} {min(values):9.2f} {statistics.median(values):10.2f}")
     for kind in ("sync ", "async"):
         task_best = min(results[f"{kind} task"])
         otel_best = min(results[f"{kind} otel"])
@@ -220,8 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         otel_med = statistics.median(results[f"{kind} otel"])
         print(f"{kind.strip()}: task/otel = {task_best / otel_best:.2f}x (best), "
               f"{task_med / otel_med:.2f}x (median)")
+        with_rollout = statistics.median(results[f"{kind} task+rollout"])
+        print(f"{kind.strip()}: a rollout adds {with_rollout - task_med:+.2f} µs per call "
+              f"(median task+rollout - task)")
+    print("arm assignment alone, ns per call (best of 5; `_TaskSpec.assign`):")
+    for name, ns in assignment.items():
+        print(f"  {name:<34} {ns:8.0f}")
     print(f"delivery: {stats}")
-    expected = 2 + 2 * args.rounds * args.calls
+    expected = 3 + 4 * args.rounds * args.calls
     return 0 if stats.sent == expected else 1
 
 

@@ -6,7 +6,8 @@ async generator) makes every call
 1. get the task's active `Prompt` from the client's cache, which `kaizen_sdk._prompts` keeps
    current in the background (the first call waits at most ``prompt_wait`` seconds, else
    ``default_prompt`` is used) and pass it as the ``prompt`` argument when the function has
-   one and the caller did not pass it;
+   one and the caller did not pass it; while the prompt carries a rollout, the call's arm is
+   picked in the process (`kaizen_sdk._rollout.choose_arm`) and its version served;
 2. run inside an OpenTelemetry span ``ct.task <name>`` that nests under the current span,
    with a fresh UUID4 trace id (`current_trace_id`);
 3. hand a record (inputs without ``prompt``, output, prompt version, latency) to the
@@ -37,7 +38,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from kaizen_sdk import _default, tracing
+from kaizen_sdk._context import current_context
 from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
+from kaizen_sdk._rollout import assignment_key, choose_arm
 from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
 from kaizen_sdk.models import Prompt
 from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
@@ -236,10 +239,12 @@ class _Call(CurrentCall):
     """`CurrentCall` plus what the decorator needs to finish the call."""
 
     __slots__ = (
-        "ct_token", "ctx", "inputs", "otel_token", "parent", "pipeline", "recording", "span",
-        "started", "version_id",
+        "arm", "cctx", "ct_token", "ctx", "inputs", "otel_token", "parent", "pipeline",
+        "recording", "span", "started", "version_id",
     )
 
+    arm: str | None
+    cctx: Any  # the ct.context fields in force (a CallContext), or None
     ct_token: Any
     ctx: Any
     inputs: Any
@@ -258,6 +263,7 @@ _bits = tracing._bits
 _V4_CLEAR = tracing._V4_CLEAR
 _V4_SET = tracing._V4_SET
 _get_current = _CURRENT.get
+_get_context = current_context
 _set_current = _CURRENT.set
 _reset_current = _CURRENT.reset
 _attach = otel_context.attach
@@ -268,6 +274,13 @@ _A_TASK = Attr.TASK_NAME
 _A_TRACE = Attr.TRACE_ID
 _A_VERSION_NUMBER = Attr.PROMPT_VERSION_NUMBER
 _A_VERSION_ID = Attr.PROMPT_VERSION_ID
+_A_ARM = Attr.ROLLOUT_ARM
+_A_TAGS = Attr.TAGS
+# TODO: the semconv constants once user.id and session.id leave incubating (experimental
+# as of semconv 1.37).
+_A_USER = "user.id"
+_A_SESSION = "session.id"
+_CONTEXT_KEYS = ("user_id", "session_id")  # ct.context fields assign_by may name
 # OpenInference keys, so Phoenix shows a task as a chain with its input and output.
 # TODO: semconv constants if OTel adopts them (none as of semconv 1.37).
 _A_KIND = "openinference.span.kind"
@@ -379,6 +392,7 @@ class _TaskSpec:
         capture_output: bool,
         log_feedback: bool,
         metadata: dict[str, Any] | None,
+        assign_by: str | None = None,
     ) -> None:
         self.name = name
         self.span_name = f"ct.task {name}"
@@ -412,6 +426,19 @@ class _TaskSpec:
             inspect.Parameter.KEYWORD_ONLY,
         )
         self.prompt_index = positional.index("prompt") if "prompt" in positional else None
+        self.assign_by = assign_by
+        self.assign_index: int | None = None
+        if assign_by is not None:
+            known = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+            if assign_by not in known and assign_by not in _CONTEXT_KEYS and not takes_any:
+                raise TypeError(
+                    f"@task({name!r}, assign_by={assign_by!r}): {fn.__qualname__} has no "
+                    f"parameter {assign_by!r}, and it is not a ct.context field (user_id, "
+                    "session_id)."
+                )
+            if assign_by in positional:
+                self.assign_index = positional.index(assign_by)
 
     # client and pipeline -------------------------------------------------------------------
 
@@ -484,6 +511,32 @@ class _TaskSpec:
             return self.default
         return prompts.get(self.name, self.default)
 
+    # rollout -------------------------------------------------------------------------------
+
+    def assign(
+        self, prompt: Prompt, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Prompt, str | None]:
+        """Pick the rollout arm of this call: the served prompt and its arm. Never raises."""
+        try:
+            if self.takes_prompt and self._given(instance, args, kwargs) is not _UNSET:
+                return prompt, None  # the caller chose the prompt: served as given
+            name = self.assign_by
+            arguments: dict[str, Any] = {}
+            if name is not None:
+                if name in kwargs:
+                    arguments[name] = kwargs[name]
+                elif self.assign_index is not None:
+                    index = self.assign_index - (instance is not None)
+                    if 0 <= index < len(args):
+                        arguments[name] = args[index]
+                    elif name in self.defaults:
+                        arguments[name] = self.defaults[name]
+            return choose_arm(prompt, assignment_key(name, arguments))
+        except Exception:  # the caller comes first: serve the active version
+            _log.warning("Could not assign a rollout arm for task %r.", self.name,
+                         exc_info=True)
+            return prompt, None
+
     # span start / finish -------------------------------------------------------------------
 
     def begin(
@@ -514,6 +567,9 @@ class _TaskSpec:
                 prompt = self.prompt_nowait(instance, args, kwargs)
                 if prompt is _UNSET:
                     prompt = self.prompt_io()
+        arm = None
+        if prompt is not None and prompt.rollout is not None:  # the one check without one
+            prompt, arm = self.assign(prompt, instance, args, kwargs)
         if self.takes_prompt and prompt is not None and "prompt" not in kwargs:
             index = self.prompt_index
             if index is None or len(args) <= index - (instance is not None):
@@ -524,6 +580,8 @@ class _TaskSpec:
         call.task = name
         call.trace_id = trace_id
         call.prompt = prompt
+        call.arm = arm
+        cctx = call.cctx = _get_context()
         parent = call.parent = _get_current()
         pipeline = call.pipeline = self._pipeline  # type: ignore[assignment]
         if pipeline is None or pipeline.delivery is None:
@@ -552,6 +610,15 @@ class _TaskSpec:
                 attributes = {_A_KIND: "CHAIN", _A_TASK: name, _A_TRACE: trace_id}
             if parent is not None:
                 attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
+            if arm is not None:
+                attributes[_A_ARM] = arm
+            if cctx is not None:
+                if cctx.user_id is not None:
+                    attributes[_A_USER] = cctx.user_id
+                if cctx.session_id is not None:
+                    attributes[_A_SESSION] = cctx.session_id
+                if cctx.tags:
+                    attributes[_A_TAGS] = cctx.tags
             span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
             if self.capture_inputs:
                 names = self.names if instance is None else self.names_bound
@@ -629,7 +696,14 @@ class _TaskSpec:
                 self.log_feedback and error is None,
                 self.metadata,
                 None if error is None else type(error).__qualname__,
+                None,
+                call.arm,
             )
+            cctx = call.cctx
+            if cctx is not None:
+                record.user_id = cctx.user_id
+                record.session_id = cctx.session_id
+                record.tags = cctx.tags or None
             if call.recording:
                 delivery = pipeline.delivery
                 if not delivery.full():  # type: ignore[union-attr]
@@ -923,6 +997,7 @@ def task(
     capture_output: bool = True,
     log_feedback: bool = True,
     metadata: dict[str, Any] | None = None,
+    assign_by: str | None = None,
 ) -> TaskDecorator:
     """Decorate an LLM function as the CT task *name*.
 
@@ -939,7 +1014,8 @@ def task(
         run.score(0.9)
         ```
 
-    The ``prompt`` parameter gets the active prompt when the caller leaves it out; its
+    The ``prompt`` parameter gets the active prompt when the caller leaves it out (while a
+    rollout runs, the version the call's key is assigned, see ``assign_by``); its
     default `PROMPT` lets type checkers accept calls without it. The decorated function
     keeps its parameters, result type, name and docstring for type checkers and IDEs;
     ``fn.call(...)`` is typed ``tuple[R, TaskRun]`` (awaitable for ``async def``).
@@ -954,7 +1030,14 @@ def task(
             result to the CT server.
         log_feedback: also send a feedback entry per call (the optimizer's training data).
         metadata: added to every trace and feedback entry.
+        assign_by: while the task's prompt is in a rollout, the key that picks each call's
+            arm (the same key, the same version): the argument of this name, else the
+            ``ct.context`` field of this name (``user_id``, ``session_id``). Without it the
+            context's ``user_id``, then ``session_id``; without any key, each call is
+            assigned at random. The served version and arm are recorded on the trace.
     """
+    if assign_by is not None and (not isinstance(assign_by, str) or not assign_by):
+        raise TypeError("assign_by must name an argument, e.g. assign_by='user_id'.")
     if not isinstance(name, str) or not name.strip():
         raise TypeError("@task needs the task's name, e.g. @task('summarize_ticket').")
     if isinstance(default_prompt, str):
@@ -972,6 +1055,7 @@ def task(
             "capture_output": capture_output,
             "log_feedback": log_feedback,
             "metadata": metadata,
+            "assign_by": assign_by,
         },
     )
 

@@ -305,6 +305,12 @@ def build_requests(
         prompt_version_id=version_id,
         parent_trace_id=parent,
         metadata=metadata or None,
+        arm=record.arm,
+        # the rollout guard's flag, only beside an arm: servers without rollouts never see it
+        error=None if record.error is None or record.arm is None else True,
+        user_id=record.user_id,
+        session_id=record.session_id,
+        tags=None if record.tags is None else list(record.tags),
     )
     if not record.log_feedback:
         return trace, None
@@ -342,6 +348,9 @@ def build_requests(
         source="sdk",
         metadata=fb_meta,
     )
+    if record.arm is not None:  # served by a rollout, so the server knows these fields
+        feedback.prompt_version_id = version_id
+        feedback.arm = record.arm
     return trace, feedback
 
 

@@ -162,6 +162,10 @@ class FeedbackResult(msgspec.Struct, kw_only=True, repr_omit_defaults=True):
     comment: str | None = None
     correction: Any = None
     trace_id: UUID | None = None
+    prompt_version_id: UUID | None = None
+    """The prompt version that produced *output*, when the entry names one."""
+    arm: str | None = None
+    """``"active"`` or ``"candidate"`` when the version was served by a rollout."""
 
     def __post_init__(self) -> None:
         if self.metadata is None and self.metadata_ is not None:
@@ -235,6 +239,9 @@ class TraceResult(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime | None = None
     arm: str | None = None
     error: bool | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    tags: list[str] | None = None
 
 
 class IngestError(msgspec.Struct, kw_only=True, frozen=True):
@@ -408,6 +415,14 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     """``"active"`` or ``"candidate"`` when the version was served by a rollout."""
     error: bool | None = None
     """True when the call raised; a rollout's error-rate guard counts these."""
+    # None (omitted on the wire) unless a ``ct.context`` block set them: servers that predate
+    # them never see the keys otherwise
+    user_id: str | None = None
+    """The ``user_id`` of the ``ct.context`` the call ran in."""
+    session_id: str | None = None
+    """The ``session_id`` of the ``ct.context`` the call ran in."""
+    tags: list[str] | None = None
+    """The ``tags`` of the ``ct.context`` the call ran in."""
 
 
 class ScoreItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

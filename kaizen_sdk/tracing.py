@@ -121,6 +121,10 @@ class Attr:
     PROMPT_VERSION_NUMBER = "ct.prompt.version_number"
     INPUTS = "ct.inputs"
     OUTPUT = "ct.output"
+    ROLLOUT_ARM = "ct.rollout.arm"
+    """``"active"`` or ``"candidate"``: the arm of the running rollout that served the call."""
+    TAGS = "ct.tags"
+    """The ``tags`` of the enclosing ``ct.context`` block (no semantic convention has them)."""
 
 
 class CallRecord(msgspec.Struct, gc=False):
@@ -151,6 +155,11 @@ class CallRecord(msgspec.Struct, gc=False):
     metadata: dict[str, Any] | None = None
     error: str | None = None
     latency_ms: float | None = None
+    # added later: kept last, since the decorator builds records positionally
+    arm: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    tags: tuple[str, ...] | None = None
 
 
 # --- the current call ----------------------------------------------------------------------

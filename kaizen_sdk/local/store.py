@@ -64,7 +64,7 @@ __all__ = [
 
 logger = logging.getLogger("kaizen_sdk.local.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
 
 AUTO_TASK_THRESHOLD = 50
@@ -177,6 +177,15 @@ _STEP_FEEDBACK_CRITIQUE = (
     "ALTER TABLE feedback ADD COLUMN trace_id TEXT",
     "ALTER TABLE tasks ADD COLUMN scored_since_job INTEGER NOT NULL DEFAULT 0",
     "CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id)",
+)
+
+
+# Schema step 4, "trace context": who a call was for (``ct.context``): user, session, tags
+# (a JSON list).
+_STEP_TRACE_CONTEXT = (
+    "ALTER TABLE traces ADD COLUMN user_id TEXT",
+    "ALTER TABLE traces ADD COLUMN session_id TEXT",
+    "ALTER TABLE traces ADD COLUMN tags TEXT",
 )
 
 
@@ -635,6 +644,8 @@ class Store:
             comment=row["comment"],
             correction=_unjson(row["correction"]),
             trace_id=_uuid(row["trace_id"]),
+            prompt_version_id=_uuid(row["prompt_version_id"]),
+            arm=row["arm"],
         )
 
     def _add_feedback(
@@ -733,6 +744,9 @@ class Store:
             created_at=_dt(row["created_at"]),
             arm=row["arm"],
             error=None if row["error"] is None else bool(row["error"]),
+            user_id=row["user_id"],
+            session_id=row["session_id"],
+            tags=_unjson(row["tags"]),
         )
 
     def _add_trace(self, conn: sqlite3.Connection, req: TraceRequest) -> TraceResult:
@@ -762,13 +776,13 @@ class Store:
         tid = str(req.id or uuid.uuid4())
         conn.execute(
             "INSERT INTO traces (id, task_id, prompt_text, response_text, model, tokens,"
-            " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, user_id,"
+            " session_id, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 tid, task["id"], req.prompt_text, req.response_text, req.model, req.tokens,
                 req.latency_ms, version_id,
                 None if req.parent_trace_id is None else str(req.parent_trace_id),
-                _json(req.metadata), _ts(),
+                _json(req.metadata), _ts(), req.user_id, req.session_id, _json(req.tags),
             ),
         )
         self._rollout_record(conn, "traces", tid, task["id"], version_id, req.arm, req.error,
@@ -946,7 +960,8 @@ class Store:
             conn.executemany(
                 "INSERT INTO traces (id, task_id, prompt_text, response_text, model, tokens,"
                 " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, arm,"
-                " error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+                " error, user_id, session_id, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (id) DO NOTHING",
                 trace_rows,
             )
             plain: dict[str, dict[str, tuple[tuple[Any, ...], bool]]] = {}
@@ -1003,6 +1018,7 @@ class Store:
             req.tokens, req.latency_ms, version_id,
             None if req.parent_trace_id is None else str(req.parent_trace_id),
             _json(req.metadata), now, req.arm, None if req.error is None else int(req.error),
+            req.user_id, req.session_id, _json(req.tags),
         )
 
     def _count_feedback(
@@ -1706,6 +1722,7 @@ def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> i
 _MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] = {
     2: _STEP_FEEDBACK_CRITIQUE,
     3: _migrate_rollouts,
+    4: _STEP_TRACE_CONTEXT,
 }
 
 class _BatchTasks:
