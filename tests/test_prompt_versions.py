@@ -127,7 +127,7 @@ def test_cli_creates_diffs_and_lists_versions(
     assert header.split() == ["VERSION", "STATUS", "OPTIMIZER", "SCORE", "CREATED", "HASH",
                               "PROMPT"]
     assert len(rows) == 3 and max(len(line) for line in out.splitlines()) <= 100
-    hashes = [row.split()[6] for row in rows]  # the date and time take two words
+    hashes = [row.split()[6] for row in rows]  # the age of each takes two words ("5s ago")
     assert len(set(hashes)) == 3
 
     code, out, _ = _kaizen(capsys, "prompts", "diff", task, "1", "v2")
@@ -138,9 +138,9 @@ def test_cli_creates_diffs_and_lists_versions(
 
     code, out, _ = _kaizen(capsys, "tasks", "list")
     header, *rows = out.splitlines()
-    assert header.split()[2:4] == ["FEEDBACK", "NEXT"]
+    assert header.split()[1:3] == ["FEEDBACK", "NEXT"]  # NAME first; the id is optional
     row = next(r for r in rows if r.startswith(task + " "))
-    assert row.split()[2:4] == ["0", "0/50"]
+    assert row.split()[1:3] == ["0", "0/50"]
 
 
 def test_cli_errors_exit_2_or_4_with_one_line(
