@@ -31,12 +31,6 @@ from kaizen_sdk.tracing import Attr
 
 instrument_module = importlib.import_module("kaizen_sdk.instrument")
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qualifier:UserWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Accessing the 'model_.*fields' attribute on the instance is deprecated"
-    ),
-]
 
 SUMMARIZE_TICKET = "Summarize this support ticket in one line"
 TRIAGE_BUG = "Triage this bug report"

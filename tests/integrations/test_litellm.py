@@ -16,14 +16,6 @@ from kaizen_sdk.tracing import Attr
 MESSAGES = [{"role": "user", "content": "hello there"}]
 REPLY = "echo: hello there"
 
-# litellm itself trips two pydantic warnings (its TypedDicts' ReadOnly items, and its stream
-# handler reading model_computed_fields on an instance); they are not ours to fix.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qualifier:UserWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Accessing the 'model_.*fields' attribute on the instance is deprecated"
-    ),
-]
 
 
 def _kwargs(standin: StandIn, **extra: Any) -> dict[str, Any]:

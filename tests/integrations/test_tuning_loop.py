@@ -20,13 +20,6 @@ import kaizen_sdk as ct
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.local import LocalServer
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qualifier:UserWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Accessing the 'model_.*fields' attribute on the instance is deprecated"
-    ),
-]
-
 SUMMARIZE_LOOP_TICKET = "Summarize this support ticket in one line (tuning loop)"
 
 
