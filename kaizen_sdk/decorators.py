@@ -38,9 +38,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from kaizen_sdk import _default, tracing
 from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
-from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
+from kaizen_sdk._record import CURRENT, UUID4_CLEAR, UUID4_SET, CallRecord, CurrentCall, random_bits
+from kaizen_sdk._safe_json import MAX_TEXT_CHARS, enc_hook, safe_json
 from kaizen_sdk.models import Prompt
-from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
+from kaizen_sdk.tracing import Attr
 
 if TYPE_CHECKING:
     from kaizen_sdk.async_client import AsyncCTClient
@@ -80,13 +81,13 @@ def current_trace_id() -> str | None:
             log.info("trace %s", ct.current_trace_id())
             ...
     """
-    call = _CURRENT.get()
+    call = CURRENT.get()
     return None if call is None else call.trace_id
 
 
 def current_prompt() -> Prompt | None:
     """Return the prompt the running ``@task`` call uses, or None outside a task call."""
-    call = _CURRENT.get()
+    call = CURRENT.get()
     return None if call is None else call.prompt
 
 
@@ -233,13 +234,13 @@ class _Call(CurrentCall):
 
 
 _UNSET: Any = object()
-_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
-_bits = tracing._bits
-_V4_CLEAR = tracing._V4_CLEAR
-_V4_SET = tracing._V4_SET
-_get_current = _CURRENT.get
-_set_current = _CURRENT.set
-_reset_current = _CURRENT.reset
+_ENCODER = msgspec.json.Encoder(enc_hook=enc_hook)
+_bits = random_bits  # hot path: new_trace_id inlined, its names bound here
+_V4_CLEAR = UUID4_CLEAR
+_V4_SET = UUID4_SET
+_get_current = CURRENT.get
+_set_current = CURRENT.set
+_reset_current = CURRENT.reset
 _attach = otel_context.attach
 _detach = otel_context.detach
 _in_context = trace.set_span_in_context
@@ -398,13 +399,13 @@ class _TaskSpec:
     def client_or_none(self) -> Any:
         if self._given_client is not None:
             return self._given_client
-        return _default._client_or_none()
+        return _default.current()
 
     def _resolve(self) -> PromptFetcher | None:
         """Find the client (lazily, the default one), its pipeline and prompt fetcher."""
         client = self._given_client
         if client is None:
-            client = _default._client_for_tasks()
+            client = _default.client_for_tasks()
         if client is not self._client or (client is not None and self._prompts is None):
             if client is None:
                 self._pipeline = self._prompts = self._cache = None
@@ -442,7 +443,7 @@ class _TaskSpec:
                 return _as_prompt(given)
         prompts = self._prompts
         if prompts is None or (
-            self._given_client is None and _default._client is not self._client
+            self._given_client is None and _default.current() is not self._client
         ):
             prompts = self._resolve()
             if prompts is None:
@@ -484,7 +485,7 @@ class _TaskSpec:
             found = None
             if (
                 prompts is not None
-                and (self._given_client is not None or _default._client is self._client)
+                and (self._given_client is not None or _default.current() is self._client)
                 and (not self.takes_prompt or self._given(instance, args, kwargs) is _UNSET)
             ):
                 found = self._cache.lookup(name)

@@ -62,16 +62,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import random
 import signal
 import threading
 import time
 import weakref
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
-import msgspec
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -80,13 +76,13 @@ from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from kaizen_sdk._config import Settings
+from kaizen_sdk._record import CallRecord, CurrentCall, current_call, new_trace_id, random_bits
 from kaizen_sdk._version import __version__
 from kaizen_sdk.delivery import Delivery, DeliveryStats
 
 if TYPE_CHECKING:
     import httpx
 
-    from kaizen_sdk.models import Prompt
 
 __all__ = [
     "SCHEMA_URL",
@@ -121,78 +117,6 @@ class Attr:
     PROMPT_VERSION_NUMBER = "ct.prompt.version_number"
     INPUTS = "ct.inputs"
     OUTPUT = "ct.output"
-
-
-class CallRecord(msgspec.Struct, gc=False):
-    """What the CT exporter turns into a trace record, and a feedback entry when asked.
-
-    It travels beside the span (never on it), so content reaches the CT server without
-    reaching the application's own exporters. Latency comes from the span's own times
-    unless ``latency_ms`` is set. ``inputs``/``output`` may be any value (or pre-encoded
-    ``msgspec.Raw`` JSON); the exporter converts them safely in its own thread.
-
-    Build it with keywords: ``CallRecord(trace_id=..., task=..., model=...)``. (It is a
-    mutable ``msgspec.Struct`` that the garbage collector does not track: thousands can wait
-    in the queue without slowing collections down. Never make one part of a cycle.)
-    """
-
-    trace_id: UUID | str
-    task: str
-    prompt_text: str | None = None
-    response_text: str | None = None
-    model: str | None = None
-    tokens: int | None = None
-    inputs: Any = None
-    output: Any = None
-    prompt_version_id: UUID | str | None = None
-    prompt_version_number: int | None = None
-    parent_trace_id: UUID | str | None = None
-    log_feedback: bool = False
-    metadata: dict[str, Any] | None = None
-    error: str | None = None
-    latency_ms: float | None = None
-
-
-# --- the current call ----------------------------------------------------------------------
-
-
-class CurrentCall:
-    """The innermost running ``@ct.task`` call of this thread or asyncio task."""
-
-    __slots__ = ("prompt", "task", "trace_id")
-
-    def __init__(self, task: str, trace_id: str, prompt: Prompt | None) -> None:
-        self.task = task
-        self.trace_id = trace_id
-        self.prompt = prompt
-
-    def __repr__(self) -> str:
-        return f"CurrentCall(task={self.task!r}, trace_id={self.trace_id!r})"
-
-
-_CURRENT: ContextVar[CurrentCall | None] = ContextVar("kaizen_sdk_current_call", default=None)
-
-
-def current_call() -> CurrentCall | None:
-    """Return the enclosing ``@ct.task`` call (task, trace id, prompt), or ``None``."""
-    return _CURRENT.get()
-
-
-# A private generator: an application that seeds `random` must not make trace ids repeat.
-_rng = random.Random()
-_bits = _rng.getrandbits
-_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_V4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def new_trace_id() -> str:
-    """Return a fresh random UUID4 as its canonical string (cheap; safe after fork)."""
-    h = "%032x" % ((_bits(128) & _V4_CLEAR) | _V4_SET)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rng.seed)
 
 
 # --- the pipeline --------------------------------------------------------------------------
@@ -273,13 +197,13 @@ class Pipeline:
         if delivery.full():
             delivery.drop_full(record)
             return
-        span_id = _bits(64) or 1
+        span_id = random_bits(64) or 1
         now = time.time_ns()
         latency = int((record.latency_ms or 0.0) * 1e6)
         span = ReadableSpan(
             name="ct.record",
             context=SpanContext(
-                trace_id=_bits(128) or 1,
+                trace_id=random_bits(128) or 1,
                 span_id=span_id,
                 is_remote=False,
                 trace_flags=TraceFlags(TraceFlags.SAMPLED),
