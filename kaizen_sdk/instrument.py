@@ -120,9 +120,9 @@ def _resolve(
     from kaizen_sdk.integrations._common import InstrumentSettings
 
     if client is None:
-        from kaizen_sdk._default import _client_for_tasks
+        from kaizen_sdk._default import client_for_tasks
 
-        client = _client_for_tasks()  # logs a configuration problem once
+        client = client_for_tasks()  # logs a configuration problem once
         if client is None:
             # No usable configuration: calls run untraced, as the decorator's do.
             from opentelemetry.trace import NoOpTracer
