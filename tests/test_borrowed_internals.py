@@ -3,6 +3,8 @@ fails here instead of silently taking a slower or unbounded path; and the one TL
 
 - OpenTelemetry >= 1.33: ``BatchSpanProcessor._batch_processor`` with ``emit`` (queue a
   span id, not the span) and ``shutdown(timeout_millis=...)`` (a bounded stop).
+- OpenTelemetry: ``trace._TRACER_PROVIDER``, read for the per-span "did the global provider
+  change" check (`tracing._global_provider`).
 - httpcore 1.x: ``HTTPTransport._pool._network_backend``, wrapped so every read and write of
   the exporter is bound by its deadline.
 """
@@ -73,3 +75,14 @@ def test_an_http_base_url_loads_no_bundle(monkeypatch: pytest.MonkeyPatch) -> No
     with _client("http://127.0.0.1:1") as client:
         tracing.pipeline_for(client)
         assert made == []
+
+
+def test_the_global_provider_is_still_readable_without_the_environment() -> None:
+    # tracing._global_provider reads the API's module global for a per-span identity check;
+    # without it every span falls back to get_tracer_provider() (correct, but slow).
+    from opentelemetry import trace
+
+    assert "_TRACER_PROVIDER" in vars(trace), "OTel renamed trace._TRACER_PROVIDER"
+    assert tracing._global_provider() is vars(trace)["_TRACER_PROVIDER"] or (
+        vars(trace)["_TRACER_PROVIDER"] is None
+    )
