@@ -82,7 +82,7 @@ class AsyncCTClient(BaseClient):
         prompt_refresh: seconds between background revalidations of each ``@task``'s prompt
             (default ``KAIZEN_PROMPT_REFRESH`` or 2 s).
         tracer_provider: an OpenTelemetry SDK ``TracerProvider`` for CT spans; default: the
-            application's global SDK provider if it set one, else a private one.
+            application's global SDK provider if it set one, else no SDK span is built.
         transport: an ``httpx`` transport to send through (tests).
     """
 

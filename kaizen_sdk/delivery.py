@@ -845,6 +845,23 @@ class CTSpanProcessor(BatchSpanProcessor):
         """Stop, delivering what is queued within the client's ``shutdown_timeout``."""
         self._delivery.shutdown()
 
+    def queue_record(self, span_id: int) -> bool:
+        """Queue the record waiting under *span_id* in the record table, without any span.
+
+        Returns False when this OpenTelemetry's batch queue takes only spans (the caller
+        then hands over a span carrying *span_id*).
+        """
+        direct = self._direct
+        if direct is None:
+            return False
+        if self.closed:
+            record = self._records.pop(span_id, None)
+            if record is not None:
+                self._delivery.discard(record)
+            return True
+        direct(span_id)
+        return True
+
     def poke(self) -> None:
         """Queue a wake-up without a record, so that the worker exports (queued scores,
         batches kept after a failure) within its schedule delay."""

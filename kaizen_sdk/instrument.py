@@ -148,12 +148,11 @@ def _resolve(
 
 
 def _spans_observable(client: Any, pipeline: Any, tracer_provider: Any) -> bool:
-    """False when the spans go only to the CT exporter (the pipeline's private provider)."""
+    """False when nobody records the spans (no application provider: non-recording spans)."""
     if tracer_provider is not None or getattr(client, "_tracer_provider", None) is not None:
         return True
-    from opentelemetry import trace
-
-    return pipeline.provider is None or pipeline.provider is trace.get_tracer_provider()
+    # the pipeline's tracer knows: False while CT spans are not recorded for the application
+    return bool(getattr(pipeline.tracer, "observable", True))
 
 
 _PROVIDERS_LOCK = threading.Lock()

@@ -34,7 +34,9 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
   ``client._pipeline``). ``pipeline.tracer`` makes CT spans (instrumentation scope
   `SCOPE`): from ``tracer_provider=`` when the client was given one, else from the
   application's global SDK ``TracerProvider`` when it has set one (our processor is added
-  to it, it is never replaced), else from a private provider. Finished CT spans (those with
+  to it, it is never replaced), else no SDK span is built: a ``NonRecordingSpan`` with a
+  fresh valid span context (nesting and propagation keep working), its record queued
+  directly. Finished CT spans (those with
   an attached record) go through an OpenTelemetry ``BatchSpanProcessor`` into the CT
   exporter (``delivery.py``), which turns span + record into trace/feedback requests; the
   application's own spans never reach the CT server. A span the application's sampler
@@ -54,18 +56,20 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
   ``pipeline.shutdown()``: used by ``CTClient.flush/stats/close``. ``ct.flush()`` flushes
   every pipeline of the process; ``delivery.flush_trace``/``is_pending`` serve ``score()``.
 - ``CTClient(tracer_provider=...)`` makes the pipeline use that SDK provider (kept on
-  ``client._tracer_provider``) instead of the global or a private one.
+  ``client._tracer_provider``) instead of the global one (or none).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -99,6 +103,7 @@ __all__ = [
 
 _log = logging.getLogger("kaizen_sdk.tracing")
 _EMPTY_RESOURCE = Resource.get_empty()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 SCOPE = "kaizen_sdk"
 """Instrumentation scope name of every CT span."""
@@ -130,7 +135,7 @@ class Pipeline:
     Parameters:
         settings: the client's resolved settings.
         tracer_provider: an SDK ``TracerProvider`` to make CT spans with; by default the
-            application's global SDK provider when it has set one, else a private one.
+            application's global SDK provider when it has set one, else no SDK span.
         transport: an ``httpx`` transport for the exporter (tests).
     """
 
@@ -198,23 +203,26 @@ class Pipeline:
             delivery.drop_full(record)
             return
         span_id = random_bits(64) or 1
-        now = time.time_ns()
-        latency = int((record.latency_ms or 0.0) * 1e6)
-        span = ReadableSpan(
+        if record.latency_ms is None:
+            record.latency_ms = 0.0
+        self.records[span_id] = record
+        self.pending.add(str(record.trace_id))
+        if delivery.processor.queue_record(span_id):
+            return
+        now = time.time_ns()  # an OTel whose batch queue takes only spans: one to carry it
+        latency = int(record.latency_ms * 1e6)
+        delivery.processor.on_end(ReadableSpan(
             name="ct.record",
             context=SpanContext(
                 trace_id=random_bits(128) or 1,
                 span_id=span_id,
                 is_remote=False,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                trace_flags=_SAMPLED,
             ),
             start_time=now - latency,
             end_time=now,
             resource=_EMPTY_RESOURCE,  # without one, ReadableSpan builds (and detects) a default
-        )
-        self.records[span_id] = record
-        self.pending.add(str(record.trace_id))
-        delivery.processor.on_end(span)
+        ))
 
     def score(self, trace_id: str, value: float, scored_by: str = "sdk") -> str | None:
         """Queue a score of trace *trace_id* for background delivery (after the trace).
@@ -335,7 +343,7 @@ def _choose_provider(given: Any) -> Any:
             return given
         _log.warning(
             "tracer_provider=%r is not an OpenTelemetry SDK TracerProvider; CT spans use the "
-            "global SDK provider or a private one.", type(given).__name__,
+            "global SDK provider, else no SDK span.", type(given).__name__,
         )
         return None
     global_provider = trace.get_tracer_provider()
@@ -386,14 +394,13 @@ class FollowingTracer(trace.Tracer):
 
     An application may set its ``TracerProvider`` after ``instrument()`` or the first task
     call; spans from then on go to it (our processor is added to it once). Until then they
-    go to a private provider that only the CT exporter reads (``observable`` is False). The
+    are non-recording spans with a valid context, no SDK span (``observable`` is False). The
     check per span is one identity comparison of the global provider object.
     """
 
     def __init__(self, pipeline: Pipeline, processor: Any) -> None:
         self._pipeline = weakref.ref(pipeline)  # the pipeline owns us; no cycle
         self._processor = processor
-        self._private: SDKTracerProvider | None = None
         self._provider: SDKTracerProvider | None = None
         self._seen: object = _UNRESOLVED
         self._tracer: trace.Tracer = trace.NoOpTracer()
@@ -409,12 +416,7 @@ class FollowingTracer(trace.Tracer):
             if seen is self._seen:
                 return self._tracer
             provider = _choose_provider(None)
-            if provider is None:
-                if self._private is None:
-                    self._private = SDKTracerProvider(shutdown_on_exit=False)
-                    self._private.add_span_processor(self._processor)
-                provider = self._private
-            elif provider is not self._provider:
+            if provider is not None and provider is not self._provider:
                 provider.add_span_processor(self._processor)
                 if self._spans_went_private and not _late_warned:
                     _late_warned = True
@@ -424,11 +426,14 @@ class FollowingTracer(trace.Tracer):
                         "reach its exporters). Set the provider before ct.instrument() or the "
                         "first task call."
                     )
-            if span and provider is self._private:
+            if span and provider is None:
                 self._spans_went_private = True
             self._provider = provider
-            self._observable = provider is not self._private
-            self._tracer = provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
+            self._observable = provider is not None
+            self._tracer = (
+                _CONTEXT_TRACER if provider is None
+                else provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
+            )
             self._seen = seen
             pipeline = self._pipeline()
             if pipeline is not None:
@@ -437,7 +442,7 @@ class FollowingTracer(trace.Tracer):
 
     @property
     def observable(self) -> bool:
-        """False while CT spans go to the private provider, which only the CT exporter reads."""
+        """False while there is no application SDK provider (CT spans do not record)."""
         self._current()
         return self._observable
 
@@ -469,6 +474,38 @@ class _RecordsOnlyTracer(trace.NoOpTracer):
         """Return a non-recording span that continues the current span's context."""
         return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
 
+
+class _ContextTracer(trace.NoOpTracer):
+    """No application SDK provider: a `NonRecordingSpan` with a fresh, valid span context.
+
+    No SDK span is built (it was three quarters of a call's cost), yet spans still nest and
+    propagate: the span continues the current span's trace (else starts one) under a new span
+    id. The record goes straight to the delivery queue (`Pipeline.attach` sees a span that
+    does not record).
+    """
+
+    observable = False
+
+    def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> trace.Span:
+        """Return a non-recording span with a new span id in the current (or a new) trace."""
+        parent = trace.get_current_span(context).get_span_context()
+        if parent.is_valid:
+            trace_id, flags = parent.trace_id, parent.trace_flags
+        else:
+            trace_id, flags = random_bits(128) or 1, _SAMPLED
+        return trace.NonRecordingSpan(SpanContext(trace_id, random_bits(64) or 1, False, flags))
+
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self, name: str, context: Any = None, *args: Any, end_on_exit: bool = True,
+        **kwargs: Any,
+    ) -> Iterator[trace.Span]:
+        """`start_span`, made current for the block (see `trace.Tracer`)."""
+        with trace.use_span(self.start_span(name, context), end_on_exit=end_on_exit) as span:
+            yield span
+
+
+_CONTEXT_TRACER = _ContextTracer()
 
 _BUILD_LOCK = threading.Lock()
 
