@@ -611,19 +611,14 @@ class _TaskSpec:
                 self.metadata,
                 None if error is None else type(error).__qualname__,
             )
+            # the record goes to the delivery queue itself, never through a span processor
             if call.recording:
-                delivery = pipeline.delivery
-                if not delivery.full():  # type: ignore[union-attr]
-                    pipeline.records[span.context.span_id] = record
-                    pipeline.pending.add(call.trace_id)
-                else:  # past the memory bound: to the spool, else dropped
-                    start = getattr(span, "start_time", None)
-                    if start is not None:
-                        record.latency_ms = (time.time_ns() - start) / 1e6
-                    delivery.drop_full(record)  # type: ignore[union-attr]
+                start = getattr(span, "start_time", None)
+                if start is not None:
+                    record.latency_ms = (time.time_ns() - start) / 1e6
             else:
                 record.latency_ms = (time.perf_counter() - call.started) * 1000.0
-                pipeline.attach(span, record)
+            pipeline.submit(record)
         except Exception:
             _log.warning("Could not record a call of task %r.", self.name, exc_info=True)
         span.end()

@@ -1,10 +1,12 @@
 """Background delivery of CT records: batching, retries, spool hook and fallback.
 
-Finished CT spans go through `CTSpanProcessor` (an OpenTelemetry ``BatchSpanProcessor`` that
-lets only spans with an attached `~kaizen_sdk.tracing.CallRecord` through) into
-`CTSpanExporter`, which turns span + record into `TraceRequest` (and `FeedbackRequest`)
-bodies and posts them, msgspec-encoded, to ``POST /api/v1/ingest``. A server that answers
-``404`` for ingest gets the single-record endpoints instead (remembered for the process).
+Each `~kaizen_sdk._record.CallRecord` waits in the record table under an id that
+`CTSpanProcessor.queue_record` puts on the queue of an OpenTelemetry ``BatchSpanProcessor``
+owned by the delivery engine and added to no provider (its worker is our sender thread; no
+span is queued), into `CTSpanExporter`, which turns each record into `TraceRequest` (and
+`FeedbackRequest`) bodies and posts them, msgspec-encoded, to ``POST /api/v1/ingest``. A
+server that answers ``404`` for ingest gets the single-record endpoints instead (remembered
+for the process).
 Transport errors, ``429`` and ``5xx`` are retried with exponential backoff and jitter within
 a deadline; the ids are made on the client, so a retry never stores a record twice. What
 finally fails goes to `Delivery.give_up` (where a durable spool plugs in) and is counted.
@@ -817,9 +819,10 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class CTSpanProcessor(BatchSpanProcessor):
-    """A ``BatchSpanProcessor`` that lets through only spans with an attached CT record.
+    """The delivery engine's queue and sender thread: a ``BatchSpanProcessor`` of its own.
 
-    The application's own spans (and CT spans of other clients) never reach the exporter.
+    It is added to no tracer provider: records are queued by id (`queue_record`); ``on_end``
+    takes only a span carrying an attached CT record (an OpenTelemetry without the id queue).
     """
 
     def __init__(self, exporter: CTSpanExporter, delivery: Delivery) -> None:
@@ -1039,15 +1042,24 @@ class Delivery:
             with contextlib.suppress(Exception):
                 self.processor.poke()
         if self.spool is not None and not self._closed:
+            behind: list[CallRecord] = []
             with self._overflow_lock:
-                if len(self.overflow) < max(1, self.settings.max_queue_size):
-                    self.overflow.append(record)
-                    self.pending.add(str(record.trace_id))
-                    record = None  # type: ignore[assignment]
-            if record is None:
-                self._overflow_wake.set()
-                self._start_overflow_writer()
-                return
+                if len(self.overflow) >= max(1, self.settings.max_queue_size):
+                    # The writer is behind the callers: this caller writes one batch itself,
+                    # so a spool slower than the calls slows them a little, never loses.
+                    behind = self.overflow[:_BATCH_SIZE]
+                    del self.overflow[:_BATCH_SIZE]
+                self.overflow.append(record)
+                self.pending.add(str(record.trace_id))
+            if behind:
+                try:
+                    self._spool_records(behind, "the memory bound is reached")
+                except Exception:
+                    _log.warning("Spooling records past the memory bound failed.",
+                                 exc_info=True)
+            self._overflow_wake.set()
+            self._start_overflow_writer()
+            return
         with self._lock:
             self._dropped += 1
             self._done += 1

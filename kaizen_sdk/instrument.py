@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-import weakref
 from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
@@ -155,31 +154,14 @@ def _spans_observable(client: Any, pipeline: Any, tracer_provider: Any) -> bool:
     return bool(getattr(pipeline.tracer, "observable", True))
 
 
-_PROVIDERS_LOCK = threading.Lock()
-# tracer_provider -> the CT processors already added to it
-_JOINED: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
-
-
 def _tracer(pipeline: Any, tracer_provider: TracerProvider | None) -> Tracer:
-    """The pipeline's tracer, or one from *tracer_provider* whose CT spans still deliver.
-
-    A provider other than the pipeline's own gets the pipeline's CT processor added once
-    (the same way the pipeline joins an application's global provider), so records attached
-    to its spans still reach the CT server.
-    """
+    """The pipeline's tracer, or one from *tracer_provider*: its spans, our records beside
+    them (``pipeline.attach`` queues each record itself, so no processor is added)."""
     if tracer_provider is None or tracer_provider is pipeline.provider or not pipeline.enabled:
         return cast("Tracer", pipeline.tracer)
     from kaizen_sdk import tracing
     from kaizen_sdk._version import __version__
 
-    delivery = pipeline.delivery
-    add = getattr(tracer_provider, "add_span_processor", None)
-    if delivery is not None and add is not None:
-        with _PROVIDERS_LOCK:
-            joined = _JOINED.setdefault(tracer_provider, [])
-            if not any(p is delivery.processor for p in joined):
-                add(delivery.processor)
-                joined.append(delivery.processor)
     return tracer_provider.get_tracer(tracing.SCOPE, __version__)
 
 

@@ -33,15 +33,14 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
 - ``pipeline_for(client)`` returns the client's `Pipeline` (built lazily, once, stored on
   ``client._pipeline``). ``pipeline.tracer`` makes CT spans (instrumentation scope
   `SCOPE`): from ``tracer_provider=`` when the client was given one, else from the
-  application's global SDK ``TracerProvider`` when it has set one (our processor is added
+  application's global SDK ``TracerProvider`` when it has set one (no processor is added
   to it, it is never replaced), else no SDK span is built: a ``NonRecordingSpan`` with a
-  fresh valid span context (nesting and propagation keep working), its record queued
-  directly. Finished CT spans (those with
-  an attached record) go through an OpenTelemetry ``BatchSpanProcessor`` into the CT
-  exporter (``delivery.py``), which turns span + record into trace/feedback requests; the
-  application's own spans never reach the CT server. A span the application's sampler
-  dropped (not recording) still delivers its record; set ``record.latency_ms`` yourself in
-  that case if you know it (the decorator does).
+  fresh valid span context (nesting and propagation keep working). On both paths
+  ``pipeline.attach`` queues the record at once on the delivery engine's own queue (never
+  through a span processor; latency from the span's start unless set) and the CT exporter
+  (``delivery.py``) turns it into trace/feedback requests; no span ever reaches the CT
+  server. A span the application's sampler dropped (not recording) still delivers its
+  record; set ``record.latency_ms`` yourself then if you know it (the decorator does).
 - ``current_call()`` returns the `CurrentCall` of the innermost running ``@ct.task`` call
   in this thread / asyncio task (``task``, ``trace_id``, ``prompt``), or ``None``. Use it
   to name the task of an instrumented LLM call and to set ``parent_trace_id``.
@@ -162,7 +161,7 @@ class Pipeline:
         self.delivery = delivery
         self.records = delivery.records
         self.pending = delivery.pending
-        self.tracer = _tracer_for(self, tracer_provider, delivery.processor)
+        self.tracer = _tracer_for(self, tracer_provider)
         atexit.register(self._at_exit)
         _arm_multiprocessing_exit(self)
         _LIVE_PIPELINES.add(self)
@@ -173,29 +172,24 @@ class Pipeline:
         return f"Pipeline(enabled={self.enabled}, base_url={self.settings.base_url!r})"
 
     def attach(self, span: trace.Span, record: CallRecord) -> None:
-        """Hand *record* over with *span*; call before ``span.end()``. Never raises."""
-        delivery = self.delivery
-        if delivery is None:
+        """Hand *record* over with *span*; call before ``span.end()``. Never raises.
+
+        The record is queued at once, its latency taken from the span's start when not set:
+        it never travels through a span processor.
+        """
+        if self.delivery is None:
             return
         try:
-            if delivery.full():
-                if record.latency_ms is None:
-                    start = getattr(span, "start_time", None)
-                    if start is not None:
-                        record.latency_ms = (time.time_ns() - start) / 1e6
-                delivery.drop_full(record)
-                return
-            ctx = span.get_span_context()
-            if span.is_recording() and ctx.trace_flags.sampled:
-                self.records[ctx.span_id] = record
-                self.pending.add(str(record.trace_id))
-            else:
-                self.submit(record)
+            if record.latency_ms is None:
+                start = getattr(span, "start_time", None)
+                if start is not None:
+                    record.latency_ms = (time.time_ns() - start) / 1e6
+            self.submit(record)
         except Exception:
             _log.warning("Could not queue a CT record.", exc_info=True)
 
     def submit(self, record: CallRecord) -> None:
-        """Queue *record* without a recording span (the application sampled it out)."""
+        """Queue *record* on the delivery engine's queue (set ``latency_ms`` first)."""
         delivery = self.delivery
         if delivery is None:
             return
@@ -375,32 +369,30 @@ _UNRESOLVED = object()
 _late_warned = False
 
 
-def _tracer_for(pipeline: Pipeline, given: Any, processor: Any) -> trace.Tracer:
+def _tracer_for(pipeline: Pipeline, given: Any) -> trace.Tracer:
     """The pipeline's tracer: fixed for ``tracer_provider=``, else one that follows the global."""
     if not pipeline.settings.spans:
         return _RecordsOnlyTracer()
     if given is not None:
         provider = _choose_provider(given)
-        if provider is not None:
-            provider.add_span_processor(processor)
+        if provider is not None:  # its spans, our records beside them (no processor added)
             pipeline.provider = provider
             tracer: trace.Tracer = provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
             return tracer
-    return FollowingTracer(pipeline, processor)
+    return FollowingTracer(pipeline)
 
 
 class FollowingTracer(trace.Tracer):
     """Makes each CT span with the provider the application has set globally when it starts.
 
     An application may set its ``TracerProvider`` after ``instrument()`` or the first task
-    call; spans from then on go to it (our processor is added to it once). Until then they
+    call; spans from then on go to it (no processor of ours is added). Until then they
     are non-recording spans with a valid context, no SDK span (``observable`` is False). The
     check per span is one identity comparison of the global provider object.
     """
 
-    def __init__(self, pipeline: Pipeline, processor: Any) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = weakref.ref(pipeline)  # the pipeline owns us; no cycle
-        self._processor = processor
         self._provider: SDKTracerProvider | None = None
         self._seen: object = _UNRESOLVED
         self._tracer: trace.Tracer = trace.NoOpTracer()
@@ -416,16 +408,15 @@ class FollowingTracer(trace.Tracer):
             if seen is self._seen:
                 return self._tracer
             provider = _choose_provider(None)
-            if provider is not None and provider is not self._provider:
-                provider.add_span_processor(self._processor)
-                if self._spans_went_private and not _late_warned:
-                    _late_warned = True
-                    _log.warning(
-                        "The application set its OpenTelemetry TracerProvider after kaizen_sdk "
-                        "started tracing; CT spans go to it from now on (earlier ones did not "
-                        "reach its exporters). Set the provider before ct.instrument() or the "
-                        "first task call."
-                    )
+            if (provider is not None and provider is not self._provider
+                    and self._spans_went_private and not _late_warned):
+                _late_warned = True
+                _log.warning(
+                    "The application set its OpenTelemetry TracerProvider after kaizen_sdk "
+                    "started tracing; CT spans go to it from now on (earlier ones did not "
+                    "reach its exporters). Set the provider before ct.instrument() or the "
+                    "first task call."
+                )
             if span and provider is None:
                 self._spans_went_private = True
             self._provider = provider
