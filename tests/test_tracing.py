@@ -95,6 +95,28 @@ def test_records_only_mode_makes_no_spans_and_keeps_the_apps_nesting(
     assert str(stored.id) == task_run.trace_id and stored.response_text == "out"
 
 
+def test_the_apps_provider_gets_no_ct_processor_so_its_shutdown_stops_no_delivery(
+    local_server: LocalServer,
+    provider_and_spans: tuple[TracerProvider, InMemorySpanExporter],
+    task_name: str,
+) -> None:
+    provider, spans = provider_and_spans
+    with _client(local_server, provider) as client:
+
+        @client.task(task_name, default_prompt="p")
+        def run(x: int) -> int:
+            return x
+
+        run(1)
+        provider.shutdown()  # the application's; the CT records never depended on it
+        run(2)
+        assert client.flush(10)
+        assert (client.stats().queued, client.stats().sent) == (2, 2)
+        stored = sorted(t.response_text or "" for t in client.list_traces(task_id=task_name))
+    assert stored == ["1", "2"]
+    assert [s.name for s in spans.get_finished_spans()] == [f"ct.task {task_name}"]
+
+
 def test_without_a_provider_no_sdk_span_is_built_yet_nesting_and_propagation_work(
     local_server: LocalServer, task_name: str
 ) -> None:
