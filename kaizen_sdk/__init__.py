@@ -40,8 +40,7 @@ _httpx_cli.defer()
 if TYPE_CHECKING:
     # What type checkers see; at run time these load on first use through __getattr__.
     from kaizen_sdk._context import context
-    from kaizen_sdk._default import configure, flush, get_client
-    from kaizen_sdk._prompts import prefetch
+    from kaizen_sdk._default import configure, flush, get_client, prefetch
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
     from kaizen_sdk.decorators import PROMPT, TaskRun, current_prompt, current_trace_id, task
@@ -108,7 +107,7 @@ _LAZY: dict[str, str] = {
     "current_trace_id": "kaizen_sdk.decorators",
     "flush": "kaizen_sdk._default",
     "get_client": "kaizen_sdk._default",
-    "prefetch": "kaizen_sdk._prompts",
+    "prefetch": "kaizen_sdk._default",
     "task": "kaizen_sdk.decorators",
     "FeedbackResult": "kaizen_sdk.models",
     "Health": "kaizen_sdk.models",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kaizen_sdk import delivery
 from kaizen_sdk._config import KAIZEN_ENABLED, env_flag
+from kaizen_sdk._prompts import prompt_fetcher
 from kaizen_sdk.errors import CTError
 
 if TYPE_CHECKING:
@@ -22,9 +23,10 @@ if TYPE_CHECKING:
     from kaizen_sdk._config import Masker
     from kaizen_sdk.client import CTClient
 
-__all__ = ["configure", "flush", "get_client"]
+__all__ = ["client_for_tasks", "configure", "current", "flush", "get_client", "prefetch"]
 
 _log = logging.getLogger("kaizen_sdk")
+_prompts_log = logging.getLogger("kaizen_sdk.prompts")
 _lock = threading.Lock()
 _client: CTClient | None = None
 
@@ -107,14 +109,15 @@ def get_client() -> CTClient:
         return _client
 
 
-def _client_or_none() -> CTClient | None:
+def current() -> CTClient | None:
+    """The default client if one is configured or built already, else None (never builds)."""
     return _client
 
 
 _untraced_logged: set[str] = set()
 
 
-def _client_for_tasks() -> CTClient | None:
+def client_for_tasks() -> CTClient | None:
     """The default client for ``@task`` and ``instrument()``, or None when none can be built.
 
     A configuration problem (no ``KAIZEN_API_KEY``, a malformed ``KAIZEN_*`` value) never
@@ -147,7 +150,36 @@ def flush(timeout: float | None = None) -> bool:
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     ok = True
-    for item in delivery._live():
+    for item in delivery.live():
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         ok = item.flush(left) and ok
+    return ok
+
+
+def prefetch(*tasks: str, timeout: float | None = None, client: CTClient | None = None) -> bool:
+    """Fetch the active prompts of *tasks* now, so the first calls are served from the cache.
+
+    Waits up to *timeout* seconds in total (default ``prompt_wait``); never raises: a task
+    whose prompt did not arrive in time keeps being fetched in the background, and a missing
+    configuration is logged. Returns True when every task has its prompt.
+
+    Example:
+        ```python
+        import kaizen_sdk as ct
+
+        ct.prefetch("summarize_ticket", "classify_ticket", timeout=3)
+        ```
+    """
+    try:  # an explicit start-up call: say why every time, not once per process
+        chosen = client if client is not None else get_client()
+    except CTError as exc:
+        _prompts_log.warning("ct.prefetch(%s): no CT client (%s).",
+                             ", ".join(map(repr, tasks)), exc)
+        return False
+    fetcher = prompt_fetcher(chosen)
+    limit = fetcher.prompt_wait if timeout is None else timeout
+    started = time.monotonic()
+    ok = fetcher.wait(tasks, limit)
+    _prompts_log.debug("ct.prefetch: %d task(s) in %.3f s, complete=%s", len(tasks),
+               time.monotonic() - started, ok)
     return ok

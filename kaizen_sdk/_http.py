@@ -1,9 +1,9 @@
 """What `CTClient` and `AsyncCTClient` share: everything but the I/O call.
 
-`_BaseClient` resolves settings, builds requests (URL, quoted path segments, headers,
+`BaseClient` resolves settings, builds requests (URL, quoted path segments, headers,
 msgspec-encoded bodies), checks arguments before anything is sent, decodes responses into
 typed models, maps error statuses onto the `CTError` tree and decides whether and when to
-retry. `_translate_errors` is the one boundary where httpx and msgspec exceptions become ours.
+retry. `translate_errors` is the one boundary where httpx and msgspec exceptions become ours.
 """
 
 from __future__ import annotations
@@ -53,6 +53,14 @@ __all__ = [
     "RETRY_AFTER_MAX",
     "RETRY_STATUSES",
     "USER_AGENT",
+    "BaseClient",
+    "PreparedCall",
+    "check_prompt_text",
+    "list_params",
+    "next_cursor",
+    "require_id",
+    "segment",
+    "translate_errors",
 ]
 
 logger = logging.getLogger("kaizen_sdk.client")
@@ -83,7 +91,7 @@ _warned_lock = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Call:
+class PreparedCall:
     """One API call: the httpx request, whether a retry is safe, and a label for messages."""
 
     request: httpx.Request
@@ -92,7 +100,7 @@ class _Call:
 
 
 @contextlib.contextmanager
-def _translate_errors(label: str, into: Any = None) -> Iterator[None]:
+def translate_errors(label: str, into: Any = None) -> Iterator[None]:
     """Turn httpx and msgspec exceptions raised inside the block into `CTError`s.
 
     This is the only place that catches foreign exceptions; ours are raised ``from`` them.
@@ -187,12 +195,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _segment(name: str, value: Any) -> str:
+def segment(name: str, value: Any) -> str:
     """Check an id/name argument and quote it as one URL path segment."""
-    return urllib.parse.quote(_require_id(name, value), safe="")
+    return urllib.parse.quote(require_id(name, value), safe="")
 
 
-def _require_id(name: str, value: Any) -> str:
+def require_id(name: str, value: Any) -> str:
     """Return *value* as a non-empty string, else raise `CTValidationError` naming *name*."""
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -217,7 +225,7 @@ def _check_score(score: Any) -> float:
     return value
 
 
-def _check_prompt_text(text: Any) -> str:
+def check_prompt_text(text: Any) -> str:
     """Return *text* if it is a usable prompt text, else raise `CTValidationError`."""
     if not isinstance(text, str):
         raise CTValidationError(f"prompt_text must be a string, got {type(text).__name__}.")
@@ -253,15 +261,15 @@ def _check_limit(limit: Any) -> int:
     return limit
 
 
-def _list_params(
+def list_params(
     task_id: str | None, limit: int, cursor: str | None = None
 ) -> dict[str, str | int]:
     """Query parameters of the list endpoints, checked."""
     params: dict[str, str | int] = {"limit": _check_limit(limit)}
     if task_id is not None:
-        params["task_id"] = _require_id("task_id", task_id)
+        params["task_id"] = require_id("task_id", task_id)
     if cursor is not None:
-        params["cursor"] = _require_id("cursor", cursor)
+        params["cursor"] = require_id("cursor", cursor)
     return params
 
 
@@ -269,7 +277,7 @@ PAGE_SIZE = 1000
 """Items per request when an ``iter_*`` method pages through a list (the server's maximum)."""
 
 
-def _next_cursor(resp: httpx.Response, previous: str | None) -> str | None:
+def next_cursor(resp: httpx.Response, previous: str | None) -> str | None:
     """The ``cursor`` of the RFC 8288 ``Link: <...>; rel="next"`` header, or ``None`` at the end.
 
     Raises `CTError` when the server hands back the cursor it was just given, which would
@@ -286,7 +294,7 @@ def _next_cursor(resp: httpx.Response, previous: str | None) -> str | None:
     return values[-1]
 
 
-class _BaseClient:
+class BaseClient:
     """Settings, request building, decoding, error mapping and retry policy (no I/O)."""
 
     _kind = "CTClient"
@@ -339,18 +347,6 @@ class _BaseClient:
         self._random: Callable[[], float] = random.random
         self._now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
         self._http_checked = False
-        if self._settings.spool_dir and self._settings.enabled:
-            self._start_delivery()
-
-    def _start_delivery(self) -> None:
-        """With a spool directory, start background delivery now: what an earlier process
-        left in the spool is replayed even if this one makes no traced call."""
-        from kaizen_sdk import tracing
-
-        try:
-            tracing.pipeline_for(self)
-        except Exception:
-            logger.warning("Could not start background delivery for the spool.", exc_info=True)
 
     # The headers are built on use, so the key sits in no plain attribute (``vars(client)``).
     @property
@@ -421,11 +417,11 @@ class _BaseClient:
         *,
         params: Mapping[str, str | int] | None = None,
         retry_safe: bool | None = None,
-    ) -> _Call:
+    ) -> PreparedCall:
         """Build the request for ``method _API+path``; GETs are always retry-safe."""
         self._ensure_open()
         label = f"{method} {_API}{path}"
-        with _translate_errors(label):
+        with translate_errors(label):
             content = None if body is None else models.encode(body)
             request = httpx.Request(
                 method,
@@ -436,7 +432,7 @@ class _BaseClient:
             )
         self._warn_plain_http(request.url)
         safe = method == "GET" if retry_safe is None else retry_safe
-        return _Call(request=request, retry_safe=safe, label=label)
+        return PreparedCall(request=request, retry_safe=safe, label=label)
 
     def _warn_plain_http(self, url: httpx.URL) -> None:
         if self._http_checked:
@@ -462,7 +458,7 @@ class _BaseClient:
         label = f"{resp.request.method} {resp.request.url.path}"
         if not 200 <= resp.status_code < 300:
             raise self._error(resp, label)
-        with _translate_errors(label, into):
+        with translate_errors(label, into):
             result: T = models.decoder(cast(Any, into)).decode(resp.content)
         return result
 
@@ -489,7 +485,7 @@ class _BaseClient:
         if not raw:
             return None, None
         body: Any = _NOT_JSON
-        with contextlib.suppress(CTError), _translate_errors("error body"):
+        with contextlib.suppress(CTError), translate_errors("error body"):
             body = msgspec.json.decode(raw)
         if body is _NOT_JSON:  # keep a short excerpt as the detail
             return None, raw[:200].decode("utf-8", "replace").strip() or None
@@ -504,7 +500,7 @@ class _BaseClient:
     # --- retries ------------------------------------------------------------------------
 
     def _retry_delay(
-        self, call: _Call, attempt: int, resp: httpx.Response | None, error: CTError | None
+        self, call: PreparedCall, attempt: int, resp: httpx.Response | None, error: CTError | None
     ) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or ``None`` to stop.
 
@@ -529,7 +525,7 @@ class _BaseClient:
         self._log_retry(call, attempt, delay, why)
         return delay
 
-    def _log_retry(self, call: _Call, attempt: int, delay: float, why: str) -> None:
+    def _log_retry(self, call: PreparedCall, attempt: int, delay: float, why: str) -> None:
         logger.info(
             "%s: retry %d of %d in %.2f s after %s.",
             call.label,
@@ -577,7 +573,7 @@ class _BaseClient:
         critique = _critique(comment, correction, output is None)
         return models.FeedbackRequest(
             **critique,
-            task_id=_require_id("task_id", task_id),
+            task_id=require_id("task_id", task_id),
             id=uuid.uuid4(),
             inputs=inputs,
             output=output,
@@ -598,7 +594,7 @@ class _BaseClient:
         known = {k: v for k, v in extra.items() if k in fields}
         unknown = {k: v for k, v in extra.items() if k not in fields}
         body = models.TaskCreateRequest(
-            name=_require_id("name", name),
+            name=require_id("name", name),
             description=description,
             schema_json=schema_json,
             feedback_threshold=feedback_threshold,
@@ -623,12 +619,12 @@ class _BaseClient:
     @staticmethod
     def _version_body(prompt_text: str, activate: bool) -> models.PromptVersionRequest:
         return models.PromptVersionRequest(
-            prompt_text=_check_prompt_text(prompt_text), activate=bool(activate)
+            prompt_text=check_prompt_text(prompt_text), activate=bool(activate)
         )
 
     @staticmethod
     def _activate_body(version_id: str) -> models.ActivateRequest:
-        raw = _require_id("version_id", version_id)
+        raw = require_id("version_id", version_id)
         try:
             parsed = uuid.UUID(raw)
         except ValueError:
@@ -640,7 +636,7 @@ class _BaseClient:
     @staticmethod
     def _rollout_body(candidate_version_id: str, options: dict[str, Any]) -> models.RolloutRequest:
         """Check the arguments of `start_rollout` locally and build its body."""
-        raw = _require_id("candidate_version_id", candidate_version_id)
+        raw = require_id("candidate_version_id", candidate_version_id)
         try:
             parsed = uuid.UUID(raw)
         except ValueError:
@@ -683,7 +679,7 @@ class _BaseClient:
         """Add the version served (and its rollout arm) to a feedback body, checked."""
         version = None
         if prompt_version_id is not None:
-            raw = _require_id("prompt_version_id", prompt_version_id)
+            raw = require_id("prompt_version_id", prompt_version_id)
             try:
                 version = uuid.UUID(raw)
             except ValueError:

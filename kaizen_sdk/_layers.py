@@ -52,10 +52,11 @@ PACKAGE = "kaizen_sdk"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0. leaves: names, errors, settings, wire types
     ("_version", "errors", "_config", "models", "_httpx_cli"),
-    # 1. tools without I/O policy of their own: cache, HTTP vocabulary, TLS, spool, records
-    ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_wire"),
-    # 2. the background engine and the tracer pipeline around it
-    ("delivery", "tracing", "_prompts"),
+    # 1. tools without I/O policy of their own: cache, HTTP vocabulary, TLS, spool, the
+    #    record and current call, safe JSON, the caller's context
+    ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_wire", "_context"),
+    # 2. the background engine, the tracer pipeline around it, prompt fetching and choosing
+    ("delivery", "tracing", "_prompts", "_rollout"),
     # 3. the clients (they own a pipeline and read its stats)
     ("client", "async_client"),
     # 4. the process-wide default client

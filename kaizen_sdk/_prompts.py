@@ -24,7 +24,6 @@ import concurrent.futures
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -32,7 +31,6 @@ from urllib.parse import quote
 
 import httpx
 
-from kaizen_sdk import _default
 from kaizen_sdk._config import DEFAULT_PROMPT_WAIT
 from kaizen_sdk.errors import CTError
 from kaizen_sdk.models import Prompt
@@ -43,7 +41,6 @@ __all__ = [
     "PromptFetcher",
     "PromptStats",
     "missing_prompt",
-    "prefetch",
     "prompt_fetcher",
 ]
 
@@ -152,6 +149,11 @@ class PromptFetcher:
         if name in self.failing:  # someone (get_prompt) cached it: the server has one now
             with self._lock:
                 self.failing.discard(name)
+
+    @property
+    def prompt_wait(self) -> float:
+        """Seconds a first call waits for its prompt (the client's ``prompt_wait``)."""
+        return self._wait
 
     def get(self, name: str, default: Prompt | None) -> Prompt:
         """Return the prompt; the first call waits at most ``prompt_wait`` s, then the default.
@@ -417,34 +419,6 @@ def prompt_fetcher(client: Any) -> PromptFetcher:
             client._prompts = PromptFetcher(client)
         built: PromptFetcher = client._prompts
         return built
-
-
-def prefetch(*tasks: str, timeout: float | None = None, client: Any = None) -> bool:
-    """Fetch the active prompts of *tasks* now, so the first calls are served from the cache.
-
-    Waits up to *timeout* seconds in total (default ``prompt_wait``); never raises: a task
-    whose prompt did not arrive in time keeps being fetched in the background, and a missing
-    configuration is logged. Returns True when every task has its prompt.
-
-    Example:
-        ```python
-        import kaizen_sdk as ct
-
-        ct.prefetch("summarize_ticket", "classify_ticket", timeout=3)
-        ```
-    """
-    try:  # an explicit start-up call: say why every time, not once per process
-        chosen = client if client is not None else _default.get_client()
-    except CTError as exc:
-        _log.warning("ct.prefetch(%s): no CT client (%s).", ", ".join(map(repr, tasks)), exc)
-        return False
-    fetcher = prompt_fetcher(chosen)
-    limit = fetcher._wait if timeout is None else timeout
-    started = time.monotonic()
-    ok = fetcher.wait(tasks, limit)
-    _log.debug("ct.prefetch: %d task(s) in %.3f s, complete=%s", len(tasks),
-               time.monotonic() - started, ok)
-    return ok
 
 
 def _why(exc: BaseException) -> str:

@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from kaizen_sdk import delivery
+from kaizen_sdk import delivery, tracing
 from kaizen_sdk._config import Masker
 from kaizen_sdk._http import (
     PAGE_SIZE,
-    _BaseClient,
-    _Call,
-    _check_prompt_text,
-    _list_params,
-    _next_cursor,
-    _require_id,
-    _segment,
-    _translate_errors,
+    BaseClient,
+    PreparedCall,
+    check_prompt_text,
+    list_params,
+    next_cursor,
+    require_id,
+    segment,
+    translate_errors,
 )
 from kaizen_sdk.delivery import DeliveryStats
 from kaizen_sdk.errors import CTError, CTTimeoutError
@@ -52,7 +52,7 @@ __all__ = ["CTClient"]
 logger = logging.getLogger("kaizen_sdk.client")
 
 
-class CTClient(_BaseClient):
+class CTClient(BaseClient):
     """Synchronous Python client for Kaizen.
 
     CTClient wraps all CT API endpoints with typed returns, in-memory TTL caching,
@@ -84,7 +84,7 @@ class CTClient(_BaseClient):
         prompt_refresh: seconds between background revalidations of each ``@task``'s prompt
             (default ``KAIZEN_PROMPT_REFRESH`` or 2 s).
         tracer_provider: an OpenTelemetry SDK ``TracerProvider`` for CT spans; default: the
-            application's global SDK provider if it set one, else a private one.
+            application's global SDK provider if it set one, else no SDK span is built.
         transport: an ``httpx`` transport to send through (tests).
     """
 
@@ -127,8 +127,18 @@ class CTClient(_BaseClient):
         )
         self._sleep: Callable[[float], Any] = time.sleep
         self._http = httpx.Client(transport=transport, **self._httpx_options())
+        if self._settings.spool_dir and self._settings.enabled:
+            self._start_delivery()
 
     # --- lifecycle ----------------------------------------------------------------------
+
+    def _start_delivery(self) -> None:
+        """With a spool directory, start background delivery now: what an earlier process
+        left in the spool is replayed even if this one makes no traced call."""
+        try:
+            tracing.pipeline_for(self)
+        except Exception:
+            logger.warning("Could not start background delivery for the spool.", exc_info=True)
 
     def __enter__(self) -> CTClient:
         self._ensure_open()
@@ -184,13 +194,13 @@ class CTClient(_BaseClient):
 
     # --- sending ------------------------------------------------------------------------
 
-    def _send(self, call: _Call) -> httpx.Response:
-        """Send *call*, retrying retry-safe calls as `_BaseClient._retry_delay` decides."""
+    def _send(self, call: PreparedCall) -> httpx.Response:
+        """Send *call*, retrying retry-safe calls as `BaseClient._retry_delay` decides."""
         attempt = 0
         while True:
             self._ensure_open()
             try:
-                with _translate_errors(call.label):
+                with translate_errors(call.label):
                     resp = self._http.send(call.request)
             except CTError as exc:
                 delay = self._retry_delay(call, attempt, None, exc)
@@ -249,10 +259,10 @@ class CTClient(_BaseClient):
 
         Many threads missing the same task at once cause one request.
         """
-        key = _require_id("task_id", task_id)
+        key = require_id("task_id", task_id)
 
         def load() -> Prompt:
-            resp = self._send(self._call("GET", f"/prompts/{_segment('task_id', key)}"))
+            resp = self._send(self._call("GET", f"/prompts/{segment('task_id', key)}"))
             prompt = self._result(resp, Prompt)
             self._remember_prompt(key, prompt)
             return prompt
@@ -261,14 +271,14 @@ class CTClient(_BaseClient):
 
     def list_prompt_versions(self, task_id: str) -> list[Prompt]:
         """Return every prompt version of a task, newest first (following every page)."""
-        path = f"/prompts/{_segment('task_id', task_id)}/versions"
+        path = f"/prompts/{segment('task_id', task_id)}/versions"
         return [p for p in self._iter_pages(path, {"limit": PAGE_SIZE}, list[Prompt])]
 
     def activate_prompt(self, task_id: str, version_id: str) -> Prompt:
         """Activate a prompt version and invalidate the task's cached prompt."""
-        key = _require_id("task_id", task_id)
+        key = require_id("task_id", task_id)
         body = self._activate_body(version_id)
-        path = f"/prompts/{_segment('task_id', key)}/activate"
+        path = f"/prompts/{segment('task_id', key)}/activate"
         try:
             resp = self._send(self._call("POST", path, body, retry_safe=True))
             prompt = self._result(resp, Prompt)
@@ -290,9 +300,9 @@ class CTClient(_BaseClient):
             )
             ```
         """
-        key = _require_id("task_id", task_id)
+        key = require_id("task_id", task_id)
         body = self._version_body(prompt_text, activate)
-        path = f"/prompts/{_segment('task_id', key)}/versions"
+        path = f"/prompts/{segment('task_id', key)}/versions"
         try:
             resp = self._send(self._call("POST", path, body))
             prompt = self._result(resp, Prompt)
@@ -305,12 +315,12 @@ class CTClient(_BaseClient):
 
     def trigger_optimization(self, task_id: str) -> OptimizeResult:
         """Queue a prompt-optimization run; returns the job and a cost estimate."""
-        path = f"/optimize/{_segment('task_id', task_id)}"
+        path = f"/optimize/{segment('task_id', task_id)}"
         return self._result(self._send(self._call("POST", path)), OptimizeResult)
 
     def get_job(self, job_id: str) -> Job:
         """Return the current status of an optimization job."""
-        path = f"/jobs/{_segment('job_id', job_id)}"
+        path = f"/jobs/{segment('job_id', job_id)}"
         return self._result(self._send(self._call("GET", path)), Job)
 
     def list_jobs(
@@ -320,7 +330,7 @@ class CTClient(_BaseClient):
 
         *cursor* asks for a later page (see `iter_jobs`, which follows every page).
         """
-        params = _list_params(task_id, limit, cursor)
+        params = list_params(task_id, limit, cursor)
         resp = self._send(self._call("GET", "/jobs", params=params))
         return self._result(resp, list[Job])
 
@@ -337,7 +347,7 @@ class CTClient(_BaseClient):
         ``on_progress(job)`` is called for the first answer and whenever the status or
         ``progress_step`` changes. Raises `CTTimeoutError` after *timeout* seconds.
         """
-        _require_id("job_id", job_id)
+        require_id("job_id", job_id)
         deadline = self._clock() + timeout
         seen: tuple[str, str | None] | None = None
         while True:
@@ -361,7 +371,7 @@ class CTClient(_BaseClient):
 
     def get_task(self, task_id: str) -> Task:
         """Return one task by UUID or name."""
-        path = f"/tasks/{_segment('task_id', task_id)}"
+        path = f"/tasks/{segment('task_id', task_id)}"
         return self._result(self._send(self._call("GET", path)), Task)
 
     def create_task(
@@ -379,7 +389,7 @@ class CTClient(_BaseClient):
         With ``prompt_text`` the task starts with that prompt as version 1, active.
         """
         if prompt_text is not None:
-            kwargs["prompt_text"] = _check_prompt_text(prompt_text)
+            kwargs["prompt_text"] = check_prompt_text(prompt_text)
         body = self._task_body(name, description, schema_json, feedback_threshold, kwargs)
         return self._result(self._send(self._call("POST", "/tasks", body)), Task)
 
@@ -397,16 +407,16 @@ class CTClient(_BaseClient):
         The score also lands on the call's feedback entry (made from the trace if the call
         sent none), so the optimizer learns from it; ``comment`` and ``correction`` go there.
         """
-        tid = _require_id("trace_id", trace_id)
+        tid = require_id("trace_id", trace_id)
         body = self._score_body(score, scored_by, comment, correction)
         self._flush_trace(tid)
-        path = f"/traces/{_segment('trace_id', tid)}/score"
+        path = f"/traces/{segment('trace_id', tid)}/score"
         resp = self._send(self._call("POST", path, body, retry_safe=True))
         return self._result(resp, TraceResult)
 
     def get_trace(self, trace_id: str) -> TraceResult:
         """Return one stored trace."""
-        path = f"/traces/{_segment('trace_id', trace_id)}"
+        path = f"/traces/{segment('trace_id', trace_id)}"
         return self._result(self._send(self._call("GET", path)), TraceResult)
 
     def list_traces(
@@ -416,7 +426,7 @@ class CTClient(_BaseClient):
 
         *cursor* asks for a later page (see `iter_traces`, which follows every page).
         """
-        params = _list_params(task_id, limit, cursor)
+        params = list_params(task_id, limit, cursor)
         resp = self._send(self._call("GET", "/traces", params=params))
         return self._result(resp, list[TraceResult])
 
@@ -427,7 +437,7 @@ class CTClient(_BaseClient):
 
         *cursor* asks for a later page (see `iter_feedback`, which follows every page).
         """
-        params = _list_params(task_id, limit, cursor)
+        params = list_params(task_id, limit, cursor)
         resp = self._send(self._call("GET", "/feedback", params=params))
         return self._result(resp, list[FeedbackResult])
 
@@ -444,7 +454,7 @@ class CTClient(_BaseClient):
             ...
         ```
         """
-        params = _list_params(task_id, page_size)
+        params = list_params(task_id, page_size)
         yield from self._iter_pages("/traces", params, list[TraceResult])
 
     def iter_feedback(
@@ -460,7 +470,7 @@ class CTClient(_BaseClient):
             ...
         ```
         """
-        params = _list_params(task_id, page_size)
+        params = list_params(task_id, page_size)
         yield from self._iter_pages("/feedback", params, list[FeedbackResult])
 
     def iter_jobs(
@@ -476,7 +486,7 @@ class CTClient(_BaseClient):
             ...
         ```
         """
-        params = _list_params(task_id, page_size)
+        params = list_params(task_id, page_size)
         yield from self._iter_pages("/jobs", params, list[Job])
 
     def _iter_pages(
@@ -488,7 +498,7 @@ class CTClient(_BaseClient):
             query = params if cursor is None else {**params, "cursor": cursor}
             resp = self._send(self._call("GET", path, params=query))
             items = self._result(resp, into)
-            cursor = _next_cursor(resp, cursor)
+            cursor = next_cursor(resp, cursor)
             yield from items
             if cursor is None:
                 return
@@ -527,14 +537,14 @@ class CTClient(_BaseClient):
                                            share=0.2, min_samples=200)
             ```
         """
-        key = _require_id("task_id", task_id)
+        key = require_id("task_id", task_id)
         body = self._rollout_body(candidate_version_id, {
             "share": share, "ramp": ramp, "min_samples": min_samples, "alpha": alpha,
             "error_margin": error_margin, "latency_margin": latency_margin,
             "max_duration": max_duration, "auto_promote": auto_promote,
             "auto_rollback": auto_rollback,
         })
-        path = f"/rollouts/{_segment('task_id', key)}"
+        path = f"/rollouts/{segment('task_id', key)}"
         try:
             return self._result(self._send(self._call("POST", path, body)), Rollout)
         finally:
@@ -546,17 +556,17 @@ class CTClient(_BaseClient):
         A cached prompt of the task that no longer matches it (a decision, a ramp step) is
         dropped, so the next ``get_prompt`` serves what the server serves now.
         """
-        key = _require_id("task_id", task_id)
-        path = f"/rollouts/{_segment('task_id', key)}"
+        key = require_id("task_id", task_id)
+        path = f"/rollouts/{segment('task_id', key)}"
         rollout = self._result(self._send(self._call("GET", path)), Rollout)
         self._sync_prompt_cache(key, rollout)
         return rollout
 
     def stop_rollout(self, task_id: str, action: str) -> Rollout:
         """End the running rollout: ``"promote"`` the candidate or ``"rollback"`` it."""
-        key = _require_id("task_id", task_id)
+        key = require_id("task_id", task_id)
         body = self._stop_body(action)
-        path = f"/rollouts/{_segment('task_id', key)}/stop"
+        path = f"/rollouts/{segment('task_id', key)}/stop"
         try:
             return self._result(self._send(self._call("POST", path, body)), Rollout)
         finally:

@@ -40,10 +40,18 @@ from opentelemetry.trace import Status, StatusCode
 from kaizen_sdk import _default, tracing
 from kaizen_sdk._context import current_context
 from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
+from kaizen_sdk._record import (
+    CURRENT,
+    UUID4_CLEAR,
+    UUID4_SET,
+    CallRecord,
+    CurrentCall,
+    random_bits,
+)
 from kaizen_sdk._rollout import assignment_key, choose_arm
-from kaizen_sdk.delivery import MAX_TEXT_CHARS, _enc_hook, safe_json
+from kaizen_sdk._safe_json import MAX_TEXT_CHARS, enc_hook, safe_json
 from kaizen_sdk.models import Prompt
-from kaizen_sdk.tracing import _CURRENT, Attr, CallRecord, CurrentCall
+from kaizen_sdk.tracing import Attr
 
 if TYPE_CHECKING:
     from kaizen_sdk.async_client import AsyncCTClient
@@ -84,13 +92,13 @@ def current_trace_id() -> str | None:
             ...
         ```
     """
-    call = _CURRENT.get()
+    call = CURRENT.get()
     return None if call is None else call.trace_id
 
 
 def current_prompt() -> Prompt | None:
     """Return the prompt the running ``@task`` call uses, or None outside a task call."""
-    call = _CURRENT.get()
+    call = CURRENT.get()
     return None if call is None else call.prompt
 
 
@@ -258,14 +266,14 @@ class _Call(CurrentCall):
 
 
 _UNSET: Any = object()
-_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
-_bits = tracing._bits
-_V4_CLEAR = tracing._V4_CLEAR
-_V4_SET = tracing._V4_SET
-_get_current = _CURRENT.get
+_ENCODER = msgspec.json.Encoder(enc_hook=enc_hook)
+_bits = random_bits  # hot path: new_trace_id inlined, its names bound here
+_V4_CLEAR = UUID4_CLEAR
+_V4_SET = UUID4_SET
+_get_current = CURRENT.get
 _get_context = current_context
-_set_current = _CURRENT.set
-_reset_current = _CURRENT.reset
+_set_current = CURRENT.set
+_reset_current = CURRENT.reset
 _attach = otel_context.attach
 _detach = otel_context.detach
 _in_context = trace.set_span_in_context
@@ -445,13 +453,13 @@ class _TaskSpec:
     def client_or_none(self) -> Any:
         if self._given_client is not None:
             return self._given_client
-        return _default._client_or_none()
+        return _default.current()
 
     def _resolve(self) -> PromptFetcher | None:
         """Find the client (lazily, the default one), its pipeline and prompt fetcher."""
         client = self._given_client
         if client is None:
-            client = _default._client_for_tasks()
+            client = _default.client_for_tasks()
         if client is not self._client or (client is not None and self._prompts is None):
             if client is None:
                 self._pipeline = self._prompts = self._cache = None
@@ -489,7 +497,7 @@ class _TaskSpec:
                 return _as_prompt(given)
         prompts = self._prompts
         if prompts is None or (
-            self._given_client is None and _default._client is not self._client
+            self._given_client is None and _default.current() is not self._client
         ):
             prompts = self._resolve()
             if prompts is None:
@@ -557,7 +565,7 @@ class _TaskSpec:
             found = None
             if (
                 prompts is not None
-                and (self._given_client is not None or _default._client is self._client)
+                and (self._given_client is not None or _default.current() is self._client)
                 and (not self.takes_prompt or self._given(instance, args, kwargs) is _UNSET)
             ):
                 found = self._cache.lookup(name)
@@ -704,19 +712,14 @@ class _TaskSpec:
                 record.user_id = cctx.user_id
                 record.session_id = cctx.session_id
                 record.tags = cctx.tags or None
+            # the record goes to the delivery queue itself, never through a span processor
             if call.recording:
-                delivery = pipeline.delivery
-                if not delivery.full():  # type: ignore[union-attr]
-                    pipeline.records[span.context.span_id] = record
-                    pipeline.pending.add(call.trace_id)
-                else:  # past the memory bound: to the spool, else dropped
-                    start = getattr(span, "start_time", None)
-                    if start is not None:
-                        record.latency_ms = (time.time_ns() - start) / 1e6
-                    delivery.drop_full(record)  # type: ignore[union-attr]
+                start = getattr(span, "start_time", None)
+                if start is not None:
+                    record.latency_ms = (time.time_ns() - start) / 1e6
             else:
                 record.latency_ms = (time.perf_counter() - call.started) * 1000.0
-                pipeline.attach(span, record)
+            pipeline.submit(record)
         except Exception:
             _log.warning("Could not record a call of task %r.", self.name, exc_info=True)
         span.end()

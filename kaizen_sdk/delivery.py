@@ -1,10 +1,12 @@
 """Background delivery of CT records: batching, retries, spool hook and fallback.
 
-Finished CT spans go through `CTSpanProcessor` (an OpenTelemetry ``BatchSpanProcessor`` that
-lets only spans with an attached `~kaizen_sdk.tracing.CallRecord` through) into
-`CTSpanExporter`, which turns span + record into `TraceRequest` (and `FeedbackRequest`)
-bodies and posts them, msgspec-encoded, to ``POST /api/v1/ingest``. A server that answers
-``404`` for ingest gets the single-record endpoints instead (remembered for the process).
+Each `~kaizen_sdk._record.CallRecord` waits in the record table under an id that
+`CTSpanProcessor.queue_record` puts on the queue of an OpenTelemetry ``BatchSpanProcessor``
+owned by the delivery engine and added to no provider (its worker is our sender thread; no
+span is queued), into `CTSpanExporter`, which turns each record into `TraceRequest` (and
+`FeedbackRequest`) bodies and posts them, msgspec-encoded, to ``POST /api/v1/ingest``. A
+server that answers ``404`` for ingest gets the single-record endpoints instead (remembered
+for the process).
 Transport errors, ``429`` and ``5xx`` are retried with exponential backoff and jitter within
 a deadline; the ids are made on the client, so a retry never stores a record twice. What
 finally fails goes to `Delivery.give_up` (where a durable spool plugs in) and is counted.
@@ -42,8 +44,10 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from kaizen_sdk import models
 from kaizen_sdk._config import Settings
+from kaizen_sdk._http import USER_AGENT
+from kaizen_sdk._safe_json import MAX_TEXT_CHARS, SAFE_ENCODER, clean_text, safe_json, truncate
 from kaizen_sdk._spool import Spool
-from kaizen_sdk._version import __version__
+from kaizen_sdk._tls import httpx_options
 from kaizen_sdk.models import (
     FeedbackRequest,
     IngestError,
@@ -54,7 +58,7 @@ from kaizen_sdk.models import (
 )
 
 if TYPE_CHECKING:
-    from kaizen_sdk.tracing import CallRecord
+    from kaizen_sdk._record import CallRecord
 
 __all__ = [
     "MAX_TEXT_CHARS",
@@ -65,16 +69,12 @@ __all__ = [
     "DeliveryStats",
     "flush_trace",
     "is_pending",
+    "live",
     "safe_json",
 ]
 
 _log = logging.getLogger("kaizen_sdk.delivery")
 
-MAX_TEXT_CHARS = 65_536
-"""Longest string (prompt, response, one input value) sent as is; longer ones are cut
-and end with a ``…[truncated N chars]`` marker."""
-
-_MAX_JSON_BYTES = 262_144
 _EXPORT_BUDGET = 30.0
 _REQUEST_TIMEOUT = 10.0
 _BACKOFF_BASE = 0.5
@@ -118,87 +118,6 @@ class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
     replayed: int = 0
 
 
-# --- safe JSON -----------------------------------------------------------------------------
-
-
-def _truncate(text: str, limit: int = MAX_TEXT_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
-
-
-def _safe_repr(obj: Any) -> str:
-    try:
-        text = repr(obj)
-    except Exception:
-        return f"<unrepresentable {type(obj).__qualname__}>"
-    return _truncate(text, 1024)
-
-
-def _enc_hook(obj: Any) -> Any:
-    return _safe_repr(obj)
-
-
-_SAFE_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
-
-
-def _shrink(value: Any) -> Any:
-    """Cut long strings and bytes at the top level of *value* (or of a dict's values)."""
-    kind = type(value)
-    if kind is str:
-        return _truncate(value)
-    if kind is bytes or kind is bytearray:
-        return f"<{len(value)} bytes>" if len(value) > 1024 else value
-    if kind is dict:
-        return {k: _shrink(v) for k, v in value.items()}
-    return value
-
-
-def _clean_text(text: str) -> str:
-    """Replace what UTF-8 cannot carry (lone surrogates) with ``?``."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _sanitize(value: Any, depth: int) -> Any:
-    """Convert value by value what JSON cannot carry as a whole (the slow path)."""
-    kind = type(value)
-    if value is None or kind is bool or kind is int or kind is float:
-        return value
-    if kind is str:
-        return _clean_text(_truncate(value))
-    if depth >= 8:
-        return _clean_text(_safe_repr(value))
-    if isinstance(value, dict):
-        return {
-            (k if type(k) is str else _clean_text(_safe_repr(k))): _sanitize(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_sanitize(v, depth + 1) for v in value]
-    try:
-        return msgspec.Raw(_SAFE_ENCODER.encode(_shrink(value)))
-    except Exception:
-        return _clean_text(_safe_repr(value))
-
-
-def safe_json(value: Any) -> msgspec.Raw:
-    """Encode *value* as JSON, never raising: unknown objects become their ``repr``.
-
-    Long strings are cut with a marker; a result over 256 KiB becomes a truncated string.
-    """
-    try:
-        data = _SAFE_ENCODER.encode(_shrink(value))
-    except Exception:  # cycles, unencodable keys, lone surrogates, ...
-        try:
-            data = _SAFE_ENCODER.encode(_sanitize(value, 0))
-        except Exception:
-            data = _SAFE_ENCODER.encode(_clean_text(_safe_repr(value)))
-    if len(data) > _MAX_JSON_BYTES:
-        text = data[: _MAX_JSON_BYTES // 2].decode("utf-8", "replace")
-        data = _SAFE_ENCODER.encode({"ct.truncated": f"{text}…[truncated {len(data)} bytes]"})
-    return msgspec.Raw(data)
-
-
 def _json_dict(value: Any) -> Any:
     """Inputs must be a JSON object on the wire: wrap anything else as ``{"value": ...}``.
 
@@ -212,7 +131,7 @@ def _json_dict(value: Any) -> Any:
 def _as_text(value: Any) -> str | None:
     kind = type(value)
     if kind is str:
-        return value if len(value) <= MAX_TEXT_CHARS else _truncate(value)
+        return value if len(value) <= MAX_TEXT_CHARS else truncate(value)
     if value is None:
         return None
     if kind is int or kind is float:
@@ -223,7 +142,7 @@ def _as_text(value: Any) -> str | None:
         text = bytes(value).decode("utf-8", "replace")
     else:
         text = bytes(safe_json(value)).decode("utf-8", "replace")
-    return text if len(text) <= MAX_TEXT_CHARS else _truncate(text)
+    return text if len(text) <= MAX_TEXT_CHARS else truncate(text)
 
 
 # --- building requests ---------------------------------------------------------------------
@@ -315,7 +234,7 @@ def build_requests(
     if not record.log_feedback:
         return trace, None
     if type(output) is str and len(output) > MAX_TEXT_CHARS:
-        output = _truncate(output)
+        output = truncate(output)
     if type(trace_id) is not str:
         trace_id = str(trace_id)
     if version_id is not None and type(version_id) is not str:
@@ -367,9 +286,9 @@ def _safe_request(item: Any) -> Any:
     metadata = item.metadata
     return msgspec.structs.replace(
         item,
-        prompt_text=None if item.prompt_text is None else _clean_text(item.prompt_text),
-        response_text=None if item.response_text is None else _clean_text(item.response_text),
-        model=None if item.model is None else _clean_text(item.model),
+        prompt_text=None if item.prompt_text is None else clean_text(item.prompt_text),
+        response_text=None if item.response_text is None else clean_text(item.response_text),
+        model=None if item.model is None else clean_text(item.model),
         metadata=None if metadata is None else safe_json(metadata),
     )
 
@@ -377,7 +296,7 @@ def _safe_request(item: Any) -> Any:
 def encode_batch(batch: IngestRequest) -> bytes:
     """Encode a batch; objects JSON does not know become their ``repr``. Never raises."""
     try:
-        return _SAFE_ENCODER.encode(batch)
+        return SAFE_ENCODER.encode(batch)
     except Exception:  # a cycle, keys JSON cannot hold, lone surrogates: item by item
         traces = b",".join(filter(None, map(_encode_one, batch.traces)))
         feedback = b",".join(filter(None, map(_encode_one, batch.feedback)))
@@ -396,11 +315,11 @@ def batch_size(batch: IngestRequest) -> int:
 def _encode_one(item: Any) -> bytes:
     """Encode one request, converting its values if needed; ``b""`` if even that fails."""
     try:
-        return _SAFE_ENCODER.encode(item)
+        return SAFE_ENCODER.encode(item)
     except Exception:
         pass
     try:
-        return _SAFE_ENCODER.encode(_safe_request(item))
+        return SAFE_ENCODER.encode(_safe_request(item))
     except Exception:
         _log.warning("A CT record could not be encoded at all; it is dropped.", exc_info=True)
         return b""
@@ -558,23 +477,18 @@ class CTSpanExporter(SpanExporter):
 
     def _new_http(self) -> httpx.Client:
         settings = self._settings
-        verify = (
-            ssl.create_default_context(cafile=settings.verify)
-            if isinstance(settings.verify, str)
-            else settings.verify
-        )
+        # the shared SSL context of `_tls` (none loaded for http://): no second bundle load
+        options = httpx_options(settings, timeout=min(settings.timeout, _REQUEST_TIMEOUT))
         return httpx.Client(
             base_url=settings.base_url,
             headers={
                 "X-API-Key": settings.api_key,
-                "User-Agent": f"kaizen-sdk/{__version__}",
+                "User-Agent": USER_AGENT,
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             },
-            timeout=httpx.Timeout(min(settings.timeout, _REQUEST_TIMEOUT)),
-            verify=verify,
-            transport=self._transport or _deadline_transport(verify),
-            follow_redirects=False,
+            transport=self._transport or _deadline_transport(options["verify"]),
+            **options,
         )
 
     def _after_fork(self) -> None:
@@ -914,9 +828,10 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class CTSpanProcessor(BatchSpanProcessor):
-    """A ``BatchSpanProcessor`` that lets through only spans with an attached CT record.
+    """The delivery engine's queue and sender thread: a ``BatchSpanProcessor`` of its own.
 
-    The application's own spans (and CT spans of other clients) never reach the exporter.
+    It is added to no tracer provider: records are queued by id (`queue_record`); ``on_end``
+    takes only a span carrying an attached CT record (an OpenTelemetry without the id queue).
     """
 
     def __init__(self, exporter: CTSpanExporter, delivery: Delivery) -> None:
@@ -941,6 +856,23 @@ class CTSpanProcessor(BatchSpanProcessor):
     def shutdown(self) -> None:
         """Stop, delivering what is queued within the client's ``shutdown_timeout``."""
         self._delivery.shutdown()
+
+    def queue_record(self, span_id: int) -> bool:
+        """Queue the record waiting under *span_id* in the record table, without any span.
+
+        Returns False when this OpenTelemetry's batch queue takes only spans (the caller
+        then hands over a span carrying *span_id*).
+        """
+        direct = self._direct
+        if direct is None:
+            return False
+        if self.closed:
+            record = self._records.pop(span_id, None)
+            if record is not None:
+                self._delivery.discard(record)
+            return True
+        direct(span_id)
+        return True
 
     def poke(self) -> None:
         """Queue a wake-up without a record, so that the worker exports (queued scores,
@@ -1119,15 +1051,24 @@ class Delivery:
             with contextlib.suppress(Exception):
                 self.processor.poke()
         if self.spool is not None and not self._closed:
+            behind: list[CallRecord] = []
             with self._overflow_lock:
-                if len(self.overflow) < max(1, self.settings.max_queue_size):
-                    self.overflow.append(record)
-                    self.pending.add(str(record.trace_id))
-                    record = None  # type: ignore[assignment]
-            if record is None:
-                self._overflow_wake.set()
-                self._start_overflow_writer()
-                return
+                if len(self.overflow) >= max(1, self.settings.max_queue_size):
+                    # The writer is behind the callers: this caller writes one batch itself,
+                    # so a spool slower than the calls slows them a little, never loses.
+                    behind = self.overflow[:_BATCH_SIZE]
+                    del self.overflow[:_BATCH_SIZE]
+                self.overflow.append(record)
+                self.pending.add(str(record.trace_id))
+            if behind:
+                try:
+                    self._spool_records(behind, "the memory bound is reached")
+                except Exception:
+                    _log.warning("Spooling records past the memory bound failed.",
+                                 exc_info=True)
+            self._overflow_wake.set()
+            self._start_overflow_writer()
+            return
         with self._lock:
             self._dropped += 1
             self._done += 1
@@ -1520,7 +1461,8 @@ class Delivery:
         self.exporter._after_fork()
 
 
-def _live() -> list[Delivery]:
+def live() -> list[Delivery]:
+    """Every delivery engine of this process that is still open (``ct.flush()`` walks them)."""
     with _LIVE_LOCK:
         return list(_LIVE)
 
@@ -1528,7 +1470,7 @@ def _live() -> list[Delivery]:
 def flush_trace(trace_id: str, timeout: float | None = None) -> None:
     """Deliver the queued trace *trace_id* now, if this process still holds it."""
     key = str(trace_id).lower()
-    for delivery in _live():
+    for delivery in live():
         if key in delivery.pending:
             delivery.flush(timeout)
 
@@ -1536,4 +1478,4 @@ def flush_trace(trace_id: str, timeout: float | None = None) -> None:
 def is_pending(trace_id: str) -> bool:
     """Return True when this process still holds the trace *trace_id* undelivered (cheap)."""
     key = str(trace_id).lower()
-    return any(key in delivery.pending for delivery in _live())
+    return any(key in delivery.pending for delivery in live())

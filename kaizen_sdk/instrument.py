@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-import weakref
 from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
@@ -121,9 +120,9 @@ def _resolve(
     from kaizen_sdk.integrations._common import InstrumentSettings
 
     if client is None:
-        from kaizen_sdk._default import _client_for_tasks
+        from kaizen_sdk._default import client_for_tasks
 
-        client = _client_for_tasks()  # logs a configuration problem once
+        client = client_for_tasks()  # logs a configuration problem once
         if client is None:
             # No usable configuration: calls run untraced, as the decorator's do.
             from opentelemetry.trace import NoOpTracer
@@ -149,39 +148,21 @@ def _resolve(
 
 
 def _spans_observable(client: Any, pipeline: Any, tracer_provider: Any) -> bool:
-    """False when the spans go only to the CT exporter (the pipeline's private provider)."""
+    """False when nobody records the spans (no application provider: non-recording spans)."""
     if tracer_provider is not None or getattr(client, "_tracer_provider", None) is not None:
         return True
-    from opentelemetry import trace
-
-    return pipeline.provider is None or pipeline.provider is trace.get_tracer_provider()
-
-
-_PROVIDERS_LOCK = threading.Lock()
-# tracer_provider -> the CT processors already added to it
-_JOINED: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+    # the pipeline's tracer knows: False while CT spans are not recorded for the application
+    return bool(getattr(pipeline.tracer, "observable", True))
 
 
 def _tracer(pipeline: Any, tracer_provider: TracerProvider | None) -> Tracer:
-    """The pipeline's tracer, or one from *tracer_provider* whose CT spans still deliver.
-
-    A provider other than the pipeline's own gets the pipeline's CT processor added once
-    (the same way the pipeline joins an application's global provider), so records attached
-    to its spans still reach the CT server.
-    """
+    """The pipeline's tracer, or one from *tracer_provider*: its spans, our records beside
+    them (``pipeline.attach`` queues each record itself, so no processor is added)."""
     if tracer_provider is None or tracer_provider is pipeline.provider or not pipeline.enabled:
         return cast("Tracer", pipeline.tracer)
     from kaizen_sdk import tracing
     from kaizen_sdk._version import __version__
 
-    delivery = pipeline.delivery
-    add = getattr(tracer_provider, "add_span_processor", None)
-    if delivery is not None and add is not None:
-        with _PROVIDERS_LOCK:
-            joined = _JOINED.setdefault(tracer_provider, [])
-            if not any(p is delivery.processor for p in joined):
-                add(delivery.processor)
-                joined.append(delivery.processor)
     return tracer_provider.get_tracer(tracing.SCOPE, __version__)
 
 

@@ -33,13 +33,14 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
 - ``pipeline_for(client)`` returns the client's `Pipeline` (built lazily, once, stored on
   ``client._pipeline``). ``pipeline.tracer`` makes CT spans (instrumentation scope
   `SCOPE`): from ``tracer_provider=`` when the client was given one, else from the
-  application's global SDK ``TracerProvider`` when it has set one (our processor is added
-  to it, it is never replaced), else from a private provider. Finished CT spans (those with
-  an attached record) go through an OpenTelemetry ``BatchSpanProcessor`` into the CT
-  exporter (``delivery.py``), which turns span + record into trace/feedback requests; the
-  application's own spans never reach the CT server. A span the application's sampler
-  dropped (not recording) still delivers its record; set ``record.latency_ms`` yourself in
-  that case if you know it (the decorator does).
+  application's global SDK ``TracerProvider`` when it has set one (no processor is added
+  to it, it is never replaced), else no SDK span is built: a ``NonRecordingSpan`` with a
+  fresh valid span context (nesting and propagation keep working). On both paths
+  ``pipeline.attach`` queues the record at once on the delivery engine's own queue (never
+  through a span processor; latency from the span's start unless set) and the CT exporter
+  (``delivery.py``) turns it into trace/feedback requests; no span ever reaches the CT
+  server. A span the application's sampler dropped (not recording) still delivers its
+  record; set ``record.latency_ms`` yourself then if you know it (the decorator does).
 - ``current_call()`` returns the `CurrentCall` of the innermost running ``@ct.task`` call
   in this thread / asyncio task (``task``, ``trace_id``, ``prompt``), or ``None``. Use it
   to name the task of an instrumented LLM call and to set ``parent_trace_id``.
@@ -54,24 +55,22 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
   ``pipeline.shutdown()``: used by ``CTClient.flush/stats/close``. ``ct.flush()`` flushes
   every pipeline of the process; ``delivery.flush_trace``/``is_pending`` serve ``score()``.
 - ``CTClient(tracer_provider=...)`` makes the pipeline use that SDK provider (kept on
-  ``client._tracer_provider``) instead of the global or a private one.
+  ``client._tracer_provider``) instead of the global one (or none).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
-import random
 import signal
 import threading
 import time
 import weakref
-from contextvars import ContextVar
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
-import msgspec
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -80,13 +79,13 @@ from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from kaizen_sdk._config import Settings
+from kaizen_sdk._record import CallRecord, CurrentCall, current_call, new_trace_id, random_bits
 from kaizen_sdk._version import __version__
 from kaizen_sdk.delivery import Delivery, DeliveryStats
 
 if TYPE_CHECKING:
     import httpx
 
-    from kaizen_sdk.models import Prompt
 
 __all__ = [
     "SCHEMA_URL",
@@ -103,6 +102,7 @@ __all__ = [
 
 _log = logging.getLogger("kaizen_sdk.tracing")
 _EMPTY_RESOURCE = Resource.get_empty()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 SCOPE = "kaizen_sdk"
 """Instrumentation scope name of every CT span."""
@@ -127,83 +127,6 @@ class Attr:
     """The ``tags`` of the enclosing ``ct.context`` block (no semantic convention has them)."""
 
 
-class CallRecord(msgspec.Struct, gc=False):
-    """What the CT exporter turns into a trace record, and a feedback entry when asked.
-
-    It travels beside the span (never on it), so content reaches the CT server without
-    reaching the application's own exporters. Latency comes from the span's own times
-    unless ``latency_ms`` is set. ``inputs``/``output`` may be any value (or pre-encoded
-    ``msgspec.Raw`` JSON); the exporter converts them safely in its own thread.
-
-    Build it with keywords: ``CallRecord(trace_id=..., task=..., model=...)``. (It is a
-    mutable ``msgspec.Struct`` that the garbage collector does not track: thousands can wait
-    in the queue without slowing collections down. Never make one part of a cycle.)
-    """
-
-    trace_id: UUID | str
-    task: str
-    prompt_text: str | None = None
-    response_text: str | None = None
-    model: str | None = None
-    tokens: int | None = None
-    inputs: Any = None
-    output: Any = None
-    prompt_version_id: UUID | str | None = None
-    prompt_version_number: int | None = None
-    parent_trace_id: UUID | str | None = None
-    log_feedback: bool = False
-    metadata: dict[str, Any] | None = None
-    error: str | None = None
-    latency_ms: float | None = None
-    # added later: kept last, since the decorator builds records positionally
-    arm: str | None = None
-    user_id: str | None = None
-    session_id: str | None = None
-    tags: tuple[str, ...] | None = None
-
-
-# --- the current call ----------------------------------------------------------------------
-
-
-class CurrentCall:
-    """The innermost running ``@ct.task`` call of this thread or asyncio task."""
-
-    __slots__ = ("prompt", "task", "trace_id")
-
-    def __init__(self, task: str, trace_id: str, prompt: Prompt | None) -> None:
-        self.task = task
-        self.trace_id = trace_id
-        self.prompt = prompt
-
-    def __repr__(self) -> str:
-        return f"CurrentCall(task={self.task!r}, trace_id={self.trace_id!r})"
-
-
-_CURRENT: ContextVar[CurrentCall | None] = ContextVar("kaizen_sdk_current_call", default=None)
-
-
-def current_call() -> CurrentCall | None:
-    """Return the enclosing ``@ct.task`` call (task, trace id, prompt), or ``None``."""
-    return _CURRENT.get()
-
-
-# A private generator: an application that seeds `random` must not make trace ids repeat.
-_rng = random.Random()
-_bits = _rng.getrandbits
-_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_V4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def new_trace_id() -> str:
-    """Return a fresh random UUID4 as its canonical string (cheap; safe after fork)."""
-    h = "%032x" % ((_bits(128) & _V4_CLEAR) | _V4_SET)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rng.seed)
-
-
 # --- the pipeline --------------------------------------------------------------------------
 
 _exit_started: float | None = None
@@ -215,7 +138,7 @@ class Pipeline:
     Parameters:
         settings: the client's resolved settings.
         tracer_provider: an SDK ``TracerProvider`` to make CT spans with; by default the
-            application's global SDK provider when it has set one, else a private one.
+            application's global SDK provider when it has set one, else no SDK span.
         transport: an ``httpx`` transport for the exporter (tests).
     """
 
@@ -242,7 +165,7 @@ class Pipeline:
         self.delivery = delivery
         self.records = delivery.records
         self.pending = delivery.pending
-        self.tracer = _tracer_for(self, tracer_provider, delivery.processor)
+        self.tracer = _tracer_for(self, tracer_provider)
         atexit.register(self._at_exit)
         _arm_multiprocessing_exit(self)
         _LIVE_PIPELINES.add(self)
@@ -253,53 +176,51 @@ class Pipeline:
         return f"Pipeline(enabled={self.enabled}, base_url={self.settings.base_url!r})"
 
     def attach(self, span: trace.Span, record: CallRecord) -> None:
-        """Hand *record* over with *span*; call before ``span.end()``. Never raises."""
-        delivery = self.delivery
-        if delivery is None:
+        """Hand *record* over with *span*; call before ``span.end()``. Never raises.
+
+        The record is queued at once, its latency taken from the span's start when not set:
+        it never travels through a span processor.
+        """
+        if self.delivery is None:
             return
         try:
-            if delivery.full():
-                if record.latency_ms is None:
-                    start = getattr(span, "start_time", None)
-                    if start is not None:
-                        record.latency_ms = (time.time_ns() - start) / 1e6
-                delivery.drop_full(record)
-                return
-            ctx = span.get_span_context()
-            if span.is_recording() and ctx.trace_flags.sampled:
-                self.records[ctx.span_id] = record
-                self.pending.add(str(record.trace_id))
-            else:
-                self.submit(record)
+            if record.latency_ms is None:
+                start = getattr(span, "start_time", None)
+                if start is not None:
+                    record.latency_ms = (time.time_ns() - start) / 1e6
+            self.submit(record)
         except Exception:
             _log.warning("Could not queue a CT record.", exc_info=True)
 
     def submit(self, record: CallRecord) -> None:
-        """Queue *record* without a recording span (the application sampled it out)."""
+        """Queue *record* on the delivery engine's queue (set ``latency_ms`` first)."""
         delivery = self.delivery
         if delivery is None:
             return
         if delivery.full():
             delivery.drop_full(record)
             return
-        span_id = _bits(64) or 1
-        now = time.time_ns()
-        latency = int((record.latency_ms or 0.0) * 1e6)
-        span = ReadableSpan(
+        span_id = random_bits(64) or 1
+        if record.latency_ms is None:
+            record.latency_ms = 0.0
+        self.records[span_id] = record
+        self.pending.add(str(record.trace_id))
+        if delivery.processor.queue_record(span_id):
+            return
+        now = time.time_ns()  # an OTel whose batch queue takes only spans: one to carry it
+        latency = int(record.latency_ms * 1e6)
+        delivery.processor.on_end(ReadableSpan(
             name="ct.record",
             context=SpanContext(
-                trace_id=_bits(128) or 1,
+                trace_id=random_bits(128) or 1,
                 span_id=span_id,
                 is_remote=False,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                trace_flags=_SAMPLED,
             ),
             start_time=now - latency,
             end_time=now,
             resource=_EMPTY_RESOURCE,  # without one, ReadableSpan builds (and detects) a default
-        )
-        self.records[span_id] = record
-        self.pending.add(str(record.trace_id))
-        delivery.processor.on_end(span)
+        ))
 
     def score(self, trace_id: str, value: float, scored_by: str = "sdk") -> str | None:
         """Queue a score of trace *trace_id* for background delivery (after the trace).
@@ -420,7 +341,7 @@ def _choose_provider(given: Any) -> Any:
             return given
         _log.warning(
             "tracer_provider=%r is not an OpenTelemetry SDK TracerProvider; CT spans use the "
-            "global SDK provider or a private one.", type(given).__name__,
+            "global SDK provider, else no SDK span.", type(given).__name__,
         )
         return None
     global_provider = trace.get_tracer_provider()
@@ -452,33 +373,30 @@ _UNRESOLVED = object()
 _late_warned = False
 
 
-def _tracer_for(pipeline: Pipeline, given: Any, processor: Any) -> trace.Tracer:
+def _tracer_for(pipeline: Pipeline, given: Any) -> trace.Tracer:
     """The pipeline's tracer: fixed for ``tracer_provider=``, else one that follows the global."""
     if not pipeline.settings.spans:
         return _RecordsOnlyTracer()
     if given is not None:
         provider = _choose_provider(given)
-        if provider is not None:
-            provider.add_span_processor(processor)
+        if provider is not None:  # its spans, our records beside them (no processor added)
             pipeline.provider = provider
             tracer: trace.Tracer = provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
             return tracer
-    return FollowingTracer(pipeline, processor)
+    return FollowingTracer(pipeline)
 
 
 class FollowingTracer(trace.Tracer):
     """Makes each CT span with the provider the application has set globally when it starts.
 
     An application may set its ``TracerProvider`` after ``instrument()`` or the first task
-    call; spans from then on go to it (our processor is added to it once). Until then they
-    go to a private provider that only the CT exporter reads (``observable`` is False). The
+    call; spans from then on go to it (no processor of ours is added). Until then they
+    are non-recording spans with a valid context, no SDK span (``observable`` is False). The
     check per span is one identity comparison of the global provider object.
     """
 
-    def __init__(self, pipeline: Pipeline, processor: Any) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = weakref.ref(pipeline)  # the pipeline owns us; no cycle
-        self._processor = processor
-        self._private: SDKTracerProvider | None = None
         self._provider: SDKTracerProvider | None = None
         self._seen: object = _UNRESOLVED
         self._tracer: trace.Tracer = trace.NoOpTracer()
@@ -494,26 +412,23 @@ class FollowingTracer(trace.Tracer):
             if seen is self._seen:
                 return self._tracer
             provider = _choose_provider(None)
-            if provider is None:
-                if self._private is None:
-                    self._private = SDKTracerProvider(shutdown_on_exit=False)
-                    self._private.add_span_processor(self._processor)
-                provider = self._private
-            elif provider is not self._provider:
-                provider.add_span_processor(self._processor)
-                if self._spans_went_private and not _late_warned:
-                    _late_warned = True
-                    _log.warning(
-                        "The application set its OpenTelemetry TracerProvider after kaizen_sdk "
-                        "started tracing; CT spans go to it from now on (earlier ones did not "
-                        "reach its exporters). Set the provider before ct.instrument() or the "
-                        "first task call."
-                    )
-            if span and provider is self._private:
+            if (provider is not None and provider is not self._provider
+                    and self._spans_went_private and not _late_warned):
+                _late_warned = True
+                _log.warning(
+                    "The application set its OpenTelemetry TracerProvider after kaizen_sdk "
+                    "started tracing; CT spans go to it from now on (earlier ones did not "
+                    "reach its exporters). Set the provider before ct.instrument() or the "
+                    "first task call."
+                )
+            if span and provider is None:
                 self._spans_went_private = True
             self._provider = provider
-            self._observable = provider is not self._private
-            self._tracer = provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
+            self._observable = provider is not None
+            self._tracer = (
+                _CONTEXT_TRACER if provider is None
+                else provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
+            )
             self._seen = seen
             pipeline = self._pipeline()
             if pipeline is not None:
@@ -522,7 +437,7 @@ class FollowingTracer(trace.Tracer):
 
     @property
     def observable(self) -> bool:
-        """False while CT spans go to the private provider, which only the CT exporter reads."""
+        """False while there is no application SDK provider (CT spans do not record)."""
         self._current()
         return self._observable
 
@@ -554,6 +469,38 @@ class _RecordsOnlyTracer(trace.NoOpTracer):
         """Return a non-recording span that continues the current span's context."""
         return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
 
+
+class _ContextTracer(trace.NoOpTracer):
+    """No application SDK provider: a `NonRecordingSpan` with a fresh, valid span context.
+
+    No SDK span is built (it was three quarters of a call's cost), yet spans still nest and
+    propagate: the span continues the current span's trace (else starts one) under a new span
+    id. The record goes straight to the delivery queue (`Pipeline.attach` sees a span that
+    does not record).
+    """
+
+    observable = False
+
+    def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> trace.Span:
+        """Return a non-recording span with a new span id in the current (or a new) trace."""
+        parent = trace.get_current_span(context).get_span_context()
+        if parent.is_valid:
+            trace_id, flags = parent.trace_id, parent.trace_flags
+        else:
+            trace_id, flags = random_bits(128) or 1, _SAMPLED
+        return trace.NonRecordingSpan(SpanContext(trace_id, random_bits(64) or 1, False, flags))
+
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self, name: str, context: Any = None, *args: Any, end_on_exit: bool = True,
+        **kwargs: Any,
+    ) -> Iterator[trace.Span]:
+        """`start_span`, made current for the block (see `trace.Tracer`)."""
+        with trace.use_span(self.start_span(name, context), end_on_exit=end_on_exit) as span:
+            yield span
+
+
+_CONTEXT_TRACER = _ContextTracer()
 
 _BUILD_LOCK = threading.Lock()
 

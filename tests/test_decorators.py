@@ -171,7 +171,7 @@ def test_an_expired_entry_is_served_while_one_background_refresh_runs(
     assert greet("a") is fresh
     now[0] += client.settings.cache_ttl + 1  # expired: stale-while-revalidate
     assert greet("b") is fresh  # served at once, not fetched on the caller's thread
-    assert greet("c") is fresh
+    assert greet("c") == fresh  # the stale copy, or the refreshed one if it already landed
 
     def refreshed() -> bool:
         found = client._prompt_cache.lookup(task_name)

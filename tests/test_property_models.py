@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kaizen_sdk import models
-from kaizen_sdk._http import _BaseClient
+from kaizen_sdk._http import BaseClient
 from kaizen_sdk.errors import CTError
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
@@ -111,11 +111,11 @@ def _struct_strategy(cls: type[msgspec.Struct]) -> st.SearchStrategy[Any]:
     return st.fixed_dictionaries(required, optional=optional).map(lambda kw: cls(**kw))
 
 
-def _client() -> _BaseClient:
-    return _BaseClient(api_key="property-test-key", base_url="http://127.0.0.1:1")
+def _client() -> BaseClient:
+    return BaseClient(api_key="property-test-key", base_url="http://127.0.0.1:1")
 
 
-def _through_client(client: _BaseClient, body: bytes, into: Any) -> Any:
+def _through_client(client: BaseClient, body: bytes, into: Any) -> Any:
     request = httpx.Request("GET", "http://127.0.0.1:1/api/v1/x")
     return client._result(httpx.Response(200, content=body, request=request), into)
 

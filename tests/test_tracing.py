@@ -95,6 +95,69 @@ def test_records_only_mode_makes_no_spans_and_keeps_the_apps_nesting(
     assert str(stored.id) == task_run.trace_id and stored.response_text == "out"
 
 
+def test_the_apps_provider_gets_no_ct_processor_so_its_shutdown_stops_no_delivery(
+    local_server: LocalServer,
+    provider_and_spans: tuple[TracerProvider, InMemorySpanExporter],
+    task_name: str,
+) -> None:
+    provider, spans = provider_and_spans
+    with _client(local_server, provider) as client:
+
+        @client.task(task_name, default_prompt="p")
+        def run(x: int) -> int:
+            return x
+
+        run(1)
+        provider.shutdown()  # the application's; the CT records never depended on it
+        run(2)
+        assert client.flush(10)
+        assert (client.stats().queued, client.stats().sent) == (2, 2)
+        stored = sorted(t.response_text or "" for t in client.list_traces(task_id=task_name))
+    assert stored == ["1", "2"]
+    assert [s.name for s in spans.get_finished_spans()] == [f"ct.task {task_name}"]
+
+
+def test_without_a_provider_no_sdk_span_is_built_yet_nesting_and_propagation_work(
+    local_server: LocalServer, task_name: str
+) -> None:
+    from opentelemetry import propagate, trace
+
+    incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    seen: dict[str, Any] = {}
+    with _client(local_server) as client:
+        assert tracing.pipeline_for(client).provider is None  # the test process sets none
+
+        @client.task(f"{task_name}-inner", default_prompt="p")
+        def inner() -> str:
+            seen["inner"] = trace.get_current_span()
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            seen["traceparent"] = carrier.get("traceparent")
+            return "in"
+
+        @client.task(task_name, default_prompt="p")
+        def outer() -> str:
+            seen["outer"] = trace.get_current_span()
+            return inner()
+
+        with trace.use_span(trace.NonRecordingSpan(trace.get_current_span(
+            propagate.extract({"traceparent": incoming})).get_span_context())):
+            _, run = outer.call()
+        assert client.flush(10)
+        stats = client.stats()
+        [stored_outer] = client.list_traces(task_id=task_name)
+        [stored_inner] = client.list_traces(task_id=f"{task_name}-inner")
+    out_ctx, in_ctx = seen["outer"].get_span_context(), seen["inner"].get_span_context()
+    assert not seen["outer"].is_recording() and not seen["inner"].is_recording()
+    assert out_ctx.trace_id == in_ctx.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    assert len({out_ctx.span_id, in_ctx.span_id, 0x00F067AA0BA902B7}) == 3
+    assert seen["traceparent"] == f"00-{in_ctx.trace_id:032x}-{in_ctx.span_id:016x}-01"
+    assert (stats.queued, stats.sent, stats.dropped) == (2, 2, 0)
+    assert str(stored_outer.id) == run.trace_id and stored_outer.response_text == "in"
+    assert stored_inner.parent_trace_id == uuid.UUID(run.trace_id)
+    assert stored_outer.latency_ms is not None and stored_outer.latency_ms >= 0
+
+
 @pytest.fixture
 def client(
     local_server: LocalServer, provider_and_spans: tuple[TracerProvider, InMemorySpanExporter]

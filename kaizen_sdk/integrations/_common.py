@@ -147,8 +147,8 @@ class InstrumentSettings:
         current_call: returns ``(task, trace_id)`` of the enclosing ``@ct.task`` call, or None.
         enabled: False when tracing is off (``KAIZEN_ENABLED=false``): the tracer makes no
             spans, no task is resolved, and ``ct_score`` sends nothing.
-        span_attributes: False when nothing but the CT exporter can see the spans (the
-            pipeline's private provider): spans are then made without attributes, which
+        span_attributes: False when nobody can see the spans (no application provider:
+            they do not record): spans are then made without attributes, which
             nobody would read, and the CT record carries what the server needs. (A tracer
             that follows the global provider turns them back on once the application
             sets one; see `rich`.)

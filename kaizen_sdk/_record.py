@@ -1,0 +1,111 @@
+"""The record that travels beside a span, and the current ``@ct.task`` call.
+
+A leaf (it imports nothing of kaizen_sdk at run time): the decorator fills a `CallRecord`
+and sets `CURRENT`; integrations read `current_call`; the tracer pipeline and the delivery
+engine carry the record on. `new_trace_id` makes the UUID4 the caller sees.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import msgspec
+
+if TYPE_CHECKING:
+    from kaizen_sdk.models import Prompt
+
+__all__ = [
+    "CURRENT",
+    "UUID4_CLEAR",
+    "UUID4_SET",
+    "CallRecord",
+    "CurrentCall",
+    "current_call",
+    "new_trace_id",
+    "random_bits",
+]
+
+
+class CallRecord(msgspec.Struct, gc=False):
+    """What the CT exporter turns into a trace record, and a feedback entry when asked.
+
+    It travels beside the span (never on it), so content reaches the CT server without
+    reaching the application's own exporters. Latency comes from the span's own times
+    unless ``latency_ms`` is set. ``inputs``/``output`` may be any value (or pre-encoded
+    ``msgspec.Raw`` JSON); the exporter converts them safely in its own thread.
+
+    Build it with keywords: ``CallRecord(trace_id=..., task=..., model=...)``. (It is a
+    mutable ``msgspec.Struct`` that the garbage collector does not track: thousands can wait
+    in the queue without slowing collections down. Never make one part of a cycle.)
+    """
+
+    trace_id: UUID | str
+    task: str
+    prompt_text: str | None = None
+    response_text: str | None = None
+    model: str | None = None
+    tokens: int | None = None
+    inputs: Any = None
+    output: Any = None
+    prompt_version_id: UUID | str | None = None
+    prompt_version_number: int | None = None
+    parent_trace_id: UUID | str | None = None
+    log_feedback: bool = False
+    metadata: dict[str, Any] | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    # added later: kept last, since the decorator builds records positionally
+    arm: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    tags: tuple[str, ...] | None = None
+
+
+# --- the current call ----------------------------------------------------------------------
+
+
+class CurrentCall:
+    """The innermost running ``@ct.task`` call of this thread or asyncio task."""
+
+    __slots__ = ("prompt", "task", "trace_id")
+
+    def __init__(self, task: str, trace_id: str, prompt: Prompt | None) -> None:
+        self.task = task
+        self.trace_id = trace_id
+        self.prompt = prompt
+
+    def __repr__(self) -> str:
+        return f"CurrentCall(task={self.task!r}, trace_id={self.trace_id!r})"
+
+
+CURRENT: ContextVar[CurrentCall | None] = ContextVar("kaizen_sdk_current_call", default=None)
+"""The innermost running ``@ct.task`` call (set and reset by the decorator only)."""
+
+
+def current_call() -> CurrentCall | None:
+    """Return the enclosing ``@ct.task`` call (task, trace id, prompt), or ``None``."""
+    return CURRENT.get()
+
+
+# A private generator: an application that seeds `random` must not make trace ids repeat.
+_rng = random.Random()
+random_bits = _rng.getrandbits
+"""``random_bits(k)``: k random bits from the SDK's own generator (trace and span ids)."""
+UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+"""Mask clearing the version and variant bits of a 128-bit number."""
+UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+"""Bits making a 128-bit number a version-4, RFC 4122 variant UUID."""
+
+
+def new_trace_id() -> str:
+    """Return a fresh random UUID4 as its canonical string (cheap; safe after fork)."""
+    h = "%032x" % ((random_bits(128) & UUID4_CLEAR) | UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rng.seed)

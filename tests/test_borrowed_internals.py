@@ -1,0 +1,88 @@
+"""The foreign internals the delivery engine leans on, pinned so an upgrade that removes one
+fails here instead of silently taking a slower or unbounded path; and the one TLS context.
+
+- OpenTelemetry >= 1.33: ``BatchSpanProcessor._batch_processor`` with ``emit`` (queue a
+  span id, not the span) and ``shutdown(timeout_millis=...)`` (a bounded stop).
+- OpenTelemetry: ``trace._TRACER_PROVIDER``, read for the per-span "did the global provider
+  change" check (`tracing._global_provider`).
+- httpcore 1.x: ``HTTPTransport._pool._network_backend``, wrapped so every read and write of
+  the exporter is bound by its deadline.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from pathlib import Path
+from typing import Any
+
+import certifi
+import pytest
+
+from kaizen_sdk import delivery, tracing
+from kaizen_sdk.client import CTClient
+
+pytestmark = [pytest.mark.unit]
+
+
+def _client(base_url: str, **kwargs: Any) -> CTClient:
+    return CTClient(api_key="borrowed-internals-key", base_url=base_url, max_retries=0,
+                    **kwargs)
+
+
+def test_the_batch_processor_hooks_are_still_there() -> None:
+    with _client("http://127.0.0.1:1") as client:
+        processor = tracing.pipeline_for(client).delivery.processor
+        inner = getattr(processor, "_batch_processor", None)
+        assert inner is not None, "OTel moved BatchSpanProcessor._batch_processor"
+        assert callable(getattr(inner, "emit", None)), "OTel's batch processor lost emit()"
+        assert callable(getattr(inner, "shutdown", None))
+        assert processor._direct is not None  # the span-id path is the one taken
+
+
+def test_the_exporter_streams_are_deadline_bound() -> None:
+    transport = delivery._deadline_transport(True)
+    pool = getattr(transport, "_pool", None)
+    assert pool is not None, "httpx moved HTTPTransport._pool"
+    assert isinstance(getattr(pool, "_network_backend", None), delivery._DeadlineBackend), (
+        "httpcore moved ConnectionPool._network_backend"
+    )
+
+
+def test_client_and_exporter_load_the_certificate_bundle_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "bundle.pem"  # a trust setting no earlier test made a context for
+    shutil.copy(certifi.where(), bundle)
+    made: list[str] = []
+    real = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(str(kwargs.get("cafile") or kwargs.get("capath") or ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    with _client("https://ct.invalid", verify=str(bundle)) as client:
+        tracing.pipeline_for(client)  # builds the exporter's own HTTP client
+        assert made == [str(bundle)]
+
+
+def test_an_http_base_url_loads_no_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Any] = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context",
+                        lambda *a, **k: made.append(k) or real(*a, **k))
+    with _client("http://127.0.0.1:1") as client:
+        tracing.pipeline_for(client)
+        assert made == []
+
+
+def test_the_global_provider_is_still_readable_without_the_environment() -> None:
+    # tracing._global_provider reads the API's module global for a per-span identity check;
+    # without it every span falls back to get_tracer_provider() (correct, but slow).
+    from opentelemetry import trace
+
+    assert "_TRACER_PROVIDER" in vars(trace), "OTel renamed trace._TRACER_PROVIDER"
+    assert tracing._global_provider() is vars(trace)["_TRACER_PROVIDER"] or (
+        vars(trace)["_TRACER_PROVIDER"] is None
+    )
