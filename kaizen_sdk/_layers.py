@@ -54,7 +54,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors", "_config", "models", "_httpx_cli"),
     # 1. tools without I/O policy of their own: cache, HTTP vocabulary, TLS, spool, the
     #    record and current call, safe JSON, the caller's context
-    ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_wire", "_context"),
+    ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_context"),
     # 2. the background engine, the tracer pipeline around it, prompt fetching and choosing
     ("delivery", "tracing", "_prompts", "_rollout"),
     # 3. the clients (they own a pipeline and read its stats)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     # package attribute ``instrument`` stays the function), and must stay cheap to import.
     from opentelemetry.trace import Tracer, TracerProvider
 
+    from kaizen_sdk.async_client import AsyncCTClient
+    from kaizen_sdk.client import CTClient
+
 __all__ = ["instrument", "instrumented", "uninstrument"]
 
 logger = logging.getLogger("kaizen_sdk.instrument")
@@ -45,7 +48,7 @@ def _library(module: Any) -> str:
 def instrument(
     module: ModuleType,
     *,
-    client: Any = None,
+    client: CTClient | AsyncCTClient | None = None,
     task_map: Mapping[str, str] | None = None,
     capture_content: bool = True,
     tracer_provider: TracerProvider | None = None,
