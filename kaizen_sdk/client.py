@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from kaizen_sdk import delivery, tracing
 from kaizen_sdk._config import Masker
 from kaizen_sdk._http import (
     PAGE_SIZE,
@@ -27,7 +26,6 @@ from kaizen_sdk._http import (
     segment,
     translate_errors,
 )
-from kaizen_sdk.delivery import DeliveryStats
 from kaizen_sdk.errors import CTError, CTTimeoutError
 from kaizen_sdk.models import (
     FeedbackResult,
@@ -44,6 +42,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from kaizen_sdk.decorators import TaskDecorator
+    from kaizen_sdk.delivery import DeliveryStats
 
 _T = TypeVar("_T")
 
@@ -135,6 +134,8 @@ class CTClient(BaseClient):
     def _start_delivery(self) -> None:
         """With a spool directory, start background delivery now: what an earlier process
         left in the spool is replayed even if this one makes no traced call."""
+        from kaizen_sdk import tracing  # the OTel SDK loads only when delivery starts
+
         try:
             tracing.pipeline_for(self)
         except Exception:
@@ -184,6 +185,8 @@ class CTClient(BaseClient):
         if self._pipeline is not None:
             stats: DeliveryStats = self._pipeline.stats()
             return stats
+        from kaizen_sdk.delivery import DeliveryStats
+
         return DeliveryStats()
 
     def task(self, name: str, **kwargs: Any) -> TaskDecorator:
@@ -575,6 +578,8 @@ class CTClient(BaseClient):
     # --- helpers ------------------------------------------------------------------------
 
     def _flush_trace(self, trace_id: str) -> None:
+        from kaizen_sdk import delivery
+
         try:
             delivery.flush_trace(trace_id)
         except Exception:

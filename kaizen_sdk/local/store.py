@@ -965,14 +965,14 @@ class Store:
                 trace_rows,
             )
             plain: dict[str, dict[str, tuple[tuple[Any, ...], bool]]] = {}
-            for fb in feedback:
+            trace_keys = [_feedback_trace(fb) for fb in feedback]
+            # traces scored before their call's own entry arrived (one indexed query a batch)
+            scored_early = _scored_traces(conn, [k for k in trace_keys if k is not None])
+            for fb, trace_key in zip(feedback, trace_keys, strict=True):
                 task_id = tasks.resolve(fb, "feedback", "feedback", errors)
                 if task_id is None:
                     continue
-                trace_key = _feedback_trace(fb)
-                if tasks.rollout_running(task_id) or (
-                    trace_key is not None and tasks.scored_trace(task_id, trace_key)
-                ):
+                if tasks.rollout_running(task_id) or trace_key in scored_early:
                     self._add_feedback(conn, fb, new_jobs)
                     continue
                 comment, correction = _critique(fb.comment, fb.correction, fb.output)
@@ -1784,13 +1784,6 @@ class _BatchTasks:
             ).fetchone() is not None
         return self._rollouts[task_id]
 
-    def scored_trace(self, task_id: str, trace_id: str) -> bool:
-        """True when scoring *trace_id* already made its feedback entry (filled in later)."""
-        return self._conn.execute(
-            "SELECT 1 FROM feedback WHERE task_id = ? AND trace_id = ? AND source = 'trace_score'",
-            (task_id, trace_id),
-        ).fetchone() is not None
-
     def set_active(self, task_id: str, version_id: str, text: str) -> None:
         """Note the baseline version this batch just created."""
         self._active[task_id] = (version_id, text)
@@ -1801,6 +1794,20 @@ def _feedback_trace(req: FeedbackRequest) -> str | None:
     """The trace a feedback entry names in its metadata (a decorated call's own entry)."""
     trace_id = req.metadata.get("trace_id") if isinstance(req.metadata, dict) else None
     return _as_uuid(trace_id) if isinstance(trace_id, str) else None
+
+
+def _scored_traces(conn: sqlite3.Connection, trace_ids: list[str]) -> set[str]:
+    """Those of *trace_ids* whose score already made a feedback entry (``trace_score``)."""
+    found: set[str] = set()
+    for start in range(0, len(trace_ids), 500):
+        chunk = trace_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT trace_id FROM feedback WHERE trace_id IN ({marks})"
+            " AND source = 'trace_score'", chunk,
+        )
+        found.update(row["trace_id"] for row in rows)
+    return found
 
 
 def _existing(conn: sqlite3.Connection, table: str, ids: list[str]) -> set[str]:

@@ -204,6 +204,27 @@ def test_scoring_a_trace_without_feedback_makes_one_entry_and_rescoring_updates_
     assert client.get(f"/api/v1/tasks/{task_name}").json()["feedback_count"] == 1
 
 
+def test_a_calls_own_entry_arriving_in_a_batch_after_its_score_fills_in_that_entry(
+    client: httpx.Client, task_name: str
+) -> None:
+    trace_id = str(uuid.uuid4())
+    trace = {"id": trace_id, "task_id": task_name, "prompt_text": "Summarize: the lift",
+             "response_text": "Lift broken.", "model": "m"}
+    assert client.post("/api/v1/ingest", json={"traces": [trace]}).status_code == 207
+    assert client.post(f"/api/v1/traces/{trace_id}/score", json={"score": 0.8}).status_code == 200
+    own = {"id": str(uuid.uuid4()), "task_id": task_name, "inputs": {"ticket": "the lift"},
+           "output": "Lift broken.", "metadata": {"trace_id": trace_id}}
+    other = {"id": str(uuid.uuid4()), "task_id": task_name, "inputs": {"ticket": "x"},
+             "output": "y", "score": 0.5}
+    resp = client.post("/api/v1/ingest", json={"feedback": [own, other]})
+    assert resp.status_code == 207 and resp.json()["errors"] == []
+    entries = client.get("/api/v1/feedback", params={"task_id": task_name}).json()
+    linked = [e for e in entries if e.get("trace_id") == trace_id]
+    assert len(entries) == 2 and len(linked) == 1  # filled in, not a second entry
+    assert (linked[0]["inputs"], linked[0]["score"]) == ({"ticket": "the lift"}, 0.8)
+    assert client.get(f"/api/v1/tasks/{task_name}").json()["feedback_count"] == 2
+
+
 def test_a_correction_on_a_trace_without_response_is_422_and_changes_nothing(
     client: httpx.Client, task_name: str
 ) -> None:
