@@ -56,6 +56,7 @@ __all__ = [
     "BaseClient",
     "PreparedCall",
     "check_prompt_text",
+    "is_loopback",
     "list_params",
     "next_cursor",
     "require_id",
@@ -185,7 +186,8 @@ def _parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float 
     return max(0.0, seconds)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True when *host* (an address or ``localhost``) only accepts connections from this machine."""
     host = host.strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -438,7 +440,7 @@ class BaseClient:
         if self._http_checked:
             return
         self._http_checked = True
-        if url.scheme != "http" or _is_loopback(url.host):
+        if url.scheme != "http" or is_loopback(url.host):
             return
         origin = f"{url.scheme}://{url.host}:{url.port or 80}"
         with _warned_lock:

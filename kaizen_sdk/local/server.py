@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra in
     ) from _exc
 
 from kaizen_sdk._config import KAIZEN_API_KEY
+from kaizen_sdk._http import is_loopback
 from kaizen_sdk._version import __version__
 from kaizen_sdk.local.api import (
     MAX_BODY_BYTES,
@@ -102,17 +102,6 @@ _START_TIMEOUT = 10.0
 _JSON = (b"content-type", b"application/json")
 _SERVER = (b"server", f"kaizen-local/{__version__}".encode())
 _CLOSE = (b"connection", b"close")
-
-
-def is_loopback(host: str) -> bool:
-    """True when *host* (an address or ``localhost``) only accepts connections from this machine."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _CoalescingTransport:
