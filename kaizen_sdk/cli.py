@@ -1303,21 +1303,15 @@ def _eval(client: CTClient, args: argparse.Namespace) -> int:
                        "task_model) to run the prompts", EXIT_USAGE)
     candidate, cand_number = _eval_text(client, args.task, args.version)
     active, act_number = _eval_text(client, args.task, args.against)
-    # The same held-out split the optimizer used: hash order of the scored feedback ids.
+    # The same held-out split the optimizer used: hash order of all scored feedback ids.
     examples = [
-        optimizer.Example(id=str(f.id), inputs=f.inputs, output=f.output, score=f.score)
-        for f in client.list_feedback(args.task, limit=1000) if f.score is not None
+        optimizer.Example(id=str(f.id), inputs=f.inputs, output=f.output, score=f.score,
+                          correction=f.correction, comment=f.comment)
+        for f in client.iter_feedback(args.task) if f.score is not None
     ]
-    _, val = optimizer.split_train_val(examples)
-    if not val:
+    _, samples = optimizer.split_train_val(examples)
+    if not samples:
         raise CLIError(f"task {task.name!r} has too little scored feedback to hold any out")
-    by_id = {str(f.id): f for f in client.list_feedback(args.task, limit=1000)}
-    samples = [
-        evaluate.Sample(id=e.id, inputs=e.inputs, output=e.output, score=e.score,
-                        comment=getattr(by_id.get(e.id), "comment", None),
-                        correction=getattr(by_id.get(e.id), "correction", None))
-        for e in val
-    ]
     base_url = args.llm_base_url or os.environ.get("KAIZEN_LLM_BASE_URL") or ""
     try:
         llm = LLMClient(base_url, os.environ.get("KAIZEN_LLM_API_KEY") or None,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kaizen_sdk.local.llm import LLMClient, LLMError
+from kaizen_sdk.local.optimizer import Example
 
 __all__ = [
     "DEFAULT_RUBRIC",
@@ -57,16 +58,8 @@ class JudgeError(LLMError):
     """The judge model answered without a usable score."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Sample:
-    """One scored feedback entry as optimization and evaluation use it."""
-
-    id: str
-    inputs: dict[str, Any] | None
-    output: Any
-    score: float
-    comment: str | None = None
-    correction: Any = None
+Sample = Example
+"""One scored feedback entry (the optimizer's `Example`, comment and correction included)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,14 +102,6 @@ class _Plan:
     val: list[Sample]
 
 
-def _sample(example: optimizer.Example) -> Sample:
-    # comment/correction exist once the store keeps them; older examples have neither.
-    return Sample(
-        id=example.id, inputs=example.inputs, output=example.output, score=example.score,
-        comment=getattr(example, "comment", None), correction=getattr(example, "correction", None),
-    )
-
-
 def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None,
                strategy: str | None = None) -> _Plan:
     config = dict(task.evaluator_config or {})
@@ -134,17 +126,15 @@ def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None
     if not isinstance(rubric, str) or not isinstance(task_model, str):
         raise _JobFault("evaluator_config['rubric'] and ['task_model'] must be strings")
     train, val = optimizer.split_train_val(examples)
-    samples = [_sample(e) for e in examples]
-    by_id = {s.id: s for s in samples}
     try:
-        strategy = dspy_optimizer.choose_strategy(config, samples)
+        strategy = dspy_optimizer.choose_strategy(config, examples)
     except dspy_optimizer.OptimizerError as exc:
         raise _JobFault(str(exc)) from None
     return _Plan(
         strategy=strategy, task_model=task_model, teacher_model=task.teacher_model,
         judge_model=task.judge_model, rubric=rubric, config=config,
         base_prompt=active if active is not None else optimizer.default_base_prompt(task.name),
-        train=[by_id[e.id] for e in train], val=[by_id[e.id] for e in val],
+        train=train, val=val,
     )
 
 

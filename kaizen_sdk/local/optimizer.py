@@ -68,13 +68,14 @@ _EXAMPLES_HEADER = EXAMPLES_HEADER
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One scored feedback entry used for optimization."""
+    """One scored feedback entry, as optimization and judged evaluation use it."""
 
     id: str
     inputs: dict[str, Any] | None
     output: Any
     score: float
     correction: Any = None
+    comment: str | None = None
 
     @property
     def demo_output(self) -> Any:

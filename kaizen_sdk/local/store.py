@@ -714,13 +714,14 @@ class Store:
     def scored_examples(self, task_id: str) -> list[Example]:
         """Return the task's feedback that has a score, as optimizer examples."""
         rows = self._conn().execute(
-            "SELECT id, inputs, output, score, correction FROM feedback WHERE task_id = ? AND"
-            " score IS NOT NULL ORDER BY seq",
+            "SELECT id, inputs, output, score, correction, comment FROM feedback"
+            " WHERE task_id = ? AND score IS NOT NULL ORDER BY seq",
             (task_id,),
         ).fetchall()
         return [
             Example(id=r["id"], inputs=_unjson(r["inputs"]), output=_unjson(r["output"]),
-                    score=float(r["score"]), correction=_unjson(r["correction"]))
+                    score=float(r["score"]), correction=_unjson(r["correction"]),
+                    comment=r["comment"])
             for r in rows
         ]
 

@@ -330,3 +330,21 @@ def test_a_version_1_database_is_migrated_and_keeps_its_feedback(tmp_path: Path)
         ]
     finally:
         store.close()
+
+
+def test_stored_comments_reach_the_optimizer_and_make_auto_choose_gepa(tmp_path: Path) -> None:
+    from kaizen_sdk.local import dspy_optimizer
+    from kaizen_sdk.models import FeedbackRequest
+
+    store = Store(str(tmp_path / "c.db"))
+    try:
+        for i, comment in enumerate((None, "too long, say it in one line")):
+            store.add_feedback(FeedbackRequest(task_id="critiqued", inputs={"i": i}, output="o",
+                                               score=0.5, comment=comment))
+        task_id = str(store.get_task("critiqued").id)
+        examples = store.scored_examples(task_id)
+        assert [e.comment for e in examples] == [None, "too long, say it in one line"]
+        assert dspy_optimizer.choose_strategy({}, examples) == "gepa"
+        assert dspy_optimizer.choose_strategy({}, examples[:1]) == "bootstrap"
+    finally:
+        store.close()
