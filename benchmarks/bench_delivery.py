@@ -30,17 +30,17 @@ def _work(ticket: str, priority: int = 1) -> str:
 
 def run(quick: bool) -> list[Metric]:
     """Measure records/s end to end and the exporter's encode µs per record."""
-    from kaizen_sdk import delivery
+    from kaizen_sdk import _requests, delivery
     from kaizen_sdk.models import IngestRequest
 
     n = 2000 if quick else 20000
-    captured: list[tuple[Any, Any]] = []
-    original_build: Any = getattr(delivery, "build_requests", None)
+    captured: list[Any] = []
+    original_build: Any = getattr(delivery, "build_batch", None)
 
-    def capturing(span: Any, record: Any, settings: Any) -> Any:
+    def capturing(records: Any, settings: Any) -> Any:
         if len(captured) < 512:
-            captured.append((span, record))
-        return original_build(span, record, settings)
+            captured.extend(records[: 512 - len(captured)])
+        return original_build(records, settings)
 
     with local_ct_server() as url:
         client = kaizen_client(url, max_queue_size=1_000_000)
@@ -50,7 +50,7 @@ def run(quick: bool) -> list[Metric]:
         client.get_prompt(TASK)
         before = client.stats()
         if original_build is not None:
-            delivery.build_requests = capturing
+            delivery.build_batch = capturing
         try:
             started = time.perf_counter()
             for i in range(n):
@@ -59,7 +59,7 @@ def run(quick: bool) -> list[Metric]:
             elapsed = time.perf_counter() - started
         finally:
             if original_build is not None:
-                delivery.build_requests = original_build
+                delivery.build_batch = original_build
         after = client.stats()
         stored_feedback = client.get_task(TASK).feedback_count
         newest_traces = len(client.list_traces(TASK, limit=1000))
@@ -73,22 +73,19 @@ def run(quick: bool) -> list[Metric]:
 
     pairs = captured[:256]
     per_record: float | None = None
-    encode_note = "not measured: kaizen_sdk.delivery.build_requests is gone or was never called"
+    encode_note = "not measured: kaizen_sdk.delivery.build_batch is gone or was never called"
     if pairs:
 
         def encode_batch_of_pairs(count: int) -> None:
             for _ in range(count):
-                built = [original_build(s, r, settings) for s, r in pairs]
-                batch = IngestRequest(
-                    traces=[t for t, _ in built], feedback=[f for _, f in built if f is not None]
-                )
-                delivery.encode_batch(batch)
+                traces, feedback, _ = original_build(pairs, settings)
+                _requests.encode_batch(IngestRequest(traces=traces, feedback=feedback))
 
         timings = alternate([Contender("kaizen", encode_batch_of_pairs)],
                             calls=2 if quick else 10, rounds=3 if quick else 9)
         per_record = timings["kaizen"].median / len(pairs)
         encode_note = (f"Build the trace and feedback bodies and encode the batch, {len(pairs)} "
-                       "real (span, record) pairs per batch; CPU time. Spread per batch: "
+                       "real records (trace + feedback) per batch; CPU time. Spread per batch: "
                        f"{timings['kaizen'].spread} µs.")
     return [
         Metric(

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_MAX",
+    "DELIVERY_RETRY_STATUSES",
     "PAGE_SIZE",
     "RETRY_AFTER_MAX",
     "RETRY_STATUSES",
@@ -59,6 +60,7 @@ __all__ = [
     "is_loopback",
     "list_params",
     "next_cursor",
+    "parse_retry_after",
     "require_id",
     "segment",
     "translate_errors",
@@ -73,6 +75,10 @@ USER_AGENT = f"kaizen-sdk/{__version__} python/{sys.version_info[0]}.{sys.versio
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 """Statuses after which a retry-safe request is sent again."""
+
+DELIVERY_RETRY_STATUSES = RETRY_STATUSES | {408, 500}
+"""Statuses after which background delivery sends a batch again: its ids are made on the
+client, so even a request the server may have half-handled is stored once."""
 
 BACKOFF_BASE = 0.5
 """Seconds before the first retry (doubled each time, then jittered to 50-100 %)."""
@@ -166,7 +172,13 @@ def _type_name(into: Any) -> str:
     return str(getattr(into, "__name__", into))
 
 
-def _parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float | None:
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_retry_after(
+    value: str | None, now: Callable[[], datetime] = _utcnow
+) -> float | None:
     """Parse ``Retry-After`` (seconds, or an HTTP date) into seconds; ``None`` if absent/bad."""
     if value is None:
         return None
@@ -472,7 +484,7 @@ class BaseClient:
         message += f": {detail}" if detail else "."
         cls = error_for_status(status)
         if cls is CTRateLimitError:
-            retry_after = _parse_retry_after(resp.headers.get("Retry-After"), self._now)
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._now)
             if retry_after is not None:
                 message += f" Retry after {retry_after:g} s."
             return CTRateLimitError(
@@ -515,7 +527,7 @@ class BaseClient:
             if resp.status_code not in RETRY_STATUSES:
                 return None
             if resp.status_code == 429:
-                asked = _parse_retry_after(resp.headers.get("Retry-After"), self._now)
+                asked = parse_retry_after(resp.headers.get("Retry-After"), self._now)
                 if asked is not None:
                     delay = min(asked, RETRY_AFTER_MAX)
                     self._log_retry(call, attempt, delay, f"{resp.status_code}")

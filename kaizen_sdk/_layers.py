@@ -53,10 +53,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 0. leaves: names, errors, settings, wire types
     ("_version", "errors", "_config", "models", "_httpx_cli"),
     # 1. tools without I/O policy of their own: cache, HTTP vocabulary, TLS, spool, the
-    #    record and current call, safe JSON, the caller's context
-    ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_context"),
-    # 2. the background engine, the tracer pipeline around it, prompt fetching and choosing
-    ("delivery", "tracing", "_prompts", "_rollout"),
+    #    record and current call, safe JSON, the caller's context, records into requests
+    ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_context", "_requests"),
+    # 2. the background engine, its HTTP sender, the tracer pipeline around it, prompt
+    #    fetching and choosing
+    ("_sender", "delivery", "tracing", "_prompts", "_rollout"),
     # 3. the clients (they own a pipeline and read its stats)
     ("client", "async_client"),
     # 4. the process-wide default client

@@ -1,15 +1,15 @@
-"""Background delivery of CT records: batching, retries, spool hook and fallback.
+"""The delivery engine: one queue, one sender thread, batching, retries, spool and counts.
 
-Each `~kaizen_sdk._record.CallRecord` waits in the record table under an id that
-`CTSpanProcessor.queue_record` puts on the queue of an OpenTelemetry ``BatchSpanProcessor``
-owned by the delivery engine and added to no provider (its worker is our sender thread; no
-span is queued), into `CTSpanExporter`, which turns each record into `TraceRequest` (and
-`FeedbackRequest`) bodies and posts them, msgspec-encoded, to ``POST /api/v1/ingest``. A
-server that answers ``404`` for ingest gets the single-record endpoints instead (remembered
-for the process).
-Transport errors, ``429`` and ``5xx`` are retried with exponential backoff and jitter within
-a deadline; the ids are made on the client, so a retry never stores a record twice. What
-finally fails goes to `Delivery.give_up` (where a durable spool plugs in) and is counted.
+A finished call's `~kaizen_sdk._record.CallRecord` goes onto `Delivery.queue` (a deque the
+engine owns: no span, no span processor, no record table) with `Delivery.submit`, which is
+all the caller's thread does. The engine's one thread, ``kaizen-delivery``, wakes when a
+batch is full, on `flush`, or once a second; takes up to 512 records (and the in-process
+scores whose traces have gone), turns them into request bodies (`kaizen_sdk._requests`) and
+hands the batch to its `~kaizen_sdk._sender.Sender`, which posts it to ``POST
+/api/v1/ingest`` with retries. What finally fails is spooled when there is a spool, else
+kept in memory (within ``max_queue_size``) and re-sent before newer batches; every outcome
+is counted here, and nowhere else, so that ``queued == sent + rejected + dropped + spooled``
+once nothing is in memory.
 
 Also here, for ``CTClient.score``: `flush_trace` and `is_pending` look at every live
 delivery of the process.
@@ -18,77 +18,40 @@ delivery of the process.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
-import random
-import ssl
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpcore
-import httpx
 import msgspec
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.trace import SpanContext, TraceFlags
 
-from kaizen_sdk import models
 from kaizen_sdk._config import Settings
-from kaizen_sdk._http import USER_AGENT
-from kaizen_sdk._safe_json import MAX_TEXT_CHARS, SAFE_ENCODER, clean_text, safe_json, truncate
+from kaizen_sdk._requests import batch_size, build_batch, encode_batch
+from kaizen_sdk._sender import GiveUp, LogLimiter, Sender
 from kaizen_sdk._spool import Spool
-from kaizen_sdk._tls import httpx_options
-from kaizen_sdk.models import (
-    FeedbackRequest,
-    IngestError,
-    IngestRequest,
-    ScoreItem,
-    ScoreRequest,
-    TraceRequest,
-)
+from kaizen_sdk.models import IngestRequest, ScoreItem
 
 if TYPE_CHECKING:
+    import httpx
+
     from kaizen_sdk._record import CallRecord
 
 __all__ = [
-    "MAX_TEXT_CHARS",
-    "batch_size",
-    "CTSpanExporter",
-    "CTSpanProcessor",
     "Delivery",
     "DeliveryStats",
     "flush_trace",
     "is_pending",
     "live",
-    "safe_json",
 ]
 
 _log = logging.getLogger("kaizen_sdk.delivery")
 
 _EXPORT_BUDGET = 30.0
-_REQUEST_TIMEOUT = 10.0
-_BACKOFF_BASE = 0.5
-_BACKOFF_MAX = 8.0
-_RETRY_AFTER_MAX = 30.0
-_DOWN_SECONDS = 10.0
-_LOG_INTERVAL = 60.0
-_SCHEDULE_DELAY_MS = 1000.0
+_SCHEDULE_DELAY = 1.0
 _BATCH_SIZE = 512
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_FLIP = dict(zip("0123456789abcdefABCDEF", "89abcdef01234567234567", strict=True))
-
-# base URLs whose server answered 404 for /ingest: use the single-record endpoints
-_NO_INGEST: set[str] = set()
 
 
 class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
@@ -118,838 +81,41 @@ class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
     replayed: int = 0
 
 
-def _json_dict(value: Any) -> Any:
-    """Inputs must be a JSON object on the wire: wrap anything else as ``{"value": ...}``.
-
-    A ``msgspec.Raw`` is trusted to hold a JSON object (the decorator makes sure of it).
-    """
-    if value is None or type(value) is msgspec.Raw or type(value) is dict:
-        return value
-    return {"value": value}
-
-
-def _as_text(value: Any) -> str | None:
-    kind = type(value)
-    if kind is str:
-        return value if len(value) <= MAX_TEXT_CHARS else truncate(value)
-    if value is None:
-        return None
-    if kind is int or kind is float:
-        return repr(value)
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is msgspec.Raw:
-        text = bytes(value).decode("utf-8", "replace")
-    else:
-        text = bytes(safe_json(value)).decode("utf-8", "replace")
-    return text if len(text) <= MAX_TEXT_CHARS else truncate(text)
-
-
-# --- building requests ---------------------------------------------------------------------
-
-
-class _FeedbackMeta(msgspec.Struct, array_like=False, gc=False):
-    """The metadata of an SDK feedback entry (encodes as the same JSON object as a dict)."""
-
-    trace_id: str
-    prompt_version: int | None
-    prompt_version_id: str | None
-    latency_ms: float | None
-
-
-class _Trace(TraceRequest, gc=False):
-    """A `TraceRequest` the garbage collector does not track (built per record).
-
-    A batch waits for its HTTP round trip; tracked, its hundreds of requests would trigger
-    collections (and full ones, which walk the whole heap) on the caller's thread. Its
-    values are records' own (no cycle can run through it).
-    """
-
-
-class _Feedback(FeedbackRequest, gc=False):
-    """A `FeedbackRequest` the garbage collector does not track (see `_Trace`)."""
-
-
-def build_requests(
-    span: ReadableSpan | None, record: CallRecord, settings: Settings
-) -> tuple[TraceRequest, FeedbackRequest | None]:
-    """Turn one finished span and its record into the trace (and feedback) request bodies.
-
-    Values are not converted here: the batch is encoded with a hook that turns unknown
-    objects into their ``repr`` (see `encode_batch`), which falls back to converting value
-    by value. Only long strings are cut.
-    """
-    latency = record.latency_ms
-    if latency is None and span is not None:
-        end, start = span.end_time, span.start_time
-        latency = None if end is None or start is None else (end - start) / 1e6
-    trace_id: Any = record.trace_id
-    metadata = record.metadata
-    if record.error is not None:
-        metadata = dict(metadata) if metadata else {}
-        metadata["error"] = record.error
-    output = record.output
-    inputs = record.inputs
-    if settings.capture_content:
-        prompt_text = record.prompt_text
-        response = record.response_text
-        mask = settings.mask
-        if mask is not None:  # nothing the application wants hidden leaves the process
-            inputs, output = _masked(mask, inputs), _masked(mask, output)
-            prompt_text, response = _masked(mask, prompt_text), _masked(mask, response)
-        if prompt_text is not None and (
-            type(prompt_text) is not str or len(prompt_text) > MAX_TEXT_CHARS
-        ):
-            prompt_text = _as_text(prompt_text)
-        if response is None:
-            response = output
-        if response is not None:
-            kind = type(response)
-            if kind is int:  # the common non-text result: no call (same text as _as_text)
-                response = repr(response)
-            elif kind is not str or len(response) > MAX_TEXT_CHARS:
-                response = _as_text(response)
-    else:
-        prompt_text = response = output = inputs = None
-    version_id: Any = record.prompt_version_id
-    parent: Any = record.parent_trace_id
-    trace = _Trace(
-        task_id=record.task,
-        id=trace_id,
-        prompt_text=prompt_text,
-        response_text=response,
-        model=record.model,
-        tokens=record.tokens,
-        latency_ms=latency,
-        prompt_version_id=version_id,
-        parent_trace_id=parent,
-        metadata=metadata or None,
-        arm=record.arm,
-        # the rollout guard's flag, only beside an arm: servers without rollouts never see it
-        error=None if record.error is None or record.arm is None else True,
-        user_id=record.user_id,
-        session_id=record.session_id,
-        tags=None if record.tags is None else list(record.tags),
-    )
-    if not record.log_feedback:
-        return trace, None
-    if type(output) is str and len(output) > MAX_TEXT_CHARS:
-        output = truncate(output)
-    if type(trace_id) is not str:
-        trace_id = str(trace_id)
-    if version_id is not None and type(version_id) is not str:
-        version_id = str(version_id)
-    fb_meta: Any
-    if metadata:
-        fb_meta = {
-            "trace_id": trace_id,
-            "prompt_version": record.prompt_version_number,
-            "prompt_version_id": version_id,
-            "latency_ms": latency,
-            **metadata,
-        }
-    else:
-        fb_meta = _FeedbackMeta(trace_id, record.prompt_version_number, version_id, latency)
-    # The feedback entry's id: the trace id with its last hex digit's top bit flipped.
-    # Stable across retries, still a UUID4, and a different id for every trace.
-    fb_id: Any = None
-    if len(trace_id) == 36:
-        last = _FLIP.get(trace_id[35])
-        if last is not None:
-            fb_id = trace_id[:35] + last
-    if inputs is not None and type(inputs) is not msgspec.Raw and type(inputs) is not dict:
-        inputs = _json_dict(inputs)
-    feedback = _Feedback(
-        task_id=record.task,
-        id=fb_id,
-        inputs=inputs,
-        output=output,
-        source="sdk",
-        metadata=fb_meta,
-    )
-    if record.arm is not None:  # served by a rollout, so the server knows these fields
-        feedback.prompt_version_id = version_id
-        feedback.arm = record.arm
-    return trace, feedback
-
-
-def _safe_request(item: Any) -> Any:
-    """The slow path: make every free-form value of a request safe JSON on its own."""
-    if isinstance(item, FeedbackRequest):
-        inputs = item.inputs
-        return msgspec.structs.replace(
-            item,
-            inputs=None if inputs is None else _json_dict(safe_json(inputs)),
-            output=None if item.output is None else safe_json(item.output),
-            metadata=None if item.metadata is None else safe_json(item.metadata),
-        )
-    metadata = item.metadata
-    return msgspec.structs.replace(
-        item,
-        prompt_text=None if item.prompt_text is None else clean_text(item.prompt_text),
-        response_text=None if item.response_text is None else clean_text(item.response_text),
-        model=None if item.model is None else clean_text(item.model),
-        metadata=None if metadata is None else safe_json(metadata),
-    )
-
-
-def encode_batch(batch: IngestRequest) -> bytes:
-    """Encode a batch; objects JSON does not know become their ``repr``. Never raises."""
-    try:
-        return SAFE_ENCODER.encode(batch)
-    except Exception:  # a cycle, keys JSON cannot hold, lone surrogates: item by item
-        traces = b",".join(filter(None, map(_encode_one, batch.traces)))
-        feedback = b",".join(filter(None, map(_encode_one, batch.feedback)))
-        scores = b",".join(filter(None, map(_encode_one, batch.scores)))
-        return (
-            b'{"traces":[' + traces + b'],"feedback":[' + feedback + b'],"scores":['
-            + scores + b"]}"
-        )
-
-
-def batch_size(batch: IngestRequest) -> int:
-    """The records of *batch*: its traces and its scores (feedback rides with its trace)."""
-    return len(batch.traces) + len(batch.scores)
-
-
-def _encode_one(item: Any) -> bytes:
-    """Encode one request, converting its values if needed; ``b""`` if even that fails."""
-    try:
-        return SAFE_ENCODER.encode(item)
-    except Exception:
-        pass
-    try:
-        return SAFE_ENCODER.encode(_safe_request(item))
-    except Exception:
-        _log.warning("A CT record could not be encoded at all; it is dropped.", exc_info=True)
-        return b""
-
-
-def _masked(mask: Callable[[Any], Any], value: Any) -> Any:
-    if value is None:
-        return None
-    if type(value) is msgspec.Raw:
-        value = msgspec.json.decode(value)
-    try:
-        return mask(value)
-    except Exception:
-        _log.warning("The mask function failed; the value is sent as '<masking failed>'.")
-        return "<masking failed>"
-
-
-# --- rate-limited logging ------------------------------------------------------------------
-
-
-class _LogLimiter:
-    """Log one line per *key* at most once a minute."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def ready(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < _LOG_INTERVAL:
-                return False
-            self._last[key] = now
-            return True
-
-
-# --- a total deadline per request ------------------------------------------------------------
-
-# httpx timeouts bound each read, so a server trickling one byte a second could hold a request
-# for ever; the exporter's connections read and write through `_DeadlineStream`, which cuts
-# every operation at the request's total deadline (set per thread by `CTSpanExporter._post`).
-_DEADLINE = threading.local()
-
-
-def _bounded(timeout: float | None) -> float | None:
-    deadline: float | None = getattr(_DEADLINE, "at", None)
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise httpcore.ReadTimeout("the request ran out of its total deadline")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A network stream whose reads, writes and TLS handshake end by the thread's deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _bounded(timeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _bounded(timeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout))
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's network backend, with every stream it opens deadline-bound."""
-
-    def __init__(self, inner: httpcore.NetworkBackend) -> None:
-        self._inner = inner
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.connect_tcp(host, port, _bounded(timeout), local_address, socket_options)
-        )
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.connect_unix_socket(path, _bounded(timeout), socket_options)
-        )
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-def _deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
-    transport = httpx.HTTPTransport(verify=verify)
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if backend is not None:  # httpcore keeps its backend here (1.x); else per-read bounds only
-        pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
-    return transport
-
-
-class _GiveUp(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-# --- exporter ------------------------------------------------------------------------------
-
-
-class CTSpanExporter(SpanExporter):
-    """Posts finished CT spans (with their records) to the CT server; never raises.
-
-    Parameters:
-        delivery: the `Delivery` whose record table, counters and spool hook it uses.
-        transport: an ``httpx`` transport to send through (tests).
-    """
-
-    def __init__(
-        self, delivery: Delivery, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
-        self._delivery = delivery
-        self._settings = delivery.settings
-        self._transport = transport
-        self._http = self._new_http()
-        self._wake = threading.Event()
-        self._hard_deadline: float | None = None
-        self._sending: IngestRequest | None = None  # the new batch being sent right now
-        self._abandoned: IngestRequest | None = None
-        self._settle_lock = threading.Lock()
-        self._down_until = 0.0
-        self._not_before = 0.0
-        self._random = random.Random()
-
-    def _new_http(self) -> httpx.Client:
-        settings = self._settings
-        # the shared SSL context of `_tls` (none loaded for http://): no second bundle load
-        options = httpx_options(settings, timeout=min(settings.timeout, _REQUEST_TIMEOUT))
-        return httpx.Client(
-            base_url=settings.base_url,
-            headers={
-                "X-API-Key": settings.api_key,
-                "User-Agent": USER_AGENT,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-            transport=self._transport or _deadline_transport(options["verify"]),
-            **options,
-        )
-
-    def _after_fork(self) -> None:
-        self._http = self._new_http()  # the parent's pooled connections are not ours
-        self._settle_lock = threading.Lock()
-        self._sending = self._abandoned = None
-        self._wake = threading.Event()
-        self._random = random.Random()
-
-    def _settle(self, batch: IngestRequest) -> bool:
-        """The sender is done with *batch*: True unless shutdown took it over meanwhile."""
-        with self._settle_lock:
-            if batch is self._abandoned:
-                return False
-            if self._sending is batch:
-                self._sending = None
-            return True
-
-    def take_in_flight(self) -> IngestRequest | None:
-        """At shutdown: take over the batch a stuck sender still holds (or None)."""
-        with self._settle_lock:
-            batch, self._sending = self._sending, None
-            if batch is not None:
-                self._abandoned = batch
-            return batch
-
-    def hurry(self, deadline: float) -> None:
-        """Make every export finish by the monotonic *deadline* (used at shutdown)."""
-        self._hard_deadline = deadline
-        self._wake.set()
-
-    # SpanExporter API ---------------------------------------------------------------------
-
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        """Deliver *spans* (or the processor's span ids); return FAILURE
-        (never raise) when they could not be delivered."""
-        delivery = self._delivery
-        # two parallel lists, not (span, record) tuples: nothing here for the garbage collector
-        found: list[ReadableSpan | None] = []
-        taken: list[CallRecord] = []
-        records = delivery.records
-        with delivery._lock:  # so that stats() never sees a record in no place
-            delivery._trim_kept(len(spans))
-            # counted in flight before they leave the table: `full()` reads without the lock
-            delivery._inflight += len(spans)
-            for item in spans:
-                if type(item) is int:  # a span id (see CTSpanProcessor.on_end)
-                    record = records.pop(item, None)  # None: shutdown already took it
-                    if record is not None:
-                        found.append(None)
-                        taken.append(record)
-                    continue
-                ctx = item.context
-                record = records.pop(ctx.span_id, None) if ctx is not None else None
-                if record is not None:
-                    found.append(item)
-                    taken.append(record)
-            scores = delivery._take_scores(taken)
-            delivery._inflight += len(scores) - (len(spans) - len(taken))
-        if not taken and not scores:
-            if delivery.kept:  # nothing new (a wake-up): still re-send what failed earlier
-                with contextlib.suppress(Exception):
-                    delivery.resend_kept(0.0)
-            return SpanExportResult.SUCCESS
-        try:
-            ok = self._export(found, taken, scores)
-        except Exception:
-            lost = len(taken) + len(scores)
-            delivery.count(dropped=lost, done=lost, inflight=-lost)
-            if delivery.limiter.ready("export-bug"):
-                _log.exception("CT export failed unexpectedly; %d records lost.", lost)
-            ok = False
-        finally:
-            discard = delivery.pending.discard
-            for record in taken:
-                trace_id = record.trace_id
-                discard(trace_id if type(trace_id) is str else str(trace_id))
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        """Called by the processor when it stops; `close` (by `Delivery`) ends the pool."""
-        self._wake.set()
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._wake.set()
-        with contextlib.suppress(Exception):
-            self._http.close()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Nothing is buffered here."""
-        return True
-
-    # delivery ------------------------------------------------------------------------------
-
-    def _export(
-        self,
-        spans: list[ReadableSpan | None],
-        records: list[CallRecord],
-        scores: list[ScoreItem] | None = None,
-    ) -> bool:
-        settings = self._settings
-        traces: list[TraceRequest] = []
-        feedback: list[FeedbackRequest] = []
-        bad = 0
-        for span, record in zip(spans, records, strict=True):
-            try:
-                trace, fb = build_requests(span, record, settings)
-            except Exception:
-                bad += 1
-                if self._delivery.limiter.ready("build"):
-                    _log.warning("Could not build a CT record; it is dropped.", exc_info=True)
-                continue
-            traces.append(trace)
-            if fb is not None:
-                feedback.append(fb)
-        if bad:
-            self._delivery.count(dropped=bad, done=bad, inflight=-bad)
-        if not traces and not scores:
-            return bad == 0
-        batch = IngestRequest(traces=traces, feedback=feedback, scores=scores or [])
-        try:
-            earlier_ok = self._delivery.resend_kept()
-        except Exception:
-            earlier_ok = False
-        if not earlier_ok:  # the server is still failing: keep the order
-            n = batch_size(batch)
-            self._delivery.give_up(batch, n, "earlier batches are still failing", inflight=n)
-            return False
-        return self.send(batch) and bad == 0
-
-    def send(self, batch: IngestRequest, *, replay: bool = False, kept: bool = False) -> bool:
-        """Deliver one batch (retrying within the deadline); count and hand failures on.
-
-        With ``replay=True`` (a spool re-sending) nothing is counted as queued or dropped
-        and a failure is only reported (the batch stays in the spool); with ``kept=True``
-        (a batch kept in memory after failing) a failure leaves it where it is.
-        """
-        n = batch_size(batch)
-        delivery = self._delivery
-        now = time.monotonic()
-        deadline = now + _EXPORT_BUDGET
-        if self._hard_deadline is not None:
-            deadline = min(deadline, self._hard_deadline)
-        retries = 0 if now < self._down_until else max(0, self._settings.max_retries)
-        fresh = not replay and not kept
-        if fresh:
-            self._sending = batch
-        try:
-            wait = self._not_before - now  # the server's Retry-After, or our last backoff
-            if wait > 0:
-                if now + wait >= deadline:
-                    raise _GiveUp("the server asked to wait")
-                self._wake.wait(wait)
-            if self._settings.base_url in _NO_INGEST:
-                rejected, refused_feedback = self._send_single(batch, deadline, retries)
-            else:
-                rejected, refused_feedback = self._send_ingest(batch, deadline, retries)
-        except _GiveUp as stop:
-            if fresh and self._settle(batch):
-                delivery.give_up(batch, n, stop.reason, inflight=n)
-            return False
-        if fresh and not self._settle(batch):
-            return True  # shutdown already handed this batch on (spooled or counted)
-        self._down_until = self._not_before = 0.0
-        if not replay and delivery._spool_waiting:
-            delivery.replay_spool()  # the server is back: re-send what waits on disk
-        hook = delivery.on_delivered
-        if hook is not None:
-            try:
-                hook(batch)
-            except Exception:
-                _log.warning("A delivery hook failed.", exc_info=True)
-        if replay:
-            delivery.count(
-                replayed=n - rejected, rejected=rejected, rejected_feedback=refused_feedback
-            )
-        elif kept:
-            delivery.kept_delivered(batch, n, rejected, refused_feedback)
-        else:
-            delivery.count(
-                sent=n - rejected, rejected=rejected, rejected_feedback=refused_feedback,
-                done=n, inflight=-n,
-            )
-        return True
-
-    def _send_ingest(
-        self, batch: IngestRequest, deadline: float, retries: int
-    ) -> tuple[int, int]:
-        """Post *batch* to /ingest; return (records, feedback entries) not acknowledged.
-
-        Only an answer that reads as an ingest result acknowledges anything: an empty or
-        HTML 200, or a 207 that does not decode, counts the whole batch as rejected.
-        """
-        body = encode_batch(batch)
-        n = batch_size(batch)
-        resp = self._post("/api/v1/ingest", body, deadline, retries, n)
-        status = resp.status_code
-        if status == 404:
-            _NO_INGEST.add(self._settings.base_url)
-            _log.info("The CT server has no /api/v1/ingest; using the single-record endpoints.")
-            return self._send_single(batch, deadline, retries)
-        if not 200 <= status < 300:
-            self._rejected(status, resp)
-            return n, 0  # the whole batch: its feedback goes with its records
-        try:
-            result = models.decode(resp.content, _IngestAnswer)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            result = None
-        if result is None or isinstance(result.accepted, msgspec.UnsetType):
-            if self._delivery.limiter.ready("undecodable"):
-                _log.warning(
-                    "The CT server answered %d to a batch with something that is not an "
-                    "ingest result (%r); its %d records are counted as rejected.",
-                    status, resp.content[:80], n,
-                )
-            return n, 0
-        errors = result.errors
-        if errors and self._delivery.limiter.ready("rejected"):
-            first = errors[0]
-            _log.warning(
-                "The CT server rejected %d of the items in a batch (first: %s %s: %s).",
-                len(errors), first.kind, first.id, first.detail,
-            )
-        rejected = _refused(errors, "trace", len(batch.traces))
-        rejected += _refused(errors, "score", len(batch.scores))
-        refused_feedback = _refused(errors, "feedback", len(batch.feedback))
-        if batch.scores and result.scores is None:
-            # an older server ignored the scores: send them one by one
-            rejected += self._send_scores(batch.scores, deadline, retries)
-        return rejected, refused_feedback
-
-    def _send_single(
-        self, batch: IngestRequest, deadline: float, retries: int
-    ) -> tuple[int, int]:
-        rejected = refused_feedback = 0
-        for trace in batch.traces:
-            resp = self._post("/api/v1/traces", _encode_one(trace), deadline, retries, 1)
-            if resp.status_code >= 300 and resp.status_code != 409:
-                rejected += 1
-                self._rejected(resp.status_code, resp)
-        for fb in batch.feedback:
-            resp = self._post("/api/v1/feedback", _encode_one(fb), deadline, retries, 0)
-            if resp.status_code >= 300 and resp.status_code != 409:
-                refused_feedback += 1
-                self._rejected(resp.status_code, resp)
-        rejected += self._send_scores(batch.scores, deadline, retries)
-        return rejected, refused_feedback
-
-    def _send_scores(self, scores: list[ScoreItem], deadline: float, retries: int) -> int:
-        """Post each score to ``/traces/{id}/score``; return how many were refused."""
-        refused = 0
-        for item in scores:
-            body = models.encode(ScoreRequest(score=item.score, scored_by=item.scored_by))
-            resp = self._post(f"/api/v1/traces/{item.trace_id}/score", body, deadline, retries, 1)
-            if resp.status_code >= 300:
-                refused += 1
-                self._rejected(resp.status_code, resp)
-        return refused
-
-    def _rejected(self, status: int, resp: httpx.Response) -> None:
-        if not self._delivery.limiter.ready(f"status-{status}"):
-            return
-        if status in (401, 403):
-            _log.warning("The CT server refused the API key (%d); records are dropped.", status)
-        else:
-            _log.warning(
-                "The CT server rejected records with %d: %s", status, resp.text[:200]
-            )
-
-    def _post(
-        self, path: str, body: bytes, deadline: float, retries: int, records: int
-    ) -> httpx.Response:
-        """POST with retries on transport errors, 408/429/5xx; raise `_GiveUp` at the end."""
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.05:
-                raise _GiveUp("out of time")
-            retry_after: float | None = None
-            hard = self._hard_deadline
-            _DEADLINE.at = deadline if hard is None else min(deadline, hard)
-            try:
-                resp = self._http.post(
-                    path, content=body, timeout=min(self._http.timeout.read or 10.0, remaining)
-                )
-            except (httpx.TransportError, RuntimeError) as exc:  # RuntimeError: pool closed
-                why = type(exc).__name__
-                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                    self._down_until = time.monotonic() + _DOWN_SECONDS
-            else:
-                if resp.status_code not in _RETRY_STATUSES:
-                    return resp
-                why = str(resp.status_code)
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-            finally:
-                _DEADLINE.at = None
-            delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2.0**attempt)
-            delay *= 0.5 + 0.5 * self._random.random()
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, _RETRY_AFTER_MAX))
-            if attempt >= retries or time.monotonic() + delay >= deadline:
-                self._not_before = time.monotonic() + delay  # honoured by the next send
-                raise _GiveUp(why)
-            attempt += 1
-            self._delivery.count(retried=records)
-            _log.debug("CT delivery: retry %d in %.2f s after %s.", attempt, delay, why)
-            self._wake.wait(delay)
-
-
-class _IngestAnswer(msgspec.Struct, kw_only=True):
-    """An ingest answer as read here: without ``accepted`` it acknowledges nothing."""
-
-    accepted: int | msgspec.UnsetType = msgspec.UNSET
-    errors: list[IngestError] = []
-    scores: int | None = None
-
-
-def _refused(errors: list[IngestError], kind: str, total: int) -> int:
-    """How many items of *kind* the errors name (distinct ids; an item without id counts
-    once each), at most *total*."""
-    ids = {e.id for e in errors if e.kind == kind and e.id is not None}
-    anonymous = sum(1 for e in errors if e.kind == kind and e.id is None)
-    return min(total, len(ids) + anonymous)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-
-
-# --- processor -----------------------------------------------------------------------------
-
-
-class CTSpanProcessor(BatchSpanProcessor):
-    """The delivery engine's queue and sender thread: a ``BatchSpanProcessor`` of its own.
-
-    It is added to no tracer provider: records are queued by id (`queue_record`); ``on_end``
-    takes only a span carrying an attached CT record (an OpenTelemetry without the id queue).
-    """
-
-    def __init__(self, exporter: CTSpanExporter, delivery: Delivery) -> None:
-        queue = max(1, delivery.settings.max_queue_size)
-        super().__init__(
-            exporter,
-            max_queue_size=queue,
-            schedule_delay_millis=_SCHEDULE_DELAY_MS,
-            max_export_batch_size=min(_BATCH_SIZE, queue),
-        )
-        self._records = delivery.records
-        self._delivery = delivery
-        self.closed = False
-        # OTel >= 1.33: queue the span id alone (the record waits in the record table) and let
-        # the span go at once: an int is not tracked by the garbage collector, so waiting
-        # records cost it nothing; older OTel: queue the span itself.
-        inner = getattr(self, "_batch_processor", None)
-        self._direct: Callable[[Any], None] | None = (
-            inner.emit if inner is not None and hasattr(inner, "emit") else None
-        )
-
-    def shutdown(self) -> None:
-        """Stop, delivering what is queued within the client's ``shutdown_timeout``."""
-        self._delivery.shutdown()
-
-    def queue_record(self, span_id: int) -> bool:
-        """Queue the record waiting under *span_id* in the record table, without any span.
-
-        Returns False when this OpenTelemetry's batch queue takes only spans (the caller
-        then hands over a span carrying *span_id*).
-        """
-        direct = self._direct
-        if direct is None:
-            return False
-        if self.closed:
-            record = self._records.pop(span_id, None)
-            if record is not None:
-                self._delivery.discard(record)
-            return True
-        direct(span_id)
-        return True
-
-    def poke(self) -> None:
-        """Queue a wake-up without a record, so that the worker exports (queued scores,
-        batches kept after a failure) within its schedule delay."""
-        if self.closed:
-            return
-        direct = self._direct
-        if direct is not None:
-            direct(0)  # no record has span id 0: the export finds only what waits beside
-            return
-        now = time.time_ns()
-        BatchSpanProcessor.on_end(self, ReadableSpan(
-            name="ct.wake",
-            context=SpanContext(trace_id=1, span_id=0, is_remote=False,
-                                trace_flags=TraceFlags(TraceFlags.SAMPLED)),
-            start_time=now, end_time=now, resource=Resource.get_empty(),
-        ))
-
-    def _stop(self, timeout: float) -> None:
-        """Stop the worker after its last export, waiting at most *timeout* seconds."""
-        inner = getattr(self, "_batch_processor", None)
-        if inner is not None and hasattr(inner, "shutdown"):
-            inner.shutdown(timeout_millis=int(max(0.0, timeout) * 1000))
-        else:  # older OTel: no bound on the wait (the exporter's deadline still bounds it)
-            super().shutdown()  # type: ignore[no-untyped-call]
-
-    def on_end(self, span: ReadableSpan) -> None:
-        ctx = span.context
-        if ctx is None:
-            return
-        record = self._records.get(ctx.span_id)
-        if record is None:
-            return
-        if self.closed:
-            if self._records.pop(ctx.span_id, None) is not None:
-                self._delivery.discard(record)
-            return
-        # Spans with a record are always delivered, even when the sampler only recorded
-        # them: the CT server needs every call (sampling is for the app's own backends).
-        direct = self._direct
-        if direct is None:
-            super().on_end(span)
-            return
-        if record.latency_ms is None:
-            end, start = span.end_time, span.start_time
-            if end is not None and start is not None:
-                record.latency_ms = (end - start) / 1e6
-        direct(ctx.span_id)
-
-
-# --- delivery ------------------------------------------------------------------------------
+# --- the engine ----------------------------------------------------------------------------
 
 _LIVE: set[Delivery] = set()
 _LIVE_LOCK = threading.Lock()
 
 
+class _Flush:
+    """One `Delivery.flush` waiting for the sender thread: set when done, with the outcome."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
 class Delivery:
-    """One client's background delivery: record table, processor, exporter and counters.
+    """One client's background delivery: its queue, sender thread, sender and counters.
 
     Parameters:
         settings: the client's resolved settings.
-        transport: an ``httpx`` transport for the exporter (tests).
+        transport: an ``httpx`` transport for the sender (tests).
     """
 
     def __init__(
         self, settings: Settings, *, transport: httpx.BaseTransport | None = None
     ) -> None:
         self.settings = settings
-        # span id -> record, from attach until export (bounded by settings.max_queue_size)
-        self.records: dict[int, CallRecord] = {}
-        # trace ids (str) attached and not yet exported, for flush_trace/is_pending
+        self.max_queue = max(1, settings.max_queue_size)
+        self._batch = min(_BATCH_SIZE, self.max_queue)
+        # records waiting for the sender thread, oldest first (appended without a lock)
+        self.queue: collections.deque[CallRecord] = collections.deque()
+        # trace ids (str) queued and not yet exported, for flush_trace/is_pending
         self.pending: set[str] = set()
-        self.limiter = _LogLimiter()
-        self.on_give_up: Callable[[IngestRequest, int, str], bool] | None = None
-        # told about each delivered batch (the task decorator: a trace made on a default
-        # prompt has just created the task's version 1, so fetch it now)
-        self.on_delivered: Callable[[IngestRequest], None] | None = None
+        self.limiter = LogLimiter()
         # batches that failed after their retries, oldest first, re-sent before new ones
         self.kept: collections.deque[tuple[IngestRequest, int]] = collections.deque()
         self._kept_records = 0
@@ -973,8 +139,16 @@ class Delivery:
         self._overflow_wake = threading.Event()
         self._overflow_thread: threading.Thread | None = None
         self._poked = 0.0
-        self.exporter = CTSpanExporter(self, transport=transport)
-        self.processor = CTSpanProcessor(self.exporter, self)
+        # the sender thread: started by the first record, woken by a full batch or a flush
+        self._wake = threading.Event()
+        self._flushes: list[_Flush] = []
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        # the new batch being sent right now, for shutdown to take over if it is stuck
+        self._sending: IngestRequest | None = None
+        self._abandoned: IngestRequest | None = None
+        self._settle_lock = threading.Lock()
+        self.sender = Sender(settings, self.limiter, self._count_retry, transport=transport)
         self.spool: Spool | None = None
         self._replayer: threading.Thread | None = None
         self._spool_waiting = False  # the spool may hold batches: replay after a success
@@ -991,6 +165,43 @@ class Delivery:
                     method()
 
             os.register_at_fork(after_in_child=after_in_child)
+
+    # the caller's side ---------------------------------------------------------------------
+
+    def submit(self, record: CallRecord) -> None:
+        """Queue *record* for delivery (set ``latency_ms`` first). Never blocks, never raises
+        for a full queue: past ``max_queue_size`` it is spooled or dropped and counted."""
+        queue = self.queue
+        if len(queue) + self._inflight + self._kept_records >= self.max_queue or self._closed:
+            if self._closed:
+                self.discard(record)
+            else:
+                self.drop_full(record)
+            return
+        queue.append(record)
+        trace_id = record.trace_id
+        self.pending.add(trace_id if type(trace_id) is str else str(trace_id))
+        if self._worker is None:
+            self._start_worker()
+        elif len(queue) >= self._batch and not self._wake.is_set():
+            self._wake.set()
+
+    def poke(self) -> None:
+        """Make sure the sender thread runs: queued scores and batches kept after a failure
+        go within its schedule delay (a second)."""
+        if self._worker is None and not self._closed:
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._worker is not None or self._closed:
+                return
+            worker = threading.Thread(target=self._run, name="kaizen-delivery", daemon=True)
+            self._worker = worker
+        worker.start()
+
+    def _count_retry(self, records: int) -> None:
+        self.count(retried=records)
 
     # counters -------------------------------------------------------------------------------
 
@@ -1023,7 +234,7 @@ class Delivery:
         """Return the counters."""
         with self._lock:
             return DeliveryStats(
-                queued=self._done + len(self.records) + self._kept_records + self._inflight
+                queued=self._done + len(self.queue) + self._kept_records + self._inflight
                 + len(self.scores) + len(self.overflow),
                 sent=self._sent,
                 retried=self._retried,
@@ -1037,10 +248,7 @@ class Delivery:
     def full(self) -> bool:
         """True when the records held in memory (queued, in flight and kept after a
         failure) reach ``max_queue_size``."""
-        return (
-            len(self.records) + self._inflight + self._kept_records
-            >= self.settings.max_queue_size
-        )
+        return len(self.queue) + self._inflight + self._kept_records >= self.max_queue
 
     def drop_full(self, record: CallRecord) -> None:
         """Take a record past the memory bound: to the spool when there is one (written in
@@ -1048,8 +256,7 @@ class Delivery:
         now = time.monotonic()
         if now - self._poked >= 1.0:  # batches kept after a failure still need re-sending
             self._poked = now
-            with contextlib.suppress(Exception):
-                self.processor.poke()
+            self.poke()
         if self.spool is not None and not self._closed:
             behind: list[CallRecord] = []
             with self._overflow_lock:
@@ -1127,7 +334,7 @@ class Delivery:
             return None
         with self._lock:
             if (
-                len(self.records) + self._inflight + self._kept_records + len(self.scores)
+                len(self.queue) + self._inflight + self._kept_records + len(self.scores)
                 >= max(1, self.settings.max_queue_size)
                 and self.spool is None
             ):
@@ -1136,7 +343,7 @@ class Delivery:
                 _log.warning("A score for trace %s is dropped: the queue is full.", trace_id)
                 return None
             self.scores.append(item)
-        self.processor.poke()
+        self.poke()
         return str(item.id)
 
     def _take_scores(self, taken: list[CallRecord]) -> list[ScoreItem]:
@@ -1174,10 +381,9 @@ class Delivery:
         ``final=True`` (shutdown) it is spooled or dropped."""
         spooled = False
         final = final or self._closed  # at exit nothing is kept for later in memory
-        hook = self.on_give_up
-        if hook is not None:
+        if self.spool is not None:
             try:
-                spooled = hook(batch, records, reason)
+                spooled = self._to_spool(batch, records)
             except Exception:
                 _log.warning("Spooling a failed batch failed.", exc_info=True)
         if spooled:
@@ -1224,12 +430,11 @@ class Delivery:
             _log.warning("Cannot use the spool directory %s (%s); running without it.",
                          directory, exc)
             return
-        self.on_give_up = self._to_spool
         if not self.spool.is_empty():  # left behind by an earlier process: replay it
             self._spool_waiting = True
             self.replay_spool()
 
-    def _to_spool(self, batch: IngestRequest, records: int, reason: str) -> bool:
+    def _to_spool(self, batch: IngestRequest, records: int) -> bool:
         spool = self.spool
         if spool is None:
             return False
@@ -1260,7 +465,7 @@ class Delivery:
         replayer = self._replayer
         if replayer is not None:
             replayer.join()
-        spool.replay(lambda batch: self.exporter.send(batch, replay=True))
+        spool.replay(lambda batch: self.send(batch, replay=True))
         return self.stats().replayed, len(spool.pending())
 
     def _replay(self) -> None:
@@ -1269,7 +474,7 @@ class Delivery:
             return
         try:
             result = spool.replay(
-                lambda batch: self.exporter.send(batch, replay=True),
+                lambda batch: self.send(batch, replay=True),
                 should_stop=lambda: self._closed,
             )
         except Exception:
@@ -1307,10 +512,140 @@ class Delivery:
                         return True
                     batch, n = self.kept[0]
                 self.count(retried=n)
-                if not self.exporter.send(batch, kept=True):
+                if not self.send(batch, kept=True):
                     return False
         finally:
             self._resend_lock.release()
+
+    # the sender thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        wake = self._wake
+        while True:
+            wake.wait(_SCHEDULE_DELAY)
+            wake.clear()
+            with self._lock:
+                flushes, self._flushes = self._flushes, []
+            stopping = self._stopping
+            try:
+                if flushes and self.overflow:
+                    self.spool_overflow()
+                # what was queued before these flushes (FIFO); everything when stopping
+                self._export_queued(None if stopping else len(self.queue))
+                ok = True
+                if flushes:
+                    ok = self.resend_kept() and not self.scores
+            except Exception:  # never let the thread die: the next wake-up tries again
+                ok = False
+                if self.limiter.ready("engine"):
+                    _log.exception("CT delivery failed unexpectedly.")
+            for flush in flushes:
+                flush.ok = ok
+                flush.done.set()
+            if stopping:
+                return
+
+    def _export_queued(self, limit: int | None) -> None:
+        """Export up to *limit* queued records (None: until the queue is empty), in batches."""
+        queue = self.queue
+        popleft = queue.popleft
+        while True:
+            with self._lock:  # so that stats() never sees a record in no place
+                n = len(queue) if limit is None else min(limit, len(queue))
+                n = min(n, self._batch)
+                taken = [popleft() for _ in range(n)]
+                # counted in flight before they leave the queue: `full()` reads without the lock
+                self._trim_kept(n)
+                self._inflight += n
+                scores = self._take_scores(taken)
+                self._inflight += len(scores)
+            if limit is not None:
+                limit -= n
+            if not taken and not scores:
+                if self.kept:  # nothing new: still re-send what failed earlier
+                    self.resend_kept(0.0)
+                return
+            try:
+                self._export(taken, scores)
+            except Exception:
+                lost = len(taken) + len(scores)
+                self.count(dropped=lost, done=lost, inflight=-lost)
+                if self.limiter.ready("export-bug"):
+                    _log.exception("CT export failed unexpectedly; %d records lost.", lost)
+            finally:
+                discard = self.pending.discard
+                for record in taken:
+                    trace_id = record.trace_id
+                    discard(trace_id if type(trace_id) is str else str(trace_id))
+            if not taken or (limit is not None and limit <= 0):
+                return
+
+    def _export(self, records: list[CallRecord], scores: list[ScoreItem]) -> None:
+        traces, feedback, bad = build_batch(records, self.settings)
+        if bad:
+            self.count(dropped=len(bad), done=len(bad), inflight=-len(bad))
+            if self.limiter.ready("build"):
+                _log.warning("Could not build %d CT records; they are dropped.", len(bad),
+                             exc_info=bad[0])
+        if not traces and not scores:
+            return
+        batch = IngestRequest(traces=traces, feedback=feedback, scores=scores)
+        try:
+            earlier_ok = self.resend_kept()
+        except Exception:
+            earlier_ok = False
+        if not earlier_ok:  # the server is still failing: keep the order
+            n = batch_size(batch)
+            self.give_up(batch, n, "earlier batches are still failing", inflight=n)
+            return
+        self.send(batch)
+
+    def send(self, batch: IngestRequest, *, replay: bool = False, kept: bool = False) -> bool:
+        """Deliver one batch (retrying within the deadline); count and hand failures on.
+
+        With ``replay=True`` (a spool re-sending) nothing is counted as queued or dropped
+        and a failure is only reported (the batch stays in the spool); with ``kept=True``
+        (a batch kept in memory after failing) a failure leaves it where it is.
+        """
+        n = batch_size(batch)
+        fresh = not replay and not kept
+        if fresh:
+            self._sending = batch
+        try:
+            rejected, refused = self.sender.deliver(batch, time.monotonic() + _EXPORT_BUDGET)
+        except GiveUp as stop:
+            if fresh and self._settle(batch):
+                self.give_up(batch, n, stop.reason, inflight=n)
+            return False
+        if fresh and not self._settle(batch):
+            return True  # shutdown already handed this batch on (spooled or counted)
+        if not replay and self._spool_waiting:
+            self.replay_spool()  # the server is back: re-send what waits on disk
+        if replay:
+            self.count(replayed=n - rejected, rejected=rejected, rejected_feedback=refused)
+        elif kept:
+            self.kept_delivered(batch, n, rejected, refused)
+        else:
+            self.count(sent=n - rejected, rejected=rejected, rejected_feedback=refused,
+                       done=n, inflight=-n)
+        return True
+
+    def _settle(self, batch: IngestRequest) -> bool:
+        """The thread is done with *batch*: True unless shutdown took it over meanwhile."""
+        with self._settle_lock:
+            if batch is self._abandoned:
+                return False
+            if self._sending is batch:
+                self._sending = None
+            return True
+
+    def _take_in_flight(self) -> IngestRequest | None:
+        """At shutdown: take over the batch a stuck sender thread still holds (or None)."""
+        with self._settle_lock:
+            batch, self._sending = self._sending, None
+            if batch is not None:
+                self._abandoned = batch
+            return batch
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -1325,34 +660,16 @@ class Delivery:
             return False
         with self._lock:
             lost_before = self._dropped + self._rejected + self._rejected_feedback
-        if timeout is None:
-            ok = self._flush_all()
-        else:
-            done = threading.Event()
-            result: list[bool] = []
-
-            def run() -> None:
-                try:
-                    result.append(self._flush_all())
-                finally:
-                    done.set()
-
-            threading.Thread(target=run, name="kaizen-flush", daemon=True).start()
-            ok = done.wait(max(0.0, timeout)) and bool(result) and result[0]
+            flush = _Flush()
+            self._flushes.append(flush)
+        if self._worker is None:
+            self._start_worker()
+        self._wake.set()
+        finished = flush.done.wait(None if timeout is None else max(0.0, timeout))
         with self._lock:
             lost = self._dropped + self._rejected + self._rejected_feedback - lost_before
         # (records queued by other threads meanwhile may still be on their way: not ours)
-        return ok and lost == 0 and not self.kept
-
-    def _flush_all(self) -> bool:
-        try:
-            if self.overflow:
-                self.spool_overflow()
-            flushed = bool(self.processor.force_flush())
-            return self.resend_kept() and flushed and not self.scores
-        except Exception:  # never into the caller
-            _log.warning("Flushing CT records failed.", exc_info=True)
-            return False
+        return finished and flush.ok and lost == 0 and not self.kept
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush within *timeout* (default ``settings.shutdown_timeout``), then stop."""
@@ -1363,9 +680,9 @@ class Delivery:
             _LIVE.discard(self)
         limit = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + max(0.0, limit)
-        self.exporter.hurry(deadline)
+        self.sender.hurry(deadline)
         try:
-            self._shutdown(limit, deadline)
+            self._shutdown(deadline)
         finally:
             self._log_exit()
 
@@ -1382,23 +699,29 @@ class Delivery:
             s.queued, s.sent, s.spooled, s.dropped, s.rejected,
         )
 
-    def _shutdown(self, limit: float, deadline: float) -> None:
+    def _shutdown(self, deadline: float) -> None:
         try:
-            self.processor._stop(limit)
+            worker = self._worker
+            if worker is not None and worker is not threading.current_thread():
+                self._stopping = True
+                self._wake.set()
+                worker.join(max(0.0, deadline - time.monotonic()))
             self.resend_kept(max(0.0, deadline - time.monotonic()))
         finally:
-            stuck = self.exporter.take_in_flight()  # the worker is still waiting on the server
+            stuck = self._take_in_flight()  # the thread is still waiting on the server
             if stuck is not None:
                 n = batch_size(stuck)
                 self.give_up(stuck, n, "still being sent at exit", final=True, inflight=n)
-            self.processor.closed = True
-            leftover = list(self.records.values())
-            self.records.clear()
+            with self._lock:  # the thread may still take from the queue: one owner each
+                leftover = list(self.queue)
+                self.queue.clear()
+                scores, self.scores = self.scores, []
+                flushes, self._flushes = self._flushes, []
+            for flush in flushes:
+                flush.done.set()
             with self._overflow_lock:
                 leftover += self.overflow
                 self.overflow = []
-            with self._lock:
-                scores, self.scores = self.scores, []
             if (leftover or scores) and self.spool is not None:  # keep them for later
                 self._spool_records(leftover, "not sent before exit", scores)
             else:
@@ -1412,29 +735,21 @@ class Delivery:
                 self._kept_records = 0
             for batch, n in kept:
                 self.give_up(batch, n, "shutting down", final=True)
-            self.exporter.close()
+            self.sender.close()
 
     def _spool_records(
         self, records: list[CallRecord], reason: str, scores: list[ScoreItem] | None = None
     ) -> None:
-        traces: list[TraceRequest] = []
-        feedback: list[FeedbackRequest] = []
         for record in records:
             self.pending.discard(str(record.trace_id))
-            try:
-                trace, fb = build_requests(None, record, self.settings)
-            except Exception:
-                self.count(dropped=1, done=1)
-                continue
-            traces.append(trace)
-            if fb is not None:
-                feedback.append(fb)
+        traces, feedback, bad = build_batch(records, self.settings)
+        if bad:
+            self.count(dropped=len(bad), done=len(bad))
         if traces or scores:
             batch = IngestRequest(traces=traces, feedback=feedback, scores=scores or [])
             self.give_up(batch, batch_size(batch), reason, final=True)
         if self.scores:  # a score waiting for one of these traces may go now
-            with contextlib.suppress(Exception):
-                self.processor.poke()
+            self.poke()
 
     @property
     def closed(self) -> bool:
@@ -1442,11 +757,12 @@ class Delivery:
         return self._closed
 
     def _after_fork(self) -> None:
-        # The child starts empty: the parent delivers what it queued.
-        self.records.clear()
+        # The child starts empty, without the parent's thread: the parent delivers what it
+        # queued; the child's first record starts a thread of its own.
+        self.queue.clear()
         self.pending.clear()
         self._lock = threading.Lock()
-        self.limiter = _LogLimiter()
+        self.limiter = LogLimiter()
         self._done = self._sent = self._retried = self._dropped = self._inflight = 0
         self._rejected = self._rejected_feedback = 0
         self.scores = []
@@ -1458,7 +774,14 @@ class Delivery:
         self._kept_records = 0
         self._resend_lock = threading.Lock()
         self._spooled = self._replayed = 0
-        self.exporter._after_fork()
+        self._wake = threading.Event()
+        self._flushes = []
+        self._worker = None
+        self._sending = self._abandoned = None
+        self._settle_lock = threading.Lock()
+        self._replayer = None
+        self.sender.limiter = self.limiter
+        self.sender.after_fork()
 
 
 def live() -> list[Delivery]:

@@ -72,8 +72,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import SpanContext, TraceFlags
@@ -101,7 +99,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("kaizen_sdk.tracing")
-_EMPTY_RESOURCE = Resource.get_empty()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 SCOPE = "kaizen_sdk"
@@ -152,9 +149,6 @@ class Pipeline:
         self.settings = settings
         self.enabled = settings.enabled
         self.capture_on_spans = settings.capture_message_content_on_spans
-        self.records: dict[int, CallRecord] = {}
-        self.pending: set[str] = set()
-        self.max_queue = max(1, settings.max_queue_size)
         self.delivery: Delivery | None = None
         self.provider: Any = None
         self.tracer: trace.Tracer = trace.NoOpTracer()
@@ -163,8 +157,6 @@ class Pipeline:
             return
         delivery = Delivery(settings, transport=transport)
         self.delivery = delivery
-        self.records = delivery.records
-        self.pending = delivery.pending
         self.tracer = _tracer_for(self, tracer_provider)
         atexit.register(self._at_exit)
         _arm_multiprocessing_exit(self)
@@ -197,30 +189,9 @@ class Pipeline:
         delivery = self.delivery
         if delivery is None:
             return
-        if delivery.full():
-            delivery.drop_full(record)
-            return
-        span_id = random_bits(64) or 1
         if record.latency_ms is None:
             record.latency_ms = 0.0
-        self.records[span_id] = record
-        self.pending.add(str(record.trace_id))
-        if delivery.processor.queue_record(span_id):
-            return
-        now = time.time_ns()  # an OTel whose batch queue takes only spans: one to carry it
-        latency = int(record.latency_ms * 1e6)
-        delivery.processor.on_end(ReadableSpan(
-            name="ct.record",
-            context=SpanContext(
-                trace_id=random_bits(128) or 1,
-                span_id=span_id,
-                is_remote=False,
-                trace_flags=_SAMPLED,
-            ),
-            start_time=now - latency,
-            end_time=now,
-            resource=_EMPTY_RESOURCE,  # without one, ReadableSpan builds (and detects) a default
-        ))
+        delivery.submit(record)
 
     def score(self, trace_id: str, value: float, scored_by: str = "sdk") -> str | None:
         """Queue a score of trace *trace_id* for background delivery (after the trace).

@@ -1,8 +1,8 @@
 """The foreign internals the delivery engine leans on, pinned so an upgrade that removes one
 fails here instead of silently taking a slower or unbounded path; and the one TLS context.
 
-- OpenTelemetry >= 1.33: ``BatchSpanProcessor._batch_processor`` with ``emit`` (queue a
-  span id, not the span) and ``shutdown(timeout_millis=...)`` (a bounded stop).
+- None of OpenTelemetry's: the delivery engine owns its queue and thread and imports no
+  OpenTelemetry module at all (checked below).
 - OpenTelemetry: ``trace._TRACER_PROVIDER``, read for the per-span "did the global provider
   change" check (`tracing._global_provider`).
 - httpcore 1.x: ``HTTPTransport._pool._network_backend``, wrapped so every read and write of
@@ -19,7 +19,7 @@ from typing import Any
 import certifi
 import pytest
 
-from kaizen_sdk import delivery, tracing
+from kaizen_sdk import _sender, delivery, tracing
 from kaizen_sdk.client import CTClient
 
 pytestmark = [pytest.mark.unit]
@@ -30,21 +30,23 @@ def _client(base_url: str, **kwargs: Any) -> CTClient:
                     **kwargs)
 
 
-def test_the_batch_processor_hooks_are_still_there() -> None:
+def test_the_delivery_engine_leans_on_no_opentelemetry_internals() -> None:
+    # The engine's queue, thread and batching are its own: no span processor, no OTel import.
+    for module in ("delivery", "_sender", "_requests"):
+        source = (Path(delivery.__file__).parent / f"{module}.py").read_text()
+        assert "opentelemetry" not in source, module
     with _client("http://127.0.0.1:1") as client:
-        processor = tracing.pipeline_for(client).delivery.processor
-        inner = getattr(processor, "_batch_processor", None)
-        assert inner is not None, "OTel moved BatchSpanProcessor._batch_processor"
-        assert callable(getattr(inner, "emit", None)), "OTel's batch processor lost emit()"
-        assert callable(getattr(inner, "shutdown", None))
-        assert processor._direct is not None  # the span-id path is the one taken
+        engine = tracing.pipeline_for(client).delivery
+        assert engine is not None
+        assert not hasattr(engine, "processor")
 
 
 def test_the_exporter_streams_are_deadline_bound() -> None:
-    transport = delivery._deadline_transport(True)
+    transport = _sender.deadline_transport(True)
     pool = getattr(transport, "_pool", None)
     assert pool is not None, "httpx moved HTTPTransport._pool"
-    assert isinstance(getattr(pool, "_network_backend", None), delivery._DeadlineBackend), (
+    backend = getattr(pool, "_network_backend", None)
+    assert type(backend).__name__ == "_DeadlineBackend", (
         "httpcore moved ConnectionPool._network_backend"
     )
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 import kaizen_sdk as ct
-from kaizen_sdk import delivery, tracing
+from kaizen_sdk import _requests, _sender, delivery, tracing
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.local import LocalServer
 from kaizen_sdk.models import IngestRequest, TraceRequest
@@ -156,7 +156,7 @@ def test_a_server_without_ingest_gets_the_single_record_endpoints(
         assert paths.count("/api/v1/ingest") == 1  # asked once, remembered for the process
         assert paths.count("/api/v1/traces") == 3 and paths.count("/api/v1/feedback") == 3
     finally:
-        delivery._NO_INGEST.discard(proxy.url)
+        _sender.forget_no_ingest(proxy.url)
 
 
 def test_503s_are_retried_and_nothing_is_stored_twice(
@@ -278,7 +278,7 @@ def test_encode_batch_never_raises() -> None:
     batch = IngestRequest(
         traces=[TraceRequest(task_id="t", prompt_text="\ud800", metadata={"c": cyclic})]
     )
-    body = json.loads(delivery.encode_batch(batch))
+    body = json.loads(_requests.encode_batch(batch))
     assert body["traces"][0]["prompt_text"] == "?"
     assert isinstance(body["traces"][0]["metadata"]["c"], list | str)
 

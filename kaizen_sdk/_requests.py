@@ -1,0 +1,278 @@
+"""CT records into wire requests: the trace and feedback bodies of an ingest batch, encoded.
+
+The delivery engine's sender thread turns each `~kaizen_sdk._record.CallRecord` into a
+`TraceRequest` (and a `FeedbackRequest` when the task logs one) with `build_requests`, and a
+batch into bytes with `encode_batch`, which never raises: objects JSON does not know become
+their ``repr``, and a batch that still fails is encoded request by request. Nothing here does
+I/O or keeps state, so the spool and the sender share it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec import Raw
+
+from kaizen_sdk._safe_json import MAX_TEXT_CHARS, SAFE_ENCODER, clean_text, safe_json, truncate
+from kaizen_sdk.models import FeedbackRequest, IngestRequest, TraceRequest
+
+if TYPE_CHECKING:
+    from kaizen_sdk._config import Settings
+    from kaizen_sdk._record import CallRecord
+
+__all__ = ["batch_size", "build_batch", "build_requests", "encode_batch", "encode_one"]
+
+_log = logging.getLogger("kaizen_sdk.delivery")
+
+# The feedback entry's id: the trace id with its last hex digit's top bit flipped.
+_FLIP = dict(zip("0123456789abcdefABCDEF", "89abcdef01234567234567", strict=True))
+
+
+def _json_dict(value: Any) -> Any:
+    """Inputs must be a JSON object on the wire: wrap anything else as ``{"value": ...}``.
+
+    A ``msgspec.Raw`` is trusted to hold a JSON object (the decorator makes sure of it).
+    """
+    if value is None or type(value) is msgspec.Raw or type(value) is dict:
+        return value
+    return {"value": value}
+
+
+def _as_text(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= MAX_TEXT_CHARS else truncate(value)
+    if value is None:
+        return None
+    if kind is int or kind is float:
+        return repr(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is msgspec.Raw:
+        text = bytes(value).decode("utf-8", "replace")
+    else:
+        text = bytes(safe_json(value)).decode("utf-8", "replace")
+    return text if len(text) <= MAX_TEXT_CHARS else truncate(text)
+
+
+# --- building requests ---------------------------------------------------------------------
+
+
+class _FeedbackMeta(msgspec.Struct, array_like=False, gc=False):
+    """The metadata of an SDK feedback entry (encodes as the same JSON object as a dict)."""
+
+    trace_id: str
+    prompt_version: int | None
+    prompt_version_id: str | None
+    latency_ms: float | None
+
+
+class _Trace(TraceRequest, gc=False):
+    """A `TraceRequest` the garbage collector does not track (built per record).
+
+    A batch waits for its HTTP round trip; tracked, its hundreds of requests would trigger
+    collections (and full ones, which walk the whole heap) on the caller's thread. Its
+    values are records' own (no cycle can run through it).
+    """
+
+
+class _Feedback(FeedbackRequest, gc=False):
+    """A `FeedbackRequest` the garbage collector does not track (see `_Trace`)."""
+
+
+def build_requests(
+    record: CallRecord, settings: Settings
+) -> tuple[TraceRequest, FeedbackRequest | None]:
+    """Turn one record into its trace (and feedback) request bodies.
+
+    Values are not converted here: the batch is encoded with a hook that turns unknown
+    objects into their ``repr`` (see `encode_batch`), which falls back to converting value
+    by value. Only long strings are cut.
+    """
+    traces, feedback, bad = build_batch([record], settings)
+    if bad:
+        raise bad[0]
+    return traces[0], (feedback[0] if feedback else None)
+
+
+def build_batch(
+    records: list[CallRecord], settings: Settings
+) -> tuple[list[TraceRequest], list[FeedbackRequest], list[Exception]]:
+    """`build_requests` for many records at once: (traces, feedback entries, failures).
+
+    A record that cannot be built is left out, its exception in the third list. The loop is
+    the sender thread's per-record cost, so settings are read once and the common record (text
+    prompt, short text or int result, no error) takes no call beyond the two constructors.
+    """
+    traces: list[TraceRequest] = []
+    feedback: list[FeedbackRequest] = []
+    bad: list[Exception] = []
+    capture = settings.capture_content
+    mask = settings.mask
+    limit = MAX_TEXT_CHARS
+    flip = _FLIP
+    add_trace, add_feedback = traces.append, feedback.append
+    for record in records:
+        try:
+            latency = record.latency_ms
+            trace_id: Any = record.trace_id
+            metadata = record.metadata
+            error = record.error
+            arm = record.arm
+            if error is not None:
+                metadata = {**metadata, "error": error} if metadata else {"error": error}
+            if capture:
+                output = record.output
+                inputs = record.inputs
+                prompt_text = record.prompt_text
+                response = record.response_text
+                if mask is not None:  # nothing the application wants hidden leaves the process
+                    inputs, output = _masked(mask, inputs), _masked(mask, output)
+                    prompt_text, response = _masked(mask, prompt_text), _masked(mask, response)
+                if prompt_text is not None and (
+                    type(prompt_text) is not str or len(prompt_text) > limit
+                ):
+                    prompt_text = _as_text(prompt_text)
+                if response is None:
+                    response = output
+                if response is not None:
+                    kind = type(response)
+                    if kind is int:  # the common non-text result (same text as _as_text)
+                        response = repr(response)
+                    elif kind is not str or len(response) > limit:
+                        response = _as_text(response)
+            else:
+                prompt_text = response = output = inputs = None
+            version_id: Any = record.prompt_version_id
+            parent: Any = record.parent_trace_id
+            tags = record.tags
+            add_trace(_Trace(
+                task_id=record.task,
+                id=trace_id,
+                prompt_text=prompt_text,
+                response_text=response,
+                model=record.model,
+                tokens=record.tokens,
+                latency_ms=latency,
+                prompt_version_id=version_id,
+                parent_trace_id=parent,
+                metadata=metadata or None,
+                arm=arm,
+                # the rollout guard's flag, only beside an arm: servers without rollouts
+                # never see it
+                error=None if error is None or arm is None else True,
+                user_id=record.user_id,
+                session_id=record.session_id,
+                tags=None if tags is None else list(tags),
+            ))
+            if not record.log_feedback:
+                continue
+            if type(output) is str and len(output) > limit:
+                output = truncate(output)
+            if type(trace_id) is not str:
+                trace_id = str(trace_id)
+            if version_id is not None and type(version_id) is not str:
+                version_id = str(version_id)
+            fb_meta: Any
+            if metadata:
+                fb_meta = {
+                    "trace_id": trace_id,
+                    "prompt_version": record.prompt_version_number,
+                    "prompt_version_id": version_id,
+                    "latency_ms": latency,
+                    **metadata,
+                }
+            else:
+                fb_meta = _FeedbackMeta(
+                    trace_id, record.prompt_version_number, version_id, latency
+                )
+            # Stable across retries, still a UUID4, and a different id for every trace.
+            fb_id: Any = None
+            if len(trace_id) == 36:
+                last = flip.get(trace_id[35])
+                if last is not None:
+                    fb_id = trace_id[:35] + last
+            if inputs is not None and type(inputs) is not dict and type(inputs) is not Raw:
+                inputs = _json_dict(inputs)
+            entry = _Feedback(
+                task_id=record.task,
+                id=fb_id,
+                inputs=inputs,
+                output=output,
+                source="sdk",
+                metadata=fb_meta,
+            )
+            if arm is not None:  # served by a rollout, so the server knows these fields
+                entry.prompt_version_id = version_id
+                entry.arm = arm
+            add_feedback(entry)
+        except Exception as exc:
+            bad.append(exc)
+    return traces, feedback, bad
+
+
+def _safe_request(item: Any) -> Any:
+    """The slow path: make every free-form value of a request safe JSON on its own."""
+    if isinstance(item, FeedbackRequest):
+        inputs = item.inputs
+        return msgspec.structs.replace(
+            item,
+            inputs=None if inputs is None else _json_dict(safe_json(inputs)),
+            output=None if item.output is None else safe_json(item.output),
+            metadata=None if item.metadata is None else safe_json(item.metadata),
+        )
+    metadata = item.metadata
+    return msgspec.structs.replace(
+        item,
+        prompt_text=None if item.prompt_text is None else clean_text(item.prompt_text),
+        response_text=None if item.response_text is None else clean_text(item.response_text),
+        model=None if item.model is None else clean_text(item.model),
+        metadata=None if metadata is None else safe_json(metadata),
+    )
+
+
+def encode_batch(batch: IngestRequest) -> bytes:
+    """Encode a batch; objects JSON does not know become their ``repr``. Never raises."""
+    try:
+        return SAFE_ENCODER.encode(batch)
+    except Exception:  # a cycle, keys JSON cannot hold, lone surrogates: item by item
+        traces = b",".join(filter(None, map(encode_one, batch.traces)))
+        feedback = b",".join(filter(None, map(encode_one, batch.feedback)))
+        scores = b",".join(filter(None, map(encode_one, batch.scores)))
+        return (
+            b'{"traces":[' + traces + b'],"feedback":[' + feedback + b'],"scores":['
+            + scores + b"]}"
+        )
+
+
+def batch_size(batch: IngestRequest) -> int:
+    """The records of *batch*: its traces and its scores (feedback rides with its trace)."""
+    return len(batch.traces) + len(batch.scores)
+
+
+def encode_one(item: Any) -> bytes:
+    """Encode one request, converting its values if needed; ``b""`` if even that fails."""
+    try:
+        return SAFE_ENCODER.encode(item)
+    except Exception:
+        pass
+    try:
+        return SAFE_ENCODER.encode(_safe_request(item))
+    except Exception:
+        _log.warning("A CT record could not be encoded at all; it is dropped.", exc_info=True)
+        return b""
+
+
+def _masked(mask: Callable[[Any], Any], value: Any) -> Any:
+    if value is None:
+        return None
+    if type(value) is msgspec.Raw:
+        value = msgspec.json.decode(value)
+    try:
+        return mask(value)
+    except Exception:
+        _log.warning("The mask function failed; the value is sent as '<masking failed>'.")
+        return "<masking failed>"

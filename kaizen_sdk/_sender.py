@@ -1,0 +1,392 @@
+"""The HTTP half of background delivery: one batch to ``POST /api/v1/ingest``, with retries.
+
+`Sender.deliver` posts an encoded batch and reads the answer: how many records and feedback
+entries the server did not acknowledge. Transport errors, ``408``, ``429`` and ``5xx`` are
+retried with the shared backoff and ``Retry-After`` of `kaizen_sdk._http` within a deadline
+(the ids are made on the client, so a retry never stores a record twice); what still fails
+raises `GiveUp` with the reason, and the delivery engine decides what becomes of the batch.
+A server that answers ``404`` for ingest gets the single-record endpoints instead (remembered
+for the process). Every read and write of its connections ends by the request's total
+deadline, so a server trickling bytes cannot stretch a flush. It keeps no record and no count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpcore
+import httpx
+import msgspec
+
+from kaizen_sdk import models
+from kaizen_sdk._config import Settings
+from kaizen_sdk._http import (
+    BACKOFF_BASE,
+    BACKOFF_MAX,
+    DELIVERY_RETRY_STATUSES,
+    RETRY_AFTER_MAX,
+    USER_AGENT,
+    parse_retry_after,
+)
+from kaizen_sdk._requests import batch_size, encode_batch, encode_one
+from kaizen_sdk._tls import httpx_options
+from kaizen_sdk.models import IngestError, IngestRequest, ScoreItem, ScoreRequest
+
+__all__ = ["GiveUp", "LogLimiter", "Sender", "deadline_transport", "forget_no_ingest"]
+
+_log = logging.getLogger("kaizen_sdk.delivery")
+
+_REQUEST_TIMEOUT = 10.0
+_DOWN_SECONDS = 10.0
+_LOG_INTERVAL = 60.0
+
+# base URLs whose server answered 404 for /ingest: use the single-record endpoints
+_NO_INGEST: set[str] = set()
+
+
+def forget_no_ingest(base_url: str) -> None:
+    """Try ``/api/v1/ingest`` again at *base_url* (after its server was upgraded, or in tests)."""
+    _NO_INGEST.discard(base_url)
+
+
+class LogLimiter:
+    """Log one line per *key* at most once a minute."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def ready(self, key: str) -> bool:
+        """True when a line for *key* may be logged now (and note that it was)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < _LOG_INTERVAL:
+                return False
+            self._last[key] = now
+            return True
+
+
+# --- a total deadline per request ------------------------------------------------------------
+
+# httpx timeouts bound each read, so a server trickling one byte a second could hold a request
+# for ever; the exporter's connections read and write through `_DeadlineStream`, which cuts
+# every operation at the request's total deadline (set per thread by `Sender.post`).
+_DEADLINE = threading.local()
+
+
+def _bounded(timeout: float | None) -> float | None:
+    deadline: float | None = getattr(_DEADLINE, "at", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the request ran out of its total deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose reads, writes and TLS handshake end by the thread's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout))
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend, with every stream it opens deadline-bound."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, _bounded(timeout), local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.connect_unix_socket(path, _bounded(timeout), socket_options)
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(verify=verify)
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if backend is not None:  # httpcore keeps its backend here (1.x); else per-read bounds only
+        pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+    return transport
+
+
+class GiveUp(Exception):
+    """A batch could not be delivered within its deadline and retries; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Sender:
+    """Posts ingest batches to the CT server; keeps only connection and backoff state.
+
+    Parameters:
+        settings: the client's resolved settings (base URL, key, timeouts, retries).
+        limiter: the engine's log limiter (one line per kind of trouble a minute).
+        on_retry: called with the number of records each time a request is sent again.
+        transport: an ``httpx`` transport to send through (tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        limiter: LogLimiter,
+        on_retry: Callable[[int], None],
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.limiter = limiter
+        self._on_retry = on_retry
+        self._transport = transport
+        self._http = self._new_http()
+        self._wake = threading.Event()
+        self._hard_deadline: float | None = None
+        self._down_until = 0.0
+        self._not_before = 0.0
+        self._random = random.Random()
+
+    def _new_http(self) -> httpx.Client:
+        settings = self.settings
+        # the shared SSL context of `_tls` (none loaded for http://): no second bundle load
+        options = httpx_options(settings, timeout=min(settings.timeout, _REQUEST_TIMEOUT))
+        return httpx.Client(
+            base_url=settings.base_url,
+            headers={
+                "X-API-Key": settings.api_key,
+                "User-Agent": USER_AGENT,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            transport=self._transport or deadline_transport(options["verify"]),
+            **options,
+        )
+
+    def after_fork(self) -> None:
+        """In a forked child: new connections (the parent's pooled ones are not ours)."""
+        self._http = self._new_http()
+        self._wake = threading.Event()
+        self._random = random.Random()
+
+    def hurry(self, deadline: float) -> None:
+        """Make every delivery finish by the monotonic *deadline* (used at shutdown)."""
+        self._hard_deadline = deadline
+        self._wake.set()
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._wake.set()
+        with contextlib.suppress(Exception):  # closing is best effort
+            self._http.close()
+
+    def deliver(self, batch: IngestRequest, deadline: float) -> tuple[int, int]:
+        """Send *batch* by the monotonic *deadline* (or the shutdown one, if sooner).
+
+        Return ``(records, feedback entries)`` the server did not acknowledge; raise
+        `GiveUp` when it could not be delivered at all.
+        """
+        now = time.monotonic()
+        if self._hard_deadline is not None:
+            deadline = min(deadline, self._hard_deadline)
+        # a server found down a moment ago gets one attempt, not the whole retry budget
+        retries = 0 if now < self._down_until else max(0, self.settings.max_retries)
+        wait = self._not_before - now  # the server's Retry-After, or our last backoff
+        if wait > 0:
+            if now + wait >= deadline:
+                raise GiveUp("the server asked to wait")
+            self._wake.wait(wait)
+        if self.settings.base_url in _NO_INGEST:
+            result = self._send_single(batch, deadline, retries)
+        else:
+            result = self._send_ingest(batch, deadline, retries)
+        self._down_until = self._not_before = 0.0
+        return result
+
+    def _send_ingest(
+        self, batch: IngestRequest, deadline: float, retries: int
+    ) -> tuple[int, int]:
+        """Post *batch* to /ingest; return (records, feedback entries) not acknowledged.
+
+        Only an answer that reads as an ingest result acknowledges anything: an empty or
+        HTML 200, or a 207 that does not decode, counts the whole batch as rejected.
+        """
+        body = encode_batch(batch)
+        n = batch_size(batch)
+        resp = self.post("/api/v1/ingest", body, deadline, retries, n)
+        status = resp.status_code
+        if status == 404:
+            _NO_INGEST.add(self.settings.base_url)
+            _log.info("The CT server has no /api/v1/ingest; using the single-record endpoints.")
+            return self._send_single(batch, deadline, retries)
+        if not 200 <= status < 300:
+            self._rejected(status, resp)
+            return n, 0  # the whole batch: its feedback goes with its records
+        try:
+            result = models.decode(resp.content, _IngestAnswer)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            result = None
+        if result is None or isinstance(result.accepted, msgspec.UnsetType):
+            if self.limiter.ready("undecodable"):
+                _log.warning(
+                    "The CT server answered %d to a batch with something that is not an "
+                    "ingest result (%r); its %d records are counted as rejected.",
+                    status, resp.content[:80], n,
+                )
+            return n, 0
+        errors = result.errors
+        if errors and self.limiter.ready("rejected"):
+            first = errors[0]
+            _log.warning(
+                "The CT server rejected %d of the items in a batch (first: %s %s: %s).",
+                len(errors), first.kind, first.id, first.detail,
+            )
+        rejected = _refused(errors, "trace", len(batch.traces))
+        rejected += _refused(errors, "score", len(batch.scores))
+        refused_feedback = _refused(errors, "feedback", len(batch.feedback))
+        if batch.scores and result.scores is None:
+            # an older server ignored the scores: send them one by one
+            rejected += self._send_scores(batch.scores, deadline, retries)
+        return rejected, refused_feedback
+
+    def _send_single(
+        self, batch: IngestRequest, deadline: float, retries: int
+    ) -> tuple[int, int]:
+        rejected = refused_feedback = 0
+        for trace in batch.traces:
+            resp = self.post("/api/v1/traces", encode_one(trace), deadline, retries, 1)
+            if resp.status_code >= 300 and resp.status_code != 409:
+                rejected += 1
+                self._rejected(resp.status_code, resp)
+        for fb in batch.feedback:
+            resp = self.post("/api/v1/feedback", encode_one(fb), deadline, retries, 0)
+            if resp.status_code >= 300 and resp.status_code != 409:
+                refused_feedback += 1
+                self._rejected(resp.status_code, resp)
+        rejected += self._send_scores(batch.scores, deadline, retries)
+        return rejected, refused_feedback
+
+    def _send_scores(self, scores: list[ScoreItem], deadline: float, retries: int) -> int:
+        """Post each score to ``/traces/{id}/score``; return how many were refused."""
+        refused = 0
+        for item in scores:
+            body = models.encode(ScoreRequest(score=item.score, scored_by=item.scored_by))
+            resp = self.post(f"/api/v1/traces/{item.trace_id}/score", body, deadline, retries, 1)
+            if resp.status_code >= 300:
+                refused += 1
+                self._rejected(resp.status_code, resp)
+        return refused
+
+    def _rejected(self, status: int, resp: httpx.Response) -> None:
+        if not self.limiter.ready(f"status-{status}"):
+            return
+        if status in (401, 403):
+            _log.warning("The CT server refused the API key (%d); records are dropped.", status)
+        else:
+            _log.warning(
+                "The CT server rejected records with %d: %s", status, resp.text[:200]
+            )
+
+    def post(
+        self, path: str, body: bytes, deadline: float, retries: int, records: int
+    ) -> httpx.Response:
+        """POST with retries on transport errors, 408/429/5xx; raise `GiveUp` at the end."""
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                raise GiveUp("out of time")
+            retry_after: float | None = None
+            hard = self._hard_deadline
+            _DEADLINE.at = deadline if hard is None else min(deadline, hard)
+            try:
+                resp = self._http.post(
+                    path, content=body, timeout=min(self._http.timeout.read or 10.0, remaining)
+                )
+            except (httpx.TransportError, RuntimeError) as exc:  # RuntimeError: pool closed
+                why = type(exc).__name__
+                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    self._down_until = time.monotonic() + _DOWN_SECONDS
+            else:
+                if resp.status_code not in DELIVERY_RETRY_STATUSES:
+                    return resp
+                why = str(resp.status_code)
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            finally:
+                _DEADLINE.at = None
+            delay = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**attempt)
+            delay *= 0.5 + 0.5 * self._random.random()
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
+            if attempt >= retries or time.monotonic() + delay >= deadline:
+                self._not_before = time.monotonic() + delay  # honoured by the next send
+                raise GiveUp(why)
+            attempt += 1
+            self._on_retry(records)
+            _log.debug("CT delivery: retry %d in %.2f s after %s.", attempt, delay, why)
+            self._wake.wait(delay)
+
+
+class _IngestAnswer(msgspec.Struct, kw_only=True):
+    """An ingest answer as read here: without ``accepted`` it acknowledges nothing."""
+
+    accepted: int | msgspec.UnsetType = msgspec.UNSET
+    errors: list[IngestError] = []
+    scores: int | None = None
+
+
+def _refused(errors: list[IngestError], kind: str, total: int) -> int:
+    """How many items of *kind* the errors name (distinct ids; an item without id counts
+    once each), at most *total*."""
+    ids = {e.id for e in errors if e.kind == kind and e.id is not None}
+    anonymous = sum(1 for e in errors if e.kind == kind and e.id is None)
+    return min(total, len(ids) + anonymous)
