@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -150,8 +151,13 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+# A send buffer that takes a whole batch body in one send(): each blocking call gives up the
+# GIL, and getting it back from a busy application thread is what a send costs most.
+_SOCKET_OPTIONS = [(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 << 20)]
+
+
 def deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
-    transport = httpx.HTTPTransport(verify=verify)
+    transport = httpx.HTTPTransport(verify=verify, socket_options=_SOCKET_OPTIONS)
     pool = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
     if backend is not None:  # httpcore keeps its backend here (1.x); else per-read bounds only
@@ -195,6 +201,8 @@ class Sender:
         self._down_until = 0.0
         self._not_before = 0.0
         self._random = random.Random()
+        self.last_body_bytes = 0
+        """Bytes of the last ingest body sent (the engine sizes its batches from it)."""
 
     def _new_http(self) -> httpx.Client:
         settings = self.settings
@@ -261,6 +269,7 @@ class Sender:
         HTML 200, or a 207 that does not decode, counts the whole batch as rejected.
         """
         body = encode_batch(batch)
+        self.last_body_bytes = len(body)
         n = batch_size(batch)
         resp = self.post("/api/v1/ingest", body, deadline, retries, n)
         status = resp.status_code

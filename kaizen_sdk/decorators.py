@@ -277,6 +277,8 @@ _reset_current = CURRENT.reset
 _attach = otel_context.attach
 _detach = otel_context.detach
 _in_context = trace.set_span_in_context
+_Following = tracing.FollowingTracer
+_NON_RECORDING = tracing.NON_RECORDING
 _new_call = object.__new__
 _A_TASK = Attr.TASK_NAME
 _A_TRACE = Attr.TRACE_ID
@@ -597,37 +599,36 @@ class _TaskSpec:
             call.ct_token = _set_current(call) if enter else None
             return call
         try:
-            if prompt is not None:
-                version_id = None
-                if prompt.id is not None:
-                    cached = self._pv
-                    if cached[0] is not prompt:
-                        cached = self._pv = (prompt, str(prompt.id))
-                    version_id = cached[1]
-                call.version_id = version_id
-                attributes: dict[str, Any] = {
-                    _A_KIND: "CHAIN",
-                    _A_TASK: name,
-                    _A_TRACE: trace_id,
-                    _A_VERSION_NUMBER: prompt.version_number,
-                }
-                if version_id is not None:
-                    attributes[_A_VERSION_ID] = version_id
+            version_id = None
+            if prompt is not None and prompt.id is not None:
+                cached = self._pv
+                if cached[0] is not prompt:
+                    cached = self._pv = (prompt, str(prompt.id))
+                version_id = cached[1]
+            call.version_id = version_id
+            tracer = pipeline.tracer
+            if type(tracer) is _Following:
+                tracer = tracer.resolve()
+            if type(tracer) in _NON_RECORDING:  # nothing reads attributes: build none
+                span = call.span = tracer.start_span(self.span_name)
             else:
-                call.version_id = None
-                attributes = {_A_KIND: "CHAIN", _A_TASK: name, _A_TRACE: trace_id}
-            if parent is not None:
-                attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
-            if arm is not None:
-                attributes[_A_ARM] = arm
-            if cctx is not None:
-                if cctx.user_id is not None:
-                    attributes[_A_USER] = cctx.user_id
-                if cctx.session_id is not None:
-                    attributes[_A_SESSION] = cctx.session_id
-                if cctx.tags:
-                    attributes[_A_TAGS] = cctx.tags
-            span = call.span = pipeline.tracer.start_span(self.span_name, attributes=attributes)
+                attributes: dict[str, Any] = {_A_KIND: "CHAIN", _A_TASK: name, _A_TRACE: trace_id}
+                if prompt is not None:
+                    attributes[_A_VERSION_NUMBER] = prompt.version_number
+                    if version_id is not None:
+                        attributes[_A_VERSION_ID] = version_id
+                if parent is not None:
+                    attributes[Attr.PARENT_TRACE_ID] = parent.trace_id
+                if arm is not None:
+                    attributes[_A_ARM] = arm
+                if cctx is not None:
+                    if cctx.user_id is not None:
+                        attributes[_A_USER] = cctx.user_id
+                    if cctx.session_id is not None:
+                        attributes[_A_SESSION] = cctx.session_id
+                    if cctx.tags:
+                        attributes[_A_TAGS] = cctx.tags
+                span = call.span = tracer.start_span(self.span_name, attributes=attributes)
             if self.capture_inputs:
                 names = self.names if instance is None else self.names_bound
                 if self.defaults:

@@ -52,6 +52,11 @@ _log = logging.getLogger("kaizen_sdk.delivery")
 _EXPORT_BUDGET = 30.0
 _SCHEDULE_DELAY = 1.0
 _BATCH_SIZE = 512
+"""Records in the first batch; later ones are sized from the bytes a record took."""
+_BATCH_BYTES = 1 << 20
+"""The body a batch aims at: few requests per record (each costs the sender thread far more
+CPU than a record does), yet within the 1 MiB body limit common in front of HTTP servers."""
+_BATCH_MAX = 4096
 
 
 class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
@@ -110,11 +115,11 @@ class Delivery:
     ) -> None:
         self.settings = settings
         self.max_queue = max(1, settings.max_queue_size)
-        self._batch = min(_BATCH_SIZE, self.max_queue)
+        self._batch = min(_BATCH_SIZE, self.max_queue)  # records per batch: see _resize
         # records waiting for the sender thread, oldest first (appended without a lock)
         self.queue: collections.deque[CallRecord] = collections.deque()
-        # trace ids (str) queued and not yet exported, for flush_trace/is_pending
-        self.pending: set[str] = set()
+        # the records the sender thread has taken and is exporting (for `holds`)
+        self._exporting: list[CallRecord] = []
         self.limiter = LogLimiter()
         # batches that failed after their retries, oldest first, re-sent before new ones
         self.kept: collections.deque[tuple[IngestRequest, int]] = collections.deque()
@@ -179,8 +184,6 @@ class Delivery:
                 self.drop_full(record)
             return
         queue.append(record)
-        trace_id = record.trace_id
-        self.pending.add(trace_id if type(trace_id) is str else str(trace_id))
         if self._worker is None:
             self._start_worker()
         elif len(queue) >= self._batch and not self._wake.is_set():
@@ -266,7 +269,6 @@ class Delivery:
                     behind = self.overflow[:_BATCH_SIZE]
                     del self.overflow[:_BATCH_SIZE]
                 self.overflow.append(record)
-                self.pending.add(str(record.trace_id))
             if behind:
                 try:
                     self._spool_records(behind, "the memory bound is reached")
@@ -352,18 +354,34 @@ class Delivery:
         if not self.scores:
             return []
         going = {str(r.trace_id) for r in taken}
-        pending = self.pending
+        waiting = self._held_ids()
         ready: list[ScoreItem] = []
         wait: list[ScoreItem] = []
         for item in self.scores:
             tid = str(item.trace_id)
-            (ready if tid in going or tid not in pending else wait).append(item)
+            (ready if tid in going or tid not in waiting else wait).append(item)
         self.scores = wait
         return ready
 
+    def _held_ids(self) -> set[str]:
+        """Trace ids of the records queued, past the memory bound or being exported.
+
+        Rare callers only (a score waiting for its trace, ``CTClient.score``): a scan costs
+        the queue's length, where a set kept up to date would cost every call. ``list()`` of
+        a deque copies it in one step, so appends by other threads cannot break the scan.
+        """
+        held = list(self.queue)
+        held += list(self.overflow)
+        held += self._exporting
+        return {str(r.trace_id).lower() for r in held}
+
+    def holds(self, trace_id: str) -> bool:
+        """True while the trace *trace_id* (lower-case) is queued or being exported here."""
+        with self._lock:  # the sender thread moves records from the queue under it
+            return trace_id in self._held_ids()
+
     def discard(self, record: CallRecord) -> None:
         """Forget a record that can no longer be delivered (after shutdown)."""
-        self.pending.discard(str(record.trace_id))
         self.count(dropped=1, done=1)
 
     def give_up(
@@ -554,6 +572,7 @@ class Delivery:
                 n = len(queue) if limit is None else min(limit, len(queue))
                 n = min(n, self._batch)
                 taken = [popleft() for _ in range(n)]
+                self._exporting = taken  # never in no place for `holds` either
                 # counted in flight before they leave the queue: `full()` reads without the lock
                 self._trim_kept(n)
                 self._inflight += n
@@ -573,10 +592,7 @@ class Delivery:
                 if self.limiter.ready("export-bug"):
                     _log.exception("CT export failed unexpectedly; %d records lost.", lost)
             finally:
-                discard = self.pending.discard
-                for record in taken:
-                    trace_id = record.trace_id
-                    discard(trace_id if type(trace_id) is str else str(trace_id))
+                self._exporting = []
             if not taken or (limit is not None and limit <= 0):
                 return
 
@@ -619,6 +635,8 @@ class Delivery:
             return False
         if fresh and not self._settle(batch):
             return True  # shutdown already handed this batch on (spooled or counted)
+        if fresh:
+            self._resize(n, self.sender.last_body_bytes)
         if not replay and self._spool_waiting:
             self.replay_spool()  # the server is back: re-send what waits on disk
         if replay:
@@ -629,6 +647,13 @@ class Delivery:
             self.count(sent=n - rejected, rejected=rejected, rejected_feedback=refused,
                        done=n, inflight=-n)
         return True
+
+    def _resize(self, records: int, body_bytes: int) -> None:
+        """Size the next batches so that their body is about `_BATCH_BYTES`."""
+        if records <= 0 or body_bytes <= 0:
+            return
+        fits = int(_BATCH_BYTES * records / body_bytes)
+        self._batch = max(1, min(fits, _BATCH_MAX, self.max_queue))
 
     def _settle(self, batch: IngestRequest) -> bool:
         """The thread is done with *batch*: True unless shutdown took it over meanwhile."""
@@ -740,8 +765,6 @@ class Delivery:
     def _spool_records(
         self, records: list[CallRecord], reason: str, scores: list[ScoreItem] | None = None
     ) -> None:
-        for record in records:
-            self.pending.discard(str(record.trace_id))
         traces, feedback, bad = build_batch(records, self.settings)
         if bad:
             self.count(dropped=len(bad), done=len(bad))
@@ -760,7 +783,7 @@ class Delivery:
         # The child starts empty, without the parent's thread: the parent delivers what it
         # queued; the child's first record starts a thread of its own.
         self.queue.clear()
-        self.pending.clear()
+        self._exporting = []
         self._lock = threading.Lock()
         self.limiter = LogLimiter()
         self._done = self._sent = self._retried = self._dropped = self._inflight = 0
@@ -794,11 +817,13 @@ def flush_trace(trace_id: str, timeout: float | None = None) -> None:
     """Deliver the queued trace *trace_id* now, if this process still holds it."""
     key = str(trace_id).lower()
     for delivery in live():
-        if key in delivery.pending:
+        if delivery.holds(key):
             delivery.flush(timeout)
 
 
 def is_pending(trace_id: str) -> bool:
-    """Return True when this process still holds the trace *trace_id* undelivered (cheap)."""
+    """Return True when this process still holds the trace *trace_id* undelivered.
+
+    It scans the queues (a rare call: ``CTClient.score`` before it scores a trace)."""
     key = str(trace_id).lower()
-    return any(key in delivery.pending for delivery in live())
+    return any(delivery.holds(key) for delivery in live())

@@ -86,6 +86,8 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "CONTEXT_TRACER",
+    "NON_RECORDING",
     "SCHEMA_URL",
     "SCOPE",
     "Attr",
@@ -397,7 +399,7 @@ class FollowingTracer(trace.Tracer):
             self._provider = provider
             self._observable = provider is not None
             self._tracer = (
-                _CONTEXT_TRACER if provider is None
+                CONTEXT_TRACER if provider is None
                 else provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
             )
             self._seen = seen
@@ -412,11 +414,15 @@ class FollowingTracer(trace.Tracer):
         self._current()
         return self._observable
 
-    def _current(self) -> trace.Tracer:
+    def resolve(self) -> trace.Tracer:
+        """The tracer a span started now goes to: the global SDK provider's, or
+        `CONTEXT_TRACER` while there is none (one identity comparison when unchanged)."""
         seen = _global_provider()
         if seen is self._seen:
             return self._tracer
         return self._follow(seen)
+
+    _current = resolve
 
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
         """Start a span with the current global provider (see `trace.Tracer.start_span`)."""
@@ -471,7 +477,11 @@ class _ContextTracer(trace.NoOpTracer):
             yield span
 
 
-_CONTEXT_TRACER = _ContextTracer()
+CONTEXT_TRACER = _ContextTracer()
+"""The tracer of the no-provider path: non-recording spans with a fresh valid context."""
+
+NON_RECORDING: frozenset[type] = frozenset({_ContextTracer, _RecordsOnlyTracer})
+"""Tracer types whose spans never record: a caller need not build span attributes for them."""
 
 _BUILD_LOCK = threading.Lock()
 
