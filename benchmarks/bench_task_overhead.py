@@ -189,6 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     proc, url = start_server(NULL_SERVER if args.server == "null" else _SERVER)
     try:
         client = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000)
+        # path (b): the application's own SDK provider, built like the bare span's
+        app_provider = TracerProvider(shutdown_on_exit=False)
+        app_bsp = BatchSpanProcessor(_Drop(), max_queue_size=1_000_000)
+        app_provider.add_span_processor(app_bsp)
+        app_client = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000,
+                                 tracer_provider=app_provider)
 
         def noop(x: int = 1) -> int:
             return x
@@ -198,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         task_fn = client.task("bench_noop", default_prompt="Echo {{ x }}")(noop)
         atask_fn = client.task("bench_noop", default_prompt="Echo {{ x }}")(anoop)
+        app_fn = app_client.task("bench_noop", default_prompt="Echo {{ x }}")(noop)
         rollout = {"default_prompt": "Echo {{ x }}", "assign_by": "x"}
         rtask_fn = client.task("bench_rollout", **rollout)(noop)
         artask_fn = client.task("bench_rollout", **rollout)(anoop)
@@ -220,12 +227,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.flush()
         client.get_prompt("bench_noop")
         task_fn()
+        app_fn()
+        app_client.flush()
         assert client.get_prompt("bench_rollout").rollout is not None, "no rollout served"
         rtask_fn()
         client.flush()
 
         flush_otel = otel_bsp.force_flush
         flush_ct = client.flush
+
+        def flush_app() -> None:
+            app_client.flush()
+            app_bsp.force_flush()
         loop = asyncio.new_event_loop()
         results: dict[str, list[float]] = {}
         variants: list[tuple[str, Callable[[], float]]] = [
@@ -233,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("sync  otel", lambda: _time_sync(otel_fn, args.calls, flush_otel)),
             ("sync  task", lambda: _time_sync(task_fn, args.calls, flush_ct)),
             ("sync  task+rollout", lambda: _time_sync(rtask_fn, args.calls, flush_ct)),
+            ("sync  task app", lambda: _time_sync(app_fn, args.calls, flush_app)),
             ("async bare", lambda: _time_async(anoop, args.calls, lambda: None, loop)),
             ("async otel", lambda: _time_async(aotel_fn, args.calls, flush_otel, loop)),
             ("async task", lambda: _time_async(atask_fn, args.calls, flush_ct, loop)),
@@ -247,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     client.get_prompt("bench_rollout"))
         stats = client.stats()
         client.close()
+        app_client.close()
+        app_provider.shutdown()
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -265,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         otel_med = statistics.median(results[f"{kind} otel"])
         print(f"{kind.strip()}: task/otel = {task_best / otel_best:.2f}x (best), "
               f"{task_med / otel_med:.2f}x (median)")
+        if f"{kind} task app" in results:
+            app_med = statistics.median(results[f"{kind} task app"])
+            print(f"{kind.strip()}: on an application provider, task/otel = "
+                  f"{app_med / otel_med:.2f}x (median)")
         with_rollout = statistics.median(results[f"{kind} task+rollout"])
         print(f"{kind.strip()}: a rollout adds {with_rollout - task_med:+.2f} µs per call "
               f"(median task+rollout - task)")

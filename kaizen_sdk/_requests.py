@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from kaizen_sdk._config import Settings
     from kaizen_sdk._record import CallRecord
 
-__all__ = ["batch_size", "build_batch", "build_requests", "encode_batch", "encode_one"]
+__all__ = [
+    "WIRE_TYPES",
+    "batch_size",
+    "build_batch",
+    "build_requests",
+    "encode_batch",
+    "encode_one",
+]
 
 _log = logging.getLogger("kaizen_sdk.delivery")
 
@@ -70,17 +77,56 @@ class _FeedbackMeta(msgspec.Struct, array_like=False, gc=False):
     latency_ms: float | None
 
 
-class _Trace(TraceRequest, gc=False):
-    """A `TraceRequest` the garbage collector does not track (built per record).
+class _Trace(msgspec.Struct, omit_defaults=True, gc=False):
+    """The wire form of a `TraceRequest`: the same fields in the same order, encoded alike.
 
-    A batch waits for its HTTP round trip; tracked, its hundreds of requests would trigger
-    collections (and full ones, which walk the whole heap) on the caller's thread. Its
-    values are records' own (no cycle can run through it).
+    Built once per record on the sender thread, so it is built positionally (a keyword
+    constructor costs more) and not tracked by the garbage collector: a batch waits for its
+    HTTP round trip, and tracked, its thousands of requests would trigger collections (and
+    full ones, which walk the whole heap) on the caller's thread. Its values are records'
+    own (no cycle can run through it). tests/test_delivery.py checks the fields against
+    `TraceRequest`.
     """
 
+    task_id: str
+    id: Any = None
+    prompt_text: Any = None
+    response_text: Any = None
+    model: Any = None
+    tokens: Any = None
+    latency_ms: Any = None
+    prompt_version_id: Any = None
+    parent_trace_id: Any = None
+    metadata: Any = None
+    arm: Any = None
+    error: Any = None
+    user_id: Any = None
+    session_id: Any = None
+    tags: Any = None
 
-class _Feedback(FeedbackRequest, gc=False):
-    """A `FeedbackRequest` the garbage collector does not track (see `_Trace`)."""
+
+class _Feedback(msgspec.Struct, gc=False):
+    """The wire form of a `FeedbackRequest` (see `_Trace`): every field is sent, defaults
+    included, but the UNSET ones."""
+
+    task_id: str
+    id: Any = None
+    inputs: Any = None
+    output: Any = None
+    score: Any = None
+    source: str = "sdk"
+    metadata: Any = None
+    comment: Any = msgspec.UNSET
+    correction: Any = msgspec.UNSET
+    prompt_version_id: Any = msgspec.UNSET
+    arm: Any = msgspec.UNSET
+
+
+WIRE_TYPES: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
+    TraceRequest: _Trace,
+    FeedbackRequest: _Feedback,
+}
+"""Each request model and the wire form `build_batch` makes of it (same fields, same order)."""
 
 
 def build_requests(
@@ -107,8 +153,8 @@ def build_batch(
     the sender thread's per-record cost, so settings are read once and the common record (text
     prompt, short text or int result, no error) takes no call beyond the two constructors.
     """
-    traces: list[TraceRequest] = []
-    feedback: list[FeedbackRequest] = []
+    traces: list[Any] = []  # of `_Trace`, which encodes as a TraceRequest
+    feedback: list[Any] = []  # of `_Feedback`
     bad: list[Exception] = []
     capture = settings.capture_content
     mask = settings.mask
@@ -149,24 +195,13 @@ def build_batch(
             version_id: Any = record.prompt_version_id
             parent: Any = record.parent_trace_id
             tags = record.tags
-            add_trace(_Trace(
-                task_id=record.task,
-                id=trace_id,
-                prompt_text=prompt_text,
-                response_text=response,
-                model=record.model,
-                tokens=record.tokens,
-                latency_ms=latency,
-                prompt_version_id=version_id,
-                parent_trace_id=parent,
-                metadata=metadata or None,
-                arm=arm,
+            add_trace(_Trace(  # positional: the fields of TraceRequest, in order
+                record.task, trace_id, prompt_text, response, record.model, record.tokens,
+                latency, version_id, parent, metadata or None, arm,
                 # the rollout guard's flag, only beside an arm: servers without rollouts
                 # never see it
-                error=None if error is None or arm is None else True,
-                user_id=record.user_id,
-                session_id=record.session_id,
-                tags=None if tags is None else list(tags),
+                None if error is None or arm is None else True,
+                record.user_id, record.session_id, None if tags is None else list(tags),
             ))
             if not record.log_feedback:
                 continue
@@ -197,14 +232,7 @@ def build_batch(
                     fb_id = trace_id[:35] + last
             if inputs is not None and type(inputs) is not dict and type(inputs) is not Raw:
                 inputs = _json_dict(inputs)
-            entry = _Feedback(
-                task_id=record.task,
-                id=fb_id,
-                inputs=inputs,
-                output=output,
-                source="sdk",
-                metadata=fb_meta,
-            )
+            entry = _Feedback(record.task, fb_id, inputs, output, None, "sdk", fb_meta)
             if arm is not None:  # served by a rollout, so the server knows these fields
                 entry.prompt_version_id = version_id
                 entry.arm = arm
@@ -216,7 +244,7 @@ def build_batch(
 
 def _safe_request(item: Any) -> Any:
     """The slow path: make every free-form value of a request safe JSON on its own."""
-    if isinstance(item, FeedbackRequest):
+    if isinstance(item, FeedbackRequest | _Feedback):
         inputs = item.inputs
         return msgspec.structs.replace(
             item,

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 import kaizen_sdk as ct
@@ -270,6 +271,15 @@ def test_the_exporter_survives_a_record_it_cannot_build(
         client.flush()
         stats = client.stats()
         assert (stats.queued, stats.sent, stats.dropped) == (1, 1, 0)
+
+
+def test_the_wire_forms_have_the_fields_of_the_request_models() -> None:
+    # build_batch makes positional wire structs: same names, same order, same defaults
+    for model, wire in _requests.WIRE_TYPES.items():
+        assert msgspec.structs.fields(wire) and [
+            (f.name, f.default) for f in msgspec.structs.fields(wire)
+        ] == [(f.name, f.default) for f in msgspec.structs.fields(model)], model.__name__
+        assert wire.__struct_config__.omit_defaults == model.__struct_config__.omit_defaults
 
 
 def test_encode_batch_never_raises() -> None:
