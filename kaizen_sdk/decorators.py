@@ -277,6 +277,7 @@ _reset_current = CURRENT.reset
 _attach = otel_context.attach
 _detach = otel_context.detach
 _in_context = trace.set_span_in_context
+_otel_current = otel_context.get_current
 _Following = tracing.FollowingTracer
 _NON_RECORDING = tracing.NON_RECORDING
 _new_call = object.__new__
@@ -609,8 +610,9 @@ class _TaskSpec:
             tracer = pipeline.tracer
             if type(tracer) is _Following:
                 tracer = tracer.resolve()
+            octx = _otel_current()  # read once: the parent of the span and the base of its own
             if type(tracer) in _NON_RECORDING:  # nothing reads attributes: build none
-                span = call.span = tracer.start_span(self.span_name)
+                span = call.span = tracer.start_span(self.span_name, octx)
             else:
                 attributes: dict[str, Any] = {_A_KIND: "CHAIN", _A_TASK: name, _A_TRACE: trace_id}
                 if prompt is not None:
@@ -628,7 +630,7 @@ class _TaskSpec:
                         attributes[_A_SESSION] = cctx.session_id
                     if cctx.tags:
                         attributes[_A_TAGS] = cctx.tags
-                span = call.span = tracer.start_span(self.span_name, attributes=attributes)
+                span = call.span = tracer.start_span(self.span_name, octx, attributes=attributes)
             if self.capture_inputs:
                 names = self.names if instance is None else self.names_bound
                 if self.defaults:
@@ -660,9 +662,9 @@ class _TaskSpec:
             return call
         if enter:
             call.ct_token = _set_current(call)
-            call.otel_token = _attach(_in_context(span))
+            call.otel_token = _attach(_in_context(span, octx))
         else:  # a generator: enter() and leave() around each step
-            call.ctx = _in_context(span)
+            call.ctx = _in_context(span, octx)
             call.ct_token = call.otel_token = None
         return call
 
