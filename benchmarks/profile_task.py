@@ -8,7 +8,9 @@ splits the CPU time into:
 
 - **caller**: ``time.thread_time()`` of the calling thread over the calls;
 - **background**: the rest of the process's CPU (``time.process_time()``) over the calls and
-  the flush: the span processor's worker, the sender, encoding, per record.
+  the flush: the SDK's delivery thread (and the application provider's span processor), per
+  record; the delivery thread's own time is split into building the requests, encoding the
+  batch and the HTTP post (CPU time of that thread, per record).
 
 Then it profiles the caller's thread with cProfile and shows, per component, its share of the
 decorated call (cumulative time of the listed functions; cProfile inflates every call
@@ -24,21 +26,62 @@ import pstats
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from benchmarks.bench_task_overhead import NULL_SERVER, start_server
-from benchmarks.peers import otel_provider
 
 __all__ = ["COMPONENTS", "main"]
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
     "SDK span start (Span init, sampler, ids)": ("sdk/trace/__init__.py:start_span",),
     "  of which attribute validation": ("attributes/__init__.py:_set_items",),
-    "SDK span end + span processors + batch hand-over": ("sdk/trace/__init__.py:end",),
-    "  of which the CT span processor": ("kaizen_sdk/delivery.py:on_end",),
+    "SDK span end + span processors": ("sdk/trace/__init__.py:end",),
+    "CT record hand-over (Delivery.submit)": ("kaizen_sdk/delivery.py:submit",),
     "prompt cache lookup": ("kaizen_sdk/cache.py:lookup",),
     "context attach/detach": ("context/__init__.py:attach", "context/__init__.py:detach"),
 }
 """Component -> ``path-suffix:function`` of the functions whose cumulative time it is."""
+
+
+_STAGES: dict[str, float] = {}
+"""CPU seconds of the delivery thread per stage, while `_count_stages` is installed."""
+
+
+def _count_stages() -> None:
+    """Time the delivery thread's stages: build (``build_batch``), encode, post."""
+    from kaizen_sdk import _sender, delivery
+
+    def timed(stage: str, fn: Callable[..., object]) -> Callable[..., object]:
+        def run(*args: object, **kwargs: object) -> object:
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _STAGES[stage] = _STAGES.get(stage, 0.0) + time.thread_time() - start
+        return run
+
+    delivery.build_batch = timed("build", delivery.build_batch)  # type: ignore[assignment]
+    _sender.encode_batch = timed("encode", _sender.encode_batch)  # type: ignore[assignment]
+    _sender.Sender.post = timed("post", _sender.Sender.post)  # type: ignore[method-assign]
+
+
+def otel_provider() -> Any:
+    """An SDK provider with a `BatchSpanProcessor` into a null exporter, its queue large
+    enough that no span of a round is dropped (a dropped span costs less than a queued one)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class _Drop(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(_Drop(), max_queue_size=1_000_000))
+    return provider
 
 
 def _split(fn: Callable[[], object], flush: Callable[[], object], calls: int) -> tuple[float,
@@ -81,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import kaizen_sdk as ct
 
+    _count_stages()
     proc, url = start_server(NULL_SERVER)
     provider = otel_provider()
     tracer = provider.get_tracer("bench")
@@ -114,9 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             paths[name] = (fn, flush)
         split: dict[str, list[tuple[float, float]]] = {n: [] for n in paths}
+        stages: dict[str, list[dict[str, float]]] = {n: [] for n in paths}
         for _ in range(args.rounds):
             for name, (fn, flush) in paths.items():
+                _STAGES.clear()
                 split[name].append(_split(fn, flush, args.calls))
+                stages[name].append({k: v / args.calls * 1e6 for k, v in _STAGES.items()})
         print(f"{args.calls} calls x {args.rounds} rounds, CPU µs per call (median)")
         print(f"{'path':<22}{'caller':>9}{'background':>12}{'total':>9}{'/ span':>8}")
         span_total = sum(statistics.median(x[i] for x in split["otel_span"]) for i in (0, 1))
@@ -125,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             background = statistics.median(v[1] for v in values)
             print(f"{name:<22}{caller:9.2f}{background:12.2f}{caller + background:9.2f}"
                   f"{(caller + background) / span_total:8.2f}")
+        print("\ndelivery thread, CPU µs per record (median): build / encode / post")
+        for name in ("kaizen_no_provider", "kaizen_app_provider"):
+            parts = [statistics.median(r.get(k, 0.0) for r in stages[name])
+                     for k in ("build", "encode", "post")]
+            print(f"  {name:<22}" + " / ".join(f"{p:.2f}" for p in parts))
         for name in ("kaizen_no_provider", "kaizen_app_provider", "otel_span"):
             fn, flush = paths[name]
             shares = _shares(fn, args.calls)
