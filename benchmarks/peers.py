@@ -302,6 +302,8 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
         for label, add in (("mlflow", _add_mlflow), ("opik", _add_opik),
                            ("traceloop", _add_traceloop)):
             attempt(label, functools.partial(add, second, loop, sink), notes)
+        if any(c.name == "mlflow" for c in second["sync"]):
+            notes.append(_MLFLOW_NOTE)
         notes.append("weave not measured: `weave.init` logs in to W&B and creates the project "
                      "over the network before it traces anything; it has no offline mode to "
                      "point at a loopback sink.")
@@ -331,10 +333,11 @@ def task_overhead_metrics(quick: bool) -> list[Metric]:
         second_names = {c.name for c in second["sync"]}
         for peer, prefixes in (("traceloop", ("/v1/traces",)),
                                ("opik", ("/api/v1/private/traces",)),
-                               ("mlflow", ("/api/2.0/mlflow", "/api/3.0/mlflow"))):
+                               ("mlflow", ("/mlflow/v1/traces",)),
+                               ("mlflow", ("/mlflow/api/3.0/mlflow/traces",))):
             if peer in second_names and _delivered(sink, prefixes) == 0:
-                notes.append(f"{peer} sent nothing to the sink in the second pass (figure "
-                             "suspect)")
+                notes.append(f"{peer} sent nothing to the sink's {prefixes[0]} in the second "
+                             "pass (figure suspect)")
         for kind in ("sync", "async"):
             timings, checks = results[kind]
             metrics += _task_metrics(kind, timings, notes + checks, extra[kind])
@@ -437,23 +440,50 @@ def _add_opik(variants: dict[str, list[Contender]], loop: asyncio.AbstractEventL
     )
 
 
+_MLFLOW_NOTE = (
+    "mlflow: `@mlflow.trace` (mlflow-tracing) with its default destination, a tracking server "
+    "(the sink answering as a 3.4+ SQL-backed one): each trace's spans go out over OTLP and "
+    "its info as a StartTraceV3 request, on mlflow's async queue, which "
+    "`mlflow.flush_trace_async_logging()` drains inside the timing."
+)
+
+
 def _add_mlflow(variants: dict[str, list[Contender]], loop: asyncio.AbstractEventLoop,
                 sink: Sink) -> None:
     import mlflow
 
-    mlflow.set_tracking_uri(sink.url)
+    # mlflow-tracing's default destination: a tracking server (the sink's /mlflow routes
+    # answer as a 3.4+ SQL-backed one), spans over OTLP, then each trace's info, both on
+    # mlflow's async queue. The experiment must be set: without it the tracing-only package
+    # resolves the default one through `MlflowClient`, which only the full `mlflow` imports, so
+    # every span end failed with a NameError and nothing was sent.
+    # OTEL_EXPORTER_OTLP_ENDPOINT (set for the other peers) would switch mlflow to OTLP-only
+    # export plus metrics, so it is unset while mlflow builds its provider on the first span.
+    mlflow.set_tracking_uri(sink.url + "/mlflow")
+    mlflow.set_experiment(experiment_id="0")
     traced = mlflow.trace(_noop)
     sink.reset()
-    traced()
+    with _env_without("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        traced()
     mlflow.flush_trace_async_logging()
-    if sink.stats()["requests"] == 0:  # mlflow logs a warning per span and sends nothing
-        raise RuntimeError("@mlflow.trace sent nothing to the sink: offline, each span logs "
-                           "'Failed to end span ...: name MlflowClient is not defined'")
+    paths = sink.stats()["paths"]
+    if not paths.get("/mlflow/v1/traces") or not paths.get("/mlflow/api/3.0/mlflow/traces"):
+        raise RuntimeError(f"@mlflow.trace did not deliver its trace to the sink: {paths}")
     flush = mlflow.flush_trace_async_logging
     variants["sync"].append(Contender("mlflow", sync_batch(traced), flush))
     variants["async"].append(
         Contender("mlflow", _async_batch(mlflow.trace(_anoop), loop=loop), flush)
     )
+
+
+@contextlib.contextmanager
+def _env_without(name: str) -> Iterator[None]:
+    value = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ[name] = value
 
 
 def _add_traceloop(variants: dict[str, list[Contender]], loop: asyncio.AbstractEventLoop,

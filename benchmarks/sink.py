@@ -8,6 +8,11 @@ exporter all post here. It answers:
 - ``POST /api/v1/traces`` and ``/api/v1/feedback``: ``201`` with the record's id;
 - ``GET /api/public/v2/prompts/{name}``: a Langfuse text prompt;
 - ``GET /info``: LangSmith's server info, as the hosted service answers it (multipart, zstd);
+- under ``/mlflow`` (an MLflow tracking server's base URL): ``GET /version``,
+  ``GET /api/2.0/mlflow/experiments/get``, ``POST /api/3.0/mlflow/traces`` and
+  ``POST /v1/traces`` answered as a tracking server (3.4 or later, SQL backend) answers them,
+  so mlflow-tracing logs spans over OTLP and then each trace's info as it would for real; the
+  prefix keeps its OTLP posts apart from the OTLP peers' in the counters;
 - anything else: ``200`` with ``{}``.
 
 It runs in its own process (``python -m benchmarks.sink``) so its CPU time never competes
@@ -41,6 +46,36 @@ _LANGSMITH_INFO = {
     "version": "bench-sink",
     "instance_flags": {"zstd_compression_enabled": True},
 }
+
+
+_MLFLOW_PREFIX = "/mlflow"
+_MLFLOW_VERSION = "3.17.2"
+_MLFLOW_SPANS_LOCATION = "mlflow.trace.spansLocation"
+
+
+def _mlflow_experiment(experiment_id: str) -> dict[str, Any]:
+    return {
+        "experiment": {
+            "experiment_id": experiment_id,
+            "name": "Default",
+            "artifact_location": f"mlflow-artifacts:/{experiment_id}",
+            "lifecycle_stage": "active",
+            "creation_time": 1767225600000,
+            "last_update_time": 1767225600000,
+        }
+    }
+
+
+def _mlflow_started_trace(body: bytes) -> dict[str, Any]:
+    # StartTraceV3 answers the stored TraceInfo. A SQL-backed server has already received the
+    # spans over OTLP and tags the trace so; without the tag the client would also upload the
+    # spans as an artifact, which a server that took them never asks for.
+    try:
+        info = json.loads(body or b"{}").get("trace", {}).get("trace_info", {})
+    except ValueError:
+        info = {}
+    info.setdefault("tags", {})[_MLFLOW_SPANS_LOCATION] = "TRACKING_STORE"
+    return {"trace": {"trace_info": info}}
 
 
 class _Counters:
@@ -160,10 +195,27 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "GET" and path == "/info":
             # What a hosted LangSmith answers: multipart uploads with zstd compression.
             self._send(200, _LANGSMITH_INFO)
+        elif path.startswith(_MLFLOW_PREFIX + "/"):
+            self._mlflow(method, path.removeprefix(_MLFLOW_PREFIX), body)
         elif method == "GET" and path.startswith("/api/public/v2/prompts/"):
             self._send(200, _langfuse_prompt(path.rsplit("/", 1)[-1]))
         elif path.endswith("/v1/traces") or path.endswith("/v1/metrics"):
             # OTLP/HTTP: an empty protobuf ExportTraceServiceResponse is an empty body.
+            self._send(200, b"", "application/x-protobuf")
+        else:
+            self._send(200, {})
+
+    def _mlflow(self, method: str, path: str, body: bytes) -> None:
+        if method == "GET" and path == "/version":
+            # 3.4 or later: the client logs spans over OTLP instead of as an artifact
+            self._send(200, _MLFLOW_VERSION.encode(), "text/plain")
+        elif method == "GET" and path == "/api/2.0/mlflow/experiments/get":
+            query = self.path.partition("?")[2]
+            experiment_id = query.partition("experiment_id=")[2].partition("&")[0] or "0"
+            self._send(200, _mlflow_experiment(experiment_id))
+        elif method == "POST" and path == "/api/3.0/mlflow/traces":
+            self._send(200, _mlflow_started_trace(body))
+        elif path == "/v1/traces":
             self._send(200, b"", "application/x-protobuf")
         else:
             self._send(200, {})
