@@ -30,6 +30,7 @@ __all__ = [
     "build_requests",
     "encode_batch",
     "encode_one",
+    "split_batch",
 ]
 
 _log = logging.getLogger("kaizen_sdk.delivery")
@@ -274,6 +275,31 @@ def encode_batch(batch: IngestRequest) -> bytes:
             b'{"traces":[' + traces + b'],"feedback":[' + feedback + b'],"scores":['
             + scores + b"]}"
         )
+
+
+def split_batch(batch: IngestRequest) -> tuple[IngestRequest, IngestRequest]:
+    """Cut a batch of two or more records in two, for a server that found it too large.
+
+    Each feedback entry stays with its trace (the first half's traces are stored first);
+    scores go with the second half, after every trace of the batch.
+    """
+    half = len(batch.traces) // 2
+    first_traces, second_traces = batch.traces[:half], batch.traces[half:]
+    first_ids = {str(t.id) for t in first_traces}
+    first_feedback: list[Any] = []
+    second_feedback: list[Any] = []
+    for entry in batch.feedback:
+        meta: Any = entry.metadata
+        trace_id = meta.get("trace_id") if type(meta) is dict else getattr(meta, "trace_id", None)
+        (first_feedback if str(trace_id) in first_ids else second_feedback).append(entry)
+    if not first_traces:  # scores only: cut them instead
+        cut = len(batch.scores) // 2
+        return (IngestRequest(scores=batch.scores[:cut]),
+                IngestRequest(feedback=batch.feedback, scores=batch.scores[cut:]))
+    return (
+        IngestRequest(traces=first_traces, feedback=first_feedback),
+        IngestRequest(traces=second_traces, feedback=second_feedback, scores=batch.scores),
+    )
 
 
 def batch_size(batch: IngestRequest) -> int:

@@ -1,7 +1,8 @@
 """The HTTP half of background delivery: one batch to ``POST /api/v1/ingest``, with retries.
 
 `Sender.deliver` posts an encoded batch and reads the answer: how many records and feedback
-entries the server did not acknowledge. Transport errors, ``408``, ``429`` and ``5xx`` are
+entries the server did not acknowledge. A batch the server finds too large (``413``) is sent
+again in halves. Transport errors, ``408``, ``429`` and ``5xx`` are
 retried with the shared backoff and ``Retry-After`` of `kaizen_sdk._http` within a deadline
 (the ids are made on the client, so a retry never stores a record twice); what still fails
 raises `GiveUp` with the reason, and the delivery engine decides what becomes of the batch.
@@ -36,7 +37,7 @@ from kaizen_sdk._http import (
     USER_AGENT,
     parse_retry_after,
 )
-from kaizen_sdk._requests import batch_size, encode_batch, encode_one
+from kaizen_sdk._requests import batch_size, encode_batch, encode_one, split_batch
 from kaizen_sdk._tls import httpx_options
 from kaizen_sdk.models import IngestError, IngestRequest, ScoreItem, ScoreRequest
 
@@ -203,6 +204,8 @@ class Sender:
         self._random = random.Random()
         self.last_body_bytes = 0
         """Bytes of the last ingest body sent (the engine sizes its batches from it)."""
+        self.body_limit: int | None = None
+        """Half the smallest body the server refused as too large (413), once one was."""
 
     def _new_http(self) -> httpx.Client:
         settings = self.settings
@@ -269,10 +272,21 @@ class Sender:
         HTML 200, or a 207 that does not decode, counts the whole batch as rejected.
         """
         body = encode_batch(batch)
-        self.last_body_bytes = len(body)
         n = batch_size(batch)
         resp = self.post("/api/v1/ingest", body, deadline, retries, n)
         status = resp.status_code
+        if status == 413 and n > 1:  # too large for this server: each half on its own
+            if self.limiter.ready("too-large"):
+                _log.info("The CT server refused a batch of %d bytes as too large; sending it "
+                          "in smaller parts.", len(body))
+            limit = len(body) // 2
+            self.body_limit = limit if self.body_limit is None else min(self.body_limit, limit)
+            parts = split_batch(batch)
+            left = self._send_ingest(parts[0], deadline, retries)
+            right = self._send_ingest(parts[1], deadline, retries)
+            self.last_body_bytes = len(body)
+            return left[0] + right[0], left[1] + right[1]
+        self.last_body_bytes = len(body)
         if status == 404:
             _NO_INGEST.add(self.settings.base_url)
             _log.info("The CT server has no /api/v1/ingest; using the single-record endpoints.")

@@ -649,10 +649,15 @@ class Delivery:
         return True
 
     def _resize(self, records: int, body_bytes: int) -> None:
-        """Size the next batches so that their body is about `_BATCH_BYTES`."""
+        """Size the next batches so that their body is about `_BATCH_BYTES` (less when the
+        server refused one as too large)."""
         if records <= 0 or body_bytes <= 0:
             return
-        fits = int(_BATCH_BYTES * records / body_bytes)
+        target = _BATCH_BYTES
+        limit = self.sender.body_limit  # the server refused a larger body (413)
+        if limit is not None:
+            target = min(target, limit)
+        fits = int(target * records / body_bytes)
         self._batch = max(1, min(fits, _BATCH_MAX, self.max_queue))
 
     def _settle(self, batch: IngestRequest) -> bool:

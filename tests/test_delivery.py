@@ -176,6 +176,27 @@ def test_503s_are_retried_and_nothing_is_stored_twice(
     assert statuses == [503, 503, 207]
 
 
+def test_a_batch_too_large_for_the_server_goes_in_halves(
+    proxy: Proxy, local_server: LocalServer, task_name: str
+) -> None:
+    proxy.fail("/api/v1/ingest", 413, 1)  # the first body is refused as too large
+    with CTClient(base_url=proxy.url, api_key=local_server.api_key) as client:
+        echo = _echo(client, task_name)
+        runs = [echo.call(i)[1] for i in range(6)]
+        assert [run.score(0.5) is not None for run in runs[:2]] == [True, True]
+        assert client.flush()
+        stats = client.stats()
+        assert (stats.queued, stats.sent, stats.rejected, stats.dropped) == (8, 8, 0, 0)
+        assert sorted(str(t.id) for t in client.list_traces(task_name)) == sorted(
+            run.trace_id for run in runs)
+        assert len(client.list_feedback(task_name)) == 6
+        scored = {str(t.id): t.score for t in client.list_traces(task_name)}
+        assert [scored[run.trace_id] for run in runs[:2]] == [0.5, 0.5]
+        assert tracing.pipeline_for(client).delivery.sender.body_limit is not None
+    statuses = [s for p, s, _ in proxy.seen if p == "/api/v1/ingest"]
+    assert statuses == [413, 207, 207]
+
+
 def test_retry_after_is_honoured(proxy: Proxy, local_server: LocalServer,
                                  task_name: str) -> None:
     proxy.fail("/api/v1/ingest", 429, 1, **{"Retry-After": "1"})
