@@ -32,6 +32,7 @@ from urllib.parse import quote
 import httpx
 
 from kaizen_sdk._config import DEFAULT_PROMPT_WAIT
+from kaizen_sdk._http import RETRY_AFTER_MAX
 from kaizen_sdk.errors import CTError
 from kaizen_sdk.models import Prompt
 
@@ -311,6 +312,9 @@ class PromptFetcher:
         except Exception as exc:
             self._failed(name, state, _why(exc))
             state.delay = min(RETRY_MAX, max(RETRY_FIRST, state.delay * 2))
+            asked = getattr(exc, "retry_after", None)  # a 429's Retry-After, parsed by _http
+            if asked is not None:
+                state.delay = max(state.delay, min(float(asked), RETRY_AFTER_MAX))
             next_in = state.delay
         else:
             state.delay = 0.0

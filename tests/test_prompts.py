@@ -298,6 +298,29 @@ def test_a_running_process_serves_an_activation_within_seconds_with_304s_in_betw
         admin.close()
 
 
+def test_a_429_on_a_prompt_fetch_is_not_asked_again_before_its_retry_after(
+    local_server: LocalServer, proxied: FaultProxy
+) -> None:
+    task = f"slow-{uuid.uuid4().hex[:8]}"
+    path = f"/api/v1/prompts/{task}"
+    proxied.fail_next(1, 429, retry_after=20,
+                      match=lambda method, p: method == "GET" and p.split("?")[0] == path)
+    with CTClient(api_key=local_server.api_key, base_url=proxied.url, prompt_refresh=0.2,
+                  prompt_wait=0) as app:
+
+        @app.task(task, default_prompt="default {{ q }}")
+        def answer(q: str, prompt: Prompt) -> str:
+            return prompt.prompt_text
+
+        assert answer("x") == "default {{ q }}"  # prompt_wait=0: the default, no waiting
+        fetcher = app._prompts
+        assert fetcher is not None
+        assert _poll(lambda: fetcher.stats.failed == 1, 5.0)
+        # the next check is scheduled after the server's 20 s, not the 1 s of our own backoff
+        assert fetcher._states[task].delay == 20.0
+        assert _prompt_gets(proxied, task) == [429]
+
+
 def test_revalidation_works_unchanged_against_a_server_without_etags() -> None:
     server = NoETagServer()
     try:
