@@ -119,7 +119,13 @@ class TaskRun:
 
     __slots__ = ("_client", "prompt", "task", "trace_id")
 
-    def __init__(self, task: str, trace_id: str, prompt: Prompt | None, client: Any) -> None:
+    def __init__(
+        self,
+        task: str,
+        trace_id: str,
+        prompt: Prompt | None,
+        client: CTClient | AsyncCTClient | None,
+    ) -> None:
         self.task = task
         self.trace_id = trace_id
         # the prompt the call ran with; `PROMPT` in the rare call that ran without one
@@ -140,7 +146,9 @@ class TaskRun:
         return _queue_score(self._client, self.trace_id, value, scored_by)
 
 
-def _queue_score(client: Any, trace_id: str, value: float, scored_by: str) -> str | None:
+def _queue_score(
+    client: CTClient | AsyncCTClient | None, trace_id: str, value: float, scored_by: str
+) -> str | None:
     if client is None:
         return None
     try:
@@ -397,7 +405,7 @@ class _TaskSpec:
         self,
         fn: Callable[..., Any],
         name: str,
-        client: Any,
+        client: CTClient | AsyncCTClient | None,
         default_prompt: Prompt | None,
         capture_inputs: bool,
         capture_output: bool,
@@ -413,7 +421,7 @@ class _TaskSpec:
         self.log_feedback = log_feedback
         self.metadata = dict(metadata) if metadata else None
         self._given_client = client
-        self._client: Any = None
+        self._client: CTClient | AsyncCTClient | None = None
         self._pipeline: tracing.Pipeline | None = None
         self._prompts: PromptFetcher | None = None
         self._cache: Any = None
@@ -453,7 +461,7 @@ class _TaskSpec:
 
     # client and pipeline -------------------------------------------------------------------
 
-    def client_or_none(self) -> Any:
+    def client_or_none(self) -> CTClient | AsyncCTClient | None:
         if self._given_client is not None:
             return self._given_client
         return _default.current()
