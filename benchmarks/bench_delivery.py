@@ -22,7 +22,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks._harness import Contender, Metric, alternate
+from benchmarks._harness import Contender, Metric, alternate, cpu_split
 from benchmarks.peers import kaizen_client, local_ct_server
 
 __all__ = ["run"]
@@ -40,18 +40,11 @@ def _work(ticket: str, priority: int = 1) -> str:
 
 
 def _background_us(fn: Any, flush: Any, calls: int, rounds: int) -> list[float]:
-    """Background CPU per record in each round: process CPU minus the caller's, over the
-    calls and the flush."""
+    """Background CPU per record in each round (see `cpu_split`)."""
     out: list[float] = []
     for _ in range(rounds):
         flush()
-        p0, t0 = time.process_time(), time.thread_time()
-        for _ in range(calls):
-            fn()
-        t1 = time.thread_time()
-        flush()
-        p1 = time.process_time()
-        out.append(((p1 - p0) - (t1 - t0)) / calls * 1e6)
+        out.append(cpu_split(fn, flush, calls)[1])
     return out
 
 

@@ -168,31 +168,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
-
     import kaizen_sdk as ct
+    from benchmarks.peers import otel_provider
 
-    class _Drop(SpanExporter):
-        def export(self, spans: object) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    provider = TracerProvider(shutdown_on_exit=False)
-    otel_bsp = BatchSpanProcessor(_Drop(), max_queue_size=1_000_000)
-    provider.add_span_processor(otel_bsp)
+    # queues large enough that no span of a round is dropped (a dropped span costs less)
+    provider = otel_provider(max_queue_size=1_000_000)
     tracer = provider.get_tracer("bench")
 
     proc, url = start_server(NULL_SERVER if args.server == "null" else _SERVER)
     try:
         client = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000)
         # path (b): the application's own SDK provider, built like the bare span's
-        app_provider = TracerProvider(shutdown_on_exit=False)
-        app_bsp = BatchSpanProcessor(_Drop(), max_queue_size=1_000_000)
-        app_provider.add_span_processor(app_bsp)
+        app_provider = otel_provider(max_queue_size=1_000_000)
         app_client = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000,
                                  tracer_provider=app_provider)
 
@@ -233,12 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rtask_fn()
         client.flush()
 
-        flush_otel = otel_bsp.force_flush
+        flush_otel = provider.force_flush
         flush_ct = client.flush
 
         def flush_app() -> None:
             app_client.flush()
-            app_bsp.force_flush()
+            app_provider.force_flush()
         loop = asyncio.new_event_loop()
         results: dict[str, list[float]] = {}
         variants: list[tuple[str, Callable[[], float]]] = [

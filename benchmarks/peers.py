@@ -84,11 +84,11 @@ def attempt(label: str, build: Callable[[], T], notes: list[str]) -> T | None:
         return None
 
 
-def otel_provider(exporter: Any = None) -> Any:
+def otel_provider(exporter: Any = None, *, max_queue_size: int = 2048) -> Any:
     """A private SDK `TracerProvider` with a `BatchSpanProcessor` into *exporter*.
 
     ``None`` means an exporter that accepts every batch and does nothing: the bare cost of the
-    SDK span machinery.
+    SDK span machinery. *max_queue_size* is the processor's (OTel's default unless given).
     """
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -98,7 +98,9 @@ def otel_provider(exporter: Any = None) -> Any:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter or NullSpanExporter()))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter or NullSpanExporter(), max_queue_size=max_queue_size)
+    )
     return provider
 
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import pstats
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from benchmarks._harness import cpu_split
 from benchmarks.bench_task_overhead import NULL_SERVER, start_server
+from benchmarks.peers import otel_provider
 
 __all__ = ["COMPONENTS", "main"]
 
@@ -65,37 +65,6 @@ def _count_stages() -> None:
     _sender.Sender.post = timed("post", _sender.Sender.post)  # type: ignore[method-assign]
 
 
-def otel_provider() -> Any:
-    """An SDK provider with a `BatchSpanProcessor` into a null exporter, its queue large
-    enough that no span of a round is dropped (a dropped span costs less than a queued one)."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
-
-    class _Drop(SpanExporter):
-        def export(self, spans: object) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(_Drop(), max_queue_size=1_000_000))
-    return provider
-
-
-def _split(fn: Callable[[], object], flush: Callable[[], object], calls: int) -> tuple[float,
-                                                                                      float]:
-    gc.collect()
-    p0, t0 = time.process_time(), time.thread_time()
-    for _ in range(calls):
-        fn()
-    t1 = time.thread_time()
-    flush()
-    p1 = time.process_time()
-    return (t1 - t0) / calls * 1e6, ((p1 - p0) - (t1 - t0)) / calls * 1e6
-
-
 def _shares(fn: Callable[[], object], calls: int) -> dict[str, float]:
     profile = cProfile.Profile()
     profile.enable()
@@ -126,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _count_stages()
     proc, url = start_server(NULL_SERVER)
-    provider = otel_provider()
+    # queues large enough that no span of a round is dropped (a dropped span costs less)
+    provider = otel_provider(max_queue_size=1_000_000)
     tracer = provider.get_tracer("bench")
 
     def noop(x: int = 1) -> int:
@@ -137,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return noop()
 
     plain = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000)
-    app_provider = otel_provider()  # built like the bare span's, but its own
+    app_provider = otel_provider(max_queue_size=1_000_000)  # like the bare span's, its own
     on_app = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000,
                          tracer_provider=app_provider)
     try:
@@ -162,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(args.rounds):
             for name, (fn, flush) in paths.items():
                 _STAGES.clear()
-                split[name].append(_split(fn, flush, args.calls))
+                split[name].append(cpu_split(fn, flush, args.calls))
                 stages[name].append({k: v / args.calls * 1e6 for k, v in _STAGES.items()})
         print(f"{args.calls} calls x {args.rounds} rounds, CPU µs per call (median)")
         print(f"{'path':<22}{'caller':>9}{'background':>12}{'total':>9}{'/ span':>8}")
