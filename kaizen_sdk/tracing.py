@@ -411,7 +411,7 @@ class FollowingTracer(trace.Tracer):
     @property
     def observable(self) -> bool:
         """False while there is no application SDK provider (CT spans do not record)."""
-        self._current()
+        self.resolve()
         return self._observable
 
     def resolve(self) -> trace.Tracer:
@@ -422,15 +422,13 @@ class FollowingTracer(trace.Tracer):
             return self._tracer
         return self._follow(seen)
 
-    _current = resolve
-
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
         """Start a span with the current global provider (see `trace.Tracer.start_span`)."""
-        return self._current().start_span(*args, **kwargs)
+        return self.resolve().start_span(*args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         """Start a current span with the global provider (see `trace.Tracer`)."""
-        return self._current().start_as_current_span(*args, **kwargs)
+        return self.resolve().start_as_current_span(*args, **kwargs)
 
 
 class _RecordsOnlyTracer(trace.NoOpTracer):
