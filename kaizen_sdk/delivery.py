@@ -248,11 +248,6 @@ class Delivery:
                 replayed=self._replayed,
             )
 
-    def full(self) -> bool:
-        """True when the records held in memory (queued, in flight and kept after a
-        failure) reach ``max_queue_size``."""
-        return len(self.queue) + self._inflight + self._kept_records >= self.max_queue
-
     def drop_full(self, record: CallRecord) -> None:
         """Take a record past the memory bound: to the spool when there is one (written in
         the background at call rate), else dropped and counted (logged once a minute)."""
@@ -411,7 +406,7 @@ class Delivery:
             dropped = 0
             with self._lock:
                 self.kept.append((batch, records))
-                self._kept_records += records  # kept before it leaves the flight: see full()
+                self._kept_records += records  # kept before it leaves the flight: see submit()
                 self._inflight -= inflight
                 dropped = self._trim_kept(0)
             how = "they are kept in memory and sent again later"
@@ -573,7 +568,7 @@ class Delivery:
                 n = min(n, self._batch)
                 taken = [popleft() for _ in range(n)]
                 self._exporting = taken  # never in no place for `holds` either
-                # counted in flight before they leave the queue: `full()` reads without the lock
+                # counted in flight before they leave the queue: `submit` reads without the lock
                 self._trim_kept(n)
                 self._inflight += n
                 scores = self._take_scores(taken)
