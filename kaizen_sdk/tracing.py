@@ -65,6 +65,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -72,7 +73,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import SpanContext, TraceFlags
 
@@ -83,6 +83,7 @@ from kaizen_sdk.delivery import Delivery, DeliveryStats
 
 if TYPE_CHECKING:
     import httpx
+    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
 
 __all__ = [
@@ -96,6 +97,7 @@ __all__ = [
     "FollowingTracer",
     "Pipeline",
     "current_call",
+    "is_sdk_provider",
     "new_trace_id",
     "pipeline_for",
 ]
@@ -318,9 +320,19 @@ def _choose_provider(given: Any) -> Any:
         )
         return None
     global_provider = trace.get_tracer_provider()
-    if isinstance(global_provider, SDKTracerProvider):
+    if is_sdk_provider(global_provider):
         return global_provider
     return None
+
+
+def is_sdk_provider(provider: object) -> bool:
+    """True for an OpenTelemetry SDK ``TracerProvider`` (or a subclass).
+
+    The SDK is not imported to answer: an SDK provider exists only once the application has
+    imported the SDK, and a process without one (the no-provider path) never pays its import.
+    """
+    sdk = sys.modules.get("opentelemetry.sdk.trace")
+    return sdk is not None and isinstance(provider, sdk.TracerProvider)
 
 
 def _global_provider() -> object:

@@ -453,3 +453,37 @@ def test_latest_mode_span_only_puts_content_on_task_spans(
         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="SPAN_ONLY",
     )
     assert out["attributes"]["output.value"] == "Echo hi"
+
+
+_NO_SDK_SCRIPT = """
+import sys
+import kaizen_sdk as ct
+
+@ct.task("no_sdk_task", default_prompt="Echo {{ x }}")
+def echo(x: int) -> int:
+    return x
+
+assert [echo(i) for i in range(3)] == [0, 1, 2]
+assert ct.flush(30), ct.get_client().stats()
+print(ct.get_client().stats().sent, "opentelemetry.sdk.trace" in sys.modules)
+"""
+
+
+def test_the_no_provider_path_never_imports_the_opentelemetry_sdk(
+    local_server: LocalServer,
+) -> None:
+    # An application without an SDK provider pays no SDK import: it cannot have an SDK
+    # provider before it imported the SDK itself (tracing.is_sdk_provider).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "OTEL_"))}
+    env.update(KAIZEN_BASE_URL=local_server.base_url, KAIZEN_API_KEY=local_server.api_key,
+               PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", _NO_SDK_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3", "False"]
+
+
+def test_is_sdk_provider_tells_an_sdk_provider_from_anything_else() -> None:
+    assert tracing.is_sdk_provider(TracerProvider())
+    assert not tracing.is_sdk_provider(object())
+    assert not tracing.is_sdk_provider(None)
