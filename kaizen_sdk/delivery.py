@@ -373,7 +373,14 @@ class Delivery:
     def holds(self, trace_id: str) -> bool:
         """True while the trace *trace_id* (lower-case) is queued or being exported here."""
         with self._lock:  # the sender thread moves records from the queue under it
-            return trace_id in self._held_ids()
+            held = list(self.queue)
+            held += list(self.overflow)
+            held += self._exporting
+        for record in held:  # ids are the SDK's own lower-case strings, or UUIDs
+            found = record.trace_id
+            if found == trace_id or (type(found) is not str and str(found) == trace_id):
+                return True
+        return False
 
     def discard(self, record: CallRecord) -> None:
         """Forget a record that can no longer be delivered (after shutdown)."""
