@@ -15,6 +15,15 @@ if TYPE_CHECKING:
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the `slow` tests first (a stable sort: otherwise in collection order).
+
+    With ``-n`` (``--dist loadfile``), their files then go out first, while there is plenty
+    left for the other workers, instead of one worker finishing a long file alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts without KAIZEN_*, the OTel GenAI switches or a terminal width set.

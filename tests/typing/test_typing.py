@@ -53,9 +53,9 @@ PYRIGHT_REVEALED = [re.sub(r"\b(?:kaizen_sdk\.\w+|typing)\.", "", t) for t in RE
 
 
 pytestmark = [
-    # The four tests share one run of each checker (the `checked` fixture): keep them on one
-    # xdist worker, which starts them first (pyproject.toml: --dist loadgroup).
-    pytest.mark.xdist_group("typing"),
+    # The four tests share one run of each checker (the `checked` fixture, ~45 s): `slow`
+    # starts this file first (tests/conftest.py).
+    pytest.mark.slow,
     pytest.mark.timeout(300),
 ]
 
