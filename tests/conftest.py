@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -29,13 +30,23 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> Generator[None, int,
     return cores if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") else cores + 1
 
 
+RELIABILITY = Path(__file__).parent / "reliability"
+
+
+def _long_first(item: pytest.Item) -> int:
+    if item.get_closest_marker("slow") is not None:
+        return 0
+    # the fault suite: outages, slow and hostile servers, mostly waiting on purpose
+    return 1 if RELIABILITY in item.path.parents else 2
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the `slow` tests first (a stable sort: otherwise in collection order).
+    """Run the `slow` tests first, then the fault suite, then the rest (each in collection order).
 
     With ``-n`` (``--dist loadfile``), their files then go out first, while there is plenty
     left for the other workers, instead of one worker finishing a long file alone at the end.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=_long_first)
 
 
 @pytest.fixture(autouse=True)

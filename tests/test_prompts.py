@@ -217,6 +217,7 @@ def test_without_a_default_the_first_call_raises_after_the_bound(
         assert time.monotonic() - started < 0.3 + 3.0
 
 
+@pytest.mark.slow  # ~4.5 s, mostly waiting: start this file early
 def test_first_call_latency_against_a_trickling_server_is_reported(
     trickling: TricklingServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -245,6 +246,7 @@ def proxied(local_server: LocalServer) -> Iterator[FaultProxy]:
         yield proxy
 
 
+@pytest.mark.slow  # ~4.5 s, mostly waiting: start this file early
 def test_a_running_process_serves_an_activation_within_seconds_with_304s_in_between(
     local_server: LocalServer, proxied: FaultProxy
 ) -> None:
