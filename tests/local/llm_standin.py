@@ -89,7 +89,10 @@ class _Base:
 
         self._httpd = _Server(("127.0.0.1", 0), Handler)
         self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop's next poll: 0.5 s by default, per test
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def _handle(self, h: Any, method: str, body: Any) -> None:
         raise NotImplementedError
