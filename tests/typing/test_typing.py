@@ -54,7 +54,7 @@ PYRIGHT_REVEALED = [re.sub(r"\b(?:kaizen_sdk\.\w+|typing)\.", "", t) for t in RE
 
 
 pytestmark = [
-    # The four tests share one run of each checker (the `checked` fixture, ~45 s): `slow`
+    # The four tests share one run of each checker (the `checked` fixture, ~35 s): `slow`
     # starts this file first (tests/conftest.py).
     pytest.mark.slow,
     pytest.mark.timeout(300),
