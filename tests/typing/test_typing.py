@@ -63,8 +63,12 @@ pytestmark = [
 SAMPLE_OPTIONS = "# mypy: allow-redefinition, disable-error-code=\"no-redef\"\n"
 """The samples' own mypy options, inline so that one run checks them beside usage*.py."""
 
-_MYPY_LINE = re.compile(r"^(?P<path>[^\s:][^:]*\.py):\d+: ")
-_PYRIGHT_LINE = re.compile(r"^(?:\s+(?P<diag>/[^:]+\.py):\d+:\d+ - |(?P<head>/\S+\.py)$)")
+# "path:line: error: ..." / "  path:line:col - error: ..." after a "path" heading; a path may
+# start with a drive letter
+_MYPY_LINE = re.compile(r"^(?P<path>(?:[A-Za-z]:)?[^\s:][^:]*\.py):\d+: ")
+_PYRIGHT_LINE = re.compile(
+    r"^(?:\s+(?P<diag>(?:[A-Za-z]:)?[^\s:][^:]*\.py):\d+:\d+ - |(?P<head>\S.*\.py)$)"
+)
 
 
 class Output:
