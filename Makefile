@@ -32,7 +32,8 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy --strict kaizen_sdk
 
-# One worker per core: the suite is mostly waiting on loopback servers and subprocesses.
+# One worker more than there are cores (tests/conftest.py): the suite is mostly waiting on
+# loopback servers and subprocesses.
 pytest: $(TEST_STAMP)
 	$(BIN)/pytest -n auto
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,6 +14,39 @@ if TYPE_CHECKING:
 
 # litellm fetches a price map from the network at import unless told not to.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> Generator[None, int, int]:
+    """``-n auto`` starts one worker more than xdist counts cores.
+
+    Most tests spend their time waiting (on loopback servers, subprocesses, a server that is
+    slow on purpose), so with one worker per core the cores sit idle a third of the time; a
+    spare worker fills that. More spares gain little, and each worker collects the suite
+    once (~10 s of CPU) before it runs anything. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still
+    sets the number outright.
+    """
+    cores = yield
+    return cores if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") else cores + 1
+
+
+RELIABILITY = Path(__file__).parent / "reliability"
+
+
+def _long_first(item: pytest.Item) -> int:
+    if item.get_closest_marker("slow") is not None:
+        return 0
+    # the fault suite: outages, slow and hostile servers, mostly waiting on purpose
+    return 1 if RELIABILITY in item.path.parents else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the `slow` tests first, then the fault suite, then the rest (each in collection order).
+
+    With ``-n`` (``--dist loadfile``), their files then go out first, while there is plenty
+    left for the other workers, instead of one worker finishing a long file alone at the end.
+    """
+    items.sort(key=_long_first)
 
 
 @pytest.fixture(autouse=True)

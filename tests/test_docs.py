@@ -265,6 +265,11 @@ needs_mkdocs = pytest.mark.skipif(
 )
 
 
+# The tests of the built site share one build (the `site` fixture, ~15 s): `slow` starts
+# this file early (tests/conftest.py).
+on_the_site = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The site built once for this module, with ``mkdocs build --strict``."""
@@ -329,6 +334,7 @@ _EXTERNAL = re.compile(r"^(https?:)?//", re.I)
 
 
 @needs_mkdocs
+@on_the_site
 def test_mkdocs_build_strict(site: Path) -> None:
     assert (site / "api" / "index.html").is_file()
     built = {p.parent.name for p in site.glob("*/index.html")}
@@ -336,6 +342,7 @@ def test_mkdocs_build_strict(site: Path) -> None:
 
 
 @needs_mkdocs
+@on_the_site
 def test_site_loads_no_script_or_style_from_another_host(site: Path) -> None:
     """Offline highlighting and fonts: every script and stylesheet is part of the site."""
     pages = sorted(site.rglob("*.html"))
@@ -356,6 +363,7 @@ def test_site_loads_no_script_or_style_from_another_host(site: Path) -> None:
 
 
 @needs_mkdocs
+@on_the_site
 def test_api_reference_shows_only_public_names(site: Path) -> None:
     page = site / "api" / "index.html"
     text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
@@ -372,6 +380,7 @@ def test_api_reference_shows_only_public_names(site: Path) -> None:
 
 
 @needs_mkdocs
+@on_the_site
 def test_api_reference_documents_every_public_name_and_fn_call(site: Path) -> None:
     import kaizen_sdk
 

@@ -112,7 +112,10 @@ class NoETagServer:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop's next poll: 0.5 s by default, per test
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
@@ -217,6 +220,7 @@ def test_without_a_default_the_first_call_raises_after_the_bound(
         assert time.monotonic() - started < 0.3 + 3.0
 
 
+@pytest.mark.slow  # ~4.5 s, mostly waiting: start this file early
 def test_first_call_latency_against_a_trickling_server_is_reported(
     trickling: TricklingServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -245,6 +249,7 @@ def proxied(local_server: LocalServer) -> Iterator[FaultProxy]:
         yield proxy
 
 
+@pytest.mark.slow  # ~4.5 s, mostly waiting: start this file early
 def test_a_running_process_serves_an_activation_within_seconds_with_304s_in_between(
     local_server: LocalServer, proxied: FaultProxy
 ) -> None:

@@ -24,7 +24,8 @@ from kaizen_sdk import models
 from kaizen_sdk._http import BaseClient
 from kaizen_sdk.errors import CTError
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
+# slow: 136 hypothesis tests, ~25 s in all; with -n this file goes out first (tests/conftest.py)
+pytestmark = [pytest.mark.unit, pytest.mark.slow, pytest.mark.timeout(120)]
 
 STRUCTS: list[type[msgspec.Struct]] = sorted(
     (

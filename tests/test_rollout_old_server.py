@@ -78,7 +78,10 @@ def old_server() -> Iterator[tuple[str, list[str]]]:
     paths: list[str] = []
     handler = type("Handler", (_OldServer,), {"paths": paths, "batches": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the serving loop's next poll: 0.5 s by default, per test
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", paths

@@ -23,7 +23,7 @@ from schemathesis import GenerationMode
 
 from kaizen_sdk.local import LocalServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 EXPECTED = {

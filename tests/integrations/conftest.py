@@ -23,6 +23,17 @@ from kaizen_sdk.tracing import CallRecord
 
 
 @pytest.fixture(autouse=True, scope="module")
+def _litellm(request: pytest.FixtureRequest) -> None:
+    """Import litellm for a test file that declares ``litellm = None``, before its first test.
+
+    The import takes ~5 s of CPU; at the top of a test file every xdist worker paid it while
+    collecting, before running any test, and now only a worker that runs such a file does.
+    """
+    if "litellm" in vars(request.module) and request.module.litellm is None:
+        request.module.litellm = importlib.import_module("litellm")
+
+
+@pytest.fixture(autouse=True, scope="module")
 def _litellm_leftovers() -> Iterator[None]:
     """Collect what litellm leaves behind, so no later test's garbage collection trips on it.
 

@@ -14,9 +14,8 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import litellm
 import openai
 import pytest
 from openai_standin import StandIn
@@ -28,6 +27,11 @@ import kaizen_sdk as ct
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.local import LocalServer
 from kaizen_sdk.tracing import Attr
+
+if TYPE_CHECKING:
+    import litellm
+else:
+    litellm = None  # imported when this file's first test runs (conftest.py: _litellm)
 
 instrument_module = importlib.import_module("kaizen_sdk.instrument")
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import gc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import litellm
 import openai
 import pytest
 from openai_standin import StandIn
 from opentelemetry.trace import SpanKind, StatusCode
 
 from kaizen_sdk.tracing import Attr
+
+if TYPE_CHECKING:
+    import litellm
+else:
+    litellm = None  # imported when this file's first test runs (conftest.py: _litellm)
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 REPLY = "echo: hello there"
@@ -164,25 +168,24 @@ def test_from_import_before_patching_is_not_traced(patch: Any, standin: StandIn)
 # --- litellm over openai: one call, one trace ------------------------------------------------
 
 
-class _OpenAIRelay(litellm.CustomLLM):  # type: ignore[misc]
+def _openai_relay(base_url: str) -> Any:
     """A litellm provider that answers through the openai client library underneath."""
 
-    def __init__(self, base_url: str) -> None:
-        super().__init__()
-        self.base_url = base_url
+    class OpenAIRelay(litellm.CustomLLM):  # type: ignore[misc]
+        def completion(self, *args: Any, **kwargs: Any) -> Any:
+            with openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0) as client:
+                answer = client.chat.completions.create(
+                    model="m", messages=kwargs["messages"]
+                )
+            return litellm.ModelResponse(**answer.model_dump())
 
-    def completion(self, *args: Any, **kwargs: Any) -> Any:
-        with openai.OpenAI(base_url=self.base_url, api_key="sk-test", max_retries=0) as client:
-            answer = client.chat.completions.create(
-                model="m", messages=kwargs["messages"]
-            )
-        return litellm.ModelResponse(**answer.model_dump())
+    return OpenAIRelay()
 
 
 @pytest.fixture
 def relay(monkeypatch: pytest.MonkeyPatch, standin: StandIn) -> str:
     monkeypatch.setattr(litellm, "custom_provider_map", [
-        {"provider": "kaizen-relay", "custom_handler": _OpenAIRelay(standin.base_url)}
+        {"provider": "kaizen-relay", "custom_handler": _openai_relay(standin.base_url)}
     ])
     monkeypatch.setattr(litellm, "provider_list", list(litellm.provider_list))
     monkeypatch.setattr(litellm, "_custom_providers", list(litellm._custom_providers))

@@ -61,6 +61,7 @@ class _Base:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stall
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -89,7 +90,10 @@ class _Base:
 
         self._httpd = _Server(("127.0.0.1", 0), Handler)
         self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop's next poll: 0.5 s by default, per test
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def _handle(self, h: Any, method: str, body: Any) -> None:
         raise NotImplementedError

@@ -3,18 +3,21 @@
 mypy --strict and pyright run on ``usage.py`` (what they reveal is checked exactly), on
 ``usage_errors.py`` (wrong calls must be errors, so the checks can fail), and on the Python
 samples of README.md and every docs page (one file per page, its blocks in order, as a
-reader pastes them). Samples may use a few names a reader brings (``my_llm``); they are
+reader pastes them). Each checker runs once over all of these files, and each test looks at
+the lines about its own files. Samples may use a few names a reader brings (``my_llm``); they are
 declared in `PREAMBLE`. Re-using a name for another value, as a reader in one interpreter
 does, is allowed.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -50,37 +53,116 @@ REVEALED = [
 PYRIGHT_REVEALED = [re.sub(r"\b(?:kaizen_sdk\.\w+|typing)\.", "", t) for t in REVEALED]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """One mypy cache for the module: the packages' stubs are analysed once."""
-    return tmp_path_factory.mktemp("typing")
+pytestmark = [
+    # The four tests share one run of each checker (the `checked` fixture, ~35 s): `slow`
+    # starts this file first (tests/conftest.py).
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+]
+
+SAMPLE_OPTIONS = "# mypy: allow-redefinition, disable-error-code=\"no-redef\"\n"
+"""The samples' own mypy options, inline so that one run checks them beside usage*.py."""
+
+# "path:line: error: ..." / "  path:line:col - error: ..." after a "path" heading; a path may
+# start with a drive letter
+_MYPY_LINE = re.compile(r"^(?P<path>(?:[A-Za-z]:)?[^\s:][^:]*\.py):\d+: ")
+_PYRIGHT_LINE = re.compile(
+    r"^(?:\s+(?P<diag>(?:[A-Za-z]:)?[^\s:][^:]*\.py):\d+:\d+ - |(?P<head>\S.*\.py)$)"
+)
 
 
-def _mypy(tmp: pathlib.Path, *files: pathlib.Path, samples: bool = False) -> list[str]:
-    extra = ["--allow-redefinition", "--disable-error-code=no-redef",
-             "--untyped-calls-exclude=opentelemetry.instrumentation"] if samples else []
-    out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", *extra,
-         "--cache-dir", str(tmp / "mypy-cache"), *map(str, files)],
-        capture_output=True, text=True, timeout=280, cwd=ROOT,
-    )
-    return out.stdout.splitlines()
+class Output:
+    """One checker's output, split by the file each line is about."""
+
+    def __init__(
+        self, lines: list[str], files: list[pathlib.Path], line_path: Callable[[str], str | None]
+    ) -> None:
+        self.by_file: dict[pathlib.Path | None, list[str]] = {}
+        owner: pathlib.Path | None = None
+        known = {f.resolve(): f for f in files}
+        for line in lines:
+            path = line_path(line)
+            if path is not None:  # else a continuation line, of the file before it
+                owner = known.get((ROOT / path).resolve())
+            self.by_file.setdefault(owner, []).append(line)
+
+    def lines(self, file: pathlib.Path) -> list[str]:
+        """The lines about ``file``, and any about a file not asked for (a module it imports)."""
+        return self.by_file.get(file, []) + self.by_file.get(None, [])
 
 
-def _pyright(*files: pathlib.Path) -> list[str]:
-    exe = shutil.which("pyright", path=str(pathlib.Path(sys.executable).parent))
-    if exe is None:
-        pytest.skip("pyright is not installed in this environment")
-    try:
-        out = subprocess.run(
-            [exe, "--pythonpath", sys.executable, *map(str, files)],
-            capture_output=True, text=True, timeout=280, cwd=ROOT,
+def _mypy_path(line: str) -> str | None:
+    match = _MYPY_LINE.match(line)
+    return match.group("path") if match else None
+
+
+def _pyright_path(line: str) -> str | None:
+    match = _PYRIGHT_LINE.match(line)
+    return (match.group("diag") or match.group("head")) if match else None
+
+
+class Checked:
+    """mypy --strict and pyright, each run once over usage.py, usage_errors.py and the samples."""
+
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.samples = _sample_files(tmp)
+        files = [USAGE, ERRORS, *self.samples]
+        mypy = subprocess.Popen(
+            [sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
+             # global in mypy; usage*.py call nothing in that package, so it only
+             # concerns the samples
+             "--untyped-calls-exclude=opentelemetry.instrumentation",
+             # one run, so no cache: writing one for thousands of modules took ~20 s
+             "--cache-dir", os.devnull, *map(str, files)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"pyright could not run: {exc}")
-    if "error" not in out.stdout and out.returncode not in (0, 1):
-        pytest.skip(f"pyright could not run (its node package?): {out.stderr.strip()[:200]}")
-    return out.stdout.splitlines()
+        # pyright runs meanwhile: a node process, mostly done while mypy is still at it
+        self.pyright_skip = ""
+        pyright_lines = self._pyright(files)
+        try:
+            out, _ = mypy.communicate(timeout=280)
+        except subprocess.TimeoutExpired:
+            mypy.kill()
+            mypy.communicate()
+            raise
+        self._mypy = Output(out.splitlines(), files, _mypy_path)
+        self._pyright_out = Output(pyright_lines, files, _pyright_path)
+
+    def _pyright(self, files: list[pathlib.Path]) -> list[str]:
+        exe = shutil.which("pyright", path=str(pathlib.Path(sys.executable).parent))
+        if exe is None:
+            self.pyright_skip = "pyright is not installed in this environment"
+            return []
+        try:
+            out = subprocess.run(
+                [exe, "--pythonpath", sys.executable, *map(str, files)],
+                capture_output=True, text=True, timeout=280, cwd=ROOT,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.pyright_skip = f"pyright could not run: {exc}"
+            return []
+        if "error" not in out.stdout and out.returncode not in (0, 1):
+            self.pyright_skip = (
+                f"pyright could not run (its node package?): {out.stderr.strip()[:200]}"
+            )
+        return out.stdout.splitlines()
+
+    def mypy(self, file: pathlib.Path) -> list[str]:
+        """mypy's lines about one of the checked files."""
+        return self._mypy.lines(file)
+
+    def pyright(self, file: pathlib.Path) -> list[str]:
+        """pyright's lines about one of the checked files (skips if pyright cannot run)."""
+        if self.pyright_skip:
+            pytest.skip(self.pyright_skip)
+        return self._pyright_out.lines(file)
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory: pytest.TempPathFactory) -> Checked:
+    """Both checkers run once for the module: mypy analyses openai and litellm (thousands of
+    modules) for the samples, so one run over every file costs about what the samples alone do."""
+    return Checked(tmp_path_factory.mktemp("typing"))
 
 
 def _sample_files(tmp: pathlib.Path) -> list[pathlib.Path]:
@@ -92,15 +174,14 @@ def _sample_files(tmp: pathlib.Path) -> list[pathlib.Path]:
             target = tmp / f"sample_{page.stem.replace('-', '_').lower()}.py"
             code = "\n".join(b.code for b in blocks)
             preamble = "" if "def my_llm" in code else PREAMBLE
-            target.write_text(preamble + code, encoding="utf-8")
+            target.write_text(SAMPLE_OPTIONS + preamble + code, encoding="utf-8")
             files.append(target)
     assert len(files) >= 5  # README plus the pages with samples
     return files
 
 
-@pytest.mark.timeout(300)
-def test_mypy_strict_sees_precise_types(cache: pathlib.Path) -> None:
-    lines = _mypy(cache, USAGE)
+def test_mypy_strict_sees_precise_types(checked: Checked) -> None:
+    lines = checked.mypy(USAGE)
     # older mypy spells builtins with their module ("builtins.str"); newer ones do not
     revealed = [line.split("Revealed type is ", 1)[1].strip('"').replace("builtins.", "")
                 for line in lines if "Revealed type is" in line]
@@ -108,18 +189,16 @@ def test_mypy_strict_sees_precise_types(cache: pathlib.Path) -> None:
     assert revealed == REVEALED
 
 
-@pytest.mark.timeout(300)
-def test_pyright_sees_precise_types() -> None:
-    lines = _pyright(USAGE)
+def test_pyright_sees_precise_types(checked: Checked) -> None:
+    lines = checked.pyright(USAGE)
     revealed = [line.split('" is "', 1)[1].rstrip('"') for line in lines if '" is "' in line]
     assert [line for line in lines if " - error:" in line] == []
     assert revealed == PYRIGHT_REVEALED
 
 
-@pytest.mark.timeout(300)
-def test_wrong_calls_are_errors_for_both_checkers(cache: pathlib.Path) -> None:
-    mypy_errors = [line for line in _mypy(cache, ERRORS) if ": error:" in line]
-    pyright_errors = [line for line in _pyright(ERRORS) if " - error:" in line]
+def test_wrong_calls_are_errors_for_both_checkers(checked: Checked) -> None:
+    mypy_errors = [line for line in checked.mypy(ERRORS) if ": error:" in line]
+    pyright_errors = [line for line in checked.pyright(ERRORS) if " - error:" in line]
     expected = {i + 1 for i, line in enumerate(ERRORS.read_text().splitlines())
                 if line.rstrip().endswith("# error")}
     assert len(expected) == 5
@@ -127,10 +206,8 @@ def test_wrong_calls_are_errors_for_both_checkers(cache: pathlib.Path) -> None:
     assert {int(line.split(":")[1]) for line in pyright_errors} == expected
 
 
-@pytest.mark.timeout(300)
-def test_docs_samples_are_clean_for_mypy_strict_and_pyright(
-    cache: pathlib.Path, tmp_path: pathlib.Path
-) -> None:
-    files = _sample_files(tmp_path)
-    assert [line for line in _mypy(cache, *files, samples=True) if ": error:" in line] == []
-    assert [line for line in _pyright(*files) if " - error:" in line] == []
+def test_docs_samples_are_clean_for_mypy_strict_and_pyright(checked: Checked) -> None:
+    mypy_lines = [line for f in checked.samples for line in checked.mypy(f)]
+    assert [line for line in mypy_lines if ": error:" in line] == []
+    pyright_lines = [line for f in checked.samples for line in checked.pyright(f)]
+    assert [line for line in pyright_lines if " - error:" in line] == []
