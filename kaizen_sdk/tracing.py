@@ -157,6 +157,7 @@ class Pipeline:
         self.provider: Any = None
         self.tracer: trace.Tracer = trace.NoOpTracer()
         self._closed = False
+        self.mp_armed = False  # multiprocessing children deliver at their exit (see below)
         if not self.enabled:
             return
         delivery = Delivery(settings, transport=transport)
@@ -294,8 +295,28 @@ def _arm_multiprocessing_exit(pipeline: Pipeline) -> None:
     """Deliver at the exit of multiprocessing children too (they end with ``os._exit``).
 
     A multiprocessing child skips ``atexit`` but runs its ``multiprocessing.util`` finalizers;
-    it also clears the finalizers it inherited, so they are armed again in each child.
+    it also clears the finalizers it inherited, so they are armed again in each child. While
+    the application has not imported multiprocessing, nothing can start such a child, so the
+    import (pickle, queues: milliseconds of a cold start) waits: a fork arms the pipeline
+    first if multiprocessing is loaded by then, and a spawned child loads it before any
+    pipeline of its own exists.
     """
+    if "multiprocessing" in sys.modules:
+        _arm_now(pipeline)
+        return
+    if not hasattr(os, "register_at_fork"):  # pragma: no cover - no fork, no forked children
+        return
+    ref = weakref.ref(pipeline)
+
+    def before_fork() -> None:
+        target = ref()
+        if target is not None and not target.mp_armed and "multiprocessing" in sys.modules:
+            _arm_now(target)
+
+    os.register_at_fork(before=before_fork)
+
+
+def _arm_now(pipeline: Pipeline) -> None:
     try:
         from multiprocessing import util as mp_util
     except ImportError:  # pragma: no cover - platforms without multiprocessing
@@ -305,6 +326,7 @@ def _arm_multiprocessing_exit(pipeline: Pipeline) -> None:
         # A weak reference: the finalizer must not keep a closed pipeline alive.
         mp_util.Finalize(target, _exit_ref, args=(weakref.ref(target),), exitpriority=100)
 
+    pipeline.mp_armed = True
     arm(pipeline)
     mp_util.register_after_fork(pipeline, arm)
 

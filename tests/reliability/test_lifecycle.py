@@ -120,6 +120,38 @@ def test_multiprocessing_fork_children_deliver_theirs(ct_server: CTServer) -> No
     assert counts == {"parent": 30, "process": 150, "pool": 120, "late": 70}
 
 
+@pytest.mark.timeout(90)
+def test_multiprocessing_imported_after_the_first_call_still_delivers_the_childs(
+    ct_server: CTServer,
+) -> None:
+    # The pipeline is built before multiprocessing is imported (it then defers its exit hook
+    # for multiprocessing children to the fork): the child's records must still arrive.
+    base = uuid.uuid4().hex[:8]
+    tasks = {w: f"mp-late-{w}-{base}" for w in ("parent", "child")}
+    code = _PRELUDE + f"""
+    tasks = {tasks!r}
+    parent = traced(tasks["parent"])
+    child = traced(tasks["child"])
+
+    def work(n):
+        for i in range(n):
+            child(i)
+
+    if __name__ == "__main__":
+        for i in range(20):
+            parent(i)
+        assert "multiprocessing" not in sys.modules
+        import multiprocessing
+        proc = multiprocessing.get_context("fork").Process(target=work, args=(80,))
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0, proc.exitcode
+    """
+    run_python(code, env=_ENV | {"KAIZEN_BASE_URL": ct_server.url})
+    counts = {w: len(ct_server.trace_ids(t)) for w, t in tasks.items()}
+    assert counts == {"parent": 20, "child": 80}
+
+
 @pytest.mark.timeout(120)
 def test_16_threads_times_1000_calls_deliver_exactly_16000(ct_server: CTServer) -> None:
     task = f"threads-{uuid.uuid4().hex[:8]}"
