@@ -138,7 +138,8 @@ class Delivery:
         self._closed = False
         # scores made in-process, waiting for the next export (after their trace's)
         self.scores: list[ScoreItem] = []
-        # records past the memory bound, on their way to the spool (`_overflow_writer`)
+        # records past the memory bound, on their way to the spool (written by their own
+        # thread: `_start_overflow_writer`)
         self.overflow: list[CallRecord] = []
         self._overflow_lock = threading.Lock()
         self._overflow_wake = threading.Event()

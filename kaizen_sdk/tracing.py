@@ -37,10 +37,11 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
   to it, it is never replaced), else no SDK span is built: a ``NonRecordingSpan`` with a
   fresh valid span context (nesting and propagation keep working). On both paths
   ``pipeline.attach`` queues the record at once on the delivery engine's own queue (never
-  through a span processor; latency from the span's start unless set) and the CT exporter
-  (``delivery.py``) turns it into trace/feedback requests; no span ever reaches the CT
-  server. A span the application's sampler dropped (not recording) still delivers its
-  record; set ``record.latency_ms`` yourself then if you know it (the decorator does).
+  through a span processor; latency from the span's start unless set) and its sender
+  thread (``delivery.py``, ``_requests.py``, ``_sender.py``) turns it into trace/feedback
+  requests; no span ever reaches the CT server. A span the application's sampler dropped
+  (not recording) still delivers its record; set ``record.latency_ms`` yourself then if you
+  know it (the decorator does).
 - ``current_call()`` returns the `CurrentCall` of the innermost running ``@ct.task`` call
   in this thread / asyncio task (``task``, ``trace_id``, ``prompt``), or ``None``. Use it
   to name the task of an instrumented LLM call and to set ``parent_trace_id``.
