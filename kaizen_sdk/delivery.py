@@ -202,7 +202,12 @@ class Delivery:
                 return
             worker = threading.Thread(target=self._run, name="kaizen-delivery", daemon=True)
             self._worker = worker
-        worker.start()
+        try:
+            worker.start()
+        except RuntimeError:  # at interpreter shutdown: no new thread; the exit flush runs inline
+            self._worker = None
+            if self.limiter.ready("no-thread"):
+                _log.warning("CT delivery could not start its thread; records wait for exit.")
 
     def _count_retry(self, records: int) -> None:
         self.count(retried=records)
@@ -556,7 +561,7 @@ class Delivery:
                 ok = True
                 if flushes:
                     ok = self.resend_kept() and not self.scores
-            except Exception:  # never let the thread die: the next wake-up tries again
+            except BaseException:  # never let the thread die: the next wake-up tries again
                 ok = False
                 if self.limiter.ready("engine"):
                     _log.exception("CT delivery failed unexpectedly.")
@@ -698,7 +703,16 @@ class Delivery:
         if self._worker is None:
             self._start_worker()
         self._wake.set()
-        finished = flush.done.wait(None if timeout is None else max(0.0, timeout))
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        finished = False
+        while not finished:  # in slices: a thread that is gone must not make this wait forever
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            finished = flush.done.wait(max(0.0, left))
+            worker = self._worker
+            if finished or worker is None or not worker.is_alive():
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         with self._lock:
             lost = self._dropped + self._rejected + self._rejected_feedback - lost_before
         # (records queued by other threads meanwhile may still be on their way: not ours)
@@ -735,10 +749,13 @@ class Delivery:
     def _shutdown(self, deadline: float) -> None:
         try:
             worker = self._worker
-            if worker is not None and worker is not threading.current_thread():
-                self._stopping = True
-                self._wake.set()
-                worker.join(max(0.0, deadline - time.monotonic()))
+            if worker is not None and worker.is_alive():
+                if worker is not threading.current_thread():
+                    self._stopping = True
+                    self._wake.set()
+                    worker.join(max(0.0, deadline - time.monotonic()))
+            elif self.queue or self.scores:  # no thread (it could not start): send from here
+                self._export_queued(None)
             self.resend_kept(max(0.0, deadline - time.monotonic()))
         finally:
             stuck = self._take_in_flight()  # the thread is still waiting on the server

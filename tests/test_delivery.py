@@ -243,6 +243,48 @@ def test_a_full_queue_drops_new_records_counts_them_and_logs_once(
     assert client.stats().dropped == 25
 
 
+def test_without_a_delivery_thread_the_exit_still_delivers(
+    local_server: LocalServer, task_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At interpreter shutdown no new thread may start: the calls still return, and close()
+    # sends what they queued from its own thread.
+    real_start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        if thread.name == "kaizen-delivery":
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    client = CTClient(base_url=local_server.base_url, api_key=local_server.api_key)
+    echo = _echo(client, task_name)
+    assert [echo(i) for i in range(5)] == [0, 1, 2, 3, 4]
+    assert client.flush(timeout=5) is False  # nothing could send it yet, and it says so
+    client.close()
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    stats = client.stats()
+    assert (stats.queued, stats.sent, stats.dropped) == (5, 5, 0)
+    with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as reader:
+        assert len(reader.list_traces(task_name)) == 5
+
+
+def test_flush_does_not_wait_for_a_delivery_thread_that_is_gone(
+    local_server: LocalServer, task_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery.Delivery, "_run", lambda self: None)  # the thread ends at once
+    with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as client:
+        echo = _echo(client, task_name)
+        echo(1)
+        engine = tracing.pipeline_for(client).delivery
+        assert engine is not None
+        worker = engine._worker
+        assert worker is not None
+        worker.join(10)
+        assert client.flush() is False  # no timeout given: still returns, False
+        monkeypatch.undo()
+    assert client.stats().sent == 1  # close() sent it from its own thread
+
+
 def test_is_pending_and_flush_trace(local_server: LocalServer, task_name: str) -> None:
     with CTClient(base_url=local_server.base_url, api_key=local_server.api_key) as client:
         _, run = _echo(client, task_name).call(1)
