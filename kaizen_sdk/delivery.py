@@ -594,7 +594,7 @@ class Delivery:
                 return
             try:
                 self._export(taken, scores)
-            except Exception:
+            except BaseException:  # the records are lost, but counted: stats() stays true
                 lost = len(taken) + len(scores)
                 self.count(dropped=lost, done=lost, inflight=-lost)
                 if self.limiter.ready("export-bug"):
