@@ -1,7 +1,7 @@
 """CT records into wire requests: the trace and feedback bodies of an ingest batch, encoded.
 
 The delivery engine's sender thread turns each `~kaizen_sdk._record.CallRecord` into a
-`TraceRequest` (and a `FeedbackRequest` when the task logs one) with `build_requests`, and a
+`TraceRequest` (and a `FeedbackRequest` when the task logs one) with `build_batch`, and a
 batch into bytes with `encode_batch`, which never raises: objects JSON does not know become
 their ``repr``, and a batch that still fails is encoded request by request. Nothing here does
 I/O or keeps state, so the spool and the sender share it.
@@ -27,7 +27,6 @@ __all__ = [
     "WIRE_TYPES",
     "batch_size",
     "build_batch",
-    "build_requests",
     "encode_batch",
     "encode_one",
     "split_batch",
@@ -130,25 +129,15 @@ WIRE_TYPES: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
 """Each request model and the wire form `build_batch` makes of it (same fields, same order)."""
 
 
-def build_requests(
-    record: CallRecord, settings: Settings
-) -> tuple[TraceRequest, FeedbackRequest | None]:
-    """Turn one record into its trace (and feedback) request bodies.
+def build_batch(
+    records: list[CallRecord], settings: Settings
+) -> tuple[list[TraceRequest], list[FeedbackRequest], list[Exception]]:
+    """Turn records into their trace (and feedback) request bodies: (traces, feedback
+    entries, failures).
 
     Values are not converted here: the batch is encoded with a hook that turns unknown
     objects into their ``repr`` (see `encode_batch`), which falls back to converting value
     by value. Only long strings are cut.
-    """
-    traces, feedback, bad = build_batch([record], settings)
-    if bad:
-        raise bad[0]
-    return traces[0], (feedback[0] if feedback else None)
-
-
-def build_batch(
-    records: list[CallRecord], settings: Settings
-) -> tuple[list[TraceRequest], list[FeedbackRequest], list[Exception]]:
-    """`build_requests` for many records at once: (traces, feedback entries, failures).
 
     A record that cannot be built is left out, its exception in the third list. The loop is
     the sender thread's per-record cost, so settings are read once and the common record (text

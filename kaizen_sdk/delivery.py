@@ -364,8 +364,8 @@ class Delivery:
         self.scores = wait
         return ready
 
-    def _held_ids(self) -> set[str]:
-        """Trace ids of the records queued, past the memory bound or being exported.
+    def _held(self) -> list[CallRecord]:
+        """The records queued, past the memory bound or being exported. Call with the lock.
 
         Rare callers only (a score waiting for its trace, ``CTClient.score``): a scan costs
         the queue's length, where a set kept up to date would cost every call. ``list()`` of
@@ -374,14 +374,16 @@ class Delivery:
         held = list(self.queue)
         held += list(self.overflow)
         held += self._exporting
-        return {str(r.trace_id).lower() for r in held}
+        return held
+
+    def _held_ids(self) -> set[str]:
+        """Trace ids (lower-case) of `_held`. Call with the lock held."""
+        return {str(r.trace_id).lower() for r in self._held()}
 
     def holds(self, trace_id: str) -> bool:
         """True while the trace *trace_id* (lower-case) is queued or being exported here."""
         with self._lock:  # the sender thread moves records from the queue under it
-            held = list(self.queue)
-            held += list(self.overflow)
-            held += self._exporting
+            held = self._held()
         for record in held:  # ids are the SDK's own lower-case strings, or UUIDs
             found = record.trace_id
             if found == trace_id or (type(found) is not str and str(found) == trace_id):
