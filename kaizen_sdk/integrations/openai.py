@@ -91,12 +91,9 @@ def _peers(instance: Any, patched: tuple[Any, str]) -> tuple[bool, bool]:
     """
     try:
         above = _common.genai_patch(vars(patched[0]).get(patched[1]))
-        client = getattr(instance, "_client", None)
-        for klass in type(client).__mro__:
-            request = vars(klass).get("request")
-            if request is not None:
-                return _common.genai_patch(request), above
-        return False, above
+        # read on the class: a wrapt patch stays a wrapper (with its _self_wrapper) there
+        request = getattr(type(getattr(instance, "_client", None)), "request", None)
+        return _common.genai_patch(request), above
     except Exception:
         logger.debug("Looking for other openai instrumentations failed.", exc_info=True)
         return False, False
