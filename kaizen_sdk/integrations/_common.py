@@ -114,7 +114,7 @@ OPENAI_RESPONSE_SERVICE_TIER: str = _oai.OPENAI_RESPONSE_SERVICE_TIER
 OPENAI_RESPONSE_SYSTEM_FINGERPRINT: str = _oai.OPENAI_RESPONSE_SYSTEM_FINGERPRINT
 # which OpenAI API a call used (``chat_completions`` / ``responses``): the operation is ``chat``
 # for both, as GenAiOperationNameValues has no other name for a Responses call.
-# TODO: drop the fallback once the floor is opentelemetry-semantic-conventions 0.59b0.
+# TODO: drop the fallback once the floor's semantic-conventions package has it (0.66b0 does).
 OPENAI_API_TYPE: str = getattr(_oai, "OPENAI_API_TYPE", "openai.api.type")
 LEGACY_REQUEST_SERVICE_TIER: str = _gen.GEN_AI_OPENAI_REQUEST_SERVICE_TIER
 LEGACY_RESPONSE_SERVICE_TIER: str = _gen.GEN_AI_OPENAI_RESPONSE_SERVICE_TIER
