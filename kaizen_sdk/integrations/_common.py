@@ -14,6 +14,7 @@ guarded and logs its failures instead.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import inspect
@@ -63,6 +64,7 @@ __all__ = [
     "chat_extract",
     "chat_input_messages",
     "chat_prompt",
+    "genai_patch",
     "in_instrumented_call",
     "request_attributes",
     "resolve_task",
@@ -110,6 +112,10 @@ GEN_AI_TOKEN_TYPE: str = _gen.GEN_AI_TOKEN_TYPE
 OPENAI_REQUEST_SERVICE_TIER: str = _oai.OPENAI_REQUEST_SERVICE_TIER
 OPENAI_RESPONSE_SERVICE_TIER: str = _oai.OPENAI_RESPONSE_SERVICE_TIER
 OPENAI_RESPONSE_SYSTEM_FINGERPRINT: str = _oai.OPENAI_RESPONSE_SYSTEM_FINGERPRINT
+# which OpenAI API a call used (``chat_completions`` / ``responses``): the operation is ``chat``
+# for both, as GenAiOperationNameValues has no other name for a Responses call.
+# TODO: drop the fallback once the floor's semantic-conventions package has it (0.66b0 does).
+OPENAI_API_TYPE: str = getattr(_oai, "OPENAI_API_TYPE", "openai.api.type")
 LEGACY_REQUEST_SERVICE_TIER: str = _gen.GEN_AI_OPENAI_REQUEST_SERVICE_TIER
 LEGACY_RESPONSE_SERVICE_TIER: str = _gen.GEN_AI_OPENAI_RESPONSE_SERVICE_TIER
 LEGACY_RESPONSE_SYSTEM_FINGERPRINT: str = _gen.GEN_AI_OPENAI_RESPONSE_SYSTEM_FINGERPRINT
@@ -122,14 +128,20 @@ SERVER_ADDRESS: str = _srv.SERVER_ADDRESS
 SERVER_PORT: str = _srv.SERVER_PORT
 ERROR_TYPE: str = _err.ERROR_TYPE
 
-# Set in the OpenTelemetry context (a contextvar, so copied into executor threads) while an
-# instrumented call runs: an instrumented library called underneath it is not traced again.
-_GUARD_KEY = otel_context.create_key("kaizen_sdk.in_instrumented_call")
+# Set while an instrumented call runs (a contextvar, so copied into executor threads): an
+# instrumented library called underneath it is not traced again. It holds the call's
+# `_Adoption` when another instrumentation beneath us makes the span, else True. It is our own
+# variable, not a key in the OpenTelemetry context: another instrumentation that attaches its
+# span during the call and detaches it when a stream ends restores the context it found, and
+# that must never bring our mark back (it would silence every later call in the thread).
+_IN_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "kaizen_sdk_in_instrumented_call", default=None
+)
 
 
 def in_instrumented_call() -> bool:
     """Return True inside an instrumented LLM call (a library calling another one underneath)."""
-    return otel_context.get_value(_GUARD_KEY) is True
+    return _IN_CALL.get() is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,6 +307,24 @@ def _foreign_beneath(wrapped: Any) -> bool:
     return wrapper is not None and wrapper not in _OUR_WRAPPERS
 
 
+# Packages whose patches make GenAI spans (openai-v2, OpenLLMetry, OpenInference, ...).
+_GENAI_PATCHERS = ("opentelemetry.instrumentation.", "openinference.instrumentation.",
+                   "opentelemetry.util.genai")
+
+
+def genai_patch(attribute: Any) -> bool:
+    """True when *attribute* (a method as stored on its class) is a GenAI instrumentation's
+    wrapt patch, not ours."""
+    try:
+        wrapper = getattr(attribute, "_self_wrapper", None)
+        if wrapper is None or wrapper in _OUR_WRAPPERS:
+            return False
+        module = getattr(wrapper, "__module__", None) or type(wrapper).__module__
+        return isinstance(module, str) and module.startswith(_GENAI_PATCHERS)
+    except Exception:
+        return False
+
+
 class _Adoption:
     """An LLM call of ours whose span another instrumentation, called beneath us, makes."""
 
@@ -305,15 +335,12 @@ class _Adoption:
         self.span: Any = None
 
 
-_ADOPT_KEY = otel_context.create_key("kaizen_sdk.adopt_genai_span")
-
-
 class _Adopter(SpanProcessor):
     """Puts our ``ct.*`` attributes on the GenAI span an instrumentation beneath us starts."""
 
     def on_start(self, span: Any, parent_context: otel_context.Context | None = None) -> None:
         try:
-            adoption = otel_context.get_value(_ADOPT_KEY, parent_context)
+            adoption = _IN_CALL.get()  # the span starts inside our call, on its thread
             if isinstance(adoption, _Adoption) and adoption.span is None and _is_genai_span(span):
                 adoption.span = span
                 span.set_attributes(adoption.attributes)
@@ -482,7 +509,8 @@ def resolve_task(
 
 
 _NO_SPAN = NonRecordingSpan(INVALID_SPAN.get_span_context())
-_OWN, _ADOPTED, _BENEATH = 0, 1, 2  # our span; another's span around us; another's beneath
+# our span; another's span around us; another's beneath; another's made after we return
+_OWN, _ADOPTED, _BENEATH, _ABOVE = 0, 1, 2, 3
 
 
 def start_call(
@@ -499,12 +527,17 @@ def start_call(
     input_messages: Callable[[], list[dict[str, Any]]] | None = None,
     server: tuple[str | None, int | None] = (None, None),
     wrapped: Any = None,
+    beneath: bool = False,
+    above: bool = False,
 ) -> TracedCall | None:
     """Open the span of one LLM call; None when tracing is off or the SDK itself failed.
 
     When another GenAI instrumentation traces the same call, no span of ours is made: its
     span gets the ``ct.*`` attributes (it is current around us, or it is started beneath us,
-    in *wrapped*), and the CT record travels on its own, so one call is one ``chat`` span.
+    in *wrapped* or, *beneath* True, further down the library's call), and the CT record
+    travels on its own, so one call is one span. *above* True says another instrumentation's
+    patch runs around ours and makes its span where we cannot reach it (after the call
+    returns): we then make none and only send the record.
     """
     try:
         trace_id = new_trace_id()
@@ -535,11 +568,13 @@ def start_call(
             if foreign is not None:
                 foreign.set_attributes(identity)
                 return make(foreign, mode=_ADOPTED)
-            if wrapped is not None and _foreign_beneath(wrapped):
+            if beneath or (wrapped is not None and _foreign_beneath(wrapped)):
                 _join_global_provider()
                 call = make(INVALID_SPAN, mode=_BENEATH)
                 call.adoption = _Adoption(identity)
                 return call
+            if above:
+                return make(INVALID_SPAN, mode=_ABOVE)
         latest = settings.latest
         measure: dict[str, Any] = {GEN_AI_OPERATION_NAME: operation, GEN_AI_PROVIDER_NAME: provider}
         if not latest:
@@ -578,6 +613,7 @@ class TracedCall:
     __slots__ = (
         "_context_token",
         "_done",
+        "_mark_token",
         "adoption",
         "measure",
         "mode",
@@ -624,34 +660,37 @@ class TracedCall:
         self.start = time.perf_counter()
         self._done = False
         self._context_token: Any = None
+        self._mark_token: Any = None
 
     # -- scope of the library call ----------------------------------------------------------
 
     def enter(self) -> None:
-        """Make the span current and mark the context as inside an instrumented call."""
+        """Mark the context as inside an instrumented call, and make our span current.
+
+        Another instrumentation's span (around us or beneath us) is never attached by us:
+        it attaches and detaches its own.
+        """
         try:
+            self._mark_token = _IN_CALL.set(self.adoption or True)
             if self.mode == _OWN:
-                ctx = otel_context.set_value(
-                    _GUARD_KEY, True, trace.set_span_in_context(self.span)
-                )
-            else:  # another instrumentation's span is (or will be) the current one
-                ctx = otel_context.set_value(_GUARD_KEY, True)
-                if self.adoption is not None:
-                    ctx = otel_context.set_value(_ADOPT_KEY, self.adoption, ctx)
-            self._context_token = otel_context.attach(ctx)
+                self._context_token = otel_context.attach(trace.set_span_in_context(self.span))
         except Exception:
             logger.exception("Entering the span of an instrumented LLM call failed.")
 
     def exit(self) -> None:
-        """Undo `enter`."""
-        token = self._context_token
-        if token is None:
-            return
-        self._context_token = None
+        """Undo `enter` (called in a ``finally`` in the same context as `enter`)."""
+        token, mark = self._context_token, self._mark_token
+        self._context_token = self._mark_token = None
         try:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
         except Exception:
             logger.debug("Leaving the span of an instrumented LLM call failed.", exc_info=True)
+        try:
+            if mark is not None:
+                _IN_CALL.reset(mark)
+        except Exception:
+            logger.debug("Leaving an instrumented LLM call failed.", exc_info=True)
 
     def run(self, wrapped: Callable[..., Any], args: tuple[Any, ...],
             kwargs: dict[str, Any]) -> Any:
@@ -960,8 +999,14 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
             state = self._self_state
         except Exception:
             return
+        if not state.call._done:
+            with contextlib.suppress(Exception):
+                self._abandoned()
         with contextlib.suppress(Exception):
             state.done()
+
+    def _abandoned(self) -> None:
+        """Release what the stream holds when it is dropped before its end (sync only)."""
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
@@ -985,6 +1030,13 @@ class TracedStream(_StreamBase):
     def __init__(self, wrapped: Any, state: _StreamState) -> None:
         super().__init__(wrapped, state)
         self._self_it: Any = None
+
+    def _abandoned(self) -> None:
+        # Close the stream beneath: its connection goes back to the pool, and another
+        # instrumentation's stream wrapper ends its span and detaches its context.
+        close = getattr(self.__wrapped__, "close", None)
+        if close is not None:
+            close()
 
     def __iter__(self) -> TracedStream:
         return self

@@ -64,7 +64,8 @@ def _instrument(tracer: Tracer, settings: InstrumentSettings) -> None:
             logger.debug("openai's %s has no %s; not instrumented.", cls, method)
             continue
         factory = _async_wrapper if is_async else _sync_wrapper
-        _common.wrap(module, f"{cls}.{method}", factory(tracer, settings, api, switch))
+        patch = factory(tracer, settings, api, switch, (owner, method))
+        _common.wrap(module, f"{cls}.{method}", patch)
 
 
 def _uninstrument() -> None:
@@ -81,15 +82,33 @@ def _uninstrument() -> None:
 # --- wrappers ------------------------------------------------------------------------------
 
 
+def _peers(instance: Any, patched: tuple[Any, str]) -> tuple[bool, bool]:
+    """Whether another GenAI instrumentation's patch runs beneath / around this call of ours.
+
+    Beneath: the client's ``request`` method is patched (OpenInference traces there).
+    Around: our patched method has been patched again on top of ours (OpenLLMetry, when
+    instrumented after us, starts its Responses span only once the call has returned).
+    """
+    try:
+        above = _common.genai_patch(vars(patched[0]).get(patched[1]))
+        # read on the class: a wrapt patch stays a wrapper (with its _self_wrapper) there
+        request = getattr(type(getattr(instance, "_client", None)), "request", None)
+        return _common.genai_patch(request), above
+    except Exception:
+        logger.debug("Looking for other openai instrumentations failed.", exc_info=True)
+        return False, False
+
+
 def _sync_wrapper(
-    tracer: Tracer, settings: InstrumentSettings, api: str, switch: _common.Switch
+    tracer: Tracer, settings: InstrumentSettings, api: str, switch: _common.Switch,
+    patched: tuple[Any, str],
 ) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not switch.on or _common.in_instrumented_call():
             return wrapped(*args, **kwargs)
-        call = start(tracer, settings, instance, kwargs, wrapped)
+        call = start(tracer, settings, instance, kwargs, wrapped, _peers(instance, patched))
         if call is None:
             return wrapped(*args, **kwargs)
         out = call.run(wrapped, args, kwargs)
@@ -99,7 +118,8 @@ def _sync_wrapper(
 
 
 def _async_wrapper(
-    tracer: Tracer, settings: InstrumentSettings, api: str, switch: _common.Switch
+    tracer: Tracer, settings: InstrumentSettings, api: str, switch: _common.Switch,
+    patched: tuple[Any, str],
 ) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
 
@@ -108,7 +128,7 @@ def _async_wrapper(
     ) -> Any:
         if not switch.on or _common.in_instrumented_call():
             return await wrapped(*args, **kwargs)
-        call = start(tracer, settings, instance, kwargs, wrapped)
+        call = start(tracer, settings, instance, kwargs, wrapped, _peers(instance, patched))
         if call is None:
             return await wrapped(*args, **kwargs)
         out = await call.arun(wrapped, args, kwargs)
@@ -154,9 +174,12 @@ def _server(instance: Any) -> tuple[str | None, int | None]:
 
 
 def _params(
-    kwargs: Mapping[str, Any], settings: InstrumentSettings, *max_keys: str
+    kwargs: Mapping[str, Any], settings: InstrumentSettings, *max_keys: str, api_type: str
 ) -> dict[str, Any]:
-    return _common.request_attributes(kwargs, max_keys, openai=True, latest=settings.latest)
+    params = _common.request_attributes(kwargs, max_keys, openai=True, latest=settings.latest)
+    if settings.latest:  # an openai.* name: latest mode only, as openai-v2's default has none
+        params[_common.OPENAI_API_TYPE] = api_type
+    return params
 
 
 def _model(kwargs: Mapping[str, Any]) -> str | None:
@@ -169,7 +192,7 @@ def _model(kwargs: Mapping[str, Any]) -> str | None:
 
 def _start_chat(
     tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any],
-    wrapped: Any = None,
+    wrapped: Any = None, peers: tuple[bool, bool] = (False, False),
 ) -> TracedCall | None:
     try:
         rich = _common.rich(tracer, settings)
@@ -183,13 +206,16 @@ def _start_chat(
             model=_model(kwargs),
             stream=kwargs.get("stream") is True,
             params=(
-                _params(kwargs, settings, "max_completion_tokens", "max_tokens") if rich else {}
+                _params(kwargs, settings, "max_completion_tokens", "max_tokens",
+                        api_type="chat_completions") if rich else {}
             ),
             prompt_text=prompt,
             task_texts=texts,
             input_messages=_common.chat_input_messages(messages) if rich else None,
             server=_server(instance) if rich else _NO_SERVER,
             wrapped=wrapped,
+            beneath=peers[0],
+            above=peers[1],
         )
     except Exception:
         logger.exception("Reading an openai chat request failed; not traced.")
@@ -224,7 +250,7 @@ def _responses_messages(kwargs: Mapping[str, Any]) -> Callable[[], list[dict[str
 
 def _start_responses(
     tracer: Tracer, settings: InstrumentSettings, instance: Any, kwargs: Mapping[str, Any],
-    wrapped: Any = None,
+    wrapped: Any = None, peers: tuple[bool, bool] = (False, False),
 ) -> TracedCall | None:
     try:
         rich = _common.rich(tracer, settings)
@@ -236,12 +262,17 @@ def _start_responses(
             provider=_PROVIDER,
             model=_model(kwargs),
             stream=kwargs.get("stream") is True,
-            params=_params(kwargs, settings, "max_output_tokens") if rich else {},
+            params=(
+                _params(kwargs, settings, "max_output_tokens", api_type="responses")
+                if rich else {}
+            ),
             prompt_text=prompt,
             task_texts=texts,
             input_messages=_responses_messages(kwargs) if rich else None,
             server=_server(instance) if rich else _NO_SERVER,
             wrapped=wrapped,
+            beneath=peers[0],
+            above=peers[1],
         )
     except Exception:
         logger.exception("Reading an openai responses request failed; not traced.")

@@ -14,6 +14,9 @@ state them exactly: ``prompt_tokens`` counts the words of every message (or of t
 A request that names a ``service_tier`` gets it back with ``system_fingerprint: "fp_standin"``
 (chat completions, JSON and every stream chunk).
 
+A Responses request with ``metadata={"response_id": ID}`` is answered as response *ID*
+(else ``resp_standin``): instrumentations that keep state per response id need distinct ones.
+
 A model name chooses failures: ``error-400`` answers 400, ``error-500`` answers 500, and
 ``midstream-error`` streams one chunk and then an error event.
 """
@@ -189,6 +192,9 @@ class StandIn:
                     input_words = sum(words(_text_of(i.get("content"))) for i in items)
                 input_words += words(str(body.get("instructions") or ""))
                 reply = reply_for(last_user)
+                metadata = body.get("metadata")
+                response_id = (metadata.get("response_id") if isinstance(metadata, dict)
+                               else None) or "resp_standin"
                 usage = {
                     "input_tokens": input_words,
                     "output_tokens": words(reply),
@@ -199,7 +205,7 @@ class StandIn:
 
                 def response(status: str, text: str | None) -> dict[str, Any]:
                     out: dict[str, Any] = {
-                        "id": "resp_standin",
+                        "id": response_id,
                         "object": "response",
                         "created_at": CREATED,
                         "model": model + "-resp",
