@@ -603,16 +603,13 @@ def _tasks_get(client: CTClient, args: argparse.Namespace) -> int:
 
 
 def _tasks_create(client: CTClient, args: argparse.Namespace) -> int:
-    extra: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "teacher_model": args.teacher_model,
-            "judge_model": args.judge_model,
-            "cost_budget": args.cost_budget,
-            "module_type": args.module_type,
-        }.items()
-        if v is not None
-    }
+    extra = _given_settings(args, skip=("description", "schema_json", "feedback_threshold"))
+    config = dict(extra.pop("evaluator_config", None) or {})
+    for key in _CONFIG_KEYS:  # the shorthands go into evaluator_config on create
+        if key in extra:
+            config[key] = extra.pop(key)
+    if config:
+        extra["evaluator_config"] = config
     task = client.create_task(
         args.name,
         description=args.description,
@@ -622,6 +619,20 @@ def _tasks_create(client: CTClient, args: argparse.Namespace) -> int:
         **extra,
     )
     _emit(args, task, _detail)
+    return EXIT_OK
+
+
+def _tasks_update(client: CTClient, args: argparse.Namespace) -> int:
+    settings: dict[str, Any] = _given_settings(args)
+    for name in args.unset or ():
+        if name in settings:
+            raise CLIError(f"--unset {name} and --{name.replace('_', '-')} contradict each other",
+                           EXIT_USAGE)
+        settings[name] = None
+    if not settings:
+        raise CLIError("nothing to change: give at least one setting (see kaizen tasks update "
+                       "--help)", EXIT_USAGE)
+    _emit(args, client.update_task(args.task, **settings), _detail)
     return EXIT_OK
 
 
@@ -1161,8 +1172,103 @@ def _page_options(parser: argparse.ArgumentParser) -> None:
                        help="show every one, following the server's pages")
 
 
+_CONFIG_KEYS = ("rubric", "task_model")
+"""Settings kept as keys of ``evaluator_config`` (fields of their own in an update)."""
+
+_SETTING_HELP = {
+    "description": "what the task does",
+    "schema_json": "JSON schema of the task's inputs",
+    "feedback_threshold": "new scored feedback entries that start an optimization job",
+    "feedback_retention_limit": "most feedback entries kept for the task",
+    "evaluator_config": "optimizer and judge options as a JSON object, merged key by key into "
+                        "the task's (a key set to null is removed)",
+    "rubric": "what the judge model scores answers against (evaluator_config rubric)",
+    "task_model": "the model the prompt runs on (evaluator_config task_model; default: the "
+                  "teacher model)",
+    "teacher_model": "the model the dspy optimizer learns from",
+    "judge_model": "the model that scores answers against the rubric",
+    "module_type": "the DSPy module shape: predict or chain_of_thought",
+    "cost_budget": "most US dollars one optimization job may spend (0: none)",
+    "github_repo": "repository (OWNER/NAME) that gets a pull request per new version",
+    "github_base_branch": "branch the pull requests target (default: the repository's)",
+    "prompt_path": "file of the prompt in the repository",
+    "prompt_format": "how the file holds the prompt: text or json",
+}
+_SETTING_METAVARS = {"teacher_model": "MODEL", "judge_model": "MODEL", "task_model": "MODEL",
+                     "cost_budget": "USD", "evaluator_config": "JSON", "schema_json": "JSON",
+                     "github_repo": "OWNER/NAME", "github_base_branch": "BRANCH",
+                     "prompt_path": "PATH", "rubric": "TEXT", "module_type": "TYPE",
+                     "prompt_format": "FORMAT", "feedback_threshold": "N",
+                     "feedback_retention_limit": "N"}
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _task_settings() -> list[tuple[str, Callable[[str], Any], bool]]:
+    """``(name, parser, nullable)`` of every field of the task update body, in order."""
+    import typing
+
+    import msgspec
+
+    from kaizen_sdk import models
+
+    settings: list[tuple[str, Callable[[str], Any], bool]] = []
+    for field in msgspec.structs.fields(models.TaskUpdateRequest):
+        kinds = typing.get_args(field.type) or (field.type,)
+        parse: Callable[[str], Any] = str
+        if int in kinds:
+            parse = _whole_number
+        elif float in kinds:
+            parse = _number
+        elif any(typing.get_origin(k) is dict for k in kinds):
+            parse = _json_object
+        settings.append((field.name, parse, type(None) in kinds))
+    return settings
+
+
+def _setting_options(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    """An option per task setting that *parser* has not declared yet (and ``--unset``)."""
+    nullable: list[str] = []
+    for name, parse, can_clear in _task_settings():
+        flag = f"--{name.replace('_', '-')}"
+        if can_clear:
+            nullable.append(name)
+        flags = [flag, "--threshold"] if name == "feedback_threshold" and update else [flag]
+        try:
+            parser.add_argument(*flags, dest=name, type=parse, default=None,
+                                metavar=_SETTING_METAVARS.get(name, "VALUE"),
+                                help=_SETTING_HELP.get(name, f"the task's {name}"))
+        except argparse.ArgumentError:
+            continue  # declared already (tasks create's own options)
+    if update:
+        parser.add_argument("--unset", action="append", choices=nullable, metavar="SETTING",
+                            help="clear a setting (repeatable): " + ", ".join(nullable))
+
+
+def _given_settings(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """The task settings given on the command line, by field name."""
+    return {
+        name: getattr(args, name)
+        for name, _, _ in _task_settings()
+        if name not in skip and getattr(args, name, None) is not None
+    }
+
+
 def _add_tasks(sub: Any) -> None:
-    tasks = _group(sub, "tasks", "list, show and create tasks (alone: list)", _api(_tasks_list))
+    tasks = _group(sub, "tasks", "list, show, create and update tasks (alone: list)",
+                   _api(_tasks_list))
     _leaf(tasks, "list", _tasks_list, "list every task")
     p = _leaf(tasks, "get", _tasks_get, "show one task")
     p.add_argument("task", help="task name or id")
@@ -1180,6 +1286,11 @@ def _add_tasks(sub: Any) -> None:
     p.add_argument("--judge-model", metavar="MODEL")
     p.add_argument("--module-type", metavar="TYPE")
     p.add_argument("--cost-budget", type=float, metavar="USD")
+    _setting_options(p, update=False)
+    p = _leaf(tasks, "update", _tasks_update,
+              "change a task's settings (only those given; --unset clears one)")
+    p.add_argument("task", help="task name or id")
+    _setting_options(p, update=True)
 
 
 def _add_prompts(sub: Any) -> None:

@@ -177,6 +177,7 @@ class LLMClient:
                     f"the job reached its cost budget: spent ${self.spent_usd:.4f} of"
                     f" ${self.budget_usd:.4f} after {len(self.calls)} LLM calls; raise the"
                     " task's cost_budget to allow more"
+                    " (`kaizen tasks update TASK --cost-budget USD`)"
                 )
         body: dict[str, Any] = {"model": model, "messages": list(messages)}
         if max_tokens is not None:
@@ -249,7 +250,8 @@ class LLMClient:
         if code == 404:
             return LLMError(
                 f"the LLM endpoint answered HTTP 404 for model {model!r}: check the task's"
-                f" teacher_model / judge_model and {KAIZEN_LLM_BASE_URL}"
+                " models (`kaizen tasks update TASK --teacher-model MODEL --judge-model MODEL"
+                f" --task-model MODEL`) and {KAIZEN_LLM_BASE_URL}"
             )
         detail = self._scrub(resp.text)
         return LLMError(f"the LLM endpoint answered HTTP {code} for model {model!r}: {detail}")
