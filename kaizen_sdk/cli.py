@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import signal
 import sqlite3
 import sys
@@ -1380,9 +1382,22 @@ def _add_eval(sub: Any) -> None:
                    help="the version to compare with (default: the active one)")
     p.add_argument("--fail-under", type=float, default=None, metavar="X",
                    help="exit 1 when VERSION's judged mean is below X (0 to 1)")
-    p.add_argument("--llm-base-url", default=None, metavar="URL",
-                   help="OpenAI-compatible endpoint (default: $KAIZEN_LLM_BASE_URL; key from "
-                        "$KAIZEN_LLM_API_KEY)")
+    llm = p.add_argument_group(
+        "LLM endpoint", "kaizen eval calls the LLM from this machine: give it the endpoint here "
+        "(the server's own settings are not sent to clients)")
+    llm.add_argument("--llm-base-url", default=None, metavar="URL",
+                     help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 "
+                          "(default: $KAIZEN_LLM_BASE_URL)")
+    llm.add_argument("--llm-api-key-env", default="KAIZEN_LLM_API_KEY", metavar="VAR",
+                     help="environment variable holding the endpoint's key (default: "
+                          "KAIZEN_LLM_API_KEY); the key itself is never an option, so it stays "
+                          "out of shell history and process lists")
+    llm.add_argument("--budget", type=_number, default=None, metavar="USD",
+                     help="stop once the LLM calls cost this much (default: the task's "
+                          "cost_budget, else no limit)")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _eval_text(client: CTClient, task: str, version: str) -> tuple[str, int]:
@@ -1398,20 +1413,36 @@ def _eval_text(client: CTClient, task: str, version: str) -> tuple[str, int]:
 
 def _eval(client: CTClient, args: argparse.Namespace) -> int:
     from kaizen_sdk.local import evaluate, optimizer
-    from kaizen_sdk.local.llm import LLMClient, LLMError
+    from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
     from kaizen_sdk.local.pricing import PriceTable
+    from kaizen_sdk.local.task_settings import fill_task
 
     if args.fail_under is not None and not 0 <= args.fail_under <= 1:
         raise CLIError("--fail-under must be between 0 and 1", EXIT_USAGE)
-    task = client.get_task(args.task)
-    if not task.judge_model:
-        raise CLIError(f"task {task.name!r} has no judge_model: set one to evaluate",
+    if args.budget is not None and args.budget < 0:
+        raise CLIError("--budget must be 0 or more (US dollars)", EXIT_USAGE)
+    key_var = args.llm_api_key_env
+    if not _ENV_NAME.fullmatch(key_var):  # never echo it: it may be a key pasted by mistake
+        raise CLIError("--llm-api-key-env takes the name of an environment variable (letters, "
+                       "digits and _), not the key itself", EXIT_USAGE)
+    if key_var != "KAIZEN_LLM_API_KEY" and not os.environ.get(key_var):
+        raise CLIError(f"--llm-api-key-env: the environment variable {key_var} is not set",
                        EXIT_USAGE)
+    base_url = args.llm_base_url or os.environ.get("KAIZEN_LLM_BASE_URL") or ""
+    if not base_url:
+        raise CLIError("no LLM endpoint: pass --llm-base-url URL or set KAIZEN_LLM_BASE_URL "
+                       "(kaizen eval calls the LLM from this machine; the key is read from "
+                       f"${key_var}, see --llm-api-key-env)", EXIT_USAGE)
+    task = client.get_task(args.task)
+    update = f"kaizen tasks update {shlex.quote(task.name)}"
+    if not task.judge_model:
+        raise CLIError(f"task {task.name!r} has no judge_model: set one with "
+                       f"`{update} --judge-model MODEL`", EXIT_USAGE)
     config = task.evaluator_config or {}
     task_model = str(config.get("task_model") or task.teacher_model or "")
     if not task_model:
-        raise CLIError(f"task {task.name!r} has no teacher_model (or evaluator_config "
-                       "task_model) to run the prompts", EXIT_USAGE)
+        raise CLIError(f"task {task.name!r} has no model to run the prompts on: set one with "
+                       f"`{update} --task-model MODEL` (or --teacher-model)", EXIT_USAGE)
     candidate, cand_number = _eval_text(client, args.task, args.version)
     active, act_number = _eval_text(client, args.task, args.against)
     # The same held-out split the optimizer used: hash order of all scored feedback ids.
@@ -1423,10 +1454,13 @@ def _eval(client: CTClient, args: argparse.Namespace) -> int:
     _, samples = optimizer.split_train_val(examples)
     if not samples:
         raise CLIError(f"task {task.name!r} has too little scored feedback to hold any out")
-    base_url = args.llm_base_url or os.environ.get("KAIZEN_LLM_BASE_URL") or ""
+    budget = task.cost_budget if args.budget is None else args.budget
     try:
-        llm = LLMClient(base_url, os.environ.get("KAIZEN_LLM_API_KEY") or None,
-                        prices=PriceTable())
+        llm = LLMClient(
+            base_url, os.environ.get(key_var) or None, prices=PriceTable(), budget_usd=budget,
+            endpoint_hint="--llm-base-url (or KAIZEN_LLM_BASE_URL)",
+            key_hint=f"the key in ${key_var} (--llm-api-key-env)",
+        )
         try:
             result = evaluate.compare(
                 llm, task_model=task_model, judge_model=task.judge_model,
@@ -1435,8 +1469,12 @@ def _eval(client: CTClient, args: argparse.Namespace) -> int:
             )
         finally:
             llm.close()
+    except BudgetExceeded:
+        raise CLIError(f"kaizen eval stopped at its budget: spent ${llm.spent_usd:.4f} of "
+                       f"${budget:.4f} after {len(llm.calls)} LLM calls; pass a larger "
+                       "--budget USD") from None
     except (LLMError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(fill_task(str(exc), task.name)) from None
     report = {**result.as_dict(), "version": cand_number, "against": act_number,
               "llm_calls": len(llm.calls), "spent_usd": round(llm.spent_usd, 6)}
     _emit(args, report, lambda r: format_fields([
@@ -1446,6 +1484,7 @@ def _eval(client: CTClient, args: argparse.Namespace) -> int:
         ("95 % interval", r["paired_diff_ci95"]),
         ("held-out samples", r["sample_size"]),
         ("LLM calls", r["llm_calls"]),
+        ("spent (USD)", r["spent_usd"]),
     ]))
     if args.fail_under is not None and result.candidate_mean < args.fail_under:
         raise CLIError(f"v{cand_number} judged mean {result.candidate_mean:.4f} is under "

@@ -111,3 +111,58 @@ def test_a_setting_stored_before_the_checks_fails_the_job_naming_the_command(
         assert fixed.status_code == 200, fixed.text
         _, job = run(http, "old-config")
         assert job["status"] == "SUCCESS", job["error_message"]
+
+
+def test_kaizen_eval_takes_its_endpoint_from_flags_and_names_them_in_errors(
+    server: LocalServer, standin: LLMStandIn, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with httpx.Client(base_url=server.base_url, headers={"X-API-Key": server.api_key},
+                      timeout=10) as http:
+        make_task(http, "eval-flags", 16)
+        _, job = run(http, "eval-flags")
+        assert job["status"] == "SUCCESS", job["error_message"]
+        resp = http.post("/api/v1/prompts/eval-flags/activate",
+                         json={"version_id": job["prompt_version_id"]})
+        assert resp.status_code == 200, resp.text
+    base = ["--base-url", server.base_url, "--api-key", server.api_key]
+
+    def kaizen(*argv: str) -> tuple[int, str]:
+        status = cli.main(["eval", "eval-flags", "v1", *argv, *base])
+        return status, capsys.readouterr().err
+
+    status, err = kaizen()  # no endpoint anywhere: the flag and the variable are named
+    assert status == 2
+    assert "--llm-base-url" in err and "KAIZEN_LLM_BASE_URL" in err
+    assert "LocalServer" not in err and "llm_base_url=" not in err
+
+    status, err = kaizen("--llm-base-url", standin.base_url, "--llm-api-key-env", "sk-pasted-1")
+    assert status == 2 and "name of an environment variable" in err
+    assert "sk-pasted-1" not in err  # a key given by mistake is never echoed
+    status, err = kaizen("--llm-base-url", standin.base_url, "--llm-api-key-env", "MY_LLM_KEY")
+    assert status == 2 and "MY_LLM_KEY is not set" in err
+
+    monkeypatch.setenv("MY_LLM_KEY", "sk-eval-secret-77")
+    standin.fail_next(401)
+    status, err = kaizen("--llm-base-url", standin.base_url, "--llm-api-key-env", "MY_LLM_KEY")
+    assert status == 1
+    assert "HTTP 401" in err and "$MY_LLM_KEY (--llm-api-key-env)" in err
+    assert "LocalServer" not in err and "llm_api_key=" not in err
+    assert "sk-eval-secret-77" not in err
+
+    status, err = kaizen("--llm-base-url", standin.base_url, "--budget", "0")
+    assert status == 1 and "stopped at its budget" in err and "--budget" in err
+
+    calls = len(standin.requests)
+    monkeypatch.setenv("KAIZEN_LLM_BASE_URL", standin.base_url)
+    status, _ = kaizen("--llm-api-key-env", "MY_LLM_KEY", "--json")
+    assert status == 0
+    assert [auth for _, _, auth in standin.requests[calls:]] == (
+        ["Bearer sk-eval-secret-77"] * 16)  # 4 held-out samples x (2 answers + 2 judgements)
+
+    with httpx.Client(base_url=server.base_url, headers={"X-API-Key": server.api_key},
+                      timeout=10) as http:
+        assert http.patch("/api/v1/tasks/eval-flags", json={"judge_model": None}).status_code == 200
+    status, err = kaizen()
+    assert status == 2
+    assert "`kaizen tasks update eval-flags --judge-model MODEL`" in err
