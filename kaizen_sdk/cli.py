@@ -1218,6 +1218,15 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def _yes_no(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _task_settings() -> list[tuple[str, Callable[[str], Any], bool]]:
     """``(name, parser, nullable)`` of every field of the task update body, in order."""
     import typing
@@ -1230,7 +1239,9 @@ def _task_settings() -> list[tuple[str, Callable[[str], Any], bool]]:
     for field in msgspec.structs.fields(models.TaskUpdateRequest):
         kinds = typing.get_args(field.type) or (field.type,)
         parse: Callable[[str], Any] = str
-        if int in kinds:
+        if bool in kinds:
+            parse = _yes_no
+        elif int in kinds:
             parse = _whole_number
         elif float in kinds:
             parse = _number

@@ -290,3 +290,30 @@ def test_update_command_quotes_the_task_name() -> None:
         "`kaizen tasks update shout --judge-model MODEL`")
     assert update_command("my task", "rubric", "TEXT") == (
         "`kaizen tasks update 'my task' --rubric TEXT`")
+
+
+def test_a_field_added_to_the_update_body_gets_its_cli_option_and_reaches_the_server(
+    local_server: LocalServer, auto_task: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # How a helper adding a setting wires it: the CLI and the clients follow the body's fields.
+    from kaizen_sdk import models
+
+    class Wider(TaskUpdateRequest, kw_only=True, omit_defaults=True,
+                forbid_unknown_fields=True):
+        unattended_rollouts: bool | msgspec.UnsetType = msgspec.UNSET
+        daily_budget_usd: float | msgspec.UnsetType | None = msgspec.UNSET
+
+    monkeypatch.setattr(models, "TaskUpdateRequest", Wider)
+    base = ["--base-url", local_server.base_url, "--api-key", local_server.api_key]
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["tasks", "update", auto_task, "--unattended-rollouts", "maybe", *base])
+    assert usage.value.code == 2
+    assert "expected true or false" in capsys.readouterr().err
+
+    status = cli.main(["tasks", "update", auto_task, "--unattended-rollouts", "yes",
+                       "--daily-budget-usd", "2.5", *base])
+
+    # This server's body does not have them yet: it names the first unknown field it meets.
+    assert status == 1
+    assert "unknown field `unattended_rollouts`" in capsys.readouterr().err
