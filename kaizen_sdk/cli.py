@@ -1237,7 +1237,10 @@ def _task_settings() -> list[tuple[str, Callable[[str], Any], bool]]:
 
     settings: list[tuple[str, Callable[[str], Any], bool]] = []
     for field in msgspec.structs.fields(models.TaskUpdateRequest):
-        kinds = typing.get_args(field.type) or (field.type,)
+        kinds = tuple(  # Annotated[float, Meta(ge=0)] counts as float
+            typing.get_args(k)[0] if typing.get_origin(k) is typing.Annotated else k
+            for k in typing.get_args(field.type) or (field.type,)
+        )
         parse: Callable[[str], Any] = str
         if bool in kinds:
             parse = _yes_no

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import msgspec
@@ -302,14 +302,17 @@ def test_a_field_added_to_the_update_body_gets_its_cli_option_and_reaches_the_se
     class Wider(TaskUpdateRequest, kw_only=True, omit_defaults=True,
                 forbid_unknown_fields=True):
         unattended_rollouts: bool | msgspec.UnsetType = msgspec.UNSET
-        daily_budget_usd: float | msgspec.UnsetType | None = msgspec.UNSET
+        daily_budget_usd: (
+            Annotated[float, msgspec.Meta(ge=0)] | msgspec.UnsetType | None) = msgspec.UNSET
 
     monkeypatch.setattr(models, "TaskUpdateRequest", Wider)
     base = ["--base-url", local_server.base_url, "--api-key", local_server.api_key]
-    with pytest.raises(SystemExit) as usage:
-        cli.main(["tasks", "update", auto_task, "--unattended-rollouts", "maybe", *base])
-    assert usage.value.code == 2
-    assert "expected true or false" in capsys.readouterr().err
+    for option, bad, complaint in (("--unattended-rollouts", "maybe", "expected true or false"),
+                                   ("--daily-budget-usd", "lots", "not a number")):
+        with pytest.raises(SystemExit) as usage:
+            cli.main(["tasks", "update", auto_task, option, bad, *base])
+        assert usage.value.code == 2
+        assert complaint in capsys.readouterr().err
 
     status = cli.main(["tasks", "update", auto_task, "--unattended-rollouts", "yes",
                        "--daily-budget-usd", "2.5", *base])
