@@ -19,13 +19,14 @@ import dataclasses
 import math
 import re
 import shlex
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
 from kaizen_sdk.local.dspy_optimizer import MODULE_TYPES, STRATEGIES
-from kaizen_sdk.models import TaskCreateRequest, TaskUpdateRequest
+from kaizen_sdk.models import RolloutRequest, TaskCreateRequest, TaskUpdateRequest
 
 __all__ = [
     "EVALUATOR_KEYS",
@@ -123,6 +124,21 @@ def _path(value: Any) -> str | None:
     return problem
 
 
+def _auto_rollout(value: Any) -> str | None:
+    """``true``/``false``, or an object of `RolloutRequest` fields (without the candidate)."""
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, dict):
+        return f"must be true, false or an object of rollout settings, got {value!r}"
+    if "candidate_version_id" in value:
+        return "must not name candidate_version_id (the job's candidate is rolled out)"
+    try:
+        msgspec.convert({**value, "candidate_version_id": str(uuid.UUID(int=0))}, RolloutRequest)
+    except msgspec.ValidationError as exc:
+        return f"is not a valid rollout: {exc}"
+    return None
+
+
 EVALUATOR_KEYS: Mapping[str, Check] = {
     "rubric": _name,
     "task_model": _name,
@@ -130,6 +146,7 @@ EVALUATOR_KEYS: Mapping[str, Check] = {
     "min_examples": _int_at_least(2),
     "max_demos": _int_at_least(1),
     "max_metric_calls": _int_at_least(1),
+    "auto_rollout": _auto_rollout,
 }
 """The ``evaluator_config`` keys checked when a task is created or updated (others are kept
 as given: the optimizers and rollouts read further keys)."""
