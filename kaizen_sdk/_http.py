@@ -619,6 +619,24 @@ class BaseClient:
         sent = {k: v for k, v in msgspec.to_builtins(body).items() if v is not None}
         return {**sent, **unknown}
 
+    @staticmethod
+    def _task_update_body(settings: dict[str, Any]) -> Any:
+        """The ``PATCH /tasks/{task_id}`` body: only the settings given (``None`` clears one).
+
+        Settings this SDK does not know yet go to the server as given (it names any it does
+        not know either). A number that JSON cannot carry is refused here, naming the field.
+        """
+        if not settings:
+            raise CTValidationError("update_task needs at least one setting to change")
+        for name, value in settings.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise CTValidationError(f"`{name}` must be a finite number, got {value!r}")
+        fields = {f.name for f in msgspec.structs.fields(models.TaskUpdateRequest)}
+        known = {k: v for k, v in settings.items() if k in fields}
+        unknown = {k: v for k, v in settings.items() if k not in fields}
+        body = models.TaskUpdateRequest(**known)
+        return {**msgspec.to_builtins(body), **unknown}
+
     def _score_body(
         self, score: float, scored_by: str, comment: str | None, correction: Any
     ) -> models.ScoreRequest:

@@ -396,6 +396,21 @@ class AsyncCTClient(BaseClient):
         body = self._task_body(name, description, schema_json, feedback_threshold, kwargs)
         return self._result(await self._send(self._call("POST", "/tasks", body)), Task)
 
+    async def update_task(self, task_id: str, **settings: Any) -> Task:
+        """Change a task's settings (UUID or name); return the task as it is now.
+
+        Only the settings given change; ``None`` clears one (``feedback_threshold`` cannot be
+        cleared). ``evaluator_config`` is merged into the stored one key by key (a key set to
+        ``None`` is removed); ``rubric`` and ``task_model`` set one key of it. A bad value or
+        an unknown setting raises `CTValidationError` naming it, and nothing changes::
+
+            await client.update_task("summarize", teacher_model="gpt-4o", judge_model="gpt-4o-mini")
+        """
+        path = f"/tasks/{segment('task_id', task_id)}"
+        body = self._task_update_body(settings)
+        resp = await self._send(self._call("PATCH", path, body, retry_safe=True))
+        return self._result(resp, Task)
+
     async def score(
         self,
         trace_id: str,

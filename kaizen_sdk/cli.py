@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import signal
 import sqlite3
 import sys
@@ -603,16 +605,13 @@ def _tasks_get(client: CTClient, args: argparse.Namespace) -> int:
 
 
 def _tasks_create(client: CTClient, args: argparse.Namespace) -> int:
-    extra: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "teacher_model": args.teacher_model,
-            "judge_model": args.judge_model,
-            "cost_budget": args.cost_budget,
-            "module_type": args.module_type,
-        }.items()
-        if v is not None
-    }
+    extra = _given_settings(args, skip=("description", "schema_json", "feedback_threshold"))
+    config = dict(extra.pop("evaluator_config", None) or {})
+    for key in _CONFIG_KEYS:  # the shorthands go into evaluator_config on create
+        if key in extra:
+            config[key] = extra.pop(key)
+    if config:
+        extra["evaluator_config"] = config
     task = client.create_task(
         args.name,
         description=args.description,
@@ -622,6 +621,20 @@ def _tasks_create(client: CTClient, args: argparse.Namespace) -> int:
         **extra,
     )
     _emit(args, task, _detail)
+    return EXIT_OK
+
+
+def _tasks_update(client: CTClient, args: argparse.Namespace) -> int:
+    settings: dict[str, Any] = _given_settings(args)
+    for name in args.unset or ():
+        if name in settings:
+            raise CLIError(f"--unset {name} and --{name.replace('_', '-')} contradict each other",
+                           EXIT_USAGE)
+        settings[name] = None
+    if not settings:
+        raise CLIError("nothing to change: give at least one setting (see kaizen tasks update "
+                       "--help)", EXIT_USAGE)
+    _emit(args, client.update_task(args.task, **settings), _detail)
     return EXIT_OK
 
 
@@ -1161,8 +1174,117 @@ def _page_options(parser: argparse.ArgumentParser) -> None:
                        help="show every one, following the server's pages")
 
 
+_CONFIG_KEYS = ("rubric", "task_model")
+"""Settings kept as keys of ``evaluator_config`` (fields of their own in an update)."""
+
+_SETTING_HELP = {
+    "description": "what the task does",
+    "schema_json": "JSON schema of the task's inputs",
+    "feedback_threshold": "new scored feedback entries that start an optimization job",
+    "feedback_retention_limit": "most feedback entries kept for the task",
+    "evaluator_config": "optimizer and judge options as a JSON object, merged key by key into "
+                        "the task's (a key set to null is removed)",
+    "rubric": "what the judge model scores answers against (evaluator_config rubric)",
+    "task_model": "the model the prompt runs on (evaluator_config task_model; default: the "
+                  "teacher model)",
+    "teacher_model": "the model the dspy optimizer learns from",
+    "judge_model": "the model that scores answers against the rubric",
+    "module_type": "the DSPy module shape: predict or chain_of_thought",
+    "cost_budget": "most US dollars one optimization job may spend (0: none)",
+    "github_repo": "repository (OWNER/NAME) that gets a pull request per new version",
+    "github_base_branch": "branch the pull requests target (default: the repository's)",
+    "prompt_path": "file of the prompt in the repository",
+    "prompt_format": "how the file holds the prompt: text or json",
+}
+_SETTING_METAVARS = {"teacher_model": "MODEL", "judge_model": "MODEL", "task_model": "MODEL",
+                     "cost_budget": "USD", "evaluator_config": "JSON", "schema_json": "JSON",
+                     "github_repo": "OWNER/NAME", "github_base_branch": "BRANCH",
+                     "prompt_path": "PATH", "rubric": "TEXT", "module_type": "TYPE",
+                     "prompt_format": "FORMAT", "feedback_threshold": "N",
+                     "feedback_retention_limit": "N"}
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _yes_no(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _task_settings() -> list[tuple[str, Callable[[str], Any], bool]]:
+    """``(name, parser, nullable)`` of every field of the task update body, in order."""
+    import typing
+
+    import msgspec
+
+    from kaizen_sdk import models
+
+    settings: list[tuple[str, Callable[[str], Any], bool]] = []
+    for field in msgspec.structs.fields(models.TaskUpdateRequest):
+        kinds = tuple(  # Annotated[float, Meta(ge=0)] counts as float
+            typing.get_args(k)[0] if typing.get_origin(k) is typing.Annotated else k
+            for k in typing.get_args(field.type) or (field.type,)
+        )
+        parse: Callable[[str], Any] = str
+        if bool in kinds:
+            parse = _yes_no
+        elif int in kinds:
+            parse = _whole_number
+        elif float in kinds:
+            parse = _number
+        elif any(typing.get_origin(k) is dict for k in kinds):
+            parse = _json_object
+        settings.append((field.name, parse, type(None) in kinds))
+    return settings
+
+
+def _setting_options(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    """An option per task setting that *parser* has not declared yet (and ``--unset``)."""
+    nullable: list[str] = []
+    for name, parse, can_clear in _task_settings():
+        flag = f"--{name.replace('_', '-')}"
+        if can_clear:
+            nullable.append(name)
+        flags = [flag, "--threshold"] if name == "feedback_threshold" and update else [flag]
+        try:
+            parser.add_argument(*flags, dest=name, type=parse, default=None,
+                                metavar=_SETTING_METAVARS.get(name, "VALUE"),
+                                help=_SETTING_HELP.get(name, f"the task's {name}"))
+        except argparse.ArgumentError:
+            continue  # declared already (tasks create's own options)
+    if update:
+        parser.add_argument("--unset", action="append", choices=nullable, metavar="SETTING",
+                            help="clear a setting (repeatable): " + ", ".join(nullable))
+
+
+def _given_settings(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """The task settings given on the command line, by field name."""
+    return {
+        name: getattr(args, name)
+        for name, _, _ in _task_settings()
+        if name not in skip and getattr(args, name, None) is not None
+    }
+
+
 def _add_tasks(sub: Any) -> None:
-    tasks = _group(sub, "tasks", "list, show and create tasks (alone: list)", _api(_tasks_list))
+    tasks = _group(sub, "tasks", "list, show, create and update tasks (alone: list)",
+                   _api(_tasks_list))
     _leaf(tasks, "list", _tasks_list, "list every task")
     p = _leaf(tasks, "get", _tasks_get, "show one task")
     p.add_argument("task", help="task name or id")
@@ -1180,6 +1302,11 @@ def _add_tasks(sub: Any) -> None:
     p.add_argument("--judge-model", metavar="MODEL")
     p.add_argument("--module-type", metavar="TYPE")
     p.add_argument("--cost-budget", type=float, metavar="USD")
+    _setting_options(p, update=False)
+    p = _leaf(tasks, "update", _tasks_update,
+              "change a task's settings (only those given; --unset clears one)")
+    p.add_argument("task", help="task name or id")
+    _setting_options(p, update=True)
 
 
 def _add_prompts(sub: Any) -> None:
@@ -1269,9 +1396,22 @@ def _add_eval(sub: Any) -> None:
                    help="the version to compare with (default: the active one)")
     p.add_argument("--fail-under", type=float, default=None, metavar="X",
                    help="exit 1 when VERSION's judged mean is below X (0 to 1)")
-    p.add_argument("--llm-base-url", default=None, metavar="URL",
-                   help="OpenAI-compatible endpoint (default: $KAIZEN_LLM_BASE_URL; key from "
-                        "$KAIZEN_LLM_API_KEY)")
+    llm = p.add_argument_group(
+        "LLM endpoint", "kaizen eval calls the LLM from this machine: give it the endpoint here "
+        "(the server's own settings are not sent to clients)")
+    llm.add_argument("--llm-base-url", default=None, metavar="URL",
+                     help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 "
+                          "(default: $KAIZEN_LLM_BASE_URL)")
+    llm.add_argument("--llm-api-key-env", default="KAIZEN_LLM_API_KEY", metavar="VAR",
+                     help="environment variable holding the endpoint's key (default: "
+                          "KAIZEN_LLM_API_KEY); the key itself is never an option, so it stays "
+                          "out of shell history and process lists")
+    llm.add_argument("--budget", type=_number, default=None, metavar="USD",
+                     help="stop once the LLM calls cost this much (default: the task's "
+                          "cost_budget, else no limit)")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _eval_text(client: CTClient, task: str, version: str) -> tuple[str, int]:
@@ -1287,20 +1427,36 @@ def _eval_text(client: CTClient, task: str, version: str) -> tuple[str, int]:
 
 def _eval(client: CTClient, args: argparse.Namespace) -> int:
     from kaizen_sdk.local import evaluate, optimizer
-    from kaizen_sdk.local.llm import LLMClient, LLMError
+    from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
     from kaizen_sdk.local.pricing import PriceTable
+    from kaizen_sdk.local.task_settings import fill_task
 
     if args.fail_under is not None and not 0 <= args.fail_under <= 1:
         raise CLIError("--fail-under must be between 0 and 1", EXIT_USAGE)
-    task = client.get_task(args.task)
-    if not task.judge_model:
-        raise CLIError(f"task {task.name!r} has no judge_model: set one to evaluate",
+    if args.budget is not None and args.budget < 0:
+        raise CLIError("--budget must be 0 or more (US dollars)", EXIT_USAGE)
+    key_var = args.llm_api_key_env
+    if not _ENV_NAME.fullmatch(key_var):  # never echo it: it may be a key pasted by mistake
+        raise CLIError("--llm-api-key-env takes the name of an environment variable (letters, "
+                       "digits and _), not the key itself", EXIT_USAGE)
+    if key_var != "KAIZEN_LLM_API_KEY" and not os.environ.get(key_var):
+        raise CLIError(f"--llm-api-key-env: the environment variable {key_var} is not set",
                        EXIT_USAGE)
+    base_url = args.llm_base_url or os.environ.get("KAIZEN_LLM_BASE_URL") or ""
+    if not base_url:
+        raise CLIError("no LLM endpoint: pass --llm-base-url URL or set KAIZEN_LLM_BASE_URL "
+                       "(kaizen eval calls the LLM from this machine; the key is read from "
+                       f"${key_var}, see --llm-api-key-env)", EXIT_USAGE)
+    task = client.get_task(args.task)
+    update = f"kaizen tasks update {shlex.quote(task.name)}"
+    if not task.judge_model:
+        raise CLIError(f"task {task.name!r} has no judge_model: set one with "
+                       f"`{update} --judge-model MODEL`", EXIT_USAGE)
     config = task.evaluator_config or {}
     task_model = str(config.get("task_model") or task.teacher_model or "")
     if not task_model:
-        raise CLIError(f"task {task.name!r} has no teacher_model (or evaluator_config "
-                       "task_model) to run the prompts", EXIT_USAGE)
+        raise CLIError(f"task {task.name!r} has no model to run the prompts on: set one with "
+                       f"`{update} --task-model MODEL` (or --teacher-model)", EXIT_USAGE)
     candidate, cand_number = _eval_text(client, args.task, args.version)
     active, act_number = _eval_text(client, args.task, args.against)
     # The same held-out split the optimizer used: hash order of all scored feedback ids.
@@ -1312,10 +1468,13 @@ def _eval(client: CTClient, args: argparse.Namespace) -> int:
     _, samples = optimizer.split_train_val(examples)
     if not samples:
         raise CLIError(f"task {task.name!r} has too little scored feedback to hold any out")
-    base_url = args.llm_base_url or os.environ.get("KAIZEN_LLM_BASE_URL") or ""
+    budget = task.cost_budget if args.budget is None else args.budget
     try:
-        llm = LLMClient(base_url, os.environ.get("KAIZEN_LLM_API_KEY") or None,
-                        prices=PriceTable())
+        llm = LLMClient(
+            base_url, os.environ.get(key_var) or None, prices=PriceTable(), budget_usd=budget,
+            endpoint_hint="--llm-base-url (or KAIZEN_LLM_BASE_URL)",
+            key_hint=f"the key in ${key_var} (--llm-api-key-env)",
+        )
         try:
             result = evaluate.compare(
                 llm, task_model=task_model, judge_model=task.judge_model,
@@ -1324,8 +1483,12 @@ def _eval(client: CTClient, args: argparse.Namespace) -> int:
             )
         finally:
             llm.close()
+    except BudgetExceeded:
+        raise CLIError(f"kaizen eval stopped at its budget: spent ${llm.spent_usd:.4f} of "
+                       f"${budget:.4f} after {len(llm.calls)} LLM calls; pass a larger "
+                       "--budget USD") from None
     except (LLMError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(fill_task(str(exc), task.name)) from None
     report = {**result.as_dict(), "version": cand_number, "against": act_number,
               "llm_calls": len(llm.calls), "spent_usd": round(llm.spent_usd, 6)}
     _emit(args, report, lambda r: format_fields([
@@ -1335,6 +1498,7 @@ def _eval(client: CTClient, args: argparse.Namespace) -> int:
         ("95 % interval", r["paired_diff_ci95"]),
         ("held-out samples", r["sample_size"]),
         ("LLM calls", r["llm_calls"]),
+        ("spent (USD)", r["spent_usd"]),
     ]))
     if args.fail_under is not None and result.candidate_mean < args.fail_under:
         raise CLIError(f"v{cand_number} judged mean {result.candidate_mean:.4f} is under "

@@ -46,6 +46,7 @@ __all__ = [
     "ScoreRequest",
     "Task",
     "TaskCreateRequest",
+    "TaskUpdateRequest",
     "TraceRequest",
     "TraceResult",
     "decode",
@@ -466,6 +467,34 @@ class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     prompt_path: str | None = None
     prompt_format: str | None = None
     prompt_text: PromptText | None = None
+
+
+class TaskUpdateRequest(
+    msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
+    """Body of ``PATCH /api/v1/tasks/{task_id}``: the settings to change, and only those.
+
+    A field left out (``UNSET``) keeps its value; ``None`` (JSON ``null``) clears it
+    (``feedback_threshold`` cannot be cleared). ``evaluator_config`` is merged into the stored
+    object key by key (a key set to ``null`` is removed); ``rubric`` and ``task_model`` set
+    one key of it (``None`` removes the key). An unknown field is a 422 naming it.
+    """
+
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    schema_json: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    feedback_threshold: int | msgspec.UnsetType = msgspec.UNSET
+    feedback_retention_limit: int | msgspec.UnsetType | None = msgspec.UNSET
+    evaluator_config: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    rubric: str | msgspec.UnsetType | None = msgspec.UNSET
+    task_model: str | msgspec.UnsetType | None = msgspec.UNSET
+    teacher_model: str | msgspec.UnsetType | None = msgspec.UNSET
+    judge_model: str | msgspec.UnsetType | None = msgspec.UNSET
+    module_type: str | msgspec.UnsetType | None = msgspec.UNSET
+    cost_budget: float | msgspec.UnsetType | None = msgspec.UNSET
+    github_repo: str | msgspec.UnsetType | None = msgspec.UNSET
+    github_base_branch: str | msgspec.UnsetType | None = msgspec.UNSET
+    prompt_path: str | msgspec.UnsetType | None = msgspec.UNSET
+    prompt_format: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ActivateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

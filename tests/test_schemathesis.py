@@ -31,6 +31,7 @@ EXPECTED = {
     "POST /api/v1/tasks",
     "GET /api/v1/tasks",
     "GET /api/v1/tasks/{task_id}",
+    "PATCH /api/v1/tasks/{task_id}",
     "POST /api/v1/feedback",
     "GET /api/v1/feedback",
     "GET /api/v1/prompts/{task_id}",

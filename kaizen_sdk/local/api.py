@@ -57,6 +57,7 @@ from kaizen_sdk.models import (
     ScoreRequest,
     Task,
     TaskCreateRequest,
+    TaskUpdateRequest,
     TraceRequest,
     TraceResult,
     decoder,
@@ -288,6 +289,10 @@ class Api:
     def get_task(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(200, self.store.get_task(r.params["task_id"]))
 
+    def update_task(self, r: ApiRequest) -> ApiResponse:
+        req: TaskUpdateRequest = decode(r.body, TaskUpdateRequest)
+        return ApiResponse(200, self.store.update_task(r.params["task_id"], req))
+
     def add_feedback(self, r: ApiRequest) -> ApiResponse:
         req: FeedbackRequest = decode(r.body, FeedbackRequest)
         if _correction_without_output(req):
@@ -470,6 +475,15 @@ ROUTES: tuple[Route, ...] = (
         query=("limit", "cursor"),
     ),
     Route("GET", "/api/v1/tasks/{task_id}", "get_task", "Get a task by UUID or name", 200, Task),
+    Route(
+        "PATCH",
+        "/api/v1/tasks/{task_id}",
+        "update_task",
+        "Change a task's settings (fields left out are kept, null clears one)",
+        200,
+        Task,
+        TaskUpdateRequest,
+    ),
     Route(
         "POST",
         "/api/v1/feedback",

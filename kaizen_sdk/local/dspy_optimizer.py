@@ -86,7 +86,8 @@ def _setting(config: Mapping[str, Any], key: str, default: int) -> int:
     value = config.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise OptimizerError(
-            f"evaluator_config[{key!r}] must be a positive integer, got {value!r}"
+            f"evaluator_config[{key!r}] must be a positive integer, got {value!r}; change it"
+            f" with `kaizen tasks update TASK --evaluator-config '{{\"{key}\": N}}'`"
         )
     return value
 
@@ -354,6 +355,7 @@ def optimize(
     if shape not in MODULE_TYPES:
         raise OptimizerError(
             f"the task's module_type is {shape!r}; use one of {', '.join(MODULE_TYPES)}"
+            " (`kaizen tasks update TASK --module-type TYPE`)"
         )
     dspy = _import_dspy()
     fields = _fields(base_prompt)

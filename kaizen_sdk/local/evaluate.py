@@ -157,8 +157,9 @@ def judge(llm: LLMClient, judge_model: str, rubric: str, sample: Sample, answer:
     if score is None:
         raise JudgeError(
             f"the judge model {judge_model!r} returned no score from 0 to 1"
-            f" (answer began {reply[:60]!r}); use a judge_model that follows the rubric or"
-            " state the scale in evaluator_config['rubric']"
+            f" (answer began {reply[:60]!r}); use a judge_model that follows the rubric"
+            " (`kaizen tasks update TASK --judge-model MODEL`) or state the scale in the"
+            " rubric (`kaizen tasks update TASK --rubric TEXT`)"
         )
     return score
 

@@ -79,7 +79,8 @@ def open_pull_request(
             f" contents and pull-request write access to {repo}"
         )
     if repo.count("/") != 1:
-        raise PullRequestError(f"the task's github_repo {repo!r} is not OWNER/NAME")
+        raise PullRequestError(f"the task's github_repo {repo!r} is not OWNER/NAME"
+                               " (`kaizen tasks update TASK --github-repo OWNER/NAME`)")
     base_url = (api_url or env.get(KAIZEN_GITHUB_API_URL) or DEFAULT_API_URL).rstrip("/")
     headers = {
         "Authorization": f"Bearer {token}",

@@ -35,6 +35,7 @@ from kaizen_sdk.local.evaluate import Sample
 from kaizen_sdk.local.llm import LLMClient, LLMError
 from kaizen_sdk.local.pricing import Price, PriceTable
 from kaizen_sdk.local.store import Store
+from kaizen_sdk.local.task_settings import fill_task, update_command
 from kaizen_sdk.models import CostEstimate, Task
 
 __all__ = ["MIN_DSPY_EXAMPLES", "OPTIMIZERS", "JobWorker", "OptimizerSettings"]
@@ -48,6 +49,8 @@ MIN_DSPY_EXAMPLES = 10
 """Fewest scored feedback entries a ``dspy`` job needs (``evaluator_config["min_examples"]``)."""
 
 _STOP = object()
+
+_OPTIMIZER_JSON = "'{\"optimizer\": \"auto\"}'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,28 +111,40 @@ def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None
     if strategy is not None:  # the job option wins over the task's evaluator_config
         config["optimizer"] = strategy
     if not task.teacher_model:
-        raise _JobFault(f"task {task.name!r} has no teacher_model: set it on the task to use the"
-                        " dspy optimizer")
+        raise _JobFault(f"task {task.name!r} has no teacher_model: set one with"
+                        f" {update_command(task.name, 'teacher_model')} to use the dspy"
+                        " optimizer")
     if not task.judge_model:
-        raise _JobFault(f"task {task.name!r} has no judge_model: set it on the task to use the"
-                        " dspy optimizer")
+        raise _JobFault(f"task {task.name!r} has no judge_model: set one with"
+                        f" {update_command(task.name, 'judge_model')} to use the dspy"
+                        " optimizer")
+    fix_config = update_command(task.name, "evaluator_config", "'{\"min_examples\": N}'")
     need = config.get("min_examples", MIN_DSPY_EXAMPLES)
     if not isinstance(need, int) or isinstance(need, bool) or need < 2:
-        raise _JobFault(f"evaluator_config['min_examples'] must be an integer >= 2, got {need!r}")
+        raise _JobFault(f"evaluator_config['min_examples'] must be an integer >= 2, got {need!r};"
+                        f" change it with {fix_config}")
     if len(examples) < need:
         raise _JobFault(
             f"task {task.name!r} has {len(examples)} scored feedback entries; the dspy optimizer"
-            f" needs at least {need} (evaluator_config['min_examples'])"
+            f" needs at least {need} (evaluator_config['min_examples']): send more scored"
+            f" feedback, or lower the minimum with {fix_config}"
         )
     rubric = config.get("rubric", evaluate.DEFAULT_RUBRIC)
     task_model = config.get("task_model", task.teacher_model)
     if not isinstance(rubric, str) or not isinstance(task_model, str):
-        raise _JobFault("evaluator_config['rubric'] and ['task_model'] must be strings")
+        raise _JobFault(
+            "evaluator_config['rubric'] and ['task_model'] must be strings; set them with"
+            f" {update_command(task.name, 'rubric', 'TEXT')} and"
+            f" {update_command(task.name, 'task_model')}"
+        )
     train, val = optimizer.split_train_val(examples)
     try:
         strategy = dspy_optimizer.choose_strategy(config, examples)
     except dspy_optimizer.OptimizerError as exc:
-        raise _JobFault(str(exc)) from None
+        raise _JobFault(
+            f"{exc}; change it with"
+            f" {update_command(task.name, 'evaluator_config', _OPTIMIZER_JSON)}"
+        ) from None
     return _Plan(
         strategy=strategy, task_model=task_model, teacher_model=task.teacher_model,
         judge_model=task.judge_model, rubric=rubric, config=config,
@@ -335,7 +350,7 @@ class JobWorker:
             llm = LLMClient(self.settings.llm_base_url or "", self.settings.llm_api_key,
                             prices=self.settings.prices, budget_usd=task.cost_budget)
         except (_JobFault, dspy_optimizer.OptimizerError, LLMError) as exc:
-            self._store.finish_job_failure(job_id, str(exc))
+            self._store.finish_job_failure(job_id, fill_task(str(exc), task.name))
             return
         metadata: dict[str, Any] = {
             "optimizer": dspy_optimizer.OPTIMIZER_NAME, "strategy": plan.strategy,
@@ -370,7 +385,8 @@ class JobWorker:
             if self._stopping.is_set():
                 return  # left RUNNING: resumed when the server starts again
             metadata.update(llm.summary(), wall_time_s=round(time.monotonic() - started, 3))
-            self._store.finish_job_failure(job_id, str(exc), metadata=metadata)
+            self._store.finish_job_failure(job_id, fill_task(str(exc), task.name),
+                                           metadata=metadata)
             logger.warning("local optimization job %s failed: %s", job_id, exc)
             return
         finally:
@@ -416,7 +432,7 @@ class JobWorker:
             )
         except github.PullRequestError as exc:
             logger.warning("local optimization job %s: pull request failed: %s", job_id, exc)
-            return None, f"pull request failed: {exc}"
+            return None, fill_task(f"pull request failed: {exc}", task.name)
         return url, None
 
 

@@ -82,6 +82,9 @@ class LLMClient:
         max_retries: retries of a 429/5xx/transport failure after the first attempt.
         backoff: first retry pause in seconds (doubles each retry, capped by ``Retry-After``).
         on_call: called with each `CallRecord` after the call (e.g. to report progress).
+        endpoint_hint: where the user sets the endpoint, named in error messages (the
+            server's settings by default; ``kaizen eval`` names its own flag).
+        key_hint: where the user sets the key, named in error messages.
     """
 
     def __init__(
@@ -96,12 +99,13 @@ class LLMClient:
         backoff: float = 0.5,
         on_call: Callable[[CallRecord], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        endpoint_hint: str = f"{KAIZEN_LLM_BASE_URL} (or `kaizen serve --llm-base-url URL`)",
+        key_hint: str = KAIZEN_LLM_API_KEY,
     ) -> None:
+        self._endpoint_hint = endpoint_hint
+        self._key_hint = key_hint
         if not base_url:
-            raise LLMError(
-                f"no LLM endpoint is configured: set {KAIZEN_LLM_BASE_URL} or pass"
-                " llm_base_url= to LocalServer"
-            )
+            raise LLMError(f"no LLM endpoint is configured: set {endpoint_hint}")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.prices = prices
@@ -177,6 +181,7 @@ class LLMClient:
                     f"the job reached its cost budget: spent ${self.spent_usd:.4f} of"
                     f" ${self.budget_usd:.4f} after {len(self.calls)} LLM calls; raise the"
                     " task's cost_budget to allow more"
+                    " (`kaizen tasks update TASK --cost-budget USD`)"
                 )
         body: dict[str, Any] = {"model": model, "messages": list(messages)}
         if max_tokens is not None:
@@ -220,7 +225,7 @@ class LLMClient:
                         raise LLMError(
                             f"malformed answer from the LLM endpoint for model {model!r}: the"
                             " body is not JSON; check that "
-                            f"{KAIZEN_LLM_BASE_URL} points at an OpenAI-compatible /v1 base"
+                            f"{self._endpoint_hint} points at an OpenAI-compatible /v1 base"
                         ) from None
                 if resp.status_code not in _RETRY_STATUSES:
                     raise self._status_error(model, resp)
@@ -231,7 +236,7 @@ class LLMClient:
             if attempt >= self.max_retries:
                 raise LLMError(
                     f"the LLM endpoint {self.base_url} {failure} for model {model!r}"
-                    f" (after {attempt} retries); check {KAIZEN_LLM_BASE_URL} and that the"
+                    f" (after {attempt} retries); check {self._endpoint_hint} and that the"
                     " server is up"
                 )
             attempt += 1
@@ -244,12 +249,13 @@ class LLMClient:
         if code in (401, 403):
             return LLMError(
                 f"the LLM endpoint rejected the request with HTTP {code}: check"
-                f" {KAIZEN_LLM_API_KEY} (llm_api_key=)"
+                f" {self._key_hint}"
             )
         if code == 404:
             return LLMError(
                 f"the LLM endpoint answered HTTP 404 for model {model!r}: check the task's"
-                f" teacher_model / judge_model and {KAIZEN_LLM_BASE_URL}"
+                " models (`kaizen tasks update TASK --teacher-model MODEL --judge-model MODEL"
+                f" --task-model MODEL`) and {self._endpoint_hint}"
             )
         detail = self._scrub(resp.text)
         return LLMError(f"the LLM endpoint answered HTTP {code} for model {model!r}: {detail}")

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from kaizen_sdk.local import rollouts
+from kaizen_sdk.local import rollouts, task_settings
 from kaizen_sdk.local.optimizer import Example
 from kaizen_sdk.models import (
     MAX_PROMPT_CHARS,
@@ -45,6 +45,7 @@ from kaizen_sdk.models import (
     ScoreItem,
     Task,
     TaskCreateRequest,
+    TaskUpdateRequest,
     TraceRequest,
     TraceResult,
 )
@@ -476,7 +477,11 @@ class Store:
         )
 
     def create_task(self, req: TaskCreateRequest) -> Task:
-        """Create a task; raises `Conflict` when the name is taken."""
+        """Create a task; raises `Conflict` when the name is taken, `Invalid` for a bad setting."""
+        try:
+            task_settings.check_create(req)
+        except task_settings.BadSetting as exc:
+            raise Invalid(str(exc)) from None
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (req.name,)).fetchone():
                 raise Conflict(f"a task named {req.name!r} already exists")
@@ -487,6 +492,34 @@ class Store:
                     conn, task_id, req.prompt_text, status="active", optimizer="manual"
                 )
             return self._task(conn, self._require_task(conn, task_id))
+
+    def update_task(self, ref: str, req: TaskUpdateRequest) -> Task:
+        """Change the settings *req* gives, in one transaction; return the task as it is now.
+
+        Raises `NotFound` for an unknown task and `Invalid` naming the first bad field (then
+        nothing is changed). See `kaizen_sdk.local.task_settings`.
+        """
+        with self._write() as conn:
+            row = self._require_task(conn, ref)
+            settings = task_settings.SETTINGS.values()
+            current = {s.column: _unjson(row[s.column]) if s.json else row[s.column]
+                       for s in settings}
+            try:
+                values = task_settings.column_values(req, current)
+            except task_settings.BadSetting as exc:
+                raise Invalid(str(exc)) from None
+            json_columns = {s.column for s in settings if s.json}
+            if values:
+                # column names come from task_settings.SETTINGS, never from the request
+                assignments = ", ".join(f"{column} = ?" for column in values)
+                conn.execute(
+                    f"UPDATE tasks SET {assignments} WHERE id = ?",
+                    (
+                        *(_json(v) if c in json_columns else v for c, v in values.items()),
+                        row["id"],
+                    ),
+                )
+            return self._task(conn, self._require_task(conn, row["id"]))
 
     def get_task(self, ref: str) -> Task:
         """Return the task with this id or name."""

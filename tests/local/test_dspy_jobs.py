@@ -166,7 +166,6 @@ def test_429_is_retried_and_counted(client: httpx.Client, standin: LLMStandIn) -
         ("judge", "returned no score"),
         ("few", "needs at least 10"),
         ("no-teacher", "has no teacher_model"),
-        ("bad-strategy", "evaluator_config['optimizer']"),
     ],
 )
 def test_faults_fail_the_job_naming_the_cause(
@@ -176,8 +175,6 @@ def test_faults_fail_the_job_naming_the_cause(
     extra: dict[str, Any] = {}
     if fault == "no-teacher":
         extra["teacher_model"] = None
-    if fault == "bad-strategy":
-        extra["evaluator_config"] = {"task_model": "student-standin", "optimizer": "magic"}
     make_task(client, name, 5 if fault == "few" else 12, **extra)
     if fault == "503":
         standin.fail_next(503, 3)

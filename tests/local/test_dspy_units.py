@@ -88,7 +88,8 @@ def _ok(content: str, usage: bool = True) -> httpx.Response:
 
 
 @pytest.mark.parametrize(("status", "expected"), [
-    (401, "KAIZEN_LLM_API_KEY"), (404, "teacher_model / judge_model"), (400, "HTTP 400"),
+    (401, "KAIZEN_LLM_API_KEY"), (404, "--teacher-model MODEL --judge-model MODEL"),
+    (400, "HTTP 400"),
 ])
 def test_llm_errors_name_the_setting_and_never_the_key(status: int, expected: str) -> None:
     llm = _client(httpx.MockTransport(

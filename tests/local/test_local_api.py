@@ -51,6 +51,7 @@ EXPECTED_ROUTES = {
     ("get", "/api/v1/jobs"),
     ("get", "/api/v1/tasks"),
     ("get", "/api/v1/tasks/{task_id}"),
+    ("patch", "/api/v1/tasks/{task_id}"),
     ("post", "/api/v1/tasks"),
     ("post", "/api/v1/traces"),
     ("get", "/api/v1/traces/{trace_id}"),
