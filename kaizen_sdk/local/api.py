@@ -12,7 +12,8 @@ out 400, missing, wrong or revoked ``X-API-Key`` 401, a key whose scope does not
 route 403 (``detail`` names the scope needed; see `Route.scope`), unknown object or route
 404, wrong method 405, duplicate task name 409, body over `MAX_BODY_BYTES` 413, a missing
 or wrongly typed field 422 (``detail`` names the field), a full database or disk 507
-(nothing stored; reads go on), anything unexpected 500 (and a log line). Health and the OpenAPI document need no key.
+(nothing stored; reads go on), anything unexpected 500 (and a log line). Health and the
+OpenAPI document need no key.
 
 ``GET /prompts/{task_id}`` carries an ``ETag``, a hash of the encoded body (so any field added
 to the answer later is covered too), and answers a matching ``If-None-Match`` with ``304``.
