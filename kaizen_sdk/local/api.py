@@ -676,7 +676,7 @@ ROUTES: tuple[Route, ...] = (
         200,
         list[ApiKey],
         query=("limit", "cursor"),
-        scope="admin",
+        scope="read",
     ),
     Route(
         "DELETE",
