@@ -46,15 +46,16 @@ def render(template: str, fill: Callable[[str], str]) -> str:
 
     Raises `TemplateTooLarge` naming the bound; whatever *fill* raises propagates.
     """
+    count = count_placeholders(template)
+    if count > MAX_PLACEHOLDERS:
+        raise TemplateTooLarge(
+            f"the prompt template has more than {MAX_PLACEHOLDERS} placeholders ({count});"
+            f" at most {MAX_PLACEHOLDERS} are rendered"
+        )
     parts: list[str] = []
     size = 0
     start = 0
-    for count, match in enumerate(PLACEHOLDER.finditer(template), start=1):
-        if count > MAX_PLACEHOLDERS:
-            raise TemplateTooLarge(
-                f"the prompt template has more than {MAX_PLACEHOLDERS} placeholders"
-                f" ({count_placeholders(template)}); at most {MAX_PLACEHOLDERS} are rendered"
-            )
+    for match in PLACEHOLDER.finditer(template):
         literal = template[start:match.start()]
         value = fill(match.group(1))
         size += len(literal) + len(value)
