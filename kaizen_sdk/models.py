@@ -588,7 +588,7 @@ class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_un
     auto_rollback: bool = True
 
 
-KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class KeyCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ __all__ = [
     "forbidden_detail",
     "hash_secret",
     "new_secret",
+    "valid_name",
 ]
 
 BOOTSTRAP_NAME = "bootstrap"
@@ -109,6 +111,15 @@ def forbidden_detail(principal: Principal, route_scope: str, method: str, path: 
         f"this needs {_holders(route_scope, method)} key; the key {principal.name!r} has"
         f" the {principal.scope} scope ({method} {path})."
     )
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def valid_name(name: str) -> bool:
+    """Whether *name* may name a key: 1 to 64 letters, digits or ``._@-``, starting with a
+    letter or digit (so it reads plainly in the audit log and in log lines)."""
+    return _NAME.fullmatch(name) is not None
 
 
 def new_secret() -> str:

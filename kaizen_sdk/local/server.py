@@ -340,8 +340,9 @@ class LocalServer:
         host: interface to bind; loopback by default. A non-loopback address needs a key
             other than `DEV_API_KEY` (`start` raises `PermissionError` otherwise).
         port: TCP port; ``0`` picks a free one (see `base_url` after `start`).
-        api_key: the key clients must send as ``X-API-Key``. ``None`` reads
-            ``KAIZEN_API_KEY``, else uses `DEV_API_KEY`.
+        api_key: the server's own (bootstrap) key, admin: it may do everything, including
+            creating scoped keys (``POST /api/v1/keys``). ``None`` reads ``KAIZEN_API_KEY``,
+            else uses `DEV_API_KEY`.
         job_step_delay: seconds each optimization job pauses after a progress step (default 0;
             useful only to watch progress in a demo).
         optimizer: ``"local"`` (deterministic, no LLM) or ``"dspy"``; ``None`` reads

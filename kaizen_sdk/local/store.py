@@ -1787,6 +1787,9 @@ class Store:
 
         Raises `Conflict` when a live key already has *name*.
         """
+        if not keys.valid_name(name):
+            raise Invalid(f"`name` must be letters, digits or ._@- and start with a letter or"
+                          f" digit, got {name!r}")
         if name in (keys.BOOTSTRAP_NAME, keys.SYSTEM_NAME):
             raise Invalid(f"`name` {name!r} is reserved for the audit log")
         secret = keys.new_secret()

@@ -20,7 +20,8 @@ import pytest
 from kaizen_sdk import Prompt
 from kaizen_sdk._template import MAX_PLACEHOLDERS, MAX_RENDERED_CHARS, TemplateTooLarge, render
 from kaizen_sdk.errors import CTValidationError
-from kaizen_sdk.local import LocalServer, server as server_module
+from kaizen_sdk.local import LocalServer
+from kaizen_sdk.local import server as server_module
 from kaizen_sdk.local.evaluate import render_template
 from kaizen_sdk.local.store import Store
 from kaizen_sdk.models import MAX_RAMP_STEPS
