@@ -279,3 +279,26 @@ def test_the_openapi_document_names_each_route_scope(local_server: LocalServer) 
     assert scopes[("GET", "/api/v1/keys")] == "read"
     assert scopes[("GET", "/api/v1/audit")] == "read"
     assert "403" in doc["paths"]["/api/v1/keys"]["post"]["responses"]
+
+
+def test_an_application_runs_whole_on_an_ingest_key(
+    client: httpx.Client, local_server: LocalServer, task_name: str
+) -> None:
+    """The decorated call, its background delivery, prompt refreshes and scoring: all of it
+    within the ingest scope (nothing sent is rejected, nothing dropped)."""
+    secret = make_key(client, "ingest")["secret"]
+    with CTClient(base_url=local_server.base_url, api_key=secret) as app:
+        @app.task(task_name, default_prompt="Summarize: {{ ticket }}")
+        def summarize(ticket: str, prompt: Any) -> str:
+            return str(prompt.render(ticket=ticket)).upper()
+
+        results = [summarize.call(f"ticket {n}") for n in range(3)]
+        assert app.flush(10)
+        assert app.get_prompt(task_name).version_number == 1  # the baseline the trace made
+        scored = app.score(results[0][1].trace_id, 0.75)
+        assert scored.score == 0.75
+        stats = app.stats()
+        assert (stats.queued, stats.sent, stats.rejected, stats.dropped) == (3, 3, 0, 0)
+    traces = client.get("/api/v1/traces", params={"task_id": task_name}).json()
+    assert sorted(t["response_text"] for t in traces) == [
+        "SUMMARIZE: TICKET 0", "SUMMARIZE: TICKET 1", "SUMMARIZE: TICKET 2"]
