@@ -406,7 +406,8 @@ class Store:
                 if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
                     raise StoreFull(
                         "the server's database is full (SQLite: database or disk is full);"
-                        " nothing was stored. Free disk space on the server; reads still work."
+                        " this write was not stored. Free disk space on the server; reads"
+                        " still work."
                     ) from None
                 raise
 
@@ -1650,16 +1651,25 @@ class Store:
             return self._rollout(conn, row)
 
     def get_rollout(self, ref: str) -> Rollout:
-        """Return the task's latest rollout, evaluating it first while it runs."""
-        with self._write() as conn:
-            task = self._require_task(conn, ref)
-            row = self._running_rollout(conn, task["id"])
-            if row is not None:
-                self._evaluate_rollout(conn, row)
-            row = self._rollout_row(conn, task["id"])
-            if row is None:
-                raise NotFound(f"task {task['name']!r} has no rollout")
-            return self._rollout(conn, row)
+        """Return the task's latest rollout, evaluating it first while it runs.
+
+        With the database full, the rollout is returned as stored (not evaluated).
+        """
+        try:
+            with self._write() as conn:
+                return self._latest_rollout(conn, ref, evaluate=True)
+        except StoreFull:
+            return self._latest_rollout(self._conn(), ref, evaluate=False)
+
+    def _latest_rollout(self, conn: sqlite3.Connection, ref: str, *, evaluate: bool) -> Rollout:
+        task = self._require_task(conn, ref)
+        row = self._running_rollout(conn, task["id"])
+        if row is not None and evaluate:
+            self._evaluate_rollout(conn, row)
+        row = self._rollout_row(conn, task["id"])
+        if row is None:
+            raise NotFound(f"task {task['name']!r} has no rollout")
+        return self._rollout(conn, row)
 
     def stop_rollout(self, ref: str, action: str) -> Rollout:
         """End the running rollout by *action* (``promote`` or ``rollback``); `Conflict` if none.
@@ -1709,7 +1719,8 @@ class Store:
         config = self._rollout_config(row)
         elapsed = (utcnow() - datetime.fromisoformat(row["started_at"])).total_seconds()
         if elapsed >= config.max_duration or self._activated_by_hand(conn, row) is not None:
-            with self._write() as wconn:
+            # a full database: serve what is stored
+            with contextlib.suppress(StoreFull), self._write() as wconn:
                 fresh = self._running_rollout(wconn, task["id"])
                 if fresh is not None:
                     self._evaluate_rollout(wconn, fresh)

@@ -167,6 +167,12 @@ def test_a_full_database_answers_507_and_keeps_serving_reads(small_server: Local
                       headers={"X-API-Key": small_server.api_key}) as c:
         resp = c.post("/api/v1/tasks", json={"name": "disk", "prompt_text": "v1 {{ x }}"})
         assert resp.status_code == 201, resp.text
+        v2 = c.post("/api/v1/prompts/disk/versions", json={"prompt_text": "v2 {{ x }}"})
+        assert v2.status_code == 201, v2.text
+        # out of time at once: the next read that evaluates it would end it, a write
+        resp = c.post("/api/v1/rollouts/disk", json={
+            "candidate_version_id": v2.json()["id"], "share": 0.5, "max_duration": 0.001})
+        assert resp.status_code == 201, resp.text
         stored = 0
         answer: httpx.Response | None = None
         for _ in range(100):  # 100 x 64 KB is far past 1.6 MB: the loop ends on the 507
@@ -179,20 +185,23 @@ def test_a_full_database_answers_507_and_keeps_serving_reads(small_server: Local
         assert answer.json() == {
             "title": "Insufficient Storage",
             "detail": "the server's database is full (SQLite: database or disk is full);"
-                      " nothing was stored. Free disk space on the server; reads still work.",
+                      " this write was not stored. Free disk space on the server; reads still"
+                      " work.",
         }
         assert stored > 0
         # nothing of the refused write was kept; every read still answers
         traces: list[dict[str, Any]] = c.get(
             "/api/v1/traces", params={"task_id": "disk", "limit": 1000}).json()
         assert len(traces) == stored
+        # reads that may also write (ending the expired rollout) answer, full or not
         assert c.get("/api/v1/prompts/disk").status_code == 200
+        assert c.get("/api/v1/rollouts/disk").status_code == 200
         assert c.get("/api/v1/tasks/disk").json()["name"] == "disk"
         assert c.get("/api/v1/audit").status_code == 200
         # the writer is not left inside a failed transaction: the next write is a clean 507
         again = c.post("/api/v1/ingest", json={"traces": [
             {"task_id": "disk", "response_text": "r" * 65_536}]})
         assert again.status_code == 507, again.text
-        small = c.post("/api/v1/prompts/disk/versions", json={"prompt_text": "v2 {{ x }}"})
+        small = c.post("/api/v1/prompts/disk/versions", json={"prompt_text": "v3 {{ x }}"})
         assert small.status_code in (201, 507), small.text
         assert c.get("/api/v1/health").json()["status"] == "ok"
