@@ -302,3 +302,30 @@ def test_an_application_runs_whole_on_an_ingest_key(
     traces = client.get("/api/v1/traces", params={"task_id": task_name}).json()
     assert sorted(t["response_text"] for t in traces) == [
         "SUMMARIZE: TICKET 0", "SUMMARIZE: TICKET 1", "SUMMARIZE: TICKET 2"]
+
+
+def test_the_cli_prints_the_secret_once(
+    local_server: LocalServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kaizen_sdk.cli import main
+
+    conn = ["--api-key", local_server.api_key, "--base-url", local_server.base_url]
+    name = _name("cli")
+    assert main(["keys", "create", name, "--scope", "read", *conn]) == 0
+    out = capsys.readouterr().out
+    [secret] = re.findall(r"^secret: (kz_\S+)$", out, re.M)
+    assert "Keep the secret now" in out
+    [key_id] = re.findall(r"^id\s+(\S+)$", out, re.M)
+    assert main(["keys", "list", *conn]) == 0
+    listed = capsys.readouterr().out
+    assert name in listed and key_id in listed and secret not in listed
+    assert main(["keys", "revoke", key_id, *conn]) == 0
+    assert "revoked_at" in capsys.readouterr().out
+    # the revoked key is refused; the CLI says so on one line and exits with the auth status
+    assert main(["audit", "--api-key", secret, "--base-url", local_server.base_url]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "401" in err and secret not in err
+    with pytest.raises(SystemExit) as usage:
+        main(["keys", "create", "x", "--scope", "owner", *conn])
+    assert usage.value.code == 2
+    assert "invalid choice: 'owner'" in capsys.readouterr().err
