@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from kaizen_sdk.decorators import PROMPT, TaskRun, current_prompt, current_trace_id, task
     from kaizen_sdk.delivery import DeliveryStats
     from kaizen_sdk.models import (
+        ApiKey,
+        ApiKeyCreated,
+        AuditEntry,
         CostEstimate,
         FeedbackResult,
         Health,
@@ -58,7 +61,10 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyCreated",
     "AsyncCTClient",
+    "AuditEntry",
     "CTAuthError",
     "CTClient",
     "CTConnectionError",
@@ -109,6 +115,9 @@ _LAZY: dict[str, str] = {
     "get_client": "kaizen_sdk._default",
     "prefetch": "kaizen_sdk._default",
     "task": "kaizen_sdk.decorators",
+    "ApiKey": "kaizen_sdk.models",
+    "ApiKeyCreated": "kaizen_sdk.models",
+    "AuditEntry": "kaizen_sdk.models",
     "FeedbackResult": "kaizen_sdk.models",
     "Health": "kaizen_sdk.models",
     "Job": "kaizen_sdk.models",

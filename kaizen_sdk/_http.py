@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import math
 import random
+import re
 import sys
 import threading
 import time
@@ -286,6 +287,8 @@ def list_params(
         params["cursor"] = require_id("cursor", cursor)
     return params
 
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 PAGE_SIZE = 1000
 """Items per request when an ``iter_*`` method pages through a list (the server's maximum)."""
@@ -729,3 +732,19 @@ class BaseClient:
         if action not in ("promote", "rollback"):
             raise CTValidationError(f"action must be 'promote' or 'rollback', got {action!r}.")
         return models.RolloutStopRequest(action=action)  # type: ignore[arg-type]
+
+    # --- keys -------------------------------------------------------------------------
+
+    @staticmethod
+    def _key_body(name: str, scope: str) -> models.KeyCreateRequest:
+        """Check the arguments of `create_key` locally and build its body."""
+        if scope not in models.KEY_SCOPES:
+            raise CTValidationError(
+                f"scope must be one of {', '.join(models.KEY_SCOPES)}, got {scope!r}."
+            )
+        if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+            raise CTValidationError(
+                "name must be 1 to 64 letters, digits or ._@- (starting with a letter or digit),"
+                f" got {name!r}."
+            )
+        return models.KeyCreateRequest(name=name, scope=scope)  # type: ignore[arg-type]

@@ -1688,6 +1688,80 @@ def _add_rollout(sub: Any) -> None:
                    help="promote the candidate or roll it back")
 
 
+# --- keys and the audit log ------------------------------------------------------------
+
+
+def _keys_table(keys: Sequence[Any]) -> str:
+    if not keys:
+        return "No keys (the server's own key is admin)."
+    rows = [[k.name, k.scope, "revoked" if k.revoked_at else "live", k.created_by,
+             k.created_at, k.revoked_at, k.id] for k in keys]
+    return _table(["name", "scope", "state", "created by", "created", "revoked", "id"], rows,
+                  keep=[0, 6], optional=[5, 3])
+
+
+def _key_created(key: Any) -> str:
+    return "\n".join([
+        format_fields([("name", key.name), ("scope", key.scope), ("id", key.id)]),
+        "",
+        f"secret: {key.secret}",
+        "",
+        "Keep the secret now: the server stores only its hash and never shows it again.",
+    ])
+
+
+def _keys_create(client: CTClient, args: argparse.Namespace) -> int:
+    key = client.create_key(args.name, args.scope)
+    if args.json:
+        _emit_json(key)
+    else:
+        _write(_key_created(key))
+    return EXIT_OK
+
+
+def _keys_list(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.list_keys(limit=_MAX_LIMIT), _keys_table)
+    return EXIT_OK
+
+
+def _keys_revoke(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.revoke_key(args.key), _detail)
+    return EXIT_OK
+
+
+def _audit_table(entries: Sequence[Any]) -> str:
+    if not entries:
+        return "No audit entries."
+    rows = [[e.at, e.actor, e.action, e.detail, e.target, e.task_id] for e in entries]
+    return _table(["at", "key", "action", "detail", "target", "task"], rows,
+                  keep=[1, 2], optional=[5, 4])
+
+
+def _audit(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.list_audit(args.task, limit=args.limit), _audit_table)
+    return EXIT_OK
+
+
+def _add_keys(sub: Any) -> None:
+    keys = _group(sub, "keys", "create, list and revoke scoped API keys (admin; alone: list)",
+                  _api(_keys_list))
+    p = _leaf(keys, "create", _keys_create, "create a key; its secret is printed once")
+    p.add_argument("name", help="the key's name, as the audit log shows it (e.g. web-app)")
+    p.add_argument("--scope", required=True, choices=("ingest", "read", "admin"),
+                   help="ingest: send traces, feedback and scores, read prompts (what an"
+                   " application holds); read: read everything; admin: everything")
+    _leaf(keys, "list", _keys_list, "list keys (never their secrets)")
+    p = _leaf(keys, "revoke", _keys_revoke, "revoke a key: its requests get 401 from now on")
+    p.add_argument("key", help="key id (from `kaizen keys list`)")
+
+
+def _add_audit(sub: Any) -> None:
+    p = _leaf(sub, "audit", _audit, "show the audit log: every state change and its key")
+    p.add_argument("--task", help="only this task (name or id)")
+    p.add_argument("--limit", type=_limit, default=20, metavar="N",
+                   help=f"show the newest N, 1 to {_MAX_LIMIT} (default 20)")
+
+
 # --- registry --------------------------------------------------------------------------
 
 # --- spool ---------------------------------------------------------------------------------
@@ -1791,6 +1865,8 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_jobs,
     _add_traces,
     _add_rollout,
+    _add_keys,
+    _add_audit,
     _add_completion,
 ]
 """One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them."""

@@ -28,6 +28,9 @@ from kaizen_sdk._http import (
 )
 from kaizen_sdk.errors import CTError, CTTimeoutError
 from kaizen_sdk.models import (
+    ApiKey,
+    ApiKeyCreated,
+    AuditEntry,
     FeedbackResult,
     Health,
     Job,
@@ -589,6 +592,42 @@ class CTClient(BaseClient):
             return self._result(self._send(self._call("POST", path, body)), Rollout)
         finally:
             self._forget_prompt(key)
+
+    # --- keys and the audit log (admin) -------------------------------------------------
+
+    def create_key(self, name: str, scope: str) -> ApiKeyCreated:
+        """Create a scoped API key (needs an admin key); only this answer carries its secret.
+
+        *scope* is ``"ingest"`` (send traces, feedback and scores, read prompts: what an
+        application holds), ``"read"`` (read everything) or ``"admin"`` (everything). The
+        server stores only a hash of the secret: keep ``.secret`` now, it is never shown again.
+        """
+        body = self._key_body(name, scope)
+        resp = self._send(self._call("POST", "/keys", body))
+        return self._result(resp, ApiKeyCreated)
+
+    def list_keys(self, limit: int = 100, *, cursor: str | None = None) -> list[ApiKey]:
+        """Return up to *limit* API keys, oldest first, revoked ones too; never a secret."""
+        params = list_params(None, limit, cursor)
+        resp = self._send(self._call("GET", "/keys", params=params))
+        return self._result(resp, list[ApiKey])
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke an API key: its requests are answered 401 from now on."""
+        path = f"/keys/{segment('key_id', key_id)}"
+        return self._result(self._send(self._call("DELETE", path)), ApiKey)
+
+    def list_audit(
+        self, task_id: str | None = None, limit: int = 100, *, cursor: str | None = None
+    ) -> list[AuditEntry]:
+        """Return up to *limit* audit-log entries, newest first, of one task or of all.
+
+        Each is one state change (a version created or activated, a job or rollout started,
+        a rollout decided, a key created...) with the name of the key that made it.
+        """
+        params = list_params(task_id, limit, cursor)
+        resp = self._send(self._call("GET", "/audit", params=params))
+        return self._result(resp, list[AuditEntry])
 
     # --- helpers ------------------------------------------------------------------------
 

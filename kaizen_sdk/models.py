@@ -18,10 +18,17 @@ from uuid import UUID
 
 import msgspec
 
+from kaizen_sdk import _template
+
 __all__ = [
     "MAX_PROMPT_CHARS",
     "TERMINAL_JOB_STATUSES",
+    "KEY_SCOPES",
+    "MAX_RAMP_STEPS",
     "ActivateRequest",
+    "ApiKey",
+    "ApiKeyCreated",
+    "AuditEntry",
     "CostEstimate",
     "ErrorBody",
     "FeedbackRequest",
@@ -31,6 +38,7 @@ __all__ = [
     "IngestRequest",
     "IngestResult",
     "Job",
+    "KeyCreateRequest",
     "OptimizeResult",
     "Prompt",
     "PromptVersionRequest",
@@ -129,18 +137,24 @@ class Prompt(msgspec.Struct, kw_only=True, frozen=True):
     """The task's running rollout, when the server has one: pick an arm with it locally."""
 
     def render(self, **variables: Any) -> str:
-        """Fill ``{{ name }}`` placeholders; a missing variable raises `CTValidationError`."""
+        """Fill ``{{ name }}`` placeholders; a missing variable raises `CTValidationError`.
+
+        So does a template past the rendering bounds (`kaizen_sdk._template`: at most 1,000
+        placeholders and a result of at most 4,000,000 characters).
+        """
         from kaizen_sdk.errors import CTValidationError
 
-        def fill(match: re.Match[str]) -> str:
-            name = match.group(1)
+        def fill(name: str) -> str:
             if name not in variables:
                 raise CTValidationError(
                     f"Prompt variable {name!r} is missing: pass {name}=... to render()."
                 )
             return str(variables[name])
 
-        return _PLACEHOLDER.sub(fill, self.prompt_text)
+        try:
+            return _template.render(self.prompt_text, fill)
+        except _template.TemplateTooLarge as exc:
+            raise CTValidationError(f"Prompt.render: {exc}.") from None
 
     @property
     def variables(self) -> list[str]:
@@ -339,7 +353,8 @@ class RolloutEvent(msgspec.Struct, kw_only=True, frozen=True):
 class Rollout(msgspec.Struct, kw_only=True, frozen=True):
     """A guarded rollout of a candidate prompt version (``GET /api/v1/rollouts/{task_id}``).
 
-    ``state`` is ``running``, ``promoted`` or ``rolled_back``; ``recommendation`` is set when
+    ``state`` is ``running``, ``promoted``, ``rolled_back`` or ``overridden`` (a version was
+    activated by hand while it ran); ``recommendation`` is set when
     the test or a guard decided but automatic promotion or rollback is off.
     """
 
@@ -371,6 +386,60 @@ class Rollout(msgspec.Struct, kw_only=True, frozen=True):
     def is_running(self) -> bool:
         """True while the rollout still serves both arms."""
         return self.state == "running"
+
+
+# --- keys and the audit log (responses) ---------------------------------------------------
+
+KEY_SCOPES = ("ingest", "read", "admin")
+"""Scopes of an API key: ``ingest`` sends traces, feedback and scores and reads prompts (what
+an application process holds); ``read`` reads everything; ``admin`` does everything."""
+
+
+class ApiKey(msgspec.Struct, kw_only=True, frozen=True):
+    """A scoped API key of the CT server, as listed: never its secret."""
+
+    id: UUID
+    name: str
+    scope: str
+    created_at: datetime | None = None
+    created_by: str | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        """True once the key was revoked (the server answers it with 401)."""
+        return self.revoked_at is not None
+
+
+class ApiKeyCreated(ApiKey, frozen=True):
+    """A key just created: the one answer that carries its ``secret`` (shown once).
+
+    The server keeps only a hash; the secret is left out of ``repr()``.
+    """
+
+    secret: str = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"ApiKeyCreated(id={self.id!r}, name={self.name!r}, scope={self.scope!r},"
+            " secret='***')"
+        )
+
+
+class AuditEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """One state change on the CT server: what, when, by which key (``GET /api/v1/audit``).
+
+    ``actor`` is the key's name (``bootstrap`` for the server's own key, ``system`` for what
+    the server did by itself, such as a rollout decided by its test).
+    """
+
+    id: int
+    at: datetime | None = None
+    actor: str = ""
+    action: str = ""
+    task_id: UUID | None = None
+    target: str | None = None
+    detail: str | None = None
 
 
 # --- requests --------------------------------------------------------------------------
@@ -524,6 +593,9 @@ class PromptVersionRequest(
 Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 """A share of traffic in [0, 1]."""
 
+MAX_RAMP_STEPS = 20
+"""Most steps a rollout's ``ramp`` may have; a longer one is answered with 422 naming it."""
+
 
 class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """Body of ``POST /api/v1/rollouts/{task_id}``: the candidate and how to roll it out.
@@ -535,7 +607,7 @@ class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_un
 
     candidate_version_id: UUID
     share: Share | None = None
-    ramp: list[Share] | None = None
+    ramp: Annotated[list[Share], msgspec.Meta(max_length=MAX_RAMP_STEPS)] | None = None
     min_samples: Annotated[int, msgspec.Meta(ge=2, le=1_000_000)] = 100
     alpha: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.05
     error_margin: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.02
@@ -543,6 +615,17 @@ class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_un
     max_duration: Annotated[float, msgspec.Meta(gt=0.0)] = 7 * 24 * 3600.0
     auto_promote: bool = True
     auto_rollback: bool = True
+
+
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class KeyCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/keys``: a name (letters, digits, ``._@-``, at most 64) and a
+    scope."""
+
+    name: KeyName
+    scope: Literal["ingest", "read", "admin"]
 
 
 class RolloutStopRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -45,6 +45,10 @@ EXPECTED = {
     "GET /api/v1/traces/{trace_id}",
     "POST /api/v1/traces/{trace_id}/score",
     "POST /api/v1/ingest",
+    "POST /api/v1/keys",
+    "GET /api/v1/keys",
+    "DELETE /api/v1/keys/{key_id}",
+    "GET /api/v1/audit",
 }
 """The operations of DESIGN.md section 3 (the OpenAPI document itself is not fuzzed)."""
 

@@ -7,10 +7,13 @@ models; `resolve` matches a request line to a route, `call` runs it and turns st
 decoding failures into JSON error answers, and `openapi_document` describes `ROUTES`. The HTTP
 layer (`kaizen_sdk.local.server`) only frames requests, checks the key and sends answers.
 
-Errors are JSON ``{"title", "detail"}``: non-JSON body 400, missing or wrong ``X-API-Key`` 401,
-unknown object or route 404, wrong method 405, duplicate task name 409, body over
-`MAX_BODY_BYTES` 413, a missing or wrongly typed field 422 (``detail`` names the field),
-anything unexpected 500 (and a log line). Health and the OpenAPI document need no key.
+Errors are JSON ``{"title", "detail"}``: non-JSON body or a cursor this server did not give
+out 400, missing, wrong or revoked ``X-API-Key`` 401, a key whose scope does not cover the
+route 403 (``detail`` names the scope needed; see `Route.scope`), unknown object or route
+404, wrong method 405, duplicate task name 409, body over `MAX_BODY_BYTES` 413, a missing
+or wrongly typed field 422 (``detail`` names the field), a full database or disk 507
+(nothing stored; reads go on), anything unexpected 500 (and a log line). Health and the
+OpenAPI document need no key.
 
 ``GET /prompts/{task_id}`` carries an ``ETag``, a hash of the encoded body (so any field added
 to the answer later is covered too), and answers a matching ``If-None-Match`` with ``304``.
@@ -36,9 +39,13 @@ import msgspec
 from kaizen_sdk._version import __version__
 from kaizen_sdk.local.dspy_optimizer import STRATEGIES
 from kaizen_sdk.local.jobs import JobWorker
-from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Page, Store
+from kaizen_sdk.local.keys import Authenticator, Principal, allowed, forbidden_detail
+from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Page, Store, StoreFull
 from kaizen_sdk.models import (
     ActivateRequest,
+    ApiKey,
+    ApiKeyCreated,
+    AuditEntry,
     ErrorBody,
     FeedbackRequest,
     FeedbackResult,
@@ -47,6 +54,7 @@ from kaizen_sdk.models import (
     IngestRequest,
     IngestResult,
     Job,
+    KeyCreateRequest,
     OptimizeResult,
     Prompt,
     PromptVersionRequest,
@@ -72,6 +80,7 @@ __all__ = [
     "ApiRequest",
     "ApiResponse",
     "Route",
+    "authorize",
     "check_key",
     "decode",
     "decode_cursor",
@@ -100,6 +109,8 @@ class ApiRequest:
     query: Mapping[str, str]
     body: bytes = b""
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    principal: Principal | None = None
+    """Who sent it (the key's name and scope); ``None`` on the public routes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,18 +245,21 @@ def encode_cursor(key: int) -> str:
 
 
 def decode_cursor(query: Mapping[str, str]) -> int | None:
-    """The row key in the ``cursor`` query parameter (``None`` without one); 422 if bad."""
+    """The row key in the ``cursor`` query parameter (``None`` without one); 400 if it is not
+    one this server gave out (a row key fits in 63 bits)."""
     raw = query.get("cursor")
     if raw is None:
         return None
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        if text.startswith(_CURSOR_PREFIX) and text[len(_CURSOR_PREFIX):].isdigit():
-            return int(text[len(_CURSOR_PREFIX):])
+        digits = text[len(_CURSOR_PREFIX):]
+        if (text.startswith(_CURSOR_PREFIX) and digits.isascii() and digits.isdigit()
+                and len(digits) <= 19 and int(digits) < 2**63):
+            return int(digits)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise ApiError(
-        HTTPStatus.UNPROCESSABLE_ENTITY,
+        HTTPStatus.BAD_REQUEST,
         f"Query parameter `cursor` is not a cursor this server gave out, got {raw!r}; "
         "use the URL of the `Link: <...>; rel=\"next\"` header.",
     )
@@ -425,10 +439,33 @@ class Api:
         req: RolloutStopRequest = decode(r.body, RolloutStopRequest)
         return ApiResponse(200, self.store.stop_rollout(r.params["task_id"], req.action))
 
+    # --- keys and the audit log ----------------------------------------------------------
+
+    def create_key(self, r: ApiRequest) -> ApiResponse:
+        req: KeyCreateRequest = decode(r.body, KeyCreateRequest)
+        return ApiResponse(201, self.store.create_key(req.name, req.scope))
+
+    def list_keys(self, r: ApiRequest) -> ApiResponse:
+        limit, after = _limit(r.query), decode_cursor(r.query)
+        return _paged(self.store.list_keys(limit, after=after), "/api/v1/keys", r.query, limit)
+
+    def revoke_key(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, self.store.revoke_key(r.params["key_id"]))
+
+    def list_audit(self, r: ApiRequest) -> ApiResponse:
+        limit, after = _limit(r.query), decode_cursor(r.query)
+        page = self.store.list_audit(r.query.get("task_id"), limit, after=after)
+        return _paged(page, "/api/v1/audit", r.query, limit)
+
     def call(self, route: Route, request: ApiRequest) -> ApiResponse:
-        """Run *route*'s operation; every failure becomes its JSON error answer."""
+        """Run *route*'s operation as its key; every failure becomes its JSON error answer."""
+        who = request.principal
         try:
-            response: ApiResponse = getattr(self, route.operation)(request)
+            if who is None:
+                response: ApiResponse = getattr(self, route.operation)(request)
+            else:
+                with self.store.acting_as(who.name, who.key_id):
+                    response = getattr(self, route.operation)(request)
             return response
         except Exception as exc:
             return error_response(exc, route.method, route.template)
@@ -445,6 +482,15 @@ class Route:
     request: Any = None
     query: tuple[str, ...] = ()
     public: bool = False
+    scope: str = ""
+    """The key scope the route needs: ``ingest`` (ingest or admin keys; read keys too on a
+    ``GET``), ``read`` (read or admin) or ``admin``. Empty: ``read`` for a ``GET``, else
+    ``admin``, so a route that changes something needs an admin key unless it says so."""
+
+    @property
+    def needs(self) -> str:
+        """The scope this route needs (`scope`, or what its method implies)."""
+        return self.scope or ("read" if self.method == "GET" else "admin")
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -492,6 +538,7 @@ ROUTES: tuple[Route, ...] = (
         201,
         FeedbackResult,
         FeedbackRequest,
+        scope="ingest",
     ),
     Route(
         "GET",
@@ -509,6 +556,7 @@ ROUTES: tuple[Route, ...] = (
         "Get the active prompt version",
         200,
         Prompt,
+        scope="ingest",
     ),
     Route(
         "GET",
@@ -564,6 +612,7 @@ ROUTES: tuple[Route, ...] = (
         201,
         TraceResult,
         TraceRequest,
+        scope="ingest",
     ),
     Route("GET", "/api/v1/traces/{trace_id}", "get_trace", "Get a trace", 200, TraceResult),
     Route(
@@ -583,6 +632,7 @@ ROUTES: tuple[Route, ...] = (
         200,
         TraceResult,
         ScoreRequest,
+        scope="ingest",
     ),
     Route(
         "POST",
@@ -592,6 +642,7 @@ ROUTES: tuple[Route, ...] = (
         207,
         IngestResult,
         IngestRequest,
+        scope="ingest",
     ),
     # --- rollouts ---
     Route(
@@ -620,17 +671,59 @@ ROUTES: tuple[Route, ...] = (
         Rollout,
         RolloutStopRequest,
     ),
+    # --- keys and the audit log ---
+    Route(
+        "POST",
+        "/api/v1/keys",
+        "create_key",
+        "Create a scoped API key; the answer is the only one that carries its secret",
+        201,
+        ApiKeyCreated,
+        KeyCreateRequest,
+        scope="admin",
+    ),
+    Route(
+        "GET",
+        "/api/v1/keys",
+        "list_keys",
+        "List API keys (never their secrets), oldest first",
+        200,
+        list[ApiKey],
+        query=("limit", "cursor"),
+        scope="read",
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/keys/{key_id}",
+        "revoke_key",
+        "Revoke an API key (its requests get 401 from now on)",
+        200,
+        ApiKey,
+        scope="admin",
+    ),
+    Route(
+        "GET",
+        "/api/v1/audit",
+        "list_audit",
+        "List the audit log (every state change, with the key's name), newest first",
+        200,
+        list[AuditEntry],
+        query=("task_id", "limit", "cursor"),
+        scope="read",
+    ),
 )
 
 _COMPILED = tuple((route, route.pattern) for route in ROUTES)
 
 _ERROR_STATUSES = {
-    "400": "Body is not JSON",
-    "401": "Missing or wrong X-API-Key",
+    "400": "Body is not JSON, or a cursor this server did not give out",
+    "401": "Missing, wrong or revoked X-API-Key",
+    "403": "The key's scope does not cover this operation (the detail names the scope needed)",
     "404": "Unknown object or route",
     "409": "Conflict (duplicate task name, a rollout already running or none running)",
     "413": "Body too large",
     "422": "A field is missing, has the wrong type or is out of range",
+    "507": "The server's database or disk is full: nothing was stored",
 }
 
 _LINK_HEADER = {
@@ -722,6 +815,8 @@ def _build_openapi() -> dict[str, Any]:
             "parameters": parameters,
             "responses": responses,
         }
+        if not route.public:
+            operation["x-kaizen-scope"] = route.needs
         if route.request is not None:
             operation["requestBody"] = {
                 "required": True,
@@ -786,6 +881,22 @@ def _correction_without_output(req: FeedbackRequest) -> bool:
     return req.correction not in (None, msgspec.UNSET) and req.output is None
 
 
+def authorize(route: Route, given: str | None, auth: Authenticator) -> Principal:
+    """Return who sent *given* as ``X-API-Key``; raise `ApiError` 401 for a missing, unknown
+    or revoked key, 403 naming the scope needed when the key's scope does not cover *route*."""
+    if given is None:
+        raise ApiError(HTTPStatus.UNAUTHORIZED, "The X-API-Key header is missing.")
+    principal = auth.principal(given)
+    if principal is None:
+        raise ApiError(HTTPStatus.UNAUTHORIZED, "The X-API-Key header is not valid.")
+    if not allowed(principal.scope, route.needs, route.method):
+        raise ApiError(
+            HTTPStatus.FORBIDDEN,
+            forbidden_detail(principal, route.needs, route.method, route.template),
+        )
+    return principal
+
+
 def check_key(given: str | None, expected: str) -> None:
     """Raise `ApiError` 401 unless *given* equals *expected* (compared in constant time)."""
     if given is None:
@@ -814,6 +925,9 @@ def error_response(exc: BaseException, method: str = "", path: str = "") -> ApiR
         return ApiResponse(409, ErrorBody(title="Conflict", detail=str(exc)))
     if isinstance(exc, Invalid):
         return ApiResponse(422, ErrorBody(title="Unprocessable Entity", detail=str(exc)))
+    if isinstance(exc, StoreFull):
+        logger.error("local CT server: %s %s: %s", method, path, exc)
+        return ApiResponse(507, ErrorBody(title="Insufficient Storage", detail=str(exc)))
     logger.error("local CT server: %s %s failed", method, path, exc_info=exc)
     detail = "The server failed to handle the request; see its log."
     return ApiResponse(500, ErrorBody(title="Internal Server Error", detail=detail))

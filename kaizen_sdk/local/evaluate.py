@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from kaizen_sdk._template import render
 from kaizen_sdk.local.llm import LLMClient, LLMError
 from kaizen_sdk.local.optimizer import Example
 
@@ -104,12 +105,13 @@ def render_template(template: str, inputs: Mapping[str, Any] | None) -> str:
     """Fill *template*'s placeholders from *inputs* (missing ones become empty).
 
     A template without placeholders gets the inputs appended as an ``Input:`` line, so the
-    model always sees them.
+    model always sees them. Rendering is bounded (`kaizen_sdk._template`): past the bounds
+    it raises `TemplateTooLarge` naming the bound.
     """
     values = dict(inputs or {})
     if not _PLACEHOLDER.search(template):
         return f"{template}\n\nInput: {_text(values)}" if values else template
-    return _PLACEHOLDER.sub(lambda m: _text(values.get(m.group(1), "")), template)
+    return render(template, lambda name: _text(values.get(name, "")))
 
 
 def reference_answer(sample: Sample) -> str | None:

@@ -7,6 +7,9 @@ This module resolves the route and checks ``X-API-Key`` before a single body byt
 reads bodies under a size limit and a deadline as they arrive, and runs the (blocking) store
 operations in a bounded thread pool so the event loop keeps serving other connections.
 
+Keys: the server's own key is admin; scoped keys (`kaizen_sdk.local.keys`) are looked up by
+hash, and a key whose scope does not cover the route is answered 403 before the body is read.
+
 Hostile clients are bounded here: a connection that has not sent a complete request head
 within `HEADER_TIMEOUT` seconds (or sends more than `MAX_HEAD_BYTES` of it) is closed; an
 idle keep-alive connection is closed after `IDLE_TIMEOUT`; at most `MAX_CONNECTIONS`
@@ -46,12 +49,13 @@ from kaizen_sdk.local.api import (
     ApiError,
     ApiRequest,
     ApiResponse,
-    check_key,
+    authorize,
     error_response,
     parse_query,
     resolve,
 )
 from kaizen_sdk.local.jobs import JobWorker, OptimizerSettings
+from kaizen_sdk.local.keys import Authenticator
 from kaizen_sdk.local.store import Store
 from kaizen_sdk.models import ErrorBody, encode
 
@@ -194,7 +198,7 @@ class _App:
         writer: concurrent.futures.Executor, access_log: bool,
     ) -> None:
         self.api = api
-        self.api_key = api_key
+        self.auth = Authenticator(api_key, api.store.key_for_hash)
         self.readers = readers
         self.writer = writer
         self.access_log = access_log
@@ -210,15 +214,20 @@ class _App:
             # The raw path: a task name may hold an escaped "/" (resolve unquotes the params).
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
             route, params = resolve(method, raw_path.decode("latin-1"))
+            principal = None
             if not route.public:
-                check_key(headers.get("x-api-key"), self.api_key)
+                principal = authorize(route, headers.get("x-api-key"), self.auth)
             body = await self._read_body(receive, headers) if has_body else b""
             body_read = True
             query = parse_query(scope["query_string"].decode("latin-1"))
-            request = ApiRequest(params, query, body, headers)
+            request = ApiRequest(params, query, body, headers, principal)
         except ApiError as exc:
             # An answer given before the body was read leaves it on the wire: close.
             await self._answer(scope, send, error_response(exc), close=exc.close or not body_read)
+            return
+        except Exception as exc:  # the key lookup failed (the database): 500, logged
+            await self._answer(scope, send, error_response(exc, method, scope["path"]),
+                               close=True)
             return
         if route.operation in _INLINE_OPERATIONS:
             response = self.api.call(route, request)
@@ -331,8 +340,9 @@ class LocalServer:
         host: interface to bind; loopback by default. A non-loopback address needs a key
             other than `DEV_API_KEY` (`start` raises `PermissionError` otherwise).
         port: TCP port; ``0`` picks a free one (see `base_url` after `start`).
-        api_key: the key clients must send as ``X-API-Key``. ``None`` reads
-            ``KAIZEN_API_KEY``, else uses `DEV_API_KEY`.
+        api_key: the server's own (bootstrap) key, admin: it may do everything, including
+            creating scoped keys (``POST /api/v1/keys``). ``None`` reads ``KAIZEN_API_KEY``,
+            else uses `DEV_API_KEY`.
         job_step_delay: seconds each optimization job pauses after a progress step (default 0;
             useful only to watch progress in a demo).
         optimizer: ``"local"`` (deterministic, no LLM) or ``"dspy"``; ``None`` reads

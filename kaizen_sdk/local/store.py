@@ -27,10 +27,14 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from kaizen_sdk.local import rollouts, task_settings
+from kaizen_sdk._template import MAX_PLACEHOLDERS, count_placeholders
+from kaizen_sdk.local import keys, rollouts, task_settings
 from kaizen_sdk.local.optimizer import Example
 from kaizen_sdk.models import (
     MAX_PROMPT_CHARS,
+    ApiKey,
+    ApiKeyCreated,
+    AuditEntry,
     FeedbackRequest,
     FeedbackResult,
     Job,
@@ -60,12 +64,13 @@ __all__ = [
     "Page",
     "Store",
     "StoreError",
+    "StoreFull",
     "utcnow",
 ]
 
 logger = logging.getLogger("kaizen_sdk.local.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
 
 AUTO_TASK_THRESHOLD = 50
@@ -250,6 +255,21 @@ class Invalid(StoreError):
     another task); ``str()`` names the field. Answered with 422."""
 
 
+class StoreFull(StoreError):
+    """The database or its disk is full (SQLite ``SQLITE_FULL``): nothing of the write was
+    kept; reads still work. Answered with 507."""
+
+
+_SQLITE_FULL = 13  # SQLite's result code "database or disk is full"
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_FULL)
+    return "database or disk is full" in str(exc)
+
+
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(timezone.utc)
@@ -281,6 +301,12 @@ def _check_prompt_text(text: str) -> None:
     if len(text) > MAX_PROMPT_CHARS:
         raise Invalid(
             f"`prompt_text` has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed"
+        )
+    placeholders = count_placeholders(text)
+    if placeholders > MAX_PLACEHOLDERS:
+        raise Invalid(
+            f"`prompt_text` has {placeholders} placeholders; at most {MAX_PLACEHOLDERS} are"
+            " allowed"
         )
 
 
@@ -372,10 +398,19 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may have rolled back already (a full disk does); a failed COMMIT
+                # leaves the transaction open. Either way nothing of it is kept.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
+                    raise StoreFull(
+                        "the server's database is full (SQLite: database or disk is full);"
+                        " this write was not stored. Free disk space on the server; reads"
+                        " still work."
+                    ) from None
                 raise
-            conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._write() as conn:
@@ -453,6 +488,7 @@ class Store:
                 req.prompt_path, req.prompt_format, _ts(),
             ),
         )
+        self._audit(conn, "task.created", task_id=task_id, target=req.name)
         return task_id
 
     def _task(self, conn: sqlite3.Connection, row: sqlite3.Row) -> Task:
@@ -519,6 +555,8 @@ class Store:
                         row["id"],
                     ),
                 )
+                self._audit(conn, "task.updated", task_id=row["id"], target=row["name"],
+                            detail=", ".join(sorted(values)))
             return self._task(conn, self._require_task(conn, row["id"]))
 
     def get_task(self, ref: str) -> Task:
@@ -591,6 +629,8 @@ class Store:
             (prompt_id, task_id, row["n"] + 1, text, eval_score, status, optimizer,
              dspy_version, _ts()),
         )
+        self._audit(conn, "version.created", task_id=task_id, target=prompt_id,
+                    detail=f"v{row['n'] + 1} {status} ({optimizer})")
         return prompt_id
 
     def create_version(self, ref: str, prompt_text: str, *, activate: bool) -> Prompt:
@@ -612,6 +652,8 @@ class Store:
                 optimizer="manual",
             )
             row = conn.execute("SELECT * FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+            if activate:
+                self._activated(conn, task, row)
             return self._prompt(row)
 
     def active_prompt(self, ref: str) -> Prompt:
@@ -659,7 +701,36 @@ class Store:
             )
             conn.execute("UPDATE prompts SET status = 'active' WHERE id = ?", (row["id"],))
             updated = conn.execute("SELECT * FROM prompts WHERE id = ?", (row["id"],)).fetchone()
+            self._activated(conn, task, updated)
             return self._prompt(updated)
+
+    def _activated(self, conn: sqlite3.Connection, task: sqlite3.Row, version: sqlite3.Row) -> None:
+        """A version was activated by hand: audit it, and end the task's running rollout
+        (``overridden``) in the same transaction, so no later decision or stop overrides the
+        person who activated it."""
+        self._audit(conn, "version.activated", task_id=task["id"], target=version["id"],
+                    detail=f"v{version['version_number']}")
+        rollout = self._running_rollout(conn, task["id"])
+        if rollout is not None:
+            self._override_rollout(conn, rollout, version)
+
+    def _override_rollout(
+        self, conn: sqlite3.Connection, rollout: sqlite3.Row, version: sqlite3.Row
+    ) -> None:
+        """End *rollout* as ``overridden``: *version* was activated by hand while it ran."""
+        reason = (f"v{version['version_number']} was activated by hand"
+                  f" (by {self._actor()[0]}) while the rollout ran")
+        conn.execute(
+            "UPDATE rollouts SET state = 'overridden', reason = ?, ended_at = ?,"
+            " end_trace_seq = ?, end_feedback_seq = ? WHERE id = ?",
+            (reason, _ts(), self._max_seq(conn, "traces"), self._max_seq(conn, "feedback"),
+             rollout["id"]),
+        )
+        share = self._rollout_config(rollout).ramp[rollout["step"]]
+        self._rollout_event(conn, rollout["id"], "overridden", share, reason,
+                            {"share": share, "activated_version_id": version["id"]})
+        self._audit(conn, "rollout.overridden", task_id=rollout["task_id"],
+                    target=rollout["id"], detail=reason)
 
     # --- feedback --------------------------------------------------------------------
 
@@ -1129,6 +1200,8 @@ class Store:
             " created_at) VALUES (?,?,?,?,?,?,?)",
             (job_id, task["id"], "PENDING", triggered_by, task["feedback_count"], "queued", now),
         )
+        self._audit(conn, "job.started", task_id=task["id"], target=job_id,
+                    detail=f"triggered by {triggered_by}")
         conn.execute(
             "UPDATE tasks SET feedback_since_optimization = 0, scored_since_job = 0,"
             " last_optimization = ? WHERE id = ?",
@@ -1459,7 +1532,7 @@ class Store:
 
     def _end_rollout(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, action: str, reason: str,
-        stats: dict[str, Any],
+        stats: dict[str, Any], *, by_request: bool = False,
     ) -> None:
         candidate = rollout["candidate_version_id"]
         if action == "promote":
@@ -1481,6 +1554,11 @@ class Store:
         )
         share = stats.get("share", 0.0)
         self._rollout_event(conn, rollout["id"], event, share, reason, stats)
+        self._audit(
+            conn, "rollout.stopped" if by_request else "rollout.decided",
+            task_id=rollout["task_id"], target=rollout["id"], detail=f"{state}: {reason}",
+            actor=None if by_request else (keys.SYSTEM_NAME, None),
+        )
 
     def _rollout(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> Rollout:
         config = self._rollout_config(rollout)
@@ -1602,35 +1680,69 @@ class Store:
             self._rollout_event(conn, rollout_id, "started", ramp[0],
                                 f"candidate v{cand['version_number']} at {ramp[0]:.0%}",
                                 {"ramp": ramp, "min_samples": req.min_samples})
+            self._audit(conn, "rollout.started", task_id=task["id"], target=rollout_id,
+                        detail=f"candidate v{cand['version_number']}, ramp {ramp}")
             row = conn.execute("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
             return self._rollout(conn, row)
 
     def get_rollout(self, ref: str) -> Rollout:
-        """Return the task's latest rollout, evaluating it first while it runs."""
-        with self._write() as conn:
-            task = self._require_task(conn, ref)
-            row = self._running_rollout(conn, task["id"])
-            if row is not None:
-                self._evaluate_rollout(conn, row)
-            row = self._rollout_row(conn, task["id"])
-            if row is None:
-                raise NotFound(f"task {task['name']!r} has no rollout")
-            return self._rollout(conn, row)
+        """Return the task's latest rollout, evaluating it first while it runs.
+
+        With the database full, the rollout is returned as stored (not evaluated).
+        """
+        try:
+            with self._write() as conn:
+                return self._latest_rollout(conn, ref, evaluate=True)
+        except StoreFull:
+            return self._latest_rollout(self._conn(), ref, evaluate=False)
+
+    def _latest_rollout(self, conn: sqlite3.Connection, ref: str, *, evaluate: bool) -> Rollout:
+        task = self._require_task(conn, ref)
+        row = self._running_rollout(conn, task["id"])
+        if row is not None and evaluate:
+            self._evaluate_rollout(conn, row)
+        row = self._rollout_row(conn, task["id"])
+        if row is None:
+            raise NotFound(f"task {task['name']!r} has no rollout")
+        return self._rollout(conn, row)
 
     def stop_rollout(self, ref: str, action: str) -> Rollout:
-        """End the running rollout by *action* (``promote`` or ``rollback``); `Conflict` if none."""
+        """End the running rollout by *action* (``promote`` or ``rollback``); `Conflict` if none.
+
+        A rollout whose task had a version activated by hand (by a server that did not end
+        it then) ends ``overridden`` instead, and the stop is answered with `Conflict`: the
+        person who activated wins, and no rollback leaves the candidate active.
+        """
+        overridden = ""
         with self._write() as conn:
             task = self._require_task(conn, ref)
             row = self._running_rollout(conn, task["id"])
             if row is None:
-                raise Conflict(f"no rollout is running for task {task['name']!r}")
-            current = self._rollout(conn, row)
-            stats = {"share": current.share, "active": {"n": current.active.n,
-                     "mean": current.active.mean}, "candidate": {"n": current.candidate.n,
-                     "mean": current.candidate.mean}, "p_value": current.difference.p_value}
-            self._end_rollout(conn, row, action, f"stopped by request ({action})", stats)
-            return self._rollout(conn, conn.execute(
-                "SELECT * FROM rollouts WHERE id = ?", (row["id"],)).fetchone())
+                last = self._rollout_row(conn, task["id"])
+                ended = "" if last is None else (
+                    f": the last one ended {last['state']} ({last['reason']})")
+                raise Conflict(f"no rollout is running for task {task['name']!r}{ended}")
+            version = None
+            if self._activated_by_hand(conn, row) is not None:
+                version = conn.execute(
+                    "SELECT * FROM prompts WHERE task_id = ? AND status = 'active'",
+                    (task["id"],),
+                ).fetchone()
+            if version is not None:
+                self._override_rollout(conn, row, version)
+                overridden = (f"no rollout is running for task {task['name']!r}: v"
+                              f"{version['version_number']} was activated by hand, which ended"
+                              " it")
+            else:
+                current = self._rollout(conn, row)
+                stats = {"share": current.share, "active": {"n": current.active.n,
+                         "mean": current.active.mean}, "candidate": {"n": current.candidate.n,
+                         "mean": current.candidate.mean}, "p_value": current.difference.p_value}
+                self._end_rollout(conn, row, action, f"stopped by request ({action})", stats,
+                                  by_request=True)
+                return self._rollout(conn, conn.execute(
+                    "SELECT * FROM rollouts WHERE id = ?", (row["id"],)).fetchone())
+        raise Conflict(overridden)  # after the commit: the override is kept
 
     def rollout_serving(self, ref: str) -> RolloutServing | None:
         """What ``GET /prompts/{task}`` carries while a rollout runs (ends an expired one)."""
@@ -1642,7 +1754,8 @@ class Store:
         config = self._rollout_config(row)
         elapsed = (utcnow() - datetime.fromisoformat(row["started_at"])).total_seconds()
         if elapsed >= config.max_duration or self._activated_by_hand(conn, row) is not None:
-            with self._write() as wconn:
+            # a full database: serve what is stored
+            with contextlib.suppress(StoreFull), self._write() as wconn:
                 fresh = self._running_rollout(wconn, task["id"])
                 if fresh is not None:
                     self._evaluate_rollout(wconn, fresh)
@@ -1675,6 +1788,119 @@ class Store:
         except (StoreError, msgspec.ValidationError) as exc:
             logger.warning("automatic rollout after job %s not started: %s", job.id, exc)
             return None
+
+    # --- keys and the audit log -------------------------------------------------------
+    # Who changes state is a per-thread setting (`acting_as`, set by the API around each
+    # operation); every state change writes an audit row in its own transaction. Work the
+    # server does by itself (jobs, automatic rollouts and decisions) is by ``system``.
+
+    @contextlib.contextmanager
+    def acting_as(self, name: str, key_id: str | None = None) -> Iterator[None]:
+        """Attribute the state changes this thread makes meanwhile to key *name*."""
+        previous = getattr(self._local, "actor", None)
+        self._local.actor = (name, key_id)
+        try:
+            yield
+        finally:
+            self._local.actor = previous
+
+    def _actor(self) -> tuple[str, str | None]:
+        actor: tuple[str, str | None] | None = getattr(self._local, "actor", None)
+        return actor or (keys.SYSTEM_NAME, None)
+
+    def _audit(
+        self, conn: sqlite3.Connection, action: str, *, task_id: str | None = None,
+        target: str | None = None, detail: str | None = None,
+        actor: tuple[str, str | None] | None = None,
+    ) -> None:
+        name, key_id = actor or self._actor()
+        conn.execute(
+            "INSERT INTO audit_log (at, actor, key_id, action, task_id, target, detail)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (_ts(), name, key_id, action, task_id, target, detail),
+        )
+
+    @staticmethod
+    def _api_key(row: sqlite3.Row) -> ApiKey:
+        return ApiKey(
+            id=uuid.UUID(row["id"]), name=row["name"], scope=row["scope"],
+            created_at=_dt(row["created_at"]), created_by=row["created_by"],
+            revoked_at=_dt(row["revoked_at"]),
+        )
+
+    def create_key(self, name: str, scope: str) -> ApiKeyCreated:
+        """Create a key; the answer carries its secret, which is stored only hashed.
+
+        Raises `Conflict` when a live key already has *name*.
+        """
+        if not keys.valid_name(name):
+            raise Invalid(f"`name` must be letters, digits or ._@- and start with a letter or"
+                          f" digit, got {name!r}")
+        if name in (keys.BOOTSTRAP_NAME, keys.SYSTEM_NAME):
+            raise Invalid(f"`name` {name!r} is reserved for the audit log")
+        secret = keys.new_secret()
+        key_id = str(uuid.uuid4())
+        with self._write() as conn:
+            if conn.execute(
+                "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)
+            ).fetchone():
+                raise Conflict(f"a key named {name!r} already exists: revoke it first")
+            conn.execute(
+                "INSERT INTO api_keys (id, name, scope, secret_hash, created_at, created_by)"
+                " VALUES (?,?,?,?,?,?)",
+                (key_id, name, scope, keys.hash_secret(secret), _ts(), self._actor()[0]),
+            )
+            self._audit(conn, "key.created", target=key_id, detail=f"{name} ({scope})")
+            row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        key = self._api_key(row)
+        return ApiKeyCreated(**{f: getattr(key, f) for f in key.__struct_fields__},
+                             secret=secret)
+
+    def list_keys(self, limit: int = 1000, *, after: int | None = None) -> Page[ApiKey]:
+        """Return a page of keys (revoked ones too), oldest first; never a secret."""
+        cond, args = _keyset(after, newest_first=False)
+        rows = self._conn().execute(
+            f"SELECT * FROM api_keys {'WHERE ' + cond if cond else ''} ORDER BY seq LIMIT ?",
+            (*args, limit + 1),
+        ).fetchall()
+        return _page(rows, limit, self._api_key)
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke a key (its requests get 401 from now on); revoking again changes nothing."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT * FROM api_keys WHERE id = ?", (_as_uuid(key_id) or key_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"key {key_id!r} not found")
+            if row["revoked_at"] is None:
+                conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (_ts(), row["id"]))
+                self._audit(conn, "key.revoked", target=row["id"],
+                            detail=f"{row['name']} ({row['scope']})")
+                row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (row["id"],)).fetchone()
+            return self._api_key(row)
+
+    def key_for_hash(self, secret_hash: str) -> tuple[str, str, str, str] | None:
+        """``(id, name, scope, secret_hash)`` of the live key with this hash, else ``None``."""
+        row = self._conn().execute(
+            "SELECT id, name, scope, secret_hash FROM api_keys WHERE secret_hash = ?"
+            " AND revoked_at IS NULL",
+            (secret_hash,),
+        ).fetchone()
+        return None if row is None else (row["id"], row["name"], row["scope"], row["secret_hash"])
+
+    @staticmethod
+    def _audit_entry(row: sqlite3.Row) -> AuditEntry:
+        return AuditEntry(
+            id=row["seq"], at=_dt(row["at"]), actor=row["actor"], action=row["action"],
+            task_id=_uuid(row["task_id"]), target=row["target"], detail=row["detail"],
+        )
+
+    def list_audit(
+        self, ref: str | None, limit: int, *, after: int | None = None
+    ) -> Page[AuditEntry]:
+        """Return a page of the audit log, newest first, optionally for one task."""
+        return _page(self._list_rows("audit_log", ref, limit, after), limit, self._audit_entry)
 
 
 _ROLLOUTS_DDL = """
@@ -1741,6 +1967,13 @@ def _migrate_rollouts(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def _migrate_keys(conn: sqlite3.Connection) -> None:
+    """Migration step "keys and audit": scoped keys (hashes only) and the audit log."""
+    for statement in keys.AUDIT_DDL.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:
     row = conn.execute(
         "SELECT version_number FROM prompts WHERE task_id = ? AND prompt_text = ?"
@@ -1757,6 +1990,8 @@ _MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] =
     2: _STEP_FEEDBACK_CRITIQUE,
     3: _migrate_rollouts,
     4: _STEP_TRACE_CONTEXT,
+    5: (),  # another branch's step; the numbers are settled when the branches merge
+    6: _migrate_keys,
 }
 
 class _BatchTasks:

@@ -63,6 +63,10 @@ EXPECTED_ROUTES = {
     ("post", "/api/v1/rollouts/{task_id}"),
     ("get", "/api/v1/rollouts/{task_id}"),
     ("post", "/api/v1/rollouts/{task_id}/stop"),
+    ("post", "/api/v1/keys"),
+    ("get", "/api/v1/keys"),
+    ("delete", "/api/v1/keys/{key_id}"),
+    ("get", "/api/v1/audit"),
 }
 
 

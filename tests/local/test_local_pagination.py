@@ -107,9 +107,9 @@ def test_link_header_only_while_more_remain(
 
 
 @pytest.mark.parametrize("cursor", ["nope", "", "a2Ux", "k1.5", "%%%"])
-def test_bad_cursor_is_422(http: httpx.Client, cursor: str) -> None:
+def test_bad_cursor_is_400(http: httpx.Client, cursor: str) -> None:
     resp = http.get("/api/v1/traces", params={"cursor": cursor})
-    assert resp.status_code == 422, resp.text
+    assert resp.status_code == 400, resp.text
     assert "cursor" in resp.json()["detail"]
 
 

@@ -510,7 +510,7 @@ def test_activating_by_hand_ends_the_rollout(
     prompt = client.get(f"/api/v1/prompts/{task_name}").json()
     assert (prompt["id"], prompt.get("rollout")) == (target, None)
     state = rollout(client, task_name)
-    expected = ("promoted", "the candidate was activated by hand") if which == "candidate" \
-        else ("rolled_back", "another version was activated by hand")
-    assert (state["state"], state["reason"]) == expected
-    assert [e["event"] for e in state["audit"]][-1] == expected[0]
+    number = 2 if which == "candidate" else 3
+    reason = f"v{number} was activated by hand (by bootstrap) while the rollout ran"
+    assert (state["state"], state["reason"]) == ("overridden", reason)
+    assert [e["event"] for e in state["audit"]][-1] == "overridden"
