@@ -2,7 +2,8 @@
 
 pip has no "lowest versions" resolution, so ``make floor`` installs the core dependencies
 with these lines as constraints. A dependency without a ``>=`` floor is an error: every
-core dependency must declare the lowest version it is tested with. The test extra's
+core dependency must declare the lowest version it is tested with; a floor that differs
+by Python version (``python_version`` markers) is taken for the running Python. The test extra's
 ``openai`` is pinned to its floor too (the smoke test instruments it; newer openai releases
 need a newer httpx than the core floor).
 
@@ -11,35 +12,39 @@ Usage: ``python .ci/floor_constraints.py [pyproject.toml]``
 
 from __future__ import annotations
 
-import re
 import sys
 
 try:
     import tomllib
 except ImportError:  # Python 3.10: the copy pip carries (every venv has pip)
     from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # a fresh venv: the copy pip carries
+    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
 
 __all__ = ["floors", "main"]
 
 _FROM_TEST_EXTRA = ("openai",)
-_NOT_NAME = re.compile(r"[\s<>=!~\[;].*$")  # what follows a requirement's name
-_FLOOR = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*>=\s*([^,;\s]+)\s*(?:,[^;]*)?$")
 
 
 def floors(pyproject: str) -> list[tuple[str, str]]:
-    """``(name, lowest version)`` of each core dependency of *pyproject* (and openai)."""
+    """``(name, lowest version)`` of each core dependency of *pyproject* (and openai) that
+    applies to the running Python (a floor may differ by ``python_version`` marker)."""
     with open(pyproject, "rb") as fh:
         project = tomllib.load(fh)["project"]
-    test_extra = project["optional-dependencies"]["test"]
-    dependencies = list(project["dependencies"]) + [
-        spec for spec in test_extra if re.sub(_NOT_NAME, "", spec) in _FROM_TEST_EXTRA
+    requirements = [Requirement(spec) for spec in project["dependencies"]] + [
+        req for req in map(Requirement, project["optional-dependencies"]["test"])
+        if req.name in _FROM_TEST_EXTRA
     ]
     found = []
-    for spec in dependencies:
-        match = _FLOOR.match(spec.strip())
-        if match is None:
-            raise ValueError(f"{spec!r}: a core dependency needs a '>=' floor")
-        found.append((match.group(1), match.group(2)))
+    for req in requirements:
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        lowest = [s.version for s in req.specifier if s.operator == ">="]
+        if len(lowest) != 1:
+            raise ValueError(f"{str(req)!r}: a core dependency needs one '>=' floor")
+        found.append((req.name, lowest[0]))
     return found
 
 
