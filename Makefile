@@ -7,8 +7,10 @@ DEMO_STAMP  := $(VENV)/.installed-server
 BENCH_VENV  ?= .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-bench
 DOCS_STAMP  := $(VENV)/.installed-docs
+FLOOR_VENV  := .venv-floor
+FLOOR_STAMP := $(FLOOR_VENV)/.installed-floor
 
-.PHONY: demo test lint typecheck pytest bench docs clean
+.PHONY: demo test floor lint typecheck pytest bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +39,23 @@ typecheck: $(TEST_STAMP)
 pytest: $(TEST_STAMP)
 	$(BIN)/pytest -n auto
 
-test: lint typecheck pytest
+test: floor lint typecheck pytest
+
+# The core dependencies at the lowest versions pyproject.toml allows (pip has no "lowest"
+# resolution: .ci/floor_constraints.py turns each `name>=floor` into `name==floor`), in a
+# virtualenv of their own, with the server extra and openai at the test extra's floor; then
+# a smoke test (.ci/floor_smoke.py). Rebuilt from scratch whenever pyproject.toml changes.
+$(FLOOR_STAMP): pyproject.toml .ci/floor_constraints.py
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python .ci/floor_constraints.py pyproject.toml > $(FLOOR_VENV)/constraints.txt
+	$(FLOOR_VENV)/bin/python -m pip install -q -c $(FLOOR_VENV)/constraints.txt \
+		-r $(FLOOR_VENV)/constraints.txt -e '.[server]'
+	$(FLOOR_VENV)/bin/python -m pip check
+	touch $@
+
+floor: $(FLOOR_STAMP)
+	$(FLOOR_VENV)/bin/python .ci/floor_smoke.py $(FLOOR_VENV)/constraints.txt
 
 # The peers (langfuse, langsmith, other instrumentors) go into their own virtualenv, so they
 # never change what `make test` runs against. BENCH_ARGS=--quick for a smoke run.
@@ -60,4 +78,4 @@ docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build dist site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(FLOOR_VENV) build dist site .pytest_cache .mypy_cache .ruff_cache

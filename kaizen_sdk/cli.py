@@ -418,6 +418,19 @@ def _limit(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``--port``: 0 (a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"a TCP port is 0 to 65535 (0 for a free one), got {text}"
+        )
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -458,7 +471,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000,
+    parser.add_argument("--port", type=_port, default=8000,
                         help="TCP port, 0 for a free one (default: %(default)s)")
     parser.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH",
                         help="SQLite database file (default: %(default)s)")
@@ -887,18 +900,20 @@ def _optimize(client: CTClient, args: argparse.Namespace) -> int:
         _emit(args, result, _optimize_detail)
         return EXIT_OK
     if not args.json:
-        _write(_optimize_detail(result))
+        # the job's status is the progress line's, redrawn in place while it changes: a
+        # status here would stay on screen, stale, above it
+        _write(_optimize_detail(result, status=False))
         _write("")
     sys.stdout.flush()
     job = _wait(client, result.job, args)
     return _finish(client, args, job, msgspec.structs.replace(result, job=job))
 
 
-def _optimize_detail(result: Any) -> str:
+def _optimize_detail(result: Any, *, status: bool = True) -> str:
     cost = result.cost_estimate
     pairs: list[tuple[str, Any]] = [
         ("job", result.job.id),
-        ("status", result.job.status),
+        *([("status", result.job.status)] if status else []),
         ("estimated cost", f"${cost.estimated_cost_usd:.4f}"),
         ("estimated LLM calls", cost.estimated_llm_calls),
         ("train / val size", f"{cost.train_size} / {cost.val_size}"),
@@ -1532,8 +1547,8 @@ def _fmt_num(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _rollout_line(rollout: Any) -> str:
-    """One line with the state and the live figures of a rollout."""
+def _rollout_parts(rollout: Any) -> list[str]:
+    """The state and the live figures of a rollout, the parts of its ``--watch`` line."""
     a, c, d = rollout.active, rollout.candidate, rollout.difference
     parts = [
         f"rollout {rollout.state}",
@@ -1547,7 +1562,56 @@ def _rollout_line(rollout: Any) -> str:
         parts.append("guards breached: " + ", ".join(rollout.guards.breached))
     if rollout.recommendation:
         parts.append(f"recommends {rollout.recommendation}")
-    return "  ".join(parts)
+    return parts
+
+
+def _fit_parts(parts: Sequence[str], width: int) -> list[str]:
+    """Join *parts* two spaces apart into lines of at most *width* characters; a part longer
+    than a line is cut (ending in an ellipsis)."""
+    lines: list[str] = []
+    for part in parts:
+        part = _clip(part, width)
+        if lines and len(lines[-1]) + _GAP + len(part) <= width:
+            lines[-1] += " " * _GAP + part
+        else:
+            lines.append(part)
+    return lines
+
+
+class _LiveFrame:
+    """A status of a few lines on *stream*, shown as a terminal user expects.
+
+    On a terminal each `draw` replaces the previous frame: the cursor goes back up to its first
+    line and the screen is cleared from there, and the lines are fitted to the terminal's width
+    first (a wrapped line would leave rows that no redraw reaches). Elsewhere (a pipe, a log)
+    each frame is one plain line, appended.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._height = 0  # lines of the frame on screen; the cursor is at the end of its last
+
+    def draw(self, parts: Sequence[str]) -> None:
+        """Show *parts* as the current frame."""
+        if not self._tty:
+            self._stream.write((" " * _GAP).join(parts) + "\n")
+        else:
+            import shutil
+
+            width = max(shutil.get_terminal_size().columns - 1, 20)  # never the last column
+            lines = _fit_parts(parts, width)
+            up = f"\x1b[{self._height - 1}A" if self._height > 1 else ""
+            self._stream.write("\r" + up + "\x1b[J" + "\n".join(lines))
+            self._height = len(lines)
+        self._stream.flush()
+
+    def end(self) -> None:
+        """End the frame's last line, so what follows starts below it (the frame stays)."""
+        if self._height:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._height = 0
 
 
 def _version_numbers(client: CTClient, task: str) -> dict[str, int]:
@@ -1621,27 +1685,24 @@ def _rollout_status(client: CTClient, args: argparse.Namespace) -> int:
     if not args.watch:
         _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
         return EXIT_OK
-    tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    frame = _LiveFrame(sys.stderr)
     deadline = time.monotonic() + args.timeout
     seen = None
     while True:
-        line = _rollout_line(rollout)
-        if line != seen:
-            sys.stderr.write(("\r\x1b[K" + line) if tty else line + "\n")
-            sys.stderr.flush()
-            seen = line
+        parts = _rollout_parts(rollout)
+        if parts != seen:
+            frame.draw(parts)
+            seen = parts
         if not rollout.is_running:
             break
         if time.monotonic() >= deadline:
-            if tty:
-                sys.stderr.write("\n")
+            frame.end()
             raise CLIError(
                 f"rollout {rollout.id} still running after {args.timeout:g} s", EXIT_FAILURE
             )
         time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
         rollout = client.get_rollout(args.task)
-    if tty:
-        sys.stderr.write("\n")
+    frame.end()
     _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
     return EXIT_OK
 

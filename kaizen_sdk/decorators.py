@@ -937,7 +937,15 @@ def _joined(chunks: list[Any]) -> Any:
     return chunks
 
 
-class _TaskWrapper(wrapt.FunctionWrapper[..., Any]):
+if TYPE_CHECKING:
+    _FunctionWrapper = wrapt.FunctionWrapper[..., Any]
+    _BoundFunctionWrapper = wrapt.BoundFunctionWrapper[..., Any]
+else:  # before wrapt 2.2 the classes are not subscriptable at run time
+    _FunctionWrapper = wrapt.FunctionWrapper
+    _BoundFunctionWrapper = wrapt.BoundFunctionWrapper
+
+
+class _TaskWrapper(_FunctionWrapper):
     """The decorated function: behaves like the original, plus ``.call()``."""
 
     _self_call_wrapper: Callable[..., Any]
@@ -948,7 +956,7 @@ class _TaskWrapper(wrapt.FunctionWrapper[..., Any]):
         return self._self_call_wrapper(self.__wrapped__, None, args, kwargs)
 
 
-class _BoundTaskWrapper(wrapt.BoundFunctionWrapper[..., Any]):
+class _BoundTaskWrapper(_BoundFunctionWrapper):
     """`_TaskWrapper` bound to an instance or class."""
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
