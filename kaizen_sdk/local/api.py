@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 import msgspec
 
 from kaizen_sdk._version import __version__
+from kaizen_sdk.local import approval
 from kaizen_sdk.local.dspy_optimizer import STRATEGIES
 from kaizen_sdk.local.jobs import JobWorker
 from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Page, Store
@@ -420,6 +421,9 @@ class Api:
         req: RolloutStopRequest = decode(r.body, RolloutStopRequest)
         return ApiResponse(200, self.store.stop_rollout(r.params["task_id"], req.action))
 
+    def approve_rollout(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(201, approval.approve(self.store, r.params["task_id"]))
+
     def call(self, route: Route, request: ApiRequest) -> ApiResponse:
         """Run *route*'s operation; every failure becomes its JSON error answer."""
         try:
@@ -605,6 +609,14 @@ ROUTES: tuple[Route, ...] = (
         200,
         Rollout,
         RolloutStopRequest,
+    ),
+    Route(
+        "POST",
+        "/api/v1/rollouts/{task_id}/approve",
+        "approve_rollout",
+        "Approve and start the automatic rollout that waits for a human (optimizer candidate)",
+        201,
+        Rollout,
     ),
 )
 

@@ -342,6 +342,8 @@ class LocalServer:
         llm_prices: ``{model: (usd_per_1m_input, usd_per_1m_output)}`` price overrides.
         access_log: log one Common Log Format line per request to the
             ``kaizen_sdk.local.access`` logger (default off).
+        job_timeout: seconds one optimization job may run before it ends FAILURE; ``None``
+            reads ``KAIZEN_JOB_TIMEOUT``, else 1800.
     """
 
     def __init__(
@@ -357,6 +359,7 @@ class LocalServer:
         llm_api_key: str | None = None,
         llm_prices: Mapping[str, tuple[float, float]] | None = None,
         access_log: bool = False,
+        job_timeout: float | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -370,7 +373,8 @@ class LocalServer:
         self.access_log = access_log
         self._job_step_delay = job_step_delay
         self._optimizer = OptimizerSettings.resolve(
-            optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices
+            optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices,
+            job_timeout=job_timeout,
         )
         self._temp_dir: str | None = None
         self._store: Store | None = None
