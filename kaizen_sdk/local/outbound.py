@@ -277,6 +277,11 @@ class Outbound:
             raise OutboundCancelled("cancelled: the local server is stopping")
         if end - time.monotonic() <= 0:
             raise DeadlineExceeded("no time left for the call")
+        parsed = httpx.URL(url)
+        if parsed.userinfo:
+            # As httpx would (Basic auth from the user-info), but the URL it logs has none.
+            kwargs.setdefault("auth", httpx.BasicAuth(parsed.username, parsed.password))
+            url = str(parsed.copy_with(username=None, password=None))
         _current.deadline = end
         try:
             with self._stream(method, url, **kwargs) as resp:

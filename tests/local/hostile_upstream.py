@@ -67,7 +67,7 @@ class HostileUpstream:
         while not self._stop.is_set():
             try:
                 conn, _ = self._listener.accept()
-            except (socket.timeout, OSError):
+            except OSError:  # a timeout too
                 continue
             with self._lock:
                 self._conns.append(conn)

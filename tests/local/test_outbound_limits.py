@@ -124,7 +124,7 @@ def test_llm_chat_stops_at_the_job_deadline_naming_it(silent: HostileUpstream) -
     llm = LLMClient(silent.url + "/v1", None, prices=PriceTable(), timeout=60.0,
                     job_deadline=time.monotonic() + 0.5, job_limit_hint="the limit of 0.5 s")
     started = time.monotonic()
-    with pytest.raises(JobTimeout, match="the job ran past the limit of 0.5 s"):
+    with pytest.raises(JobTimeout, match=r"the job ran past the limit of 0\.5 s"):
         llm.chat("m", [{"role": "user", "content": "hi"}], purpose="teacher")
     assert time.monotonic() - started < 3.0
     with pytest.raises(JobTimeout):  # no call after the deadline
