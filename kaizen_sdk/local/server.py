@@ -9,8 +9,11 @@ operations in a bounded thread pool so the event loop keeps serving other connec
 
 Hostile clients are bounded here: a connection that has not sent a complete request head
 within `HEADER_TIMEOUT` seconds (or sends more than `MAX_HEAD_BYTES` of it) is closed; an
-idle keep-alive connection is closed after `IDLE_TIMEOUT`; at most `MAX_CONNECTIONS`
-connections are served at once (more get 503).
+idle keep-alive connection is closed after `IDLE_TIMEOUT`. Connections that have said nothing
+cost nothing (`kaizen_sdk.local.connections`): past `MAX_CONNECTIONS` open connections (or
+`MAX_CONNECTIONS_PER_CLIENT` from one address) the oldest *waiting* connection (no request
+head yet, or idle) is closed; only requests being served count toward `MAX_REQUESTS` (more get
+503), so a flood of head-less sockets does not refuse keyed requests.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +32,14 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
+
+try:
+    import fcntl
+    import termios
+
+    _FIONREAD: int | None = termios.FIONREAD
+except ImportError:  # pragma: no cover - Windows
+    _FIONREAD = None
 
 try:
     import uvicorn
@@ -51,6 +63,12 @@ from kaizen_sdk.local.api import (
     parse_query,
     resolve,
 )
+from kaizen_sdk.local.connections import (
+    MAX_CONNECTIONS_PER_CLIENT,
+    MAX_OPEN_CONNECTIONS,
+    MAX_REQUESTS,
+    ConnectionBook,
+)
 from kaizen_sdk.local.jobs import JobWorker, OptimizerSettings
 from kaizen_sdk.local.store import Store
 from kaizen_sdk.models import ErrorBody, encode
@@ -62,7 +80,9 @@ __all__ = [
     "IDLE_TIMEOUT",
     "MAX_BODY_BYTES",
     "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CLIENT",
     "MAX_HEAD_BYTES",
+    "MAX_REQUESTS",
     "WORKER_THREADS",
     "LocalServer",
     "is_loopback",
@@ -86,8 +106,8 @@ BODY_TIMEOUT = 30.0
 MAX_HEAD_BYTES = 64 * 1024
 """Largest request head (request line and headers) accepted before the connection closes."""
 
-MAX_CONNECTIONS = 4096
-"""Connections served at once; a request on a connection past this gets 503."""
+MAX_CONNECTIONS = MAX_OPEN_CONNECTIONS
+"""Connections kept open; past it the oldest waiting (head-less or idle) one is closed."""
 
 WORKER_THREADS = 16
 """Threads that run reads (lists); writes run on one more thread. Each keeps a connection."""
@@ -157,6 +177,35 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().connection_made(_CoalescingTransport(transport, self.loop))
         self._head_bytes = 0
         self.waiting_since: float | None = self.loop.time()
+        self._fd = sock.fileno() if sock is not None else -1
+        peer = transport.get_extra_info("peername")
+        self._book().opened(self, str(peer[0]) if isinstance(peer, tuple) and peer else "-")
+
+    def _book(self) -> ConnectionBook:
+        book: ConnectionBook = self.server_state.kaizen_book
+        return book
+
+    def has_unread_data(self) -> bool:
+        """True when the socket holds bytes not read yet (FIONREAD; False where unknown)."""
+        fd = self._fd
+        if fd < 0 or _FIONREAD is None:
+            return False
+        buf = bytearray(4)
+        try:
+            fcntl.ioctl(fd, _FIONREAD, buf)
+        except OSError:
+            return False
+        return int.from_bytes(buf, sys.byteorder) > 0
+
+    def close_waiting(self) -> None:
+        """Close this connection, which is waiting for a request head (the book's choice)."""
+        self.waiting_since = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._book().closed(self)
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         before = self.cycle
@@ -168,11 +217,13 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         else:
             self._head_bytes = 0
             self.waiting_since = None
+            self._book().busy(self)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._head_bytes = 0
         self.waiting_since = self.loop.time()
+        self._book().idle(self)
 
     def send_400_response(self, msg: str) -> None:
         """Answer a request uvicorn cannot parse with a JSON 400, then close."""
@@ -192,7 +243,9 @@ class _App:
     def __init__(
         self, api: Api, api_key: str, readers: concurrent.futures.Executor,
         writer: concurrent.futures.Executor, access_log: bool,
+        book: ConnectionBook | None = None,
     ) -> None:
+        self.book = book if book is not None else ConnectionBook()
         self.api = api
         self.api_key = api_key
         self.readers = readers
@@ -202,6 +255,18 @@ class _App:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if not self.book.start_request():
+            busy = ApiError(HTTPStatus.SERVICE_UNAVAILABLE,
+                            f"The server is serving {MAX_REQUESTS} requests; retry shortly.",
+                            close=True)
+            await self._answer(scope, send, error_response(busy), close=True)
+            return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.book.end_request()
+
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
         method: str = scope["method"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
@@ -464,15 +529,21 @@ class LocalServer:
         # page cache whenever another connection wrote, so rotating writers start cold.
         writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kaizen-local-write")
         self._pools = [readers, writer]
-        app = _App(Api(store, self._worker), self._api_key, readers, writer, self.access_log)
+        book = ConnectionBook(max_connections=MAX_CONNECTIONS,
+                              max_per_client=MAX_CONNECTIONS_PER_CLIENT, max_requests=MAX_REQUESTS)
+        app = _App(Api(store, self._worker), self._api_key, readers, writer, self.access_log,
+                   book)
         config = uvicorn.Config(
             app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
             server_header=False, date_header=False, proxy_headers=False,
             timeout_keep_alive=IDLE_TIMEOUT,
-            limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=int(_STOP_TIMEOUT),
+            # The ConnectionBook caps connections and requests: uvicorn's cap counts the
+            # connections that have sent nothing.
+            limit_concurrency=None, timeout_graceful_shutdown=int(_STOP_TIMEOUT),
             backlog=2048,
         )
         self._uvicorn = server = uvicorn.Server(config)
+        server.server_state.kaizen_book = book  # type: ignore[attr-defined]
         host, port = self._bound or ("127.0.0.1", 0)
         shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         self._base_url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
