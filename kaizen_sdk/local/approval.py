@@ -1,12 +1,13 @@
 """The human step between an optimizer candidate and the served prompt.
 
 A task whose ``evaluator_config["auto_rollout"]`` asks for a rollout after each successful job
-does not get one unattended any more: `after_job` records in the job's metadata that the
-rollout waits for approval (``job_metadata["rollout"] = {"state": "awaiting_approval", ...}``)
-and `approve` (``POST /api/v1/rollouts/{task_id}/approve``, ``kaizen rollout approve TASK``)
-starts it. A task may opt into unattended rollouts with
-``evaluator_config["unattended_rollouts"] = true``; even then a candidate that the injection
-rules flagged (``job_metadata["flags"]``, see `kaizen_sdk.local.injection`) waits for a human.
+does not get one unattended any more: `decide` records in the job's metadata, written with the
+job's result, that the rollout waits for approval
+(``job_metadata["rollout"] = {"state": "awaiting_approval", "reason": ...}``), and `approve`
+(``POST /api/v1/rollouts/{task_id}/approve``, ``kaizen rollout approve TASK``) starts it. A
+task may opt into unattended rollouts with ``evaluator_config["unattended_rollouts"] = true``;
+even then a candidate that the injection rules flagged (``job_metadata["flags"]``, see
+`kaizen_sdk.local.injection`) waits for a human.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from typing import Any
 
 import msgspec
 
-from kaizen_sdk.local.store import Conflict, Store, StoreError, utcnow
-from kaizen_sdk.models import Job, Rollout, RolloutRequest
+from kaizen_sdk.local.store import Conflict, Store, utcnow
+from kaizen_sdk.models import Job, Rollout, RolloutRequest, Task
 
-__all__ = ["AWAITING", "UNATTENDED_SETTING", "after_job", "approve", "pending_job"]
+__all__ = [
+    "AWAITING",
+    "UNATTENDED",
+    "UNATTENDED_SETTING",
+    "after_job",
+    "approve",
+    "decide",
+    "pending_job",
+]
 
 logger = logging.getLogger("kaizen_sdk.local.approval")
 
@@ -29,6 +38,9 @@ UNATTENDED_SETTING = "unattended_rollouts"
 AWAITING = "awaiting_approval"
 """``job_metadata["rollout"]["state"]`` of a candidate whose rollout waits for approval."""
 
+UNATTENDED = "unattended"
+"""``job_metadata["rollout"]["state"]`` of a candidate rolled out without approval."""
+
 _SCAN_JOBS = 50
 
 
@@ -37,28 +49,35 @@ def _auto_config(store: Store, task_id: str) -> tuple[Any, bool]:
     return config.get("auto_rollout"), config.get(UNATTENDED_SETTING) is True
 
 
-def after_job(store: Store, job: Job) -> Rollout | None:
-    """Start the task's automatic rollout of *job*'s candidate, or record that it waits.
+def decide(task: Task, flags: list[str]) -> dict[str, Any] | None:
+    """The job's ``job_metadata["rollout"]`` entry, stored with its result.
 
-    Trouble is logged, never raised (the job stays a success).
+    ``None`` when the task asks for no automatic rollout; ``{"state": "unattended"}`` when
+    `after_job` may start it; else ``{"state": "awaiting_approval", "reason": ...}``.
     """
-    if job.task_id is None or job.prompt_version_id is None:
+    config = task.evaluator_config or {}
+    if not config.get("auto_rollout"):
         return None
-    try:
-        config, unattended = _auto_config(store, str(job.task_id))
-        if not config:
-            return None
-        flags = list((job.job_metadata or {}).get("flags") or [])
-        if unattended and not flags:
-            return store.auto_rollout(job)
-        reason = (f"the candidate is flagged ({', '.join(flags)}): a human must approve it"
-                  if flags else f"the task does not set evaluator_config"
-                  f"[{UNATTENDED_SETTING!r}]: a human must approve the rollout")
-        store.merge_job_metadata(str(job.id), {"rollout": {"state": AWAITING,
-                                                           "reason": reason}})
-        logger.info("automatic rollout after job %s waits for approval: %s", job.id, reason)
-    except StoreError as exc:
-        logger.warning("automatic rollout after job %s not started: %s", job.id, exc)
+    if config.get(UNATTENDED_SETTING) is True and not flags:
+        return {"state": UNATTENDED}
+    reason = (f"the candidate is flagged ({', '.join(flags)}): a human must approve it"
+              if flags else f"the task does not set evaluator_config[{UNATTENDED_SETTING!r}]:"
+              " a human must approve the rollout")
+    return {"state": AWAITING, "reason": reason}
+
+
+def after_job(store: Store, job: Job) -> Rollout | None:
+    """Start the automatic rollout of a finished job when `decide` allowed it unattended.
+
+    Trouble is logged by `Store.auto_rollout`, never raised (the job stays a success).
+    """
+    entry = (job.job_metadata or {}).get("rollout")
+    if job.prompt_version_id is None or not isinstance(entry, dict):
+        return None
+    if entry.get("state") == UNATTENDED:
+        return store.auto_rollout(job)
+    logger.info("automatic rollout after job %s waits for approval: %s", job.id,
+                entry.get("reason"))
     return None
 
 
@@ -66,7 +85,8 @@ def pending_job(store: Store, task_ref: str) -> Job | None:
     """The task's newest job whose rollout waits for approval, if any."""
     for job in store.list_jobs(task_ref, _SCAN_JOBS).items:
         rollout = (job.job_metadata or {}).get("rollout")
-        if isinstance(rollout, dict) and rollout.get("state") == AWAITING:
+        if (isinstance(rollout, dict) and rollout.get("state") == AWAITING
+                and job.prompt_version_id is not None):
             return job
     return None
 

@@ -35,7 +35,9 @@ RULES: Mapping[str, re.Pattern[str]] = {
         r"\b(ignore|disregard|forget|override|bypass|skip|drop)\b(\W+\w+){0,4}?\W+"
         r"(previous|prior|above|earlier|preceding|all|any|every|your|the|these|those|other)"
         r"\b(\W+\w+){0,3}?\W+(instructions?|rules?|prompts?|directions?|guidelines?|"
-        r"constraints?|guardrails?|polic(y|ies))\b"),
+        r"constraints?|guardrails?|polic(y|ies))\b|\b(ignore|disregard|forget)\b (what|everything"
+        r"|anything|all) (you were|you've been|you have been|you are|i) (told|given|instructed|"
+        r"said)\b"),
     "new_instructions": re.compile(
         r"\b(new|updated|real|actual|true|secret|hidden|additional) (system )?"
         r"(instructions?|orders|directives?)\b|\bdo not follow (the|your|any)\b|"
@@ -52,7 +54,7 @@ RULES: Mapping[str, re.Pattern[str]] = {
         r"share|e-?mail|forward|post|upload|exfiltrate|dump|list)\b(\W+[\w'-]+){0,8}?\W+"
         r"(api[ _-]?keys?|passwords?|secrets?|(access |auth |bearer )?tokens?|credentials?|"
         r"private keys?|e-?mail address(es)?|(the )?user'?s e-?mails?|ssn|social security|"
-        r"credit card( numbers?)?|env(ironment)? variables?)\b"),
+        r"credit card( numbers?)?|env(ironment)? variables?|login (details|data|info))\b"),
     "role_marker": re.compile(
         r"<\|?/?(system|assistant|user|im_start|im_end|endoftext)\|?>|\[/?inst\]|<</?sys>>|"
         r"(^|[\n\"]) *(system|assistant|developer) *:|###+ *(system|instruction|assistant)\b|"
@@ -67,6 +69,8 @@ RULES: Mapping[str, re.Pattern[str]] = {
 
 _ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060\ufeff]")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SPELLED = re.compile(r"\b\w(?:[-._ ]\w\b){3,}")  # i-g-n-o-r-e, s y s t e m
+_DEMO_LINE = re.compile(r"^(?:Input|Output): (.*)$", re.M)
 
 
 def _unquote(match: re.Match[str]) -> str:
@@ -80,6 +84,7 @@ def _unquote(match: re.Match[str]) -> str:
 def _normalise(text: str) -> str:
     text = _JSON_STRING.sub(_unquote, text)
     text = _ZERO_WIDTH.sub("", text)
+    text = _SPELLED.sub(lambda m: re.sub(r"[-._ ]", "", m.group(0)), text)
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
     return text.casefold()
 
@@ -102,7 +107,11 @@ def flags(candidate: str, base: str | None = None) -> list[str]:
     differ from those of *base* (the prompt the optimizer started from): a human wrote those.
     """
     instructions, examples = _split(candidate)
-    found = [f"examples: {name}" for name in matches(examples)] if examples else []
+    # Only the quoted values: the section's own labels ("Output:") and note are ours.
+    values = [m.group(1) for m in _DEMO_LINE.finditer(examples)]
+    if examples and not values:  # not a section `build_prompt` wrote: check all of it
+        values = [examples]
+    found = sorted({f"examples: {name}" for v in values for name in matches(v)})
     if base is None or instructions.strip() != _split(base)[0].strip():
         found += [f"instructions: {name}" for name in matches(instructions)]
     return found

@@ -386,6 +386,9 @@ class JobWorker:
         if not self._candidate_ok(job_id, result.prompt_text, metadata):
             return
         metadata["flags"] = injection.flags(result.prompt_text, base)
+        rollout = approval.decide(task, metadata["flags"])
+        if rollout is not None:
+            metadata["rollout"] = rollout
         pr = self._pull_request(job_id, task, result.prompt_text, metadata)
         if not self._step(job_id, "saving"):
             return
@@ -479,6 +482,9 @@ class JobWorker:
         if not self._candidate_ok(job_id, result.prompt_text, metadata):
             return
         metadata["flags"] = injection.flags(result.prompt_text, plan.base_prompt)
+        rollout = approval.decide(task, metadata["flags"])
+        if rollout is not None:
+            metadata["rollout"] = rollout
         pr = self._pull_request(job_id, task, result.prompt_text, metadata)
         if not self._step(job_id, "saving"):
             return
@@ -494,6 +500,7 @@ class JobWorker:
             "local optimization job %s finished: candidate %.4f vs active %.4f (%d LLM calls)",
             job_id, comparison.candidate_mean, comparison.active_mean, metadata["llm_calls"],
         )
+        approval.after_job(self._store, job)  # the same gate as the local optimizer's
 
     def _pull_request(self, job_id: str, task: Task, prompt_text: str,
                       metadata: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
