@@ -36,6 +36,7 @@ __all__ = [
     "OutboundCancelled",
     "OutboundError",
     "Reply",
+    "deadline_transport",
     "status_summary",
 ]
 
@@ -158,8 +159,8 @@ class _Stream(httpcore.NetworkStream):
 
 
 class _Backend(httpcore.NetworkBackend):
-    def __init__(self, canceller: Canceller) -> None:
-        self._inner = httpcore.SyncBackend()
+    def __init__(self, inner: httpcore.NetworkBackend, canceller: Canceller) -> None:
+        self._inner = inner
         self._canceller = canceller
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
@@ -182,16 +183,20 @@ class _Backend(httpcore.NetworkBackend):
         self._canceller.wait(seconds)
 
 
-class _Transport(httpx.HTTPTransport):
-    """httpx's transport on a connection pool whose sockets obey the call's deadline."""
+def deadline_transport(canceller: Canceller) -> httpx.HTTPTransport:
+    """httpx's transport whose sockets obey the call's deadline and *canceller*.
 
-    def __init__(self, canceller: Canceller) -> None:
-        super().__init__()
-        ssl_context = httpx.create_ssl_context()
-        # httpx builds its pool without a way to pass a network backend: replace it (the
-        # attribute has been ``_pool`` since httpx 0.18).
-        self._pool = httpcore.ConnectionPool(ssl_context=ssl_context,
-                                             network_backend=_Backend(canceller))
+    httpx offers no way to pass a network backend, so the pool's is wrapped, as
+    `kaizen_sdk._sender` does for the exporter (httpcore 1.x keeps it in
+    ``_pool._network_backend``; ``tests/local/test_outbound_limits.py`` pins it). Without it
+    a call is bounded only between the chunks of its answer.
+    """
+    transport = httpx.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if backend is not None:
+        pool._network_backend = _Backend(backend, canceller)  # type: ignore[union-attr]
+    return transport
 
 
 
@@ -246,7 +251,7 @@ class Outbound:
         self.canceller = canceller if canceller is not None else Canceller()
         self._http = httpx.Client(
             headers=dict(headers or {}), timeout=httpx.Timeout(None),
-            transport=transport if transport is not None else _Transport(self.canceller),
+            transport=transport if transport is not None else deadline_transport(self.canceller),
         )
 
     def __repr__(self) -> str:

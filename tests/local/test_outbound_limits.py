@@ -57,6 +57,16 @@ def _client(server: LocalServer) -> httpx.Client:
 # --- the outbound client ---------------------------------------------------------------------
 
 
+def test_the_outbound_sockets_are_deadline_bound() -> None:
+    # httpcore 1.x keeps the pool's network backend here; an upgrade that moves it fails here
+    # instead of silently bounding calls only between chunks.
+    from kaizen_sdk.local import outbound
+
+    transport = outbound.deadline_transport(outbound.Canceller())
+    pool = getattr(transport, "_pool", None)
+    assert isinstance(getattr(pool, "_network_backend", None), outbound._Backend)
+
+
 def test_a_trickling_answer_ends_at_the_total_deadline(trickle: HostileUpstream) -> None:
     out = Outbound(deadline=1.0)
     started = time.monotonic()
