@@ -62,6 +62,7 @@ EXPECTED_ROUTES = {
     ("post", "/api/v1/rollouts/{task_id}"),
     ("get", "/api/v1/rollouts/{task_id}"),
     ("post", "/api/v1/rollouts/{task_id}/stop"),
+    ("post", "/api/v1/rollouts/{task_id}/approve"),
 }
 
 
