@@ -850,8 +850,17 @@ def _final_line(job: Job, client: CTClient | None = None) -> str:
     n = version.version_number
     if version.status == "active":
         return f"job {job.id} {job.status}: v{n} of {task} is active"
+    meta = job.job_metadata or {}
+    flags = meta.get("flags") or []
+    flagged = f" (flagged: {', '.join(map(str, flags))}; read it first)" if flags else ""
+    rollout = meta.get("rollout")
+    if isinstance(rollout, dict) and rollout.get("state") == "awaiting_approval":
+        return (
+            f"job {job.id} {job.status}: candidate v{n}{flagged} — its automatic rollout waits"
+            f" for `kaizen rollout approve {shlex.quote(task)}`"
+        )
     return (
-        f"job {job.id} {job.status}: candidate v{n} — run "
+        f"job {job.id} {job.status}: candidate v{n}{flagged} — run "
         f"`kaizen prompts activate {shlex.quote(task)} {n}`, or start a rollout with "
         f"`kaizen rollout start {shlex.quote(task)} {n}`"
     )

@@ -310,13 +310,13 @@ def _inputs_of(sample: Sample, fields: Sequence[str]) -> dict[str, str]:
 def _candidate_text(base_prompt: str, instructions: str, demos: Sequence[Any],
                     fields: Sequence[str]) -> tuple[str, bool, bool]:
     """Return ``(template, instructions_changed, instructions_rejected)``."""
-    text, changed, rejected, _ = _candidate(base_prompt, instructions, demos, fields)
+    text, changed, rejected, _, _ = _candidate(base_prompt, instructions, demos, fields)
     return text, changed, rejected
 
 
 def _candidate(base_prompt: str, instructions: str, demos: Sequence[Any],
-               fields: Sequence[str]) -> tuple[str, bool, bool, int]:
-    """`_candidate_text` plus the number of parts rejected for their length."""
+               fields: Sequence[str]) -> tuple[str, bool, bool, int, int]:
+    """`_candidate_text` plus the parts rejected for their length and the demos kept."""
     base = base_prompt.split(f"\n\n{optimizer.EXAMPLES_HEADER}\n", 1)[0].rstrip()
     new = instructions.split(f"\n\n{optimizer.EXAMPLES_HEADER}\n", 1)[0].strip()
     keep = set(evaluate.template_variables(base))
@@ -349,7 +349,7 @@ def _candidate(base_prompt: str, instructions: str, demos: Sequence[Any],
                             + len(optimizer.quote_data(e.inputs))))
         too_long += 1
         text = optimizer.build_prompt(chosen, examples)
-    return text, chosen.strip() != base.strip(), rejected, too_long
+    return text, chosen.strip() != base.strip(), rejected, too_long, len(examples)
 
 
 def optimize(
@@ -479,6 +479,6 @@ def optimize(
     predictor = compiled.predictors()[0]
     demos = [dict(d) if not isinstance(d, dict) else d for d in
              (getattr(d, "toDict", lambda d=d: d)() for d in predictor.demos)]
-    text, changed, rejected, too_long = _candidate(
+    text, changed, rejected, too_long, kept = _candidate(
         base_prompt, predictor.signature.instructions, demos, fields)
-    return DspyResult(text, strategy, len(demos), changed, rejected, too_long)
+    return DspyResult(text, strategy, kept, changed, rejected, too_long)

@@ -187,9 +187,12 @@ def test_an_automatic_rollout_waits_for_approval(server: LocalServer, client: ht
 
     assert asyncio.run(approve()).state == "running"
     _task(client, "wait3", good, auto_rollout=True)
-    _optimize(client, "wait3")
+    job3 = _optimize(client, "wait3")
     base = ["--base-url", server.base_url, "--api-key", server.api_key]
     capsys.readouterr()
+    assert cli.main(["jobs", "watch", job3["id"], *base]) == 0
+    assert ("candidate v2 — its automatic rollout waits for `kaizen rollout approve wait3`"
+            in capsys.readouterr().out)
     assert cli.main(["rollout", "approve", "wait3", *base]) == 0
     assert "running" in capsys.readouterr().out
     assert client.get("/api/v1/rollouts/wait3").json()["state"] == "running"

@@ -220,9 +220,9 @@ def test_dspy_candidate_drops_what_would_pass_the_prompt_limit() -> None:
 
     demos = [{"text": "a", "output": "A" * 150_000}, {"text": "b", "output": "B!"},
              {"text": "c", "output": "C" * 120_000}]
-    text, changed, rejected, too_long = dspy_optimizer._candidate(
+    text, changed, rejected, too_long, kept = dspy_optimizer._candidate(
         "Shout: {{ text }}", "x {{ text }}" * 30_000, demos, ["text"])
     assert len(text) <= MAX_PROMPT_CHARS
-    assert (changed, rejected, too_long) == (False, True, 2)
+    assert (changed, rejected, too_long, kept) == (False, True, 2, 2)
     # The longest demonstration goes first; the rest fit.
     assert '"B!"' in text and "AAAA" not in text and "CCCC" in text
