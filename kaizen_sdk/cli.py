@@ -490,6 +490,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         help="OpenAI-compatible endpoint of the dspy optimizer, e.g. "
                              "http://127.0.0.1:11434/v1 (default: $KAIZEN_LLM_BASE_URL; the "
                              "key is read from $KAIZEN_LLM_API_KEY)")
+    parser.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
+                        help="wall-clock limit of one optimization job; past it the job ends "
+                             "FAILURE (default: $KAIZEN_JOB_TIMEOUT, else 1800)")
     parser.set_defaults(command=_cmd_serve)
 
 
@@ -505,6 +508,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
             job_step_delay=args.job_step_delay, access_log=args.access_log,
             optimizer=args.optimizer, llm_base_url=args.llm_base_url,
+            job_timeout=args.job_timeout,
         )
     except ValueError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)
@@ -872,8 +876,17 @@ def _final_line(job: Job, client: CTClient | None = None) -> str:
     n = version.version_number
     if version.status == "active":
         return f"job {job.id} {job.status}: v{n} of {task} is active"
+    meta = job.job_metadata or {}
+    flags = meta.get("flags") or []
+    flagged = f" (flagged: {', '.join(map(str, flags))}; read it first)" if flags else ""
+    rollout = meta.get("rollout")
+    if isinstance(rollout, dict) and rollout.get("state") == "awaiting_approval":
+        return (
+            f"job {job.id} {job.status}: candidate v{n}{flagged} — its automatic rollout waits"
+            f" for `kaizen rollout approve {shlex.quote(task)}`"
+        )
     return (
-        f"job {job.id} {job.status}: candidate v{n} — run "
+        f"job {job.id} {job.status}: candidate v{n}{flagged} — run "
         f"`kaizen prompts activate {shlex.quote(task)} {n}`, or start a rollout with "
         f"`kaizen rollout start {shlex.quote(task)} {n}`"
     )
@@ -1713,6 +1726,12 @@ def _rollout_stop(client: CTClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rollout_approve(client: CTClient, args: argparse.Namespace) -> int:
+    rollout = client.approve_rollout(args.task)
+    _emit(args, rollout, lambda r: _rollout_detail(r, _version_numbers(client, args.task)))
+    return EXIT_OK
+
+
 def _add_rollout(sub: Any) -> None:
     rollout = _group(sub, "rollout", "roll a candidate prompt out to a share of traffic")
     p = _leaf(rollout, "start", _rollout_start, "start a guarded rollout of a candidate")
@@ -1747,6 +1766,9 @@ def _add_rollout(sub: Any) -> None:
     p.add_argument("task", help="task name or id")
     p.add_argument("action", choices=("promote", "rollback"),
                    help="promote the candidate or roll it back")
+    p = _leaf(rollout, "approve", _rollout_approve,
+              "approve the automatic rollout of an optimizer candidate that waits for it")
+    p.add_argument("task", help="task name or id")
 
 
 # --- keys and the audit log ------------------------------------------------------------

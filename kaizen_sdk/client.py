@@ -629,6 +629,20 @@ class CTClient(BaseClient):
         resp = self._send(self._call("GET", "/audit", params=params))
         return self._result(resp, list[AuditEntry])
 
+    def approve_rollout(self, task_id: str) -> Rollout:
+        """Approve and start the automatic rollout of an optimizer candidate.
+
+        A task with ``evaluator_config["auto_rollout"]`` gets no rollout unattended: the
+        job's metadata says ``rollout.state == "awaiting_approval"`` (and lists any
+        ``flags``) until a human calls this. Raises `CTError` 409 when nothing waits.
+        """
+        key = require_id("task_id", task_id)
+        path = f"/rollouts/{segment('task_id', key)}/approve"
+        try:
+            return self._result(self._send(self._call("POST", path)), Rollout)
+        finally:
+            self._forget_prompt(key)
+
     # --- helpers ------------------------------------------------------------------------
 
     def _flush_trace(self, trace_id: str) -> None:

@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 import msgspec
 
 from kaizen_sdk._version import __version__
+from kaizen_sdk.local import approval
 from kaizen_sdk.local.dspy_optimizer import STRATEGIES
 from kaizen_sdk.local.jobs import JobWorker
 from kaizen_sdk.local.keys import Authenticator, Principal, allowed, forbidden_detail
@@ -457,6 +458,9 @@ class Api:
         page = self.store.list_audit(r.query.get("task_id"), limit, after=after)
         return _paged(page, "/api/v1/audit", r.query, limit)
 
+    def approve_rollout(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(201, approval.approve(self.store, r.params["task_id"]))
+
     def call(self, route: Route, request: ApiRequest) -> ApiResponse:
         """Run *route*'s operation as its key; every failure becomes its JSON error answer."""
         who = request.principal
@@ -710,6 +714,14 @@ ROUTES: tuple[Route, ...] = (
         list[AuditEntry],
         query=("task_id", "limit", "cursor"),
         scope="read",
+    ),
+    Route(
+        "POST",
+        "/api/v1/rollouts/{task_id}/approve",
+        "approve_rollout",
+        "Approve and start the automatic rollout that waits for a human (optimizer candidate)",
+        201,
+        Rollout,
     ),
 )
 

@@ -14,6 +14,8 @@ compiles it on the training split of scored feedback:
 The candidate is the (possibly new) instructions plus an ``### Examples`` section with the
 demonstrations. Instructions that lose or add a ``{{ variable }}`` are rejected and the original
 template is kept, so every candidate renders with the same variables as the active prompt.
+Instructions longer than `MAX_PROMPT_CHARS` are rejected the same way, and a demonstration that
+would take the candidate past it is dropped (both counted in ``rejected_too_long``).
 
 Every LLM call goes through `kaizen_sdk.local.llm.LLMClient` (retries, usage, budget) via a DSPy
 engine; DSPy's own retries and caches are off. `plan` and `estimate` need no DSPy, so the cost
@@ -36,6 +38,7 @@ from kaizen_sdk.local import evaluate, optimizer
 from kaizen_sdk.local.evaluate import Sample
 from kaizen_sdk.local.llm import LLMClient, LLMError
 from kaizen_sdk.local.pricing import PriceTable, estimate_tokens
+from kaizen_sdk.models import MAX_PROMPT_CHARS
 
 __all__ = [
     "DEFAULT_GEPA_METRIC_CALLS",
@@ -211,6 +214,9 @@ class DspyResult:
     demos: int
     instructions_changed: bool
     instructions_rejected: bool
+    rejected_too_long: int = 0
+    """Instructions or demonstrations dropped because the prompt would pass
+    `MAX_PROMPT_CHARS`."""
 
 
 def dspy_version() -> str | None:
@@ -305,10 +311,19 @@ def _inputs_of(sample: Sample, fields: Sequence[str]) -> dict[str, str]:
 def _candidate_text(base_prompt: str, instructions: str, demos: Sequence[Any],
                     fields: Sequence[str]) -> tuple[str, bool, bool]:
     """Return ``(template, instructions_changed, instructions_rejected)``."""
+    text, changed, rejected, _, _ = _candidate(base_prompt, instructions, demos, fields)
+    return text, changed, rejected
+
+
+def _candidate(base_prompt: str, instructions: str, demos: Sequence[Any],
+               fields: Sequence[str]) -> tuple[str, bool, bool, int, int]:
+    """`_candidate_text` plus the parts rejected for their length and the demos kept."""
     base = base_prompt.split(f"\n\n{optimizer.EXAMPLES_HEADER}\n", 1)[0].rstrip()
     new = instructions.split(f"\n\n{optimizer.EXAMPLES_HEADER}\n", 1)[0].strip()
     keep = set(evaluate.template_variables(base))
-    rejected = bool(new) and set(evaluate.template_variables(new)) != keep
+    too_long = int(len(new) > MAX_PROMPT_CHARS)
+    rejected = bool(new) and (bool(too_long) or
+                              set(evaluate.template_variables(new)) != keep)
     chosen = base if rejected or not new else new
     def inputs(demo: Mapping[str, Any]) -> dict[str, Any]:
         if list(fields) == ["inputs"]:  # a template without variables: the JSON of the inputs
@@ -329,7 +344,13 @@ def _candidate_text(base_prompt: str, instructions: str, demos: Sequence[Any],
         if d.get("output") is not None
     ]
     text = optimizer.build_prompt(chosen, examples)
-    return text, chosen.strip() != base.strip(), rejected
+    while len(text) > MAX_PROMPT_CHARS and examples:
+        # Drop the longest demonstration until the candidate fits.
+        examples.remove(max(examples, key=lambda e: len(optimizer.quote_data(e.demo_output))
+                            + len(optimizer.quote_data(e.inputs))))
+        too_long += 1
+        text = optimizer.build_prompt(chosen, examples)
+    return text, chosen.strip() != base.strip(), rejected, too_long, len(examples)
 
 
 def optimize(
@@ -460,6 +481,6 @@ def optimize(
     predictor = compiled.predictors()[0]
     demos = [dict(d) if not isinstance(d, dict) else d for d in
              (getattr(d, "toDict", lambda d=d: d)() for d in predictor.demos)]
-    text, changed, rejected = _candidate_text(base_prompt, predictor.signature.instructions,
-                                              demos, fields)
-    return DspyResult(text, strategy, len(demos), changed, rejected)
+    text, changed, rejected, too_long, kept = _candidate(
+        base_prompt, predictor.signature.instructions, demos, fields)
+    return DspyResult(text, strategy, kept, changed, rejected, too_long)

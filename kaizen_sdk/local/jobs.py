@@ -15,6 +15,14 @@ A job moves ``PENDING`` -> ``RUNNING`` -> ``SUCCESS`` with a new ``candidate`` p
 
 When the task has ``github_repo`` and ``prompt_path``, a successful job opens a pull request
 with the candidate (`kaizen_sdk.local.github`) and records ``pr_url``, or ends ``PR_FAILED``.
+
+Every job has a wall-clock limit (``OptimizerSettings.job_timeout``, ``--job-timeout`` /
+``KAIZEN_JOB_TIMEOUT``): its upstream calls may not pass it and the job ends ``FAILURE``
+naming it. `JobWorker.stop` cancels the upstream calls in flight. Every message stored or
+logged passes the job's `Scrubber`. A candidate over `MAX_PROMPT_CHARS` is not stored; a
+candidate the injection rules flag (`kaizen_sdk.local.injection`) carries
+``job_metadata["flags"]`` and is never rolled out without a human's approval
+(`kaizen_sdk.local.approval`).
 """
 
 from __future__ import annotations
@@ -29,16 +37,31 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kaizen_sdk._config import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL, KAIZEN_OPTIMIZER
-from kaizen_sdk.local import dspy_optimizer, evaluate, github, optimizer
+from kaizen_sdk._config import (
+    KAIZEN_GITHUB_API_URL,
+    KAIZEN_GITHUB_TOKEN,
+    KAIZEN_JOB_TIMEOUT,
+    KAIZEN_LLM_API_KEY,
+    KAIZEN_LLM_BASE_URL,
+    KAIZEN_OPTIMIZER,
+)
+from kaizen_sdk.local import approval, dspy_optimizer, evaluate, github, injection, optimizer
 from kaizen_sdk.local.evaluate import Sample
 from kaizen_sdk.local.llm import LLMClient, LLMError
+from kaizen_sdk.local.outbound import Canceller
 from kaizen_sdk.local.pricing import Price, PriceTable
+from kaizen_sdk.local.scrub import Scrubber, url_secrets
 from kaizen_sdk.local.store import Store
 from kaizen_sdk.local.task_settings import fill_task, update_command
-from kaizen_sdk.models import CostEstimate, Task
+from kaizen_sdk.models import MAX_PROMPT_CHARS, CostEstimate, Task
 
-__all__ = ["MIN_DSPY_EXAMPLES", "OPTIMIZERS", "JobWorker", "OptimizerSettings"]
+__all__ = [
+    "DEFAULT_JOB_TIMEOUT",
+    "MIN_DSPY_EXAMPLES",
+    "OPTIMIZERS",
+    "JobWorker",
+    "OptimizerSettings",
+]
 
 logger = logging.getLogger("kaizen_sdk.local.jobs")
 
@@ -47,6 +70,9 @@ OPTIMIZERS = ("local", "dspy")
 
 MIN_DSPY_EXAMPLES = 10
 """Fewest scored feedback entries a ``dspy`` job needs (``evaluator_config["min_examples"]``)."""
+
+DEFAULT_JOB_TIMEOUT = 1800.0
+"""Seconds one job may run (wall clock) unless ``--job-timeout`` / ``KAIZEN_JOB_TIMEOUT``."""
 
 _STOP = object()
 
@@ -61,6 +87,7 @@ class OptimizerSettings:
     llm_base_url: str | None = None
     llm_api_key: str | None = dataclasses.field(default=None, repr=False)
     prices: PriceTable = dataclasses.field(default_factory=PriceTable, repr=False)
+    job_timeout: float = DEFAULT_JOB_TIMEOUT
 
     @classmethod
     def resolve(
@@ -71,6 +98,7 @@ class OptimizerSettings:
         llm_api_key: str | None = None,
         llm_prices: Mapping[str, Price] | None = None,
         environ: Mapping[str, str] | None = None,
+        job_timeout: float | None = None,
     ) -> OptimizerSettings:
         """Explicit arguments first, then ``KAIZEN_*`` variables; raise `ValueError` if bad."""
         env = os.environ if environ is None else environ
@@ -80,12 +108,30 @@ class OptimizerSettings:
                 f"unknown optimizer {name!r} (optimizer= / {KAIZEN_OPTIMIZER}): use one of"
                 f" {', '.join(OPTIMIZERS)}"
             )
+        if job_timeout is None:
+            raw = env.get(KAIZEN_JOB_TIMEOUT) or str(DEFAULT_JOB_TIMEOUT)
+            try:
+                job_timeout = float(raw)
+            except ValueError:
+                raise ValueError(f"{KAIZEN_JOB_TIMEOUT} must be a number of seconds, got"
+                                 f" {raw[:40]!r}") from None
+        if not job_timeout > 0 or job_timeout == float("inf"):
+            raise ValueError(f"job_timeout (--job-timeout / {KAIZEN_JOB_TIMEOUT}) must be a"
+                             f" positive number of seconds, got {job_timeout!r}")
         return cls(
             optimizer=name,
             llm_base_url=llm_base_url or env.get(KAIZEN_LLM_BASE_URL) or None,
             llm_api_key=llm_api_key or env.get(KAIZEN_LLM_API_KEY) or None,
             prices=PriceTable(llm_prices, environ=env),
+            job_timeout=job_timeout,
         )
+
+    def scrubber(self, environ: Mapping[str, str] | None = None) -> Scrubber:
+        """The scrubber of a job: the LLM key, the GitHub token, URL user-info."""
+        env = os.environ if environ is None else environ
+        return Scrubber([self.llm_api_key, *url_secrets(self.llm_base_url),
+                         env.get(KAIZEN_GITHUB_TOKEN), *url_secrets(
+                             env.get(KAIZEN_GITHUB_API_URL))])
 
 
 class _JobFault(Exception):
@@ -199,6 +245,9 @@ class JobWorker:
         self._queue: queue.Queue[object] = queue.Queue()
         self._stopping = threading.Event()
         self._current: LLMClient | None = None
+        self._canceller = Canceller()
+        self._deadline = float("inf")
+        self._scrub = self.settings.scrubber()
         self._thread = threading.Thread(target=self._run, name="kaizen-local-jobs", daemon=True)
 
     def start(self) -> None:
@@ -215,6 +264,7 @@ class JobWorker:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the current step (or LLM call) and wait for the thread to end."""
         self._stopping.set()
+        self._canceller.cancel()
         current = self._current
         if current is not None:
             current.cancel()
@@ -280,8 +330,22 @@ class JobWorker:
         finally:
             self._store.release_thread()
 
+    def _timeout_message(self) -> str:
+        return (f"the job ran past its wall-clock limit of {self.settings.job_timeout:g} s"
+                f" (--job-timeout / {KAIZEN_JOB_TIMEOUT}); it was stopped")
+
+    def _fail(self, job_id: str, message: object,
+              metadata: dict[str, Any] | None = None) -> None:
+        """End the job FAILURE with a scrubbed *message*."""
+        self._store.finish_job_failure(job_id, self._scrub(message), metadata=metadata)
+
     def _step(self, job_id: str, step: str) -> bool:
-        """Record *step*; return False when the worker is stopping."""
+        """Record *step*; return False when the worker is stopping.
+
+        Raises `_JobFault` once the job is past its wall-clock limit.
+        """
+        if time.monotonic() >= self._deadline:
+            raise _JobFault(self._timeout_message())
         self._store.set_job_step(job_id, step)
         if self._step_delay:
             self._stopping.wait(self._step_delay)
@@ -290,6 +354,15 @@ class JobWorker:
     def _run_job(self, job_id: str) -> None:
         if self._store.get_job(job_id).status not in ("PENDING", "RUNNING"):
             return
+        self._scrub = self.settings.scrubber()
+        self._deadline = time.monotonic() + self.settings.job_timeout
+        try:
+            self._run_job_steps(job_id)
+        except _JobFault as exc:
+            self._fail(job_id, exc)
+            logger.warning("local optimization job %s failed: %s", job_id, self._scrub(exc))
+
+    def _run_job_steps(self, job_id: str) -> None:
         if not self._step(job_id, "loading_feedback"):
             return
         task_id, task_name, active_text = self._store.job_context(job_id)
@@ -325,6 +398,12 @@ class JobWorker:
             "demo_feedback_ids": list(result.demo_ids),
             "eval_metric": "mean validation feedback score",
         }
+        if not self._candidate_ok(job_id, result.prompt_text, metadata):
+            return
+        metadata["flags"] = injection.flags(result.prompt_text, base)
+        rollout = approval.decide(task, metadata["flags"])
+        if rollout is not None:
+            metadata["rollout"] = rollout
         pr = self._pull_request(job_id, task, result.prompt_text, metadata)
         if not self._step(job_id, "saving"):
             return
@@ -338,7 +417,19 @@ class JobWorker:
         else:
             logger.info("local optimization job %s finished: eval_score=%.4f", job_id,
                         result.eval_score)
-        self._store.auto_rollout(job)  # only when the task asks for it
+        # Only when the task asks for it, and only with approval unless the task opts out.
+        approval.after_job(self._store, job)
+
+    def _candidate_ok(self, job_id: str, prompt_text: str, metadata: dict[str, Any]) -> bool:
+        """False (and the job FAILURE) when the candidate is too long to be a prompt version."""
+        if len(prompt_text) <= MAX_PROMPT_CHARS:
+            return True
+        metadata["candidates_rejected_too_long"] = 1
+        self._fail(job_id, f"the candidate prompt has {len(prompt_text)} characters, over the"
+                   f" limit of {MAX_PROMPT_CHARS}; it was rejected and not stored", metadata)
+        logger.warning("local optimization job %s: candidate of %d characters rejected", job_id,
+                       len(prompt_text))
+        return False
 
     def _run_dspy(self, job_id: str, task: Task, examples: list[optimizer.Example],
                   active_text: str | None) -> None:
@@ -348,9 +439,13 @@ class JobWorker:
             plan = _dspy_plan(task, examples, active_text, options.get("strategy"))
             cost = _cost_plan(plan, self.settings.prices)
             llm = LLMClient(self.settings.llm_base_url or "", self.settings.llm_api_key,
-                            prices=self.settings.prices, budget_usd=task.cost_budget)
+                            prices=self.settings.prices, budget_usd=task.cost_budget,
+                            job_deadline=self._deadline, canceller=self._canceller,
+                            job_limit_hint=f"its wall-clock limit of"
+                            f" {self.settings.job_timeout:g} s (--job-timeout /"
+                            f" {KAIZEN_JOB_TIMEOUT})", scrubber=self._scrub)
         except (_JobFault, dspy_optimizer.OptimizerError, LLMError) as exc:
-            self._store.finish_job_failure(job_id, fill_task(str(exc), task.name))
+            self._fail(job_id, fill_task(str(exc), task.name))
             return
         metadata: dict[str, Any] = {
             "optimizer": dspy_optimizer.OPTIMIZER_NAME, "strategy": plan.strategy,
@@ -385,9 +480,8 @@ class JobWorker:
             if self._stopping.is_set():
                 return  # left RUNNING: resumed when the server starts again
             metadata.update(llm.summary(), wall_time_s=round(time.monotonic() - started, 3))
-            self._store.finish_job_failure(job_id, fill_task(str(exc), task.name),
-                                           metadata=metadata)
-            logger.warning("local optimization job %s failed: %s", job_id, exc)
+            self._fail(job_id, fill_task(str(exc), task.name), metadata)
+            logger.warning("local optimization job %s failed: %s", job_id, self._scrub(exc))
             return
         finally:
             self._current = None
@@ -399,6 +493,13 @@ class JobWorker:
             **comparison.as_dict(), beats_active=comparison.diff > 0,
         )
         metadata.update(llm.summary(), wall_time_s=round(time.monotonic() - started, 3))
+        metadata["candidates_rejected_too_long"] = result.rejected_too_long
+        if not self._candidate_ok(job_id, result.prompt_text, metadata):
+            return
+        metadata["flags"] = injection.flags(result.prompt_text, plan.base_prompt)
+        rollout = approval.decide(task, metadata["flags"])
+        if rollout is not None:
+            metadata["rollout"] = rollout
         pr = self._pull_request(job_id, task, result.prompt_text, metadata)
         if not self._step(job_id, "saving"):
             return
@@ -414,6 +515,7 @@ class JobWorker:
             "local optimization job %s finished: candidate %.4f vs active %.4f (%d LLM calls)",
             job_id, comparison.candidate_mean, comparison.active_mean, metadata["llm_calls"],
         )
+        approval.after_job(self._store, job)  # the same gate as the local optimizer's
 
     def _pull_request(self, job_id: str, task: Task, prompt_text: str,
                       metadata: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
@@ -429,10 +531,12 @@ class JobWorker:
                 base_branch=task.github_base_branch, branch=_branch(task.name, job_id),
                 content=github.file_content(prompt_text, task.prompt_format),
                 title=f"Kaizen: new prompt for {task.name}", body=_report(task, metadata),
+                deadline_at=self._deadline, canceller=self._canceller, scrubber=self._scrub,
             )
         except github.PullRequestError as exc:
-            logger.warning("local optimization job %s: pull request failed: %s", job_id, exc)
-            return None, fill_task(f"pull request failed: {exc}", task.name)
+            message = self._scrub(fill_task(f"pull request failed: {exc}", task.name))
+            logger.warning("local optimization job %s: %s", job_id, message)
+            return None, message
         return url, None
 
 

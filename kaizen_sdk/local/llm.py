@@ -6,6 +6,11 @@ retries 429 and 5xx answers and transport errors a bounded number of times (hono
 `CallRecord`, prices it with a `PriceTable`, and refuses new calls once the spend reaches the
 budget (`BudgetExceeded`). Every failure is an `LLMError` whose message names the cause and the
 setting to change; the API key never appears in a message, a record or a ``repr``.
+
+Calls go through `kaizen_sdk.local.outbound.Outbound`: each `chat` (retries included) ends by
+its total deadline (and by the job's, `JobTimeout`), an answer over `MAX_ANSWER_CHARS` is
+stopped while it streams in, and every message passes the job's `Scrubber` (no upstream body
+is kept: a failure says the status and its reason).
 """
 
 from __future__ import annotations
@@ -20,13 +25,26 @@ from typing import Any
 import httpx
 
 from kaizen_sdk._config import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL
+from kaizen_sdk.local.outbound import (
+    AnswerTooLarge,
+    Canceller,
+    DeadlineExceeded,
+    Outbound,
+    OutboundCancelled,
+    OutboundError,
+    Reply,
+    status_summary,
+)
 from kaizen_sdk.local.pricing import PriceTable, estimate_tokens
+from kaizen_sdk.local.scrub import Scrubber, url_secrets, without_userinfo
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "MAX_ANSWER_CHARS",
     "BudgetExceeded",
     "CallRecord",
+    "JobTimeout",
     "LLMClient",
     "LLMError",
 ]
@@ -35,7 +53,10 @@ DEFAULT_MAX_RETRIES = 2
 """Retries after the first attempt on 429, 5xx and transport errors."""
 
 DEFAULT_TIMEOUT = 60.0
-"""Seconds one chat-completions request may take."""
+"""Seconds one `LLMClient.chat` may take in all: connect, send, every read, retries."""
+
+MAX_ANSWER_CHARS = 2 * 1024 * 1024
+"""Largest answer read from the endpoint, in bytes (2 MiB); past it the call fails."""
 
 _MAX_RETRY_AFTER = 5.0
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -47,6 +68,10 @@ class LLMError(Exception):
 
 class BudgetExceeded(LLMError):
     """The job's spend reached its ``cost_budget``; no further calls are made."""
+
+
+class JobTimeout(LLMError):
+    """The job ran past its wall-clock limit; no further calls are made."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +110,13 @@ class LLMClient:
         endpoint_hint: where the user sets the endpoint, named in error messages (the
             server's settings by default; ``kaizen eval`` names its own flag).
         key_hint: where the user sets the key, named in error messages.
+        timeout: total seconds one `chat` may take (all its attempts).
+        job_deadline: a `time.monotonic` instant no call may pass (the job's wall-clock
+            limit); past it `chat` raises `JobTimeout` naming *job_limit_hint*.
+        canceller: shared with the job's other upstream clients; the server cancels it when
+            stopping.
+        scrubber: removes secrets from every message (default: the key and URL user-info).
+        max_answer_bytes: cap on one answer's size.
     """
 
     def __init__(
@@ -101,32 +133,44 @@ class LLMClient:
         transport: httpx.BaseTransport | None = None,
         endpoint_hint: str = f"{KAIZEN_LLM_BASE_URL} (or `kaizen serve --llm-base-url URL`)",
         key_hint: str = KAIZEN_LLM_API_KEY,
+        job_deadline: float | None = None,
+        job_limit_hint: str = "the job's wall-clock limit",
+        canceller: Canceller | None = None,
+        scrubber: Scrubber | None = None,
+        max_answer_bytes: int = MAX_ANSWER_CHARS,
     ) -> None:
         self._endpoint_hint = endpoint_hint
         self._key_hint = key_hint
         if not base_url:
             raise LLMError(f"no LLM endpoint is configured: set {endpoint_hint}")
         self.base_url = base_url.rstrip("/")
+        self._shown_url = without_userinfo(self.base_url)
         self._api_key = api_key
+        self._scrubber = scrubber if scrubber is not None else Scrubber(
+            [api_key, *url_secrets(base_url)])
+        self._timeout = timeout
+        self._job_deadline = job_deadline
+        self._job_limit_hint = job_limit_hint
         self.prices = prices
         self.budget_usd = budget_usd
         self.max_retries = max(0, max_retries)
         self._backoff = max(0.0, backoff)
         self._on_call = on_call
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(timeout=timeout, headers=headers, transport=transport)
+        headers["Accept-Encoding"] = "identity"
+        self._http = Outbound(headers=headers, deadline=timeout, max_bytes=max_answer_bytes,
+                              canceller=canceller, transport=transport)
         self._lock = threading.Lock()
         self.calls: list[CallRecord] = []
         self.retries = 0
         self.spent_usd = 0.0
-        self._cancelled = threading.Event()
 
     def cancel(self) -> None:
-        """Make every later `chat` fail at once (the server is stopping)."""
-        self._cancelled.set()
+        """Stop the call in flight and make every later `chat` fail (the server is stopping)."""
+        self._http.canceller.cancel()
 
     def __repr__(self) -> str:
-        return f"LLMClient({self.base_url!r}, calls={len(self.calls)})"
+        return f"LLMClient({self._shown_url!r}, calls={len(self.calls)})"
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -154,10 +198,8 @@ class LLMClient:
             "calls": [c.as_dict() for c in calls],
         }
 
-    def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:300]
+    def _error(self, message: str, kind: type[LLMError] = LLMError) -> LLMError:
+        return kind(self._scrubber(message))
 
     def chat(
         self,
@@ -173,8 +215,9 @@ class LLMClient:
         Raises `BudgetExceeded` before the call when the budget is spent, and `LLMError`
         when the endpoint fails, keeps failing after the retries, or answers malformed JSON.
         """
-        if self._cancelled.is_set():
+        if self._http.canceller.cancelled:
             raise LLMError("the job was interrupted because the local server is stopping")
+        self._check_job_deadline()
         with self._lock:
             if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
                 raise BudgetExceeded(
@@ -205,18 +248,38 @@ class LLMClient:
             self._on_call(record)
         return text
 
+    def _check_job_deadline(self) -> None:
+        if self._job_deadline is not None and time.monotonic() >= self._job_deadline:
+            raise JobTimeout(f"the job ran past {self._job_limit_hint}; it was stopped")
+
     def _post(self, model: str, body: dict[str, Any]) -> tuple[Any, int]:
         url = f"{self.base_url}/chat/completions"
+        end = time.monotonic() + self._timeout
+        if self._job_deadline is not None:
+            end = min(end, self._job_deadline)
         attempt = 0
         while True:
             failure: str
             pause = self._backoff * (2**attempt)
             try:
-                resp = self._http.post(url, json=body)
-            except httpx.TimeoutException:
-                failure = "timed out"
-            except httpx.HTTPError as exc:
-                failure = f"is unreachable ({type(exc).__name__})"
+                resp = self._http.request("POST", url, json=body, deadline_at=end)
+            except OutboundCancelled:
+                raise LLMError("the job was interrupted because the local server is"
+                               " stopping") from None
+            except DeadlineExceeded:
+                self._check_job_deadline()
+                raise self._error(
+                    f"the LLM endpoint {self._shown_url} did not answer model {model!r} within"
+                    f" {self._timeout:g} s (after {attempt} retries); check"
+                    f" {self._endpoint_hint} and that the server is up"
+                ) from None
+            except AnswerTooLarge as exc:
+                raise self._error(
+                    f"the LLM endpoint answered model {model!r} with too much data: {exc};"
+                    " the answer was dropped"
+                ) from None
+            except OutboundError as exc:
+                failure = f"is {exc}"
             else:
                 if resp.status_code < 400:
                     try:
@@ -229,22 +292,24 @@ class LLMClient:
                         ) from None
                 if resp.status_code not in _RETRY_STATUSES:
                     raise self._status_error(model, resp)
-                failure = f"answered HTTP {resp.status_code}"
+                failure = f"answered {status_summary(resp.status_code)}"
                 after = resp.headers.get("Retry-After", "")
                 with contextlib.suppress(ValueError):
                     pause = min(_MAX_RETRY_AFTER, max(0.0, float(after)))
-            if attempt >= self.max_retries:
-                raise LLMError(
-                    f"the LLM endpoint {self.base_url} {failure} for model {model!r}"
+            if attempt >= self.max_retries or time.monotonic() + pause >= end:
+                self._check_job_deadline()
+                raise self._error(
+                    f"the LLM endpoint {self._shown_url} {failure} for model {model!r}"
                     f" (after {attempt} retries); check {self._endpoint_hint} and that the"
                     " server is up"
                 )
             attempt += 1
             with self._lock:
                 self.retries += 1
-            time.sleep(pause)
+            if self._http.canceller.wait(pause):
+                raise LLMError("the job was interrupted because the local server is stopping")
 
-    def _status_error(self, model: str, resp: httpx.Response) -> LLMError:
+    def _status_error(self, model: str, resp: Reply) -> LLMError:
         code = resp.status_code
         if code in (401, 403):
             return LLMError(
@@ -257,8 +322,9 @@ class LLMClient:
                 " models (`kaizen tasks update TASK --teacher-model MODEL --judge-model MODEL"
                 f" --task-model MODEL`) and {self._endpoint_hint}"
             )
-        detail = self._scrub(resp.text)
-        return LLMError(f"the LLM endpoint answered HTTP {code} for model {model!r}: {detail}")
+        # The body is not kept: an upstream may echo the key in it (in any encoding).
+        return self._error(
+            f"the LLM endpoint answered {status_summary(code)} for model {model!r}")
 
     @staticmethod
     def _parse(model: str, data: Any) -> tuple[str, tuple[int, int] | None]:

@@ -12,8 +12,11 @@ hash, and a key whose scope does not cover the route is answered 403 before the 
 
 Hostile clients are bounded here: a connection that has not sent a complete request head
 within `HEADER_TIMEOUT` seconds (or sends more than `MAX_HEAD_BYTES` of it) is closed; an
-idle keep-alive connection is closed after `IDLE_TIMEOUT`; at most `MAX_CONNECTIONS`
-connections are served at once (more get 503).
+idle keep-alive connection is closed after `IDLE_TIMEOUT`. Connections that have said nothing
+cost nothing (`kaizen_sdk.local.connections`): past `MAX_CONNECTIONS` open connections (or
+`MAX_CONNECTIONS_PER_CLIENT` from one address) the oldest *waiting* connection (no request
+head yet, or idle) is closed; only requests being served count toward `MAX_REQUESTS` (more get
+503), so a flood of head-less sockets does not refuse keyed requests.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +35,14 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
+
+try:
+    import fcntl
+    import termios
+
+    _FIONREAD: int | None = termios.FIONREAD
+except ImportError:  # pragma: no cover - Windows
+    _FIONREAD = None
 
 try:
     import uvicorn
@@ -54,6 +66,12 @@ from kaizen_sdk.local.api import (
     parse_query,
     resolve,
 )
+from kaizen_sdk.local.connections import (
+    MAX_CONNECTIONS_PER_CLIENT,
+    MAX_OPEN_CONNECTIONS,
+    MAX_REQUESTS,
+    ConnectionBook,
+)
 from kaizen_sdk.local.jobs import JobWorker, OptimizerSettings
 from kaizen_sdk.local.keys import Authenticator
 from kaizen_sdk.local.store import Store
@@ -66,7 +84,9 @@ __all__ = [
     "IDLE_TIMEOUT",
     "MAX_BODY_BYTES",
     "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CLIENT",
     "MAX_HEAD_BYTES",
+    "MAX_REQUESTS",
     "WORKER_THREADS",
     "LocalServer",
     "is_loopback",
@@ -90,8 +110,8 @@ BODY_TIMEOUT = 30.0
 MAX_HEAD_BYTES = 64 * 1024
 """Largest request head (request line and headers) accepted before the connection closes."""
 
-MAX_CONNECTIONS = 4096
-"""Connections served at once; a request on a connection past this gets 503."""
+MAX_CONNECTIONS = MAX_OPEN_CONNECTIONS
+"""Connections kept open; past it the oldest waiting (head-less or idle) one is closed."""
 
 WORKER_THREADS = 16
 """Threads that run reads (lists); writes run on one more thread. Each keeps a connection."""
@@ -161,6 +181,35 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().connection_made(_CoalescingTransport(transport, self.loop))
         self._head_bytes = 0
         self.waiting_since: float | None = self.loop.time()
+        self._fd = sock.fileno() if sock is not None else -1
+        peer = transport.get_extra_info("peername")
+        self._book().opened(self, str(peer[0]) if isinstance(peer, tuple) and peer else "-")
+
+    def _book(self) -> ConnectionBook:
+        book: ConnectionBook = self.server_state.kaizen_book
+        return book
+
+    def has_unread_data(self) -> bool:
+        """True when the socket holds bytes not read yet (FIONREAD; False where unknown)."""
+        fd = self._fd
+        if fd < 0 or _FIONREAD is None:
+            return False
+        buf = bytearray(4)
+        try:
+            fcntl.ioctl(fd, _FIONREAD, buf)
+        except OSError:
+            return False
+        return int.from_bytes(buf, sys.byteorder) > 0
+
+    def close_waiting(self) -> None:
+        """Close this connection, which is waiting for a request head (the book's choice)."""
+        self.waiting_since = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._book().closed(self)
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         before = self.cycle
@@ -172,11 +221,13 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         else:
             self._head_bytes = 0
             self.waiting_since = None
+            self._book().busy(self)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._head_bytes = 0
         self.waiting_since = self.loop.time()
+        self._book().idle(self)
 
     def send_400_response(self, msg: str) -> None:
         """Answer a request uvicorn cannot parse with a JSON 400, then close."""
@@ -196,7 +247,9 @@ class _App:
     def __init__(
         self, api: Api, api_key: str, readers: concurrent.futures.Executor,
         writer: concurrent.futures.Executor, access_log: bool,
+        book: ConnectionBook | None = None,
     ) -> None:
+        self.book = book if book is not None else ConnectionBook()
         self.api = api
         self.auth = Authenticator(api_key, api.store.key_for_hash)
         self.readers = readers
@@ -206,6 +259,18 @@ class _App:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if not self.book.start_request():
+            busy = ApiError(HTTPStatus.SERVICE_UNAVAILABLE,
+                            f"The server is serving {MAX_REQUESTS} requests; retry shortly.",
+                            close=True)
+            await self._answer(scope, send, error_response(busy), close=True)
+            return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.book.end_request()
+
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
         method: str = scope["method"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
@@ -352,6 +417,8 @@ class LocalServer:
         llm_prices: ``{model: (usd_per_1m_input, usd_per_1m_output)}`` price overrides.
         access_log: log one Common Log Format line per request to the
             ``kaizen_sdk.local.access`` logger (default off).
+        job_timeout: seconds one optimization job may run before it ends FAILURE; ``None``
+            reads ``KAIZEN_JOB_TIMEOUT``, else 1800.
     """
 
     def __init__(
@@ -367,6 +434,7 @@ class LocalServer:
         llm_api_key: str | None = None,
         llm_prices: Mapping[str, tuple[float, float]] | None = None,
         access_log: bool = False,
+        job_timeout: float | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -380,7 +448,8 @@ class LocalServer:
         self.access_log = access_log
         self._job_step_delay = job_step_delay
         self._optimizer = OptimizerSettings.resolve(
-            optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices
+            optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices,
+            job_timeout=job_timeout,
         )
         self._temp_dir: str | None = None
         self._store: Store | None = None
@@ -470,15 +539,21 @@ class LocalServer:
         # page cache whenever another connection wrote, so rotating writers start cold.
         writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kaizen-local-write")
         self._pools = [readers, writer]
-        app = _App(Api(store, self._worker), self._api_key, readers, writer, self.access_log)
+        book = ConnectionBook(max_connections=MAX_CONNECTIONS,
+                              max_per_client=MAX_CONNECTIONS_PER_CLIENT, max_requests=MAX_REQUESTS)
+        app = _App(Api(store, self._worker), self._api_key, readers, writer, self.access_log,
+                   book)
         config = uvicorn.Config(
             app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
             server_header=False, date_header=False, proxy_headers=False,
             timeout_keep_alive=IDLE_TIMEOUT,
-            limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=int(_STOP_TIMEOUT),
+            # The ConnectionBook caps connections and requests: uvicorn's cap counts the
+            # connections that have sent nothing.
+            limit_concurrency=None, timeout_graceful_shutdown=int(_STOP_TIMEOUT),
             backlog=2048,
         )
         self._uvicorn = server = uvicorn.Server(config)
+        server.server_state.kaizen_book = book  # type: ignore[attr-defined]
         host, port = self._bound or ("127.0.0.1", 0)
         shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         self._base_url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"

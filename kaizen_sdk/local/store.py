@@ -1347,6 +1347,18 @@ class Store:
                 (_json({"options": options}), job_id),
             )
 
+    def merge_job_metadata(self, job_id: str, values: dict[str, Any]) -> Job:
+        """Set *values* (top-level keys) in a job's metadata, keeping the other keys."""
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"job {job_id!r} not found")
+            merged = {**(_unjson(row["job_metadata"]) or {}), **values}
+            conn.execute("UPDATE jobs SET job_metadata = ? WHERE id = ?",
+                         (_json(merged), job_id))
+            return self._job(conn.execute("SELECT * FROM jobs WHERE id = ?",
+                                          (job_id,)).fetchone())
+
     # --- rollouts --------------------------------------------------------------------
     # A task has at most one running rollout (a partial unique index says so). Its live
     # figures are aggregates over the traces (scores, errors, latency) and the scored
@@ -1807,6 +1819,12 @@ class Store:
     def _actor(self) -> tuple[str, str | None]:
         actor: tuple[str, str | None] | None = getattr(self._local, "actor", None)
         return actor or (keys.SYSTEM_NAME, None)
+
+    def audit(self, action: str, *, task_id: str | None = None, target: str | None = None,
+              detail: str | None = None) -> None:
+        """Record *action* in the audit log, in a transaction of its own."""
+        with self._write() as conn:
+            self._audit(conn, action, task_id=task_id, target=target, detail=detail)
 
     def _audit(
         self, conn: sqlite3.Connection, action: str, *, task_id: str | None = None,

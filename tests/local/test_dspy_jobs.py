@@ -161,7 +161,7 @@ def test_429_is_retried_and_counted(client: httpx.Client, standin: LLMStandIn) -
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        ("503", "answered HTTP 503 for model"),
+        ("503", "answered HTTP 503 Service Unavailable for model"),
         ("malformed", "malformed answer from the LLM endpoint"),
         ("judge", "returned no score"),
         ("few", "needs at least 10"),

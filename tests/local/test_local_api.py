@@ -67,6 +67,7 @@ EXPECTED_ROUTES = {
     ("get", "/api/v1/keys"),
     ("delete", "/api/v1/keys/{key_id}"),
     ("get", "/api/v1/audit"),
+    ("post", "/api/v1/rollouts/{task_id}/approve"),
 }
 
 

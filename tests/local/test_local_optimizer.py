@@ -57,12 +57,13 @@ def test_build_prompt_exact_text_and_replaces_old_examples() -> None:
     demos = [opt.Example(id="x", inputs={"b": 2, "a": "é"}, output={"k": [1]}, score=1.0),
              opt.Example(id="y", inputs=None, output="plain", score=0.5)]
     text = opt.build_prompt("Summarize.", demos)
+    note = "\n\n" + opt.EXAMPLES_NOTE
     assert text == (
         'Summarize.\n\n### Examples\n\nExample 1:\nInput: {"a": "é", "b": 2}\n'
-        'Output: {"k": [1]}\n\nExample 2:\nInput: {}\nOutput: plain'
+        'Output: {"k": [1]}\n\nExample 2:\nInput: {}\nOutput: "plain"' + note
     )
     assert opt.build_prompt(text, demos[1:]) == (
-        "Summarize.\n\n### Examples\n\nExample 1:\nInput: {}\nOutput: plain"
+        'Summarize.\n\n### Examples\n\nExample 1:\nInput: {}\nOutput: "plain"' + note
     )
     assert opt.build_prompt(text, []) == "Summarize."
 
@@ -86,7 +87,7 @@ def test_optimize_result() -> None:
     assert result.demo_ids == tuple(e.id for e in best)
     assert result.prompt_text.startswith("Answer the question.\n\n### Examples\n\nExample 1:")
     for e in best:
-        assert f"Output: {e.output}" in result.prompt_text
+        assert f"Output: {opt.quote_data(e.output)}" in result.prompt_text
 
 
 def test_optimize_without_examples_raises() -> None:

@@ -284,8 +284,8 @@ def test_a_correction_is_preferred_as_a_demonstration() -> None:
     demos = optimizer.select_demos(examples, k=2)
     assert [d.id for d in demos] == ["b", "a"]
     text = optimizer.build_prompt("Base.", demos)
-    assert "Output: fixed" in text and "Output: bad" not in text
-    assert "Output: poor" not in text
+    assert 'Output: "fixed"' in text and 'Output: "bad"' not in text
+    assert 'Output: "poor"' not in text
 
 
 # --- migration -----------------------------------------------------------------------------

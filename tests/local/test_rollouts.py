@@ -317,7 +317,8 @@ def test_a_successful_job_starts_a_rollout_when_the_task_asks(
 ) -> None:
     active, candidate = make_task(
         client, wait_job, task_name,
-        evaluator_config={"auto_rollout": {"share": 0.25, "min_samples": 40}},
+        evaluator_config={"auto_rollout": {"share": 0.25, "min_samples": 40},
+                          "unattended_rollouts": True},
     )
     state = rollout(client, task_name)
     assert state["state"] == "running"
