@@ -206,6 +206,9 @@ class Sender:
         """Bytes of the last ingest body sent (the engine sizes its batches from it)."""
         self.body_limit: int | None = None
         """Half the smallest body the server refused as too large (413), once one was."""
+        self.failing = False
+        """True from a delivery that failed after its retries until one succeeds: the engine
+        then writes new batches straight to its spool (when it has one)."""
 
     def _new_http(self) -> httpx.Client:
         settings = self.settings
@@ -256,11 +259,16 @@ class Sender:
             if now + wait >= deadline:
                 raise GiveUp("the server asked to wait")
             self._wake.wait(wait)
-        if self.settings.base_url in _NO_INGEST:
-            result = self._send_single(batch, deadline, retries)
-        else:
-            result = self._send_ingest(batch, deadline, retries)
+        try:
+            if self.settings.base_url in _NO_INGEST:
+                result = self._send_single(batch, deadline, retries)
+            else:
+                result = self._send_ingest(batch, deadline, retries)
+        except GiveUp:
+            self.failing = True
+            raise
         self._down_until = self._not_before = 0.0
+        self.failing = False
         return result
 
     def _send_ingest(
