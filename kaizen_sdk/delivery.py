@@ -60,6 +60,7 @@ _BATCH_MAX = 4096
 _SEND_PATIENCE = 0.5
 """With a spool: seconds a send may wait on the server before the records queued behind it
 go to disk (checked as often)."""
+_SHUTDOWN_GRACE = 0.1
 _STUCK_SECONDS = 1.0
 """With a spool: seconds after which the new batch a send holds goes to disk as well (a
 healthy server answers sooner, so it is rarely sent twice)."""
@@ -697,7 +698,9 @@ class Delivery:
         try:
             rejected, refused = self.sender.deliver(batch, time.monotonic() + _EXPORT_BUDGET)
         except GiveUp as stop:
-            if fresh and self._settle(batch):
+            if stop.rest is not None and not replay:  # part of it was answered first
+                self._partly_sent(batch, n, stop, fresh=fresh)
+            elif fresh and self._settle(batch):
                 self.give_up(batch, n, stop.reason, inflight=n)
             return False
         finally:
@@ -717,6 +720,28 @@ class Delivery:
             self.count(sent=n - rejected, rejected=rejected, rejected_feedback=refused,
                        done=n, inflight=-n)
         return True
+
+    def _partly_sent(self, batch: IngestRequest, n: int, stop: GiveUp, *, fresh: bool) -> None:
+        """A batch sent record by record failed part way: count what the server answered
+        and hand on the rest (a kept batch keeps its place, as its rest)."""
+        done, rest, left = stop.done, stop.rest or IngestRequest(), n - stop.done
+        answered = {
+            "sent": done - stop.rejected, "rejected": stop.rejected,
+            "rejected_feedback": stop.refused_feedback,
+        }
+        if fresh:
+            if self._settle(batch):
+                self.count(**answered, done=done, inflight=-done)
+                self.give_up(rest, left, stop.reason, inflight=left)
+            return
+        with self._lock:
+            if self.kept and self.kept[0][0] is batch:
+                self.kept[0] = (rest, left)
+                self._kept_records -= done
+                self._sent += answered["sent"]
+                self._rejected += stop.rejected
+                self._rejected_feedback += stop.refused_feedback
+                self._done += done
 
     def _resize(self, records: int, body_bytes: int) -> None:
         """Size the next batches so that their body is about `_BATCH_BYTES` (less when the
@@ -816,6 +841,8 @@ class Delivery:
                     self._stopping = True
                     self._wake.set()
                     worker.join(max(0.0, deadline - time.monotonic()))
+                    # its request ends at the deadline too: a moment to count what it sent
+                    worker.join(_SHUTDOWN_GRACE)
             elif self.queue or self.scores:  # no thread (it could not start): send from here
                 self._export_queued(None)
             self.resend_kept(max(0.0, deadline - time.monotonic()))
