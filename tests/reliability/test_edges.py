@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
+import msgspec
 import pytest
 
 from benchmarks.kill9_loss import hung_server, kill_child, spooled_inputs
-from kaizen_sdk import CTClient
+from kaizen_sdk import CTClient, _sender
+from kaizen_sdk._spool import Spool
+from kaizen_sdk.models import IngestRequest, ScoreItem, TraceRequest, encode
 
-from .conftest import API_KEY, dead_url
+from ._proxy import FaultProxy
+from .conftest import API_KEY, CTServer, dead_url, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -74,3 +80,74 @@ def test_a_spool_directory_removed_while_running_is_made_again(
     assert spooled_inputs(folder) == set(range(3000, 6000))  # every record made after it
     made_again = [r for r in caplog.records if "was removed; created it again" in r.getMessage()]
     assert len(made_again) == 1
+
+
+@pytest.mark.timeout(120)
+def test_scores_that_arrive_before_their_traces_are_applied_when_the_traces_do(
+    ct_server: CTServer, task_name: str, tmp_path: Path
+) -> None:
+    # A process spooled 300 calls during an outage; their scores (made after it) reach the
+    # server first. The server holds them and applies each when its trace is stored.
+    folder = tmp_path / "spool"
+    spool = Spool(folder)
+    traces = [TraceRequest(task_id=task_name, id=uuid.uuid4(), response_text=f"r{i}")
+              for i in range(301)]
+    spooled, single = traces[:300], traces[300]
+    for start in range(0, 300, 100):
+        assert spool.append(encode(IngestRequest(traces=spooled[start:start + 100])),
+                            records=100)
+    scores = [ScoreItem(id=uuid.uuid4(), trace_id=t.id, score=0.25 + (i % 3) / 4)
+              for i, t in enumerate(traces) if t.id is not None]
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    with httpx.Client(base_url=ct_server.url, headers=headers) as http:
+        answer = http.post("/api/v1/ingest", content=encode(IngestRequest(scores=scores)))
+        assert answer.status_code == 207
+        assert msgspec.json.decode(answer.content) == {"accepted": 0, "errors": [],
+                                                        "scores": 301}
+        again = http.post("/api/v1/ingest", content=encode(IngestRequest(scores=scores[:5])))
+        assert msgspec.json.decode(again.content)["scores"] == 5  # a re-sent score: once
+        assert ct_server.trace_ids(task_name) == []
+        # the next process with that spool replays the traces
+        with CTClient(api_key=API_KEY, base_url=ct_server.url, spool_dir=str(folder)):
+            assert wait_for(lambda: len(ct_server.trace_ids(task_name)) == 300, timeout=60)
+        # and one trace comes by the single-record endpoint
+        assert http.post("/api/v1/traces", content=encode(single)).status_code == 201
+    want = {str(s.trace_id): s.score for s in scores}
+    got = dict(ct_server._query(
+        "SELECT t.id, t.score FROM traces t JOIN tasks k ON t.task_id = k.id WHERE k.name = ?",
+        task_name,
+    ))
+    assert got == want
+    assert ct_server.feedback_count(task_name) == 301  # each score made its feedback entry
+    assert ct_server._query("SELECT COUNT(*) FROM held_scores") == [(0,)]
+
+
+@pytest.mark.timeout(120)
+def test_the_old_server_fallback_counts_what_was_stored_as_sent(
+    proxy: FaultProxy, ct_server: CTServer, task_name: str
+) -> None:
+    # A server without /ingest gets one request per trace and feedback entry; this one
+    # stops answering (503) after storing 100 traces of the batch.
+    def after_100(method: str, path: str) -> bool:
+        if path != "/api/v1/traces":
+            return False
+        stored = sum(1 for s in proxy.seen if s.path == path and not s.injected)
+        return stored >= 100
+
+    proxy.fail_next(1, 404, match=lambda method, path: path == "/api/v1/ingest")
+    proxy.fail_next(50, 503, match=after_100)
+    try:
+        client = CTClient(api_key=API_KEY, base_url=proxy.url, max_retries=0,
+                          shutdown_timeout=2)
+        echo = _echo(client, task_name)
+        assert [echo(i) for i in range(300)] == list(range(300))
+        assert client.flush() is False
+        stats = client.stats()
+        assert (stats.queued, stats.sent, stats.dropped) == (300, 100, 0)  # 200 kept
+        client.close()
+    finally:
+        _sender.forget_no_ingest(proxy.url)
+    stats = client.stats()
+    assert len(ct_server.trace_ids(task_name)) == stats.sent == 100
+    assert ct_server.feedback_count(task_name) == 100
+    assert (stats.queued, stats.sent, stats.rejected, stats.dropped) == (300, 100, 0, 200)
