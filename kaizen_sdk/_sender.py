@@ -198,6 +198,7 @@ class Sender:
         settings: the client's resolved settings (base URL, key, timeouts, retries).
         limiter: the engine's log limiter (one line per kind of trouble a minute).
         on_retry: called with the number of records each time a request is sent again.
+        on_answer: called each time the server answered a request (no retry needed).
         transport: an ``httpx`` transport to send through (tests).
     """
 
@@ -207,11 +208,13 @@ class Sender:
         limiter: LogLimiter,
         on_retry: Callable[[int], None],
         *,
+        on_answer: Callable[[], None] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.limiter = limiter
         self._on_retry = on_retry
+        self._on_answer = on_answer
         self._transport = transport
         self._http = self._new_http()
         self._wake = threading.Event()
@@ -445,6 +448,8 @@ class Sender:
                     self._down_until = time.monotonic() + _DOWN_SECONDS
             else:
                 if resp.status_code not in DELIVERY_RETRY_STATUSES:
+                    if self._on_answer is not None:
+                        self._on_answer()
                     return resp
                 why = str(resp.status_code)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))

@@ -153,6 +153,7 @@ class Delivery:
         self._overflow_thread: threading.Thread | None = None
         self._poked = 0.0
         self._busy_since: float | None = None  # when the send now waiting on the server began
+        self._busy_thread = 0  # (or last heard from it), and the thread sending
         # the sender thread: started by the first record, woken by a full batch or a flush
         self._wake = threading.Event()
         self._flushes: list[_Flush] = []
@@ -162,7 +163,8 @@ class Delivery:
         self._sending: IngestRequest | None = None
         self._abandoned: IngestRequest | None = None
         self._settle_lock = threading.Lock()
-        self.sender = Sender(settings, self.limiter, self._count_retry, transport=transport)
+        self.sender = Sender(settings, self.limiter, self._count_retry,
+                             on_answer=self._answered, transport=transport)
         self.spool: Spool | None = None
         self._replayer: threading.Thread | None = None
         self._spool_waiting = False  # the spool may hold batches: replay after a success
@@ -221,6 +223,12 @@ class Delivery:
 
     def _count_retry(self, records: int) -> None:
         self.count(retried=records)
+
+    def _answered(self) -> None:
+        # The server answers (a batch sent record by record takes many requests): a send
+        # that makes progress is not waiting on it.
+        if self._busy_since is not None and threading.get_ident() == self._busy_thread:
+            self._busy_since = time.monotonic()
 
     def _spool_stuck(self, batch_too: bool) -> None:
         """A send has waited on the server for a while: write the records queued behind it
@@ -695,6 +703,7 @@ class Delivery:
             self._sending = batch
         if not replay:
             self._busy_since = time.monotonic()
+            self._busy_thread = threading.get_ident()
         try:
             rejected, refused = self.sender.deliver(batch, time.monotonic() + _EXPORT_BUDGET)
         except GiveUp as stop:
