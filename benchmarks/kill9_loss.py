@@ -154,6 +154,7 @@ def kill_child(
     with subprocess.Popen(
         [sys.executable, "-c", CHILD.format(task=task), str(burst), str(rate), str(log)],
         env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=workdir,  # not a checkout: ``-c`` puts the working directory first on the path
     ) as proc:
         try:
             deadline = time.monotonic() + timeout

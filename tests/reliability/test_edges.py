@@ -16,7 +16,7 @@ import httpx
 import msgspec
 import pytest
 
-from benchmarks.kill9_loss import hung_server, kill_child, spooled_inputs
+from benchmarks.kill9_loss import hung_server, kill_child, spooled_inputs, unavailable_server
 from kaizen_sdk import CTClient, _sender
 from kaizen_sdk._spool import Spool
 from kaizen_sdk.models import IngestRequest, ScoreItem, TraceRequest, encode
@@ -28,21 +28,23 @@ pytestmark = [pytest.mark.e2e]
 
 
 @pytest.mark.timeout(120)
-def test_kill_9_while_the_server_does_not_answer_loses_only_the_last_seconds(
-    task_name: str, tmp_path: Path
+@pytest.mark.parametrize("server", ["never-answers", "answers-503"])
+def test_kill_9_while_the_server_fails_loses_only_the_last_seconds(
+    task_name: str, tmp_path: Path, server: str
 ) -> None:
-    # A server that accepts connections and never answers: the first send waits on it (up
-    # to the export budget, 30 s). Before, every record made meanwhile waited in memory (up
-    # to 10,000) and a kill -9 lost them all; now what waits behind that send goes to disk
-    # within a second, and the send's own batch after `_STUCK_SECONDS`.
+    # A server that never answers: the first send waits on it (up to the export budget,
+    # 30 s); one that answers 503: each batch waits through its retries. Before, the records
+    # made meanwhile waited in memory (up to 10,000) and a kill -9 lost them all; now what
+    # waits behind a send goes to disk within a second, the send's own batch after
+    # `_STUCK_SECONDS`, and once a send failed each new batch goes straight to disk.
     folder = tmp_path / "spool"
-    with hung_server() as url:
+    with (hung_server() if server == "never-answers" else unavailable_server()) as url:
         out = kill_child(
             {"KAIZEN_API_KEY": API_KEY, "KAIZEN_BASE_URL": url, "KAIZEN_SPOOL_DIR": str(folder)},
             burst=0, rate=500, seconds=8, workdir=tmp_path, task=task_name,
         )
     on_disk = spooled_inputs(folder)
-    print("kill -9, server not answering:", out.summary(on_disk))
+    print(f"kill -9, server {server}:", out.summary(on_disk))
     # the first batch waits for its wake-up (1 s) and `_STUCK_SECONDS` (1 s), checked every
     # 0.5 s; later records only the checks: 3 s leaves room for a loaded machine
     old = {i for i, at in out.made.items() if out.killed_at - at > 3.0}
