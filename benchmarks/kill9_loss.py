@@ -248,6 +248,17 @@ def main(argv: list[str] | None = None) -> None:
             )
             time.sleep(1.0)  # requests already sent finish on the server's side
             print("server up, no spool:", up.summary(stored_inputs(db)))
+            task = f"{TASK}-spool"
+            folder = work / "spool-up"
+            up = kill_child(
+                {"KAIZEN_API_KEY": "k", "KAIZEN_BASE_URL": server.base_url,
+                 "KAIZEN_SPOOL_DIR": str(folder)},
+                burst=args.burst, rate=args.rate, seconds=args.seconds, workdir=work,
+                sdk=args.sdk, task=task,
+            )
+            time.sleep(1.0)
+            kept = stored_inputs(db, task) | spooled_inputs(folder)
+            print("server up, spool:   ", up.summary(kept))
 
 
 if __name__ == "__main__":
