@@ -22,7 +22,7 @@ from kaizen_sdk._spool import Spool
 from kaizen_sdk.models import IngestRequest, ScoreItem, TraceRequest, encode
 
 from ._proxy import FaultProxy
-from .conftest import API_KEY, CTServer, dead_url, wait_for
+from .conftest import API_KEY, CTServer, dead_url, forwarded_trace_ids, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -153,3 +153,27 @@ def test_the_old_server_fallback_counts_what_was_stored_as_sent(
     assert len(ct_server.trace_ids(task_name)) == stats.sent == 100
     assert ct_server.feedback_count(task_name) == 100
     assert (stats.queued, stats.sent, stats.rejected, stats.dropped) == (300, 100, 0, 200)
+
+
+@pytest.mark.timeout(120)
+def test_a_slow_fallback_batch_that_makes_progress_is_not_spooled_and_sent_twice(
+    proxy: FaultProxy, ct_server: CTServer, task_name: str, tmp_path: Path
+) -> None:
+    # One request per trace and feedback entry, 5 ms each: the batch takes seconds, but the
+    # server answers every request, so the spool keeper leaves it alone.
+    proxy.fail_next(1, 404, match=lambda method, path: path == "/api/v1/ingest")
+    proxy.set_delay(0.005)
+    folder = tmp_path / "spool"
+    try:
+        with CTClient(api_key=API_KEY, base_url=proxy.url, spool_dir=str(folder)) as client:
+            echo = _echo(client, task_name)
+            assert [echo(i) for i in range(300)] == list(range(300))
+            assert client.flush() is True
+            stats = client.stats()
+    finally:
+        _sender.forget_no_ingest(proxy.url)
+    assert (stats.queued, stats.sent, stats.spooled, stats.dropped) == (300, 300, 0, 0)
+    assert list(folder.glob("*.batch")) == []
+    sent = forwarded_trace_ids(proxy)
+    assert len(sent) == 300 and set(sent.values()) == {1}  # each trace posted once
+    assert len(ct_server.trace_ids(task_name)) == 300
