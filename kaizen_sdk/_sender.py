@@ -167,11 +167,28 @@ def deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
 
 
 class GiveUp(Exception):
-    """A batch could not be delivered within its deadline and retries; ``reason`` says why."""
+    """A batch could not be delivered within its deadline and retries; ``reason`` says why.
 
-    def __init__(self, reason: str) -> None:
+    Sent record by record (a server without ingest, or without scores in it), part of the
+    batch may have been answered first: ``done`` records (``rejected`` of them refused, and
+    ``refused_feedback`` feedback entries), and ``rest`` is what is left to send.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        done: int = 0,
+        rejected: int = 0,
+        refused_feedback: int = 0,
+        rest: IngestRequest | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.done = done
+        self.rejected = rejected
+        self.refused_feedback = refused_feedback
+        self.rest = rest
 
 
 class Sender:
@@ -181,6 +198,7 @@ class Sender:
         settings: the client's resolved settings (base URL, key, timeouts, retries).
         limiter: the engine's log limiter (one line per kind of trouble a minute).
         on_retry: called with the number of records each time a request is sent again.
+        on_answer: called each time the server answered a request (no retry needed).
         transport: an ``httpx`` transport to send through (tests).
     """
 
@@ -190,11 +208,13 @@ class Sender:
         limiter: LogLimiter,
         on_retry: Callable[[int], None],
         *,
+        on_answer: Callable[[], None] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.limiter = limiter
         self._on_retry = on_retry
+        self._on_answer = on_answer
         self._transport = transport
         self._http = self._new_http()
         self._wake = threading.Event()
@@ -206,6 +226,9 @@ class Sender:
         """Bytes of the last ingest body sent (the engine sizes its batches from it)."""
         self.body_limit: int | None = None
         """Half the smallest body the server refused as too large (413), once one was."""
+        self.failing = False
+        """True from a delivery that failed after its retries until one succeeds: the engine
+        then writes new batches straight to its spool (when it has one)."""
 
     def _new_http(self) -> httpx.Client:
         settings = self.settings
@@ -256,11 +279,16 @@ class Sender:
             if now + wait >= deadline:
                 raise GiveUp("the server asked to wait")
             self._wake.wait(wait)
-        if self.settings.base_url in _NO_INGEST:
-            result = self._send_single(batch, deadline, retries)
-        else:
-            result = self._send_ingest(batch, deadline, retries)
+        try:
+            if self.settings.base_url in _NO_INGEST:
+                result = self._send_single(batch, deadline, retries)
+            else:
+                result = self._send_ingest(batch, deadline, retries)
+        except GiveUp:
+            self.failing = True
+            raise
         self._down_until = self._not_before = 0.0
+        self.failing = False
         return result
 
     def _send_ingest(
@@ -283,7 +311,15 @@ class Sender:
             self.body_limit = limit if self.body_limit is None else min(self.body_limit, limit)
             parts = split_batch(batch)
             left = self._send_ingest(parts[0], deadline, retries)
-            right = self._send_ingest(parts[1], deadline, retries)
+            try:
+                right = self._send_ingest(parts[1], deadline, retries)
+            except GiveUp as stop:  # the first half is in
+                raise GiveUp(
+                    stop.reason, done=batch_size(parts[0]) + stop.done,
+                    rejected=left[0] + stop.rejected,
+                    refused_feedback=left[1] + stop.refused_feedback,
+                    rest=parts[1] if stop.rest is None else stop.rest,
+                ) from None
             self.last_body_bytes = len(body)
             return left[0] + right[0], left[1] + right[1]
         self.last_body_bytes = len(body)
@@ -317,33 +353,64 @@ class Sender:
         rejected += _refused(errors, "score", len(batch.scores))
         refused_feedback = _refused(errors, "feedback", len(batch.feedback))
         if batch.scores and result.scores is None:
-            # an older server ignored the scores: send them one by one
-            rejected += self._send_scores(batch.scores, deadline, retries)
+            # an older server ignored the scores: send them one by one (the traces are in)
+            try:
+                rejected += self._send_scores(batch.scores, deadline, retries)
+            except GiveUp as stop:
+                raise GiveUp(
+                    stop.reason, done=len(batch.traces) + stop.done,
+                    rejected=rejected + stop.rejected, refused_feedback=refused_feedback,
+                    rest=stop.rest,
+                ) from None
         return rejected, refused_feedback
 
     def _send_single(
         self, batch: IngestRequest, deadline: float, retries: int
     ) -> tuple[int, int]:
-        rejected = refused_feedback = 0
-        for trace in batch.traces:
-            resp = self.post("/api/v1/traces", encode_one(trace), deadline, retries, 1)
+        """Post each trace and then its feedback entries, then the scores, one request each.
+
+        A record counts as done once its trace was answered; on `GiveUp` the exception
+        carries what was done and the rest (the feedback of that last trace included).
+        """
+        rejected = refused_feedback = done = 0
+        steps = _single_steps(batch)
+        for index, (kind, item) in enumerate(steps):
+            try:
+                if kind == "trace":
+                    resp = self.post("/api/v1/traces", encode_one(item), deadline, retries, 1)
+                elif kind == "feedback":
+                    resp = self.post("/api/v1/feedback", encode_one(item), deadline, retries, 0)
+                else:
+                    rejected += self._send_scores([item], deadline, retries)
+                    done += 1
+                    continue
+            except GiveUp as stop:
+                raise GiveUp(
+                    stop.reason, done=done, rejected=rejected,
+                    refused_feedback=refused_feedback, rest=_rest(steps[index:]),
+                ) from None
             if resp.status_code >= 300 and resp.status_code != 409:
-                rejected += 1
+                if kind == "trace":
+                    rejected += 1
+                else:
+                    refused_feedback += 1
                 self._rejected(resp.status_code, resp)
-        for fb in batch.feedback:
-            resp = self.post("/api/v1/feedback", encode_one(fb), deadline, retries, 0)
-            if resp.status_code >= 300 and resp.status_code != 409:
-                refused_feedback += 1
-                self._rejected(resp.status_code, resp)
-        rejected += self._send_scores(batch.scores, deadline, retries)
+            done += kind == "trace"
         return rejected, refused_feedback
 
     def _send_scores(self, scores: list[ScoreItem], deadline: float, retries: int) -> int:
-        """Post each score to ``/traces/{id}/score``; return how many were refused."""
+        """Post each score to ``/traces/{id}/score``; return how many were refused (on
+        `GiveUp`, the exception carries those done and the rest)."""
         refused = 0
-        for item in scores:
+        for index, item in enumerate(scores):
             body = models.encode(ScoreRequest(score=item.score, scored_by=item.scored_by))
-            resp = self.post(f"/api/v1/traces/{item.trace_id}/score", body, deadline, retries, 1)
+            try:
+                resp = self.post(
+                    f"/api/v1/traces/{item.trace_id}/score", body, deadline, retries, 1
+                )
+            except GiveUp as stop:
+                raise GiveUp(stop.reason, done=index, rejected=refused,
+                             rest=IngestRequest(scores=scores[index:])) from None
             if resp.status_code >= 300:
                 refused += 1
                 self._rejected(resp.status_code, resp)
@@ -365,11 +432,11 @@ class Sender:
         """POST with retries on transport errors, 408/429/5xx; raise `GiveUp` at the end."""
         attempt = 0
         while True:
-            remaining = deadline - time.monotonic()
+            hard = self._hard_deadline  # set by `hurry` meanwhile (shutdown)
+            remaining = (deadline if hard is None else min(deadline, hard)) - time.monotonic()
             if remaining <= 0.05:
                 raise GiveUp("out of time")
             retry_after: float | None = None
-            hard = self._hard_deadline
             _DEADLINE.at = deadline if hard is None else min(deadline, hard)
             try:
                 resp = self._http.post(
@@ -381,6 +448,8 @@ class Sender:
                     self._down_until = time.monotonic() + _DOWN_SECONDS
             else:
                 if resp.status_code not in DELIVERY_RETRY_STATUSES:
+                    if self._on_answer is not None:
+                        self._on_answer()
                     return resp
                 why = str(resp.status_code)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -405,6 +474,38 @@ class _IngestAnswer(msgspec.Struct, kw_only=True):
     accepted: int | msgspec.UnsetType = msgspec.UNSET
     errors: list[IngestError] = []
     scores: int | None = None
+
+
+def _single_steps(batch: IngestRequest) -> list[tuple[str, Any]]:
+    """The requests of *batch* on the single-record endpoints, in order: each trace followed
+    by its feedback entries, then feedback naming no trace of the batch, then the scores."""
+    ids = {str(t.id) for t in batch.traces}
+    mine: dict[str, list[Any]] = {}
+    loose: list[Any] = []
+    for entry in batch.feedback:
+        meta: Any = entry.metadata
+        trace_id = meta.get("trace_id") if type(meta) is dict else getattr(meta, "trace_id", None)
+        key = str(trace_id)
+        if trace_id is not None and key in ids:
+            mine.setdefault(key, []).append(entry)
+        else:
+            loose.append(entry)
+    steps: list[tuple[str, Any]] = []
+    for trace in batch.traces:
+        steps.append(("trace", trace))
+        steps += [("feedback", entry) for entry in mine.pop(str(trace.id), ())]
+    steps += [("feedback", entry) for entry in loose]
+    steps += [("score", item) for item in batch.scores]
+    return steps
+
+
+def _rest(steps: list[tuple[str, Any]]) -> IngestRequest:
+    """The batch of the requests *steps* still to send."""
+    return IngestRequest(
+        traces=[item for kind, item in steps if kind == "trace"],
+        feedback=[item for kind, item in steps if kind == "feedback"],
+        scores=[item for kind, item in steps if kind == "score"],
+    )
 
 
 def _refused(errors: list[IngestError], kind: str, total: int) -> int:

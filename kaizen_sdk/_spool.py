@@ -151,7 +151,7 @@ class Spool:
         spool.replay(send)       # send(batch) -> True when delivered
 
     Parameters:
-        directory: created when missing.
+        directory: created when missing (also when it is removed while in use).
         max_bytes: bound on the total size of the spooled files; a batch that would pass
             it is dropped (``dropped_batches``/``dropped_records`` count them).
     """
@@ -224,11 +224,20 @@ class Spool:
         final = os.path.join(self.directory, name)
         part = final + _PART
         try:
-            with open(part, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(part, final)
+            try:
+                self._write(part, final, data)
+            except FileNotFoundError:
+                if os.path.isdir(self.directory):
+                    raise
+                # The directory was removed while running (a cleanup job, a tmp reaper):
+                # make it again, and count its size afresh.
+                os.makedirs(self.directory, exist_ok=True)
+                with self._lock:
+                    self._size = len(data)
+                    self._size_at = time.monotonic()
+                _log.warning("Spool directory %s was removed; created it again.",
+                             self.directory)
+                self._write(part, final, data)
         except OSError as exc:
             with self._lock:
                 self._size -= len(data)
@@ -241,6 +250,14 @@ class Spool:
         with self._lock:
             self.appended_batches += 1
         return True
+
+    @staticmethod
+    def _write(part: str, final: str, data: bytes) -> None:
+        with open(part, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, final)
 
     def _next_name(self) -> str:
         # Wall-clock nanoseconds first (so names sort oldest first across processes), strictly

@@ -57,6 +57,13 @@ _BATCH_BYTES = 1 << 20
 """The body a batch aims at: few requests per record (each costs the sender thread far more
 CPU than a record does), yet within the 1 MiB body limit common in front of HTTP servers."""
 _BATCH_MAX = 4096
+_SEND_PATIENCE = 0.5
+"""With a spool: seconds a send may wait on the server before the records queued behind it
+go to disk (checked as often)."""
+_SHUTDOWN_GRACE = 0.1
+_STUCK_SECONDS = 1.0
+"""With a spool: seconds after which the new batch a send holds goes to disk as well (a
+healthy server answers sooner, so it is rarely sent twice)."""
 
 
 class DeliveryStats(msgspec.Struct, kw_only=True, frozen=True):
@@ -145,6 +152,8 @@ class Delivery:
         self._overflow_wake = threading.Event()
         self._overflow_thread: threading.Thread | None = None
         self._poked = 0.0
+        self._busy_since: float | None = None  # when the send now waiting on the server began
+        self._busy_thread = 0  # (or last heard from it), and the thread sending
         # the sender thread: started by the first record, woken by a full batch or a flush
         self._wake = threading.Event()
         self._flushes: list[_Flush] = []
@@ -154,7 +163,8 @@ class Delivery:
         self._sending: IngestRequest | None = None
         self._abandoned: IngestRequest | None = None
         self._settle_lock = threading.Lock()
-        self.sender = Sender(settings, self.limiter, self._count_retry, transport=transport)
+        self.sender = Sender(settings, self.limiter, self._count_retry,
+                             on_answer=self._answered, transport=transport)
         self.spool: Spool | None = None
         self._replayer: threading.Thread | None = None
         self._spool_waiting = False  # the spool may hold batches: replay after a success
@@ -187,6 +197,8 @@ class Delivery:
         queue.append(record)
         if self._worker is None:
             self._start_worker()
+            if self.spool is not None:  # see `_overflow_loop`
+                self._start_overflow_writer()
         elif len(queue) >= self._batch and not self._wake.is_set():
             self._wake.set()
 
@@ -211,6 +223,44 @@ class Delivery:
 
     def _count_retry(self, records: int) -> None:
         self.count(retried=records)
+
+    def _answered(self) -> None:
+        # The server answers (a batch sent record by record takes many requests): a send
+        # that makes progress is not waiting on it.
+        if self._busy_since is not None and threading.get_ident() == self._busy_thread:
+            self._busy_since = time.monotonic()
+
+    def _spool_stuck(self, batch_too: bool) -> None:
+        """A send has waited on the server for a while: write the records queued behind it
+        to the spool, and with *batch_too* the new batch it holds (the sender thread goes on
+        trying, and the spool's replay sends it again: the server stores it once)."""
+        stuck = self._take_in_flight() if batch_too else None
+        if stuck is not None:
+            n = batch_size(stuck)
+            self.give_up(stuck, n, "the server has not answered", inflight=n)
+        if self.queue:
+            self._spool_queued()
+
+    def _spool_queued(self) -> None:
+        """Write the records queued now to the spool (the server is not answering), in
+        batches; a batch the spool cannot take is kept in memory as a failed one."""
+        queue = self.queue
+        left = len(queue)  # not those queued meanwhile: calls may outpace the disk
+        while left > 0:
+            with self._lock:  # counted in flight while they are in no other place
+                n = min(len(queue), self._batch, left)
+                taken = [queue.popleft() for _ in range(n)]
+                self._inflight += n
+            if not taken:
+                return
+            left -= n
+            traces, feedback, bad = build_batch(taken, self.settings)
+            if bad:
+                self.count(dropped=len(bad), done=len(bad), inflight=-len(bad))
+            n = len(traces)
+            if n:
+                batch = IngestRequest(traces=traces, feedback=feedback)
+                self.give_up(batch, n, "the server has not answered", inflight=n)
 
     # counters -------------------------------------------------------------------------------
 
@@ -304,11 +354,17 @@ class Delivery:
             self._overflow_thread.start()
 
     def _overflow_loop(self) -> None:
+        # With a spool, this thread also keeps records off the memory while the sender
+        # thread waits on the server: what is queued behind a send that has taken longer
+        # than `_SEND_PATIENCE` goes to disk, so a kill -9 loses about a second of calls.
         while not self._closed:
-            self._overflow_wake.wait(1.0)
+            self._overflow_wake.wait(_SEND_PATIENCE)
             self._overflow_wake.clear()
             try:
                 self.spool_overflow()
+                busy = self._busy_since
+                if busy is not None and time.monotonic() - busy >= _SEND_PATIENCE:
+                    self._spool_stuck(time.monotonic() - busy >= _STUCK_SECONDS)
             except Exception:
                 _log.warning("Spooling records past the memory bound failed.", exc_info=True)
 
@@ -616,6 +672,14 @@ class Delivery:
         if not traces and not scores:
             return
         batch = IngestRequest(traces=traces, feedback=feedback, scores=scores)
+        if self.spool is not None and self.sender.failing and not self.kept:
+            # The server is failing: to disk now (within a wake-up, a second, of the calls),
+            # not held in memory through retries where a kill -9 would lose it. Replaying
+            # the spool finds out when the server is back.
+            n = batch_size(batch)
+            self.give_up(batch, n, "the server is failing", inflight=n)
+            self.replay_spool()
+            return
         try:
             earlier_ok = self.resend_kept()
         except Exception:
@@ -637,12 +701,20 @@ class Delivery:
         fresh = not replay and not kept
         if fresh:
             self._sending = batch
+        if not replay:
+            self._busy_since = time.monotonic()
+            self._busy_thread = threading.get_ident()
         try:
             rejected, refused = self.sender.deliver(batch, time.monotonic() + _EXPORT_BUDGET)
         except GiveUp as stop:
-            if fresh and self._settle(batch):
+            if stop.rest is not None and not replay:  # part of it was answered first
+                self._partly_sent(batch, n, stop, fresh=fresh)
+            elif fresh and self._settle(batch):
                 self.give_up(batch, n, stop.reason, inflight=n)
             return False
+        finally:
+            if not replay:
+                self._busy_since = None
         if fresh and not self._settle(batch):
             return True  # shutdown already handed this batch on (spooled or counted)
         if fresh:
@@ -657,6 +729,28 @@ class Delivery:
             self.count(sent=n - rejected, rejected=rejected, rejected_feedback=refused,
                        done=n, inflight=-n)
         return True
+
+    def _partly_sent(self, batch: IngestRequest, n: int, stop: GiveUp, *, fresh: bool) -> None:
+        """A batch sent record by record failed part way: count what the server answered
+        and hand on the rest (a kept batch keeps its place, as its rest)."""
+        done, rest, left = stop.done, stop.rest or IngestRequest(), n - stop.done
+        answered = {
+            "sent": done - stop.rejected, "rejected": stop.rejected,
+            "rejected_feedback": stop.refused_feedback,
+        }
+        if fresh:
+            if self._settle(batch):
+                self.count(**answered, done=done, inflight=-done)
+                self.give_up(rest, left, stop.reason, inflight=left)
+            return
+        with self._lock:
+            if self.kept and self.kept[0][0] is batch:
+                self.kept[0] = (rest, left)
+                self._kept_records -= done
+                self._sent += answered["sent"]
+                self._rejected += stop.rejected
+                self._rejected_feedback += stop.refused_feedback
+                self._done += done
 
     def _resize(self, records: int, body_bytes: int) -> None:
         """Size the next batches so that their body is about `_BATCH_BYTES` (less when the
@@ -756,6 +850,8 @@ class Delivery:
                     self._stopping = True
                     self._wake.set()
                     worker.join(max(0.0, deadline - time.monotonic()))
+                    # its request ends at the deadline too: a moment to count what it sent
+                    worker.join(_SHUTDOWN_GRACE)
             elif self.queue or self.scores:  # no thread (it could not start): send from here
                 self._export_queued(None)
             self.resend_kept(max(0.0, deadline - time.monotonic()))
@@ -820,6 +916,7 @@ class Delivery:
         self._overflow_lock = threading.Lock()
         self._overflow_wake = threading.Event()
         self._overflow_thread = None
+        self._busy_since = None
         self.kept.clear()
         self._kept_records = 0
         self._resend_lock = threading.Lock()

@@ -273,7 +273,8 @@ class IngestResult(msgspec.Struct, kw_only=True, frozen=True):
     accepted: int = 0
     errors: list[IngestError] = []
     scores: int | None = None
-    """Scores applied; ``None`` from a server that does not take ``scores`` in a batch."""
+    """Scores applied (or held until their trace arrives); ``None`` from a server that does not
+    take ``scores`` in a batch."""
 
 
 class Health(msgspec.Struct, kw_only=True, frozen=True):

@@ -444,11 +444,12 @@ def test_ingest_applies_scores_after_the_batch_traces_once_per_score_id(
     local_server: LocalServer, task_name: str
 ) -> None:
     trace_id, score_id, orphan = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    later = str(uuid.uuid4())  # a trace the server has not got yet
     body = {
         "traces": [{"task_id": task_name, "id": trace_id, "prompt_text": "p"}],
         "scores": [
             {"id": score_id, "trace_id": trace_id, "score": 0.25, "scored_by": "judge"},
-            {"id": orphan, "trace_id": str(uuid.uuid4()), "score": 0.5},
+            {"id": orphan, "trace_id": later, "score": 0.5},
         ],
     }
     headers = {"X-API-Key": local_server.api_key}
@@ -457,10 +458,13 @@ def test_ingest_applies_scores_after_the_batch_traces_once_per_score_id(
     for resp in answers:  # the same answer twice: the score is applied once, by its id
         assert resp.status_code == 207
         result = resp.json()
-        assert (result["accepted"], result["scores"]) == (1, 1)
-        assert [(e["kind"], e["id"]) for e in result["errors"]] == [("score", orphan)]
+        assert (result["accepted"], result["scores"], result["errors"]) == (1, 2, [])
     stored = httpx.get(f"{local_server.base_url}/api/v1/traces/{trace_id}", headers=headers)
     assert (stored.json()["score"], stored.json()["scored_by"]) == (0.25, "judge")
+    # the score for the trace not stored yet was held, and applies when it arrives
+    httpx.post(url, json={"traces": [{"task_id": task_name, "id": later}]}, headers=headers)
+    stored = httpx.get(f"{local_server.base_url}/api/v1/traces/{later}", headers=headers)
+    assert (stored.json()["score"], stored.json()["scored_by"]) == (0.5, "sdk")
 
 
 def test_a_server_that_ignores_scores_in_ingest_gets_them_one_by_one(

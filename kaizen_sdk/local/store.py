@@ -195,6 +195,19 @@ _STEP_TRACE_CONTEXT = (
 )
 
 
+# Schema step 5, "held scores": in-process scores whose trace had not arrived yet (it was
+# spooled by a client while the server was down), applied when the trace is stored.
+_STEP_HELD_SCORES = (
+    "CREATE TABLE IF NOT EXISTS held_scores (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT NOT NULL UNIQUE, trace_id TEXT NOT NULL, score REAL NOT NULL,"
+    " scored_by TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS held_scores_trace ON held_scores (trace_id)",
+)
+
+HELD_SCORES_MAX = 100_000
+"""Scores waiting for their trace at most; past it a score for an unknown trace is an error."""
+
+
 _TASK_OPTIONAL = (
     "description",
     "feedback_retention_limit",
@@ -895,9 +908,12 @@ class Store:
         return self._trace(conn.execute("SELECT * FROM traces WHERE id = ?", (tid,)).fetchone())
 
     def add_trace(self, req: TraceRequest) -> TraceResult:
-        """Store a trace (idempotent by id)."""
+        """Store a trace (idempotent by id), and apply the scores held for it."""
         with self._write() as conn:
-            return self._add_trace(conn, req)
+            result = self._add_trace(conn, req)
+        if self.apply_held_scores([str(result.id)]):
+            result = self.get_trace(str(result.id))
+        return result
 
     def get_trace(self, trace_id: str) -> TraceResult:
         """Return one trace."""
@@ -1005,8 +1021,11 @@ class Store:
         """Apply in-process scores (from an ingest batch) through `score_trace`.
 
         Idempotent by score id: a score already applied is counted as applied and not applied
-        again. Returns ``(applied, errors)``; each error is ``(score_id, detail)`` for a
-        score whose trace does not exist. Ids of jobs the scores started go to *new_jobs*.
+        again. A score whose trace is not stored yet (a client spooled it while the server
+        was down) is held, counted as applied, and applied when the trace arrives
+        (`apply_held_scores`). Returns ``(applied, errors)``; each error is
+        ``(score_id, detail)`` for a score that can be neither applied nor held (more than
+        `HELD_SCORES_MAX` wait). Ids of jobs the scores started go to *new_jobs*.
         """
         applied = 0
         errors: list[tuple[str, str]] = []
@@ -1023,8 +1042,18 @@ class Store:
                 # the one scoring path
                 self.score_trace(tid, item.score, item.scored_by, new_jobs=new_jobs)
             except NotFound as exc:
-                errors.append((sid, str(exc)))
-                continue
+                held = self._hold_score(item)
+                if held is None:  # the trace arrived meanwhile
+                    try:
+                        self.score_trace(tid, item.score, item.scored_by, new_jobs=new_jobs)
+                    except NotFound:
+                        held = False
+                if held is False:
+                    errors.append((sid, str(exc)))
+                    continue
+                if held:
+                    applied += 1
+                    continue
             with self._write() as conn:
                 conn.execute(
                     "INSERT OR IGNORE INTO applied_scores (id, trace_id, applied_at)"
@@ -1033,6 +1062,52 @@ class Store:
                 )
             applied += 1
         return applied, errors
+
+    def _hold_score(self, item: ScoreItem) -> bool | None:
+        """Keep a score whose trace is not stored yet: True when held, False when too many
+        wait already, None when the trace is stored by now (apply it instead)."""
+        with self._write() as conn:  # one writer: a trace stored after this sees the row
+            if conn.execute(
+                "SELECT 1 FROM traces WHERE id = ?", (str(item.trace_id),)
+            ).fetchone() is not None:
+                return None
+            held = conn.execute("SELECT COUNT(*) AS n FROM held_scores").fetchone()["n"]
+            if held >= HELD_SCORES_MAX:
+                return False
+            conn.execute(
+                "INSERT OR IGNORE INTO held_scores (id, trace_id, score, scored_by, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (str(item.id), str(item.trace_id), item.score, item.scored_by, _ts()),
+            )
+        return True
+
+    def apply_held_scores(
+        self, trace_ids: Sequence[str], new_jobs: list[str] | None = None
+    ) -> int:
+        """Apply the held scores of the traces *trace_ids* (just stored), oldest first;
+        return how many were applied."""
+        keys = [_as_uuid(t) or t for t in trace_ids]
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM held_scores LIMIT 1").fetchone() is None:
+            return 0  # the usual case: one cheap query per batch
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += conn.execute(
+                f"SELECT * FROM held_scores WHERE trace_id IN ({marks})", chunk
+            ).fetchall()
+        rows.sort(key=lambda r: r["seq"])
+        items = [
+            ScoreItem(id=uuid.UUID(r["id"]), trace_id=uuid.UUID(r["trace_id"]),
+                      score=r["score"], scored_by=r["scored_by"])
+            for r in rows
+        ]
+        with self._write() as conn:
+            for r in rows:
+                conn.execute("DELETE FROM held_scores WHERE id = ?", (r["id"],))
+        applied, _errors = self.apply_scores(items, new_jobs)
+        return applied
 
     # --- ingest ----------------------------------------------------------------------
 
@@ -1100,6 +1175,8 @@ class Store:
                 )
                 scored = sum(1 for _row, is_scored in new if is_scored)
                 self._count_feedback(conn, task_id, len(new), scored, new_jobs)
+        # scores that arrived before these traces (held by `apply_scores`)
+        self.apply_held_scores([str(t.id) for t in traces if t.id is not None], new_jobs)
         return len(traces) + len(feedback) - len(errors), errors, new_jobs
 
     def _trace_row(
@@ -2008,7 +2085,7 @@ _MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] =
     2: _STEP_FEEDBACK_CRITIQUE,
     3: _migrate_rollouts,
     4: _STEP_TRACE_CONTEXT,
-    5: (),  # another branch's step; the numbers are settled when the branches merge
+    5: _STEP_HELD_SCORES,
     6: _migrate_keys,
 }
 
