@@ -477,6 +477,18 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         help="OpenAI-compatible endpoint of the dspy optimizer, e.g. "
                              "http://127.0.0.1:11434/v1 (default: $KAIZEN_LLM_BASE_URL; the "
                              "key is read from $KAIZEN_LLM_API_KEY)")
+    parser.add_argument("--job-budget-usd", type=float, default=None, metavar="USD",
+                        help="LLM spend per job when the task sets no cost_budget; 0 allows "
+                             "none (default: $KAIZEN_JOB_BUDGET_USD, else 1.00)")
+    parser.add_argument("--daily-budget-usd", type=float, default=None, metavar="USD",
+                        help="LLM spend per task per UTC day when the task sets none; 0 "
+                             "allows none (default: $KAIZEN_DAILY_BUDGET_USD, else 5.00)")
+    parser.add_argument("--max-jobs-per-day", type=int, default=None, metavar="N",
+                        help="threshold jobs per task per UTC day (default: "
+                             "$KAIZEN_MAX_JOBS_PER_DAY, else 6)")
+    parser.add_argument("--cooldown-minutes", type=float, default=None, metavar="MIN",
+                        help="minutes between a task's threshold jobs (default: "
+                             "$KAIZEN_COOLDOWN_MINUTES, else 60)")
     parser.set_defaults(command=_cmd_serve)
 
 
@@ -488,10 +500,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
     try:
+        from kaizen_sdk.local.budget import BudgetDefaults
+
+        budgets = BudgetDefaults.resolve(
+            job_budget_usd=args.job_budget_usd, daily_budget_usd=args.daily_budget_usd,
+            max_jobs_per_day=args.max_jobs_per_day, cooldown_minutes=args.cooldown_minutes,
+        )
         server = LocalServer(
             db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
             job_step_delay=args.job_step_delay, access_log=args.access_log,
-            optimizer=args.optimizer, llm_base_url=args.llm_base_url,
+            optimizer=args.optimizer, llm_base_url=args.llm_base_url, budgets=budgets,
         )
     except ValueError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)

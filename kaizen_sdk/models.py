@@ -30,6 +30,7 @@ __all__ = [
     "ApiKeyCreated",
     "AuditEntry",
     "CostEstimate",
+    "JobCall",
     "ErrorBody",
     "FeedbackRequest",
     "FeedbackResult",
@@ -104,6 +105,12 @@ class Task(msgspec.Struct, kw_only=True, frozen=True):
     github_base_branch: str | None = None
     prompt_path: str | None = None
     prompt_format: str | None = None
+    daily_budget_usd: float | None = None
+    """LLM spend allowed per UTC day for this task's jobs; ``None``: the server's default."""
+    max_jobs_per_day: int | None = None
+    """Threshold jobs allowed per UTC day; ``None``: the server's default, ``0``: none."""
+    cooldown_minutes: float | None = None
+    """Minutes between threshold jobs; ``None``: the server's default."""
     created_at: datetime | None = None
     feedback_count: int = 0
     last_optimization: datetime | None = None
@@ -135,6 +142,15 @@ class Prompt(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime | None = None
     rollout: RolloutServing | None = None
     """The task's running rollout, when the server has one: pick an arm with it locally."""
+    verdict: str | None = None
+    """The judged comparison of the job that made this version: ``better``, ``not_better``
+    or ``worse`` than `baseline_version` (``None`` when it was not judged)."""
+    baseline_version: int | None = None
+    """The version ``eval_score`` was compared against (the active one when the job ran)."""
+    baseline_score: float | None = None
+    """The baseline's judged mean on the same sample: compare ``eval_score`` only with it."""
+    eval_sample_size: int | None = None
+    """How many held-out examples both were judged on."""
 
     def render(self, **variables: Any) -> str:
         """Fill ``{{ name }}`` placeholders; a missing variable raises `CTValidationError`.
@@ -214,6 +230,21 @@ class Job(msgspec.Struct, kw_only=True, frozen=True):
     def is_success(self) -> bool:
         """True when the job finished successfully (``SUCCESS`` or ``completed``)."""
         return self.status.upper() in ("SUCCESS", "COMPLETED")
+
+
+class JobCall(msgspec.Struct, kw_only=True, frozen=True):
+    """One LLM call an optimization job made (``GET /api/v1/jobs/{job_id}/calls``)."""
+
+    model: str
+    purpose: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    """The cost of the usage the endpoint reported."""
+    charged_usd: float = 0.0
+    """What the call counts against the budgets (the estimate when more than reported)."""
+    retries: int = 0
+    usage_reported: bool = True
 
 
 class CostEstimate(msgspec.Struct, kw_only=True, frozen=True):
@@ -530,12 +561,15 @@ class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     teacher_model: str | None = None
     judge_model: str | None = None
     module_type: str | None = None
-    cost_budget: float | None = None
+    cost_budget: Annotated[float, msgspec.Meta(ge=0)] | None = None
     github_repo: str | None = None
     github_base_branch: str | None = None
     prompt_path: str | None = None
     prompt_format: str | None = None
     prompt_text: PromptText | None = None
+    daily_budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    max_jobs_per_day: Annotated[int, msgspec.Meta(ge=0, le=1000)] | None = None
+    cooldown_minutes: Annotated[float, msgspec.Meta(ge=0, le=525_600)] | None = None
 
 
 class TaskUpdateRequest(

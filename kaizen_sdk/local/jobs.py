@@ -13,12 +13,20 @@ A job moves ``PENDING`` -> ``RUNNING`` -> ``SUCCESS`` with a new ``candidate`` p
   number, too few examples, a missing extra or a spent ``cost_budget`` end the job ``FAILURE``
   naming the cause and the setting to change.
 
+Spend (`kaizen_sdk.local.budget`): a worker runs a job only while it holds the job's lease, so
+two servers on one database never run it twice; each LLM call is reserved and charged in the
+job row as it happens, so a restart resumes with the spend so far. A dspy job starts only when
+its estimate fits in the task's day; judged on a bounded held-out sample
+(`kaizen_sdk.local.heldout`), it ends with a verdict (`kaizen_sdk.local.verdict`) in
+``job_metadata["verdict"]``; a budget reached while judging keeps the pairs judged so far.
+
 When the task has ``github_repo`` and ``prompt_path``, a successful job opens a pull request
 with the candidate (`kaizen_sdk.local.github`) and records ``pr_url``, or ends ``PR_FAILED``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -30,9 +38,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from kaizen_sdk._config import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL, KAIZEN_OPTIMIZER
-from kaizen_sdk.local import dspy_optimizer, evaluate, github, optimizer
+from kaizen_sdk.local import (
+    budget,
+    dspy_optimizer,
+    evaluate,
+    github,
+    heldout,
+    optimizer,
+    spend_store,
+    verdict,
+)
 from kaizen_sdk.local.evaluate import Sample
-from kaizen_sdk.local.llm import LLMClient, LLMError
+from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
 from kaizen_sdk.local.pricing import Price, PriceTable
 from kaizen_sdk.local.store import Store
 from kaizen_sdk.local.task_settings import fill_task, update_command
@@ -51,6 +68,9 @@ MIN_DSPY_EXAMPLES = 10
 _STOP = object()
 
 _OPTIMIZER_JSON = "'{\"optimizer\": \"auto\"}'"
+
+RESCAN_SECONDS = 30.0
+"""How often an idle worker looks for unfinished jobs whose lease ran out."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +126,7 @@ class _Plan:
 
 
 def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None,
-               strategy: str | None = None) -> _Plan:
+               strategy: str | None = None, seed: str = "") -> _Plan:
     config = dict(task.evaluator_config or {})
     if strategy is not None:  # the job option wins over the task's evaluator_config
         config["optimizer"] = strategy
@@ -139,11 +159,16 @@ def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None
         )
     train, val = optimizer.split_train_val(examples)
     try:
+        val = heldout.held_out_sample(val, heldout.sample_size(len(val), config), seed)
         strategy = dspy_optimizer.choose_strategy(config, examples)
     except dspy_optimizer.OptimizerError as exc:
         raise _JobFault(
             f"{exc}; change it with"
             f" {update_command(task.name, 'evaluator_config', _OPTIMIZER_JSON)}"
+        ) from None
+    except ValueError as exc:  # evaluator_config["eval_sample_size"]
+        raise _JobFault(
+            f"{exc}; change it with {update_command(task.name, 'evaluator_config', 'JSON')}"
         ) from None
     return _Plan(
         strategy=strategy, task_model=task_model, teacher_model=task.teacher_model,
@@ -167,7 +192,8 @@ def _branch(task_name: str, job_id: str) -> str:
 
 
 def _report(task: Task, metadata: Mapping[str, Any]) -> str:
-    rows = [("optimizer", metadata.get("optimizer")), ("strategy", metadata.get("strategy")),
+    rows = [("verdict", metadata.get("verdict")),
+            ("optimizer", metadata.get("optimizer")), ("strategy", metadata.get("strategy")),
             ("validation samples", metadata.get("sample_size", metadata.get("val_size"))),
             ("active judged mean", metadata.get("active_judged_mean")),
             ("candidate judged mean", metadata.get("candidate_judged_mean")),
@@ -199,6 +225,8 @@ class JobWorker:
         self._queue: queue.Queue[object] = queue.Queue()
         self._stopping = threading.Event()
         self._current: LLMClient | None = None
+        self.owner = spend_store.new_owner()
+        """This worker's lease name: it runs a job only while the job's lease is its own."""
         self._thread = threading.Thread(target=self._run, name="kaizen-local-jobs", daemon=True)
 
     def start(self) -> None:
@@ -236,6 +264,8 @@ class JobWorker:
         train, val = optimizer.split_sizes(len(examples))
         if self.settings.optimizer != "dspy":
             return CostEstimate(train_size=train, val_size=val), None
+        with contextlib.suppress(ValueError):  # else the job fails and says why
+            val = heldout.sample_size(val, task.evaluator_config)
         try:
             active = self._store.active_prompt(str(task.id)).prompt_text
         except Exception:
@@ -254,17 +284,47 @@ class JobWorker:
             teacher_model=task.teacher_model, judge_model=task.judge_model,
         )
         warning = None
-        if task.cost_budget is not None and cost.cost_usd > task.cost_budget:
+        limits = self._store.limits(task)
+        left = limits.daily_budget_usd - self._store.day_used(str(task.id))
+        if cost.cost_usd > limits.job_budget_usd:
             warning = (
-                f"The estimated cost ${cost.cost_usd:.4f} exceeds the task's cost_budget"
-                f" ${task.cost_budget:.4f}; the job stops when it reaches the budget."
+                f"The estimated cost ${cost.cost_usd:.4f} exceeds the job's cost_budget"
+                f" ${limits.job_budget_usd:.4f}; the job stops when it reaches the budget."
+            )
+        elif min(cost.cost_usd, limits.job_budget_usd) > left:
+            warning = (
+                f"The estimated cost ${cost.cost_usd:.4f} exceeds what is left of the task's"
+                f" daily_budget_usd today (${max(left, 0.0):.4f}); the job will be refused."
             )
         return estimate, warning
+
+    def refusal(self, task_ref: str, *, strategy: str | None = None) -> str | None:
+        """Why a job of the task cannot start now (its day's budget), or ``None``."""
+        if self.settings.optimizer != "dspy":
+            return None  # the local optimizer makes no LLM call
+        estimate, _ = self.estimate(task_ref, strategy=strategy)
+        task = self._store.get_task(task_ref)
+        limits = self._store.limits(task)
+        used = self._store.day_used(str(task.id))
+        need = min(estimate.estimated_cost_usd, limits.job_budget_usd)
+        if used + need > limits.daily_budget_usd or limits.daily_budget_usd == 0:
+            return (
+                f"Task {task.name!r} has spent ${used:.4f} of its daily budget"
+                f" ${limits.daily_budget_usd:.4f} today (UTC); this job's estimate is"
+                f" ${need:.4f}. Raise daily_budget_usd (`kaizen tasks update {task.name}"
+                " --daily-budget-usd`) or wait for the next day."
+            )
+        return None
 
     def _run(self) -> None:
         try:
             while True:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=RESCAN_SECONDS)
+                except queue.Empty:  # another worker may have died holding a job
+                    for job_id in self._store.unfinished_jobs():
+                        self.submit(job_id)
+                    continue
                 if item is _STOP or self._stopping.is_set():
                     return
                 assert isinstance(item, str)
@@ -281,7 +341,10 @@ class JobWorker:
             self._store.release_thread()
 
     def _step(self, job_id: str, step: str) -> bool:
-        """Record *step*; return False when the worker is stopping."""
+        """Record *step* and renew the lease; False when stopping or the lease is lost."""
+        if not self._store.claim_job(job_id, self.owner):
+            logger.warning("job %s: another worker took it over; this one stops", job_id)
+            return False
         self._store.set_job_step(job_id, step)
         if self._step_delay:
             self._stopping.wait(self._step_delay)
@@ -290,6 +353,16 @@ class JobWorker:
     def _run_job(self, job_id: str) -> None:
         if self._store.get_job(job_id).status not in ("PENDING", "RUNNING"):
             return
+        if not self._store.claim_job(job_id, self.owner):
+            logger.info("job %s is run by another worker", job_id)
+            return
+        try:
+            self._run_claimed(job_id)
+        finally:
+            if self._stopping.is_set():  # left unfinished: free it for the next start
+                self._store.release_job(job_id, self.owner)
+
+    def _run_claimed(self, job_id: str) -> None:
         if not self._step(job_id, "loading_feedback"):
             return
         task_id, task_name, active_text = self._store.job_context(job_id)
@@ -330,7 +403,8 @@ class JobWorker:
             return
         job = self._store.finish_job_success(
             job_id, result.prompt_text, eval_score=result.eval_score,
-            optimizer=optimizer.OPTIMIZER_NAME, metadata=metadata, **_pr_fields(pr),
+            optimizer=optimizer.OPTIMIZER_NAME, metadata=metadata,
+            pr_url=None if pr is None else pr[0], pr_error=None if pr is None else pr[1],
         )
         if job.prompt_version_id is None:
             logger.info("local optimization job %s made no new version: %s", job_id,
@@ -343,14 +417,26 @@ class JobWorker:
     def _run_dspy(self, job_id: str, task: Task, examples: list[optimizer.Example],
                   active_text: str | None) -> None:
         started = time.monotonic()
+        limits = self._store.limits(task)
         try:
             options = (self._store.get_job(job_id).job_metadata or {}).get("options") or {}
-            plan = _dspy_plan(task, examples, active_text, options.get("strategy"))
+            plan = _dspy_plan(task, examples, active_text, options.get("strategy"), job_id)
             cost = _cost_plan(plan, self.settings.prices)
             llm = LLMClient(self.settings.llm_base_url or "", self.settings.llm_api_key,
-                            prices=self.settings.prices, budget_usd=task.cost_budget)
+                            prices=self.settings.prices, budget_usd=limits.job_budget_usd,
+                            ledger=budget.Ledger(self._store, job_id, self.owner, limits))
         except (_JobFault, dspy_optimizer.OptimizerError, LLMError) as exc:
             self._store.finish_job_failure(job_id, fill_task(str(exc), task.name))
+            return
+        refused = self._store.reserve_job(
+            job_id, self.owner, min(cost.cost_usd, limits.job_budget_usd),
+            limits.daily_budget_usd)
+        if refused is not None:
+            llm.close()
+            self._store.finish_job_failure(job_id, refused, metadata={
+                "refused": refused, "estimated_cost_usd": round(cost.cost_usd, 6),
+                "cost_budget": limits.job_budget_usd,
+                "daily_budget_usd": limits.daily_budget_usd})
             return
         metadata: dict[str, Any] = {
             "optimizer": dspy_optimizer.OPTIMIZER_NAME, "strategy": plan.strategy,
@@ -359,7 +445,8 @@ class JobWorker:
             "teacher_model": plan.teacher_model, "judge_model": plan.judge_model,
             "train_size": len(plan.train), "val_size": len(plan.val),
             "estimated_llm_calls": cost.total_calls,
-            "estimated_cost_usd": round(cost.cost_usd, 6), "cost_budget": task.cost_budget,
+            "estimated_cost_usd": round(cost.cost_usd, 6), "cost_budget": limits.job_budget_usd,
+            "daily_budget_usd": limits.daily_budget_usd,
         }
         if options:
             metadata["options"] = options
@@ -382,9 +469,12 @@ class JobWorker:
                     job_id, f"evaluating candidate {done}/{total}"),
             )
         except (LLMError, dspy_optimizer.OptimizerError) as exc:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._store.claim_job(job_id, self.owner):
                 return  # left RUNNING: resumed when the server starts again
-            metadata.update(llm.summary(), wall_time_s=round(time.monotonic() - started, 3))
+            metadata.update(self._books(job_id, llm),
+                            wall_time_s=round(time.monotonic() - started, 3))
+            if isinstance(exc, BudgetExceeded):
+                metadata["budget_reached"] = str(exc)
             self._store.finish_job_failure(job_id, fill_task(str(exc), task.name),
                                            metadata=metadata)
             logger.warning("local optimization job %s failed: %s", job_id, exc)
@@ -392,28 +482,51 @@ class JobWorker:
         finally:
             self._current = None
             llm.close()
+        judged = verdict.verdict(comparison.ci_low, comparison.ci_high)
         metadata.update(
             demos=result.demos, instructions_changed=result.instructions_changed,
             instructions_rejected=result.instructions_rejected,
-            eval_metric="judged mean on the validation split",
-            **comparison.as_dict(), beats_active=comparison.diff > 0,
+            eval_metric="judged mean on a held-out sample (the same for candidate and active)",
+            **comparison.as_dict(), beats_active=judged == verdict.BETTER, verdict=judged,
+            baseline_version=self._active_version(str(task.id)),
         )
-        metadata.update(llm.summary(), wall_time_s=round(time.monotonic() - started, 3))
-        pr = self._pull_request(job_id, task, result.prompt_text, metadata)
+        if comparison.stopped is not None:
+            metadata["budget_reached"] = comparison.stopped
+        metadata.update(self._books(job_id, llm),
+                        wall_time_s=round(time.monotonic() - started, 3))
+        # Only a candidate judged better is proposed in a pull request.
+        pr = (self._pull_request(job_id, task, result.prompt_text, metadata)
+              if judged == verdict.BETTER else None)
         if not self._step(job_id, "saving"):
             return
         job = self._store.finish_job_success(
             job_id, result.prompt_text, eval_score=round(comparison.candidate_mean, 4),
             optimizer=f"{dspy_optimizer.OPTIMIZER_NAME}-{plan.strategy}", metadata=metadata,
-            dspy_version=metadata["dspy_version"], **_pr_fields(pr),
+            dspy_version=metadata["dspy_version"], pr_url=None if pr is None else pr[0],
+            pr_error=None if pr is None else pr[1], version_status=verdict.version_status(judged),
+            comparison={"verdict": judged, "baseline_version": metadata["baseline_version"],
+                        "baseline_score": round(comparison.active_mean, 4),
+                        "eval_sample_size": comparison.n},
         )
         if job.prompt_version_id is None:
             logger.info("local optimization job %s made no new version: %s", job_id,
                         (job.job_metadata or {}).get("no_new_version"))
+        elif judged == verdict.BETTER:
+            self._store.auto_rollout(job)  # only when the task asks for it
         logger.info(
             "local optimization job %s finished: candidate %.4f vs active %.4f (%d LLM calls)",
             job_id, comparison.candidate_mean, comparison.active_mean, metadata["llm_calls"],
         )
+
+    def _books(self, job_id: str, llm: LLMClient) -> dict[str, Any]:
+        """The job's books from its row (across restarts), and this run's retries."""
+        return {**self._store.job_books(job_id), "llm_retries": llm.retries}
+
+    def _active_version(self, task_id: str) -> int | None:
+        try:
+            return self._store.active_prompt(task_id).version_number
+        except Exception:
+            return None
 
     def _pull_request(self, job_id: str, task: Task, prompt_text: str,
                       metadata: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
@@ -435,7 +548,3 @@ class JobWorker:
             return None, fill_task(f"pull request failed: {exc}", task.name)
         return url, None
 
-
-def _pr_fields(pr: tuple[str | None, str | None] | None) -> dict[str, str | None]:
-    """`Store.finish_job_success`'s pull-request arguments for `_pull_request`'s answer."""
-    return {} if pr is None else {"pr_url": pr[0], "pr_error": pr[1]}

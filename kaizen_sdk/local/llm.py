@@ -3,9 +3,13 @@
 `LLMClient.chat` sends one ``POST {base_url}/chat/completions`` and returns the answer text. It
 retries 429 and 5xx answers and transport errors a bounded number of times (honouring a short
 ``Retry-After``), counts every retry, records each call's model, purpose and token usage as a
-`CallRecord`, prices it with a `PriceTable`, and refuses new calls once the spend reaches the
-budget (`BudgetExceeded`). Every failure is an `LLMError` whose message names the cause and the
-setting to change; the API key never appears in a message, a record or a ``repr``.
+`CallRecord`, prices it with a `PriceTable`, and refuses a call whose estimated cost would take
+the spend past the budget (`BudgetExceeded`). Usage reported below the estimate for the request
+(input) and its answer (output) is charged at the estimate, so an endpoint that reports no
+tokens cannot spend for free. With a `kaizen_sdk.local.budget.Ledger` the check and the charge
+are made in the job's database row, before and after each call. Every failure is an `LLMError`
+whose message names the cause and the setting to change; the API key never appears in a
+message, a record or a ``repr``.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from kaizen_sdk._config import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL
 from kaizen_sdk.local.pricing import PriceTable, estimate_tokens
+
+if TYPE_CHECKING:
+    from kaizen_sdk.local.budget import Ledger
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -46,7 +53,7 @@ class LLMError(Exception):
 
 
 class BudgetExceeded(LLMError):
-    """The job's spend reached its ``cost_budget``; no further calls are made."""
+    """The next call would pass the job's or the day's budget; no further calls are made."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +67,8 @@ class CallRecord:
     cost_usd: float
     retries: int
     usage_reported: bool
+    charged_usd: float = 0.0
+    """What the call counts against the budget: ``cost_usd``, or the estimate when higher."""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the record as a JSON-ready dict (for ``job_metadata``)."""
@@ -85,6 +94,8 @@ class LLMClient:
         endpoint_hint: where the user sets the endpoint, named in error messages (the
             server's settings by default; ``kaizen eval`` names its own flag).
         key_hint: where the user sets the key, named in error messages.
+        ledger: keeps the books in the job's database row (the budget check then happens
+            there, against the job's and the day's budget, and *budget_usd* is not used).
     """
 
     def __init__(
@@ -101,6 +112,7 @@ class LLMClient:
         transport: httpx.BaseTransport | None = None,
         endpoint_hint: str = f"{KAIZEN_LLM_BASE_URL} (or `kaizen serve --llm-base-url URL`)",
         key_hint: str = KAIZEN_LLM_API_KEY,
+        ledger: Ledger | None = None,
     ) -> None:
         self._endpoint_hint = endpoint_hint
         self._key_hint = key_hint
@@ -113,6 +125,7 @@ class LLMClient:
         self.max_retries = max(0, max_retries)
         self._backoff = max(0.0, backoff)
         self._on_call = on_call
+        self._ledger = ledger
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(timeout=timeout, headers=headers, transport=transport)
         self._lock = threading.Lock()
@@ -175,32 +188,44 @@ class LLMClient:
         """
         if self._cancelled.is_set():
             raise LLMError("the job was interrupted because the local server is stopping")
-        with self._lock:
-            if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
-                raise BudgetExceeded(
-                    f"the job reached its cost budget: spent ${self.spent_usd:.4f} of"
-                    f" ${self.budget_usd:.4f} after {len(self.calls)} LLM calls; raise the"
-                    " task's cost_budget to allow more"
-                    " (`kaizen tasks update TASK --cost-budget USD`)"
-                )
+        input_estimate = sum(estimate_tokens(m.get("content", "")) for m in messages)
+        reserve = self.prices.cost(model, input_tokens=input_estimate,
+                                   output_tokens=max_tokens or 0)
+        if self._ledger is not None:
+            refused = self._ledger.reserve(reserve)
+            if refused is not None:
+                raise BudgetExceeded(refused)
+        else:
+            with self._lock:
+                if self.budget_usd is not None and self.spent_usd + reserve > self.budget_usd:
+                    raise BudgetExceeded(
+                        f"the job reached its cost budget: spent ${self.spent_usd:.4f} of"
+                        f" ${self.budget_usd:.4f} after {len(self.calls)} LLM calls; raise"
+                        " the task's cost_budget to allow more"
+                        " (`kaizen tasks update TASK --cost-budget USD`)"
+                    )
         body: dict[str, Any] = {"model": model, "messages": list(messages)}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
+        # A call that fails keeps its reservation in the ledger: the request may have run.
         data, retries = self._post(model, body)
         text, usage = self._parse(model, data)
         reported = usage is not None
+        estimate = (input_estimate, estimate_tokens(text))
         if usage is None:
-            usage = (
-                sum(estimate_tokens(m.get("content", "")) for m in messages),
-                estimate_tokens(text),
-            )
+            usage = estimate
         cost = self.prices.cost(model, input_tokens=usage[0], output_tokens=usage[1])
-        record = CallRecord(model, purpose, usage[0], usage[1], round(cost, 8), retries, reported)
+        charged = self.prices.cost(model, input_tokens=max(usage[0], estimate[0]),
+                                   output_tokens=max(usage[1], estimate[1]))
+        record = CallRecord(model, purpose, usage[0], usage[1], round(cost, 8), retries, reported,
+                            round(charged, 8))
+        if self._ledger is not None:
+            self._ledger.settle(record, reserve)
         with self._lock:
             self.calls.append(record)
-            self.spent_usd += cost
+            self.spent_usd += charged
         if self._on_call is not None:
             self._on_call(record)
         return text

@@ -54,6 +54,7 @@ from kaizen_sdk.local.api import (
     parse_query,
     resolve,
 )
+from kaizen_sdk.local.budget import BudgetDefaults
 from kaizen_sdk.local.jobs import JobWorker, OptimizerSettings
 from kaizen_sdk.local.keys import Authenticator
 from kaizen_sdk.local.store import Store
@@ -352,6 +353,9 @@ class LocalServer:
         llm_prices: ``{model: (usd_per_1m_input, usd_per_1m_output)}`` price overrides.
         access_log: log one Common Log Format line per request to the
             ``kaizen_sdk.local.access`` logger (default off).
+        budgets: the server-wide spend limits of optimization jobs (``None`` reads the
+            ``KAIZEN_*_BUDGET_USD`` / ``KAIZEN_MAX_JOBS_PER_DAY`` / ``KAIZEN_COOLDOWN_MINUTES``
+            variables, else the defaults); see `kaizen_sdk.local.budget`.
     """
 
     def __init__(
@@ -367,6 +371,7 @@ class LocalServer:
         llm_api_key: str | None = None,
         llm_prices: Mapping[str, tuple[float, float]] | None = None,
         access_log: bool = False,
+        budgets: BudgetDefaults | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -382,6 +387,7 @@ class LocalServer:
         self._optimizer = OptimizerSettings.resolve(
             optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices
         )
+        self._budgets = budgets if budgets is not None else BudgetDefaults.resolve()
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
@@ -462,6 +468,7 @@ class LocalServer:
             path = self.db_path
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._store = store = Store(path)
+        store.budget_defaults = self._budgets
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
         readers = concurrent.futures.ThreadPoolExecutor(
             WORKER_THREADS, thread_name_prefix="kaizen-local-api"
