@@ -861,27 +861,22 @@ def _new_version(client: CTClient, job: Job) -> tuple[str, Any] | None:
 
 
 def _final_line(job: Job, client: CTClient | None = None) -> str:
-    """What a finished job did, in words: the version it made and what to run next."""
-    if not job.is_success:
-        why = f": {job.error_message}" if job.error_message else ""
-        return f"job {job.id} {job.status}{why}"
-    if job.prompt_version_id is None:
-        why = (job.job_metadata or {}).get("no_new_version") or "the server gave no reason"
-        return f"job {job.id} {job.status}: no new version ({why})"
-    found = _new_version(client, job) if client is not None else None
-    if found is None:
-        return f"job {job.id} {job.status}: new prompt version {job.prompt_version_id}"
-    import shlex
+    """What a finished job did, in words: the version it made and what to run next (only a
+    candidate judged ``better`` is proposed for activation)."""
+    from kaizen_sdk._job_report import next_step
 
-    task, version = found
-    n = version.version_number
-    if version.status == "active":
-        return f"job {job.id} {job.status}: v{n} of {task} is active"
-    return (
-        f"job {job.id} {job.status}: candidate v{n} — run "
-        f"`kaizen prompts activate {shlex.quote(task)} {n}`, or start a rollout with "
-        f"`kaizen rollout start {shlex.quote(task)} {n}`"
-    )
+    found = None
+    if job.is_success and job.prompt_version_id is not None and client is not None:
+        found = _new_version(client, job)
+    task, version = found if found is not None else (None, None)
+    return next_step(job, task, version)
+
+
+def _report(job: Job) -> str:
+    """The job's short report, fitted to the terminal (80 columns when piped)."""
+    from kaizen_sdk._job_report import job_report
+
+    return "\n".join(job_report(job, width=max(40, terminal_width() or 80)))
 
 
 def _finish(client: CTClient, args: argparse.Namespace, job: Job, value: Any) -> int:
@@ -889,7 +884,7 @@ def _finish(client: CTClient, args: argparse.Namespace, job: Job, value: Any) ->
     if args.json:
         _emit_json(value)
     else:
-        _write(_detail(job))
+        _write(_report(job))
         _write("")
         _write(_final_line(job, client))
     if job.is_success:
@@ -927,7 +922,23 @@ def _optimize_detail(result: Any) -> str:
 
 
 def _jobs_get(client: CTClient, args: argparse.Namespace) -> int:
-    _emit(args, client.get_job(args.job), _detail)
+    job = client.get_job(args.job)
+    if args.calls:
+        calls = list(client.iter_job_calls(args.job))
+        if args.json:
+            _emit_json(calls)
+            return EXIT_OK
+        _write(_table(["#", "model", "purpose", "in", "out", "cost", "charged", "retries"],
+                      [[i, c.model, c.purpose, c.input_tokens, c.output_tokens,
+                        f"{c.cost_usd:.6f}", f"{c.charged_usd:.6f}", c.retries]
+                       for i, c in enumerate(calls, start=1)]) if calls else "No LLM calls.")
+        return EXIT_OK
+    if args.json:
+        _emit_json(job)
+    else:
+        _write(_report(job))
+        if job.is_terminal:
+            _write(_final_line(job, client))
     return EXIT_OK
 
 
@@ -1378,8 +1389,10 @@ def _add_optimize(sub: Any) -> None:
 def _add_jobs(sub: Any) -> None:
     jobs = _group(sub, "jobs", "follow optimization jobs (alone: list)", _api(_jobs_list),
                   task=None, limit=20, all=False)
-    p = _leaf(jobs, "get", _jobs_get, "show one job")
+    p = _leaf(jobs, "get", _jobs_get, "show one job's report")
     p.add_argument("job", help="job id")
+    p.add_argument("--calls", action="store_true",
+                   help="list every LLM call of the job instead (model, purpose, tokens, cost)")
     p = _leaf(jobs, "watch", _jobs_watch, "follow a job until it ends; exit 1 if it failed")
     p.add_argument("job", help="job id")
     _wait_options(p)
