@@ -872,6 +872,16 @@ def _final_line(job: Job, client: CTClient | None = None) -> str:
     return next_step(job, task, version)
 
 
+def _fitted(line: str) -> str:
+    """*line* wrapped to the terminal's width (whole when piped, for scripts)."""
+    import textwrap
+
+    width = terminal_width()
+    if width is None:
+        return line
+    return textwrap.fill(line, max(40, width), break_long_words=False, break_on_hyphens=False)
+
+
 def _report(job: Job) -> str:
     """The job's short report, fitted to the terminal (80 columns when piped)."""
     from kaizen_sdk._job_report import job_report
@@ -886,7 +896,7 @@ def _finish(client: CTClient, args: argparse.Namespace, job: Job, value: Any) ->
     else:
         _write(_report(job))
         _write("")
-        _write(_final_line(job, client))
+        _write(_fitted(_final_line(job, client)))
     if job.is_success:
         return EXIT_OK
     raise CLIError(_final_line(job), EXIT_FAILURE)
@@ -938,7 +948,7 @@ def _jobs_get(client: CTClient, args: argparse.Namespace) -> int:
     else:
         _write(_report(job))
         if job.is_terminal:
-            _write(_final_line(job, client))
+            _write(_fitted(_final_line(job, client)))
     return EXIT_OK
 
 
