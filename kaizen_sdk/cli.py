@@ -327,7 +327,7 @@ def _prompts_table(prompts: Sequence[Any]) -> str:
     if not prompts:
         return "No prompt versions."
     rows = [
-        [p.version_number, p.status, p.optimizer, p.eval_score, p.created_at,
+        [p.version_number, p.status, p.optimizer, _score_cell(p), p.created_at,
          _content_hash(p.prompt_text), p.prompt_text]
         for p in prompts
     ]
@@ -335,6 +335,18 @@ def _prompts_table(prompts: Sequence[Any]) -> str:
         ["version", "status", "optimizer", "score", "created", "hash", "prompt"], rows,
         keep=[0, 5], optional=[2, 3],
     )
+
+
+def _score_cell(p: Any) -> Any:
+    """A version's score with what it was compared against: judged scores come from one
+    job's sample and compare only with that job's baseline, never across versions."""
+    baseline = getattr(p, "baseline_version", None)
+    if p.eval_score is None or baseline is None:
+        return p.eval_score
+    base = getattr(p, "baseline_score", None)
+    base_text = "?" if base is None else f"{base:.3f}"
+    return (f"{p.eval_score:.3f} vs v{baseline} {base_text}"
+            f" (n={getattr(p, 'eval_sample_size', None) or '?'}, {p.verdict or 'unjudged'})")
 
 
 def _content_hash(text: str) -> str:

@@ -103,6 +103,9 @@ def test_a_better_candidate_is_offered_with_its_comparison(
         assert main(["jobs", "get", job["id"]]) == 0
         out = capsys.readouterr().out
         version = c.get("/api/v1/prompts/shout/versions").json()[0]
+        monkeypatch.setenv("COLUMNS", "200")
+        assert main(["prompts", "versions", "shout"]) == 0
+        table = capsys.readouterr().out
     meta = job["job_metadata"]
     assert meta["verdict"] == "better" and meta["baseline_version"] == 1
     assert (version["status"], version["verdict"], version["baseline_version"]) == (
@@ -110,6 +113,9 @@ def test_a_better_candidate_is_offered_with_its_comparison(
     assert version["baseline_score"] == meta["active_judged_mean"]
     assert version["eval_sample_size"] == meta["sample_size"] == 10
     assert "verdict   better" in out
+    # The score is shown with its baseline and sample, not as a rank across versions.
+    assert f"{meta['candidate_judged_mean']:.3f} vs v1 {meta['active_judged_mean']:.3f}" \
+        f" (n=10, better)" in table
     assert " ".join(out.splitlines()).endswith("`kaizen rollout start shout 2`")
 
 
