@@ -250,3 +250,24 @@ def test_budget_settings_reject_negative_values() -> None:
         resp = c.post("/api/v1/tasks", json={"name": "neg", "daily_budget_usd": -1})
         assert resp.status_code == 422 and "daily_budget_usd" in resp.text
         assert c.get("/api/v1/tasks/neg").status_code == 404
+
+
+def test_a_budget_reached_while_judging_keeps_the_pairs_judged_so_far(
+    standin: LLMStandIn,
+) -> None:
+    pytest.importorskip("dspy", reason="the optimize extra (DSPy) is not installed")
+    # Uninterrupted, this job makes 48 calls for $0.00378 (8 to build, 40 to judge 10 inputs).
+    with LocalServer(optimizer="dspy", llm_base_url=standin.base_url, llm_prices=PRICES,
+                     budgets=FREE) as srv, _client(srv) as c:
+        make_task(c, "partial", 40, cost_budget=0.003)
+        job = wait(c, c.post("/api/v1/optimize/partial").json()["job"]["id"])
+        version = c.get("/api/v1/prompts/partial/versions").json()
+    meta = job["job_metadata"]
+    assert job["status"] == "SUCCESS", job["error_message"]
+    assert "the job reached its cost budget" in meta["budget_reached"]
+    assert 2 <= meta["sample_size"] < 10
+    assert meta["spent_usd"] <= 0.003
+    assert meta["llm_calls"] == len(standin.requests)
+    # 8 calls to build, 4 per judged pair, then at most 3 of the pair the budget cut short.
+    assert 0 <= len(standin.requests) - 8 - 4 * meta["sample_size"] < 4
+    assert [v["eval_sample_size"] for v in version] == [meta["sample_size"]]
