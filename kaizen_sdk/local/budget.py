@@ -30,6 +30,9 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from kaizen_sdk.local.llm import BudgetExceeded, LLMError
+from kaizen_sdk.local.spend_store import LEASE_LOST
+
 if TYPE_CHECKING:
     from kaizen_sdk.local.llm import CallRecord
     from kaizen_sdk.local.store import Store
@@ -44,6 +47,7 @@ __all__ = [
     "KAIZEN_JOB_BUDGET_USD",
     "KAIZEN_MAX_JOBS_PER_DAY",
     "BudgetDefaults",
+    "LeaseLost",
     "Ledger",
     "Limits",
     "day_start",
@@ -169,6 +173,10 @@ def threshold_refusal(
     return None
 
 
+class LeaseLost(LLMError):
+    """Another worker holds the job now: this one stops without finishing it."""
+
+
 class Ledger:
     """Keeps one job's books in its database row, call by call (see the module docstring).
 
@@ -185,11 +193,19 @@ class Ledger:
         self.owner = owner
         self.limits = limits
 
-    def reserve(self, estimate_usd: float) -> str | None:
-        """Reserve *estimate_usd* for the next call; return why it is refused, else ``None``."""
-        return self._store.reserve_call(self.job_id, self.owner, estimate_usd,
-                                        job_budget=self.limits.job_budget_usd,
-                                        daily_budget=self.limits.daily_budget_usd)
+    def reserve(self, estimate_usd: float) -> None:
+        """Reserve *estimate_usd* for the next call.
+
+        Raises `BudgetExceeded` naming the budget that refuses it, and `LeaseLost` when
+        another worker took the job over.
+        """
+        refused = self._store.reserve_call(self.job_id, self.owner, estimate_usd,
+                                           job_budget=self.limits.job_budget_usd,
+                                           daily_budget=self.limits.daily_budget_usd)
+        if refused == LEASE_LOST:
+            raise LeaseLost(refused)
+        if refused is not None:
+            raise BudgetExceeded(refused)
 
     def settle(self, record: CallRecord, reserved_usd: float) -> None:
         """Replace the reservation by the call's charge and keep its record."""

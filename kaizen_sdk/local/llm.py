@@ -192,9 +192,7 @@ class LLMClient:
         reserve = self.prices.cost(model, input_tokens=input_estimate,
                                    output_tokens=max_tokens or 0)
         if self._ledger is not None:
-            refused = self._ledger.reserve(reserve)
-            if refused is not None:
-                raise BudgetExceeded(refused)
+            self._ledger.reserve(reserve)  # raises when a budget refuses the call
         else:
             with self._lock:
                 if self.budget_usd is not None and self.spent_usd + reserve > self.budget_usd:

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 __all__ = [
+    "LEASE_LOST",
     "LEASE_SECONDS",
     "claim",
     "day_used",
@@ -34,6 +35,9 @@ __all__ = [
 LEASE_SECONDS = 300.0
 """How long a job's lease lasts without renewal (each LLM call and step renews it); longer
 than one LLM call with its retries."""
+
+LEASE_LOST = "another worker took over this job; this one stops"
+"""`reserve`'s answer when the job's lease is no longer the caller's."""
 
 _COLUMNS = (
     ("jobs", "spent_usd", "REAL NOT NULL DEFAULT 0"),
@@ -132,7 +136,7 @@ def reserve(conn: sqlite3.Connection, job_id: str, owner: str, estimate_usd: flo
         "SELECT task_id, spent_usd, llm_calls, lease_owner FROM jobs WHERE id = ?", (job_id,)
     ).fetchone()
     if row is None or row["lease_owner"] != owner:
-        return "another worker took over this job; this one stops"
+        return LEASE_LOST
     spent = float(row["spent_usd"])
     if spent + estimate_usd > job_budget:
         return (
