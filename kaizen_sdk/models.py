@@ -116,6 +116,9 @@ class Task(msgspec.Struct, kw_only=True, frozen=True):
     last_optimization: datetime | None = None
     active_prompt_score: float | None = None
     threshold_progress: str | None = None
+    threshold_waiting: str | None = None
+    """Why a threshold job that the feedback count calls for has not started (a cool-down, the
+    day's job count or budget); read-only, ``None`` when nothing waits."""
 
 
 class Prompt(msgspec.Struct, kw_only=True, frozen=True):

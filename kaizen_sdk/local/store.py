@@ -516,6 +516,7 @@ class Store:
             threshold_progress=(
                 f"{row['feedback_since_optimization']}/{row['feedback_threshold']}"
             ),
+            threshold_waiting=self._threshold_waiting(conn, row),
             **{name: row[name] for name in _TASK_OPTIONAL},
         )
 
@@ -1466,6 +1467,13 @@ class Store:
         items = [call(r) for r in rows[:limit]]
         next_key = int(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return Page(items, next_key)
+
+    def _threshold_waiting(self, conn: sqlite3.Connection, task: sqlite3.Row) -> str | None:
+        """Why a due threshold job has not started, for the task's answer (else ``None``)."""
+        if task["feedback_since_optimization"] < task["feedback_threshold"] \
+                or task["scored_since_job"] == 0 or self._active_job(conn, task["id"]):
+            return None
+        return self._threshold_refusal(conn, task)
 
     def _threshold_refusal(self, conn: sqlite3.Connection, task: sqlite3.Row) -> str | None:
         """Why the task's threshold job must wait (cool-down, jobs today, day's budget)."""

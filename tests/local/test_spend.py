@@ -238,10 +238,14 @@ def test_threshold_jobs_wait_for_the_cool_down_and_the_days_count() -> None:
                 _send(c, task, round_ * 5, 5)
                 _threshold_jobs(c, task)
         counts = {t: len(_threshold_jobs(c, t)) for t in ("daily", "cool", "none")}
-        progress = c.get("/api/v1/tasks/daily").json()["threshold_progress"]
+        tasks = {t: c.get(f"/api/v1/tasks/{t}").json() for t in ("daily", "cool", "none")}
     # The server's 2 a day; the task's own 60-minute cool-down; 0 means none.
     assert counts == {"daily": 2, "cool": 1, "none": 0}
-    assert progress == "5/5"  # the evidence waits for tomorrow's job
+    assert tasks["daily"]["threshold_progress"] == "5/5"  # the evidence waits for tomorrow
+    assert tasks["daily"]["threshold_waiting"] == (
+        "2 of 2 threshold jobs today (max_jobs_per_day)")
+    assert tasks["cool"]["threshold_waiting"].startswith("cool-down until ")
+    assert tasks["none"]["threshold_waiting"] == "0 of 0 threshold jobs today (max_jobs_per_day)"
 
 
 def test_a_job_that_does_not_fit_in_the_days_budget_is_refused(standin: LLMStandIn) -> None:
