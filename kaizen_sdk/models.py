@@ -564,15 +564,15 @@ class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     teacher_model: str | None = None
     judge_model: str | None = None
     module_type: str | None = None
-    cost_budget: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    cost_budget: float | None = None
     github_repo: str | None = None
     github_base_branch: str | None = None
     prompt_path: str | None = None
     prompt_format: str | None = None
     prompt_text: PromptText | None = None
-    daily_budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    max_jobs_per_day: Annotated[int, msgspec.Meta(ge=0, le=1000)] | None = None
-    cooldown_minutes: Annotated[float, msgspec.Meta(ge=0, le=525_600)] | None = None
+    daily_budget_usd: float | None = None
+    max_jobs_per_day: int | None = None
+    cooldown_minutes: float | None = None
 
 
 class TaskUpdateRequest(
@@ -601,6 +601,9 @@ class TaskUpdateRequest(
     github_base_branch: str | msgspec.UnsetType | None = msgspec.UNSET
     prompt_path: str | msgspec.UnsetType | None = msgspec.UNSET
     prompt_format: str | msgspec.UnsetType | None = msgspec.UNSET
+    daily_budget_usd: float | msgspec.UnsetType | None = msgspec.UNSET
+    max_jobs_per_day: int | msgspec.UnsetType | None = msgspec.UNSET
+    cooldown_minutes: float | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ActivateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

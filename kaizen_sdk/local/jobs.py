@@ -311,8 +311,8 @@ class JobWorker:
             return (
                 f"Task {task.name!r} has spent ${used:.4f} of its daily budget"
                 f" ${limits.daily_budget_usd:.4f} today (UTC); this job's estimate is"
-                f" ${need:.4f}. Raise daily_budget_usd (`kaizen tasks update {task.name}"
-                " --daily-budget-usd`) or wait for the next day."
+                f" ${need:.4f}. Raise daily_budget_usd"
+                f" ({update_command(task.name, 'daily_budget_usd')}) or wait for the next day."
             )
         return None
 
@@ -433,6 +433,9 @@ class JobWorker:
             limits.daily_budget_usd)
         if refused is not None:
             llm.close()
+            if refused == spend_store.LEASE_LOST:
+                return  # another worker runs it
+            refused = fill_task(refused, task.name)
             self._store.finish_job_failure(job_id, refused, metadata={
                 "refused": refused, "estimated_cost_usd": round(cost.cost_usd, 6),
                 "cost_budget": limits.job_budget_usd,
@@ -474,7 +477,7 @@ class JobWorker:
             metadata.update(self._books(job_id, llm),
                             wall_time_s=round(time.monotonic() - started, 3))
             if isinstance(exc, BudgetExceeded):
-                metadata["budget_reached"] = str(exc)
+                metadata["budget_reached"] = fill_task(str(exc), task.name)
             self._store.finish_job_failure(job_id, fill_task(str(exc), task.name),
                                            metadata=metadata)
             logger.warning("local optimization job %s failed: %s", job_id, exc)
@@ -491,7 +494,7 @@ class JobWorker:
             baseline_version=self._active_version(str(task.id)),
         )
         if comparison.stopped is not None:
-            metadata["budget_reached"] = comparison.stopped
+            metadata["budget_reached"] = fill_task(comparison.stopped, task.name)
         metadata.update(self._books(job_id, llm),
                         wall_time_s=round(time.monotonic() - started, 3))
         # Only a candidate judged better is proposed in a pull request.

@@ -142,14 +142,14 @@ def reserve(conn: sqlite3.Connection, job_id: str, owner: str, estimate_usd: flo
         return (
             f"the job reached its cost budget: spent ${spent:.4f} of ${job_budget:.4f} after"
             f" {row['llm_calls']} LLM calls; raise the task's cost_budget"
-            " (`kaizen tasks update --cost-budget`) to allow more"
+            " (`kaizen tasks update TASK --cost-budget USD`) to allow more"
         )
     others = day_used(conn, row["task_id"], since, except_job=job_id)
     if others + spent + estimate_usd > daily_budget:
         return (
             f"the task reached its daily budget: ${others + spent:.4f} of ${daily_budget:.4f}"
             " spent today (UTC); raise the task's daily_budget_usd"
-            " (`kaizen tasks update --daily-budget-usd`) or wait for the next day"
+            " (`kaizen tasks update TASK --daily-budget-usd USD`) or wait for the next day"
         )
     conn.execute(
         "UPDATE jobs SET spent_usd = spent_usd + ?, lease_until = ? WHERE id = ?",

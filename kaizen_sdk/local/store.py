@@ -1404,7 +1404,7 @@ class Store:
             row = conn.execute("SELECT task_id, lease_owner FROM jobs WHERE id = ?",
                                (job_id,)).fetchone()
             if row is None or row["lease_owner"] != owner:
-                return "another worker took over this job"
+                return spend_store.LEASE_LOST
             since = _ts(budget.day_start(utcnow()))
             used = spend_store.day_used(conn, row["task_id"], since, except_job=job_id)
             if used + estimate_usd > daily_budget:
@@ -1412,7 +1412,7 @@ class Store:
                     f"refused: the task's spend today (UTC) ${used:.4f} plus this job's"
                     f" estimate ${estimate_usd:.4f} exceeds its daily budget"
                     f" ${daily_budget:.4f}; raise daily_budget_usd (`kaizen tasks update"
-                    " --daily-budget-usd`) or wait for the next day"
+                    " TASK --daily-budget-usd USD`) or wait for the next day"
                 )
             conn.execute("UPDATE jobs SET reserved_usd = ? WHERE id = ?", (estimate_usd, job_id))
             return None
