@@ -65,7 +65,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 5. what users put on their code
     ("decorators", "instrument", "integrations"),
     # 6. programs built on the SDK
-    ("cli", "_demo", "local", "_layers"),
+    ("cli", "_demo", "local", "_layers", "_job_report"),
 )
 """Module groups, lowest first, by name below ``kaizen_sdk`` (a package stands for its
 modules). A module may import its own layer and the layers below it."""

@@ -34,6 +34,7 @@ from kaizen_sdk.models import (
     FeedbackResult,
     Health,
     Job,
+    JobCall,
     OptimizeResult,
     Prompt,
     Rollout,
@@ -511,6 +512,14 @@ class AsyncCTClient(BaseClient):
         """
         params = list_params(task_id, page_size)
         async for item in self._iter_pages("/jobs", params, list[Job]):
+            yield item
+
+    async def iter_job_calls(
+        self, job_id: str, *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[JobCall]:
+        """Yield every LLM call of an optimization job, oldest first, page by page."""
+        path = f"/jobs/{segment('job_id', job_id)}/calls"
+        async for item in self._iter_pages(path, {"limit": page_size}, list[JobCall]):
             yield item
 
     async def _iter_pages(

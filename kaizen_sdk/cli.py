@@ -327,7 +327,7 @@ def _prompts_table(prompts: Sequence[Any]) -> str:
     if not prompts:
         return "No prompt versions."
     rows = [
-        [p.version_number, p.status, p.optimizer, p.eval_score, p.created_at,
+        [p.version_number, p.status, p.optimizer, _score_cell(p), p.created_at,
          _content_hash(p.prompt_text), p.prompt_text]
         for p in prompts
     ]
@@ -335,6 +335,18 @@ def _prompts_table(prompts: Sequence[Any]) -> str:
         ["version", "status", "optimizer", "score", "created", "hash", "prompt"], rows,
         keep=[0, 5], optional=[2, 3],
     )
+
+
+def _score_cell(p: Any) -> Any:
+    """A version's score with what it was compared against: judged scores come from one
+    job's sample and compare only with that job's baseline, never across versions."""
+    baseline = getattr(p, "baseline_version", None)
+    if p.eval_score is None or baseline is None:
+        return p.eval_score
+    base = getattr(p, "baseline_score", None)
+    base_text = "?" if base is None else f"{base:.3f}"
+    return (f"{p.eval_score:.3f} vs v{baseline} {base_text}"
+            f" (n={getattr(p, 'eval_sample_size', None) or '?'}, {p.verdict or 'unjudged'})")
 
 
 def _content_hash(text: str) -> str:
@@ -493,6 +505,18 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                         help="wall-clock limit of one optimization job; past it the job ends "
                              "FAILURE (default: $KAIZEN_JOB_TIMEOUT, else 1800)")
+    parser.add_argument("--job-budget-usd", type=float, default=None, metavar="USD",
+                        help="LLM spend per job when the task sets no cost_budget; 0 allows "
+                             "none (default: $KAIZEN_JOB_BUDGET_USD, else 1.00)")
+    parser.add_argument("--daily-budget-usd", type=float, default=None, metavar="USD",
+                        help="LLM spend per task per UTC day when the task sets none; 0 "
+                             "allows none (default: $KAIZEN_DAILY_BUDGET_USD, else 5.00)")
+    parser.add_argument("--max-jobs-per-day", type=int, default=None, metavar="N",
+                        help="threshold jobs per task per UTC day (default: "
+                             "$KAIZEN_MAX_JOBS_PER_DAY, else 6)")
+    parser.add_argument("--cooldown-minutes", type=float, default=None, metavar="MIN",
+                        help="minutes between a task's threshold jobs (default: "
+                             "$KAIZEN_COOLDOWN_MINUTES, else 60)")
     parser.set_defaults(command=_cmd_serve)
 
 
@@ -504,10 +528,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
     try:
+        from kaizen_sdk.local.budget import BudgetDefaults
+
+        budgets = BudgetDefaults.resolve(
+            job_budget_usd=args.job_budget_usd, daily_budget_usd=args.daily_budget_usd,
+            max_jobs_per_day=args.max_jobs_per_day, cooldown_minutes=args.cooldown_minutes,
+        )
         server = LocalServer(
             db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
             job_step_delay=args.job_step_delay, access_log=args.access_log,
-            optimizer=args.optimizer, llm_base_url=args.llm_base_url,
+            optimizer=args.optimizer, llm_base_url=args.llm_base_url, budgets=budgets,
             job_timeout=args.job_timeout,
         )
     except ValueError as exc:
@@ -860,36 +890,32 @@ def _new_version(client: CTClient, job: Job) -> tuple[str, Any] | None:
 
 
 def _final_line(job: Job, client: CTClient | None = None) -> str:
-    """What a finished job did, in words: the version it made and what to run next."""
-    if not job.is_success:
-        why = f": {job.error_message}" if job.error_message else ""
-        return f"job {job.id} {job.status}{why}"
-    if job.prompt_version_id is None:
-        why = (job.job_metadata or {}).get("no_new_version") or "the server gave no reason"
-        return f"job {job.id} {job.status}: no new version ({why})"
-    found = _new_version(client, job) if client is not None else None
-    if found is None:
-        return f"job {job.id} {job.status}: new prompt version {job.prompt_version_id}"
-    import shlex
+    """What a finished job did, in words: the version it made and what to run next (only a
+    candidate judged ``better`` is proposed for activation)."""
+    from kaizen_sdk._job_report import next_step
 
-    task, version = found
-    n = version.version_number
-    if version.status == "active":
-        return f"job {job.id} {job.status}: v{n} of {task} is active"
-    meta = job.job_metadata or {}
-    flags = meta.get("flags") or []
-    flagged = f" (flagged: {', '.join(map(str, flags))}; read it first)" if flags else ""
-    rollout = meta.get("rollout")
-    if isinstance(rollout, dict) and rollout.get("state") == "awaiting_approval":
-        return (
-            f"job {job.id} {job.status}: candidate v{n}{flagged} — its automatic rollout waits"
-            f" for `kaizen rollout approve {shlex.quote(task)}`"
-        )
-    return (
-        f"job {job.id} {job.status}: candidate v{n}{flagged} — run "
-        f"`kaizen prompts activate {shlex.quote(task)} {n}`, or start a rollout with "
-        f"`kaizen rollout start {shlex.quote(task)} {n}`"
-    )
+    found = None
+    if job.is_success and job.prompt_version_id is not None and client is not None:
+        found = _new_version(client, job)
+    task, version = found if found is not None else (None, None)
+    return next_step(job, task, version)
+
+
+def _fitted(line: str) -> str:
+    """*line* wrapped to the terminal's width (whole when piped, for scripts)."""
+    import textwrap
+
+    width = terminal_width()
+    if width is None:
+        return line
+    return textwrap.fill(line, max(40, width), break_long_words=False, break_on_hyphens=False)
+
+
+def _report(job: Job) -> str:
+    """The job's short report, fitted to the terminal (80 columns when piped)."""
+    from kaizen_sdk._job_report import job_report
+
+    return "\n".join(job_report(job, width=max(40, terminal_width() or 80)))
 
 
 def _finish(client: CTClient, args: argparse.Namespace, job: Job, value: Any) -> int:
@@ -897,9 +923,9 @@ def _finish(client: CTClient, args: argparse.Namespace, job: Job, value: Any) ->
     if args.json:
         _emit_json(value)
     else:
-        _write(_detail(job))
+        _write(_report(job))
         _write("")
-        _write(_final_line(job, client))
+        _write(_fitted(_final_line(job, client)))
     if job.is_success:
         return EXIT_OK
     raise CLIError(_final_line(job), EXIT_FAILURE)
@@ -937,7 +963,23 @@ def _optimize_detail(result: Any, *, status: bool = True) -> str:
 
 
 def _jobs_get(client: CTClient, args: argparse.Namespace) -> int:
-    _emit(args, client.get_job(args.job), _detail)
+    job = client.get_job(args.job)
+    if args.calls:
+        calls = list(client.iter_job_calls(args.job))
+        if args.json:
+            _emit_json(calls)
+            return EXIT_OK
+        _write(_table(["#", "model", "purpose", "in", "out", "cost", "charged", "retries"],
+                      [[i, c.model, c.purpose, c.input_tokens, c.output_tokens,
+                        f"{c.cost_usd:.6f}", f"{c.charged_usd:.6f}", c.retries]
+                       for i, c in enumerate(calls, start=1)]) if calls else "No LLM calls.")
+        return EXIT_OK
+    if args.json:
+        _emit_json(job)
+    else:
+        _write(_report(job))
+        if job.is_terminal:
+            _write(_fitted(_final_line(job, client)))
     return EXIT_OK
 
 
@@ -1388,8 +1430,10 @@ def _add_optimize(sub: Any) -> None:
 def _add_jobs(sub: Any) -> None:
     jobs = _group(sub, "jobs", "follow optimization jobs (alone: list)", _api(_jobs_list),
                   task=None, limit=20, all=False)
-    p = _leaf(jobs, "get", _jobs_get, "show one job")
+    p = _leaf(jobs, "get", _jobs_get, "show one job's report")
     p.add_argument("job", help="job id")
+    p.add_argument("--calls", action="store_true",
+                   help="list every LLM call of the job instead (model, purpose, tokens, cost)")
     p = _leaf(jobs, "watch", _jobs_watch, "follow a job until it ends; exit 1 if it failed")
     p.add_argument("job", help="job id")
     _wait_options(p)

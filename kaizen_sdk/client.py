@@ -34,6 +34,7 @@ from kaizen_sdk.models import (
     FeedbackResult,
     Health,
     Job,
+    JobCall,
     OptimizeResult,
     Prompt,
     Rollout,
@@ -509,6 +510,13 @@ class CTClient(BaseClient):
         """
         params = list_params(task_id, page_size)
         yield from self._iter_pages("/jobs", params, list[Job])
+
+    def iter_job_calls(
+        self, job_id: str, *, page_size: int = PAGE_SIZE
+    ) -> Iterator[JobCall]:
+        """Yield every LLM call of an optimization job, oldest first, page by page."""
+        path = f"/jobs/{segment('job_id', job_id)}/calls"
+        yield from self._iter_pages(path, {"limit": page_size}, list[JobCall])
 
     def _iter_pages(
         self, path: str, params: dict[str, str | int], into: type[list[_T]]

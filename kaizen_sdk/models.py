@@ -30,6 +30,7 @@ __all__ = [
     "ApiKeyCreated",
     "AuditEntry",
     "CostEstimate",
+    "JobCall",
     "ErrorBody",
     "FeedbackRequest",
     "FeedbackResult",
@@ -104,11 +105,20 @@ class Task(msgspec.Struct, kw_only=True, frozen=True):
     github_base_branch: str | None = None
     prompt_path: str | None = None
     prompt_format: str | None = None
+    daily_budget_usd: float | None = None
+    """LLM spend allowed per UTC day for this task's jobs; ``None``: the server's default."""
+    max_jobs_per_day: int | None = None
+    """Threshold jobs allowed per UTC day; ``None``: the server's default, ``0``: none."""
+    cooldown_minutes: float | None = None
+    """Minutes between threshold jobs; ``None``: the server's default."""
     created_at: datetime | None = None
     feedback_count: int = 0
     last_optimization: datetime | None = None
     active_prompt_score: float | None = None
     threshold_progress: str | None = None
+    threshold_waiting: str | None = None
+    """Why a threshold job that the feedback count calls for has not started (a cool-down, the
+    day's job count or budget); read-only, ``None`` when nothing waits."""
 
 
 class Prompt(msgspec.Struct, kw_only=True, frozen=True):
@@ -135,6 +145,15 @@ class Prompt(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime | None = None
     rollout: RolloutServing | None = None
     """The task's running rollout, when the server has one: pick an arm with it locally."""
+    verdict: str | None = None
+    """The judged comparison of the job that made this version: ``better``, ``not_better``
+    or ``worse`` than `baseline_version` (``None`` when it was not judged)."""
+    baseline_version: int | None = None
+    """The version ``eval_score`` was compared against (the active one when the job ran)."""
+    baseline_score: float | None = None
+    """The baseline's judged mean on the same sample: compare ``eval_score`` only with it."""
+    eval_sample_size: int | None = None
+    """How many held-out examples both were judged on."""
 
     def render(self, **variables: Any) -> str:
         """Fill ``{{ name }}`` placeholders; a missing variable raises `CTValidationError`.
@@ -214,6 +233,21 @@ class Job(msgspec.Struct, kw_only=True, frozen=True):
     def is_success(self) -> bool:
         """True when the job finished successfully (``SUCCESS`` or ``completed``)."""
         return self.status.upper() in ("SUCCESS", "COMPLETED")
+
+
+class JobCall(msgspec.Struct, kw_only=True, frozen=True):
+    """One LLM call an optimization job made (``GET /api/v1/jobs/{job_id}/calls``)."""
+
+    model: str
+    purpose: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    """The cost of the usage the endpoint reported."""
+    charged_usd: float = 0.0
+    """What the call counts against the budgets (the estimate when more than reported)."""
+    retries: int = 0
+    usage_reported: bool = True
 
 
 class CostEstimate(msgspec.Struct, kw_only=True, frozen=True):
@@ -537,6 +571,9 @@ class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     prompt_path: str | None = None
     prompt_format: str | None = None
     prompt_text: PromptText | None = None
+    daily_budget_usd: float | None = None
+    max_jobs_per_day: int | None = None
+    cooldown_minutes: float | None = None
 
 
 class TaskUpdateRequest(
@@ -565,6 +602,9 @@ class TaskUpdateRequest(
     github_base_branch: str | msgspec.UnsetType | None = msgspec.UNSET
     prompt_path: str | msgspec.UnsetType | None = msgspec.UNSET
     prompt_format: str | msgspec.UnsetType | None = msgspec.UNSET
+    daily_budget_usd: float | msgspec.UnsetType | None = msgspec.UNSET
+    max_jobs_per_day: int | msgspec.UnsetType | None = msgspec.UNSET
+    cooldown_minutes: float | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ActivateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -55,6 +55,7 @@ from kaizen_sdk.models import (
     IngestRequest,
     IngestResult,
     Job,
+    JobCall,
     KeyCreateRequest,
     OptimizeResult,
     Prompt,
@@ -358,6 +359,9 @@ class Api:
                 f"Query parameter `strategy` must be one of {', '.join(STRATEGIES)},"
                 f" got {strategy!r}.",
             )
+        refused = self.worker.refusal(r.params["task_id"], strategy=strategy)
+        if refused is not None:
+            raise ApiError(HTTPStatus.CONFLICT, refused)
         job, created = self.store.start_job(r.params["task_id"], "manual")
         if created:
             if strategy is not None:
@@ -371,6 +375,12 @@ class Api:
 
     def get_job(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(200, self.store.get_job(r.params["job_id"]))
+
+    def list_job_calls(self, r: ApiRequest) -> ApiResponse:
+        limit, after = _limit(r.query), decode_cursor(r.query)
+        page = self.store.list_job_calls(r.params["job_id"], limit, after=after)
+        path = f"/api/v1/jobs/{quote(r.params['job_id'], safe='')}/calls"
+        return _paged(page, path, r.query, limit)
 
     def list_jobs(self, r: ApiRequest) -> ApiResponse:
         limit, after = _limit(r.query), decode_cursor(r.query)
@@ -599,6 +609,15 @@ ROUTES: tuple[Route, ...] = (
         query=("strategy",),
     ),
     Route("GET", "/api/v1/jobs/{job_id}", "get_job", "Get a job", 200, Job),
+    Route(
+        "GET",
+        "/api/v1/jobs/{job_id}/calls",
+        "list_job_calls",
+        "List a job's LLM calls, oldest first",
+        200,
+        list[JobCall],
+        query=("limit", "cursor"),
+    ),
     Route(
         "GET",
         "/api/v1/jobs",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kaizen_sdk._template import render
-from kaizen_sdk.local.llm import LLMClient, LLMError
+from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
 from kaizen_sdk.local.optimizer import Example
 
 __all__ = [
@@ -75,6 +75,8 @@ class Comparison:
     ci_high: float | None
     candidate_scores: tuple[float, ...]
     active_scores: tuple[float, ...]
+    stopped: str | None = None
+    """Why judging stopped before the end of the sample (a budget), else ``None``."""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the figures (rounded to 4 places) for ``job_metadata`` and reports."""
@@ -195,20 +197,33 @@ def compare(
 ) -> Comparison:
     """Run *candidate* and *active* on every sample, judge both answers, compare them.
 
-    Four LLM calls per sample; *progress* gets ``(done, total)`` after each sample.
+    Four LLM calls per sample; *progress* gets ``(done, total)`` after each sample. When a
+    budget stops the calls after at least two complete pairs, the comparison covers the pairs
+    judged so far and says so in ``stopped``; before that, `BudgetExceeded` propagates.
     """
     cand_scores: list[float] = []
     act_scores: list[float] = []
+    stopped: str | None = None
     for done, sample in enumerate(samples, start=1):
-        for template, scores in ((active, act_scores), (candidate, cand_scores)):
-            messages = [{"role": "user", "content": render_template(template, sample.inputs)}]
-            answer = llm.chat(task_model, messages, purpose="evaluate")
-            scores.append(judge(llm, judge_model, rubric, sample, answer))
+        pair: list[float] = []
+        try:
+            for template in (active, candidate):
+                messages = [{"role": "user",
+                             "content": render_template(template, sample.inputs)}]
+                answer = llm.chat(task_model, messages, purpose="evaluate")
+                pair.append(judge(llm, judge_model, rubric, sample, answer))
+        except BudgetExceeded as exc:
+            if len(act_scores) < 2:
+                raise
+            stopped = str(exc)
+            break
+        act_scores.append(pair[0])
+        cand_scores.append(pair[1])
         if progress is not None:
             progress(done, len(samples))
     diff, low, high = paired_interval([c - a for c, a in zip(cand_scores, act_scores,
                                                              strict=True)])
-    n = len(samples)
+    n = len(cand_scores)
     return Comparison(
         n=n,
         candidate_mean=math.fsum(cand_scores) / n if n else 0.0,
@@ -218,4 +233,5 @@ def compare(
         ci_high=high,
         candidate_scores=tuple(cand_scores),
         active_scores=tuple(act_scores),
+        stopped=stopped,
     )

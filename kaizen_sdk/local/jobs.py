@@ -13,6 +13,13 @@ A job moves ``PENDING`` -> ``RUNNING`` -> ``SUCCESS`` with a new ``candidate`` p
   number, too few examples, a missing extra or a spent ``cost_budget`` end the job ``FAILURE``
   naming the cause and the setting to change.
 
+Spend (`kaizen_sdk.local.budget`): a worker runs a job only while it holds the job's lease, so
+two servers on one database never run it twice; each LLM call is reserved and charged in the
+job row as it happens, so a restart resumes with the spend so far. A dspy job starts only when
+its estimate fits in the task's day; judged on a bounded held-out sample
+(`kaizen_sdk.local.heldout`), it ends with a verdict (`kaizen_sdk.local.verdict`) in
+``job_metadata["verdict"]``; a budget reached while judging keeps the pairs judged so far.
+
 When the task has ``github_repo`` and ``prompt_path``, a successful job opens a pull request
 with the candidate (`kaizen_sdk.local.github`) and records ``pr_url``, or ends ``PR_FAILED``.
 
@@ -27,6 +34,7 @@ candidate the injection rules flag (`kaizen_sdk.local.injection`) carries
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -45,9 +53,20 @@ from kaizen_sdk._config import (
     KAIZEN_LLM_BASE_URL,
     KAIZEN_OPTIMIZER,
 )
-from kaizen_sdk.local import approval, dspy_optimizer, evaluate, github, injection, optimizer
+from kaizen_sdk.local import (
+    approval,
+    budget,
+    dspy_optimizer,
+    evaluate,
+    github,
+    heldout,
+    injection,
+    optimizer,
+    spend_store,
+    verdict,
+)
 from kaizen_sdk.local.evaluate import Sample
-from kaizen_sdk.local.llm import LLMClient, LLMError
+from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
 from kaizen_sdk.local.outbound import Canceller
 from kaizen_sdk.local.pricing import Price, PriceTable
 from kaizen_sdk.local.scrub import Scrubber, url_secrets
@@ -77,6 +96,9 @@ DEFAULT_JOB_TIMEOUT = 1800.0
 _STOP = object()
 
 _OPTIMIZER_JSON = "'{\"optimizer\": \"auto\"}'"
+
+RESCAN_SECONDS = 30.0
+"""How often an idle worker looks for unfinished jobs whose lease ran out."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +174,7 @@ class _Plan:
 
 
 def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None,
-               strategy: str | None = None) -> _Plan:
+               strategy: str | None = None, seed: str = "") -> _Plan:
     config = dict(task.evaluator_config or {})
     if strategy is not None:  # the job option wins over the task's evaluator_config
         config["optimizer"] = strategy
@@ -185,11 +207,16 @@ def _dspy_plan(task: Task, examples: list[optimizer.Example], active: str | None
         )
     train, val = optimizer.split_train_val(examples)
     try:
+        val = heldout.held_out_sample(val, heldout.sample_size(len(val), config), seed)
         strategy = dspy_optimizer.choose_strategy(config, examples)
     except dspy_optimizer.OptimizerError as exc:
         raise _JobFault(
             f"{exc}; change it with"
             f" {update_command(task.name, 'evaluator_config', _OPTIMIZER_JSON)}"
+        ) from None
+    except ValueError as exc:  # evaluator_config["eval_sample_size"]
+        raise _JobFault(
+            f"{exc}; change it with {update_command(task.name, 'evaluator_config', 'JSON')}"
         ) from None
     return _Plan(
         strategy=strategy, task_model=task_model, teacher_model=task.teacher_model,
@@ -213,7 +240,8 @@ def _branch(task_name: str, job_id: str) -> str:
 
 
 def _report(task: Task, metadata: Mapping[str, Any]) -> str:
-    rows = [("optimizer", metadata.get("optimizer")), ("strategy", metadata.get("strategy")),
+    rows = [("verdict", metadata.get("verdict")),
+            ("optimizer", metadata.get("optimizer")), ("strategy", metadata.get("strategy")),
             ("validation samples", metadata.get("sample_size", metadata.get("val_size"))),
             ("active judged mean", metadata.get("active_judged_mean")),
             ("candidate judged mean", metadata.get("candidate_judged_mean")),
@@ -248,6 +276,8 @@ class JobWorker:
         self._canceller = Canceller()
         self._deadline = float("inf")
         self._scrub = self.settings.scrubber()
+        self.owner = spend_store.new_owner()
+        """This worker's lease name: it runs a job only while the job's lease is its own."""
         self._thread = threading.Thread(target=self._run, name="kaizen-local-jobs", daemon=True)
 
     def start(self) -> None:
@@ -286,6 +316,8 @@ class JobWorker:
         train, val = optimizer.split_sizes(len(examples))
         if self.settings.optimizer != "dspy":
             return CostEstimate(train_size=train, val_size=val), None
+        with contextlib.suppress(ValueError):  # else the job fails and says why
+            val = heldout.sample_size(val, task.evaluator_config)
         try:
             active = self._store.active_prompt(str(task.id)).prompt_text
         except Exception:
@@ -304,17 +336,47 @@ class JobWorker:
             teacher_model=task.teacher_model, judge_model=task.judge_model,
         )
         warning = None
-        if task.cost_budget is not None and cost.cost_usd > task.cost_budget:
+        limits = self._store.limits(task)
+        left = limits.daily_budget_usd - self._store.day_used(str(task.id))
+        if cost.cost_usd > limits.job_budget_usd:
             warning = (
-                f"The estimated cost ${cost.cost_usd:.4f} exceeds the task's cost_budget"
-                f" ${task.cost_budget:.4f}; the job stops when it reaches the budget."
+                f"The estimated cost ${cost.cost_usd:.4f} exceeds the job's cost_budget"
+                f" ${limits.job_budget_usd:.4f}; the job stops when it reaches the budget."
+            )
+        elif min(cost.cost_usd, limits.job_budget_usd) > left:
+            warning = (
+                f"The estimated cost ${cost.cost_usd:.4f} exceeds what is left of the task's"
+                f" daily_budget_usd today (${max(left, 0.0):.4f}); the job will be refused."
             )
         return estimate, warning
+
+    def refusal(self, task_ref: str, *, strategy: str | None = None) -> str | None:
+        """Why a job of the task cannot start now (its day's budget), or ``None``."""
+        if self.settings.optimizer != "dspy":
+            return None  # the local optimizer makes no LLM call
+        estimate, _ = self.estimate(task_ref, strategy=strategy)
+        task = self._store.get_task(task_ref)
+        limits = self._store.limits(task)
+        used = self._store.day_used(str(task.id))
+        need = min(estimate.estimated_cost_usd, limits.job_budget_usd)
+        if used + need > limits.daily_budget_usd or limits.daily_budget_usd == 0:
+            return (
+                f"Task {task.name!r} has spent ${used:.4f} of its daily budget"
+                f" ${limits.daily_budget_usd:.4f} today (UTC); this job's estimate is"
+                f" ${need:.4f}. Raise daily_budget_usd"
+                f" ({update_command(task.name, 'daily_budget_usd')}) or wait for the next day."
+            )
+        return None
 
     def _run(self) -> None:
         try:
             while True:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=RESCAN_SECONDS)
+                except queue.Empty:  # another worker may have died holding a job
+                    for job_id in self._store.unfinished_jobs():
+                        self.submit(job_id)
+                    continue
                 if item is _STOP or self._stopping.is_set():
                     return
                 assert isinstance(item, str)
@@ -340,12 +402,15 @@ class JobWorker:
         self._store.finish_job_failure(job_id, self._scrub(message), metadata=metadata)
 
     def _step(self, job_id: str, step: str) -> bool:
-        """Record *step*; return False when the worker is stopping.
+        """Record *step* and renew the lease; False when stopping or the lease is lost.
 
         Raises `_JobFault` once the job is past its wall-clock limit.
         """
         if time.monotonic() >= self._deadline:
             raise _JobFault(self._timeout_message())
+        if not self._store.claim_job(job_id, self.owner):
+            logger.warning("job %s: another worker took it over; this one stops", job_id)
+            return False
         self._store.set_job_step(job_id, step)
         if self._step_delay:
             self._stopping.wait(self._step_delay)
@@ -354,15 +419,21 @@ class JobWorker:
     def _run_job(self, job_id: str) -> None:
         if self._store.get_job(job_id).status not in ("PENDING", "RUNNING"):
             return
+        if not self._store.claim_job(job_id, self.owner):
+            logger.info("job %s is run by another worker", job_id)
+            return
         self._scrub = self.settings.scrubber()
         self._deadline = time.monotonic() + self.settings.job_timeout
         try:
-            self._run_job_steps(job_id)
+            self._run_claimed(job_id)
         except _JobFault as exc:
             self._fail(job_id, exc)
             logger.warning("local optimization job %s failed: %s", job_id, self._scrub(exc))
+        finally:
+            if self._stopping.is_set():  # left unfinished: free it for the next start
+                self._store.release_job(job_id, self.owner)
 
-    def _run_job_steps(self, job_id: str) -> None:
+    def _run_claimed(self, job_id: str) -> None:
         if not self._step(job_id, "loading_feedback"):
             return
         task_id, task_name, active_text = self._store.job_context(job_id)
@@ -409,7 +480,8 @@ class JobWorker:
             return
         job = self._store.finish_job_success(
             job_id, result.prompt_text, eval_score=result.eval_score,
-            optimizer=optimizer.OPTIMIZER_NAME, metadata=metadata, **_pr_fields(pr),
+            optimizer=optimizer.OPTIMIZER_NAME, metadata=metadata,
+            pr_url=None if pr is None else pr[0], pr_error=None if pr is None else pr[1],
         )
         if job.prompt_version_id is None:
             logger.info("local optimization job %s made no new version: %s", job_id,
@@ -434,18 +506,33 @@ class JobWorker:
     def _run_dspy(self, job_id: str, task: Task, examples: list[optimizer.Example],
                   active_text: str | None) -> None:
         started = time.monotonic()
+        limits = self._store.limits(task)
         try:
             options = (self._store.get_job(job_id).job_metadata or {}).get("options") or {}
-            plan = _dspy_plan(task, examples, active_text, options.get("strategy"))
+            plan = _dspy_plan(task, examples, active_text, options.get("strategy"), job_id)
             cost = _cost_plan(plan, self.settings.prices)
             llm = LLMClient(self.settings.llm_base_url or "", self.settings.llm_api_key,
-                            prices=self.settings.prices, budget_usd=task.cost_budget,
+                            prices=self.settings.prices, budget_usd=limits.job_budget_usd,
+                            ledger=budget.Ledger(self._store, job_id, self.owner, limits),
                             job_deadline=self._deadline, canceller=self._canceller,
                             job_limit_hint=f"its wall-clock limit of"
                             f" {self.settings.job_timeout:g} s (--job-timeout /"
                             f" {KAIZEN_JOB_TIMEOUT})", scrubber=self._scrub)
         except (_JobFault, dspy_optimizer.OptimizerError, LLMError) as exc:
             self._fail(job_id, fill_task(str(exc), task.name))
+            return
+        refused = self._store.reserve_job(
+            job_id, self.owner, min(cost.cost_usd, limits.job_budget_usd),
+            limits.daily_budget_usd)
+        if refused is not None:
+            llm.close()
+            if refused == spend_store.LEASE_LOST:
+                return  # another worker runs it
+            refused = fill_task(refused, task.name)
+            self._store.finish_job_failure(job_id, refused, metadata={
+                "refused": refused, "estimated_cost_usd": round(cost.cost_usd, 6),
+                "cost_budget": limits.job_budget_usd,
+                "daily_budget_usd": limits.daily_budget_usd})
             return
         metadata: dict[str, Any] = {
             "optimizer": dspy_optimizer.OPTIMIZER_NAME, "strategy": plan.strategy,
@@ -454,7 +541,8 @@ class JobWorker:
             "teacher_model": plan.teacher_model, "judge_model": plan.judge_model,
             "train_size": len(plan.train), "val_size": len(plan.val),
             "estimated_llm_calls": cost.total_calls,
-            "estimated_cost_usd": round(cost.cost_usd, 6), "cost_budget": task.cost_budget,
+            "estimated_cost_usd": round(cost.cost_usd, 6), "cost_budget": limits.job_budget_usd,
+            "daily_budget_usd": limits.daily_budget_usd,
         }
         if options:
             metadata["options"] = options
@@ -477,36 +565,51 @@ class JobWorker:
                     job_id, f"evaluating candidate {done}/{total}"),
             )
         except (LLMError, dspy_optimizer.OptimizerError) as exc:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._store.claim_job(job_id, self.owner):
                 return  # left RUNNING: resumed when the server starts again
-            metadata.update(llm.summary(), wall_time_s=round(time.monotonic() - started, 3))
+            metadata.update(self._books(job_id, llm),
+                            wall_time_s=round(time.monotonic() - started, 3))
+            if isinstance(exc, BudgetExceeded):
+                metadata["budget_reached"] = self._scrub(fill_task(str(exc), task.name))
             self._fail(job_id, fill_task(str(exc), task.name), metadata)
             logger.warning("local optimization job %s failed: %s", job_id, self._scrub(exc))
             return
         finally:
             self._current = None
             llm.close()
+        judged = verdict.verdict(comparison.ci_low, comparison.ci_high)
         metadata.update(
             demos=result.demos, instructions_changed=result.instructions_changed,
             instructions_rejected=result.instructions_rejected,
-            eval_metric="judged mean on the validation split",
-            **comparison.as_dict(), beats_active=comparison.diff > 0,
+            eval_metric="judged mean on a held-out sample (the same for candidate and active)",
+            **comparison.as_dict(), beats_active=judged == verdict.BETTER, verdict=judged,
+            baseline_version=self._active_version(str(task.id)),
         )
-        metadata.update(llm.summary(), wall_time_s=round(time.monotonic() - started, 3))
+        if comparison.stopped is not None:
+            metadata["budget_reached"] = fill_task(comparison.stopped, task.name)
+        metadata.update(self._books(job_id, llm),
+                        wall_time_s=round(time.monotonic() - started, 3))
         metadata["candidates_rejected_too_long"] = result.rejected_too_long
         if not self._candidate_ok(job_id, result.prompt_text, metadata):
             return
         metadata["flags"] = injection.flags(result.prompt_text, plan.base_prompt)
-        rollout = approval.decide(task, metadata["flags"])
-        if rollout is not None:
-            metadata["rollout"] = rollout
-        pr = self._pull_request(job_id, task, result.prompt_text, metadata)
+        # Only a candidate judged better is proposed: in a pull request or a rollout.
+        if judged == verdict.BETTER:
+            rollout = approval.decide(task, metadata["flags"])
+            if rollout is not None:
+                metadata["rollout"] = rollout
+        pr = (self._pull_request(job_id, task, result.prompt_text, metadata)
+              if judged == verdict.BETTER else None)
         if not self._step(job_id, "saving"):
             return
         job = self._store.finish_job_success(
             job_id, result.prompt_text, eval_score=round(comparison.candidate_mean, 4),
             optimizer=f"{dspy_optimizer.OPTIMIZER_NAME}-{plan.strategy}", metadata=metadata,
-            dspy_version=metadata["dspy_version"], **_pr_fields(pr),
+            dspy_version=metadata["dspy_version"], pr_url=None if pr is None else pr[0],
+            pr_error=None if pr is None else pr[1], version_status=verdict.version_status(judged),
+            comparison={"verdict": judged, "baseline_version": metadata["baseline_version"],
+                        "baseline_score": round(comparison.active_mean, 4),
+                        "eval_sample_size": comparison.n},
         )
         if job.prompt_version_id is None:
             logger.info("local optimization job %s made no new version: %s", job_id,
@@ -515,7 +618,18 @@ class JobWorker:
             "local optimization job %s finished: candidate %.4f vs active %.4f (%d LLM calls)",
             job_id, comparison.candidate_mean, comparison.active_mean, metadata["llm_calls"],
         )
-        approval.after_job(self._store, job)  # the same gate as the local optimizer's
+        # the same gate as the local optimizer's; `decide` ran only for a better candidate
+        approval.after_job(self._store, job)
+
+    def _books(self, job_id: str, llm: LLMClient) -> dict[str, Any]:
+        """The job's books from its row (across restarts), and this run's retries."""
+        return {**self._store.job_books(job_id), "llm_retries": llm.retries}
+
+    def _active_version(self, task_id: str) -> int | None:
+        try:
+            return self._store.active_prompt(task_id).version_number
+        except Exception:
+            return None
 
     def _pull_request(self, job_id: str, task: Task, prompt_text: str,
                       metadata: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
@@ -539,7 +653,3 @@ class JobWorker:
             return None, message
         return url, None
 
-
-def _pr_fields(pr: tuple[str | None, str | None] | None) -> dict[str, str | None]:
-    """`Store.finish_job_success`'s pull-request arguments for `_pull_request`'s answer."""
-    return {} if pr is None else {"pr_url": pr[0], "pr_error": pr[1]}

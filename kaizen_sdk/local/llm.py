@@ -3,9 +3,13 @@
 `LLMClient.chat` sends one ``POST {base_url}/chat/completions`` and returns the answer text. It
 retries 429 and 5xx answers and transport errors a bounded number of times (honouring a short
 ``Retry-After``), counts every retry, records each call's model, purpose and token usage as a
-`CallRecord`, prices it with a `PriceTable`, and refuses new calls once the spend reaches the
-budget (`BudgetExceeded`). Every failure is an `LLMError` whose message names the cause and the
-setting to change; the API key never appears in a message, a record or a ``repr``.
+`CallRecord`, prices it with a `PriceTable`, and refuses a call whose estimated cost would take
+the spend past the budget (`BudgetExceeded`). Usage reported below the estimate for the request
+(input) and its answer (output) is charged at the estimate, so an endpoint that reports no
+tokens cannot spend for free. With a `kaizen_sdk.local.budget.Ledger` the check and the charge
+are made in the job's database row, before and after each call. Every failure is an `LLMError`
+whose message names the cause and the setting to change; the API key never appears in a
+message, a record or a ``repr``.
 
 Calls go through `kaizen_sdk.local.outbound.Outbound`: each `chat` (retries included) ends by
 its total deadline (and by the job's, `JobTimeout`), an answer over `MAX_ANSWER_CHARS` is
@@ -20,7 +24,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -37,6 +41,9 @@ from kaizen_sdk.local.outbound import (
 )
 from kaizen_sdk.local.pricing import PriceTable, estimate_tokens
 from kaizen_sdk.local.scrub import Scrubber, url_secrets, without_userinfo
+
+if TYPE_CHECKING:
+    from kaizen_sdk.local.budget import Ledger
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -67,7 +74,7 @@ class LLMError(Exception):
 
 
 class BudgetExceeded(LLMError):
-    """The job's spend reached its ``cost_budget``; no further calls are made."""
+    """The next call would pass the job's or the day's budget; no further calls are made."""
 
 
 class JobTimeout(LLMError):
@@ -85,6 +92,8 @@ class CallRecord:
     cost_usd: float
     retries: int
     usage_reported: bool
+    charged_usd: float = 0.0
+    """What the call counts against the budget: ``cost_usd``, or the estimate when higher."""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the record as a JSON-ready dict (for ``job_metadata``)."""
@@ -117,6 +126,8 @@ class LLMClient:
             stopping.
         scrubber: removes secrets from every message (default: the key and URL user-info).
         max_answer_bytes: cap on one answer's size.
+        ledger: keeps the books in the job's database row (the budget check then happens
+            there, against the job's and the day's budget, and *budget_usd* is not used).
     """
 
     def __init__(
@@ -138,6 +149,7 @@ class LLMClient:
         canceller: Canceller | None = None,
         scrubber: Scrubber | None = None,
         max_answer_bytes: int = MAX_ANSWER_CHARS,
+        ledger: Ledger | None = None,
     ) -> None:
         self._endpoint_hint = endpoint_hint
         self._key_hint = key_hint
@@ -156,6 +168,7 @@ class LLMClient:
         self.max_retries = max(0, max_retries)
         self._backoff = max(0.0, backoff)
         self._on_call = on_call
+        self._ledger = ledger
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         headers["Accept-Encoding"] = "identity"
         self._http = Outbound(headers=headers, deadline=timeout, max_bytes=max_answer_bytes,
@@ -218,32 +231,42 @@ class LLMClient:
         if self._http.canceller.cancelled:
             raise LLMError("the job was interrupted because the local server is stopping")
         self._check_job_deadline()
-        with self._lock:
-            if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
-                raise BudgetExceeded(
-                    f"the job reached its cost budget: spent ${self.spent_usd:.4f} of"
-                    f" ${self.budget_usd:.4f} after {len(self.calls)} LLM calls; raise the"
-                    " task's cost_budget to allow more"
-                    " (`kaizen tasks update TASK --cost-budget USD`)"
-                )
+        input_estimate = sum(estimate_tokens(m.get("content", "")) for m in messages)
+        reserve = self.prices.cost(model, input_tokens=input_estimate,
+                                   output_tokens=max_tokens or 0)
+        if self._ledger is not None:
+            self._ledger.reserve(reserve)  # raises when a budget refuses the call
+        else:
+            with self._lock:
+                if self.budget_usd is not None and self.spent_usd + reserve > self.budget_usd:
+                    raise BudgetExceeded(
+                        f"the job reached its cost budget: spent ${self.spent_usd:.4f} of"
+                        f" ${self.budget_usd:.4f} after {len(self.calls)} LLM calls; raise"
+                        " the task's cost_budget to allow more"
+                        " (`kaizen tasks update TASK --cost-budget USD`)"
+                    )
         body: dict[str, Any] = {"model": model, "messages": list(messages)}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
+        # A call that fails keeps its reservation in the ledger: the request may have run.
         data, retries = self._post(model, body)
         text, usage = self._parse(model, data)
         reported = usage is not None
+        estimate = (input_estimate, estimate_tokens(text))
         if usage is None:
-            usage = (
-                sum(estimate_tokens(m.get("content", "")) for m in messages),
-                estimate_tokens(text),
-            )
+            usage = estimate
         cost = self.prices.cost(model, input_tokens=usage[0], output_tokens=usage[1])
-        record = CallRecord(model, purpose, usage[0], usage[1], round(cost, 8), retries, reported)
+        charged = self.prices.cost(model, input_tokens=max(usage[0], estimate[0]),
+                                   output_tokens=max(usage[1], estimate[1]))
+        record = CallRecord(model, purpose, usage[0], usage[1], round(cost, 8), retries, reported,
+                            round(charged, 8))
+        if self._ledger is not None:
+            self._ledger.settle(record, reserve)
         with self._lock:
             self.calls.append(record)
-            self.spent_usd += cost
+            self.spent_usd += charged
         if self._on_call is not None:
             self._on_call(record)
         return text

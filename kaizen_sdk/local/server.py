@@ -66,6 +66,7 @@ from kaizen_sdk.local.api import (
     parse_query,
     resolve,
 )
+from kaizen_sdk.local.budget import BudgetDefaults
 from kaizen_sdk.local.connections import (
     MAX_CONNECTIONS_PER_CLIENT,
     MAX_OPEN_CONNECTIONS,
@@ -419,6 +420,9 @@ class LocalServer:
             ``kaizen_sdk.local.access`` logger (default off).
         job_timeout: seconds one optimization job may run before it ends FAILURE; ``None``
             reads ``KAIZEN_JOB_TIMEOUT``, else 1800.
+        budgets: the server-wide spend limits of optimization jobs (``None`` reads the
+            ``KAIZEN_*_BUDGET_USD`` / ``KAIZEN_MAX_JOBS_PER_DAY`` / ``KAIZEN_COOLDOWN_MINUTES``
+            variables, else the defaults); see `kaizen_sdk.local.budget`.
     """
 
     def __init__(
@@ -435,6 +439,7 @@ class LocalServer:
         llm_prices: Mapping[str, tuple[float, float]] | None = None,
         access_log: bool = False,
         job_timeout: float | None = None,
+        budgets: BudgetDefaults | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -451,6 +456,7 @@ class LocalServer:
             optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices,
             job_timeout=job_timeout,
         )
+        self._budgets = budgets if budgets is not None else BudgetDefaults.resolve()
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
@@ -531,6 +537,7 @@ class LocalServer:
             path = self.db_path
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._store = store = Store(path)
+        store.budget_defaults = self._budgets
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
         readers = concurrent.futures.ThreadPoolExecutor(
             WORKER_THREADS, thread_name_prefix="kaizen-local-api"

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from kaizen_sdk._template import MAX_PLACEHOLDERS, count_placeholders
-from kaizen_sdk.local import keys, rollouts, task_settings
+from kaizen_sdk.local import budget, keys, rollouts, spend_store, task_settings
 from kaizen_sdk.local.optimizer import Example
 from kaizen_sdk.models import (
     MAX_PROMPT_CHARS,
@@ -70,7 +70,7 @@ __all__ = [
 
 logger = logging.getLogger("kaizen_sdk.local.store")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
 
 AUTO_TASK_THRESHOLD = 50
@@ -219,6 +219,9 @@ _TASK_OPTIONAL = (
     "github_base_branch",
     "prompt_path",
     "prompt_format",
+    "daily_budget_usd",
+    "max_jobs_per_day",
+    "cooldown_minutes",
 )
 
 
@@ -358,6 +361,8 @@ class Store:
         self._conns: dict[int, sqlite3.Connection] = {}
         self._conns_lock = threading.Lock()
         self._closed = False
+        self.budget_defaults = budget.BudgetDefaults()
+        """The server-wide spend limits (`kaizen_sdk.local.budget`); the server sets them."""
         self._migrate()
 
     def __repr__(self) -> str:
@@ -492,13 +497,15 @@ class Store:
             "INSERT INTO tasks (id, name, description, schema_json, feedback_threshold,"
             " feedback_retention_limit, evaluator_config, teacher_model, judge_model,"
             " module_type, cost_budget, github_repo, github_base_branch, prompt_path,"
-            " prompt_format, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " prompt_format, created_at, daily_budget_usd, max_jobs_per_day, cooldown_minutes)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 task_id, req.name, req.description, _json(req.schema_json),
                 req.feedback_threshold, req.feedback_retention_limit,
                 _json(req.evaluator_config), req.teacher_model, req.judge_model,
                 req.module_type, req.cost_budget, req.github_repo, req.github_base_branch,
-                req.prompt_path, req.prompt_format, _ts(),
+                req.prompt_path, req.prompt_format, _ts(), req.daily_budget_usd,
+                req.max_jobs_per_day, req.cooldown_minutes,
             ),
         )
         self._audit(conn, "task.created", task_id=task_id, target=req.name)
@@ -522,6 +529,7 @@ class Store:
             threshold_progress=(
                 f"{row['feedback_since_optimization']}/{row['feedback_threshold']}"
             ),
+            threshold_waiting=self._threshold_waiting(conn, row),
             **{name: row[name] for name in _TASK_OPTIONAL},
         )
 
@@ -625,6 +633,10 @@ class Store:
             optimizer=row["optimizer"],
             dspy_version=row["dspy_version"],
             created_at=_dt(row["created_at"]),
+            verdict=row["verdict"],
+            baseline_version=row["baseline_version"],
+            baseline_score=row["baseline_score"],
+            eval_sample_size=row["eval_sample_size"],
         )
 
     def _insert_prompt(
@@ -1294,6 +1306,10 @@ class Store:
             return None  # nothing new to learn from: no job, no junk version
         if self._active_job(conn, task_id) is not None:
             return None
+        refused = self._threshold_refusal(conn, task)
+        if refused is not None:
+            logger.debug("threshold job of task %r deferred: %s", task["name"], refused)
+            return None
         return self._insert_job(conn, task, "threshold")
 
     def start_job(self, ref: str, triggered_by: str = "manual") -> tuple[Job, bool]:
@@ -1365,7 +1381,8 @@ class Store:
     def finish_job_success(
         self, job_id: str, prompt_text: str, *, eval_score: float, optimizer: str,
         metadata: dict[str, Any], dspy_version: str | None = None, pr_url: str | None = None,
-        pr_error: str | None = None,
+        pr_error: str | None = None, version_status: str = "candidate",
+        comparison: dict[str, Any] | None = None,
     ) -> Job:
         """Store the job's new prompt version as ``candidate`` and mark the job SUCCESS.
 
@@ -1373,7 +1390,9 @@ class Store:
         the job succeeds without ``prompt_version_id`` and its metadata says why
         (``no_new_version``, ``same_as_version``). The job's pull request, if it has one, is
         recorded in the same write (*pr_url*, or ``PR_FAILED`` with *pr_error*), so nobody
-        sees the job SUCCESS first and PR_FAILED later.
+        sees the job SUCCESS first and PR_FAILED later. *version_status* is ``rejected`` for a
+        candidate judged worse; *comparison* (``verdict``, ``baseline_version``,
+        ``baseline_score``, ``eval_sample_size``) says what its score was compared against.
         """
         with self._write() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -1389,12 +1408,21 @@ class Store:
                 }
             else:
                 version_id = self._insert_prompt(
-                    conn, row["task_id"], prompt_text, status="candidate", optimizer=optimizer,
-                    eval_score=eval_score, dspy_version=dspy_version,
+                    conn, row["task_id"], prompt_text, status=version_status,
+                    optimizer=optimizer, eval_score=eval_score, dspy_version=dspy_version,
                 )
+                if comparison:
+                    conn.execute(
+                        "UPDATE prompts SET verdict = ?, baseline_version = ?,"
+                        " baseline_score = ?, eval_sample_size = ? WHERE id = ?",
+                        (comparison.get("verdict"), comparison.get("baseline_version"),
+                         comparison.get("baseline_score"), comparison.get("eval_sample_size"),
+                         version_id),
+                    )
             conn.execute(
                 "UPDATE jobs SET status = ?, progress_step = 'done', prompt_version_id = ?,"
-                " job_metadata = ?, completed_at = ?, pr_url = ?, error_message = ? WHERE id = ?",
+                " job_metadata = ?, completed_at = ?, pr_url = ?, error_message = ?,"
+                " reserved_usd = 0, lease_owner = NULL WHERE id = ?",
                 ("SUCCESS" if pr_error is None else "PR_FAILED", version_id, _json(metadata),
                  _ts(), pr_url, pr_error, job_id),
             )
@@ -1407,8 +1435,8 @@ class Store:
         with self._write() as conn:
             conn.execute(
                 "UPDATE jobs SET status = 'FAILURE', progress_step = 'failed',"
-                " error_message = ?, job_metadata = COALESCE(?, job_metadata), completed_at = ?"
-                " WHERE id = ?",
+                " error_message = ?, job_metadata = COALESCE(?, job_metadata), completed_at = ?,"
+                " reserved_usd = 0, lease_owner = NULL WHERE id = ?",
                 (message, _json(metadata), _ts(), job_id),
             )
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -1435,6 +1463,127 @@ class Store:
                          (_json(merged), job_id))
             return self._job(conn.execute("SELECT * FROM jobs WHERE id = ?",
                                           (job_id,)).fetchone())
+
+    # --- spend and leases (see kaizen_sdk.local.spend_store) -----------------------------
+
+    def limits(self, task: Task) -> budget.Limits:
+        """The task's spend limits: its own fields, else the server's defaults."""
+        return budget.Limits.of(task, self.budget_defaults)
+
+    def claim_job(self, job_id: str, owner: str) -> bool:
+        """Take (or renew) the job's lease for *owner*; False when another worker runs it."""
+        with self._write() as conn:
+            return spend_store.claim(conn, job_id, owner)
+
+    def release_job(self, job_id: str, owner: str) -> None:
+        """Give up the job's lease (the worker is stopping; another may resume the job)."""
+        with self._write() as conn:
+            conn.execute("UPDATE jobs SET lease_owner = NULL WHERE id = ? AND lease_owner = ?",
+                         (job_id, owner))
+
+    def day_used(self, task_id: str, *, except_job: str | None = None) -> float:
+        """The task's LLM spend today (UTC), unspent reservations of running jobs included."""
+        since = _ts(budget.day_start(utcnow()))
+        return spend_store.day_used(self._conn(), task_id, since, except_job=except_job)
+
+    def reserve_job(self, job_id: str, owner: str, estimate_usd: float,
+                    daily_budget: float) -> str | None:
+        """Count a starting job's estimate against its task's day; say why it cannot start."""
+        with self._write() as conn:
+            row = conn.execute("SELECT task_id, lease_owner FROM jobs WHERE id = ?",
+                               (job_id,)).fetchone()
+            if row is None or row["lease_owner"] != owner:
+                return spend_store.LEASE_LOST
+            since = _ts(budget.day_start(utcnow()))
+            used = spend_store.day_used(conn, row["task_id"], since, except_job=job_id)
+            if used + estimate_usd > daily_budget:
+                return (
+                    f"refused: the task's spend today (UTC) ${used:.4f} plus this job's"
+                    f" estimate ${estimate_usd:.4f} exceeds its daily budget"
+                    f" ${daily_budget:.4f}; raise daily_budget_usd (`kaizen tasks update"
+                    " TASK --daily-budget-usd USD`) or wait for the next day"
+                )
+            conn.execute("UPDATE jobs SET reserved_usd = ? WHERE id = ?", (estimate_usd, job_id))
+            return None
+
+    def reserve_call(self, job_id: str, owner: str, estimate_usd: float, *,
+                     job_budget: float, daily_budget: float) -> str | None:
+        """Reserve an LLM call's estimate in the job row, or say which budget refuses it."""
+        with self._write() as conn:
+            return spend_store.reserve(conn, job_id, owner, estimate_usd, job_budget=job_budget,
+                                       daily_budget=daily_budget,
+                                       since=_ts(budget.day_start(utcnow())))
+
+    def settle_call(self, job_id: str, owner: str, record: Any, reserved_usd: float) -> None:
+        """Replace a call's reservation by its charge and keep its record (*record* is a
+        `kaizen_sdk.local.llm.CallRecord`)."""
+        with self._write() as conn:
+            spend_store.settle(conn, job_id, record, reserved_usd)
+
+    def job_books(self, job_id: str) -> dict[str, Any]:
+        """The job's LLM books as kept call by call: calls, tokens, spend, by model."""
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT llm_calls, input_tokens, output_tokens, spent_usd FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id!r} not found")
+        by_model: dict[str, dict[str, int]] = {}
+        for m in conn.execute(
+            "SELECT model, COUNT(*) AS calls, SUM(input_tokens) AS i, SUM(output_tokens) AS o"
+            " FROM job_calls WHERE job_id = ? GROUP BY model ORDER BY model", (job_id,)
+        ):
+            by_model[m["model"]] = {"calls": m["calls"], "input_tokens": m["i"],
+                                    "output_tokens": m["o"]}
+        return {"llm_calls": row["llm_calls"], "input_tokens": row["input_tokens"],
+                "output_tokens": row["output_tokens"],
+                "spent_usd": round(row["spent_usd"], 6), "by_model": by_model}
+
+    def list_job_calls(self, job_id: str, limit: int, *,
+                       after: int | None = None) -> Page[dict[str, Any]]:
+        """A page of the job's LLM calls, oldest first."""
+        self.get_job(job_id)
+        rows = spend_store.job_calls(self._conn(), str(_as_uuid(job_id) or job_id), limit,
+                                     after)
+
+        def call(r: sqlite3.Row) -> dict[str, Any]:
+            return {"model": r["model"], "purpose": r["purpose"],
+                    "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
+                    "cost_usd": r["cost_usd"], "charged_usd": r["charged_usd"],
+                    "retries": r["retries"], "usage_reported": bool(r["usage_reported"])}
+
+        items = [call(r) for r in rows[:limit]]
+        next_key = int(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        return Page(items, next_key)
+
+    def _threshold_waiting(self, conn: sqlite3.Connection, task: sqlite3.Row) -> str | None:
+        """Why a due threshold job has not started, for the task's answer (else ``None``)."""
+        if task["feedback_since_optimization"] < task["feedback_threshold"] \
+                or task["scored_since_job"] == 0 or self._active_job(conn, task["id"]):
+            return None
+        return self._threshold_refusal(conn, task)
+
+    def _threshold_refusal(self, conn: sqlite3.Connection, task: sqlite3.Row) -> str | None:
+        """Why the task's threshold job must wait (cool-down, jobs today, day's budget)."""
+        limits = budget.Limits.of(task, self.budget_defaults)
+        now = utcnow()
+        since = _ts(budget.day_start(now))
+        row = conn.execute(
+            "SELECT COUNT(*) AS n, MAX(created_at) AS last FROM jobs WHERE task_id = ?"
+            " AND triggered_by = 'threshold' AND created_at >= ?",
+            (task["id"], since),
+        ).fetchone()
+        last = conn.execute(
+            "SELECT MAX(created_at) AS last FROM jobs WHERE task_id = ?"
+            " AND triggered_by = 'threshold'", (task["id"],),
+        ).fetchone()["last"]
+        return budget.threshold_refusal(
+            limits, new_feedback=task["feedback_since_optimization"],
+            threshold=task["feedback_threshold"],
+            jobs_today=row["n"], last_job_at=_dt(last),
+            day_used_usd=spend_store.day_used(conn, task["id"], since), now=now,
+        )
 
     # --- rollouts --------------------------------------------------------------------
     # A task has at most one running rollout (a partial unique index says so). Its live
@@ -1865,6 +2014,8 @@ class Store:
         """
         if job.task_id is None or job.prompt_version_id is None:
             return None
+        if (job.job_metadata or {}).get("verdict") not in (None, "better"):
+            return None  # only a candidate judged better is rolled out unattended
         try:
             config = (self.get_task(str(job.task_id)).evaluator_config or {}).get("auto_rollout")
             if not config:
@@ -2087,6 +2238,7 @@ _MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] =
     4: _STEP_TRACE_CONTEXT,
     5: _STEP_HELD_SCORES,
     6: _migrate_keys,
+    7: spend_store.migrate_spend,
 }
 
 class _BatchTasks:

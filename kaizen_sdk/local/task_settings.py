@@ -87,6 +87,19 @@ def _budget(value: Any) -> str | None:
     return None
 
 
+def _minutes(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0 <= value <= 525_600:
+        return f"must be a number of minutes from 0 to 525600, got {value!r}"
+    return None
+
+
+def _sample_size(value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 500:
+        return f"must be an integer from 2 to 500, got {value!r}"
+    return None
+
+
 def _one_of(choices: tuple[str, ...]) -> Check:
     def check(value: Any) -> str | None:
         if value not in choices:
@@ -147,6 +160,7 @@ EVALUATOR_KEYS: Mapping[str, Check] = {
     "max_demos": _int_at_least(1),
     "max_metric_calls": _int_at_least(1),
     "auto_rollout": _auto_rollout,
+    "eval_sample_size": _sample_size,
 }
 """The ``evaluator_config`` keys checked when a task is created or updated (others are kept
 as given: the optimizers and rollouts read further keys)."""
@@ -202,6 +216,9 @@ SETTINGS: Mapping[str, Setting] = {
     "github_base_branch": Setting("github_base_branch", _branch),
     "prompt_path": Setting("prompt_path", _path),
     "prompt_format": Setting("prompt_format", _one_of(PROMPT_FORMATS)),
+    "daily_budget_usd": Setting("daily_budget_usd", _budget),
+    "max_jobs_per_day": Setting("max_jobs_per_day", _int_at_least(0)),
+    "cooldown_minutes": Setting("cooldown_minutes", _minutes),
 }
 """Every field of `TaskUpdateRequest`, by name (a test checks that none is missing)."""
 
@@ -268,7 +285,8 @@ def check_create(req: TaskCreateRequest) -> None:
 
 
 _METAVARS = {"teacher_model": "MODEL", "judge_model": "MODEL", "task_model": "MODEL",
-             "cost_budget": "USD", "evaluator_config": "JSON", "schema_json": "JSON"}
+             "cost_budget": "USD", "evaluator_config": "JSON", "schema_json": "JSON",
+             "daily_budget_usd": "USD", "max_jobs_per_day": "N", "cooldown_minutes": "MINUTES"}
 
 
 def update_command(task: str, name: str, value: str | None = None) -> str:

@@ -16,7 +16,9 @@ output fields, and a request for a new instruction in a code block (GEPA's refle
 `BETTER_INSTRUCTION` (without its ``{{ text }}`` line when the request has no such
 variable). Usage is ``ceil(chars / 4)`` per side. Faults: `fail_next` answers a status for
 the next *n* requests; ``malformed`` answers non-JSON; ``judge_no_number`` makes the judge
-answer words; ``broken_student`` makes the student always wrong.
+answer words; ``broken_student`` makes the student always wrong; ``demos_hurt`` makes it wrong
+whenever the prompt has an ``### Examples`` section (so a candidate is judged worse than an
+active prompt that asks for capitals).
 
 `GitHubStandIn` implements the five REST calls a prompt pull request needs and records them.
 """
@@ -28,6 +30,7 @@ import json
 import math
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -121,6 +124,9 @@ class LLMStandIn(_Base):
         self.malformed = False
         self.judge_no_number = False
         self.broken_student = False
+        self.demos_hurt = False
+        self.delay = 0.0
+        """Seconds each chat answer waits before it is sent (a slower model)."""
         self._fail: list[int] = []
 
     @property
@@ -148,6 +154,8 @@ class LLMStandIn(_Base):
         if fail is not None:
             h._reply(fail, {"error": {"message": f"injected {fail}"}})
             return
+        if self.delay:
+            time.sleep(self.delay)
         if self.malformed:
             h._reply(200, None, raw=b"<html>not json</html>")
             return
@@ -181,6 +189,8 @@ class LLMStandIn(_Base):
         match = re.search(r"^Text: (.*)$", last, re.M)
         found = _TEXT.findall(last)
         text = match.group(1) if match else (found[-1] if found else "")
+        if self.demos_hurt and model != self.teacher and "### Examples" in last:
+            return text.lower()
         return self._solve(model, text, "### Examples" in last or "capitals" in last)
 
     @staticmethod

@@ -123,7 +123,7 @@ def test_llm_budget_stops_new_calls_and_usage_is_tracked() -> None:
     assert summary["llm_calls"] == 1 and summary["spent_usd"] == 0.002
     assert summary["calls"][0] == {"model": "m", "purpose": "task", "input_tokens": 1000,
                                    "output_tokens": 100, "cost_usd": 0.002, "retries": 0,
-                                   "usage_reported": True}
+                                   "usage_reported": True, "charged_usd": 0.002}
     guess = _client(httpx.MockTransport(lambda r: _ok("12345678", usage=False)))
     guess.chat("m", [{"role": "user", "content": "abcd"}], purpose="judge")
     assert (guess.calls[0].input_tokens, guess.calls[0].output_tokens) == (1, 2)

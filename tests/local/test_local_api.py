@@ -48,6 +48,7 @@ EXPECTED_ROUTES = {
     ("post", "/api/v1/prompts/{task_id}/activate"),
     ("post", "/api/v1/optimize/{task_id}"),
     ("get", "/api/v1/jobs/{job_id}"),
+    ("get", "/api/v1/jobs/{job_id}/calls"),
     ("get", "/api/v1/jobs"),
     ("get", "/api/v1/tasks"),
     ("get", "/api/v1/tasks/{task_id}"),

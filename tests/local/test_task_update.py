@@ -42,6 +42,9 @@ SETTING_VALUES: dict[str, Any] = {
     "github_base_branch": "release/2026",
     "prompt_path": "prompts/shout.txt",
     "prompt_format": "json",
+    "daily_budget_usd": 2.5,
+    "max_jobs_per_day": 3,
+    "cooldown_minutes": 90.0,
 }
 """A valid value for every setting."""
 
@@ -207,6 +210,11 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"prompt_path": "/etc/passwd"}, "prompt_path"),
     ({"prompt_format": "yaml"}, "prompt_format"),
     ({"description": 5}, "description"),
+    ({"daily_budget_usd": -1}, "daily_budget_usd"),
+    ({"max_jobs_per_day": -1}, "max_jobs_per_day"),
+    ({"max_jobs_per_day": 1.5}, "max_jobs_per_day"),
+    ({"cooldown_minutes": "soon"}, "cooldown_minutes"),
+    ({"evaluator_config": {"eval_sample_size": 1}}, "evaluator_config"),
     ({"teacher_model": "fine", "feedback_threshold": 0}, "feedback_threshold"),
     ({"judge_model": "fine", "colour": "blue"}, "colour"),
     ({"name": "renamed"}, "name"),

@@ -1,0 +1,183 @@
+"""The SQL of job spend and job leases (schema step "spend"), used by `kaizen_sdk.local.store`.
+
+Each function takes an open connection inside the caller's write transaction:
+
+- the job row carries its books (``spent_usd``, ``llm_calls``, tokens) and ``reserved_usd``,
+  the part of its cost estimate that counts against the task's day while it runs;
+- ``job_calls`` keeps one row per LLM call (model, purpose, tokens, cost, charge), read page
+  by page (``GET /api/v1/jobs/{job_id}/calls``), never inside the job object;
+- a job is run by the worker holding its lease (``lease_owner``, ``lease_until``): a worker
+  takes a job only when nobody holds it, the lease ran out, or its holder is a process of
+  this machine that no longer exists (a server killed with ``kill -9``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from typing import Any
+
+__all__ = [
+    "LEASE_LOST",
+    "LEASE_SECONDS",
+    "claim",
+    "day_used",
+    "holder_is_gone",
+    "job_calls",
+    "migrate_spend",
+    "new_owner",
+    "reserve",
+    "settle",
+]
+
+LEASE_SECONDS = 300.0
+"""How long a job's lease lasts without renewal (each LLM call and step renews it); longer
+than one LLM call with its retries."""
+
+LEASE_LOST = "another worker took over this job; this one stops"
+"""`reserve`'s answer when the job's lease is no longer the caller's."""
+
+_COLUMNS = (
+    ("jobs", "spent_usd", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "llm_calls", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "input_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "output_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "reserved_usd", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "lease_owner", "TEXT"),
+    ("jobs", "lease_until", "REAL"),
+    ("tasks", "daily_budget_usd", "REAL"),
+    ("tasks", "max_jobs_per_day", "INTEGER"),
+    ("tasks", "cooldown_minutes", "REAL"),
+    ("prompts", "verdict", "TEXT"),
+    ("prompts", "baseline_version", "INTEGER"),
+    ("prompts", "baseline_score", "REAL"),
+    ("prompts", "eval_sample_size", "INTEGER"),
+)
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS job_calls ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs(id),"
+    " model TEXT NOT NULL, purpose TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
+    " output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, charged_usd REAL NOT NULL,"
+    " retries INTEGER NOT NULL, usage_reported INTEGER NOT NULL, at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS job_calls_job ON job_calls (job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_task_created ON jobs (task_id, created_at)",
+)
+
+
+def migrate_spend(conn: sqlite3.Connection) -> None:
+    """Schema step "spend": job books, leases, the calls table, budget and verdict columns."""
+    for table, column, kind in _COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in _DDL:
+        conn.execute(statement)
+
+
+def new_owner() -> str:
+    """A lease owner name for one worker: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def holder_is_gone(owner: str) -> bool:
+    """True when *owner* names a process of this machine that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def claim(conn: sqlite3.Connection, job_id: str, owner: str, *, now: float | None = None,
+          seconds: float = LEASE_SECONDS) -> bool:
+    """Take or renew the lease of an unfinished job; False when another worker holds it."""
+    now = time.time() if now is None else now
+    row = conn.execute(
+        "SELECT status, lease_owner, lease_until FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    if row is None or row["status"] not in ("PENDING", "RUNNING"):
+        return False
+    holder = row["lease_owner"]
+    if holder is not None and holder != owner and (row["lease_until"] or 0) > now \
+            and not holder_is_gone(holder):
+        return False
+    conn.execute("UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                 (owner, now + seconds, job_id))
+    return True
+
+
+def day_used(conn: sqlite3.Connection, task_id: str, since: str,
+             *, except_job: str | None = None) -> float:
+    """The task's spend since *since* (ISO time), a running job's unspent reservation too."""
+    row = conn.execute(
+        "SELECT COALESCE(SUM(MAX(spent_usd, reserved_usd)), 0) AS used FROM jobs"
+        " WHERE task_id = ? AND created_at >= ? AND id != ?",
+        (task_id, since, except_job or ""),
+    ).fetchone()
+    return float(row["used"])
+
+
+def reserve(conn: sqlite3.Connection, job_id: str, owner: str, estimate_usd: float, *,
+            job_budget: float, daily_budget: float, since: str) -> str | None:
+    """Add *estimate_usd* to the job's spend if both budgets allow it; else say why not."""
+    row = conn.execute(
+        "SELECT task_id, spent_usd, llm_calls, lease_owner FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    if row is None or row["lease_owner"] != owner:
+        return LEASE_LOST
+    spent = float(row["spent_usd"])
+    if spent + estimate_usd > job_budget:
+        return (
+            f"the job reached its cost budget: spent ${spent:.4f} of ${job_budget:.4f} after"
+            f" {row['llm_calls']} LLM calls; raise the task's cost_budget"
+            " (`kaizen tasks update TASK --cost-budget USD`) to allow more"
+        )
+    others = day_used(conn, row["task_id"], since, except_job=job_id)
+    if others + spent + estimate_usd > daily_budget:
+        return (
+            f"the task reached its daily budget: ${others + spent:.4f} of ${daily_budget:.4f}"
+            " spent today (UTC); raise the task's daily_budget_usd"
+            " (`kaizen tasks update TASK --daily-budget-usd USD`) or wait for the next day"
+        )
+    conn.execute(
+        "UPDATE jobs SET spent_usd = spent_usd + ?, lease_until = ? WHERE id = ?",
+        (estimate_usd, time.time() + LEASE_SECONDS, job_id),
+    )
+    return None
+
+
+def settle(conn: sqlite3.Connection, job_id: str, record: Any, reserved_usd: float) -> None:
+    """Replace a call's reservation by its charge and keep the call's record."""
+    conn.execute(
+        "UPDATE jobs SET spent_usd = spent_usd + ?, llm_calls = llm_calls + 1,"
+        " input_tokens = input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
+        (record.charged_usd - reserved_usd, record.input_tokens, record.output_tokens, job_id),
+    )
+    conn.execute(
+        "INSERT INTO job_calls (job_id, model, purpose, input_tokens, output_tokens, cost_usd,"
+        " charged_usd, retries, usage_reported, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (job_id, record.model, record.purpose, record.input_tokens, record.output_tokens,
+         record.cost_usd, record.charged_usd, record.retries, int(record.usage_reported),
+         time.time()),
+    )
+
+
+def job_calls(conn: sqlite3.Connection, job_id: str, limit: int,
+              after: int | None) -> list[sqlite3.Row]:
+    """Up to *limit* + 1 call rows of a job, oldest first, after the row *after*."""
+    return conn.execute(
+        "SELECT * FROM job_calls WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (job_id, after or 0, limit + 1),
+    ).fetchall()
