@@ -718,6 +718,8 @@ class _TaskSpec:
                 None,
                 call.arm,
             )
+            if prompt is not None and prompt is self.default and prompt.id is None:
+                record.prompt_is_default = True  # may become version 1; nothing else may
             cctx = call.cctx
             if cctx is not None:
                 record.user_id = cctx.user_id

@@ -423,6 +423,10 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     """The ``session_id`` of the ``ct.context`` the call ran in."""
     tags: list[str] | None = None
     """The ``tags`` of the ``ct.context`` the call ran in."""
+    prompt_is_default: bool = False
+    """True when ``prompt_text`` is the task's ``default_prompt`` from the application's code
+    (not a served version, not the text of one call): a task with no prompt version yet takes
+    it as version 1. No other trace ever makes a version. Omitted on the wire when false."""
 
 
 class ScoreItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

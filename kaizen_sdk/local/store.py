@@ -762,10 +762,11 @@ class Store:
                 "SELECT id, prompt_text FROM prompts WHERE task_id = ? AND status = 'active'",
                 (task["id"],),
             ).fetchone()
-            has_versions = conn.execute(
+            # A trace records the prompt it used and never makes a version, but for the
+            # developer's default_prompt (flagged by the SDK) of a task without any: version 1.
+            if req.prompt_is_default and active is None and not conn.execute(
                 "SELECT 1 FROM prompts WHERE task_id = ? LIMIT 1", (task["id"],)
-            ).fetchone()
-            if not has_versions:
+            ).fetchone():
                 baseline = self._insert_prompt(
                     conn, task["id"], req.prompt_text, status="active", optimizer="baseline"
                 )
@@ -1006,7 +1007,8 @@ class Store:
         version_id = None if req.prompt_version_id is None else str(req.prompt_version_id)
         if req.prompt_text is not None:
             active = tasks.active_prompt(task_id)
-            if active is None and not tasks.has_versions(task_id):
+            # only the developer's default_prompt may become version 1 (see `_add_trace`)
+            if req.prompt_is_default and active is None and not tasks.has_versions(task_id):
                 baseline = self._insert_prompt(
                     conn, task_id, req.prompt_text, status="active", optimizer="baseline"
                 )
