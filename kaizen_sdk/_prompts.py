@@ -80,7 +80,8 @@ class PromptStats:
 
 class _State:
     __slots__ = (
-        "default_text", "delay", "error", "etag", "future", "handle", "last", "logged_default",
+        "default_text", "delay", "error", "etag", "future", "generation", "handle", "last",
+        "logged_default",
     )
 
     def __init__(self) -> None:
@@ -92,6 +93,7 @@ class _State:
         self.error = ""
         self.default_text: str | None = None
         self.logged_default = False
+        self.generation = 0  # bumped by `PromptFetcher.install`: a fetch begun before is stale
 
 
 class PromptFetcher:
@@ -150,6 +152,22 @@ class PromptFetcher:
         if name in self.failing:  # someone (get_prompt) cached it: the server has one now
             with self._lock:
                 self.failing.discard(name)
+
+    def install(self, name: str, prompt: Prompt) -> None:
+        """Serve *prompt* for *name* from the next call on (an activation by this client).
+
+        A fetch already in flight, begun before the activation, no longer replaces it; the
+        next revalidation asks the server unconditionally.
+        """
+        with self._lock:
+            state = self._states.get(name)
+            if state is not None:
+                state.generation += 1
+                state.last = prompt
+                state.etag = None
+                state.error = ""
+            self.failing.discard(name)
+        self.cache.set(name, prompt)
 
     @property
     def prompt_wait(self) -> float:
@@ -351,11 +369,14 @@ class PromptFetcher:
         if http is None:
             http = self._http = httpx.AsyncClient(**client._httpx_options())
         self.stats.requests += 1
+        generation = state.generation
         resp = await http.send(request)
         try:
             await resp.aread()
         finally:
             await resp.aclose()
+        if state.generation != generation and state.last is not None:
+            return state.last  # activated here meanwhile: this answer may predate it
         if resp.status_code == 304 and state.last is not None:
             self.stats.not_modified += 1
             self.cache.set(name, state.last)  # fresh again for cache_ttl
