@@ -70,6 +70,11 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+_P = ParamSpec("_P")  # a bound method's parameters (its function's without the first)
+_S = TypeVar("_S")  # the instance a method is bound to
+_R = TypeVar("_R")
+_S_contra = TypeVar("_S_contra", contravariant=True)
+_R_co = TypeVar("_R_co", covariant=True)
 
 _log = logging.getLogger("kaizen_sdk.decorators")
 
@@ -180,6 +185,16 @@ while a prompt is available: the decorator always passes one.
 """
 
 
+class _Method(Protocol[_S_contra, _P, _R_co]):
+    """A callable whose first positional parameter takes *_S_contra*: a method to bind.
+
+    (A callable protocol rather than ``Concatenate``: both mypy and pyright then check that
+    the first parameter takes the instance, so a staticmethod is never bound.)
+    """
+
+    def __call__(self, instance: _S_contra, /, *args: _P.args, **kwargs: _P.kwargs) -> _R_co: ...
+
+
 class TaskFunction(Protocol[P, R]):
     """A function decorated with ``@task``: call it as before, or ``.call()`` for the run.
 
@@ -209,6 +224,15 @@ class TaskFunction(Protocol[P, R]):
         """
         ...
 
+    # A method keeps its parameters once bound: ``bot.answer`` drops ``self`` (a first
+    # parameter that takes the instance) and checks the rest. Anything else (on the class,
+    # a classmethod or staticmethod) is typed loosely, as before.
+    @overload
+    def __get__(
+        self: _Method[_S, _P, _R], instance: _S, owner: type | None = None
+    ) -> TaskFunction[_P, _R]: ...
+
+    @overload
     def __get__(self, instance: Any, owner: type | None = None) -> TaskFunction[..., R]: ...
 
 
@@ -231,6 +255,13 @@ class AsyncTaskFunction(Protocol[P, R]):
         """
         ...
 
+    @overload
+    def __get__(
+        self: _Method[_S, _P, Coroutine[Any, Any, _R]], instance: _S,
+        owner: type | None = None,
+    ) -> AsyncTaskFunction[_P, _R]: ...
+
+    @overload
     def __get__(
         self, instance: Any, owner: type | None = None
     ) -> AsyncTaskFunction[..., R]: ...
