@@ -40,7 +40,7 @@ import httpx
 from kaizen_sdk._config import DEFAULT_PROMPT_WAIT
 from kaizen_sdk._http import RETRY_AFTER_MAX
 from kaizen_sdk.errors import CTError
-from kaizen_sdk.models import MAX_PROMPT_CHARS, Prompt
+from kaizen_sdk.models import MAX_PROMPT_CHARS, PROMPT_REF_HEADER, Prompt
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -61,6 +61,8 @@ RETRY_MAX = 60.0
 """Longest wait between two retries of a failing fetch."""
 
 _REQUEST_DEADLINE = 10.0  # total bound of one background request, whatever the server does
+
+_MAX_REFERABLE = 10_000  # versions remembered as referable (each is a served version)
 
 MAX_ANSWER_BYTES = 2 * 6 * MAX_PROMPT_CHARS + 64 * 1024
 """Most bytes of one prompt answer read (after content decoding): the active version and a
@@ -133,6 +135,8 @@ class PromptFetcher:
         self._deadline = min(float(settings.timeout), _REQUEST_DEADLINE)
         self.cache = client._prompt_cache
         self.failing: set[str] = set()  # serve the default without waiting (read lock-free)
+        # versions this server fills a trace's prompt text for (PROMPT_REF_HEADER): id -> text
+        self.referable: dict[str, str] = {}
         self.stats = PromptStats()
         self._states: dict[str, _State] = {}
         self._lock = threading.Lock()
@@ -406,6 +410,8 @@ class PromptFetcher:
             raise _NoPrompt("the CT server has no active prompt for it yet")
         prompt: Prompt = client._result(resp, Prompt)
         _check_size(prompt)
+        if resp.headers.get(PROMPT_REF_HEADER) == "version-id":
+            self._referable(prompt)
         old = state.last
         state.etag = resp.headers.get("ETag")
         if old is None or old != prompt:
@@ -426,6 +432,15 @@ class PromptFetcher:
                 "default_prompt; the server's prompt is used.", name, prompt.version_number,
             )
         return prompt
+
+    def _referable(self, prompt: Prompt) -> None:
+        """Note that traces of *prompt* (and of its rollout candidate) may name it by id."""
+        served = [prompt] if prompt.rollout is None else [prompt, prompt.rollout.candidate]
+        if len(self.referable) > _MAX_REFERABLE:
+            self.referable = {}  # a new dict: readers on other threads keep the old one
+        for version in served:
+            if version.id is not None:
+                self.referable[str(version.id)] = version.prompt_text
 
     async def _shutdown(self) -> None:
         for state in self._states.values():

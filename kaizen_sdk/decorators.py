@@ -731,16 +731,22 @@ class _TaskSpec:
                 span.set_status(Status(StatusCode.ERROR, _short(error)))
                 span.record_exception(error)
                 span.set_attribute("error.type", type(error).__qualname__)
+            template = None if prompt is None else prompt.prompt_text
+            version_id = call.version_id
+            if version_id is not None:  # a served version the server fills in: name it only
+                prompts = self._prompts
+                if prompts is not None and prompts.referable.get(version_id) == template:
+                    template = None
             record = CallRecord(
                 call.trace_id,
                 self.name,
-                None if prompt is None else prompt.prompt_text,
+                template,
                 None,
                 None,
                 None,
                 call.inputs,
                 output,
-                call.version_id,
+                version_id,
                 None if prompt is None else prompt.version_number,
                 None if parent is None else parent.trace_id,
                 self.log_feedback and error is None,

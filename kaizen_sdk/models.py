@@ -20,6 +20,7 @@ import msgspec
 
 __all__ = [
     "MAX_PROMPT_CHARS",
+    "PROMPT_REF_HEADER",
     "TERMINAL_JOB_STATUSES",
     "ActivateRequest",
     "CostEstimate",
@@ -62,6 +63,11 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 MAX_PROMPT_CHARS = 200_000
 """Longest prompt text the local server stores; a longer one is answered with 422."""
+
+PROMPT_REF_HEADER = "Kaizen-Trace-Prompt"
+"""Header of a ``GET /api/v1/prompts/{task_id}`` answer. Its value ``version-id`` says the
+server fills a trace's ``prompt_text`` from the version its ``prompt_version_id`` names, so a
+trace of a call that ran on a served version may leave the template out."""
 
 PromptText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
 """A prompt version's text: not empty, at most `MAX_PROMPT_CHARS` characters."""
