@@ -188,7 +188,7 @@ class PromptFetcher:
                 state.etag = None
                 state.error = ""
             self.failing.discard(name)
-        self.cache.set(name, prompt)
+            self.cache.set(name, prompt)
 
     @property
     def prompt_wait(self) -> float:
@@ -400,27 +400,31 @@ class PromptFetcher:
         self.stats.requests += 1
         generation = state.generation
         resp = await _bounded(http, request)
-        if state.generation != generation and state.last is not None:
-            return state.last  # activated here meanwhile: this answer may predate it
         if resp.status_code == 304 and state.last is not None:
-            self.stats.not_modified += 1
-            self.cache.set(name, state.last)  # fresh again for cache_ttl
-            return state.last
+            with self._lock:  # checked and stored at once against `install`
+                last = state.last
+                if state.generation == generation:
+                    self.stats.not_modified += 1
+                    self.cache.set(name, last)  # fresh again for cache_ttl
+            return last
         if resp.status_code == 404:
             raise _NoPrompt("the CT server has no active prompt for it yet")
         prompt: Prompt = client._result(resp, Prompt)
         _check_size(prompt)
         if resp.headers.get(PROMPT_REF_HEADER) == "version-id":
             self._referable(prompt)
-        old = state.last
-        state.etag = resp.headers.get("ETag")
+        with self._lock:  # checked and stored at once against `install`
+            old = state.last
+            if state.generation != generation and old is not None:
+                return old  # activated here meanwhile: this answer may predate it
+            state.etag = resp.headers.get("ETag")
+            state.last = prompt
+            self.cache.set(name, prompt)
         if old is None or old != prompt:
             self.stats.changed += int(old is not None)
             if old is not None:
                 _log.info("Task %r now serves prompt version %s.", name, prompt.version_number)
-        state.last = prompt
         client._remember_prompt(name, prompt)
-        self.cache.set(name, prompt)
         if (
             state.default_text is not None
             and not state.logged_default

@@ -6,13 +6,17 @@ itself can make the next call switch versions.
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import kaizen_sdk as ct
 from kaizen_sdk import _default
+from kaizen_sdk._prompts import prompt_fetcher
 from kaizen_sdk.async_client import AsyncCTClient
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.local import LocalServer
@@ -99,3 +103,73 @@ def test_the_default_client_activation_is_seen_by_the_next_call(
     ct.get_client().activate_prompt(name, v2)
     assert reply("a") == "v2: a"
     assert default_client.get_prompt(name).prompt_text == V2
+
+
+class _HeldServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Held)
+        self.active = {"id": str(uuid.UUID(int=1)), "version_number": 1, "prompt_text": V1}
+        self.hold = False
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+
+class _Held(BaseHTTPRequestHandler):
+    """A CT server whose prompt answer can be held: it is what was active when asked."""
+
+    server: _HeldServer
+
+    def do_GET(self) -> None:
+        body = json.dumps(self.server.active).encode()  # decided now, sent maybe later
+        if self.server.hold:
+            self.server.arrived.set()
+            assert self.server.release.wait(10)
+        self._send(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.active = {"id": str(uuid.UUID(int=2)), "version_number": 2,
+                              "prompt_text": V2}
+        self._send(json.dumps(self.server.active).encode())
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_revalidation_in_flight_during_an_activation_does_not_bring_the_old_version_back(
+) -> None:
+    server = _HeldServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with CTClient(api_key="k", base_url=f"http://127.0.0.1:{server.server_address[1]}",
+                      prompt_refresh=300) as client:
+
+            @client.task("t")
+            def reply(x: str, prompt: ct.Prompt = ct.PROMPT) -> str:
+                return prompt.render(x=x)
+
+            assert reply("a") == "v1: a"
+            server.hold = True
+            fetcher = prompt_fetcher(client)
+            assert fetcher.wait(["t"], 0) is False  # a revalidation starts, and is held
+            assert server.arrived.wait(10)  # the server has decided its answer: v1
+            client.activate_prompt("t", str(uuid.UUID(int=2)))
+            assert reply("a") == "v2: a"
+            server.release.set()
+            fetcher.wait(["t"], 10)  # the held answer (v1) arrives and is not used
+            assert reply("a") == "v2: a"
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
