@@ -410,9 +410,11 @@ def _run(quick: bool, tmp: str) -> list[Metric]:
     cpu_new: list[float] = []
     cpu_old: list[float] = []
     task = "bench_prompt"
-    seed = _post("/api/v1/traces", (
+    # the first trace makes version 1: on this server only a default_prompt trace does
+    seeds = {name: _post("/api/v1/traces", (
         b'{"task_id": "bench_prompt", "prompt_text": "Summarize: {{ t }}", '
-        b'"response_text": "x"}'))
+        b'"response_text": "x"' + flag + b'}')) for name, flag in (
+            ("new", b', "prompt_is_default": true'), ("old", b""))}
     for r in range(rounds):
         order = [("new", new), ("old", old)] if r % 2 == 0 else [("old", old), ("new", new)]
         for name, path in order:
@@ -420,7 +422,7 @@ def _run(quick: bool, tmp: str) -> list[Metric]:
                 continue
             with _server(path, os.path.join(tmp, f"get-{name}-{r}.db")) as (url, pid):
                 conn = _Conn(_address(url))
-                assert conn.request(seed) == 201
+                assert conn.request(seeds[name]) == 201
                 conn.close()
                 cpu = _cpu_s(pid)
                 rate, count = _req_per_s(url, _get(f"/api/v1/prompts/{task}"), seconds)

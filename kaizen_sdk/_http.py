@@ -564,10 +564,29 @@ class BaseClient:
         keys = {task_id}
         if prompt is not None and prompt.task_id is not None:
             keys.add(str(prompt.task_id))
-        for key in list(keys):
-            keys |= self._cache_aliases.pop(key, set())
+        for key in list(keys):  # kept: an activation here serves every key (_serve_activated)
+            keys |= self._cache_aliases.get(key, set())
         for key in keys:
             self._prompt_cache.invalidate(key)
+
+    def _serve_activated(self, task_id: str, prompt: models.Prompt) -> None:
+        """After this client activated *prompt*: every cache key of its task serves it now.
+
+        So the very next call of every decorated function on this client runs on it (the
+        prompt fetcher's copy too), not on the previous version until a revalidation.
+        """
+        keys = {task_id}
+        if prompt.task_id is not None:
+            keys.add(str(prompt.task_id))
+        for key in list(keys):
+            keys |= self._cache_aliases.get(key, set())
+        fetcher = self._prompts
+        for key in keys:
+            self._prompt_cache.invalidate(key)  # a get_prompt load in flight stores nothing
+            if fetcher is not None:
+                fetcher.install(key, prompt)
+            else:
+                self._prompt_cache.set(key, prompt)
 
     # --- request bodies -----------------------------------------------------------------
 

@@ -14,6 +14,11 @@ After a failure calls with a default prompt use it without waiting until a backg
 succeeds; failed fetches are retried after 1, 2, 4 ... 60 s, a task the server has no prompt
 for yet (``404``) every ``prompt_refresh`` seconds. A prompt once fetched is served, even
 stale, while the server cannot be reached. `prefetch` warms prompts at start-up.
+
+Answers are read as a stream and never held beyond `MAX_ANSWER_BYTES`; an answer larger than
+that, or a prompt text longer than the server's limit (`MAX_PROMPT_CHARS`), is a failed fetch
+(counted in ``PromptStats.oversize`` and logged): calls keep the prompt they had, or the
+default.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -34,9 +40,10 @@ import httpx
 from kaizen_sdk._config import DEFAULT_PROMPT_WAIT
 from kaizen_sdk._http import RETRY_AFTER_MAX
 from kaizen_sdk.errors import CTError
-from kaizen_sdk.models import Prompt
+from kaizen_sdk.models import MAX_PROMPT_CHARS, PROMPT_REF_HEADER, Prompt
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
     "RETRY_FIRST",
     "RETRY_MAX",
     "PromptFetcher",
@@ -55,32 +62,45 @@ RETRY_MAX = 60.0
 
 _REQUEST_DEADLINE = 10.0  # total bound of one background request, whatever the server does
 
+_MAX_REFERABLE = 10_000  # versions remembered as referable (each is a served version)
+
+MAX_ANSWER_BYTES = 2 * 6 * MAX_PROMPT_CHARS + 64 * 1024
+"""Most bytes of one prompt answer read (after content decoding): the active version and a
+rollout's candidate, each at the server's `MAX_PROMPT_CHARS` with every character
+JSON-escaped (6 bytes), plus 64 KiB for the other fields. A larger answer is cut there."""
+
 
 class _NoPrompt(Exception):
     """The prompt could not be fetched; the message says why (never the API key)."""
 
 
+class _Oversize(Exception):
+    """The answer is larger than this SDK accepts; the message says how (never the key)."""
+
+
 class PromptStats:
     """Counts of the fetcher's requests: sent, answered ``304``, changed prompts, failures."""
 
-    __slots__ = ("changed", "failed", "not_modified", "requests")
+    __slots__ = ("changed", "failed", "not_modified", "oversize", "requests")
 
     def __init__(self) -> None:
         self.requests = 0
         self.not_modified = 0
         self.changed = 0
         self.failed = 0
+        self.oversize = 0  # of the failures: answers cut at MAX_ANSWER_BYTES or too long
 
     def __repr__(self) -> str:
         return (
             f"PromptStats(requests={self.requests}, not_modified={self.not_modified}, "
-            f"changed={self.changed}, failed={self.failed})"
+            f"changed={self.changed}, failed={self.failed}, oversize={self.oversize})"
         )
 
 
 class _State:
     __slots__ = (
-        "default_text", "delay", "error", "etag", "future", "handle", "last", "logged_default",
+        "default_text", "delay", "error", "etag", "future", "generation", "handle", "last",
+        "logged_default",
     )
 
     def __init__(self) -> None:
@@ -92,6 +112,7 @@ class _State:
         self.error = ""
         self.default_text: str | None = None
         self.logged_default = False
+        self.generation = 0  # bumped by `PromptFetcher.install`: a fetch begun before is stale
 
 
 class PromptFetcher:
@@ -114,6 +135,8 @@ class PromptFetcher:
         self._deadline = min(float(settings.timeout), _REQUEST_DEADLINE)
         self.cache = client._prompt_cache
         self.failing: set[str] = set()  # serve the default without waiting (read lock-free)
+        # versions this server fills a trace's prompt text for (PROMPT_REF_HEADER): id -> text
+        self.referable: dict[str, str] = {}
         self.stats = PromptStats()
         self._states: dict[str, _State] = {}
         self._lock = threading.Lock()
@@ -150,6 +173,22 @@ class PromptFetcher:
         if name in self.failing:  # someone (get_prompt) cached it: the server has one now
             with self._lock:
                 self.failing.discard(name)
+
+    def install(self, name: str, prompt: Prompt) -> None:
+        """Serve *prompt* for *name* from the next call on (an activation by this client).
+
+        A fetch already in flight, begun before the activation, no longer replaces it; the
+        next revalidation asks the server unconditionally.
+        """
+        with self._lock:
+            state = self._states.get(name)
+            if state is not None:
+                state.generation += 1
+                state.last = prompt
+                state.etag = None
+                state.error = ""
+            self.failing.discard(name)
+            self.cache.set(name, prompt)
 
     @property
     def prompt_wait(self) -> float:
@@ -309,6 +348,14 @@ class PromptFetcher:
             raise
         except _NoPrompt as exc:  # a real answer (404): ask again at the normal interval
             self._failed(name, state, str(exc))
+        except _Oversize as exc:  # the server misbehaves: back off as after a 5xx
+            self.stats.oversize += 1
+            if state.error != str(exc):
+                _log.warning("Task %r: %s; the prompt it had (or its default) is used.",
+                             name, exc)
+            self._failed(name, state, str(exc))
+            state.delay = min(RETRY_MAX, max(RETRY_FIRST, state.delay * 2))
+            next_in = state.delay
         except Exception as exc:
             self._failed(name, state, _why(exc))
             state.delay = min(RETRY_MAX, max(RETRY_FIRST, state.delay * 2))
@@ -351,27 +398,33 @@ class PromptFetcher:
         if http is None:
             http = self._http = httpx.AsyncClient(**client._httpx_options())
         self.stats.requests += 1
-        resp = await http.send(request)
-        try:
-            await resp.aread()
-        finally:
-            await resp.aclose()
+        generation = state.generation
+        resp = await _bounded(http, request)
         if resp.status_code == 304 and state.last is not None:
-            self.stats.not_modified += 1
-            self.cache.set(name, state.last)  # fresh again for cache_ttl
-            return state.last
+            with self._lock:  # checked and stored at once against `install`
+                last = state.last
+                if state.generation == generation:
+                    self.stats.not_modified += 1
+                    self.cache.set(name, last)  # fresh again for cache_ttl
+            return last
         if resp.status_code == 404:
             raise _NoPrompt("the CT server has no active prompt for it yet")
         prompt: Prompt = client._result(resp, Prompt)
-        old = state.last
-        state.etag = resp.headers.get("ETag")
+        _check_size(prompt)
+        if resp.headers.get(PROMPT_REF_HEADER) == "version-id":
+            self._referable(prompt)
+        with self._lock:  # checked and stored at once against `install`
+            old = state.last
+            if state.generation != generation and old is not None:
+                return old  # activated here meanwhile: this answer may predate it
+            state.etag = resp.headers.get("ETag")
+            state.last = prompt
+            self.cache.set(name, prompt)
         if old is None or old != prompt:
             self.stats.changed += int(old is not None)
             if old is not None:
                 _log.info("Task %r now serves prompt version %s.", name, prompt.version_number)
-        state.last = prompt
         client._remember_prompt(name, prompt)
-        self.cache.set(name, prompt)
         if (
             state.default_text is not None
             and not state.logged_default
@@ -383,6 +436,15 @@ class PromptFetcher:
                 "default_prompt; the server's prompt is used.", name, prompt.version_number,
             )
         return prompt
+
+    def _referable(self, prompt: Prompt) -> None:
+        """Note that traces of *prompt* (and of its rollout candidate) may name it by id."""
+        served = [prompt] if prompt.rollout is None else [prompt, prompt.rollout.candidate]
+        if len(self.referable) > _MAX_REFERABLE:
+            self.referable = {}  # a new dict: readers on other threads keep the old one
+        for version in served:
+            if version.id is not None:
+                self.referable[str(version.id)] = version.prompt_text
 
     async def _shutdown(self) -> None:
         for state in self._states.values():
@@ -397,6 +459,53 @@ class PromptFetcher:
         http, self._http = self._http, None
         if http is not None:
             await http.aclose()
+
+
+async def _bounded(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send *request*; read its answer as a stream, at most `MAX_ANSWER_BYTES` of it.
+
+    Returns the answer with its body read (content decoding done, so the headers that
+    described the encoding are left out); raises `_Oversize` when the body is larger, having
+    read no more than the limit and closed the connection.
+    """
+    resp = await http.send(request, stream=True)
+    try:
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise _Oversize(_too_big(f"{int(declared)} bytes"))
+        body = bytearray()
+        # closed here, not left to the loop to finalize after the answer was cut
+        stream = cast("AsyncGenerator[bytes, None]", resp.aiter_bytes())
+        async with contextlib.aclosing(stream) as chunks:
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise _Oversize(_too_big(f"more than {MAX_ANSWER_BYTES} bytes"))
+    finally:
+        await resp.aclose()
+    headers = [(k, v) for k, v in resp.headers.multi_items()
+               if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(resp.status_code, headers=headers, content=bytes(body),
+                          request=request)
+
+
+def _too_big(size: str) -> str:
+    return (f"the CT server's prompt answer has {size}; at most {MAX_ANSWER_BYTES} are read "
+            "(the server's prompt limit is "
+            f"{MAX_PROMPT_CHARS} characters)")
+
+
+def _check_size(prompt: Prompt) -> None:
+    """Refuse a prompt (or rollout candidate) longer than the server's own limit."""
+    texts = [prompt.prompt_text]
+    if prompt.rollout is not None:
+        texts.append(prompt.rollout.candidate.prompt_text)
+    for text in texts:
+        if len(text) > MAX_PROMPT_CHARS:
+            raise _Oversize(
+                f"the CT server's prompt has {len(text)} characters; at most "
+                f"{MAX_PROMPT_CHARS} are accepted"
+            )
 
 
 _build_lock = threading.Lock()
@@ -430,7 +539,7 @@ def _why(exc: BaseException) -> str:
         return "the CT server did not answer in time"
     if isinstance(exc, httpx.TransportError):
         return "the CT server could not be reached"
-    if isinstance(exc, CTError):
+    if isinstance(exc, CTError | _Oversize):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 

@@ -63,6 +63,9 @@ class CallRecord(msgspec.Struct, gc=False):
     user_id: str | None = None
     session_id: str | None = None
     tags: tuple[str, ...] | None = None
+    prompt_is_default: bool = False
+    """``prompt_text`` is the decorator's ``default_prompt`` (the developer's template): a
+    task with no version yet takes it as version 1. Never set for the text of an LLM call."""
 
 
 # --- the current call ----------------------------------------------------------------------

@@ -103,6 +103,7 @@ class _Trace(msgspec.Struct, omit_defaults=True, gc=False):
     user_id: Any = None
     session_id: Any = None
     tags: Any = None
+    prompt_is_default: Any = False
 
 
 class _Feedback(msgspec.Struct, gc=False):
@@ -192,6 +193,8 @@ def build_batch(
                 # never see it
                 None if error is None or arm is None else True,
                 record.user_id, record.session_id, None if tags is None else list(tags),
+                # the developer's default_prompt, only with its text: never a call's text
+                prompt_text is not None and record.prompt_is_default,
             ))
             if not record.log_feedback:
                 continue

@@ -282,7 +282,11 @@ class AsyncCTClient(BaseClient):
         return [p async for p in self._iter_pages(path, {"limit": PAGE_SIZE}, list[Prompt])]
 
     async def activate_prompt(self, task_id: str, version_id: str) -> Prompt:
-        """Activate a prompt version and invalidate the task's cached prompt."""
+        """Activate a prompt version; this client serves it from the very next call.
+
+        The task's cached prompt (under its name and id) becomes the activated version, so
+        the next call of every decorated function on this client runs on it.
+        """
         key = require_id("task_id", task_id)
         body = self._activate_body(version_id)
         path = f"/prompts/{segment('task_id', key)}/activate"
@@ -292,7 +296,7 @@ class AsyncCTClient(BaseClient):
         except BaseException:
             self._forget_prompt(key)  # the server may have switched versions all the same
             raise
-        self._forget_prompt(key, prompt)
+        self._serve_activated(key, prompt)  # the next decorated call runs on it
         return prompt
 
     async def create_prompt_version(
@@ -317,7 +321,7 @@ class AsyncCTClient(BaseClient):
             if activate:
                 self._forget_prompt(key)
         if activate:
-            self._forget_prompt(key, prompt)
+            self._serve_activated(key, prompt)  # the next decorated call runs on it
         return prompt
 
     async def trigger_optimization(self, task_id: str) -> OptimizeResult:

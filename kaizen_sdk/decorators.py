@@ -70,6 +70,11 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+_P = ParamSpec("_P")  # a bound method's parameters (its function's without the first)
+_S = TypeVar("_S")  # the instance a method is bound to
+_R = TypeVar("_R")
+_S_contra = TypeVar("_S_contra", contravariant=True)
+_R_co = TypeVar("_R_co", covariant=True)
 
 _log = logging.getLogger("kaizen_sdk.decorators")
 
@@ -180,6 +185,16 @@ while a prompt is available: the decorator always passes one.
 """
 
 
+class _Method(Protocol[_S_contra, _P, _R_co]):
+    """A callable whose first positional parameter takes *_S_contra*: a method to bind.
+
+    (A callable protocol rather than ``Concatenate``: both mypy and pyright then check that
+    the first parameter takes the instance, so a staticmethod is never bound.)
+    """
+
+    def __call__(self, instance: _S_contra, /, *args: _P.args, **kwargs: _P.kwargs) -> _R_co: ...
+
+
 class TaskFunction(Protocol[P, R]):
     """A function decorated with ``@task``: call it as before, or ``.call()`` for the run.
 
@@ -209,6 +224,15 @@ class TaskFunction(Protocol[P, R]):
         """
         ...
 
+    # A method keeps its parameters once bound: ``bot.answer`` drops ``self`` (a first
+    # parameter that takes the instance) and checks the rest. Anything else (on the class,
+    # a classmethod or staticmethod) is typed loosely, as before.
+    @overload
+    def __get__(
+        self: _Method[_S, _P, _R], instance: _S, owner: type | None = None
+    ) -> TaskFunction[_P, _R]: ...
+
+    @overload
     def __get__(self, instance: Any, owner: type | None = None) -> TaskFunction[..., R]: ...
 
 
@@ -231,6 +255,13 @@ class AsyncTaskFunction(Protocol[P, R]):
         """
         ...
 
+    @overload
+    def __get__(
+        self: _Method[_S, _P, Coroutine[Any, Any, _R]], instance: _S,
+        owner: type | None = None,
+    ) -> AsyncTaskFunction[_P, _R]: ...
+
+    @overload
     def __get__(
         self, instance: Any, owner: type | None = None
     ) -> AsyncTaskFunction[..., R]: ...
@@ -700,16 +731,22 @@ class _TaskSpec:
                 span.set_status(Status(StatusCode.ERROR, _short(error)))
                 span.record_exception(error)
                 span.set_attribute("error.type", type(error).__qualname__)
+            template = None if prompt is None else prompt.prompt_text
+            version_id = call.version_id
+            if version_id is not None:  # a served version the server fills in: name it only
+                prompts = self._prompts
+                if prompts is not None and prompts.referable.get(version_id) == template:
+                    template = None
             record = CallRecord(
                 call.trace_id,
                 self.name,
-                None if prompt is None else prompt.prompt_text,
+                template,
                 None,
                 None,
                 None,
                 call.inputs,
                 output,
-                call.version_id,
+                version_id,
                 None if prompt is None else prompt.version_number,
                 None if parent is None else parent.trace_id,
                 self.log_feedback and error is None,
@@ -718,6 +755,8 @@ class _TaskSpec:
                 None,
                 call.arm,
             )
+            if prompt is not None and prompt is self.default and prompt.id is None:
+                record.prompt_is_default = True  # may become version 1; nothing else may
             cctx = call.cctx
             if cctx is not None:
                 record.user_id = cctx.user_id

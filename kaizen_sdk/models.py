@@ -22,6 +22,7 @@ from kaizen_sdk import _template
 
 __all__ = [
     "MAX_PROMPT_CHARS",
+    "PROMPT_REF_HEADER",
     "TERMINAL_JOB_STATUSES",
     "KEY_SCOPES",
     "MAX_RAMP_STEPS",
@@ -72,6 +73,11 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 MAX_PROMPT_CHARS = 200_000
 """Longest prompt text the local server stores; a longer one is answered with 422."""
+
+PROMPT_REF_HEADER = "Kaizen-Trace-Prompt"
+"""Header of a ``GET /api/v1/prompts/{task_id}`` answer. Its value ``version-id`` says the
+server fills a trace's ``prompt_text`` from the version its ``prompt_version_id`` names, so a
+trace of a call that ran on a served version may leave the template out."""
 
 PromptText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
 """A prompt version's text: not empty, at most `MAX_PROMPT_CHARS` characters."""
@@ -528,6 +534,10 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     """The ``session_id`` of the ``ct.context`` the call ran in."""
     tags: list[str] | None = None
     """The ``tags`` of the ``ct.context`` the call ran in."""
+    prompt_is_default: bool = False
+    """True when ``prompt_text`` is the task's ``default_prompt`` from the application's code
+    (not a served version, not the text of one call): a task with no prompt version yet takes
+    it as version 1. No other trace ever makes a version. Omitted on the wire when false."""
 
 
 class ScoreItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -315,7 +315,8 @@ async def test_get_prompt_is_cached_for_cache_ttl(local_server: LocalServer, nam
     ) as client:
         clock = FakeClock()
         client._prompt_cache = TTLCache(60.0, clock=clock)
-        post_trace(local_server, name, "Summarize: {{ ticket }}")  # creates the task's v1
+        post_trace(  # the code's default prompt: the task's v1
+            local_server, name, "Summarize: {{ ticket }}", prompt_is_default=True)
         path = f"/api/v1/prompts/{name}"
         first = await client.get_prompt(name)
         assert await client.get_prompt(name) is first
@@ -332,7 +333,7 @@ async def test_get_prompt_is_cached_for_cache_ttl(local_server: LocalServer, nam
         assert transport.count(path) == 2
 
 
-async def test_activate_prompt_invalidates_the_cache_under_every_key(
+async def test_activate_prompt_serves_the_activated_version_under_every_key(
     local_server: LocalServer, name: str
 ) -> None:
     transport = CountingTransport()
@@ -340,7 +341,8 @@ async def test_activate_prompt_invalidates_the_cache_under_every_key(
         local_server.api_key, local_server.base_url, transport=transport
     ) as client:
         await client.create_task(name, feedback_threshold=1000)
-        post_trace(local_server, name, "Summarize: {{ ticket }}")  # active v1
+        post_trace(  # active v1
+            local_server, name, "Summarize: {{ ticket }}", prompt_is_default=True)
         task, job = await optimized_task(client, name)  # candidate v2
         by_name = await client.get_prompt(name)
         by_id = await client.get_prompt(str(task.id))
@@ -348,11 +350,13 @@ async def test_activate_prompt_invalidates_the_cache_under_every_key(
         assert by_name.render(ticket="T-1") == "Summarize: T-1"
         assert job.prompt_version_id is not None
         await client.activate_prompt(str(task.id), str(job.prompt_version_id))
-        assert client.get_prompt_cached(name) is None
-        assert client.get_prompt_cached(str(task.id)) is None
+        # every key of the task now serves the activated version, with no request
+        for key in (name, str(task.id)):
+            cached = client.get_prompt_cached(key)
+            assert cached is not None and cached.id == job.prompt_version_id
         assert (await client.get_prompt(name)).id == job.prompt_version_id
         assert (await client.get_prompt(str(task.id))).version_number == 2
-        assert transport.count(f"/api/v1/prompts/{name}") == 2
+        assert transport.count(f"/api/v1/prompts/{name}") == 1
 
 
 async def test_activate_unknown_version_is_not_found(client: AsyncCTClient, name: str) -> None:
@@ -366,7 +370,7 @@ async def test_sixteen_tasks_on_a_cold_cache_make_one_request(
 ) -> None:
     n = 16
     transport = CountingTransport(hold_until=n)
-    post_trace(local_server, name, "Hello {{ name }}")
+    post_trace(local_server, name, "Hello {{ name }}", prompt_is_default=True)
     async with AsyncCTClient(
         local_server.api_key, local_server.base_url, transport=transport
     ) as client:

@@ -92,13 +92,14 @@ def _name(prefix: str) -> str:
 
 
 def _post_trace(server: LocalServer, task: str, prompt: str, response: str) -> str:
-    """Store a trace over real HTTP (as the decorator would) and return its id."""
+    """Store a trace over real HTTP (as the decorator would, on its default_prompt: a new
+    task takes it as version 1) and return its id."""
     resp = httpx.post(
         f"{server.base_url}/api/v1/traces",
         headers={"X-API-Key": server.api_key},
         json={
             "task_id": task, "prompt_text": prompt, "response_text": response,
-            "model": "fake-model", "tokens": 12, "latency_ms": 3.5,
+            "model": "fake-model", "tokens": 12, "latency_ms": 3.5, "prompt_is_default": True,
         },
     )
     assert resp.status_code == 201, resp.text

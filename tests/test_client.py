@@ -307,7 +307,8 @@ def test_get_prompt_is_cached_for_cache_ttl(local_server: LocalServer, name: str
     ) as client:
         clock = FakeClock()
         client._prompt_cache = TTLCache(60.0, clock=clock)
-        post_trace(local_server, name, "Summarize: {{ ticket }}")  # creates the task's v1
+        post_trace(  # the code's default prompt: the task's v1
+            local_server, name, "Summarize: {{ ticket }}", prompt_is_default=True)
         path = f"/api/v1/prompts/{name}"
         first = client.get_prompt(name)
         assert client.get_prompt(name) is first
@@ -324,13 +325,14 @@ def test_get_prompt_is_cached_for_cache_ttl(local_server: LocalServer, name: str
         assert transport.count(path) == 2
 
 
-def test_activate_prompt_invalidates_the_cache_under_every_key(
+def test_activate_prompt_serves_the_activated_version_under_every_key(
     local_server: LocalServer, name: str
 ) -> None:
     transport = CountingTransport()
     with CTClient(local_server.api_key, local_server.base_url, transport=transport) as client:
         client.create_task(name, feedback_threshold=1000)
-        post_trace(local_server, name, "Summarize: {{ ticket }}")  # active v1
+        post_trace(  # active v1
+            local_server, name, "Summarize: {{ ticket }}", prompt_is_default=True)
         task, job = optimized_task(client, name)  # candidate v2
         by_name = client.get_prompt(name)
         by_id = client.get_prompt(str(task.id))
@@ -338,11 +340,13 @@ def test_activate_prompt_invalidates_the_cache_under_every_key(
         assert by_name.render(ticket="T-1") == "Summarize: T-1"
         assert job.prompt_version_id is not None
         client.activate_prompt(str(task.id), str(job.prompt_version_id))
-        assert client.get_prompt_cached(name) is None
-        assert client.get_prompt_cached(str(task.id)) is None
+        # every key of the task now serves the activated version, with no request
+        for key in (name, str(task.id)):
+            cached = client.get_prompt_cached(key)
+            assert cached is not None and cached.id == job.prompt_version_id
         assert client.get_prompt(name).id == job.prompt_version_id
         assert client.get_prompt(str(task.id)).version_number == 2
-        assert transport.count(f"/api/v1/prompts/{name}") == 2
+        assert transport.count(f"/api/v1/prompts/{name}") == 1
 
 
 def test_activate_unknown_version_is_not_found(client: CTClient, name: str) -> None:
@@ -356,7 +360,7 @@ def test_sixteen_threads_on_a_cold_cache_make_one_request(
 ) -> None:
     n = 16
     transport = CountingTransport(hold_until=n)
-    post_trace(local_server, name, "Hello {{ name }}")
+    post_trace(local_server, name, "Hello {{ name }}", prompt_is_default=True)
     barrier = threading.Barrier(n)
     results: list[Prompt] = []
     errors: list[BaseException] = []

@@ -39,7 +39,8 @@ def task_with_candidate(http: httpx.Client) -> tuple[str, str, str]:
     name = f"cli_rollout_{uuid.uuid4().hex[:10]}"
     assert http.post("/api/v1/tasks", json={"name": name, "feedback_threshold": 100_000}
                      ).status_code == 201
-    active = http.post("/api/v1/traces", json={"task_id": name, "prompt_text": "v1"}
+    active = http.post("/api/v1/traces", json={"task_id": name, "prompt_text": "v1",
+                                               "prompt_is_default": True}  # v1
                        ).json()["prompt_version_id"]
     http.post("/api/v1/feedback", json={"task_id": name, "output": "o", "score": 0.7})
     job = http.post(f"/api/v1/optimize/{name}").json()["job"]

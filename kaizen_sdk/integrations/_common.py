@@ -48,6 +48,7 @@ from opentelemetry.trace import (
 )
 
 from kaizen_sdk._config import genai_latest_mode
+from kaizen_sdk._context import current_context
 from kaizen_sdk._version import __version__
 from kaizen_sdk.tracing import SCHEMA_URL, SCOPE, Attr, CallRecord, new_trace_id
 
@@ -81,7 +82,9 @@ __all__ = [
 logger = logging.getLogger("kaizen_sdk.instrument")
 
 DEFAULT_TASK = "default"
-"""The task of an LLM call that nothing else names."""
+"""Formerly the task of an LLM call that nothing else names. No call is filed under it any
+more: an instrumented call outside any ``@ct.task`` that nothing names (``ct.context(task=)``,
+``task_map``, a prompt constant) is traced as a span and sends no CT record."""
 
 # gen_ai.* keys. Each exists in the semantic-conventions package this SDK is tested with;
 # the getattr fallbacks keep older packages (which lack the newest keys) working.
@@ -483,26 +486,46 @@ def _constant_name(frame: FrameType, text: str) -> str | None:
 
 def resolve_task(
     texts: Sequence[str], task_map: Mapping[str, str], frame: FrameType | None
-) -> str:
-    """Name the task of a call that no ``@ct.task`` encloses.
+) -> str | None:
+    """Name the task of a call that no ``@ct.task`` encloses, or None: it has none.
 
     *texts* are the prompt texts of the call, the prompt text first. In order: a ``task_map``
-    entry for one of the texts; a module-level string constant in the calling module whose
-    value is one of the texts (``task_map`` may rename it by the constant's name, else its
-    lower-cased name is the task); else `DEFAULT_TASK`.
+    entry for one of the texts; the ``task`` of the ``ct.context`` block the call runs in; a
+    module-level string constant in the calling module whose value is one of the texts
+    (``task_map`` may rename it by the constant's name, else its lower-cased name is the
+    task); else None (there is no catch-all task).
     """
     if task_map:
         for text in texts:
             mapped = task_map.get(text)
             if mapped is not None:
                 return mapped
+    cctx = current_context()
+    if cctx is not None and cctx.task is not None:
+        return cctx.task
     if frame is not None:
         for text in texts:
             name = _constant_name(frame, text)
             if name is not None:
                 mapped = task_map.get(name) if task_map else None
                 return mapped if mapped is not None else name.lower().lstrip("_")
-    return DEFAULT_TASK
+    return None
+
+
+_unattributed_logged = False
+
+
+def _note_unattributed() -> None:
+    """Log once per process that calls without a task send no CT record."""
+    global _unattributed_logged
+    if _unattributed_logged:
+        return
+    _unattributed_logged = True
+    logger.warning(
+        "An instrumented LLM call ran outside any @ct.task function and no task names it, so "
+        "it was traced as a span only and sent no CT record. Name its task with a @ct.task "
+        "function, a ct.context(task=...) block, or instrument(..., task_map=...)."
+    )
 
 
 # --- the traced call -----------------------------------------------------------------------
@@ -542,16 +565,19 @@ def start_call(
     try:
         trace_id = new_trace_id()
         enclosing = settings.current_call() if settings.current_call is not None else None
+        task: str | None
         if enclosing is not None:
             task, parent = enclosing[0], enclosing[1]
         else:
             parent = None
             task = (
                 resolve_task(task_texts, settings.task_map, _caller_frame())
-                if settings.enabled else DEFAULT_TASK
+                if settings.enabled else None
             )
         name = f"{operation} {model}" if model else operation
-        identity: dict[str, Any] = {Attr.TRACE_ID: trace_id, Attr.TASK_NAME: task}
+        identity: dict[str, Any] = {Attr.TRACE_ID: trace_id}
+        if task is not None:
+            identity[Attr.TASK_NAME] = task
         if parent is not None:
             identity[Attr.PARENT_TRACE_ID] = parent
         text = prompt_text if settings.capture_content else None
@@ -636,7 +662,7 @@ class TracedCall:
         span: Span,
         settings: InstrumentSettings,
         trace_id: str,
-        task: str,
+        task: str | None,
         parent_trace_id: str | None,
         request_model: str | None,
         prompt_text: str | None,
@@ -812,6 +838,9 @@ class TracedCall:
         attach = self.settings.attach
         if attach is None:
             return
+        if self.task is None:  # no task names it: a span only, no CT record
+            _note_unattributed()
+            return
         tokens = data.total_tokens
         if tokens is None and data.input_tokens is not None and data.output_tokens is not None:
             tokens = data.input_tokens + data.output_tokens
@@ -837,6 +866,12 @@ class TracedCall:
         scorer = self.settings.score
         if not self.settings.enabled:
             logger.debug("Tracing is off (KAIZEN_ENABLED=false); score not sent.")
+            return None
+        if self.task is None:
+            logger.warning(
+                "This call belongs to no CT task, so it was not sent and its score is not "
+                "either; run it inside a @ct.task function or a ct.context(task=...) block."
+            )
             return None
         if scorer is None:
             logger.warning(

@@ -43,6 +43,7 @@ from kaizen_sdk.local.jobs import JobWorker
 from kaizen_sdk.local.keys import Authenticator, Principal, allowed, forbidden_detail
 from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Page, Store, StoreFull
 from kaizen_sdk.models import (
+    PROMPT_REF_HEADER,
     ActivateRequest,
     ApiKey,
     ApiKeyCreated,
@@ -329,7 +330,8 @@ class Api:
             prompt = msgspec.structs.replace(prompt, rollout=serving)
         body = encode(prompt)
         tag = etag_of(body)
-        headers = {"ETag": tag, "Cache-Control": "no-cache"}
+        # traces may name a served version by id instead of repeating its text
+        headers = {"ETag": tag, "Cache-Control": "no-cache", PROMPT_REF_HEADER: "version-id"}
         if _etag_matches(r.headers.get("if-none-match"), tag):
             return ApiResponse(304, None, headers)
         return ApiResponse(200, msgspec.Raw(body), headers)

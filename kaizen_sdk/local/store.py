@@ -886,15 +886,19 @@ class Store:
                 return self._trace(old)
         task = self._task_for_write(conn, req.task_id)
         version_id = None if req.prompt_version_id is None else str(req.prompt_version_id)
+        prompt_text = req.prompt_text
+        if prompt_text is None and version_id is not None:  # named by id: its text
+            prompt_text = _version_text(conn, task["id"], version_id)
         if req.prompt_text is not None:
             active = conn.execute(
                 "SELECT id, prompt_text FROM prompts WHERE task_id = ? AND status = 'active'",
                 (task["id"],),
             ).fetchone()
-            has_versions = conn.execute(
+            # A trace records the prompt it used and never makes a version, but for the
+            # developer's default_prompt (flagged by the SDK) of a task without any: version 1.
+            if req.prompt_is_default and active is None and not conn.execute(
                 "SELECT 1 FROM prompts WHERE task_id = ? LIMIT 1", (task["id"],)
-            ).fetchone()
-            if not has_versions:
+            ).fetchone():
                 baseline = self._insert_prompt(
                     conn, task["id"], req.prompt_text, status="active", optimizer="baseline"
                 )
@@ -909,7 +913,7 @@ class Store:
             " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, user_id,"
             " session_id, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                tid, task["id"], req.prompt_text, req.response_text, req.model, req.tokens,
+                tid, task["id"], prompt_text, req.response_text, req.model, req.tokens,
                 req.latency_ms, version_id,
                 None if req.parent_trace_id is None else str(req.parent_trace_id),
                 _json(req.metadata), _ts(), req.user_id, req.session_id, _json(req.tags),
@@ -1199,7 +1203,8 @@ class Store:
         version_id = None if req.prompt_version_id is None else str(req.prompt_version_id)
         if req.prompt_text is not None:
             active = tasks.active_prompt(task_id)
-            if active is None and not tasks.has_versions(task_id):
+            # only the developer's default_prompt may become version 1 (see `_add_trace`)
+            if req.prompt_is_default and active is None and not tasks.has_versions(task_id):
                 baseline = self._insert_prompt(
                     conn, task_id, req.prompt_text, status="active", optimizer="baseline"
                 )
@@ -1207,8 +1212,11 @@ class Store:
                 version_id = version_id or baseline
             elif version_id is None and active is not None and active[1] == req.prompt_text:
                 version_id = active[0]
+        prompt_text = req.prompt_text
+        if prompt_text is None and version_id is not None:  # named by id: its text
+            prompt_text = tasks.version_text(task_id, version_id)
         return (
-            str(req.id or uuid.uuid4()), task_id, req.prompt_text, req.response_text, req.model,
+            str(req.id or uuid.uuid4()), task_id, prompt_text, req.response_text, req.model,
             req.tokens, req.latency_ms, version_id,
             None if req.parent_trace_id is None else str(req.parent_trace_id),
             _json(req.metadata), now, req.arm, None if req.error is None else int(req.error),
@@ -2251,6 +2259,7 @@ class _BatchTasks:
         self._active: dict[str, tuple[str, str] | None] = {}
         self._versions: dict[str, bool] = {}
         self._rollouts: dict[str, bool] = {}
+        self._texts: dict[tuple[str, str], str | None] = {}
 
     def resolve(
         self, req: TraceRequest | FeedbackRequest, kind: str, table: str,
@@ -2300,10 +2309,25 @@ class _BatchTasks:
             ).fetchone() is not None
         return self._rollouts[task_id]
 
+    def version_text(self, task_id: str, version_id: str) -> str | None:
+        """The prompt text of the task's version *version_id* (read once a batch), or None."""
+        key = (task_id, version_id)
+        if key not in self._texts:
+            self._texts[key] = _version_text(self._conn, task_id, version_id)
+        return self._texts[key]
+
     def set_active(self, task_id: str, version_id: str, text: str) -> None:
         """Note the baseline version this batch just created."""
         self._active[task_id] = (version_id, text)
         self._versions[task_id] = True
+
+
+def _version_text(conn: sqlite3.Connection, task_id: str, version_id: str) -> str | None:
+    """The prompt text of *task_id*'s version *version_id*; None for no such version."""
+    row = conn.execute(
+        "SELECT prompt_text FROM prompts WHERE id = ? AND task_id = ?", (version_id, task_id)
+    ).fetchone()
+    return None if row is None else str(row["prompt_text"])
 
 
 def _feedback_trace(req: FeedbackRequest) -> str | None:

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import kaizen_sdk as ct
 from kaizen_sdk.integrations._common import InstrumentSettings
 from kaizen_sdk.tracing import CallRecord
 
@@ -101,7 +102,7 @@ def patch(
     """Patch libraries through their integration module directly, with an explicit tracer.
 
     ``patch(openai, capture_on_spans=True, ...)`` returns a `Capture`; every library patched
-    is unpatched at teardown.
+    is unpatched at teardown. The test runs in ``ct.context(task="llm_calls")``.
     """
     instrument_module = importlib.import_module("kaizen_sdk.instrument")
     tracer_provider, exporter = provider
@@ -129,6 +130,9 @@ def patch(
         patched.append(integration)
         return capture
 
-    yield do_patch
+    # calls outside a @ct.task send a record only when a task names them: these tests are
+    # about the calls, so a context names their task
+    with ct.context(task="llm_calls"):
+        yield do_patch
     for integration in patched:
         integration._uninstrument()

@@ -65,6 +65,7 @@ def _chat(llm: openai.OpenAI, text: str, *, stream: bool = False) -> str:
 
 def main(scenario: str, standin_url: str, task: str) -> dict[str, Any]:
     llm = openai.OpenAI(base_url=standin_url, api_key="sk-test", max_retries=0)
+    ct.context(task=task).__enter__()  # outside a task, only a named call sends a record
     trace_ids: list[str] = []
     reader = None
 

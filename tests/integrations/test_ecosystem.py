@@ -87,7 +87,7 @@ def test_beside_openai_v2_each_call_is_one_chat_span_with_the_ct_attributes(
     assert all(s["scope"].startswith(V2_SCOPES) for s in spans), spans
     for span, trace_id in zip(spans, out["trace_ids"], strict=True):
         assert span["attributes"][Attr.TRACE_ID] == trace_id
-        assert span["attributes"][Attr.TASK_NAME] == "default"
+        assert span["attributes"][Attr.TASK_NAME] == task_name
         assert span["attributes"]["gen_ai.usage.input_tokens"] == 1  # set by openai-v2
     assert out["stats"] == {"queued": 2, "sent": 2, "dropped": 0}
     stored = _stored(local_server, out["trace_ids"])

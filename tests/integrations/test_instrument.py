@@ -79,6 +79,13 @@ def instrumented(
         ct.uninstrument(module)
 
 
+@pytest.fixture
+def named() -> Iterator[None]:
+    """Name the task of the test's calls: without one, a call outside a task sends nothing."""
+    with ct.context(task="instrumented_calls"):
+        yield
+
+
 def _stored(client: CTClient, trace_id: str) -> Any:
     client.flush()
     return client.get_trace(trace_id)
@@ -165,7 +172,7 @@ def test_instrument_again_after_uninstrument(instrumented: Instrument, oai: Any)
 
 
 def test_record_reaches_the_ct_server(
-    instrumented: Instrument, oai: Any, ct_client: CTClient
+    named: None, instrumented: Instrument, oai: Any, ct_client: CTClient
 ) -> None:
     instrumented(openai)
     response = oai.chat.completions.create(model="m", messages=_messages("hello server"))
@@ -176,11 +183,11 @@ def test_record_reaches_the_ct_server(
     assert stored.model == "m-resp"
     assert stored.tokens == 2 + 3
     assert stored.latency_ms is not None and stored.latency_ms > 0
-    assert stored.task_id == ct_client.get_task("default").id
+    assert stored.task_id == ct_client.get_task("instrumented_calls").id
 
 
 def test_scoring_a_fresh_trace_id_right_away(
-    instrumented: Instrument, oai: Any, ct_client: CTClient
+    named: None, instrumented: Instrument, oai: Any, ct_client: CTClient
 ) -> None:
     instrumented(openai)
     response = oai.chat.completions.create(model="m", messages=_messages("score me"))
@@ -196,7 +203,7 @@ def test_scoring_a_fresh_trace_id_right_away(
 
 
 def test_scoring_a_litellm_stream_right_away(
-    instrumented: Instrument, standin: StandIn, ct_client: CTClient
+    named: None, instrumented: Instrument, standin: StandIn, ct_client: CTClient
 ) -> None:
     instrumented(litellm)
     stream = litellm.completion(
@@ -211,7 +218,7 @@ def test_scoring_a_litellm_stream_right_away(
 
 
 def test_capture_content_off_leaves_text_out_of_the_record(
-    instrumented: Instrument, oai: Any, ct_client: CTClient
+    named: None, instrumented: Instrument, oai: Any, ct_client: CTClient
 ) -> None:
     instrumented(openai, capture_content=False)
     response = oai.chat.completions.create(model="m", messages=_messages("secret words"))
@@ -223,7 +230,7 @@ def test_capture_content_off_leaves_text_out_of_the_record(
 
 
 def test_kaizen_capture_content_false_leaves_text_out(
-    monkeypatch: pytest.MonkeyPatch, local_server: LocalServer, standin: StandIn,
+    named: None, monkeypatch: pytest.MonkeyPatch, local_server: LocalServer, standin: StandIn,
     provider: tuple[TracerProvider, InMemorySpanExporter], oai: Any,
 ) -> None:
     monkeypatch.setenv("KAIZEN_CAPTURE_CONTENT", "false")
@@ -258,7 +265,7 @@ def test_opt_in_puts_content_on_spans(
 
 
 def test_abandoned_stream_still_delivers_its_record(
-    instrumented: Instrument, oai: Any, ct_client: CTClient
+    named: None, instrumented: Instrument, oai: Any, ct_client: CTClient
 ) -> None:
     import gc
 
@@ -334,10 +341,28 @@ def test_task_map_by_prompt_text(instrumented: Instrument, oai: Any) -> None:
     assert _task_of(exporter) == "weather"
 
 
-def test_unknown_prompt_goes_to_the_default_task(instrumented: Instrument, oai: Any) -> None:
+def test_an_unknown_prompt_names_no_task_and_sends_no_record(
+    instrumented: Instrument, oai: Any, ct_client: CTClient
+) -> None:
     exporter = instrumented(openai, task_map={"SOMETHING_ELSE": "x"})
-    oai.chat.completions.create(model="m", messages=_messages("nothing known"))
-    assert _task_of(exporter) == "default"
+    response = oai.chat.completions.create(model="m", messages=_messages("nothing known"))
+    [span] = exporter.get_finished_spans()
+    assert Attr.TASK_NAME not in (span.attributes or {})
+    assert ct_client.flush() is True
+    with pytest.raises(ct.CTNotFoundError):
+        ct_client.get_trace(response.ct_trace_id)
+
+
+def test_task_map_wins_over_a_context_task_and_a_context_over_a_constant(
+    instrumented: Instrument, oai: Any
+) -> None:
+    exporter = instrumented(openai, task_map={"mapped text": "mapped"})
+    with ct.context(task="from_context"):
+        oai.chat.completions.create(model="m", messages=_messages("mapped text"))
+        oai.chat.completions.create(model="m", messages=_messages(SUMMARIZE_TICKET))
+    assert [(s.attributes or {})[Attr.TASK_NAME] for s in exporter.get_finished_spans()] == [
+        "mapped", "from_context"
+    ]
 
 
 def test_enclosing_task_names_the_call_and_parents_the_span(
@@ -397,7 +422,7 @@ def no_default_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_default_client_is_used_when_none_is_given(
-    no_default_client: None, local_server: LocalServer, oai: Any,
+    named: None, no_default_client: None, local_server: LocalServer, oai: Any,
     provider: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     client = ct.configure(base_url=local_server.base_url, api_key=local_server.api_key)

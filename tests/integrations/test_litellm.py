@@ -51,7 +51,7 @@ def test_completion_span_and_record(patch: Any, standin: StandIn) -> None:
         "gen_ai.usage.output_tokens": 3,
         "server.address": "127.0.0.1",
         "server.port": standin.port,
-        Attr.TASK_NAME: "default",
+        Attr.TASK_NAME: "llm_calls",
         Attr.TRACE_ID: response.ct_trace_id,
     }
     record = cap.only_record()

@@ -57,7 +57,7 @@ def _chat_attributes(standin: StandIn, *, stream: bool, usage: bool = True) -> d
         "gen_ai.response.finish_reasons": ("stop",),
         "server.address": "127.0.0.1",
         "server.port": standin.port,
-        Attr.TASK_NAME: "default",
+        Attr.TASK_NAME: "llm_calls",
     }
     if usage:
         expected["gen_ai.usage.input_tokens"] = PROMPT_TOKENS
@@ -100,7 +100,7 @@ def test_chat_record_carries_prompt_response_model_tokens(
     response = client.chat.completions.create(model="m", messages=MESSAGES)
     record = cap.only_record()
     assert str(record.trace_id) == response.ct_trace_id
-    assert record.task == "default"
+    assert record.task == "llm_calls"
     assert record.prompt_text == "hello there"
     assert record.response_text == REPLY
     assert record.model == "m-resp"
@@ -406,7 +406,7 @@ def test_responses_span_and_record(patch: Any, client: Any, standin: StandIn) ->
         "gen_ai.usage.output_tokens": 3,
         "server.address": "127.0.0.1",
         "server.port": standin.port,
-        Attr.TASK_NAME: "default",
+        Attr.TASK_NAME: "llm_calls",
         Attr.TRACE_ID: response.ct_trace_id,
     }
     record = cap.only_record()

@@ -191,7 +191,8 @@ def test_list_feedback_newest_first_with_limit(client: httpx.Client, task_name: 
 
 def test_trace_creates_baseline_prompt(client: httpx.Client, task_name: str) -> None:
     body = {"task_id": task_name, "prompt_text": "Summarize {{ text }}", "response_text": "ok",
-            "model": "gpt-x", "tokens": 12, "latency_ms": 3.5, "metadata": {"env": "test"}}
+            "model": "gpt-x", "tokens": 12, "latency_ms": 3.5, "metadata": {"env": "test"},
+            "prompt_is_default": True}  # the decorator's default_prompt: it may be version 1
     trace = _ok(client.post("/api/v1/traces", json=body), 201, m.TraceResult)
     assert (trace.prompt_text, trace.response_text, trace.model, trace.tokens,
             trace.latency_ms, trace.metadata) == ("Summarize {{ text }}", "ok", "gpt-x", 12, 3.5,
@@ -298,7 +299,8 @@ def test_ingest_rejects_wrong_shape(client: httpx.Client) -> None:
 def test_optimize_success_then_activate(
     client: httpx.Client, task_name: str, wait_job: JobWaiter
 ) -> None:
-    _ok(client.post("/api/v1/traces", json={"task_id": task_name, "prompt_text": "Answer."}),
+    _ok(client.post("/api/v1/traces", json={"task_id": task_name, "prompt_text": "Answer.",
+                                              "prompt_is_default": True}),  # v1
         201, m.TraceResult)
     for i in range(8):
         _feedback(client, task_name, inputs={"q": f"question {i}"}, output=f"answer {i}",

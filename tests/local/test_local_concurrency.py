@@ -115,8 +115,8 @@ def test_restart_keeps_data_and_resumes_jobs(tmp_path: Path) -> None:
                           headers={"X-API-Key": server.api_key}) as c:
             c.post("/api/v1/tasks", json={"name": "keep", "feedback_threshold": 3,
                                           "cooldown_minutes": 0})
-            trace = c.post("/api/v1/traces", json={"task_id": "keep", "prompt_text": "Base."}
-                           ).json()
+            trace = c.post("/api/v1/traces", json={"task_id": "keep", "prompt_text": "Base.",
+                                                   "prompt_is_default": True}).json()
             c.post("/api/v1/feedback", json={"id": fid, "task_id": "keep", "score": 1.0})
             c.post("/api/v1/feedback", json={"task_id": "keep", "score": 0.0})
             c.post("/api/v1/feedback", json={"task_id": "keep", "score": 0.5})

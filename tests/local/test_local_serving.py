@@ -79,7 +79,8 @@ def test_batched_ingest_counts_and_starts_jobs_as_one_at_a_time_did(
 def test_batched_ingest_links_traces_to_the_baseline_it_creates(
     client: httpx.Client, task_name: str
 ) -> None:
-    traces = [{"task_id": task_name, "prompt_text": "P1", "response_text": str(n)}
+    traces = [{"task_id": task_name, "prompt_text": "P1", "response_text": str(n),
+               "prompt_is_default": True}  # a decorator's default_prompt: may be version 1
               for n in range(3)] + [{"task_id": task_name, "prompt_text": "other"}]
     unknown = {"task_id": str(uuid.uuid4()), "response_text": "x", "id": str(uuid.uuid4())}
     resp = client.post("/api/v1/ingest", json={"traces": [*traces, unknown]})

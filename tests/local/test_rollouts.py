@@ -39,7 +39,8 @@ def make_task(
     fields = {"feedback_threshold": 100_000, **task_fields}
     resp = client.post("/api/v1/tasks", json={"name": name, **fields})
     assert resp.status_code == 201, resp.text
-    resp = client.post("/api/v1/traces", json={"task_id": name, "prompt_text": "v1 {{ x }}"})
+    resp = client.post("/api/v1/traces", json={"task_id": name, "prompt_text": "v1 {{ x }}",
+                                               "prompt_is_default": True})  # v1
     assert resp.status_code == 201, resp.text
     active = resp.json()["prompt_version_id"]
     for i, score in enumerate((0.9, 0.8, 0.3)):

@@ -47,3 +47,14 @@ async def awaited() -> None:
     result, run = await summarize_async.call("x")
     reveal_type(result)  # noqa: F821
     reveal_type(run)  # noqa: F821
+
+
+class Bot:
+    @ct.task("answer", default_prompt="Answer: {{ q }}")
+    def answer(self, q: str, prompt: ct.Prompt = ct.PROMPT) -> str:
+        return prompt.render(q=q)
+
+
+def methods(bot: Bot) -> None:
+    reveal_type(bot.answer("x"))  # noqa: F821
+    reveal_type(bot.answer.call(q="x"))  # noqa: F821

@@ -21,3 +21,18 @@ def wrong() -> None:
     summarize("x", colour="red")  # error
     n: int = summarize("x")  # noqa: F841  # error
     count.call(1).close()  # error
+
+
+class Bot:
+    @ct.task("answer", default_prompt="Answer: {{ q }}")
+    def answer(self, q: str) -> str:
+        return q
+
+    @ct.task("ask", default_prompt="p")
+    async def ask(self, q: str) -> int:
+        return len(q)
+
+
+def wrong_methods(bot: Bot) -> None:
+    bot.answer(123)  # error
+    bot.ask(123).close()  # error
