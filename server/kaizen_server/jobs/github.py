@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from kaizen_sdk._config import KAIZEN_GITHUB_API_URL, KAIZEN_GITHUB_TOKEN
+from kaizen_server.settings import KAIZEN_GITHUB_API_URL, KAIZEN_GITHUB_TOKEN
 
 __all__ = ["DEFAULT_API_URL", "PullRequestError", "file_content", "open_pull_request"]
 

@@ -3,18 +3,18 @@
 A job moves ``PENDING`` -> ``RUNNING`` -> ``SUCCESS`` with a new ``candidate`` prompt version, or
 ``FAILURE`` with ``error_message`` (and no version). Two optimizers exist:
 
-- ``local`` (the default): the deterministic few-shot builder of `kaizen_sdk.local.optimizer`,
+- ``local`` (the default): the deterministic few-shot builder of `kaizen_server.optimize.fewshot`,
   no LLM calls. Steps: ``loading_feedback``, ``splitting``, ``building_prompt``,
   ``evaluating``, ``saving``.
-- ``dspy``: `kaizen_sdk.local.dspy_optimizer` compiles a candidate with the task's
-  ``teacher_model``, then `kaizen_sdk.local.evaluate` re-runs candidate and active prompt on
+- ``dspy``: `kaizen_server.optimize.dspy_optimizer` compiles a candidate with the task's
+  ``teacher_model``, then `kaizen_server.evaluate.judge` re-runs candidate and active prompt on
   the validation split and the ``judge_model`` scores both. Steps carry counts
   (``bootstrapping 3/30``, ``evaluating candidate 12/15``). Endpoint trouble, a judge without a
   number, too few examples, a missing extra or a spent ``cost_budget`` end the job ``FAILURE``
   naming the cause and the setting to change.
 
 When the task has ``github_repo`` and ``prompt_path``, a successful job opens a pull request
-with the candidate (`kaizen_sdk.local.github`) and records ``pr_url``, or ends ``PR_FAILED``.
+with the candidate (`kaizen_server.jobs.github`) and records ``pr_url``, or ends ``PR_FAILED``.
 """
 
 from __future__ import annotations
@@ -29,18 +29,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kaizen_sdk._config import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL, KAIZEN_OPTIMIZER
-from kaizen_sdk.local import dspy_optimizer, evaluate, github, optimizer
-from kaizen_sdk.local.evaluate import Sample
-from kaizen_sdk.local.llm import LLMClient, LLMError
-from kaizen_sdk.local.pricing import Price, PriceTable
-from kaizen_sdk.local.store import Store
-from kaizen_sdk.local.task_settings import fill_task, update_command
 from kaizen_sdk.models import CostEstimate, Task
+from kaizen_server.domain.task_settings import fill_task, update_command
+from kaizen_server.evaluate import judge as evaluate
+from kaizen_server.evaluate.judge import Sample
+from kaizen_server.jobs import github
+from kaizen_server.llm.client import LLMClient, LLMError
+from kaizen_server.llm.pricing import Price, PriceTable
+from kaizen_server.optimize import dspy_optimizer
+from kaizen_server.optimize import fewshot as optimizer
+from kaizen_server.settings import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL, KAIZEN_OPTIMIZER
+from kaizen_server.storage.sqlite import Store
 
 __all__ = ["MIN_DSPY_EXAMPLES", "OPTIMIZERS", "JobWorker", "OptimizerSettings"]
 
-logger = logging.getLogger("kaizen_sdk.local.jobs")
+logger = logging.getLogger("kaizen_server.jobs.worker")
 
 OPTIMIZERS = ("local", "dspy")
 """Values of ``LocalServer(optimizer=...)`` / ``KAIZEN_OPTIMIZER``."""

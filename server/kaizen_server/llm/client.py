@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from kaizen_sdk._config import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL
-from kaizen_sdk.local.pricing import PriceTable, estimate_tokens
+from kaizen_server.llm.pricing import PriceTable, estimate_tokens
+from kaizen_server.settings import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",

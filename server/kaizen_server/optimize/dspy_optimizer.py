@@ -15,7 +15,7 @@ The candidate is the (possibly new) instructions plus an ``### Examples`` sectio
 demonstrations. Instructions that lose or add a ``{{ variable }}`` are rejected and the original
 template is kept, so every candidate renders with the same variables as the active prompt.
 
-Every LLM call goes through `kaizen_sdk.local.llm.LLMClient` (retries, usage, budget) via a DSPy
+Every LLM call goes through `kaizen_server.llm.client.LLMClient` (retries, usage, budget) via a DSPy
 engine; DSPy's own retries and caches are off. `plan` and `estimate` need no DSPy, so the cost
 estimate works without the extra; DSPy is imported only inside `optimize`.
 """
@@ -32,10 +32,11 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kaizen_sdk.local import evaluate, optimizer
-from kaizen_sdk.local.evaluate import Sample
-from kaizen_sdk.local.llm import LLMClient, LLMError
-from kaizen_sdk.local.pricing import PriceTable, estimate_tokens
+from kaizen_server.evaluate import judge as evaluate
+from kaizen_server.evaluate.judge import Sample
+from kaizen_server.llm.client import LLMClient, LLMError
+from kaizen_server.llm.pricing import PriceTable, estimate_tokens
+from kaizen_server.optimize import fewshot as optimizer
 
 __all__ = [
     "DEFAULT_GEPA_METRIC_CALLS",

@@ -27,9 +27,6 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from kaizen_sdk._template import MAX_PLACEHOLDERS, count_placeholders
-from kaizen_sdk.local import keys, rollouts, task_settings
-from kaizen_sdk.local.optimizer import Example
 from kaizen_sdk.models import (
     MAX_PROMPT_CHARS,
     ApiKey,
@@ -53,6 +50,9 @@ from kaizen_sdk.models import (
     TraceRequest,
     TraceResult,
 )
+from kaizen_sdk.templates import MAX_PLACEHOLDERS, count_placeholders
+from kaizen_server.domain import keys, rollouts, task_settings
+from kaizen_server.optimize.fewshot import Example
 
 __all__ = [
     "ACTIVE_JOB_STATUSES",
@@ -68,7 +68,7 @@ __all__ = [
     "utcnow",
 ]
 
-logger = logging.getLogger("kaizen_sdk.local.store")
+logger = logging.getLogger("kaizen_server.storage.sqlite")
 
 SCHEMA_VERSION = 6
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
@@ -533,7 +533,7 @@ class Store:
         """Change the settings *req* gives, in one transaction; return the task as it is now.
 
         Raises `NotFound` for an unknown task and `Invalid` naming the first bad field (then
-        nothing is changed). See `kaizen_sdk.local.task_settings`.
+        nothing is changed). See `kaizen_server.domain.task_settings`.
         """
         with self._write() as conn:
             row = self._require_task(conn, ref)
