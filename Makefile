@@ -14,13 +14,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+# The CT server is its own distribution in server/ (kaizen-server), installed from here: the
+# package index may not have it (or not this version), so no extra here pulls it.
+$(TEST_STAMP): pyproject.toml server/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]' -e './server[optimize]'
 	touch $@
 
-# The demo needs only the local server's extra, not the test tools.
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[server]'
+# The demo needs only the SDK and the server, not the test tools.
+$(DEMO_STAMP): pyproject.toml server/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e . -e ./server
 	touch $@
 
 demo: $(DEMO_STAMP)
@@ -30,7 +32,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(TEST_STAMP)
-	$(BIN)/mypy --strict kaizen_sdk
+	$(BIN)/mypy --strict kaizen_sdk server/kaizen_server
 
 # One worker more than there are cores (tests/conftest.py): the suite is mostly waiting on
 # loopback servers and subprocesses.
@@ -45,8 +47,8 @@ $(BENCH_VENV)/bin/python:
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 
-$(BENCH_STAMP): pyproject.toml | $(BENCH_VENV)/bin/python
-	$(BENCH_VENV)/bin/python -m pip install -q -e '.[test,bench]'
+$(BENCH_STAMP): pyproject.toml server/pyproject.toml | $(BENCH_VENV)/bin/python
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[test,bench]' -e './server[optimize]'
 	touch $@
 
 bench: $(BENCH_STAMP)
