@@ -21,7 +21,27 @@ The packages, one job each: `kaizen_server.http` (the ASGI app on uvicorn and `L
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kaizen_server._version import __version__
-from kaizen_server.http.server import DEV_API_KEY, MAX_BODY_BYTES, LocalServer
+
+if TYPE_CHECKING:
+    # What type checkers see; at run time these load on first use through __getattr__, so
+    # ``kaizen --help`` (which loads `kaizen_server.commands`) never imports uvicorn.
+    from kaizen_server.http.server import DEV_API_KEY, MAX_BODY_BYTES, LocalServer
 
 __all__ = ["DEV_API_KEY", "MAX_BODY_BYTES", "LocalServer", "__version__"]
+
+_LAZY = {name: "kaizen_server.http.server" for name in ("DEV_API_KEY", "MAX_BODY_BYTES",
+                                                       "LocalServer")}
+
+
+def __getattr__(name: str) -> Any:
+    """Load `LocalServer` and its constants on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kaizen_server' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -76,7 +76,7 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from kaizen_server import LocalServer
+        from kaizen_server.http.server import LocalServer
     except ImportError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -107,7 +107,7 @@ def _server(out: _Out) -> Iterator[tuple[str, str, bool]]:
         out(f"Using the CT server at {base_url} ({KAIZEN_BASE_URL} is set).")
         yield base_url, api_key, False
         return
-    from kaizen_server import LocalServer
+    from kaizen_server.http.server import LocalServer
 
     with LocalServer(api_key="kaizen-demo-key", job_step_delay=0.15) as server:
         out(f"Started an embedded local CT server at {server.base_url} (temporary database).")
