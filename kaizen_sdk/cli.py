@@ -95,6 +95,10 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
+        for name in (e for e in _SUBCOMMANDS if isinstance(e, str)):  # the server's commands
+            if message.startswith(f"argument COMMAND: invalid choice: '{name}'"):
+                message = (f"'{name}' is a command of the CT server, which is not installed: "
+                           "pip install 'kaizen-sdk[server]'")
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -106,3 +106,13 @@ def test_the_old_import_path_warns_and_still_gives_the_server(
     assert shim.LocalServer is kaizen_server.LocalServer
     assert shim.DEV_API_KEY == kaizen_server.DEV_API_KEY
     assert shim.MAX_BODY_BYTES == kaizen_server.MAX_BODY_BYTES
+
+
+def test_the_old_import_path_without_the_server_says_what_to_install() -> None:
+    code = ("import sys, warnings; sys.modules['kaizen_server'] = None\n"
+            "warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "try:\n    import kaizen_sdk.local\nexcept ImportError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout == (
+        "The CT server is the kaizen-server package: pip install 'kaizen-sdk[server]'\n")

@@ -19,6 +19,11 @@ warnings.warn(
     stacklevel=2,
 )
 
-from kaizen_server import DEV_API_KEY, MAX_BODY_BYTES, LocalServer  # noqa: E402
+try:
+    from kaizen_server import DEV_API_KEY, MAX_BODY_BYTES, LocalServer
+except ImportError as _exc:
+    raise ImportError(
+        "The CT server is the kaizen-server package: pip install 'kaizen-sdk[server]'"
+    ) from _exc
 
 __all__ = ["DEV_API_KEY", "MAX_BODY_BYTES", "LocalServer"]
