@@ -16,13 +16,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+# The CT server is its own distribution in server/ (kaizen-server), installed from here: the
+# package index may not have it (or not this version), so no extra here pulls it.
+$(TEST_STAMP): pyproject.toml server/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]' -e './server[optimize]'
 	touch $@
 
-# The demo needs only the local server's extra, not the test tools.
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[server]'
+# The demo needs only the SDK and the server, not the test tools.
+$(DEMO_STAMP): pyproject.toml server/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e . -e ./server
 	touch $@
 
 demo: $(DEMO_STAMP)
@@ -32,7 +34,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(TEST_STAMP)
-	$(BIN)/mypy --strict kaizen_sdk
+	$(BIN)/mypy --strict kaizen_sdk server/kaizen_server
 
 # One worker more than there are cores (tests/conftest.py): the suite is mostly waiting on
 # loopback servers and subprocesses.
@@ -43,14 +45,14 @@ test: floor lint typecheck pytest
 
 # The core dependencies at the lowest versions pyproject.toml allows (pip has no "lowest"
 # resolution: .ci/floor_constraints.py turns each `name>=floor` into `name==floor`), in a
-# virtualenv of their own, with the server extra and openai at the test extra's floor; then
-# a smoke test (.ci/floor_smoke.py). Rebuilt from scratch whenever pyproject.toml changes.
-$(FLOOR_STAMP): pyproject.toml .ci/floor_constraints.py
+# virtualenv of their own, with the server (from server/) and openai at the test extra's floor;
+# then a smoke test (.ci/floor_smoke.py). Rebuilt from scratch whenever pyproject.toml changes.
+$(FLOOR_STAMP): pyproject.toml server/pyproject.toml .ci/floor_constraints.py
 	rm -rf $(FLOOR_VENV)
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python .ci/floor_constraints.py pyproject.toml > $(FLOOR_VENV)/constraints.txt
 	$(FLOOR_VENV)/bin/python -m pip install -q -c $(FLOOR_VENV)/constraints.txt \
-		-r $(FLOOR_VENV)/constraints.txt -e '.[server]'
+		-r $(FLOOR_VENV)/constraints.txt -e . -e ./server
 	$(FLOOR_VENV)/bin/python -m pip check
 	touch $@
 
@@ -63,8 +65,8 @@ $(BENCH_VENV)/bin/python:
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 
-$(BENCH_STAMP): pyproject.toml | $(BENCH_VENV)/bin/python
-	$(BENCH_VENV)/bin/python -m pip install -q -e '.[test,bench]'
+$(BENCH_STAMP): pyproject.toml server/pyproject.toml | $(BENCH_VENV)/bin/python
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[test,bench]' -e './server[optimize]'
 	touch $@
 
 bench: $(BENCH_STAMP)

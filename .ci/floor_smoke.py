@@ -50,7 +50,7 @@ def _smoke() -> None:
 
     import kaizen_sdk as ct
     from kaizen_sdk.instrument import instrumented
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server import LocalServer
 
     sys.path.insert(0, os.path.join(_ROOT, "tests", "integrations"))
     from openai_standin import StandIn

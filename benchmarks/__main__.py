@@ -324,7 +324,7 @@ def _rollout_section(metrics: list[Metric]) -> list[str]:
          "rollout_samples_to_decision_worse", ""),
     ]
     out = ["", "## Rollout simulation", "",
-           "How `kaizen_sdk.local.rollouts.msprt` (the always-valid test the local server "
+           "How `kaizen_server.domain.rollouts.msprt` (the always-valid test the local server "
            "decides with) compares with a naive t-test checked after every batch; the setup "
            "and the decision rates are in the notes below "
            "(`benchmarks/bench_rollout_sim.py`).", "",

@@ -57,7 +57,7 @@ server.stop()
 """
 
 _CT_SERVER = """
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 import sys
 server = LocalServer(api_key="bench-key").start()
 print(server.base_url, flush=True)

@@ -5,7 +5,7 @@
 tests need 100 scores per arm before deciding and give up (no promotion) at 5,000 per arm.
 Each batch's sum and sum of squares is drawn exactly (batch mean ~ normal, within-batch sum
 of squares ~ σ²·χ²(49)), so the tests see what they would see from single scores. Ours is
-`kaizen_sdk.local.rollouts.msprt` (alpha 0.05, τ 0.1), the function the local server uses;
+`kaizen_server.domain.rollouts.msprt` (alpha 0.05, τ 0.1), the function the local server uses;
 the naive test promotes as soon as Welch's t > 1.96 (rolls back at t < -1.96), checked after
 every batch. The equal-arms figure is the false promotion rate; the ±δ figures are the median
 scores per arm when the decision was taken.
@@ -24,8 +24,8 @@ import uuid
 
 from benchmarks._harness import Contender, Metric, alternate, sync_batch
 from kaizen_sdk._rollout import choose_arm
-from kaizen_sdk.local.rollouts import arm_stats, msprt
 from kaizen_sdk.models import Prompt, RolloutServing
+from kaizen_server.domain.rollouts import arm_stats, msprt
 
 __all__ = ["run", "simulate"]
 

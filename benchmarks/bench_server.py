@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 _SERVER = """
 import sys
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 server = LocalServer(db_path=sys.argv[2], api_key=sys.argv[1]).start()
 print(server.base_url, flush=True)
 sys.stdin.read()
@@ -223,7 +223,7 @@ def _batches(task: str, n_batches: int) -> list[tuple[bytes, list[tuple[Any, ...
 
 def _raw_sqlite_pairs_per_s(db: str, batches: list[Any]) -> tuple[float, float]:
     """(pairs/s of wall time, pairs per CPU second) of raw executemany inserts."""
-    from kaizen_sdk.local.store import Store
+    from kaizen_server.storage.sqlite import Store
 
     Store(db).close()  # the same schema, created by the store itself
     conn = sqlite3.connect(db, isolation_level=None)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 _SERVER = """
 import sys, time
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 server = LocalServer(api_key="bench-key").start()
 print(server.base_url, flush=True)
 sys.stdin.read()

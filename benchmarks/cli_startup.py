@@ -41,7 +41,7 @@ def _once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def measure(runs: int = 9) -> dict[str, tuple[float, float]]:
     """Median (wall ms, CPU ms) of each command over *runs* fresh processes."""
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server import LocalServer
 
     with tempfile.TemporaryDirectory() as tmp, LocalServer(
         db_path=os.path.join(tmp, "ct.db")

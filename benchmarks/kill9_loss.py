@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of those")
     parser.add_argument("--sdk", type=Path, default=ROOT, help="checkout to import")
     args = parser.parse_args(argv)
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server import LocalServer
 
     with tempfile.TemporaryDirectory(prefix="kill9-") as tmp:
         work = Path(tmp)

@@ -142,7 +142,7 @@ def langsmith_client(sink_url: str) -> Any:
 
 _CT_SERVER = """
 import sys
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 server = LocalServer(api_key=sys.argv[1]).start()
 print(server.base_url, flush=True)
 sys.stdin.read()

@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import kaizen_sdk as ct
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 RECEIVED: list[dict[str, Any]] = []
 _SPAN_KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}

@@ -47,7 +47,7 @@ def route(ticket: str, prompt: ct.Prompt = ct.PROMPT) -> str:
 def main() -> None:
     server = None
     if not os.environ.get("KAIZEN_BASE_URL"):
-        from kaizen_sdk.local import LocalServer
+        from kaizen_server import LocalServer
 
         server = LocalServer().start()
         ct.configure(base_url=server.base_url, api_key=server.api_key)

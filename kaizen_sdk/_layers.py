@@ -1,7 +1,8 @@
-"""The module graph of kaizen_sdk, and the three rules it must keep.
+"""The module graph of kaizen_sdk and kaizen_server, and the four rules they must keep.
 
 Run ``python -m kaizen_sdk._layers`` to print every module with its layer and what it imports,
-then the rule breaks; the exit status is 1 when there is any. It reads the source with `ast`
+then the rule breaks; the exit status is 1 when there is any. The server package is read from
+its installed (or ``server/``) directory when there is one. It reads the source with `ast`
 only (nothing is imported), so it works on a broken tree too. An import is one of three kinds:
 
 - ``runtime`` (``->``): at module level, run when the module is imported;
@@ -16,8 +17,13 @@ The rules:
 2. **No private name across modules**: neither ``from kaizen_sdk.x import _name`` nor
    ``x._name`` on an imported kaizen_sdk module. Private *modules* are fine, as in httpx:
    ``_http`` is private, the names inside it are public.
-3. **Layers**: a module imports only from its own layer or below (`LAYERS`, lowest first);
-   the package facade ``kaizen_sdk`` (``__init__``) sits on top and nothing imports it.
+3. **Layers**: a module imports only from its own layer or below (`LAYERS` for the SDK,
+   `SERVER_LAYERS` for the server, lowest first); a package facade (``__init__``) sits on top
+   and nothing of its package imports it.
+4. **The boundary**: the SDK never imports the server (but the deprecated shim
+   ``kaizen_sdk.local``, `ALLOWED_SERVER_IMPORTS`; the CLI finds the server's commands through
+   entry points); the server imports only public SDK modules (no ``_`` part in the name), and
+   rule 2 keeps it to their public names.
 """
 
 from __future__ import annotations
@@ -31,12 +37,16 @@ from pathlib import Path
 from typing import Literal
 
 __all__ = [
+    "ALLOWED_SERVER_IMPORTS",
     "ALLOWED_UPWARD",
     "LAYERS",
     "PACKAGE",
+    "SERVER_LAYERS",
+    "SERVER_PACKAGE",
     "Edge",
     "Graph",
     "PrivateUse",
+    "boundary_violations",
     "cycles",
     "layer_of",
     "layer_violations",
@@ -49,9 +59,12 @@ Kind = Literal["runtime", "lazy", "type"]
 PACKAGE = "kaizen_sdk"
 """The package this checker reads: the directory this module lives in."""
 
+SERVER_PACKAGE = "kaizen_server"
+"""The server's package (the kaizen-server distribution, ``server/`` in the repository)."""
+
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0. leaves: names, errors, settings, wire types
-    ("_version", "errors", "_config", "_template", "models", "_httpx_cli"),
+    ("_version", "errors", "_config", "_template", "templates", "models", "_httpx_cli"),
     # 1. tools without I/O policy of their own: cache, HTTP vocabulary, TLS, spool, the
     #    record and current call, safe JSON, the caller's context, records into requests
     ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_context", "_requests"),
@@ -65,7 +78,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 5. what users put on their code
     ("decorators", "instrument", "integrations"),
     # 6. programs built on the SDK
-    ("cli", "_demo", "local", "_layers", "_job_report"),
+    ("cli", "local", "_layers", "_job_report"),
 )
 """Module groups, lowest first, by name below ``kaizen_sdk`` (a package stands for its
 modules). A module may import its own layer and the layers below it."""
@@ -78,6 +91,32 @@ ALLOWED_UPWARD: frozenset[tuple[str, str, str]] = frozenset(
 )
 """(importer, imported, function) of the lazy imports allowed to go up a layer and close a
 cycle: the convenience method ``client.task(...)`` documented in docs/tasks.md."""
+
+SERVER_LAYERS: tuple[tuple[str, ...], ...] = (
+    # 0. names: the version, the environment variables
+    ("_version", "settings", "scrub"),
+    # 1. every upstream call (deadline, size cap, cancel); the LLM endpoint and its prices
+    ("outbound", "llm"),
+    # 2. optimizers and judges (the judge reads the optimizer's examples, the DSPy optimizer
+    #    judges its candidates)
+    ("optimize", "evaluate"),
+    # 3. the rules: keys, rollouts, task settings
+    ("domain",),
+    # 4. storage
+    ("storage",),
+    # 5. the job worker and the pull requests it opens
+    ("jobs",),
+    # 6. what each route means
+    ("api",),
+    # 7. HTTP and LocalServer
+    ("http",),
+    # 8. programs: the demo, the kaizen commands
+    ("demo", "commands"),
+)
+"""The server's module groups, lowest first, by name below ``kaizen_server``."""
+
+ALLOWED_SERVER_IMPORTS: frozenset[str] = frozenset({"kaizen_sdk.local"})
+"""SDK modules allowed to import the server: the deprecated shim, for one release."""
 
 _MARK: dict[Kind, str] = {"runtime": "->", "lazy": "~>", "type": "..>"}
 
@@ -216,7 +255,7 @@ class _Reader(ast.NodeVisitor):
             anchor = self.package.split(".")
             anchor = anchor[: len(anchor) - (node.level - 1)]
             base = ".".join([*anchor, *([base] if base else [])])
-        if base != PACKAGE and not base.startswith(PACKAGE + "."):
+        if _package_of(base) is None:
             return
         for alias in node.names:
             sub = f"{base}.{alias.name}"
@@ -239,14 +278,36 @@ class _Reader(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+def _package_of(module: str) -> str | None:
+    """`PACKAGE` or `SERVER_PACKAGE` when *module* is one of theirs, else None."""
+    top = module.split(".")[0]
+    return top if top in (PACKAGE, SERVER_PACKAGE) else None
+
+
 def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def scan(root: Path | None = None) -> Graph:
-    """Read every module of the package at *root* (default: this package) into a `Graph`."""
-    root = root or Path(__file__).resolve().parent
+def server_root() -> Path | None:
+    """The directory of the ``kaizen_server`` package: installed, else ``server/`` beside this
+    package in a checkout; None when there is neither (nothing is imported to find it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SERVER_PACKAGE)
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin).resolve().parent
+    here = Path(__file__).resolve().parent.parent / "server" / SERVER_PACKAGE
+    return here if (here / "__init__.py").is_file() else None
+
+
+def scan(root: Path | None = None, server: Path | None = None) -> Graph:
+    """Read every module of the package at *root* and of the server package at *server* into
+    one `Graph` (default: this package and `server_root`; a *root* given alone is read alone)."""
+    if root is None:
+        root, server = Path(__file__).resolve().parent, server or server_root()
     files = _module_names(root)
+    if server is not None:
+        files.update(_module_names(server))
     known = set(files)
     graph = Graph(modules=sorted(files))
     for name, path in files.items():
@@ -341,11 +402,16 @@ def _path_within(group: list[str], succ: dict[str, list[str]]) -> list[str]:
 
 
 def layer_of(module: str) -> int | None:
-    """The index in `LAYERS` of *module*; ``len(LAYERS)`` for the facade, None if unlisted."""
-    if module == PACKAGE:
-        return len(LAYERS)
-    head = module.removeprefix(PACKAGE + ".").split(".")[0]
-    for i, names in enumerate(LAYERS):
+    """The index in `LAYERS` (`SERVER_LAYERS` for a server module) of *module*; the length of
+    the table for the facade, None if unlisted."""
+    package = _package_of(module)
+    layers = SERVER_LAYERS if package == SERVER_PACKAGE else LAYERS
+    if module == package:
+        return len(layers)
+    if package is None:
+        return None
+    head = module.removeprefix(package + ".").split(".")[0]
+    for i, names in enumerate(layers):
         if head in names:
             return i
     return None
@@ -357,12 +423,32 @@ def layer_violations(
     """Running edges into a higher layer but the *allowed* ones, and (as text) modules that
     no layer lists."""
     out: list[Edge | str] = [
-        f"{m} is in no layer: add it to kaizen_sdk._layers.LAYERS"
+        f"{m} is in no layer: add it to kaizen_sdk._layers."
+        f"{'SERVER_LAYERS' if _package_of(m) == SERVER_PACKAGE else 'LAYERS'}"
         for m in graph.modules if layer_of(m) is None
     ]
     for e in _running_edges(graph, allowed):
+        if _package_of(e.source) != _package_of(e.target):
+            continue  # across the boundary: `boundary_violations`
         low, high = layer_of(e.source), layer_of(e.target)
         if low is not None and high is not None and high > low:
+            out.append(e)
+    return out
+
+
+def boundary_violations(
+    graph: Graph, allowed: frozenset[str] = ALLOWED_SERVER_IMPORTS
+) -> list[Edge]:
+    """Imports across the boundary, of any kind: an SDK module (but the *allowed*) importing
+    the server, or a server module importing an SDK module with a private part in its name."""
+    out: list[Edge] = []
+    for e in graph.edges:
+        source, target = _package_of(e.source), _package_of(e.target)
+        sdk_to_server = source == PACKAGE and target == SERVER_PACKAGE
+        server_to_sdk = source == SERVER_PACKAGE and target == PACKAGE
+        if (sdk_to_server and e.source not in allowed) or (
+            server_to_sdk and any(_private(part) for part in e.target.split("."))
+        ):
             out.append(e)
     return out
 
@@ -371,7 +457,8 @@ def layer_violations(
 
 
 def _report(graph: Graph) -> tuple[list[str], int]:
-    lines = ["kaizen_sdk module graph ('->' runtime, '~>' lazy, '..>' TYPE_CHECKING only)", ""]
+    lines = ["kaizen_sdk and kaizen_server module graph ('->' runtime, '~>' lazy, "
+             "'..>' TYPE_CHECKING only)", ""]
     for module in graph.modules:
         layer = layer_of(module)
         lines.append(f"{module}  [layer {'?' if layer is None else layer}]")
@@ -384,13 +471,16 @@ def _report(graph: Graph) -> tuple[list[str], int]:
             lines.append(f"    {_MARK[e.kind]} {e.target}{where}")
     found = cycles(graph)
     layered = layer_violations(graph)
-    problems = len(found) + len(graph.private) + len(layered)
+    crossing = boundary_violations(graph)
+    problems = len(found) + len(graph.private) + len(layered) + len(crossing)
     lines += ["", f"import cycles (runtime and lazy edges): {len(found)}"]
     lines += [f"    {' -> '.join(c)}" for c in found]
     lines += [f"private names used across modules: {len(graph.private)}"]
     lines += [f"    {p}" for p in graph.private]
     lines += [f"imports into a higher layer: {len(layered)}"]
     lines += [f"    {v}" for v in layered]
+    lines += [f"imports across the SDK/server boundary: {len(crossing)}"]
+    lines += [f"    {c}" for c in crossing]
     return lines, problems
 
 
@@ -399,9 +489,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kaizen_sdk._layers",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--root", type=Path, default=None,
-                        help="the package directory to read (default: the installed kaizen_sdk)")
+                        help="the package directory to read (default: the installed kaizen_sdk "
+                             "and kaizen_server)")
+    parser.add_argument("--server", type=Path, default=None,
+                        help="the server package directory to read with --root")
     args = parser.parse_args(argv)
-    lines, problems = _report(scan(args.root))
+    lines, problems = _report(scan(args.root, args.server))
     print("\n".join(lines))
     return 1 if problems else 0
 

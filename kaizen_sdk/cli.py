@@ -14,6 +14,9 @@ Commands that talk to a server read ``--api-key``/``--base-url``, else ``KAIZEN_
 0 success, 1 failure (server or network error, a job that failed), 2 usage, 3 authentication,
 4 not found; the error is one line on stderr, never a traceback, and never shows the API key.
 
+``serve``, ``demo`` and ``eval`` come from kaizen-server (``pip install 'kaizen-sdk[server]'``)
+through the `COMMAND_GROUP` entry points: ``kaizen --help`` lists them only when it is installed.
+
 Each subcommand is one ``_cmd_<name>(args) -> int`` function (or, for commands that talk to a
 server, a ``(client, args) -> int`` function wrapped by `_api`) plus one ``_add_<name>(sub)``
 function that declares its arguments; `build_parser` registers them from `_SUBCOMMANDS`.
@@ -24,16 +27,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shlex
-import signal
-import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from kaizen_sdk._version import __version__
@@ -44,17 +42,24 @@ if TYPE_CHECKING:
     from kaizen_sdk.models import Job
 
 __all__ = [
+    "COMMAND_GROUP",
     "DEFAULT_DB_PATH",
     "EXIT_AUTH",
     "EXIT_FAILURE",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
     "EXIT_USAGE",
+    "CLIError",
     "build_parser",
+    "command_plugins",
+    "emit",
     "format_fields",
     "format_table",
+    "leaf_command",
     "main",
+    "number",
     "terminal_width",
+    "version_id",
 ]
 
 DEFAULT_DB_PATH = os.path.join(".kaizen", "local.db")
@@ -90,6 +95,10 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
+        for name in (e for e in _SUBCOMMANDS if isinstance(e, str)):  # the server's commands
+            if message.startswith(f"argument COMMAND: invalid choice: '{name}'"):
+                message = (f"'{name}' is a command of the CT server, which is not installed: "
+                           "pip install 'kaizen-sdk[server]'")
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -430,19 +439,6 @@ def _limit(text: str) -> int:
     return value
 
 
-def _port(text: str) -> int:
-    """A TCP port for ``--port``: 0 (a free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"a TCP port is 0 to 65535 (0 for a free one), got {text}"
-        )
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -470,154 +466,6 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-# --- serve -----------------------------------------------------------------------------
-
-
-def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "serve",
-        help="run the local CT server (SQLite) until Ctrl-C",
-        description="Run the whole CT API on a local SQLite database.",
-    )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to bind (default: %(default)s)")
-    parser.add_argument("--port", type=_port, default=8000,
-                        help="TCP port, 0 for a free one (default: %(default)s)")
-    parser.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH",
-                        help="SQLite database file (default: %(default)s)")
-    parser.add_argument("--api-key", default=None, metavar="KEY",
-                        help="key clients must send (default: $KAIZEN_API_KEY, else a fixed "
-                             "development key that is printed)")
-    parser.add_argument("--access-log", action="store_true",
-                        help="print one line per request (Common Log Format) to stdout")
-    parser.add_argument("--job-step-delay", type=float, default=0.0, metavar="SECONDS",
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--optimizer", choices=("local", "dspy"), default=None,
-                        help="optimizer of jobs: local (no LLM) or dspy (needs the optimize "
-                             "extra and an LLM endpoint) (default: $KAIZEN_OPTIMIZER, else "
-                             "local)")
-    parser.add_argument("--llm-base-url", default=None, metavar="URL",
-                        help="OpenAI-compatible endpoint of the dspy optimizer, e.g. "
-                             "http://127.0.0.1:11434/v1 (default: $KAIZEN_LLM_BASE_URL; the "
-                             "key is read from $KAIZEN_LLM_API_KEY)")
-    parser.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
-                        help="wall-clock limit of one optimization job; past it the job ends "
-                             "FAILURE (default: $KAIZEN_JOB_TIMEOUT, else 1800)")
-    parser.add_argument("--job-budget-usd", type=float, default=None, metavar="USD",
-                        help="LLM spend per job when the task sets no cost_budget; 0 allows "
-                             "none (default: $KAIZEN_JOB_BUDGET_USD, else 1.00)")
-    parser.add_argument("--daily-budget-usd", type=float, default=None, metavar="USD",
-                        help="LLM spend per task per UTC day when the task sets none; 0 "
-                             "allows none (default: $KAIZEN_DAILY_BUDGET_USD, else 5.00)")
-    parser.add_argument("--max-jobs-per-day", type=int, default=None, metavar="N",
-                        help="threshold jobs per task per UTC day (default: "
-                             "$KAIZEN_MAX_JOBS_PER_DAY, else 6)")
-    parser.add_argument("--cooldown-minutes", type=float, default=None, metavar="MIN",
-                        help="minutes between a task's threshold jobs (default: "
-                             "$KAIZEN_COOLDOWN_MINUTES, else 60)")
-    parser.set_defaults(command=_cmd_serve)
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from kaizen_sdk.local import LocalServer
-    except ImportError as exc:
-        print(f"kaizen serve: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-
-    try:
-        from kaizen_sdk.local.budget import BudgetDefaults
-
-        budgets = BudgetDefaults.resolve(
-            job_budget_usd=args.job_budget_usd, daily_budget_usd=args.daily_budget_usd,
-            max_jobs_per_day=args.max_jobs_per_day, cooldown_minutes=args.cooldown_minutes,
-        )
-        server = LocalServer(
-            db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
-            job_step_delay=args.job_step_delay, access_log=args.access_log,
-            optimizer=args.optimizer, llm_base_url=args.llm_base_url, budgets=budgets,
-            job_timeout=args.job_timeout,
-        )
-    except ValueError as exc:
-        print(f"kaizen serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.access_log:
-        _log_access_to_stdout()
-    try:
-        server.start()
-    except PermissionError as exc:  # a non-loopback address with the development key
-        print(f"kaizen serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"kaizen serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    except sqlite3.Error as exc:
-        print(f"kaizen serve: cannot open the database {args.db}: {exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
-    host, port = server.bound_address
-    shown = f"[{host}]" if ":" in host else host
-    where = f"http://{shown}:{port}"
-    if where != server.base_url:  # a wildcard address: every interface
-        where += f" (every interface; from this machine {server.base_url})"
-    print(f"Kaizen local CT server {__version__} listening on {where}", flush=True)
-    print(f"Database: {os.path.abspath(args.db)}", flush=True)
-    print(f"Optimizer: {server.optimizer}", flush=True)
-    if server.uses_dev_key:
-        print(f"API key (development): {server.api_key}", flush=True)
-    elif args.api_key is not None:
-        print("API key: the one given with --api-key", flush=True)
-    else:
-        print("API key: from KAIZEN_API_KEY", flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.stop()
-    print("Stopped.", flush=True)
-    return 0
-
-
-def _log_access_to_stdout() -> None:
-    import logging
-
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access = logging.getLogger("kaizen_sdk.local.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    access.propagate = False
-
-
-# --- demo ------------------------------------------------------------------------------
-
-
-def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "demo",
-        help="run the whole tuning loop offline in a few seconds",
-        description="Run a decorated function, score it, optimize its prompt, and run it "
-        "again on the new version, against an embedded local CT server (or the server in "
-        "KAIZEN_BASE_URL).",
-    )
-    parser.set_defaults(command=_cmd_demo)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from kaizen_sdk import _demo
-
-    return _demo.main()
 
 
 # --- the API commands ----------------------------------------------------------------------------
@@ -1456,128 +1304,6 @@ def _add_traces(sub: Any) -> None:
     p.add_argument("--scored-by", default="cli", help="who scored it (default: cli)")
 
 
-# --- eval: judged comparison of two prompt versions, for CI ------------------------------
-
-
-def _add_eval(sub: Any) -> None:
-    p = _leaf(sub, "eval", _eval,
-              "judge a prompt version against another on the task's held-out feedback")
-    p.add_argument("task", help="task name or id")
-    p.add_argument("version", help="version id, or version number (3 or v3)")
-    p.add_argument("--against", default="active", metavar="VERSION",
-                   help="the version to compare with (default: the active one)")
-    p.add_argument("--fail-under", type=float, default=None, metavar="X",
-                   help="exit 1 when VERSION's judged mean is below X (0 to 1)")
-    llm = p.add_argument_group(
-        "LLM endpoint", "kaizen eval calls the LLM from this machine: give it the endpoint here "
-        "(the server's own settings are not sent to clients)")
-    llm.add_argument("--llm-base-url", default=None, metavar="URL",
-                     help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 "
-                          "(default: $KAIZEN_LLM_BASE_URL)")
-    llm.add_argument("--llm-api-key-env", default="KAIZEN_LLM_API_KEY", metavar="VAR",
-                     help="environment variable holding the endpoint's key (default: "
-                          "KAIZEN_LLM_API_KEY); the key itself is never an option, so it stays "
-                          "out of shell history and process lists")
-    llm.add_argument("--budget", type=_number, default=None, metavar="USD",
-                     help="stop once the LLM calls cost this much (default: the task's "
-                          "cost_budget, else no limit)")
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _eval_text(client: CTClient, task: str, version: str) -> tuple[str, int]:
-    if version == "active":
-        prompt = client.get_prompt(task)
-        return prompt.prompt_text, prompt.version_number
-    wanted = _version_id(client, task, version)
-    for prompt in client.list_prompt_versions(task):
-        if str(prompt.id) == wanted:
-            return prompt.prompt_text, prompt.version_number
-    raise CLIError(f"task {task!r} has no prompt version {version!r}", EXIT_NOT_FOUND)
-
-
-def _eval(client: CTClient, args: argparse.Namespace) -> int:
-    from kaizen_sdk.local import evaluate, optimizer
-    from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
-    from kaizen_sdk.local.pricing import PriceTable
-    from kaizen_sdk.local.task_settings import fill_task
-
-    if args.fail_under is not None and not 0 <= args.fail_under <= 1:
-        raise CLIError("--fail-under must be between 0 and 1", EXIT_USAGE)
-    if args.budget is not None and args.budget < 0:
-        raise CLIError("--budget must be 0 or more (US dollars)", EXIT_USAGE)
-    key_var = args.llm_api_key_env
-    if not _ENV_NAME.fullmatch(key_var):  # never echo it: it may be a key pasted by mistake
-        raise CLIError("--llm-api-key-env takes the name of an environment variable (letters, "
-                       "digits and _), not the key itself", EXIT_USAGE)
-    if key_var != "KAIZEN_LLM_API_KEY" and not os.environ.get(key_var):
-        raise CLIError(f"--llm-api-key-env: the environment variable {key_var} is not set",
-                       EXIT_USAGE)
-    base_url = args.llm_base_url or os.environ.get("KAIZEN_LLM_BASE_URL") or ""
-    if not base_url:
-        raise CLIError("no LLM endpoint: pass --llm-base-url URL or set KAIZEN_LLM_BASE_URL "
-                       "(kaizen eval calls the LLM from this machine; the key is read from "
-                       f"${key_var}, see --llm-api-key-env)", EXIT_USAGE)
-    task = client.get_task(args.task)
-    update = f"kaizen tasks update {shlex.quote(task.name)}"
-    if not task.judge_model:
-        raise CLIError(f"task {task.name!r} has no judge_model: set one with "
-                       f"`{update} --judge-model MODEL`", EXIT_USAGE)
-    config = task.evaluator_config or {}
-    task_model = str(config.get("task_model") or task.teacher_model or "")
-    if not task_model:
-        raise CLIError(f"task {task.name!r} has no model to run the prompts on: set one with "
-                       f"`{update} --task-model MODEL` (or --teacher-model)", EXIT_USAGE)
-    candidate, cand_number = _eval_text(client, args.task, args.version)
-    active, act_number = _eval_text(client, args.task, args.against)
-    # The same held-out split the optimizer used: hash order of all scored feedback ids.
-    examples = [
-        optimizer.Example(id=str(f.id), inputs=f.inputs, output=f.output, score=f.score,
-                          correction=f.correction, comment=f.comment)
-        for f in client.iter_feedback(args.task) if f.score is not None
-    ]
-    _, samples = optimizer.split_train_val(examples)
-    if not samples:
-        raise CLIError(f"task {task.name!r} has too little scored feedback to hold any out")
-    budget = task.cost_budget if args.budget is None else args.budget
-    try:
-        llm = LLMClient(
-            base_url, os.environ.get(key_var) or None, prices=PriceTable(), budget_usd=budget,
-            endpoint_hint="--llm-base-url (or KAIZEN_LLM_BASE_URL)",
-            key_hint=f"the key in ${key_var} (--llm-api-key-env)",
-        )
-        try:
-            result = evaluate.compare(
-                llm, task_model=task_model, judge_model=task.judge_model,
-                rubric=str(config.get("rubric", evaluate.DEFAULT_RUBRIC)),
-                candidate=candidate, active=active, samples=samples,
-            )
-        finally:
-            llm.close()
-    except BudgetExceeded:
-        raise CLIError(f"kaizen eval stopped at its budget: spent ${llm.spent_usd:.4f} of "
-                       f"${budget:.4f} after {len(llm.calls)} LLM calls; pass a larger "
-                       "--budget USD") from None
-    except (LLMError, ValueError) as exc:
-        raise CLIError(fill_task(str(exc), task.name)) from None
-    report = {**result.as_dict(), "version": cand_number, "against": act_number,
-              "llm_calls": len(llm.calls), "spent_usd": round(llm.spent_usd, 6)}
-    _emit(args, report, lambda r: format_fields([
-        (f"v{cand_number} judged mean", r["candidate_judged_mean"]),
-        (f"v{act_number} judged mean", r["active_judged_mean"]),
-        ("paired difference", r["paired_diff"]),
-        ("95 % interval", r["paired_diff_ci95"]),
-        ("held-out samples", r["sample_size"]),
-        ("LLM calls", r["llm_calls"]),
-        ("spent (USD)", r["spent_usd"]),
-    ]))
-    if args.fail_under is not None and result.candidate_mean < args.fail_under:
-        raise CLIError(f"v{cand_number} judged mean {result.candidate_mean:.4f} is under "
-                       f"--fail-under {args.fail_under}")
-    return EXIT_OK
-
-
 # --- rollouts ------------------------------------------------------------------------------
 
 
@@ -1979,16 +1705,66 @@ def _cmd_spool_replay(args: argparse.Namespace) -> int:
     return EXIT_OK if left == 0 else EXIT_FAILURE
 
 
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+# --- command plugins: the kaizen.commands entry points -----------------------------------
+
+COMMAND_GROUP = "kaizen.commands"
+"""The entry-point group of ``kaizen`` subcommands other packages add: kaizen-server declares
+``serve``, ``demo`` and ``eval`` there. Each entry point is an ``add(sub)`` function that
+declares one subcommand on the ``kaizen`` subparsers, as the ``_add_<name>`` functions here."""
+
+_AddCommand = Callable[[Any], None]
+
+
+def command_plugins() -> dict[str, _AddCommand]:
+    """The installed `COMMAND_GROUP` entry points, by name, loaded. One that cannot be loaded
+    (a broken install) is left out with one line on stderr, so ``kaizen`` itself still runs."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, _AddCommand] = {}
+    for point in entry_points(group=COMMAND_GROUP):
+        try:
+            found.setdefault(point.name, point.load())
+        except Exception as exc:
+            sys.stderr.write(f"kaizen: the {point.name} command ({point.value}) cannot be "
+                             f"loaded: {type(exc).__name__}: {exc}\n")
+    return found
+
+
+def leaf_command(sub: Any, name: str, fn: _ApiCommand, help_text: str) -> argparse.ArgumentParser:
+    """Declare a subcommand *name* that talks to a CT server: the connection options, and *fn*
+    called with a `CTClient` built from them (closed after); return its parser."""
+    return _leaf(sub, name, fn, help_text)
+
+
+def number(text: str) -> float:
+    """An argument type: *text* as a float, or a usage error naming it."""
+    return _number(text)
+
+
+def version_id(client: CTClient, task: str, version: str) -> str:
+    """The id of *task*'s prompt version given as an id or a number (``3`` or ``v3``)."""
+    return _version_id(client, task, version)
+
+
+def emit(args: argparse.Namespace, value: Any, render: Callable[[Any], str]) -> None:
+    """Print *value* as JSON with ``--json``, else as ``render(value)``."""
+    _emit(args, value, render)
+
+
+# --- registry of the subcommands ----------------------------------------------------------
+
+_SUBCOMMANDS: list[
+    Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] | str
+] = [
     _add_status,
-    _add_serve,
+    "serve",
     _add_spool,
-    _add_demo,
+    "demo",
     _add_tasks,
     _add_prompts,
     _add_feedback,
     _add_optimize,
-    _add_eval,
+    "eval",
     _add_jobs,
     _add_traces,
     _add_rollout,
@@ -1996,7 +1772,8 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_audit,
     _add_completion,
 ]
-"""One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them."""
+"""One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them; a name
+stands for the `COMMAND_GROUP` entry point of that name (left out when none is installed)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -2008,7 +1785,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _connection_options(parser, leaf=False)
     sub: Any = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in _SUBCOMMANDS:
+    plugins = command_plugins()
+    for entry in _SUBCOMMANDS:
+        add = plugins.pop(entry, None) if isinstance(entry, str) else entry
+        if add is not None:
+            add(sub)
+    for add in plugins.values():  # commands of other packages, after the known ones
         add(sub)
     return parser
 

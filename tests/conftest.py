@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server import LocalServer
 
 # litellm fetches a price map from the network at import unless told not to.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -65,7 +65,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def local_server() -> Iterator[LocalServer]:
     """A real local CT server on a free loopback port with a temporary database."""
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server import LocalServer
 
     with LocalServer() as server:
         yield server

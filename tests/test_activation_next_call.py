@@ -19,7 +19,7 @@ from kaizen_sdk import _default
 from kaizen_sdk._prompts import prompt_fetcher
 from kaizen_sdk.async_client import AsyncCTClient
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 V1, V2, V3 = "v1: {{ x }}", "v2: {{ x }}", "v3: {{ x }}"
 

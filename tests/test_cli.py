@@ -25,8 +25,8 @@ import msgspec
 import pytest
 
 from kaizen_sdk.cli import _Progress, build_parser, format_fields, format_table, main
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.models import Job
+from kaizen_server import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -570,7 +570,7 @@ def test_importing_the_cli_stays_light() -> None:
     code = (
         "import sys, kaizen_sdk.cli as c; c.build_parser(); "
         "print(sorted(m for m in ('httpx', 'opentelemetry', 'openai', 'litellm', "
-        "'kaizen_sdk.local', 'kaizen_sdk.client') if m in sys.modules))"
+        "'uvicorn', 'kaizen_server.http.server', 'kaizen_sdk.client') if m in sys.modules))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT

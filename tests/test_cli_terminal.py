@@ -19,7 +19,7 @@ import pytest
 
 from kaizen_sdk.cli import main
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 __all__: list[str] = []
 

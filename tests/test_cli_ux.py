@@ -31,8 +31,8 @@ from kaizen_sdk.cli import (
     format_table,
     main,
 )
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.models import Job
+from kaizen_server import LocalServer
 
 pytestmark = pytest.mark.e2e
 

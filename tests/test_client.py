@@ -27,7 +27,7 @@ from kaizen_sdk import (
     TraceResult,
 )
 from kaizen_sdk.cache import TTLCache
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ import pytest
 import kaizen_sdk as ct
 from kaizen_sdk import _default
 from kaizen_sdk._config import resolve_settings
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 pytestmark = pytest.mark.unit
 

@@ -24,9 +24,9 @@ from opentelemetry.trace import StatusCode
 import kaizen_sdk as ct
 from kaizen_sdk import tracing
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.models import Prompt
 from kaizen_sdk.tracing import Attr
+from kaizen_server import LocalServer
 
 pytestmark = [pytest.mark.e2e]
 

@@ -19,9 +19,9 @@ from kaizen_sdk import tracing
 from kaizen_sdk.async_client import AsyncCTClient
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.decorators import AsyncTaskRun
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.models import Prompt
 from kaizen_sdk.tracing import Attr
+from kaizen_server import LocalServer
 
 pytestmark = [pytest.mark.e2e]
 

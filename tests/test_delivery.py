@@ -27,8 +27,8 @@ import pytest
 import kaizen_sdk as ct
 from kaizen_sdk import _requests, _sender, delivery, tracing
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.models import IngestRequest, TraceRequest
+from kaizen_server import LocalServer
 
 pytestmark = [pytest.mark.e2e]
 

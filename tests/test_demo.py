@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from kaizen_sdk import _demo
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
+from kaizen_server import demo as _demo
 
 pytestmark = [pytest.mark.e2e]
 

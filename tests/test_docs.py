@@ -109,7 +109,7 @@ def _reset_sdk() -> None:
 @pytest.fixture
 def page_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A fresh local CT server for one page, with the environment pointing at it."""
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server import LocalServer
 
     sdk_logger = logging.getLogger("kaizen_sdk")
     level, handlers = sdk_logger.level, list(sdk_logger.handlers)

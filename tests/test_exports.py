@@ -30,7 +30,7 @@ def test_every_error_is_exported() -> None:
 def test_import_does_not_pull_llm_libraries_or_the_local_server() -> None:
     code = (
         "import sys, kaizen_sdk; "
-        "names = ('openai', 'litellm', 'kaizen_sdk.local', 'wrapt'); "
+        "names = ('openai', 'litellm', 'kaizen_sdk.local', 'kaizen_server', 'wrapt'); "
         "bad = [m for m in names if m in sys.modules]; "
         "print(','.join(bad))"
     )

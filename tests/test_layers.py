@@ -184,3 +184,42 @@ def test_command_prints_the_graph_and_exits_non_zero_on_a_break(tmp_path: Path) 
     uses = len(_layers.scan().private)
     assert f"private names used across modules: {uses}" in proc.stdout
     assert proc.returncode == (1 if uses else 0)
+
+
+# --- the SDK/server boundary -------------------------------------------------------------------
+
+
+def test_both_packages_are_read_and_the_boundary_holds() -> None:
+    graph = _layers.scan()
+    assert "kaizen_server.storage.sqlite" in graph.modules  # the server is read, not skipped
+    assert "kaizen_sdk.cli" in graph.modules
+    assert _layers.boundary_violations(graph) == []
+    # the one SDK module that imports the server is the deprecated shim
+    assert {e.source for e in graph.edges if e.source.startswith("kaizen_sdk")
+            and e.target.startswith("kaizen_server")} == {"kaizen_sdk.local"}
+    # the server uses the SDK through public modules only
+    used = {e.target for e in graph.edges if e.source.startswith("kaizen_server")
+            and e.target.startswith("kaizen_sdk")}
+    assert used == {"kaizen_sdk", "kaizen_sdk.cli", "kaizen_sdk.client", "kaizen_sdk.decorators",
+                    "kaizen_sdk.errors", "kaizen_sdk.models", "kaizen_sdk.templates"}
+
+
+def test_checker_finds_imports_across_the_boundary(tmp_path: Path) -> None:
+    sdk = _package(tmp_path, {
+        "client.py": "def f():\n    from kaizen_server.store import Store\n",
+        "local.py": "import kaizen_server\n",
+        "_http.py": "def is_loopback(h):\n    return True\n",
+    })
+    server = tmp_path / "kaizen_server"
+    server.mkdir()
+    (server / "__init__.py").write_text("")
+    (server / "store.py").write_text(
+        "from kaizen_sdk._http import is_loopback\nfrom kaizen_sdk.client import _x\n"
+    )
+    graph = _layers.scan(sdk, server)
+    found = {(e.source, e.target) for e in _layers.boundary_violations(graph)}
+    assert found == {("kaizen_sdk.client", "kaizen_server.store"),
+                     ("kaizen_server.store", "kaizen_sdk._http")}  # local: the allowed shim
+    assert {(p.source, p.target, p.name) for p in graph.private} == {
+        ("kaizen_server.store", "kaizen_sdk.client", "_x")}
+    assert _layers.main(["--root", str(sdk), "--server", str(server)]) == 1

@@ -14,7 +14,7 @@ import pytest
 from kaizen_sdk import AsyncCTClient, CTClient
 from kaizen_sdk.cli import main
 from kaizen_sdk.errors import CTNotFoundError, CTValidationError
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 
 def _name(prefix: str) -> str:

@@ -25,7 +25,7 @@ from kaizen_sdk import CTClient, Prompt
 from kaizen_sdk._config import resolve_settings
 from kaizen_sdk._prompts import prompt_fetcher
 from kaizen_sdk.errors import CTError
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 from tests.reliability._proxy import FaultProxy
 
 # --- servers -------------------------------------------------------------------------------

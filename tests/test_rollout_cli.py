@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from kaizen_sdk.cli import main
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 pytestmark = pytest.mark.e2e
 

@@ -26,7 +26,7 @@ from reliability._proxy import FaultProxy
 from kaizen_sdk import CTClient, tracing
 from kaizen_sdk._config import resolve_settings
 from kaizen_sdk.errors import CTAuthError, CTConnectionError, CTError
-from kaizen_sdk.local import MAX_BODY_BYTES, LocalServer
+from kaizen_server import MAX_BODY_BYTES, LocalServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -313,7 +313,7 @@ def test_local_server_compares_keys_in_constant_time(
 ) -> None:
     import hmac
 
-    from kaizen_sdk.local import api as api_module
+    from kaizen_server.api import routes as api_module
 
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest

@@ -16,7 +16,7 @@ import pytest
 import kaizen_sdk as ct
 from kaizen_sdk._prompts import prompt_fetcher
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 TEMPLATE = "Answer the question: {{ q }}\n" + "Rules: be brief. " * 6_000  # ~100 kB
 CALLS = 10

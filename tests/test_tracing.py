@@ -22,8 +22,8 @@ from opentelemetry.trace import NoOpTracer, SpanKind
 import kaizen_sdk as ct
 from kaizen_sdk import tracing
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.tracing import Attr, CallRecord
+from kaizen_server import LocalServer
 
 pytestmark = [pytest.mark.e2e]
 

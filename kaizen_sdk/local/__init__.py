@@ -1,17 +1,29 @@
-"""The local CT server: the whole CT HTTP API on SQLite, for development, demos and tests.
+"""Deprecated: the local CT server is the ``kaizen_server`` package (``kaizen-server``).
 
-Example::
+This shim stays for one release and re-exports `LocalServer`; import it from its new home::
 
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server import LocalServer
 
-    with LocalServer() as server:      # free loopback port, temporary database
-        print(server.base_url, server.api_key)
-
-From a shell: ``kaizen serve --port 8000``. See ``docs/local-server.md``.
+Install it with ``pip install 'kaizen-sdk[server]'``. See ``docs/local-server.md``.
 """
 
 from __future__ import annotations
 
-from kaizen_sdk.local.server import DEV_API_KEY, MAX_BODY_BYTES, LocalServer
+import warnings
+
+warnings.warn(
+    "kaizen_sdk.local is deprecated and will be removed in the next release: the CT server is "
+    "the kaizen_server package (pip install 'kaizen-sdk[server]'); import LocalServer from "
+    "kaizen_server",
+    DeprecationWarning,
+    stacklevel=2,
+)
+
+try:
+    from kaizen_server import DEV_API_KEY, MAX_BODY_BYTES, LocalServer
+except ImportError as _exc:
+    raise ImportError(
+        "The CT server is the kaizen-server package: pip install 'kaizen-sdk[server]'"
+    ) from _exc
 
 __all__ = ["DEV_API_KEY", "MAX_BODY_BYTES", "LocalServer"]

@@ -18,8 +18,8 @@ import pytest
 from openai_standin import StandIn
 
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.tracing import SCHEMA_URL, SCOPE, Attr
+from kaizen_server import LocalServer
 
 pytestmark = [pytest.mark.e2e]
 

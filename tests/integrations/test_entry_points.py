@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kaizen_sdk.instrument import instrumented
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 __all__: list[str] = []
 

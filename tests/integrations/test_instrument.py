@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import kaizen_sdk as ct
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.tracing import Attr
+from kaizen_server import LocalServer
 
 if TYPE_CHECKING:
     import litellm

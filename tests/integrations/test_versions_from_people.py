@@ -20,8 +20,8 @@ import kaizen_sdk as ct
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.errors import CTNotFoundError
 from kaizen_sdk.integrations import _common
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.tracing import Attr
+from kaizen_server import LocalServer
 
 CLASSIFY = "Classify the sentiment of this review: {text}"
 TICKETS = [

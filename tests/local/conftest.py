@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 JobWaiter = Callable[[httpx.Client, str], dict[str, Any]]
 

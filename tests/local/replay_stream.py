@@ -87,7 +87,7 @@ def replay(client: httpx.Client, *, seconds: float, minutes: int = 15, rate: int
 
 def main() -> None:
     """Run the replay on a fresh server and print the figures as JSON."""
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server import LocalServer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=60.0)

@@ -18,7 +18,7 @@ import pytest
 
 from kaizen_sdk import CTClient
 from kaizen_sdk.cli import main
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 BOOT = "audit-bootstrap-key"
 

@@ -18,13 +18,13 @@ import httpx
 import pytest
 
 from kaizen_sdk import Prompt
-from kaizen_sdk._template import MAX_PLACEHOLDERS, MAX_RENDERED_CHARS, TemplateTooLarge, render
 from kaizen_sdk.errors import CTValidationError
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local import server as server_module
-from kaizen_sdk.local.evaluate import render_template
-from kaizen_sdk.local.store import Store
 from kaizen_sdk.models import MAX_RAMP_STEPS
+from kaizen_sdk.templates import MAX_PLACEHOLDERS, MAX_RENDERED_CHARS, TemplateTooLarge, render
+from kaizen_server import LocalServer
+from kaizen_server.evaluate.judge import render_template
+from kaizen_server.http import server as server_module
+from kaizen_server.storage.sqlite import Store
 
 # --- ramps -----------------------------------------------------------------------------------
 

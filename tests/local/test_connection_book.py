@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kaizen_sdk.local.connections import ConnectionBook
+from kaizen_server.http.connections import ConnectionBook
 
 
 class _Conn:

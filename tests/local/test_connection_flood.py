@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.connections import ConnectionBook
+from kaizen_server import LocalServer
+from kaizen_server.http.connections import ConnectionBook
 
 FLOOD = 5000
 KEYED = 100

@@ -27,8 +27,8 @@ from llm_standin import GitHubStandIn, LLMStandIn
 from optimize_helpers import make_task, run, wait
 
 from kaizen_sdk import cli
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.store import Store
+from kaizen_server import LocalServer
+from kaizen_server.storage.sqlite import Store
 
 KEY = "sk-standin-secret-4242"
 PRICES = {"student-standin": (1.0, 2.0), "teacher-standin": (3.0, 6.0),

@@ -14,11 +14,12 @@ import httpx
 import pytest
 from llm_standin import BETTER_INSTRUCTION, LLMStandIn, shout
 
-from kaizen_sdk.local import dspy_optimizer, evaluate
-from kaizen_sdk.local.evaluate import Sample
-from kaizen_sdk.local.jobs import OptimizerSettings
-from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
-from kaizen_sdk.local.pricing import FALLBACK_PRICE, PriceTable
+from kaizen_server.evaluate import judge as evaluate
+from kaizen_server.evaluate.judge import Sample
+from kaizen_server.jobs.worker import OptimizerSettings
+from kaizen_server.llm.client import BudgetExceeded, LLMClient, LLMError
+from kaizen_server.llm.pricing import FALLBACK_PRICE, PriceTable
+from kaizen_server.optimize import dspy_optimizer
 
 KEY = "sk-unit-secret-9876"
 TEMPLATE = "Answer the request.\nText: {{ text }}"
@@ -143,7 +144,7 @@ def test_settings_resolve_and_hide_the_key() -> None:
 
 
 def test_import_needs_no_dspy() -> None:
-    code = ("import sys, kaizen_sdk, kaizen_sdk.local, kaizen_sdk.local.jobs, kaizen_sdk.cli; "
+    code = ("import sys, kaizen_sdk, kaizen_server, kaizen_server.jobs.worker, kaizen_sdk.cli; "
             "assert 'dspy' not in sys.modules, 'dspy imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

@@ -9,7 +9,7 @@ import pytest
 from hostile_upstream import HostileUpstream
 from optimize_helpers import wait
 
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 TOKEN = "ghp-hostile-json-0042"
 

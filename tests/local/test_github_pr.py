@@ -12,7 +12,7 @@ import pytest
 from llm_standin import GitHubStandIn
 from optimize_helpers import make_task, run
 
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 
 def test_local_job_opens_one_pull_request_with_the_candidate(

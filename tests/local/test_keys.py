@@ -19,9 +19,9 @@ import pytest
 
 from kaizen_sdk import ApiKey, ApiKeyCreated, AsyncCTClient, CTClient
 from kaizen_sdk.errors import CTAuthError, CTValidationError
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.api import ROUTES, Route
-from kaizen_sdk.local.keys import hash_secret
+from kaizen_server import LocalServer
+from kaizen_server.api.routes import ROUTES, Route
+from kaizen_server.domain.keys import hash_secret
 
 INGEST_ROUTES = {
     ("POST", "/api/v1/feedback"),

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from kaizen_sdk import models as m
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local import optimizer as opt
+from kaizen_server import LocalServer
+from kaizen_server.optimize import fewshot as opt
 
 T = TypeVar("T")
 JobWaiter = Callable[[httpx.Client, str], dict[str, Any]]

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from kaizen_sdk import models as m
-from kaizen_sdk.local import MAX_BODY_BYTES, LocalServer
-from kaizen_sdk.local.store import Store
+from kaizen_server import MAX_BODY_BYTES, LocalServer
+from kaizen_server.storage.sqlite import Store
 
 
 def _error(resp: httpx.Response, status: int) -> str:

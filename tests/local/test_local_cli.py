@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from kaizen_sdk.cli import DEFAULT_DB_PATH, build_parser, main
-from kaizen_sdk.local import DEV_API_KEY
+from kaizen_server import DEV_API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from kaizen_sdk import models as m
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.store import SCHEMA_VERSION, Store
+from kaizen_server import LocalServer
+from kaizen_server.storage.sqlite import SCHEMA_VERSION, Store
 
 THREADS = 8
 POSTS = 200
@@ -210,7 +210,7 @@ def test_stop_closes_idle_keep_alive_connections_promptly() -> None:
 
 
 def test_api_key_resolution(monkeypatch: Any) -> None:
-    from kaizen_sdk.local import DEV_API_KEY
+    from kaizen_server import DEV_API_KEY
 
     assert LocalServer().api_key == DEV_API_KEY
     assert LocalServer().uses_dev_key

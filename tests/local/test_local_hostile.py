@@ -17,9 +17,9 @@ import msgspec
 import pytest
 
 from kaizen_sdk import models as m
-from kaizen_sdk.local import MAX_BODY_BYTES, LocalServer
-from kaizen_sdk.local import server as server_module
-from kaizen_sdk.local.server import MAX_HEAD_BYTES, WORKER_THREADS
+from kaizen_server import MAX_BODY_BYTES, LocalServer
+from kaizen_server.http import server as server_module
+from kaizen_server.http.server import MAX_HEAD_BYTES, WORKER_THREADS
 
 MB = 1024 * 1024
 

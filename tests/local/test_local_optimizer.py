@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from kaizen_sdk.local import optimizer as opt
+from kaizen_server.optimize import fewshot as opt
 
 
 def _examples(n: int) -> list[opt.Example]:

@@ -13,7 +13,7 @@ import pytest
 from kaizen_sdk import AsyncCTClient, CTClient
 from kaizen_sdk.cli import main
 from kaizen_sdk.errors import CTError
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 TOTAL = 2500
 

@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 
 def test_without_the_server_extra_import_and_serve_say_what_to_install() -> None:
@@ -19,7 +19,7 @@ def test_without_the_server_extra_import_and_serve_say_what_to_install() -> None
         "import sys; sys.modules['uvicorn'] = None\n"
         "import kaizen_sdk\n"
         "try:\n"
-        "    import kaizen_sdk.local\n"
+        "    from kaizen_server import LocalServer\n"
         "except ImportError as exc:\n"
         "    print('import:', exc)\n"
         "from kaizen_sdk.cli import main\n"
@@ -39,15 +39,15 @@ def test_without_the_server_extra_import_and_serve_say_what_to_install() -> None
 def test_access_log_is_off_by_default_and_one_line_per_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="kaizen_sdk.local.access"):
+    with caplog.at_level(logging.INFO, logger="kaizen_server.access"):
         with LocalServer(api_key="access-key") as quiet:
             httpx.get(f"{quiet.base_url}/api/v1/health")
-        assert [r for r in caplog.records if r.name == "kaizen_sdk.local.access"] == []
+        assert [r for r in caplog.records if r.name == "kaizen_server.access"] == []
         with LocalServer(api_key="access-key", access_log=True) as loud:
             httpx.get(f"{loud.base_url}/api/v1/health")
             httpx.get(f"{loud.base_url}/api/v1/tasks?limit=5", headers={"X-API-Key": "access-key"})
             httpx.get(f"{loud.base_url}/api/v1/tasks")
-    lines = [r.getMessage() for r in caplog.records if r.name == "kaizen_sdk.local.access"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "kaizen_server.access"]
     assert len(lines) == 3
     clf = re.compile(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET (\S+) HTTP/1\.1" (\d{3}) (\d+)$')
     parsed = [clf.match(line) for line in lines]

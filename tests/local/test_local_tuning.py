@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from kaizen_sdk.local import optimizer
-from kaizen_sdk.local.store import SCHEMA_VERSION, Store
 from kaizen_sdk.models import MAX_PROMPT_CHARS
+from kaizen_server.optimize import fewshot as optimizer
+from kaizen_server.storage.sqlite import SCHEMA_VERSION, Store
 
 JobWaiter = Callable[[httpx.Client, str], dict[str, Any]]
 
@@ -333,8 +333,8 @@ def test_a_version_1_database_is_migrated_and_keeps_its_feedback(tmp_path: Path)
 
 
 def test_stored_comments_reach_the_optimizer_and_make_auto_choose_gepa(tmp_path: Path) -> None:
-    from kaizen_sdk.local import dspy_optimizer
     from kaizen_sdk.models import FeedbackRequest
+    from kaizen_server.optimize import dspy_optimizer
 
     store = Store(str(tmp_path / "c.db"))
     try:

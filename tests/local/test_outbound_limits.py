@@ -20,16 +20,16 @@ import pytest
 from hostile_upstream import HostileUpstream
 from optimize_helpers import make_task, wait
 
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.llm import JobTimeout, LLMClient, LLMError
-from kaizen_sdk.local.outbound import (
+from kaizen_sdk.models import MAX_PROMPT_CHARS
+from kaizen_server import LocalServer
+from kaizen_server.llm.client import JobTimeout, LLMClient, LLMError
+from kaizen_server.llm.pricing import PriceTable
+from kaizen_server.outbound import (
     AnswerTooLarge,
     DeadlineExceeded,
     Outbound,
     OutboundCancelled,
 )
-from kaizen_sdk.local.pricing import PriceTable
-from kaizen_sdk.models import MAX_PROMPT_CHARS
 
 os.environ.setdefault("DSPY_CACHEDIR", os.path.join(tempfile.gettempdir(), "kaizen-dspy-cache"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -60,7 +60,7 @@ def _client(server: LocalServer) -> httpx.Client:
 def test_the_outbound_sockets_are_deadline_bound() -> None:
     # httpcore 1.x keeps the pool's network backend here; an upgrade that moves it fails here
     # instead of silently bounding calls only between chunks.
-    from kaizen_sdk.local import outbound
+    from kaizen_server import outbound
 
     transport = outbound.deadline_transport(outbound.Canceller())
     pool = getattr(transport, "_pool", None)
@@ -216,7 +216,7 @@ def test_a_candidate_over_the_prompt_limit_is_rejected_and_not_stored() -> None:
 
 
 def test_dspy_candidate_drops_what_would_pass_the_prompt_limit() -> None:
-    from kaizen_sdk.local import dspy_optimizer
+    from kaizen_server.optimize import dspy_optimizer
 
     demos = [{"text": "a", "output": "A" * 150_000}, {"text": "b", "output": "B!"},
              {"text": "c", "output": "C" * 120_000}]

@@ -17,7 +17,7 @@ import pytest
 import kaizen_sdk as ct
 from kaizen_sdk import CTClient
 from kaizen_sdk._rollout import choose_arm
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 pytestmark = pytest.mark.e2e
 

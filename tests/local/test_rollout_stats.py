@@ -1,4 +1,4 @@
-"""The rollout statistics (`kaizen_sdk.local.rollouts`): pure functions, fixed seeds."""
+"""The rollout statistics (`kaizen_server.domain.rollouts`): pure functions, fixed seeds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from kaizen_sdk.local.rollouts import (
+from kaizen_server.domain.rollouts import (
     ArmStats,
     RolloutConfig,
     arm_interval,

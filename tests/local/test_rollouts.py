@@ -22,7 +22,7 @@ import pytest
 
 from kaizen_sdk import CTClient, CTNotFoundError, CTValidationError
 from kaizen_sdk._rollout import choose_arm
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 pytestmark = pytest.mark.e2e
 

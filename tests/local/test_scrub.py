@@ -22,8 +22,8 @@ from hostile_upstream import HostileUpstream
 from optimize_helpers import make_task, wait
 
 from kaizen_sdk import cli
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.scrub import Scrubber, url_secrets, without_userinfo
+from kaizen_server import LocalServer
+from kaizen_server.scrub import Scrubber, url_secrets, without_userinfo
 
 os.environ.setdefault("DSPY_CACHEDIR", os.path.join(tempfile.gettempdir(), "kaizen-dspy-cache"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

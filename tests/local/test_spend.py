@@ -29,10 +29,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from llm_standin import LLMStandIn
 from optimize_helpers import TERMINAL, feedback, make_task, wait
 
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.budget import BudgetDefaults
-from kaizen_sdk.local.llm import BudgetExceeded, LLMClient
-from kaizen_sdk.local.pricing import PriceTable
+from kaizen_server import LocalServer
+from kaizen_server.domain.budget import BudgetDefaults
+from kaizen_server.llm.client import BudgetExceeded, LLMClient
+from kaizen_server.llm.pricing import PriceTable
 
 PRICES = {"student-standin": (1.0, 2.0), "teacher-standin": (3.0, 6.0),
           "judge-standin": (0.5, 1.0)}
@@ -105,8 +105,8 @@ def test_two_servers_on_one_database_run_a_job_once(tmp_path: Path, standin: LLM
 
 _SERVE = """
 import json, sys, threading
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.budget import BudgetDefaults
+from kaizen_server import LocalServer
+from kaizen_server.domain.budget import BudgetDefaults
 srv = LocalServer(db_path=sys.argv[1], optimizer="dspy", llm_base_url=sys.argv[2],
                   llm_prices={k: tuple(v) for k, v in json.loads(sys.argv[3]).items()},
                   budgets=BudgetDefaults(daily_budget_usd=1000, cooldown_minutes=0))

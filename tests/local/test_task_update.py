@@ -21,9 +21,9 @@ from kaizen_sdk import cli
 from kaizen_sdk.async_client import AsyncCTClient
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.errors import CTValidationError
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.task_settings import SETTINGS, update_command
 from kaizen_sdk.models import Task, TaskUpdateRequest
+from kaizen_server import LocalServer
+from kaizen_server.domain.task_settings import SETTINGS, update_command
 
 SETTING_VALUES: dict[str, Any] = {
     "description": "Shouts the text back",

@@ -25,7 +25,7 @@ from optimize_helpers import WORDS, make_task, run
 
 import kaizen_sdk as ct
 from kaizen_sdk import cli
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 
 
 @pytest.fixture

@@ -25,13 +25,13 @@ from optimize_helpers import run
 from replay_stream import ACTIVE, PRICES, replay
 
 from kaizen_sdk.cli import main
-from kaizen_sdk.local import LocalServer
-from kaizen_sdk.local.budget import BudgetDefaults
-from kaizen_sdk.local.heldout import held_out_sample, sample_size
-from kaizen_sdk.local.llm import CallRecord
-from kaizen_sdk.local.optimizer import Example
-from kaizen_sdk.local.store import Store
 from kaizen_sdk.models import TaskCreateRequest
+from kaizen_server import LocalServer
+from kaizen_server.domain.budget import BudgetDefaults
+from kaizen_server.evaluate.heldout import held_out_sample, sample_size
+from kaizen_server.llm.client import CallRecord
+from kaizen_server.optimize.fewshot import Example
+from kaizen_server.storage.sqlite import Store
 
 
 @pytest.fixture

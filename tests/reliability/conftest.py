@@ -22,8 +22,8 @@ import msgspec
 import pytest
 
 import kaizen_sdk
-from kaizen_sdk.local import LocalServer
 from kaizen_sdk.models import IngestRequest, TraceRequest
+from kaizen_server import LocalServer
 
 from ._proxy import FaultProxy
 

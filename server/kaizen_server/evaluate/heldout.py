@@ -17,7 +17,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kaizen_sdk.local.optimizer import Example
+from kaizen_server.optimize.fewshot import Example
 
 __all__ = ["ASSUMED_SD", "DEFAULT_HALF_WIDTH", "MAX_SAMPLE", "held_out_sample", "sample_size"]
 

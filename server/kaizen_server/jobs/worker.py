@@ -3,33 +3,33 @@
 A job moves ``PENDING`` -> ``RUNNING`` -> ``SUCCESS`` with a new ``candidate`` prompt version, or
 ``FAILURE`` with ``error_message`` (and no version). Two optimizers exist:
 
-- ``local`` (the default): the deterministic few-shot builder of `kaizen_sdk.local.optimizer`,
+- ``local`` (the default): the deterministic few-shot builder of `kaizen_server.optimize.fewshot`,
   no LLM calls. Steps: ``loading_feedback``, ``splitting``, ``building_prompt``,
   ``evaluating``, ``saving``.
-- ``dspy``: `kaizen_sdk.local.dspy_optimizer` compiles a candidate with the task's
-  ``teacher_model``, then `kaizen_sdk.local.evaluate` re-runs candidate and active prompt on
+- ``dspy``: `kaizen_server.optimize.dspy_optimizer` compiles a candidate with the task's
+  ``teacher_model``, then `kaizen_server.evaluate.judge` re-runs candidate and active prompt on
   the validation split and the ``judge_model`` scores both. Steps carry counts
   (``bootstrapping 3/30``, ``evaluating candidate 12/15``). Endpoint trouble, a judge without a
   number, too few examples, a missing extra or a spent ``cost_budget`` end the job ``FAILURE``
   naming the cause and the setting to change.
 
-Spend (`kaizen_sdk.local.budget`): a worker runs a job only while it holds the job's lease, so
+Spend (`kaizen_server.domain.budget`): a worker runs a job only while it holds the job's lease, so
 two servers on one database never run it twice; each LLM call is reserved and charged in the
 job row as it happens, so a restart resumes with the spend so far. A dspy job starts only when
 its estimate fits in the task's day; judged on a bounded held-out sample
-(`kaizen_sdk.local.heldout`), it ends with a verdict (`kaizen_sdk.local.verdict`) in
+(`kaizen_server.evaluate.heldout`), it ends with a verdict (`kaizen_server.domain.verdict`) in
 ``job_metadata["verdict"]``; a budget reached while judging keeps the pairs judged so far.
 
 When the task has ``github_repo`` and ``prompt_path``, a successful job opens a pull request
-with the candidate (`kaizen_sdk.local.github`) and records ``pr_url``, or ends ``PR_FAILED``.
+with the candidate (`kaizen_server.jobs.github`) and records ``pr_url``, or ends ``PR_FAILED``.
 
 Every job has a wall-clock limit (``OptimizerSettings.job_timeout``, ``--job-timeout`` /
 ``KAIZEN_JOB_TIMEOUT``): its upstream calls may not pass it and the job ends ``FAILURE``
 naming it. `JobWorker.stop` cancels the upstream calls in flight. Every message stored or
 logged passes the job's `Scrubber`. A candidate over `MAX_PROMPT_CHARS` is not stored; a
-candidate the injection rules flag (`kaizen_sdk.local.injection`) carries
+candidate the injection rules flag (`kaizen_server.domain.injection`) carries
 ``job_metadata["flags"]`` and is never rolled out without a human's approval
-(`kaizen_sdk.local.approval`).
+(`kaizen_server.jobs.approval`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,20 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kaizen_sdk._config import (
+from kaizen_sdk.models import MAX_PROMPT_CHARS, CostEstimate, Task
+from kaizen_server.domain import budget, injection, verdict
+from kaizen_server.domain.task_settings import fill_task, update_command
+from kaizen_server.evaluate import heldout
+from kaizen_server.evaluate import judge as evaluate
+from kaizen_server.evaluate.judge import Sample
+from kaizen_server.jobs import approval, github
+from kaizen_server.llm.client import BudgetExceeded, LLMClient, LLMError
+from kaizen_server.llm.pricing import Price, PriceTable
+from kaizen_server.optimize import dspy_optimizer
+from kaizen_server.optimize import fewshot as optimizer
+from kaizen_server.outbound import Canceller
+from kaizen_server.scrub import Scrubber, url_secrets
+from kaizen_server.settings import (
     KAIZEN_GITHUB_API_URL,
     KAIZEN_GITHUB_TOKEN,
     KAIZEN_JOB_TIMEOUT,
@@ -53,26 +66,8 @@ from kaizen_sdk._config import (
     KAIZEN_LLM_BASE_URL,
     KAIZEN_OPTIMIZER,
 )
-from kaizen_sdk.local import (
-    approval,
-    budget,
-    dspy_optimizer,
-    evaluate,
-    github,
-    heldout,
-    injection,
-    optimizer,
-    spend_store,
-    verdict,
-)
-from kaizen_sdk.local.evaluate import Sample
-from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
-from kaizen_sdk.local.outbound import Canceller
-from kaizen_sdk.local.pricing import Price, PriceTable
-from kaizen_sdk.local.scrub import Scrubber, url_secrets
-from kaizen_sdk.local.store import Store
-from kaizen_sdk.local.task_settings import fill_task, update_command
-from kaizen_sdk.models import MAX_PROMPT_CHARS, CostEstimate, Task
+from kaizen_server.storage import spend as spend_store
+from kaizen_server.storage.sqlite import Store
 
 __all__ = [
     "DEFAULT_JOB_TIMEOUT",
@@ -82,7 +77,7 @@ __all__ = [
     "OptimizerSettings",
 ]
 
-logger = logging.getLogger("kaizen_sdk.local.jobs")
+logger = logging.getLogger("kaizen_server.jobs.worker")
 
 OPTIMIZERS = ("local", "dspy")
 """Values of ``LocalServer(optimizer=...)`` / ``KAIZEN_OPTIMIZER``."""

@@ -6,7 +6,7 @@ inside the ``evaluator_config`` JSON object, for the ``rubric`` and ``task_model
 shorthands) and the check its values must pass. `column_values` turns an update into the new
 column values, checking every given field first, so a bad value changes nothing; `check_create`
 applies the same checks to the settings of a new task. Adding a setting takes a field on
-`TaskUpdateRequest`, a column (a schema step in `kaizen_sdk.local.store`) and one entry here;
+`TaskUpdateRequest`, a column (a schema step in `kaizen_server.storage.sqlite`) and one entry here;
 the clients and ``kaizen tasks update`` follow the fields of `TaskUpdateRequest` by themselves.
 
 A value of ``None`` clears a setting (when it may be cleared); a field left out is kept.
@@ -25,8 +25,8 @@ from typing import Any
 
 import msgspec
 
-from kaizen_sdk.local.dspy_optimizer import MODULE_TYPES, STRATEGIES
 from kaizen_sdk.models import RolloutRequest, TaskCreateRequest, TaskUpdateRequest
+from kaizen_server.optimize.dspy_optimizer import MODULE_TYPES, STRATEGIES
 
 __all__ = [
     "EVALUATOR_KEYS",

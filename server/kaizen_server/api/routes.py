@@ -5,7 +5,7 @@ body bytes, request headers) and returns an `ApiResponse` (status, a msgspec-enc
 extra response headers). `ROUTES` lists every operation with its method, path template and
 models; `resolve` matches a request line to a route, `call` runs it and turns store and
 decoding failures into JSON error answers, and `openapi_document` describes `ROUTES`. The HTTP
-layer (`kaizen_sdk.local.server`) only frames requests, checks the key and sends answers.
+layer (`kaizen_server.http.server`) only frames requests, checks the key and sends answers.
 
 Errors are JSON ``{"title", "detail"}``: non-JSON body or a cursor this server did not give
 out 400, missing, wrong or revoked ``X-API-Key`` 401, a key whose scope does not cover the
@@ -36,12 +36,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import msgspec
 
-from kaizen_sdk._version import __version__
-from kaizen_sdk.local import approval
-from kaizen_sdk.local.dspy_optimizer import STRATEGIES
-from kaizen_sdk.local.jobs import JobWorker
-from kaizen_sdk.local.keys import Authenticator, Principal, allowed, forbidden_detail
-from kaizen_sdk.local.store import Conflict, Invalid, NotFound, Page, Store, StoreFull
+from kaizen_sdk import __version__
 from kaizen_sdk.models import (
     PROMPT_REF_HEADER,
     ActivateRequest,
@@ -74,6 +69,11 @@ from kaizen_sdk.models import (
     decoder,
     encode,
 )
+from kaizen_server.domain.keys import Authenticator, Principal, allowed, forbidden_detail
+from kaizen_server.jobs import approval
+from kaizen_server.jobs.worker import JobWorker
+from kaizen_server.optimize.dspy_optimizer import STRATEGIES
+from kaizen_server.storage.sqlite import Conflict, Invalid, NotFound, Page, Store, StoreFull
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -95,7 +95,7 @@ __all__ = [
     "resolve",
 ]
 
-logger = logging.getLogger("kaizen_sdk.local")
+logger = logging.getLogger("kaizen_server")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest request body accepted; a larger one is answered with 413."""

@@ -7,7 +7,7 @@ job's result, that the rollout waits for approval
 (``POST /api/v1/rollouts/{task_id}/approve``, ``kaizen rollout approve TASK``) starts it. A
 task may opt into unattended rollouts with ``evaluator_config["unattended_rollouts"] = true``;
 even then a candidate that the injection rules flagged (``job_metadata["flags"]``, see
-`kaizen_sdk.local.injection`) waits for a human.
+`kaizen_server.domain.injection`) waits for a human.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
-from kaizen_sdk.local.store import Conflict, Store, utcnow
 from kaizen_sdk.models import Job, Rollout, RolloutRequest, Task
+from kaizen_server.storage.sqlite import Conflict, Store, utcnow
 
 __all__ = [
     "AWAITING",
@@ -30,7 +30,7 @@ __all__ = [
     "pending_job",
 ]
 
-logger = logging.getLogger("kaizen_sdk.local.approval")
+logger = logging.getLogger("kaizen_server.jobs.approval")
 
 UNATTENDED_SETTING = "unattended_rollouts"
 """The ``evaluator_config`` key by which a task lets unflagged candidates roll out unattended."""

@@ -6,12 +6,12 @@ retries 429 and 5xx answers and transport errors a bounded number of times (hono
 `CallRecord`, prices it with a `PriceTable`, and refuses a call whose estimated cost would take
 the spend past the budget (`BudgetExceeded`). Usage reported below the estimate for the request
 (input) and its answer (output) is charged at the estimate, so an endpoint that reports no
-tokens cannot spend for free. With a `kaizen_sdk.local.budget.Ledger` the check and the charge
+tokens cannot spend for free. With a `kaizen_server.domain.budget.Ledger` the check and the charge
 are made in the job's database row, before and after each call. Every failure is an `LLMError`
 whose message names the cause and the setting to change; the API key never appears in a
 message, a record or a ``repr``.
 
-Calls go through `kaizen_sdk.local.outbound.Outbound`: each `chat` (retries included) ends by
+Calls go through `kaizen_server.outbound.Outbound`: each `chat` (retries included) ends by
 its total deadline (and by the job's, `JobTimeout`), an answer over `MAX_ANSWER_CHARS` is
 stopped while it streams in, and every message passes the job's `Scrubber` (no upstream body
 is kept: a failure says the status and its reason).
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from kaizen_sdk._config import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL
-from kaizen_sdk.local.outbound import (
+from kaizen_server.llm.pricing import PriceTable, estimate_tokens
+from kaizen_server.outbound import (
     AnswerTooLarge,
     Canceller,
     DeadlineExceeded,
@@ -39,11 +39,11 @@ from kaizen_sdk.local.outbound import (
     Reply,
     status_summary,
 )
-from kaizen_sdk.local.pricing import PriceTable, estimate_tokens
-from kaizen_sdk.local.scrub import Scrubber, url_secrets, without_userinfo
+from kaizen_server.scrub import Scrubber, url_secrets, without_userinfo
+from kaizen_server.settings import KAIZEN_LLM_API_KEY, KAIZEN_LLM_BASE_URL
 
 if TYPE_CHECKING:
-    from kaizen_sdk.local.budget import Ledger
+    from kaizen_server.domain.budget import Ledger
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",

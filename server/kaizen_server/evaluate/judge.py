@@ -18,9 +18,9 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kaizen_sdk._template import render
-from kaizen_sdk.local.llm import BudgetExceeded, LLMClient, LLMError
-from kaizen_sdk.local.optimizer import Example
+from kaizen_sdk.templates import render
+from kaizen_server.llm.client import BudgetExceeded, LLMClient, LLMError
+from kaizen_server.optimize.fewshot import Example
 
 __all__ = [
     "DEFAULT_RUBRIC",
@@ -107,7 +107,7 @@ def render_template(template: str, inputs: Mapping[str, Any] | None) -> str:
     """Fill *template*'s placeholders from *inputs* (missing ones become empty).
 
     A template without placeholders gets the inputs appended as an ``Input:`` line, so the
-    model always sees them. Rendering is bounded (`kaizen_sdk._template`): past the bounds
+    model always sees them. Rendering is bounded (`kaizen_sdk.templates`): past the bounds
     it raises `TemplateTooLarge` naming the bound.
     """
     values = dict(inputs or {})

@@ -15,7 +15,7 @@ flags or ``KAIZEN_*`` variables) and per task (task fields; ``None`` takes the s
   `DEFAULT_COOLDOWN_MINUTES`) since the last threshold job has passed and fewer than
   ``max_jobs_per_day`` (default `DEFAULT_MAX_JOBS_PER_DAY`) threshold jobs ran that day.
 
-`Ledger` is the bridge between `kaizen_sdk.local.llm.LLMClient` and the database: before each
+`Ledger` is the bridge between `kaizen_server.llm.client.LLMClient` and the database: before each
 call it reserves the call's estimated cost in the job row (refusing when a limit would be
 passed), after it settles the charge — the reported usage, or the estimate when the endpoint
 reports less. Spend therefore survives a crash of the server, and a call cut off by one still
@@ -30,14 +30,14 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kaizen_sdk.local.llm import BudgetExceeded, LLMError
-from kaizen_sdk.local.spend_store import LEASE_LOST
+from kaizen_server.llm.client import BudgetExceeded, LLMError
 
 if TYPE_CHECKING:
-    from kaizen_sdk.local.llm import CallRecord
-    from kaizen_sdk.local.store import Store
+    from kaizen_server.llm.client import CallRecord
+    from kaizen_server.storage.sqlite import Store
 
 __all__ = [
+    "LEASE_LOST",
     "DEFAULT_COOLDOWN_MINUTES",
     "DEFAULT_DAILY_BUDGET_USD",
     "DEFAULT_JOB_BUDGET_USD",
@@ -53,6 +53,9 @@ __all__ = [
     "day_start",
     "threshold_refusal",
 ]
+
+LEASE_LOST = "another worker took over this job; this one stops"
+"""`Store.reserve_call`'s answer when the job's lease is no longer the caller's."""
 
 DEFAULT_JOB_BUDGET_USD = 1.0
 """LLM spend one job may make when neither the task nor the server sets ``cost_budget``."""

@@ -17,7 +17,7 @@ template is kept, so every candidate renders with the same variables as the acti
 Instructions longer than `MAX_PROMPT_CHARS` are rejected the same way, and a demonstration that
 would take the candidate past it is dropped (both counted in ``rejected_too_long``).
 
-Every LLM call goes through `kaizen_sdk.local.llm.LLMClient` (retries, usage, budget) via a DSPy
+Every LLM call goes through `kaizen_server.llm.client.LLMClient` (retries, usage, budget) via a DSPy
 engine; DSPy's own retries and caches are off. `plan` and `estimate` need no DSPy, so the cost
 estimate works without the extra; DSPy is imported only inside `optimize`.
 """
@@ -34,11 +34,12 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kaizen_sdk.local import evaluate, optimizer
-from kaizen_sdk.local.evaluate import Sample
-from kaizen_sdk.local.llm import LLMClient, LLMError
-from kaizen_sdk.local.pricing import PriceTable, estimate_tokens
 from kaizen_sdk.models import MAX_PROMPT_CHARS
+from kaizen_server.evaluate import judge as evaluate
+from kaizen_server.evaluate.judge import Sample
+from kaizen_server.llm.client import LLMClient, LLMError
+from kaizen_server.llm.pricing import PriceTable, estimate_tokens
+from kaizen_server.optimize import fewshot as optimizer
 
 __all__ = [
     "DEFAULT_GEPA_METRIC_CALLS",

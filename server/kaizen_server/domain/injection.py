@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Mapping
 
-from kaizen_sdk.local.optimizer import EXAMPLES_HEADER
+from kaizen_server.optimize.fewshot import EXAMPLES_HEADER
 
 __all__ = ["RULES", "flags", "matches"]
 

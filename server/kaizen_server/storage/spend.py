@@ -1,4 +1,4 @@
-"""The SQL of job spend and job leases (schema step "spend"), used by `kaizen_sdk.local.store`.
+"""The SQL of job spend and job leases (schema step "spend"), used by the SQLite store.
 
 Each function takes an open connection inside the caller's write transaction:
 
@@ -19,6 +19,8 @@ import sqlite3
 import time
 from typing import Any
 
+from kaizen_server.domain.budget import LEASE_LOST
+
 __all__ = [
     "LEASE_LOST",
     "LEASE_SECONDS",
@@ -35,9 +37,6 @@ __all__ = [
 LEASE_SECONDS = 300.0
 """How long a job's lease lasts without renewal (each LLM call and step renews it); longer
 than one LLM call with its retries."""
-
-LEASE_LOST = "another worker took over this job; this one stops"
-"""`reserve`'s answer when the job's lease is no longer the caller's."""
 
 _COLUMNS = (
     ("jobs", "spent_usd", "REAL NOT NULL DEFAULT 0"),

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from kaizen_sdk._config import KAIZEN_API_KEY, KAIZEN_BASE_URL
 from kaizen_sdk.errors import CTError
 from kaizen_sdk.models import Job, Prompt
+from kaizen_server.settings import KAIZEN_API_KEY, KAIZEN_BASE_URL
 
 __all__ = ["DATASET", "main", "stand_in_model"]
 
@@ -107,7 +107,7 @@ def _server(out: _Out) -> Iterator[tuple[str, str, bool]]:
         out(f"Using the CT server at {base_url} ({KAIZEN_BASE_URL} is set).")
         yield base_url, api_key, False
         return
-    from kaizen_sdk.local import LocalServer
+    from kaizen_server.http.server import LocalServer
 
     with LocalServer(api_key="kaizen-demo-key", job_step_delay=0.15) as server:
         out(f"Started an embedded local CT server at {server.base_url} (temporary database).")

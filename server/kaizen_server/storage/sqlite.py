@@ -27,9 +27,6 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from kaizen_sdk._template import MAX_PLACEHOLDERS, count_placeholders
-from kaizen_sdk.local import budget, keys, rollouts, spend_store, task_settings
-from kaizen_sdk.local.optimizer import Example
 from kaizen_sdk.models import (
     MAX_PROMPT_CHARS,
     ApiKey,
@@ -53,6 +50,10 @@ from kaizen_sdk.models import (
     TraceRequest,
     TraceResult,
 )
+from kaizen_sdk.templates import MAX_PLACEHOLDERS, count_placeholders
+from kaizen_server.domain import budget, keys, rollouts, task_settings
+from kaizen_server.optimize.fewshot import Example
+from kaizen_server.storage import spend as spend_store
 
 __all__ = [
     "ACTIVE_JOB_STATUSES",
@@ -68,7 +69,7 @@ __all__ = [
     "utcnow",
 ]
 
-logger = logging.getLogger("kaizen_sdk.local.store")
+logger = logging.getLogger("kaizen_server.storage.sqlite")
 
 SCHEMA_VERSION = 7
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
@@ -362,7 +363,7 @@ class Store:
         self._conns_lock = threading.Lock()
         self._closed = False
         self.budget_defaults = budget.BudgetDefaults()
-        """The server-wide spend limits (`kaizen_sdk.local.budget`); the server sets them."""
+        """The server-wide spend limits (`kaizen_server.domain.budget`); the server sets them."""
         self._migrate()
 
     def __repr__(self) -> str:
@@ -554,7 +555,7 @@ class Store:
         """Change the settings *req* gives, in one transaction; return the task as it is now.
 
         Raises `NotFound` for an unknown task and `Invalid` naming the first bad field (then
-        nothing is changed). See `kaizen_sdk.local.task_settings`.
+        nothing is changed). See `kaizen_server.domain.task_settings`.
         """
         with self._write() as conn:
             row = self._require_task(conn, ref)
@@ -1472,7 +1473,7 @@ class Store:
             return self._job(conn.execute("SELECT * FROM jobs WHERE id = ?",
                                           (job_id,)).fetchone())
 
-    # --- spend and leases (see kaizen_sdk.local.spend_store) -----------------------------
+    # --- spend and leases (see kaizen_server.storage.spend) -----------------------------
 
     def limits(self, task: Task) -> budget.Limits:
         """The task's spend limits: its own fields, else the server's defaults."""
@@ -1524,7 +1525,7 @@ class Store:
 
     def settle_call(self, job_id: str, owner: str, record: Any, reserved_usd: float) -> None:
         """Replace a call's reservation by its charge and keep its record (*record* is a
-        `kaizen_sdk.local.llm.CallRecord`)."""
+        `kaizen_server.llm.client.CallRecord`)."""
         with self._write() as conn:
             spend_store.settle(conn, job_id, record, reserved_usd)
 

@@ -2,18 +2,18 @@
 
 `LocalServer` runs the whole CT API (see ``docs/local-server.md``) on uvicorn in a background
 thread, backed by a SQLite `Store` and a `JobWorker`. uvicorn does the HTTP framing (chunked
-bodies, keep-alive, pipelining); what each request means lives in `kaizen_sdk.local.api`.
+bodies, keep-alive, pipelining); what each request means lives in `kaizen_server.api.routes`.
 This module resolves the route and checks ``X-API-Key`` before a single body byte is read,
 reads bodies under a size limit and a deadline as they arrive, and runs the (blocking) store
 operations in a bounded thread pool so the event loop keeps serving other connections.
 
-Keys: the server's own key is admin; scoped keys (`kaizen_sdk.local.keys`) are looked up by
+Keys: the server's own key is admin; scoped keys (`kaizen_server.domain.keys`) are looked up by
 hash, and a key whose scope does not cover the route is answered 403 before the body is read.
 
 Hostile clients are bounded here: a connection that has not sent a complete request head
 within `HEADER_TIMEOUT` seconds (or sends more than `MAX_HEAD_BYTES` of it) is closed; an
 idle keep-alive connection is closed after `IDLE_TIMEOUT`. Connections that have said nothing
-cost nothing (`kaizen_sdk.local.connections`): past `MAX_CONNECTIONS` open connections (or
+cost nothing (`kaizen_server.http.connections`): past `MAX_CONNECTIONS` open connections (or
 `MAX_CONNECTIONS_PER_CLIENT` from one address) the oldest *waiting* connection (no request
 head yet, or idle) is closed; only requests being served count toward `MAX_REQUESTS` (more get
 503), so a flood of head-less sockets does not refuse keyed requests.
@@ -52,10 +52,9 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra in
         "The local CT server needs its HTTP stack: pip install 'kaizen-sdk[server]'"
     ) from _exc
 
-from kaizen_sdk._config import KAIZEN_API_KEY
-from kaizen_sdk._http import is_loopback
-from kaizen_sdk._version import __version__
-from kaizen_sdk.local.api import (
+from kaizen_sdk import __version__
+from kaizen_sdk.models import ErrorBody, encode
+from kaizen_server.api.routes import (
     MAX_BODY_BYTES,
     Api,
     ApiError,
@@ -66,17 +65,18 @@ from kaizen_sdk.local.api import (
     parse_query,
     resolve,
 )
-from kaizen_sdk.local.budget import BudgetDefaults
-from kaizen_sdk.local.connections import (
+from kaizen_server.domain.budget import BudgetDefaults
+from kaizen_server.domain.keys import Authenticator
+from kaizen_server.http.addresses import is_loopback
+from kaizen_server.http.connections import (
     MAX_CONNECTIONS_PER_CLIENT,
     MAX_OPEN_CONNECTIONS,
     MAX_REQUESTS,
     ConnectionBook,
 )
-from kaizen_sdk.local.jobs import JobWorker, OptimizerSettings
-from kaizen_sdk.local.keys import Authenticator
-from kaizen_sdk.local.store import Store
-from kaizen_sdk.models import ErrorBody, encode
+from kaizen_server.jobs.worker import JobWorker, OptimizerSettings
+from kaizen_server.settings import KAIZEN_API_KEY
+from kaizen_server.storage.sqlite import Store
 
 __all__ = [
     "BODY_TIMEOUT",
@@ -93,8 +93,8 @@ __all__ = [
     "is_loopback",
 ]
 
-logger = logging.getLogger("kaizen_sdk.local")
-access_logger = logging.getLogger("kaizen_sdk.local.access")
+logger = logging.getLogger("kaizen_server")
+access_logger = logging.getLogger("kaizen_server.access")
 
 DEV_API_KEY = "kaizen-local-dev-key"
 """The API key used when none is given and ``KAIZEN_API_KEY`` is unset (development only)."""
@@ -395,7 +395,7 @@ class LocalServer:
 
     Example::
 
-        from kaizen_sdk.local import LocalServer
+        from kaizen_server import LocalServer
 
         with LocalServer() as server:          # free port, temporary database
             client = CTClient(base_url=server.base_url, api_key=server.api_key)
@@ -417,12 +417,12 @@ class LocalServer:
             (``None`` reads ``KAIZEN_LLM_BASE_URL`` / ``KAIZEN_LLM_API_KEY``).
         llm_prices: ``{model: (usd_per_1m_input, usd_per_1m_output)}`` price overrides.
         access_log: log one Common Log Format line per request to the
-            ``kaizen_sdk.local.access`` logger (default off).
+            ``kaizen_server.access`` logger (default off).
         job_timeout: seconds one optimization job may run before it ends FAILURE; ``None``
             reads ``KAIZEN_JOB_TIMEOUT``, else 1800.
         budgets: the server-wide spend limits of optimization jobs (``None`` reads the
             ``KAIZEN_*_BUDGET_USD`` / ``KAIZEN_MAX_JOBS_PER_DAY`` / ``KAIZEN_COOLDOWN_MINUTES``
-            variables, else the defaults); see `kaizen_sdk.local.budget`.
+            variables, else the defaults); see `kaizen_server.domain.budget`.
     """
 
     def __init__(

@@ -23,7 +23,7 @@ exceed the active's by at most ``error_margin`` (absolute), its p95 latency the 
 at most ``latency_margin`` (relative). A rollout that reaches ``max_duration`` without a
 decision is rolled back (the active stays; nothing was shown to be better).
 
-Everything here is pure (no I/O, no clock): `kaizen_sdk.local.store` feeds it aggregates and
+Everything here is pure (no I/O, no clock): `kaizen_server.storage.sqlite` feeds it aggregates and
 stores what `evaluate` decides; ``benchmarks/bench_rollout_sim.py`` reuses `msprt`.
 """
 

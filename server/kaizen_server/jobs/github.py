@@ -7,7 +7,7 @@ Enterprise (``https://HOST/api/v3``). Any failure is a `PullRequestError` whose 
 call failed and why; the token never appears in it.
 
 GitHub's answers are data, not trust: every call goes through
-`kaizen_sdk.local.outbound.Outbound` (a total deadline, answers capped at `MAX_ANSWER_BYTES`),
+`kaizen_server.outbound.Outbound` (a total deadline, answers capped at `MAX_ANSWER_BYTES`),
 and an answer that is not JSON, not an object, or lacks a field the next step needs is a
 `PullRequestError` naming the call and the field. A failure keeps only the status and its
 reason, never GitHub's body (which may echo the token).
@@ -25,8 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
-from kaizen_sdk._config import KAIZEN_GITHUB_API_URL, KAIZEN_GITHUB_TOKEN
-from kaizen_sdk.local.outbound import (
+from kaizen_server.outbound import (
     Canceller,
     DeadlineExceeded,
     Outbound,
@@ -35,7 +34,8 @@ from kaizen_sdk.local.outbound import (
     Reply,
     status_summary,
 )
-from kaizen_sdk.local.scrub import Scrubber, url_secrets, without_userinfo
+from kaizen_server.scrub import Scrubber, url_secrets, without_userinfo
+from kaizen_server.settings import KAIZEN_GITHUB_API_URL, KAIZEN_GITHUB_TOKEN
 
 __all__ = [
     "DEFAULT_API_URL",

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from kaizen_sdk._config import KAIZEN_LLM_PRICES
+from kaizen_server.settings import KAIZEN_LLM_PRICES
 
 __all__ = ["DEFAULT_PRICES", "FALLBACK_PRICE", "Price", "PriceTable", "estimate_tokens"]
 

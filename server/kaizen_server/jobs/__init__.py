@@ -1,0 +1,5 @@
+"""Optimization jobs: the background `JobWorker` (`worker`) and the pull requests it opens
+for prompts kept as code (`github`).
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,48 @@
+"""The environment variables the server reads, each named once here with its meaning.
+
+The SDK names its own in `kaizen_sdk._config`; ``KAIZEN_API_KEY`` and ``KAIZEN_BASE_URL`` are
+read by both (the key a server requires and a client sends; where the demo finds a server).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "KAIZEN_API_KEY",
+    "KAIZEN_BASE_URL",
+    "KAIZEN_GITHUB_API_URL",
+    "KAIZEN_GITHUB_TOKEN",
+    "KAIZEN_JOB_TIMEOUT",
+    "KAIZEN_LLM_API_KEY",
+    "KAIZEN_LLM_BASE_URL",
+    "KAIZEN_LLM_PRICES",
+    "KAIZEN_OPTIMIZER",
+]
+
+KAIZEN_API_KEY = "KAIZEN_API_KEY"
+"""The server's own (admin) key, when ``--api-key`` is not given. Default: a fixed development
+key, refused on an address other than loopback."""
+
+KAIZEN_BASE_URL = "KAIZEN_BASE_URL"
+"""A CT server ``kaizen demo`` runs against instead of an embedded one."""
+
+KAIZEN_OPTIMIZER = "KAIZEN_OPTIMIZER"
+"""The local server's optimizer: ``local`` (deterministic, no LLM) or ``dspy``. Default
+``local``."""
+
+KAIZEN_LLM_BASE_URL = "KAIZEN_LLM_BASE_URL"
+"""Base URL of the OpenAI-compatible endpoint the ``dspy`` optimizer calls (``.../v1``)."""
+
+KAIZEN_LLM_API_KEY = "KAIZEN_LLM_API_KEY"
+"""Bearer key for `KAIZEN_LLM_BASE_URL`. Default: none (local servers usually need none)."""
+
+KAIZEN_LLM_PRICES = "KAIZEN_LLM_PRICES"
+"""JSON object ``{"model": [usd_per_1m_input, usd_per_1m_output]}`` overriding LLM prices."""
+
+KAIZEN_GITHUB_TOKEN = "KAIZEN_GITHUB_TOKEN"
+"""Token the local server uses to open prompt pull requests. Default: none (no pull requests)."""
+
+KAIZEN_GITHUB_API_URL = "KAIZEN_GITHUB_API_URL"
+"""GitHub REST API base URL (GitHub Enterprise: ``https://HOST/api/v3``). Default GitHub's."""
+
+KAIZEN_JOB_TIMEOUT = "KAIZEN_JOB_TIMEOUT"
+"""Seconds one optimization job may run (wall clock) before it ends FAILURE. Default 1800."""
