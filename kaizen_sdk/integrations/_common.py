@@ -93,6 +93,7 @@ GEN_AI_REQUEST_MODEL: str = _gen.GEN_AI_REQUEST_MODEL
 GEN_AI_REQUEST_TEMPERATURE: str = _gen.GEN_AI_REQUEST_TEMPERATURE
 GEN_AI_REQUEST_MAX_TOKENS: str = _gen.GEN_AI_REQUEST_MAX_TOKENS
 GEN_AI_REQUEST_TOP_P: str = _gen.GEN_AI_REQUEST_TOP_P
+GEN_AI_REQUEST_TOP_K: str = _gen.GEN_AI_REQUEST_TOP_K
 GEN_AI_REQUEST_STREAM: str = getattr(_gen, "GEN_AI_REQUEST_STREAM", "gen_ai.request.stream")
 GEN_AI_RESPONSE_MODEL: str = _gen.GEN_AI_RESPONSE_MODEL
 GEN_AI_RESPONSE_ID: str = _gen.GEN_AI_RESPONSE_ID
@@ -269,6 +270,8 @@ def _output_type(kwargs: Mapping[str, Any]) -> str | None:
 _GENAI_SCOPES = (
     "opentelemetry.instrumentation.openai",
     "opentelemetry.instrumentation.litellm",
+    "opentelemetry.instrumentation.anthropic",
+    "opentelemetry.instrumentation.google_genai",
     "opentelemetry.util.genai",
     "openinference.instrumentation",
 )
@@ -428,7 +431,8 @@ def _int(value: Any) -> int | None:
 # --- task resolution -----------------------------------------------------------------------
 
 _SKIP_MODULES = ("kaizen_sdk", "openai", "litellm", "wrapt", "asyncio", "concurrent", "anyio",
-                 "threading", "contextvars", "functools", "httpx", "httpx2")
+                 "threading", "contextvars", "functools", "httpx", "httpx2", "anthropic",
+                 "google.genai")
 _CONSTANT_CACHE: dict[tuple[str, str], str | None] = {}
 _CONSTANT_CACHE_MAX = 4096
 _FRAME_LIMIT = 64
@@ -529,6 +533,7 @@ def start_call(
     wrapped: Any = None,
     beneath: bool = False,
     above: bool = False,
+    system: str | None = None,
 ) -> TracedCall | None:
     """Open the span of one LLM call; None when tracing is off or the SDK itself failed.
 
@@ -537,7 +542,8 @@ def start_call(
     in *wrapped* or, *beneath* True, further down the library's call), and the CT record
     travels on its own, so one call is one span. *above* True says another instrumentation's
     patch runs around ours and makes its span where we cannot reach it (after the call
-    returns): we then make none and only send the record.
+    returns): we then make none and only send the record. *system* is the deprecated
+    ``gen_ai.system`` value when it differs from *provider* (``gen_ai.provider.name``).
     """
     try:
         trace_id = new_trace_id()
@@ -578,7 +584,7 @@ def start_call(
         latest = settings.latest
         measure: dict[str, Any] = {GEN_AI_OPERATION_NAME: operation, GEN_AI_PROVIDER_NAME: provider}
         if not latest:
-            measure[GEN_AI_SYSTEM] = provider
+            measure[GEN_AI_SYSTEM] = system or provider
         if model:
             measure[GEN_AI_REQUEST_MODEL] = model
         host, port = server
