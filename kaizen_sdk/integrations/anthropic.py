@@ -6,6 +6,10 @@ every client instance is covered. Spans follow the GenAI conventions for Anthrop
 tokens count cached tokens too (``input_tokens`` + ``cache_read_input_tokens`` +
 ``cache_creation_input_tokens``); finish reasons are Anthropic's ``stop_reason``. The
 ``messages.stream()`` helper is not traced. Use it through ``kaizen_sdk.instrument(anthropic)``.
+
+A client of an anthropic version that traces itself (its ``open_telemetry`` option, on by
+default, spans in the global provider) makes the call's span: kaizen then makes none and puts
+its ``ct.*`` attributes on that one, as with any instrumentation beneath its patch.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.trace import Tracer
 
 from kaizen_sdk.integrations import _common, _methods
@@ -85,6 +91,23 @@ def _server(instance: Any) -> tuple[str | None, int | None]:
     return _common.server_of(getattr(client, "base_url", None))
 
 
+def _native_span(instance: Any) -> bool:
+    """Whether the anthropic client makes this call's span itself, in the global provider."""
+    try:
+        options = getattr(getattr(instance, "_client", None), "_open_telemetry", None)
+        if not isinstance(options, Mapping):
+            return False  # an anthropic version without tracing of its own
+        traces = options.get("traces")
+        if not isinstance(traces, Mapping) or traces.get("enabled") is not True:
+            return False
+        if options.get("tracer_provider") is not None:
+            return False  # a provider of its own, which kaizen's span adopter does not see
+        return isinstance(trace.get_tracer_provider(), SDKTracerProvider)
+    except Exception:
+        logger.debug("Reading the anthropic client's tracing options failed.", exc_info=True)
+        return False
+
+
 def _raw(kwargs: Mapping[str, Any]) -> bool:
     headers = kwargs.get("extra_headers")
     if not isinstance(headers, Mapping):
@@ -116,7 +139,7 @@ def _start(
             input_messages=_input_messages(kwargs) if rich else None,
             server=_server(instance) if rich else _NO_SERVER,
             wrapped=wrapped,
-            beneath=peers[0],
+            beneath=peers[0] or (settings.enabled and _native_span(instance)),
             above=peers[1],
         )
     except Exception:
