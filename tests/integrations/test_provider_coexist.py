@@ -119,7 +119,7 @@ def test_every_call_is_one_record_under_its_ct_trace_id(
 def test_each_call_adds_no_span_and_leaves_the_context_clean(
     runs: dict[Any, Any], scenario: tuple[str, str, str], kind: str
 ) -> None:
-    library, peer, order = scenario
+    library, peer, _order = scenario
     out = runs[scenario]
     call = next(c for c in out["calls"] if c["kind"] == kind)
     assert call["context_same"], "an OpenTelemetry context was left attached"
