@@ -534,6 +534,7 @@ def start_call(
     beneath: bool = False,
     above: bool = False,
     system: str | None = None,
+    own_metrics: bool = False,
 ) -> TracedCall | None:
     """Open the span of one LLM call; None when tracing is off or the SDK itself failed.
 
@@ -544,6 +545,8 @@ def start_call(
     patch runs around ours and makes its span where we cannot reach it (after the call
     returns): we then make none and only send the record. *system* is the deprecated
     ``gen_ai.system`` value when it differs from *provider* (``gen_ai.provider.name``).
+    *own_metrics* True: the span made beneath us comes from tracing that records no GenAI
+    metrics (anthropic's own), so we record them.
     """
     try:
         trace_id = new_trace_id()
@@ -578,20 +581,13 @@ def start_call(
                 _join_global_provider()
                 call = make(INVALID_SPAN, mode=_BENEATH)
                 call.adoption = _Adoption(identity)
+                if own_metrics:
+                    call.measure = _measure_of(operation, provider, system, model, server,
+                                               settings.latest)
                 return call
             if above:
                 return make(INVALID_SPAN, mode=_ABOVE)
-        latest = settings.latest
-        measure: dict[str, Any] = {GEN_AI_OPERATION_NAME: operation, GEN_AI_PROVIDER_NAME: provider}
-        if not latest:
-            measure[GEN_AI_SYSTEM] = system or provider
-        if model:
-            measure[GEN_AI_REQUEST_MODEL] = model
-        host, port = server
-        if host:
-            measure[SERVER_ADDRESS] = host
-            if port is not None:
-                measure[SERVER_PORT] = port
+        measure = _measure_of(operation, provider, system, model, server, settings.latest)
         if not rich(tracer, settings):
             call = make(tracer.start_span(name, kind=SpanKind.CLIENT))
             call.measure = measure
@@ -611,6 +607,24 @@ def start_call(
     except Exception:
         logger.exception("Starting the span of an instrumented LLM call failed; not traced.")
         return None
+
+
+def _measure_of(
+    operation: str, provider: str, system: str | None, model: str | None,
+    server: tuple[str | None, int | None], latest: bool,
+) -> dict[str, Any]:
+    """The attributes of a call's GenAI metrics (and the first ones of its span)."""
+    measure: dict[str, Any] = {GEN_AI_OPERATION_NAME: operation, GEN_AI_PROVIDER_NAME: provider}
+    if not latest:
+        measure[GEN_AI_SYSTEM] = system or provider
+    if model:
+        measure[GEN_AI_REQUEST_MODEL] = model
+    host, port = server
+    if host:
+        measure[SERVER_ADDRESS] = host
+        if port is not None:
+            measure[SERVER_PORT] = port
+    return measure
 
 
 class TracedCall:
@@ -789,7 +803,14 @@ class TracedCall:
         except Exception:
             logger.exception("Handing the CT record of an LLM call over failed.")
         if self.mode != _OWN:
-            return  # the other instrumentation ends its span and records its metrics
+            # the other instrumentation ends its span and records its metrics (unless it
+            # records none: then `measure` is set, see start_call's own_metrics)
+            if self.measure is not None:
+                try:
+                    self._measure(data, error)
+                except Exception:
+                    logger.exception("Recording the GenAI metrics of an LLM call failed.")
+            return
         try:
             self.span.end()
         except Exception:

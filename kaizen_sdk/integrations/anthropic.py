@@ -126,6 +126,10 @@ def _start(
         if system is not None:
             texts.append(system)
         model = kwargs.get("model")
+        # anthropic's own span is made beneath us: adopted like another instrumentation's
+        native = settings.enabled and _native_span(instance)
+        # ... and when it is the only other one, the GenAI metrics are still ours to record
+        alone = native and not any(peers) and not _common.genai_patch(wrapped)
         return _common.start_call(
             tracer,
             settings,
@@ -139,8 +143,9 @@ def _start(
             input_messages=_input_messages(kwargs) if rich else None,
             server=_server(instance) if rich else _NO_SERVER,
             wrapped=wrapped,
-            beneath=peers[0] or (settings.enabled and _native_span(instance)),
+            beneath=peers[0] or native,
             above=peers[1],
+            own_metrics=alone,  # anthropic's tracing records no GenAI metrics
         )
     except Exception:
         logger.exception("Reading an anthropic request failed; not traced.")

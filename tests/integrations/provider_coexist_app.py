@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -222,6 +224,8 @@ def main(library: str, peer: str, order: str, port: str, task: str) -> dict[str,
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     module, calls = (_anthropic if library == "anthropic" else _gemini)(int(port))
     loop = asyncio.new_event_loop()
     baseline: list[dict[str, Any]] = []
@@ -244,7 +248,23 @@ def main(library: str, peer: str, order: str, port: str, task: str) -> dict[str,
         "baseline": baseline,
         "calls": out,
         "stats": {"queued": stats.queued, "sent": stats.sent, "dropped": stats.dropped},
+        "metrics": _metrics(reader),
     }
+
+
+def _metrics(reader: InMemoryMetricReader) -> list[dict[str, Any]]:
+    """kaizen's GenAI histogram points: name, attributes, count, sum."""
+    out = []
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data is not None else ():
+        for scope in resource.scope_metrics:
+            if scope.scope.name != "kaizen_sdk":
+                continue
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    out.append({"name": metric.name, "attributes": dict(point.attributes or {}),
+                                "count": point.count, "sum": point.sum})
+    return out
 
 
 if __name__ == "__main__":

@@ -148,3 +148,31 @@ def test_each_call_adds_no_span_and_leaves_the_context_clean(
 
 def _model(kind: str) -> str:
     return "midstream-error" if kind.startswith("stream-error") else "gemini"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids="-".join)
+def test_genai_metrics_are_recorded_once(
+    runs: dict[Any, Any], scenario: tuple[str, str, str]
+) -> None:
+    library, peer, _order = scenario
+    points = runs[scenario]["metrics"]
+    if peer != "none":
+        assert points == []  # the other instrumentation's (OpenInference records none)
+        return
+    # anthropic's own tracing records none, so beside it kaizen does
+    provider, system, operation = (("anthropic", "anthropic", "chat") if library == "anthropic"
+                                   else ("gcp.gemini", "gemini", "generate_content"))
+    model = "claude" if library == "anthropic" else "gemini"
+    error = "APIStatusError" if library == "anthropic" else "ServerError"
+    durations = [p for p in points if p["name"] == "gen_ai.client.operation.duration"]
+    assert sorted((p["attributes"]["gen_ai.request.model"], p["attributes"].get("error.type"),
+                   p["count"]) for p in durations) == [(model, None, 4),
+                                                       ("midstream-error", error, 2)]
+    for p in points:
+        assert (p["attributes"]["gen_ai.provider.name"], p["attributes"]["gen_ai.system"],
+                p["attributes"]["gen_ai.operation.name"]) == (provider, system, operation)
+    tokens = {p["attributes"]["gen_ai.token.type"]: (p["count"], p["sum"]) for p in points
+              if p["name"] == "gen_ai.client.token.usage"}
+    # input: the system prompt's 6 words + "call", "call async", "stream", "stream async";
+    # output: "echo: " + each of those
+    assert tokens == {"input": (4, 4 * 6 + 6), "output": (4, 4 + 6)}

@@ -455,3 +455,19 @@ def test_uninstrument_restores_both_libraries(instrumented: Any, claude: Any) ->
             vars(models.Models)["generate_content"]) == originals
     message = claude.messages.create(**_ask("untraced"))
     assert not hasattr(message, "ct_trace_id")
+
+
+def test_kaizen_imports_neither_provider_library_until_given_one() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kaizen_sdk as ct; "
+        "from kaizen_sdk.instrument import instrument, uninstrument; "
+        "import kaizen_sdk.integrations._common, kaizen_sdk.integrations._methods; "
+        "print(','.join(m for m in ('anthropic', 'google.genai') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == ""
