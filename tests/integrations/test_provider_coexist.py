@@ -31,7 +31,7 @@ from kaizen_sdk.client import CTClient
 from kaizen_sdk.local import LocalServer
 from kaizen_sdk.tracing import SCOPE, Attr
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]  # ~20 s CPU
 
 HERE = pathlib.Path(__file__).parent
 ROOT = HERE.parent.parent
