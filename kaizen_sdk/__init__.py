@@ -9,7 +9,7 @@ Example::
         return llm(prompt.render(ticket=ticket))
 
 Public names are loaded on first use, so ``import kaizen_sdk`` stays cheap and never imports
-``openai``, ``litellm`` or the local server.
+``openai``, ``litellm``, ``anthropic``, ``google.genai`` or the local server.
 """
 
 from __future__ import annotations

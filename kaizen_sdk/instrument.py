@@ -1,8 +1,8 @@
 """``instrument()`` and ``uninstrument()``: trace every call of an LLM client library.
 
 This module owns the registry of instrumented libraries (one lock, so concurrent calls are
-safe) and dispatches to ``kaizen_sdk.integrations.<library>``. It imports ``openai`` or
-``litellm`` only when the application passes that module in.
+safe) and dispatches to ``kaizen_sdk.integrations.<library>``. It imports ``openai``, ``litellm``,
+``anthropic`` or ``google.genai`` only when the application passes that module in.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ __all__ = ["instrument", "instrumented", "uninstrument"]
 logger = logging.getLogger("kaizen_sdk.instrument")
 
 _SUPPORTED: dict[str, str] = {
+    "anthropic": "kaizen_sdk.integrations.anthropic",
+    "google.genai": "kaizen_sdk.integrations.google_genai",
     "litellm": "kaizen_sdk.integrations.litellm",
     "openai": "kaizen_sdk.integrations.openai",
 }
@@ -53,7 +55,8 @@ def instrument(
     capture_content: bool = True,
     tracer_provider: TracerProvider | None = None,
 ) -> None:
-    """Trace every LLM call made through *module* (``openai`` or ``litellm``).
+    """Trace every LLM call made through *module* (``openai``, ``litellm``, ``anthropic`` or
+    ``google.genai``).
 
     Example:
         ```python
@@ -71,7 +74,8 @@ def instrument(
     A second call for the same module logs a warning and does nothing.
 
     Parameters:
-        module: the ``openai`` or ``litellm`` module itself. Anything else is a `ValueError`.
+        module: the ``openai``, ``litellm``, ``anthropic`` or ``google.genai`` module itself.
+            Anything else is a `ValueError`.
         client: the `CTClient` whose pipeline delivers the records and that ``ct_score``
             uses; default: the process-wide client (``kaizen_sdk.get_client()``).
         task_map: prompt-constant names or prompt texts -> task names, for calls that no

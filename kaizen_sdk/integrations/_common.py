@@ -96,6 +96,7 @@ GEN_AI_REQUEST_MODEL: str = _gen.GEN_AI_REQUEST_MODEL
 GEN_AI_REQUEST_TEMPERATURE: str = _gen.GEN_AI_REQUEST_TEMPERATURE
 GEN_AI_REQUEST_MAX_TOKENS: str = _gen.GEN_AI_REQUEST_MAX_TOKENS
 GEN_AI_REQUEST_TOP_P: str = _gen.GEN_AI_REQUEST_TOP_P
+GEN_AI_REQUEST_TOP_K: str = _gen.GEN_AI_REQUEST_TOP_K
 GEN_AI_REQUEST_STREAM: str = getattr(_gen, "GEN_AI_REQUEST_STREAM", "gen_ai.request.stream")
 GEN_AI_RESPONSE_MODEL: str = _gen.GEN_AI_RESPONSE_MODEL
 GEN_AI_RESPONSE_ID: str = _gen.GEN_AI_RESPONSE_ID
@@ -272,6 +273,8 @@ def _output_type(kwargs: Mapping[str, Any]) -> str | None:
 _GENAI_SCOPES = (
     "opentelemetry.instrumentation.openai",
     "opentelemetry.instrumentation.litellm",
+    "opentelemetry.instrumentation.anthropic",
+    "opentelemetry.instrumentation.google_genai",
     "opentelemetry.util.genai",
     "openinference.instrumentation",
 )
@@ -431,7 +434,8 @@ def _int(value: Any) -> int | None:
 # --- task resolution -----------------------------------------------------------------------
 
 _SKIP_MODULES = ("kaizen_sdk", "openai", "litellm", "wrapt", "asyncio", "concurrent", "anyio",
-                 "threading", "contextvars", "functools", "httpx", "httpx2")
+                 "threading", "contextvars", "functools", "httpx", "httpx2", "anthropic",
+                 "google.genai")
 _CONSTANT_CACHE: dict[tuple[str, str], str | None] = {}
 _CONSTANT_CACHE_MAX = 4096
 _FRAME_LIMIT = 64
@@ -552,6 +556,8 @@ def start_call(
     wrapped: Any = None,
     beneath: bool = False,
     above: bool = False,
+    system: str | None = None,
+    own_metrics: bool = False,
 ) -> TracedCall | None:
     """Open the span of one LLM call; None when tracing is off or the SDK itself failed.
 
@@ -560,7 +566,10 @@ def start_call(
     in *wrapped* or, *beneath* True, further down the library's call), and the CT record
     travels on its own, so one call is one span. *above* True says another instrumentation's
     patch runs around ours and makes its span where we cannot reach it (after the call
-    returns): we then make none and only send the record.
+    returns): we then make none and only send the record. *system* is the deprecated
+    ``gen_ai.system`` value when it differs from *provider* (``gen_ai.provider.name``).
+    *own_metrics* True: the span made beneath us comes from tracing that records no GenAI
+    metrics (anthropic's own), so we record them.
     """
     try:
         trace_id = new_trace_id()
@@ -598,20 +607,13 @@ def start_call(
                 _join_global_provider()
                 call = make(INVALID_SPAN, mode=_BENEATH)
                 call.adoption = _Adoption(identity)
+                if own_metrics:
+                    call.measure = _measure_of(operation, provider, system, model, server,
+                                               settings.latest)
                 return call
             if above:
                 return make(INVALID_SPAN, mode=_ABOVE)
-        latest = settings.latest
-        measure: dict[str, Any] = {GEN_AI_OPERATION_NAME: operation, GEN_AI_PROVIDER_NAME: provider}
-        if not latest:
-            measure[GEN_AI_SYSTEM] = provider
-        if model:
-            measure[GEN_AI_REQUEST_MODEL] = model
-        host, port = server
-        if host:
-            measure[SERVER_ADDRESS] = host
-            if port is not None:
-                measure[SERVER_PORT] = port
+        measure = _measure_of(operation, provider, system, model, server, settings.latest)
         if not rich(tracer, settings):
             call = make(tracer.start_span(name, kind=SpanKind.CLIENT))
             call.measure = measure
@@ -631,6 +633,24 @@ def start_call(
     except Exception:
         logger.exception("Starting the span of an instrumented LLM call failed; not traced.")
         return None
+
+
+def _measure_of(
+    operation: str, provider: str, system: str | None, model: str | None,
+    server: tuple[str | None, int | None], latest: bool,
+) -> dict[str, Any]:
+    """The attributes of a call's GenAI metrics (and the first ones of its span)."""
+    measure: dict[str, Any] = {GEN_AI_OPERATION_NAME: operation, GEN_AI_PROVIDER_NAME: provider}
+    if not latest:
+        measure[GEN_AI_SYSTEM] = system or provider
+    if model:
+        measure[GEN_AI_REQUEST_MODEL] = model
+    host, port = server
+    if host:
+        measure[SERVER_ADDRESS] = host
+        if port is not None:
+            measure[SERVER_PORT] = port
+    return measure
 
 
 class TracedCall:
@@ -809,7 +829,14 @@ class TracedCall:
         except Exception:
             logger.exception("Handing the CT record of an LLM call over failed.")
         if self.mode != _OWN:
-            return  # the other instrumentation ends its span and records its metrics
+            # the other instrumentation ends its span and records its metrics (unless it
+            # records none: then `measure` is set, see start_call's own_metrics)
+            if self.measure is not None:
+                try:
+                    self._measure(data, error)
+                except Exception:
+                    logger.exception("Recording the GenAI metrics of an LLM call failed.")
+            return
         try:
             self.span.end()
         except Exception:
