@@ -175,7 +175,9 @@ def test_optimize_wait_shows_only_the_current_state(
     progress = [r for r in rows if re.match(r"^job \S+  ", r)]
     assert len(progress) == 1 and re.match(r"^job \S+  SUCCESS  done  \[ *\d+\.\ds\]$",
                                            progress[0]), rows
-    assert [r.split()[1] for r in rows if r.startswith("status ")] == ["SUCCESS"], rows
+    # the short report ends it: its first row names the job and its final status
+    reported = [m.group(1) for r in rows if (m := re.match(r"^job +\S+ (\w+) \(", r))]
+    assert reported == ["SUCCESS"], rows
     assert all(len(r) <= WIDTH for r in rows)
 
 
@@ -184,10 +186,9 @@ def test_optimize_wait_shows_only_the_current_state(
 
 def _task_with_candidate(http: httpx.Client) -> tuple[str, str, str]:
     name = f"cli_watch_{uuid.uuid4().hex[:10]}"
-    assert http.post("/api/v1/tasks", json={"name": name, "feedback_threshold": 100_000}
-                     ).status_code == 201
-    active = http.post("/api/v1/traces", json={"task_id": name, "prompt_text": "v1"}
-                       ).json()["prompt_version_id"]
+    assert http.post("/api/v1/tasks", json={"name": name, "feedback_threshold": 100_000,
+                                            "prompt_text": "v1"}).status_code == 201
+    active = http.get(f"/api/v1/prompts/{name}").json()["id"]
     http.post("/api/v1/feedback", json={"task_id": name, "output": "o", "score": 0.7})
     job = http.post(f"/api/v1/optimize/{name}").json()["job"]
     deadline = time.monotonic() + 15

@@ -28,7 +28,7 @@ import pytest
 from provider_standin import ProviderStandIn
 
 from kaizen_sdk.client import CTClient
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 from kaizen_sdk.tracing import SCOPE, Attr
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]  # ~20 s CPU

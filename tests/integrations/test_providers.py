@@ -23,7 +23,7 @@ import kaizen_sdk as ct
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.instrument import instrumented as instrumented_now
 from kaizen_sdk.integrations import _common
-from kaizen_sdk.local import LocalServer
+from kaizen_server import LocalServer
 from kaizen_sdk.tracing import Attr
 
 SYSTEM = "You echo what you are told."

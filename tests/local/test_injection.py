@@ -109,10 +109,10 @@ def _task(c: httpx.Client, name: str, outputs: list[tuple[str, float]],
           **config: Any) -> str:
     """A task with an active v1 and scored feedback; return v1's id."""
     resp = c.post("/api/v1/tasks", json={"name": name, "feedback_threshold": 100_000,
-                                         "evaluator_config": config})
+                                         "evaluator_config": config,
+                                         "prompt_text": "Answer {{ q }}"})
     assert resp.status_code == 201, resp.text
-    resp = c.post("/api/v1/traces", json={"task_id": name, "prompt_text": "Answer {{ q }}"})
-    active: str = resp.json()["prompt_version_id"]
+    active: str = c.get(f"/api/v1/prompts/{name}").json()["id"]
     items = [{"task_id": name, "inputs": {"q": f"question {i}"}, "output": out, "score": s}
              for i, (out, s) in enumerate(outputs)]
     resp = c.post("/api/v1/ingest", json={"feedback": items})
