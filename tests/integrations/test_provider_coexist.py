@@ -28,8 +28,8 @@ import pytest
 from provider_standin import ProviderStandIn
 
 from kaizen_sdk.client import CTClient
-from kaizen_server import LocalServer
 from kaizen_sdk.tracing import SCOPE, Attr
+from kaizen_server import LocalServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]  # ~20 s CPU
 

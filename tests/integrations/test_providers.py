@@ -23,8 +23,8 @@ import kaizen_sdk as ct
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.instrument import instrumented as instrumented_now
 from kaizen_sdk.integrations import _common
-from kaizen_server import LocalServer
 from kaizen_sdk.tracing import Attr
+from kaizen_server import LocalServer
 
 SYSTEM = "You echo what you are told."
 TASK = "echo_things"
