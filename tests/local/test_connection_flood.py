@@ -12,6 +12,7 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from kaizen_server.http.connections import ConnectionBook
 
 FLOOD = 5000
 KEYED = 100
+CLIENTS = 10
 
 
 # The flood runs in its own process, as an attacker would: sharing this process's GIL with the
@@ -76,8 +78,9 @@ class _Flood:
 def many_files() -> Any:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 3 * FLOOD
-    if hard != resource.RLIM_INFINITY and hard < need:
-        pytest.skip(f"needs {need} file descriptors, the hard limit is {hard}")
+    if hard != resource.RLIM_INFINITY and hard < need:  # fail loudly: never a silent skip
+        raise RuntimeError(f"the flood test needs {need} file descriptors; the hard limit"
+                           f" is {hard} (raise it with ulimit -Hn)")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -96,13 +99,20 @@ def test_keyed_requests_succeed_during_a_flood_of_head_less_connections(many_fil
                 time.sleep(0.05)
             assert book.open >= book.max_per_client
             headers = {"X-API-Key": srv.api_key, "Connection": "close"}
-            with httpx.Client(base_url=srv.base_url, headers=headers, timeout=10) as c:
-                for i in range(KEYED):
+            # A keyed request waits behind the flood's churn in the accept queue; on a loaded
+            # machine that is slow, not refused. The deadline is generous so the test measures
+            # refusals (503, resets), not the machine's speed; ten clients keep it short.
+            with httpx.Client(base_url=srv.base_url, headers=headers, timeout=60,
+                              limits=httpx.Limits(max_connections=CLIENTS)) as c:
+
+                def one(i: int) -> int | str:
                     try:
-                        resp = c.get(f"/api/v1/tasks/t{i}")
-                        statuses.append(resp.status_code)
+                        return c.get(f"/api/v1/tasks/t{i}").status_code
                     except httpx.HTTPError as exc:
-                        statuses.append(type(exc).__name__)
+                        return type(exc).__name__
+
+                with ThreadPoolExecutor(CLIENTS) as pool:
+                    statuses.extend(pool.map(one, range(KEYED)))
         # A missing task answers 404: the request was served and the key checked.
         served = sum(1 for s in statuses if s == 404)
         rate = served / KEYED
