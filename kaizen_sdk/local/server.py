@@ -52,7 +52,7 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra in
         "The local CT server needs its HTTP stack: pip install 'kaizen-sdk[server]'"
     ) from _exc
 
-from kaizen_sdk._config import KAIZEN_API_KEY
+from kaizen_sdk._config import KAIZEN_API_KEY, KAIZEN_OTLP_TASK_MAP
 from kaizen_sdk._http import is_loopback
 from kaizen_sdk._version import __version__
 from kaizen_sdk.local.api import (
@@ -63,6 +63,7 @@ from kaizen_sdk.local.api import (
     ApiResponse,
     authorize,
     error_response,
+    key_of,
     parse_query,
     resolve,
 )
@@ -74,6 +75,8 @@ from kaizen_sdk.local.connections import (
 )
 from kaizen_sdk.local.jobs import JobWorker, OptimizerSettings
 from kaizen_sdk.local.keys import Authenticator
+from kaizen_sdk.local.otlp import TaskMap
+from kaizen_sdk.local.pricing import trace_pricer
 from kaizen_sdk.local.store import Store
 from kaizen_sdk.models import ErrorBody, encode
 
@@ -281,7 +284,7 @@ class _App:
             route, params = resolve(method, raw_path.decode("latin-1"))
             principal = None
             if not route.public:
-                principal = authorize(route, headers.get("x-api-key"), self.auth)
+                principal = authorize(route, key_of(route, headers), self.auth)
             body = await self._read_body(receive, headers) if has_body else b""
             body_read = True
             query = parse_query(scope["query_string"].decode("latin-1"))
@@ -339,7 +342,7 @@ class _App:
     async def _answer(self, scope: Any, send: Any, response: ApiResponse, *, close: bool) -> None:
         data = b"" if response.payload is None else encode(response.payload)
         raw_headers = [_SERVER, (b"content-length", str(len(data)).encode())]
-        if response.payload is not None:
+        if response.payload is not None and "Content-Type" not in response.headers:
             raw_headers.append(_JSON)
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in response.headers.items()]
         if close:
@@ -419,6 +422,9 @@ class LocalServer:
             ``kaizen_sdk.local.access`` logger (default off).
         job_timeout: seconds one optimization job may run before it ends FAILURE; ``None``
             reads ``KAIZEN_JOB_TIMEOUT``, else 1800.
+        otlp_task_map: the task of OTLP LLM spans without ``ct.task.name``, by span, agent or
+            service name (`kaizen_sdk.local.otlp.TaskMap`; a spec string is parsed).
+            ``None`` reads ``KAIZEN_OTLP_TASK_MAP``.
     """
 
     def __init__(
@@ -435,6 +441,7 @@ class LocalServer:
         llm_prices: Mapping[str, tuple[float, float]] | None = None,
         access_log: bool = False,
         job_timeout: float | None = None,
+        otlp_task_map: TaskMap | str | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -451,6 +458,9 @@ class LocalServer:
             optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices,
             job_timeout=job_timeout,
         )
+        if not isinstance(otlp_task_map, TaskMap):
+            otlp_task_map = TaskMap.parse(otlp_task_map or os.environ.get(KAIZEN_OTLP_TASK_MAP))
+        self._task_map = otlp_task_map
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
@@ -531,6 +541,7 @@ class LocalServer:
             path = self.db_path
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._store = store = Store(path)
+        store.pricer = trace_pricer(self._optimizer.prices)
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
         readers = concurrent.futures.ThreadPoolExecutor(
             WORKER_THREADS, thread_name_prefix="kaizen-local-api"
@@ -541,8 +552,8 @@ class LocalServer:
         self._pools = [readers, writer]
         book = ConnectionBook(max_connections=MAX_CONNECTIONS,
                               max_per_client=MAX_CONNECTIONS_PER_CLIENT, max_requests=MAX_REQUESTS)
-        app = _App(Api(store, self._worker), self._api_key, readers, writer, self.access_log,
-                   book)
+        api = Api(store, self._worker, task_map=self._task_map)
+        app = _App(api, self._api_key, readers, writer, self.access_log, book)
         config = uvicorn.Config(
             app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
             server_header=False, date_header=False, proxy_headers=False,
