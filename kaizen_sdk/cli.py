@@ -493,6 +493,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                         help="wall-clock limit of one optimization job; past it the job ends "
                              "FAILURE (default: $KAIZEN_JOB_TIMEOUT, else 1800)")
+    parser.add_argument("--otlp-task-map", default=None, metavar="SPEC",
+                        help="task of OTLP LLM spans without ct.task.name, e.g. "
+                             "'span:chat gpt-4o=summarize,service:support-bot=support' "
+                             "(KIND: span, agent, service) or @FILE.json "
+                             "(default: $KAIZEN_OTLP_TASK_MAP)")
+    parser.add_argument("--prices", default=None, metavar="FILE",
+                        help="JSON file of custom LLM prices, {model: {input_per_mtok, "
+                             "output_per_mtok, cached_input_per_mtok}} (default: "
+                             "$KAIZEN_PRICES_FILE)")
     parser.set_defaults(command=_cmd_serve)
 
 
@@ -508,7 +517,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
             job_step_delay=args.job_step_delay, access_log=args.access_log,
             optimizer=args.optimizer, llm_base_url=args.llm_base_url,
-            job_timeout=args.job_timeout,
+            job_timeout=args.job_timeout, otlp_task_map=args.otlp_task_map,
+            prices_file=args.prices,
         )
     except ValueError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)
@@ -1023,8 +1033,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         except CTAuthError as exc:
             raise CLIError(f"the server rejected the API key ({exc})", EXIT_AUTH) from None
         lines = [_task_line(client, t) for t in tasks]
+        try:
+            unpriced = [m.model for m in client.list_unpriced_models()]
+        except (CTNotFoundError, CTAuthError):  # an older server, or a key that cannot read
+            unpriced = None
     if args.json:
-        _emit_json({"base_url": url, "server": health, "key_accepted": True, "tasks": lines})
+        _emit_json({"base_url": url, "server": health, "key_accepted": True, "tasks": lines,
+                    "unpriced_models": unpriced})
         return EXIT_OK
     _write(f"{'API key':<7}  accepted\n{'tasks':<7}  {len(tasks)}")
     if lines:
@@ -1037,6 +1052,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ]
         _write("")
         _write(_table(["task", "active", "rollout"], rows, keep=[0]))
+    if unpriced:
+        _write(f"\nno price (traces show no cost; add them with kaizen serve --prices):"
+               f" {', '.join(unpriced)}")
     return EXIT_OK
 
 

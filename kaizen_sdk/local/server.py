@@ -52,7 +52,7 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra in
         "The local CT server needs its HTTP stack: pip install 'kaizen-sdk[server]'"
     ) from _exc
 
-from kaizen_sdk._config import KAIZEN_API_KEY, KAIZEN_OTLP_TASK_MAP
+from kaizen_sdk._config import KAIZEN_API_KEY, KAIZEN_OTLP_TASK_MAP, KAIZEN_PRICES_FILE
 from kaizen_sdk._http import is_loopback
 from kaizen_sdk._version import __version__
 from kaizen_sdk.local.api import (
@@ -425,6 +425,9 @@ class LocalServer:
         otlp_task_map: the task of OTLP LLM spans without ``ct.task.name``, by span, agent or
             service name (`kaizen_sdk.local.otlp.TaskMap`; a spec string is parsed).
             ``None`` reads ``KAIZEN_OTLP_TASK_MAP``.
+        prices_file: JSON file of custom prices (``kaizen serve --prices``), used for trace
+            costs and the optimizer's estimate and budget; ``None`` reads
+            ``KAIZEN_PRICES_FILE``. See `kaizen_sdk.local.pricing`.
     """
 
     def __init__(
@@ -442,6 +445,7 @@ class LocalServer:
         access_log: bool = False,
         job_timeout: float | None = None,
         otlp_task_map: TaskMap | str | None = None,
+        prices_file: str | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -454,9 +458,10 @@ class LocalServer:
         self.port = port
         self.access_log = access_log
         self._job_step_delay = job_step_delay
+        environ = {**os.environ, KAIZEN_PRICES_FILE: prices_file} if prices_file else None
         self._optimizer = OptimizerSettings.resolve(
             optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices,
-            job_timeout=job_timeout,
+            job_timeout=job_timeout, environ=environ,
         )
         if not isinstance(otlp_task_map, TaskMap):
             otlp_task_map = TaskMap.parse(otlp_task_map or os.environ.get(KAIZEN_OTLP_TASK_MAP))
