@@ -26,6 +26,7 @@ the server starts without them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import uuid
@@ -63,6 +64,7 @@ MAX_ATTRIBUTE_CHARS = 1024 * 1024
 OTLP_NAMESPACE = uuid.UUID("6f1d1d6c-6b1e-5a51-9c0e-2b7f3c1a0e57")
 """UUID5 namespace of the CT trace ids made from OTLP ``trace_id`` + ``span_id``."""
 
+_NAMESPACE_BYTES = OTLP_NAMESPACE.bytes
 _MAX_DEPTH = 16  # nesting of AnyValue arrays / kvlists read; deeper values are dropped
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
@@ -184,8 +186,10 @@ def bearer_key(header: str | None) -> str | None:
 
 
 def trace_id_of(trace_id: str, span_id: str) -> uuid.UUID:
-    """The CT trace id of the span *span_id* of trace *trace_id* (hex): the same every export."""
-    return uuid.uuid5(OTLP_NAMESPACE, f"{trace_id}{span_id}")
+    """The CT trace id of the span *span_id* of trace *trace_id* (hex): the same every export
+    (``uuid5(OTLP_NAMESPACE, trace_id + span_id)``)."""
+    digest = hashlib.sha1(_NAMESPACE_BYTES + (trace_id + span_id).encode()).digest()
+    return uuid.UUID(bytes=digest[:16], version=5)
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -263,11 +267,20 @@ def _from_protobuf(data: bytes) -> Export:
                     trace_id=trace_id, span_id=span_id, parent_id=span.parent_span_id.hex(),
                     name=span.name, service=service, start=span.start_time_unix_nano,
                     end=span.end_time_unix_nano, error=span.status.code == 2,
-                    attributes={kv.key: _pb_value(kv.value, 0) for kv in span.attributes},
-                    events=[(e.name, {kv.key: _pb_value(kv.value, 0) for kv in e.attributes})
-                            for e in span.events],
+                    attributes=_pb_attributes(span.attributes),
+                    events=[(e.name, _pb_attributes(e.attributes)) for e in span.events]
+                    if span.events else [],
                 ))
     return Export(spans, rejected, protobuf=True)
+
+
+def _pb_attributes(items: Iterable[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in items:
+        value = kv.value
+        text = value.string_value  # the usual case, read without WhichOneof
+        out[kv.key] = text if text else _pb_value(value, 0)
+    return out
 
 
 def _pb_value(value: Any, depth: int) -> Any:
@@ -461,8 +474,8 @@ def _messages(raw: Any) -> list[tuple[str, str | None]]:
     """``(role, text)`` of a JSON messages attribute (``gen_ai.input.messages`` and alike)."""
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
-        except ValueError:
+            raw = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
             return []
     out: list[tuple[str, str | None]] = []
     if isinstance(raw, list):
