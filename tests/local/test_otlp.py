@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -392,3 +394,31 @@ def test_prices_unknown_models_have_no_trace_cost_but_a_budget_price(tmp_path: P
     prices_file.write_text(json.dumps({"m": {"input_per_mtok": -1, "output_per_mtok": 1}}))
     with pytest.raises(ValueError, match="prices file"):
         PriceTable(environ={"KAIZEN_PRICES_FILE": str(prices_file)})
+
+
+def test_the_server_starts_without_importing_protobuf_or_the_price_data() -> None:
+    code = (
+        "import sys\n"
+        "from kaizen_sdk.local import LocalServer\n"
+        "with LocalServer() as s:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('opentelemetry.proto', 'google.protobuf', 'genai_prices')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, env={**os.environ, "PYTHONPATH": str(
+                             Path(__file__).resolve().parent.parent.parent)})
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_prices_file_given_to_the_server_prices_its_traces(tmp_path: Path, task: str) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"house-model": {"input_per_mtok": 2, "output_per_mtok": 8}}))
+    span = llm_span(task, extra={"gen_ai.request.model": "house-model",
+                                 "gen_ai.response.model": "house-model"})
+    with LocalServer(prices_file=str(prices)) as s, httpx.Client(
+        base_url=s.base_url, headers={"X-API-Key": s.api_key}, timeout=30
+    ) as c:
+        assert c.post("/v1/traces", content=export(span), headers=PROTOBUF).status_code == 200
+        (trace,) = c.get("/api/v1/traces", params={"task_id": task}).json()
+    assert trace["cost_usd"] == pytest.approx((1000 * 2 + 200 * 8) / 1e6)
