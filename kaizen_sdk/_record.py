@@ -63,6 +63,9 @@ class CallRecord(msgspec.Struct, gc=False):
     user_id: str | None = None
     session_id: str | None = None
     tags: tuple[str, ...] | None = None
+    input_tokens: int | None = None
+    """Input tokens the provider reported (with ``output_tokens``: the trace's cost)."""
+    output_tokens: int | None = None
 
 
 # --- the current call ----------------------------------------------------------------------

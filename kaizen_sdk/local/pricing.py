@@ -231,15 +231,28 @@ class PriceTable:
         return (fresh * rate[0] + output_tokens * rate[1] + cached * rate[2]) / 1_000_000
 
 
+def _count(value: Any) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+    return value if ok else None
+
+
 def trace_pricer(prices: PriceTable) -> Callable[[TraceRequest], float | None]:
     """What a trace's call cost with *prices*: by its model, else its request model (OTLP
-    ``metadata.otlp.request_model``); ``None`` without the input/output split or a price."""
+    ``metadata.otlp.request_model``); ``None`` without the input/output split (the request's
+    fields, else its ``metadata.usage``) or a price."""
 
     def price(req: TraceRequest) -> float | None:
-        if req.input_tokens is None or req.output_tokens is None or not req.model:
+        if not req.model:
             return None
-        usage = {"input_tokens": req.input_tokens, "output_tokens": req.output_tokens,
-                 "cached_input_tokens": req.cached_input_tokens}
+        usage: dict[str, Any] = {"input_tokens": req.input_tokens,
+                                 "output_tokens": req.output_tokens,
+                                 "cached_input_tokens": req.cached_input_tokens}
+        if req.input_tokens is None and isinstance(req.metadata, dict):
+            sent = req.metadata.get("usage")  # the SDK's records carry the split there
+            if isinstance(sent, dict):
+                usage = {k: _count(sent.get(k)) for k in usage}
+        if usage["input_tokens"] is None or usage["output_tokens"] is None:
+            return None
         cost = prices.trace_cost(req.model, **usage)
         if cost is None and isinstance(req.metadata, dict):
             requested = (req.metadata.get("otlp") or {}).get("request_model")
