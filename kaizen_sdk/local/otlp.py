@@ -495,8 +495,22 @@ def _indexed(attrs: Mapping[str, Any], prefix: str, role: str, content: str
         who = attrs.get(f"{prefix}.{index}.{role}")
         if text is None and who is None:
             break
+        if text is None and content == "message.content":  # OpenInference's multi-part form
+            text = _contents(attrs, f"{prefix}.{index}.message.contents")
         out.append((str(who or ""), text if isinstance(text, str) else None))
     return out
+
+
+def _contents(attrs: Mapping[str, Any], prefix: str) -> str | None:
+    """The text parts of ``PREFIX.N.message_content.type/text``, joined."""
+    texts: list[str] = []
+    for n in range(1000):
+        part = attrs.get(f"{prefix}.{n}.message_content.text")
+        if part is None and attrs.get(f"{prefix}.{n}.message_content.type") is None:
+            break
+        if isinstance(part, str):
+            texts.append(part)
+    return "".join(texts) if texts else None
 
 
 def _prompt(messages: list[tuple[str, str | None]]) -> str | None:
@@ -649,8 +663,8 @@ def _trace(span: SpanData, task: str, prompt: str | None, response: str | None
                         "gen_ai.usage.total_tokens"))
     if total is None and input_tokens is not None and output_tokens is not None:
         total = input_tokens + output_tokens
-    request_model = _first(attrs, "gen_ai.request.model") or _dict_value(
-        attrs.get("llm.invocation_parameters")).get("model")  # OpenInference
+    request_model = _first(attrs, "gen_ai.request.model", "llm.request.model_name") or (
+        _dict_value(attrs.get("llm.invocation_parameters")).get("model"))  # OpenInference
     model = _first(attrs, "gen_ai.response.model", "llm.model_name") or request_model
     own = _first(attrs, "ct.trace_id")  # a span our own SDK made: the same record
     try:

@@ -2,10 +2,12 @@
 to the local CT server, make complete CT traces (task, model, tokens, content, cost, latency,
 error), and a score on one becomes scored feedback.
 
-For each instrumentation (openai-v2, OpenLLMetry, OpenInference), ``otlp_app.py`` runs in a
-process of its own against the OpenAI stand-in: a chat call inside a span carrying
+For each instrumentation of openai (openai-v2, OpenLLMetry, OpenInference), ``otlp_app.py``
+runs in a process of its own against the OpenAI stand-in: a chat call inside a span carrying
 ``ct.task.name``, a streamed call whose task comes from the server's task map (by service
-name), a call that fails, and an embeddings call (not an LLM call: dropped).
+name), a call that fails, and an embeddings call (not an LLM call: dropped). OpenLLMetry's and
+OpenInference's anthropic instrumentations run ``otlp_anthropic_app.py`` (the real
+``anthropic`` client against a Messages API stand-in in that process).
 """
 
 from __future__ import annotations
@@ -136,3 +138,35 @@ def test_a_score_on_an_otlp_trace_becomes_scored_feedback(
     assert (entry.source, entry.score) == ("trace_score", 0.9)
     assert (entry.metadata or {})["trace_id"] == str(trace.id)
     assert entry.inputs == {"prompt": "say tuned"} and entry.output == "echo: say tuned"
+
+
+CLAUDE_PEERS = ("openllmetry", "openinference")
+
+
+@pytest.mark.parametrize("peer", CLAUDE_PEERS)
+def test_anthropic_instrumentations_make_complete_traces(
+    otlp_server: LocalServer, peer: str
+) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KAIZEN_", "OTEL_", "TRACELOOP_"))}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]))
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "otlp_anthropic_app.py"), peer, otlp_server.base_url,
+         otlp_server.api_key],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["results"] == ["SUCCESS"]
+    (llm,) = [s for s in out["spans"] if s["name"] != "handle request"]
+    with CTClient(base_url=otlp_server.base_url, api_key=otlp_server.api_key) as client:
+        (trace,) = client.list_traces(task_id=f"otlp-{peer}-claude")
+        assert str(trace.id) == str(trace_id_of(llm["trace_id"], llm["span_id"]))
+        assert (trace.prompt_text, trace.response_text) == ("say claude", "echo: say claude")
+        assert (trace.model, trace.tokens) == ("claude-3-5-haiku-20241022", 10)
+        expected = PriceTable(environ={}).trace_cost("claude-3-5-haiku-20241022",
+                                                     input_tokens=7, output_tokens=3)
+        assert expected is not None and trace.cost_usd == pytest.approx(expected)
+        client.score(str(trace.id), 0.4)
+        (entry,) = client.list_feedback(task_id=f"otlp-{peer}-claude")
+    assert (entry.source, entry.score, entry.output) == ("trace_score", 0.4, "echo: say claude")
