@@ -25,6 +25,7 @@ the server starts without them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -426,6 +427,11 @@ def _first(attrs: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
+def _any(first: Any, second: Any, third: Any) -> Any:
+    """The first of three values that is not ``None``."""
+    return first if first is not None else second if second is not None else third
+
+
 def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -470,14 +476,39 @@ def _part_text(part: Any) -> str | None:
     return None
 
 
+class _Part(msgspec.Struct):
+    type: str = "text"
+    content: str | None = None
+
+
+class _Message(msgspec.Struct):
+    role: str = ""
+    parts: list[_Part] = []
+
+
+_CURRENT_MESSAGES = msgspec.json.Decoder(list[_Message])
+"""``gen_ai.input.messages`` / ``gen_ai.output.messages`` as the current conventions shape them
+(role and text parts), decoded without a Python loop over dicts."""
+
+
 def _messages(raw: Any) -> list[tuple[str, str | None]]:
     """``(role, text)`` of a JSON messages attribute (``gen_ai.input.messages`` and alike)."""
     if isinstance(raw, str):
         try:
+            typed = _CURRENT_MESSAGES.decode(raw)
+        except (msgspec.DecodeError, RecursionError):  # ValidationError included
+            typed = None
+        if typed and all(m.parts for m in typed):
+            out: list[tuple[str, str | None]] = []
+            for m in typed:
+                texts = [p.content for p in m.parts if p.type == "text" and p.content is not None]
+                out.append((m.role, "".join(texts) if texts else None))
+            return out
+        try:
             raw = msgspec.json.decode(raw)
         except (msgspec.DecodeError, RecursionError):
             return []
-    out: list[tuple[str, str | None]] = []
+    out = []
     if isinstance(raw, list):
         for message in raw:
             if isinstance(message, dict):
@@ -652,25 +683,27 @@ def to_traces(export: Export, task_map: TaskMap) -> Mapped:
 def _trace(span: SpanData, task: str, prompt: str | None, response: str | None
            ) -> TraceRequest:
     attrs = span.attributes
-    input_tokens = _int(_first(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
-                               "llm.token_count.prompt"))
-    output_tokens = _int(_first(attrs, "gen_ai.usage.output_tokens",
-                                "gen_ai.usage.completion_tokens", "llm.token_count.completion"))
-    cached = _int(_first(attrs, "gen_ai.usage.cache_read.input_tokens",
-                         "gen_ai.usage.cache_read_input_tokens",
-                         "llm.token_count.prompt_details.cache_read"))
-    total = _int(_first(attrs, "llm.usage.total_tokens", "llm.token_count.total",
-                        "gen_ai.usage.total_tokens"))
+    get = attrs.get
+    input_tokens = _int(_any(get("gen_ai.usage.input_tokens"), get("gen_ai.usage.prompt_tokens"),
+                             get("llm.token_count.prompt")))
+    output_tokens = _int(_any(get("gen_ai.usage.output_tokens"),
+                              get("gen_ai.usage.completion_tokens"),
+                              get("llm.token_count.completion")))
+    cached = _int(_any(get("gen_ai.usage.cache_read.input_tokens"),
+                       get("gen_ai.usage.cache_read_input_tokens"),
+                       get("llm.token_count.prompt_details.cache_read")))
+    total = _int(_any(get("llm.usage.total_tokens"), get("llm.token_count.total"),
+                      get("gen_ai.usage.total_tokens")))
     if total is None and input_tokens is not None and output_tokens is not None:
         total = input_tokens + output_tokens
     request_model = _first(attrs, "gen_ai.request.model", "llm.request.model_name") or (
         _dict_value(attrs.get("llm.invocation_parameters")).get("model"))  # OpenInference
     model = _first(attrs, "gen_ai.response.model", "llm.model_name") or request_model
-    own = _first(attrs, "ct.trace_id")  # a span our own SDK made: the same record
-    try:
-        trace_id = uuid.UUID(own) if isinstance(own, str) else None
-    except ValueError:
-        trace_id = None
+    own = get("ct.trace_id")  # a span our own SDK made: the same record
+    trace_id = None
+    if isinstance(own, str):
+        with contextlib.suppress(ValueError):
+            trace_id = uuid.UUID(own)
     metadata: dict[str, Any] = {"otlp": {
         "trace_id": span.trace_id, "span_id": span.span_id, "span_name": span.name,
         **({"service": span.service} if span.service else {}),
@@ -678,8 +711,8 @@ def _trace(span: SpanData, task: str, prompt: str | None, response: str | None
            if isinstance(request_model, str) and request_model != model else {}),
     }}
     latency = (span.end - span.start) / 1e6 if span.end >= span.start > 0 else None
-    user = _first(attrs, "user.id", "enduser.id", "ct.user_id")
-    session = _first(attrs, "session.id", "gen_ai.conversation.id", "ct.session_id")
+    user = _any(get("user.id"), get("enduser.id"), get("ct.user_id"))
+    session = _any(get("session.id"), get("gen_ai.conversation.id"), get("ct.session_id"))
     return TraceRequest(
         task_id=task,
         id=trace_id or trace_id_of(span.trace_id, span.span_id),
@@ -689,7 +722,7 @@ def _trace(span: SpanData, task: str, prompt: str | None, response: str | None
         tokens=total,
         latency_ms=latency,
         metadata=metadata,
-        error=True if span.error or attrs.get("error.type") else None,
+        error=True if span.error or get("error.type") else None,
         user_id=str(user) if user is not None else None,
         session_id=str(session) if session is not None else None,
         input_tokens=input_tokens,
