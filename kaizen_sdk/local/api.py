@@ -10,8 +10,9 @@ layer (`kaizen_sdk.local.server`) only frames requests, checks the key and sends
 Errors are JSON ``{"title", "detail"}``: non-JSON body or a cursor this server did not give
 out 400, missing, wrong or revoked ``X-API-Key`` 401, a key whose scope does not cover the
 route 403 (``detail`` names the scope needed; see `Route.scope`), unknown object or route
-404, wrong method 405, duplicate task name 409, body over `MAX_BODY_BYTES` 413, a missing
-or wrongly typed field 422 (``detail`` names the field), a full database or disk 507
+404, wrong method 405, duplicate task name 409, body over `MAX_BODY_BYTES` 413 (also a gzip
+OTLP body that decompresses past it), an OTLP body of another content type or encoding 415,
+a missing or wrongly typed field 422 (``detail`` names the field), a full database or disk 507
 (nothing stored; reads go on), anything unexpected 500 (and a log line). Health and the
 OpenAPI document need no key.
 

@@ -129,12 +129,15 @@ def _maintained(model: str) -> Rate | None:
 
 
 class PriceTable:
-    """Per-model prices: built-ins, then ``KAIZEN_LLM_PRICES``, then *overrides*.
+    """Per-model prices: *overrides*, then ``KAIZEN_LLM_PRICES`` and ``KAIZEN_PRICES_FILE``,
+    then ``genai-prices`` (unless *maintained* is false or it is not installed), then
+    `DEFAULT_PRICES`. Lookups are remembered per model name.
 
     Example::
 
         prices = PriceTable({"llama3": (0, 0)})
-        prices.cost("gpt-4o-mini", input_tokens=1000, output_tokens=200)
+        prices.cost("gpt-4o-mini", input_tokens=1000, output_tokens=200)   # a budget's view
+        prices.trace_cost("llama3", input_tokens=900, output_tokens=80)    # 0.0
 
     Raises `ValueError` naming the setting when the overrides are malformed.
     """
