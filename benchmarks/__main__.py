@@ -108,6 +108,10 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
      "under 50 MB under unauthenticated load (issue 13)"),
     ("bench_server", "server_p99_ms_beside_slow_connections", "ms", "lower", (),
      "p99 under 100 ms with 1,000 slow connections open (issue 13)"),
+    ("bench_otlp", "server_otlp_spans_per_cpu_s", "spans/CPU s", "higher",
+     ("own_ingest", "phoenix_otlp"),
+     "at least as many spans per server CPU second as our own ingest takes records"
+     " (issue 27)"),
 ]
 
 MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))
@@ -124,6 +128,7 @@ _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_memory": (100, 60),
     "bench_rollout_sim": (90, 40),
     "bench_server": (180, 90),
+    "bench_otlp": (90, 45),
 }
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "KAIZEN_MAX_QUEUE_SIZE",
     "KAIZEN_MAX_RETRIES",
     "KAIZEN_OPTIMIZER",
+    "KAIZEN_OTLP_TASK_MAP",
+    "KAIZEN_PRICES_FILE",
     "KAIZEN_PROMPT_REFRESH",
     "KAIZEN_PROMPT_WAIT",
     "KAIZEN_SHUTDOWN_TIMEOUT",
@@ -101,6 +103,14 @@ KAIZEN_LLM_API_KEY = "KAIZEN_LLM_API_KEY"
 
 KAIZEN_LLM_PRICES = "KAIZEN_LLM_PRICES"
 """JSON object ``{"model": [usd_per_1m_input, usd_per_1m_output]}`` overriding LLM prices."""
+
+KAIZEN_OTLP_TASK_MAP = "KAIZEN_OTLP_TASK_MAP"
+"""The local server's task of OTLP LLM spans without ``ct.task.name``:
+``span:NAME=TASK,agent:NAME=TASK,service:NAME=TASK`` or ``@FILE.json``. Default: none."""
+
+KAIZEN_PRICES_FILE = "KAIZEN_PRICES_FILE"
+"""JSON file of custom LLM prices for the local server (``kaizen serve --prices``).
+Default: none."""
 
 KAIZEN_GITHUB_TOKEN = "KAIZEN_GITHUB_TOKEN"
 """Token the local server uses to open prompt pull requests. Default: none (no pull requests)."""

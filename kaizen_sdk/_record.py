@@ -66,6 +66,9 @@ class CallRecord(msgspec.Struct, gc=False):
     prompt_is_default: bool = False
     """``prompt_text`` is the decorator's ``default_prompt`` (the developer's template): a
     task with no version yet takes it as version 1. Never set for the text of an LLM call."""
+    input_tokens: int | None = None
+    """Input tokens the provider reported (with ``output_tokens``: the trace's cost)."""
+    output_tokens: int | None = None
 
 
 # --- the current call ----------------------------------------------------------------------

@@ -104,6 +104,9 @@ class _Trace(msgspec.Struct, omit_defaults=True, gc=False):
     session_id: Any = None
     tags: Any = None
     prompt_is_default: Any = False
+    input_tokens: Any = None
+    output_tokens: Any = None
+    cached_input_tokens: Any = None
 
 
 class _Feedback(msgspec.Struct, gc=False):
@@ -161,6 +164,13 @@ def build_batch(
             arm = record.arm
             if error is not None:
                 metadata = {**metadata, "error": error} if metadata else {"error": error}
+            if record.input_tokens is not None and record.output_tokens is not None:
+                # in metadata, which every CT server keeps: the input/output split prices
+                # the call on servers that know it (`TraceRequest.input_tokens` is refused by
+                # local servers that predate it)
+                usage = {"input_tokens": record.input_tokens,
+                         "output_tokens": record.output_tokens}
+                metadata = {**metadata, "usage": usage} if metadata else {"usage": usage}
             if capture:
                 output = record.output
                 inputs = record.inputs

@@ -913,8 +913,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         except CTAuthError as exc:
             raise CLIError(f"the server rejected the API key ({exc})", EXIT_AUTH) from None
         lines = [_task_line(client, t) for t in tasks]
+        try:
+            unpriced = [m.model for m in client.list_unpriced_models()]
+        except (CTNotFoundError, CTAuthError):  # an older server, or a key that cannot read
+            unpriced = None
     if args.json:
-        _emit_json({"base_url": url, "server": health, "key_accepted": True, "tasks": lines})
+        _emit_json({"base_url": url, "server": health, "key_accepted": True, "tasks": lines,
+                    "unpriced_models": unpriced})
         return EXIT_OK
     _write(f"{'API key':<7}  accepted\n{'tasks':<7}  {len(tasks)}")
     if lines:
@@ -927,6 +932,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ]
         _write("")
         _write(_table(["task", "active", "rollout"], rows, keep=[0]))
+    if unpriced:
+        _write(f"\nno price (traces show no cost; add them with kaizen serve --prices):"
+               f" {', '.join(unpriced)}")
     return EXIT_OK
 
 

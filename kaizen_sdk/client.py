@@ -40,6 +40,7 @@ from kaizen_sdk.models import (
     Rollout,
     Task,
     TraceResult,
+    UnpricedModel,
 )
 
 if TYPE_CHECKING:
@@ -640,6 +641,13 @@ class CTClient(BaseClient):
         params = list_params(task_id, limit, cursor)
         resp = self._send(self._call("GET", "/audit", params=params))
         return self._result(resp, list[AuditEntry])
+
+    def list_unpriced_models(self) -> list[UnpricedModel]:
+        """Return the models of the server's recent traces with tokens that its price table
+        does not know: their traces show no cost. Raises `CTNotFoundError` on a server
+        without prices."""
+        resp = self._send(self._call("GET", "/models/unpriced"))
+        return self._result(resp, list[UnpricedModel])
 
     def approve_rollout(self, task_id: str) -> Rollout:
         """Approve and start the automatic rollout of an optimizer candidate.

@@ -59,6 +59,7 @@ __all__ = [
     "TaskUpdateRequest",
     "TraceRequest",
     "TraceResult",
+    "UnpricedModel",
     "decode",
     "decoder",
     "encode",
@@ -297,6 +298,9 @@ class TraceResult(msgspec.Struct, kw_only=True, frozen=True):
     user_id: str | None = None
     session_id: str | None = None
     tags: list[str] | None = None
+    cost_usd: float | None = None
+    """What the call cost in US dollars, from the server's price table; ``None`` when the
+    model's price or the call's usage is unknown."""
 
 
 class IngestError(msgspec.Struct, kw_only=True, frozen=True):
@@ -315,6 +319,14 @@ class IngestResult(msgspec.Struct, kw_only=True, frozen=True):
     scores: int | None = None
     """Scores applied (or held until their trace arrives); ``None`` from a server that does not
     take ``scores`` in a batch."""
+
+
+class UnpricedModel(msgspec.Struct, kw_only=True, frozen=True):
+    """A model the server's recent traces name but its price table does not know."""
+
+    model: str
+    traces: int = 0
+    """How many of the recent traces with tokens name it (they show no cost)."""
 
 
 class Health(msgspec.Struct, kw_only=True, frozen=True):
@@ -538,6 +550,12 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     """True when ``prompt_text`` is the task's ``default_prompt`` from the application's code
     (not a served version, not the text of one call): a task with no prompt version yet takes
     it as version 1. No other trace ever makes a version. Omitted on the wire when false."""
+    input_tokens: int | None = None
+    """Input tokens of the call (cached ones included), for its cost; servers since 0.x."""
+    output_tokens: int | None = None
+    """Output tokens of the call, for its cost."""
+    cached_input_tokens: int | None = None
+    """The part of `input_tokens` read from the provider's prompt cache (a cheaper rate)."""
 
 
 class ScoreItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -882,6 +882,8 @@ class TracedCall:
             parent_trace_id=self.parent_trace_id,
             error=error,
             latency_ms=(time.perf_counter() - self.start) * 1000.0,
+            input_tokens=data.input_tokens,
+            output_tokens=data.output_tokens,
         )
         # another instrumentation's span may reach no CT processor: the record goes alone
         attach(self.span if self.mode == _OWN else _NO_SPAN, record)

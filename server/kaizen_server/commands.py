@@ -100,6 +100,15 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--cooldown-minutes", type=float, default=None, metavar="MIN",
                         help="minutes between a task's threshold jobs (default: "
                              "$KAIZEN_COOLDOWN_MINUTES, else 60)")
+    parser.add_argument("--otlp-task-map", default=None, metavar="SPEC",
+                        help="task of OTLP LLM spans without ct.task.name, e.g. "
+                             "'span:chat gpt-4o=summarize,service:support-bot=support' "
+                             "(KIND: span, agent, service) or @FILE.json "
+                             "(default: $KAIZEN_OTLP_TASK_MAP)")
+    parser.add_argument("--prices", default=None, metavar="FILE",
+                        help="JSON file of custom LLM prices, {model: {input_per_mtok, "
+                             "output_per_mtok, cached_input_per_mtok}} (default: "
+                             "$KAIZEN_PRICES_FILE)")
     parser.set_defaults(command=_cmd_serve)
 
 
@@ -121,7 +130,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
             job_step_delay=args.job_step_delay, access_log=args.access_log,
             optimizer=args.optimizer, llm_base_url=args.llm_base_url, budgets=budgets,
-            job_timeout=args.job_timeout,
+            job_timeout=args.job_timeout, otlp_task_map=args.otlp_task_map,
+            prices_file=args.prices,
         )
     except ValueError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)

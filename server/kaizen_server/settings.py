@@ -16,6 +16,8 @@ __all__ = [
     "KAIZEN_LLM_BASE_URL",
     "KAIZEN_LLM_PRICES",
     "KAIZEN_OPTIMIZER",
+    "KAIZEN_OTLP_TASK_MAP",
+    "KAIZEN_PRICES_FILE",
 ]
 
 KAIZEN_API_KEY = "KAIZEN_API_KEY"
@@ -46,3 +48,10 @@ KAIZEN_GITHUB_API_URL = "KAIZEN_GITHUB_API_URL"
 
 KAIZEN_JOB_TIMEOUT = "KAIZEN_JOB_TIMEOUT"
 """Seconds one optimization job may run (wall clock) before it ends FAILURE. Default 1800."""
+
+KAIZEN_OTLP_TASK_MAP = "KAIZEN_OTLP_TASK_MAP"
+"""The task of OTLP LLM spans without ``ct.task.name`` (``kaizen serve --otlp-task-map``):
+``KIND:NAME=TASK`` pairs, comma-separated (KIND: span, agent, service), or ``@FILE.json``."""
+
+KAIZEN_PRICES_FILE = "KAIZEN_PRICES_FILE"
+"""JSON file of custom LLM prices (``kaizen serve --prices``). Default: none."""

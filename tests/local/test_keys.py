@@ -29,6 +29,7 @@ INGEST_ROUTES = {
     ("POST", "/api/v1/ingest"),
     ("POST", "/api/v1/traces/{trace_id}/score"),
     ("GET", "/api/v1/prompts/{task_id}"),
+    ("POST", "/v1/traces"),
 }
 """Everything an ingest key may call: what an application process needs."""
 
@@ -118,6 +119,7 @@ def test_an_ingest_key_sends_data_and_reads_prompts_but_changes_nothing_served(
         ("POST", "/api/v1/ingest"): 207,
         ("POST", "/api/v1/traces/{trace_id}/score"): 200,
         ("GET", "/api/v1/prompts/{task_id}"): 200,
+        ("POST", "/v1/traces"): 200,
     }
     refused = {k: v.status_code for k, v in answers.items() if k not in INGEST_ROUTES}
     assert set(refused.values()) == {403}, refused

@@ -69,6 +69,8 @@ EXPECTED_ROUTES = {
     ("delete", "/api/v1/keys/{key_id}"),
     ("get", "/api/v1/audit"),
     ("post", "/api/v1/rollouts/{task_id}/approve"),
+    ("post", "/v1/traces"),
+    ("get", "/api/v1/models/unpriced"),
 }
 
 

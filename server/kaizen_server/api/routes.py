@@ -10,8 +10,9 @@ layer (`kaizen_server.http.server`) only frames requests, checks the key and sen
 Errors are JSON ``{"title", "detail"}``: non-JSON body or a cursor this server did not give
 out 400, missing, wrong or revoked ``X-API-Key`` 401, a key whose scope does not cover the
 route 403 (``detail`` names the scope needed; see `Route.scope`), unknown object or route
-404, wrong method 405, duplicate task name 409, body over `MAX_BODY_BYTES` 413, a missing
-or wrongly typed field 422 (``detail`` names the field), a full database or disk 507
+404, wrong method 405, duplicate task name 409, body over `MAX_BODY_BYTES` 413 (also a gzip
+OTLP body that decompresses past it), an OTLP body of another content type or encoding 415,
+a missing or wrongly typed field 422 (``detail`` names the field), a full database or disk 507
 (nothing stored; reads go on), anything unexpected 500 (and a log line). Health and the
 OpenAPI document need no key.
 
@@ -66,9 +67,11 @@ from kaizen_sdk.models import (
     TaskUpdateRequest,
     TraceRequest,
     TraceResult,
+    UnpricedModel,
     decoder,
     encode,
 )
+from kaizen_server.api import otlp
 from kaizen_server.domain.keys import Authenticator, Principal, allowed, forbidden_detail
 from kaizen_server.jobs import approval
 from kaizen_server.jobs.worker import JobWorker
@@ -90,6 +93,7 @@ __all__ = [
     "encode_cursor",
     "error_response",
     "etag_of",
+    "key_of",
     "openapi_document",
     "parse_query",
     "resolve",
@@ -281,9 +285,13 @@ def _paged(page: Page[Any], path: str, query: Mapping[str, str], limit: int) -> 
 class Api:
     """The CT API operations: each takes an `ApiRequest` and returns an `ApiResponse`."""
 
-    def __init__(self, store: Store, worker: JobWorker) -> None:
+    def __init__(
+        self, store: Store, worker: JobWorker, *, task_map: otlp.TaskMap | None = None
+    ) -> None:
         self.store = store
         self.worker = worker
+        self.task_map = task_map or otlp.TaskMap()
+        """How OTLP LLM spans without ``ct.task.name`` find their task."""
 
     def _submit(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
@@ -439,6 +447,29 @@ class Api:
             207, IngestResult(accepted=accepted, errors=errors, scores=applied)
         )
 
+    def otlp_traces(self, r: ApiRequest) -> ApiResponse:
+        try:
+            export = otlp.decode_export(r.body, r.headers, limit=MAX_BODY_BYTES)
+        except otlp.OtlpError as exc:
+            raise ApiError(exc.status, exc.detail) from None
+        mapped = otlp.to_traces(export, self.task_map)
+        _accepted, store_errors, jobs = self.store.ingest(mapped.traces, [])
+        self._submit(jobs)
+        rejected = mapped.rejected + [f"trace {i}: {d}" for _kind, i, d in store_errors]
+        if rejected or mapped.not_llm:
+            logger.info("local CT server: OTLP export of %d spans: %d traces, %d rejected,"
+                        " %d not LLM calls", len(export.spans) + len(export.rejected),
+                        len(mapped.traces) - len(store_errors), len(rejected), mapped.not_llm)
+        body, media = otlp.answer(export.protobuf, rejected, mapped.not_llm)
+        return ApiResponse(200, msgspec.Raw(body), {"Content-Type": media})
+
+    def unpriced_models(self, r: ApiRequest) -> ApiResponse:
+        prices = self.worker.settings.prices
+        return ApiResponse(200, [
+            UnpricedModel(model=model, traces=count)
+            for model, count in self.store.traced_models() if not prices.known(model)
+        ])
+
     # --- rollouts ----------------------------------------------------------------------
 
     def start_rollout(self, r: ApiRequest) -> ApiResponse:
@@ -502,6 +533,9 @@ class Route:
     """The key scope the route needs: ``ingest`` (ingest or admin keys; read keys too on a
     ``GET``), ``read`` (read or admin) or ``admin``. Empty: ``read`` for a ``GET``, else
     ``admin``, so a route that changes something needs an admin key unless it says so."""
+
+    bearer: bool = False
+    """Also take the key as ``Authorization: Bearer KEY`` (OTLP exporters set headers so)."""
 
     @property
     def needs(self) -> str:
@@ -738,6 +772,26 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST",
+        "/v1/traces",
+        "otlp_traces",
+        "Send OTLP/HTTP traces (protobuf or JSON, gzip); GenAI LLM spans become traces",
+        200,
+        otlp.ExportResponse,
+        dict[str, Any],
+        scope="ingest",
+        bearer=True,
+    ),
+    Route(
+        "GET",
+        "/api/v1/models/unpriced",
+        "unpriced_models",
+        "Models of recent traces with tokens that the server's price table does not know",
+        200,
+        list[UnpricedModel],
+        scope="read",
+    ),
+    Route(
+        "POST",
         "/api/v1/rollouts/{task_id}/approve",
         "approve_rollout",
         "Approve and start the automatic rollout that waits for a human (optimizer candidate)",
@@ -833,6 +887,11 @@ def _build_openapi() -> dict[str, Any]:
                  "schema": {"type": "string"}}
             )
             responses["304"] = {"description": "Not modified: the ETag still matches"}
+        if route.operation == "otlp_traces":
+            responses["415"] = {
+                "description": "Not OTLP: a Content-Type or Content-Encoding not supported",
+                "content": {"application/json": {"schema": error_schema}},
+            }
         if "cursor" in route.query:
             responses[str(route.status)]["headers"] = {"Link": _LINK_HEADER}
         for code, text in _ERROR_STATUSES.items():
@@ -854,6 +913,10 @@ def _build_openapi() -> dict[str, Any]:
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": schema_of[id(route.request)]}},
+            }
+        if route.operation == "otlp_traces":
+            operation["requestBody"]["content"]["application/x-protobuf"] = {
+                "schema": {"type": "string", "format": "binary"}
             }
         if route.public:
             operation["security"] = []
@@ -912,6 +975,14 @@ _NO_OUTPUT = "`correction` needs an `output` to correct: this feedback entry has
 
 def _correction_without_output(req: FeedbackRequest) -> bool:
     return req.correction not in (None, msgspec.UNSET) and req.output is None
+
+
+def key_of(route: Route, headers: Mapping[str, str]) -> str | None:
+    """The key a request sends: ``X-API-Key``, or a bearer token where *route* takes one."""
+    given = headers.get("x-api-key")
+    if given is None and route.bearer:
+        given = otlp.bearer_key(headers.get("authorization"))
+    return given
 
 
 def authorize(route: Route, given: str | None, auth: Authenticator) -> Principal:

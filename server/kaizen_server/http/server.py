@@ -54,6 +54,7 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra in
 
 from kaizen_sdk import __version__
 from kaizen_sdk.models import ErrorBody, encode
+from kaizen_server.api.otlp import TaskMap
 from kaizen_server.api.routes import (
     MAX_BODY_BYTES,
     Api,
@@ -62,6 +63,7 @@ from kaizen_server.api.routes import (
     ApiResponse,
     authorize,
     error_response,
+    key_of,
     parse_query,
     resolve,
 )
@@ -75,7 +77,8 @@ from kaizen_server.http.connections import (
     ConnectionBook,
 )
 from kaizen_server.jobs.worker import JobWorker, OptimizerSettings
-from kaizen_server.settings import KAIZEN_API_KEY
+from kaizen_server.llm.pricing import trace_pricer
+from kaizen_server.settings import KAIZEN_API_KEY, KAIZEN_OTLP_TASK_MAP, KAIZEN_PRICES_FILE
 from kaizen_server.storage.sqlite import Store
 
 __all__ = [
@@ -282,7 +285,7 @@ class _App:
             route, params = resolve(method, raw_path.decode("latin-1"))
             principal = None
             if not route.public:
-                principal = authorize(route, headers.get("x-api-key"), self.auth)
+                principal = authorize(route, key_of(route, headers), self.auth)
             body = await self._read_body(receive, headers) if has_body else b""
             body_read = True
             query = parse_query(scope["query_string"].decode("latin-1"))
@@ -340,7 +343,7 @@ class _App:
     async def _answer(self, scope: Any, send: Any, response: ApiResponse, *, close: bool) -> None:
         data = b"" if response.payload is None else encode(response.payload)
         raw_headers = [_SERVER, (b"content-length", str(len(data)).encode())]
-        if response.payload is not None:
+        if response.payload is not None and "Content-Type" not in response.headers:
             raw_headers.append(_JSON)
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in response.headers.items()]
         if close:
@@ -423,6 +426,12 @@ class LocalServer:
         budgets: the server-wide spend limits of optimization jobs (``None`` reads the
             ``KAIZEN_*_BUDGET_USD`` / ``KAIZEN_MAX_JOBS_PER_DAY`` / ``KAIZEN_COOLDOWN_MINUTES``
             variables, else the defaults); see `kaizen_server.domain.budget`.
+        otlp_task_map: the task of OTLP LLM spans without ``ct.task.name``, by span, agent or
+            service name (`kaizen_server.api.otlp.TaskMap`; a spec string is parsed).
+            ``None`` reads ``KAIZEN_OTLP_TASK_MAP``.
+        prices_file: JSON file of custom prices (``kaizen serve --prices``), used for trace
+            costs and the optimizer's estimate and budget; ``None`` reads
+            ``KAIZEN_PRICES_FILE``. See `kaizen_server.llm.pricing`.
     """
 
     def __init__(
@@ -440,6 +449,8 @@ class LocalServer:
         access_log: bool = False,
         job_timeout: float | None = None,
         budgets: BudgetDefaults | None = None,
+        otlp_task_map: TaskMap | str | None = None,
+        prices_file: str | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -452,11 +463,15 @@ class LocalServer:
         self.port = port
         self.access_log = access_log
         self._job_step_delay = job_step_delay
+        environ = {**os.environ, KAIZEN_PRICES_FILE: prices_file} if prices_file else None
         self._optimizer = OptimizerSettings.resolve(
             optimizer, llm_base_url=llm_base_url, llm_api_key=llm_api_key, llm_prices=llm_prices,
-            job_timeout=job_timeout,
+            job_timeout=job_timeout, environ=environ,
         )
         self._budgets = budgets if budgets is not None else BudgetDefaults.resolve()
+        if not isinstance(otlp_task_map, TaskMap):
+            otlp_task_map = TaskMap.parse(otlp_task_map or os.environ.get(KAIZEN_OTLP_TASK_MAP))
+        self._task_map = otlp_task_map
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
@@ -538,6 +553,7 @@ class LocalServer:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._store = store = Store(path)
         store.budget_defaults = self._budgets
+        store.pricer = trace_pricer(self._optimizer.prices)
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
         readers = concurrent.futures.ThreadPoolExecutor(
             WORKER_THREADS, thread_name_prefix="kaizen-local-api"
@@ -548,8 +564,8 @@ class LocalServer:
         self._pools = [readers, writer]
         book = ConnectionBook(max_connections=MAX_CONNECTIONS,
                               max_per_client=MAX_CONNECTIONS_PER_CLIENT, max_requests=MAX_REQUESTS)
-        app = _App(Api(store, self._worker), self._api_key, readers, writer, self.access_log,
-                   book)
+        api = Api(store, self._worker, task_map=self._task_map)
+        app = _App(api, self._api_key, readers, writer, self.access_log, book)
         config = uvicorn.Config(
             app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
             server_header=False, date_header=False, proxy_headers=False,

@@ -71,7 +71,7 @@ __all__ = [
 
 logger = logging.getLogger("kaizen_server.storage.sqlite")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
 
 AUTO_TASK_THRESHOLD = 50
@@ -194,6 +194,11 @@ _STEP_TRACE_CONTEXT = (
     "ALTER TABLE traces ADD COLUMN session_id TEXT",
     "ALTER TABLE traces ADD COLUMN tags TEXT",
 )
+
+
+# Schema step 9, "trace cost": what a call cost in US dollars, priced at ingest from the
+# server's price table (NULL: no usage, or a model no table knows).
+_STEP_TRACE_COST = ("ALTER TABLE traces ADD COLUMN cost_usd REAL",)
 
 
 # Schema step 5, "held scores": in-process scores whose trace had not arrived yet (it was
@@ -364,10 +369,32 @@ class Store:
         self._closed = False
         self.budget_defaults = budget.BudgetDefaults()
         """The server-wide spend limits (`kaizen_server.domain.budget`); the server sets them."""
+        self.pricer: Callable[[TraceRequest], float | None] | None = None
+        """What a trace's call cost (``cost_usd``), set by the server; ``None``: no costs."""
         self._migrate()
 
     def __repr__(self) -> str:
         return f"Store(path={self.path!r})"
+
+    def trace_cost(self, req: TraceRequest) -> float | None:
+        """The ``cost_usd`` stored with *req*: `pricer`'s answer (``None`` if it fails)."""
+        pricer = self.pricer
+        if pricer is None:
+            return None
+        try:
+            return pricer(req)
+        except Exception:  # a price is never worth losing the trace
+            logger.exception("local CT server: pricing a trace failed")
+            return None
+
+    def traced_models(self, recent: int = 10_000) -> list[tuple[str, int]]:
+        """``(model, traces)`` of the models named by the *recent* newest traces with tokens."""
+        rows = self._conn().execute(
+            "SELECT model, COUNT(*) AS n FROM (SELECT model FROM traces WHERE tokens IS NOT NULL"
+            " AND model IS NOT NULL ORDER BY seq DESC LIMIT ?) GROUP BY model ORDER BY model",
+            (recent,),
+        ).fetchall()
+        return [(str(r["model"]), int(r["n"])) for r in rows]
 
     # --- connections ---------------------------------------------------------------
 
@@ -878,6 +905,7 @@ class Store:
             user_id=row["user_id"],
             session_id=row["session_id"],
             tags=_unjson(row["tags"]),
+            cost_usd=row["cost_usd"],
         )
 
     def _add_trace(self, conn: sqlite3.Connection, req: TraceRequest) -> TraceResult:
@@ -912,12 +940,13 @@ class Store:
         conn.execute(
             "INSERT INTO traces (id, task_id, prompt_text, response_text, model, tokens,"
             " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, user_id,"
-            " session_id, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " session_id, tags, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 tid, task["id"], prompt_text, req.response_text, req.model, req.tokens,
                 req.latency_ms, version_id,
                 None if req.parent_trace_id is None else str(req.parent_trace_id),
                 _json(req.metadata), _ts(), req.user_id, req.session_id, _json(req.tags),
+                self.trace_cost(req),
             ),
         )
         self._rollout_record(conn, "traces", tid, task["id"], version_id, req.arm, req.error,
@@ -1157,7 +1186,8 @@ class Store:
             conn.executemany(
                 "INSERT INTO traces (id, task_id, prompt_text, response_text, model, tokens,"
                 " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, arm,"
-                " error, user_id, session_id, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " error, user_id, session_id, tags, cost_usd)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (id) DO NOTHING",
                 trace_rows,
             )
@@ -1221,7 +1251,7 @@ class Store:
             req.tokens, req.latency_ms, version_id,
             None if req.parent_trace_id is None else str(req.parent_trace_id),
             _json(req.metadata), now, req.arm, None if req.error is None else int(req.error),
-            req.user_id, req.session_id, _json(req.tags),
+            req.user_id, req.session_id, _json(req.tags), self.trace_cost(req),
         )
 
     def _count_feedback(
@@ -2248,6 +2278,7 @@ _MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] =
     5: _STEP_HELD_SCORES,
     6: _migrate_keys,
     7: spend_store.migrate_spend,
+    8: _STEP_TRACE_COST,
 }
 
 class _BatchTasks:
