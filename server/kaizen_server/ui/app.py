@@ -256,7 +256,9 @@ class UiApp:
                 if not ctype.startswith("application/x-www-form-urlencoded"):
                     raise _Stop(self._error(None, 415, "Send the form as "
                                             "application/x-www-form-urlencoded."))
-                ctx.form = _last_values(request.body.decode("utf-8", "replace"))
+                # browsers send a textarea's line breaks as CRLF: keep the text as typed
+                form = _last_values(request.body.decode("utf-8", "replace"))
+                ctx.form = {k: v.replace("\r\n", "\n") for k, v in form.items()}
             if not public:
                 ctx.session = self.sessions.get(_cookie(request.headers, COOKIE))
                 if ctx.session is None:
@@ -287,7 +289,7 @@ class UiApp:
     def _headers(self, content_type: str = "text/html; charset=utf-8") -> list[tuple[str, str]]:
         return [("content-type", content_type), ("content-security-policy", _CSP),
                 ("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
-                ("referrer-policy", "no-referrer"), ("cache-control", "no-store")]
+                ("referrer-policy", "same-origin"), ("cache-control", "no-store")]
 
     def _render(self, ctx_session: Session | None, template: str, status: int = 200,
                 **values: Any) -> UiResponse:
