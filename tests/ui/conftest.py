@@ -30,10 +30,32 @@ HOSTILE = ('<script>alert("x")</script> "><img src=x onerror=alert(1)> {{ 7*7 }}
 
 
 @pytest.fixture(scope="module")
-def ui_server() -> Iterator[LocalServer]:
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """A local server of this test file's own (the sessions and data of one file)."""
-    with LocalServer() as server:
+    with LocalServer(tmp_path_factory.mktemp("ui") / "ui.db") as server:
         yield server
+
+
+JUDGED = {
+    "verdict": "better", "sample_size": 40, "candidate_judged_mean": 0.8125,
+    "active_judged_mean": 0.6875, "paired_diff": 0.125, "paired_diff_ci95": [0.05, 0.2],
+    "estimated_cost_usd": 0.0123, "spent_usd": 0.0101,
+    "flags": ["injection check: <b>instructions</b> in a demonstration"],
+}
+"""What a judged job's metadata holds (the DSPy optimizer's, `kaizen_server.evaluate.judge`)."""
+
+
+def make_judged(server: LocalServer, job_id: str) -> None:
+    """Give a finished job the metadata of a judged one (as the DSPy optimizer writes it),
+    without running DSPy: the UI shows what the metadata says."""
+    from kaizen_server.storage.sqlite import Store
+
+    assert server.db_path is not None
+    store = Store(server.db_path)
+    try:
+        store.merge_job_metadata(job_id, JUDGED)
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="module")

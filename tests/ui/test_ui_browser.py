@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SCREENSHOTS, new_key, seed, wait_job
+from conftest import SCREENSHOTS, make_judged, new_key, seed, wait_job
 
 from kaizen_server import LocalServer
 
@@ -88,7 +88,8 @@ def test_every_page_renders_with_data(
     assert resp.status_code == 201, resp.text
     feedback = [{"task_id": "browse-task", "score": s, "output": "o", "arm": arm,
                  "prompt_version_id": ids["v1"] if arm == "active" else ids["v2"]}
-                for arm, s in [("active", 0.6), ("candidate", 0.7)] * 6]
+                for arm, s in [("active", 0.5), ("candidate", 0.7), ("active", 0.7),
+                               ("candidate", 0.9)] * 3]
     assert api.post("/api/v1/ingest", json={"feedback": feedback}).status_code == 207
     sign_in(page, ui_server, ui_server.api_key)
     base = ui_server.base_url + "/ui"
@@ -117,14 +118,19 @@ def test_every_page_renders_with_data(
     shot(page, "diff")
     page.goto(f"{base}/jobs")
     shot(page, "jobs")
+    make_judged(ui_server, ids["job"]["id"])
     page.goto(f"{base}/jobs/{ids['job']['id']}")
     assert page.inner_text("#job-status") == "SUCCESS"
-    assert "job " in page.inner_text("#report")
+    assert page.inner_text("#verdict") == "better"
+    assert "difference +0.125, 95 % interval [+0.050, +0.200]" in page.inner_text("#report")
+    assert "candidate minus active: +0.125 [0.050, 0.200]" in page.inner_text("#job-live")
+    assert page.locator("#flags").inner_text() == ("injection check: <b>instructions</b> in a"
+                                                   " demonstration")
     shot(page, "job")
     page.goto(f"{base}/tasks/browse-task/rollout")
     assert page.inner_text("#rollout-state") == "running"
     arms = page.inner_text("#arms")
-    assert "0.60" in arms and "0.70" in arms
+    assert "\t6\t0.60\t" in arms and "\t6\t0.80\t" in arms
     assert page.locator("svg.chart").count() == 2
     shot(page, "rollout")
     page.goto(f"{base}/tasks/browse-task/review")

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import csrf_of, new_key, seed
+from conftest import csrf_of, make_judged, new_key, seed
 
 from kaizen_server import LocalServer
 
@@ -198,8 +198,22 @@ def test_trace_contents_render_as_text(data: dict[str, Any], admin: httpx.Client
         assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html, path
     html = admin.get(f"/ui/traces/{data['traces'][0]}").text
     assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
-    assert "{{ 7*7 }} {% raw %}" in html and "49" not in html
+    assert re.search(r'<pre id="output">[^<]*\{\{ 7\*7 \}\} \{% raw %\}</pre>', html)
     assert "too &lt;script&gt;" in html  # the feedback's comment
     # the only scripts on the page are this server's files
     assert re.findall(r"<script[^>]*>", html) == [
         '<script src="/ui/static/htmx.min.js" defer>', '<script src="/ui/static/ui.js" defer>']
+
+
+def test_the_job_page_draws_the_paired_interval(
+    ui_server: LocalServer, data: dict[str, Any], admin: httpx.Client
+) -> None:
+    make_judged(ui_server, data["job"]["id"])
+    html = admin.get(f"/ui/jobs/{data['job']['id']}").text
+    # the axis spans [-0.016, 0.216] (zero, the interval, 8 % padding): x = 150 + share * 318
+    assert '<line x1="240.5" x2="446.1"' in html  # the interval 0.05 .. 0.2
+    assert '<circle cx="343.3"' in html  # the estimate 0.125
+    assert 'x1="171.9" x2="171.9"' in html  # zero
+    assert "candidate 0.812 vs active 0.688 on 40 held-out examples" in html
+    assert "spent $0.0101 of estimated $0.0123" in html
+    assert "injection check: &lt;b&gt;instructions&lt;/b&gt;" in html
