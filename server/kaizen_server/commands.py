@@ -159,6 +159,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("API key: the one given with --api-key", flush=True)
     else:
         print("API key: from KAIZEN_API_KEY", flush=True)
+    print(f"Web UI: {server.base_url}/ui/ (sign in with a read or admin key)", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     try:
         while not stop.wait(0.5):
