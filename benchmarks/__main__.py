@@ -108,6 +108,8 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
      "under 50 MB under unauthenticated load (issue 13)"),
     ("bench_server", "server_p99_ms_beside_slow_connections", "ms", "lower", (),
      "p99 under 100 ms with 1,000 slow connections open (issue 13)"),
+    ("bench_ui", "ui_page_p95_ms", "ms", "lower", (),
+     "every page's p95 at most 200 ms at 1M traces on SQLite (issue 25)"),
 ]
 
 MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))
@@ -124,6 +126,7 @@ _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_memory": (100, 60),
     "bench_rollout_sim": (90, 40),
     "bench_server": (180, 90),
+    "bench_ui": (900, 90),
 }
 
 
