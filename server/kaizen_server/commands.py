@@ -195,13 +195,16 @@ def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "again on the new version, against an embedded local CT server (or the server in "
         "KAIZEN_BASE_URL).",
     )
+    parser.add_argument("--serve", action="store_true",
+                        help="keep the embedded server up afterwards, to look at what the demo "
+                        "did in the web UI (until Ctrl-C)")
     parser.set_defaults(command=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kaizen_server import demo
 
-    return demo.main()
+    return demo.main(serve=args.serve)
 
 
 # --- eval: judged comparison of two prompt versions, for CI ------------------------------
