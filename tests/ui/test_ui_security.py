@@ -217,3 +217,15 @@ def test_the_job_page_draws_the_paired_interval(
     assert "candidate 0.812 vs active 0.688 on 40 held-out examples" in html
     assert "spent $0.0101 of estimated $0.0123" in html
     assert "injection check: &lt;b&gt;instructions&lt;/b&gt;" in html
+
+
+def test_an_oversized_form_is_refused_before_it_is_read(ui_server: LocalServer) -> None:
+    with httpx.Client(base_url=ui_server.base_url, timeout=10) as client:
+        resp = client.post("/ui/signin", content=b"key=" + b"x" * (4 * 1024 * 1024),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+        assert resp.status_code == 413
+        # the sign-in page's one inline style is allowed by its hash, nothing else inline is
+        page = client.get("/ui/signin")
+        csp = page.headers["content-security-policy"]
+        assert re.search(r"style-src 'self' 'sha256-[A-Za-z0-9+/=]{44}';", csp)
+        assert "unsafe-inline" not in csp and "script-src 'self';" in csp

@@ -77,7 +77,7 @@ from kaizen_server.http.connections import (
 from kaizen_server.jobs.worker import JobWorker, OptimizerSettings
 from kaizen_server.settings import KAIZEN_API_KEY
 from kaizen_server.storage.sqlite import Store
-from kaizen_server.ui.app import UiApp, UiRequest, is_ui_path
+from kaizen_server.ui.app import MAX_FORM_BYTES, UiApp, UiRequest, is_ui_path
 
 __all__ = [
     "BODY_TIMEOUT",
@@ -310,7 +310,12 @@ class _App:
 
     async def _serve_ui(self, scope: Any, receive: Any, send: Any, headers: dict[str, str],
                         has_body: bool) -> None:
+        declared = headers.get("content-length", "0")
         try:
+            if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+                raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                               f"A form of the web UI has at most {MAX_FORM_BYTES} bytes.",
+                               close=True)
             body = await self._read_body(receive, headers) if has_body else b""
         except ApiError as exc:
             await self._answer(scope, send, error_response(exc), close=True)

@@ -20,8 +20,10 @@ form, and a POST from another origin is refused. Answers carry a strict Content-
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import difflib
+import hashlib
 import importlib.resources
 import json
 import re
@@ -32,6 +34,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import msgspec
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from kaizen_sdk.models import (
     ActivateRequest,
@@ -54,7 +57,10 @@ from kaizen_server.domain.keys import SECRET_PREFIX, Authenticator, Principal, a
 from kaizen_server.ui.charts import interval_chart
 from kaizen_server.ui.sessions import Session, SessionBook
 
-__all__ = ["COOKIE", "PAGE", "UI_PREFIX", "UiApp", "UiRequest", "UiResponse", "is_ui_path"]
+__all__ = [
+    "COOKIE", "MAX_FORM_BYTES", "PAGE", "UI_PREFIX", "UiApp", "UiRequest", "UiResponse",
+    "is_ui_path",
+]
 
 UI_PREFIX = "/ui/"
 """Every page and asset of the UI is under this path."""
@@ -71,6 +77,22 @@ _FEEDBACK_SCAN = 200  # newest feedback rows of the task read for a trace's feed
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+MAX_FORM_BYTES = 4 * 1024 * 1024
+"""Largest form body the UI reads (a prompt of 200,000 characters, percent-encoded, fits)."""
+
+# The sign-in page's own style: the page is the one a visitor without a session sees, so it
+# cannot load ui.css; this inline style is allowed by its hash, nothing else inline is.
+_SIGNIN_CSS = (
+    "body{font:15px/1.5 system-ui,sans-serif;background:#1a365d;color:#1a202c;margin:0}"
+    "main{max-width:28em;margin:12vh auto;background:#fff;padding:1.5em 2em;border-radius:6px}"
+    "h1{font-size:1.4em}input{width:100%;padding:.4em;margin:.3em 0 1em;box-sizing:border-box}"
+    "button{padding:.4em 1.2em}.problem{color:#9b2c2c;font-weight:600}"
+)
+_SIGNIN_CSP = _CSP.replace(
+    "style-src 'self'",
+    "style-src 'self' 'sha256-"
+    + base64.b64encode(hashlib.sha256(_SIGNIN_CSS.encode()).digest()).decode() + "'",
 )
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".txt": "text/plain; charset=utf-8"}
@@ -286,8 +308,9 @@ class UiApp:
                                                                   f"https://{host}")):
             raise _Stop(self._error(None, 403, "A change must come from this server's pages."))
 
-    def _headers(self, content_type: str = "text/html; charset=utf-8") -> list[tuple[str, str]]:
-        return [("content-type", content_type), ("content-security-policy", _CSP),
+    def _headers(self, content_type: str = "text/html; charset=utf-8",
+                 csp: str = _CSP) -> list[tuple[str, str]]:
+        return [("content-type", content_type), ("content-security-policy", csp),
                 ("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
                 ("referrer-policy", "same-origin"), ("cache-control", "no-store")]
 
@@ -373,8 +396,10 @@ class UiApp:
         return f"{UI_PREFIX}tasks"
 
     def signin_page(self, ctx: _Ctx, status: int = 200, problem: str | None = None) -> UiResponse:
-        return self._render(None, "signin.html", status, problem=problem,
-                            next=self._safe_next(ctx.query.get("next") or ctx.form.get("next")))
+        page = self.env.get_template("signin.html").render(
+            problem=problem, css=Markup(_SIGNIN_CSS),  # a constant of this module, not data
+            next=self._safe_next(ctx.query.get("next") or ctx.form.get("next")))
+        return UiResponse(status, self._headers(csp=_SIGNIN_CSP), page.encode("utf-8"))
 
     def signin(self, ctx: _Ctx) -> UiResponse:
         key = ctx.form.get("key", "").strip()
