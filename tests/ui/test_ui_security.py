@@ -229,3 +229,28 @@ def test_an_oversized_form_is_refused_before_it_is_read(ui_server: LocalServer) 
         csp = page.headers["content-security-policy"]
         assert re.search(r"style-src 'self' 'sha256-[A-Za-z0-9+/=]{44}';", csp)
         assert "unsafe-inline" not in csp and "script-src 'self';" in csp
+
+
+def test_trace_filters_read_bounded_pages_and_page_on(
+    api: httpx.Client, data: dict[str, Any], admin: httpx.Client
+) -> None:
+    html = admin.get("/ui/traces", params={"task": "secure-task", "min_score": "0.2",
+                                           "max_score": "0.3"}).text
+    assert html.count('href="/ui/traces/') == 1 and data["traces"][0][:8] in html
+    html = admin.get("/ui/traces", params={"task": "secure-task", "version": data["v2"]}).text
+    assert html.count('href="/ui/traces/') == 0 and "0 matching among the 3 traces" in html
+    assert admin.get("/ui/traces", params={"min_score": "high"}).status_code == 422
+    assert api.post("/api/v1/tasks", json={"name": "filter-task"}).status_code == 201
+    traces = [{"task_id": "filter-task", "response_text": f"r{i}",
+               **({"tags": ["x"], "user_id": "u"} if i % 5 == 0 else {})} for i in range(600)]
+    assert api.post("/api/v1/ingest", json={"traces": traces}).json()["accepted"] == 600
+    first = admin.get("/ui/traces", params={"task": "filter-task", "tag": "x"}).text
+    # 200 rows a read: 40 matches after the first, 80 after the second, which is enough
+    assert "80 matching among the 400 traces read" in first
+    assert first.count('href="/ui/traces/') == 80
+    link = re.search(r'class="next" href="\?([^"]+)"', first)
+    assert link is not None and "tag=x" in link.group(1) and "task=filter-task" in link.group(1)
+    second = admin.get("/ui/traces?" + link.group(1).replace("&amp;", "&")).text
+    assert "40 matching among the 200 traces read" in second and 'class="next"' not in second
+    assert admin.get("/ui/traces", params={"task": "filter-task", "user": "u", "tag": "y"}
+                     ).text.count('href="/ui/traces/') == 0

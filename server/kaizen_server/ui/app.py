@@ -464,11 +464,33 @@ class UiApp:
 
     def traces(self, ctx: _Ctx) -> UiResponse:
         task_ref = ctx.query.get("task", "")
-        query = self._cursor_query(ctx, **({"task_id": task_ref} if task_ref else {}))
-        response = self._get(ctx, "list_traces", query=query)
+        filters = {k: ctx.query[k].strip() for k in _TRACE_FILTERS if ctx.query.get(k, "").strip()}
+        try:
+            keep = _trace_filter(filters)
+        except ValueError as exc:
+            return self._error(ctx.session, 422, str(exc))
+        base = {"task_id": task_ref} if task_ref else {}
+        if keep is None:
+            response = self._get(ctx, "list_traces", query=self._cursor_query(ctx, **base))
+            shown, scanned, cursor = response.payload, None, _next_cursor(response)
+        else:
+            # The API filters by task only: read up to _FILTER_PAGES pages of _FILTER_ROWS
+            # and keep the matches; the next page goes on from the last row read.
+            shown, scanned, cursor = [], 0, ctx.query.get("cursor")
+            for _ in range(_FILTER_PAGES):
+                query = {**base, "limit": str(_FILTER_ROWS), **({"cursor": cursor} if cursor
+                                                                 else {})}
+                response = self._get(ctx, "list_traces", query=query)
+                scanned += len(response.payload)
+                shown += [t for t in response.payload if keep(t)]
+                cursor = _next_cursor(response)
+                if cursor is None or len(shown) >= PAGE:
+                    break
         task = self._maybe(ctx, "get_task", {"task_id": task_ref}) if task_ref else None
-        return self._render(ctx.session, "traces.html", traces=response.payload, task=task,
-                            task_ref=task_ref, next_cursor=_next_cursor(response))
+        params = {**({"task": task_ref} if task_ref else {}), **filters}
+        return self._render(ctx.session, "traces.html", traces=shown, task=task,
+                            task_ref=task_ref, next_cursor=cursor, filters=filters,
+                            scanned=scanned, params=params)
 
     def trace(self, ctx: _Ctx) -> UiResponse:
         trace: TraceResult = self._get(ctx, "get_trace", {"trace_id": ctx.params["trace"]}).payload
@@ -694,6 +716,41 @@ class UiApp:
         except _OpError as exc:
             return self._error(ctx.session, exc.status, exc.detail)
         return self._redirect(back)
+
+
+_TRACE_FILTERS = ("version", "arm", "min_score", "max_score", "user", "session", "tag")
+_FILTER_PAGES = 5
+_FILTER_ROWS = 200
+
+
+def _trace_filter(filters: Mapping[str, str]) -> Callable[[TraceResult], bool] | None:
+    """The predicate of the trace list's filters (``None`` without any); `ValueError` names a
+    score bound that is not a number."""
+    if not filters:
+        return None
+    bounds: dict[str, float] = {}
+    for name in ("min_score", "max_score"):
+        if name in filters:
+            try:
+                bounds[name] = float(filters[name])
+            except ValueError:
+                raise ValueError(f"`{name}` must be a number, got {filters[name]!r}.") from None
+
+    def keep(t: TraceResult) -> bool:
+        if "version" in filters and str(t.prompt_version_id) != filters["version"]:
+            return False
+        if "arm" in filters and t.arm != filters["arm"]:
+            return False
+        if bounds and (t.score is None or not bounds.get("min_score", -1.0) <= t.score
+                       <= bounds.get("max_score", 2.0)):
+            return False
+        if "user" in filters and t.user_id != filters["user"]:
+            return False
+        if "session" in filters and t.session_id != filters["session"]:
+            return False
+        return "tag" not in filters or filters["tag"] in (t.tags or [])
+
+    return keep
 
 
 def _diff_rows(left: str, right: str) -> list[tuple[str, str, str, str, str]]:
