@@ -254,3 +254,19 @@ def test_trace_filters_read_bounded_pages_and_page_on(
     assert "40 matching among the 200 traces read" in second and 'class="next"' not in second
     assert admin.get("/ui/traces", params={"task": "filter-task", "user": "u", "tag": "y"}
                      ).text.count('href="/ui/traces/') == 0
+
+
+def test_a_failing_page_is_a_plain_500_and_a_log_line(
+    admin: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kaizen_server.ui.app import UiApp
+
+    def broken(self: UiApp, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret detail kz_abc")
+
+    monkeypatch.setattr(UiApp, "_get", broken)  # what every list page calls first
+    with caplog.at_level("ERROR", logger="kaizen_server.ui"):
+        resp = admin.get("/ui/jobs")
+    assert resp.status_code == 500 and "kz_abc" not in resp.text
+    assert "see its log" in resp.text
+    assert "web UI: GET /ui/jobs failed" in caplog.text

@@ -26,6 +26,7 @@ import difflib
 import hashlib
 import importlib.resources
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -61,6 +62,8 @@ __all__ = [
     "COOKIE", "MAX_FORM_BYTES", "PAGE", "UI_PREFIX", "UiApp", "UiRequest", "UiResponse",
     "is_ui_path",
 ]
+
+logger = logging.getLogger("kaizen_server.ui")
 
 UI_PREFIX = "/ui/"
 """Every page and asset of the UI is under this path."""
@@ -259,6 +262,9 @@ class UiApp:
             return self._dispatch(request)
         except _Stop as stop:
             return stop.response
+        except Exception:  # a bug or the database: a plain 500 page, and the log has why
+            logger.exception("web UI: %s %s failed", request.method, path)
+            return self._error(None, 500, "The server failed to show this page; see its log.")
 
     def _dispatch(self, request: UiRequest) -> UiResponse:
         allowed_methods: list[str] = []
