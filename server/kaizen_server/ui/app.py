@@ -55,7 +55,7 @@ from kaizen_sdk.models import (
 from kaizen_sdk.reports import job_report
 from kaizen_server.api.routes import ROUTES, Api, ApiRequest, ApiResponse, Route
 from kaizen_server.domain.keys import SECRET_PREFIX, Authenticator, Principal, allowed, hash_secret
-from kaizen_server.ui.charts import interval_chart
+from kaizen_server.ui.charts import interval_chart, sparkline
 from kaizen_server.ui.sessions import Session, SessionBook
 
 __all__ = [
@@ -451,6 +451,7 @@ class UiApp:
             rows.append({
                 "task": task, "active": self._active(ctx, ref),
                 "share": (scored, len(traces)),
+                "trend": sparkline([t.score for t in reversed(traces) if t.score is not None]),
                 "job": jobs[0] if jobs and not jobs[0].is_terminal else None,
                 "rollout": rollout if rollout is not None and rollout.state == "running"
                 else None,

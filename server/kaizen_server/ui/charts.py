@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Chart", "ChartRow", "interval_chart"]
+__all__ = ["Chart", "ChartRow", "interval_chart", "sparkline"]
 
 _WIDTH = 480
 _LABEL = 150
@@ -81,3 +81,13 @@ def interval_chart(
                               x_of(estimate), x_of(lower), x_of(upper)))
     height = _PAD * 2 + _ROW * max(1, len(rows)) + 14
     return Chart(_WIDTH, height, drawn, left, right, lo, hi, x_of(0.0) if lo <= 0 <= hi else None)
+
+
+def sparkline(values: list[float], *, width: int = 120, height: int = 24) -> str:
+    """The ``points`` of an SVG polyline of *values* (scores in [0, 1]), oldest first; empty
+    with fewer than two values."""
+    if len(values) < 2:
+        return ""
+    step = (width - 2) / (len(values) - 1)
+    return " ".join(f"{1 + i * step:.1f},{1 + (1 - min(max(v, 0.0), 1.0)) * (height - 2):.1f}"
+                    for i, v in enumerate(values))
