@@ -75,7 +75,7 @@ PAGE = 50
 """Rows per page of every list (the API's cursors give the next page)."""
 
 _SCAN_PAGES = 4  # pages of versions read to find two versions for a diff, at most
-_SHARE_SAMPLE = 50  # newest traces read for a task's scored share
+_SHARE_SAMPLE = 20  # newest traces read for a task's scored share and score line
 _FEEDBACK_SCAN = 200  # newest feedback rows of the task read for a trace's feedback
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
