@@ -10,7 +10,7 @@ DOCS_STAMP  := $(VENV)/.installed-docs
 FLOOR_VENV  := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-floor
 
-.PHONY: demo test floor lint typecheck pytest bench docs clean
+.PHONY: demo test floor lint typecheck pytest browser bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,15 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy --strict kaizen_sdk server/kaizen_server
 
+# The web UI's browser tests (tests/ui) drive Debian's chromium with Playwright (the test
+# extra); no browser is downloaded. Installed here when missing (apt-get needs root); the
+# tests fail, never skip, without it.
+browser:
+	command -v chromium || (apt-get update && apt-get install -y chromium)
+
 # One worker more than there are cores (tests/conftest.py): the suite is mostly waiting on
 # loopback servers and subprocesses.
-pytest: $(TEST_STAMP)
+pytest: $(TEST_STAMP) browser
 	$(BIN)/pytest -n auto
 
 test: floor lint typecheck pytest

@@ -78,7 +78,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 5. what users put on their code
     ("decorators", "instrument", "integrations"),
     # 6. programs built on the SDK
-    ("cli", "local", "_layers", "_job_report"),
+    ("cli", "local", "_layers", "_job_report", "reports"),
 )
 """Module groups, lowest first, by name below ``kaizen_sdk`` (a package stands for its
 modules). A module may import its own layer and the layers below it."""
@@ -106,8 +106,8 @@ SERVER_LAYERS: tuple[tuple[str, ...], ...] = (
     ("storage",),
     # 5. the job worker and the pull requests it opens
     ("jobs",),
-    # 6. what each route means
-    ("api",),
+    # 6. what each route means, and the web UI's pages over the same operations
+    ("api", "ui"),
     # 7. HTTP and LocalServer
     ("http",),
     # 8. programs: the demo, the kaizen commands

@@ -90,3 +90,33 @@ def test_the_stand_in_model_reads_more_with_examples(
     if with_examples:
         prompt += "\n\n### Examples\n\nExample 1:\nInput: {}\nOutput: bug"
     assert _demo.stand_in_model(prompt) == label
+
+
+def test_the_demo_ends_by_saying_how_to_look_at_it_in_a_browser() -> None:
+    out = io.StringIO()
+    assert _demo.main(out) == 0
+    assert out.getvalue().splitlines()[-1] == (
+        "See it in a browser: `kaizen demo --serve` keeps the server up and prints the address"
+        " of its web UI (docs/ui.md).")
+
+
+def test_kaizen_demo_serve_keeps_the_server_up_for_the_web_ui() -> None:
+    import httpx
+
+    out = io.StringIO()
+    seen: list[int] = []
+
+    def until() -> bool:  # the server is still up while the demo waits: sign in to the UI
+        match = re.search(r"Web UI: (\S+) \(sign in with the key (\S+)\)", out.getvalue())
+        assert match is not None
+        with httpx.Client(timeout=10) as client:
+            resp = client.post(match.group(1) + "signin", data={"key": match.group(2)})
+            assert resp.status_code == 303
+            page = client.get(match.group(1) + "tasks/classify_ticket")
+            seen.append(page.status_code)
+            assert "Task classify_ticket" in page.text
+        return True
+
+    assert _demo.main(out, serve=True, until=until) == 0
+    assert seen == [200]
+    assert out.getvalue().splitlines()[-1] == "Stopped."

@@ -116,3 +116,17 @@ def test_the_old_import_path_without_the_server_says_what_to_install() -> None:
                           timeout=60, check=True)
     assert done.stdout == (
         "The CT server is the kaizen-server package: pip install 'kaizen-sdk[server]'\n")
+
+
+def test_the_server_wheel_ships_the_web_uis_templates_and_files(
+    wheels: dict[str, dict[str, bytes]]
+) -> None:
+    server = wheels["server"]
+    templates = Path(ROOT / "server/kaizen_server/ui/templates")
+    static = Path(ROOT / "server/kaizen_server/ui/static")
+    shipped = {f"kaizen_server/ui/templates/{p.name}" for p in templates.iterdir()}
+    shipped |= {f"kaizen_server/ui/static/{p.name}" for p in static.iterdir()}
+    assert len(shipped) >= 25 and shipped <= set(server)
+    assert server["kaizen_server/ui/static/htmx.min.js"].startswith(b"var htmx=")
+    assert b"Zero-Clause BSD" in server["kaizen_server/ui/static/htmx-LICENSE.txt"]
+    assert any(r.startswith("jinja2>=") for r in _requires(server))

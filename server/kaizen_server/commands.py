@@ -169,6 +169,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("API key: the one given with --api-key", flush=True)
     else:
         print("API key: from KAIZEN_API_KEY", flush=True)
+    print(f"Web UI: {server.base_url}/ui/ (sign in with a read or admin key)", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     try:
         while not stop.wait(0.5):
@@ -204,13 +205,16 @@ def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "again on the new version, against an embedded local CT server (or the server in "
         "KAIZEN_BASE_URL).",
     )
+    parser.add_argument("--serve", action="store_true",
+                        help="keep the embedded server up afterwards, to look at what the demo "
+                        "did in the web UI (until Ctrl-C)")
     parser.set_defaults(command=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kaizen_server import demo
 
-    return demo.main()
+    return demo.main(serve=args.serve)
 
 
 # --- eval: judged comparison of two prompt versions, for CI ------------------------------

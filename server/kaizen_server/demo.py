@@ -114,17 +114,44 @@ def _server(out: _Out) -> Iterator[tuple[str, str, bool]]:
         yield server.base_url, server.api_key, True
 
 
-def main(stream: TextIO | None = None) -> int:
-    """Run the demo; return the exit code (0 when the loop completed)."""
+def main(stream: TextIO | None = None, *, serve: bool = False,
+         until: Callable[[], bool] | None = None) -> int:
+    """Run the demo; return the exit code (0 when the loop completed).
+
+    With *serve*, the embedded server stays up after the demo (its web UI's address and key
+    are printed) until Ctrl-C, or until *until* returns true (checked twice a second).
+    """
     out = _Out(stream or sys.stdout)
     started = time.monotonic()
     out("Kaizen demo: decorate a function once, and the loop tunes its prompt.")
     try:
         with _server(out) as (base_url, api_key, embedded):
-            return _run(out, base_url, api_key, embedded, started)
+            code = _run(out, base_url, api_key, embedded, started)
+            if code == 0:
+                _look(out, base_url, api_key, embedded, serve, until)
+            return code
     except CTError as exc:
         out(f"The demo stopped: {exc}")
         return 1
+
+
+def _look(out: _Out, base_url: str, api_key: str, embedded: bool, serve: bool,
+          until: Callable[[], bool] | None) -> None:
+    """Say how to look at what the demo did in a browser; with *serve*, keep serving."""
+    if not embedded:
+        out(f"See it in a browser: {base_url}/ui/ (docs/ui.md).")
+        return
+    if not serve:
+        out("See it in a browser: `kaizen demo --serve` keeps the server up and prints the "
+            "address of its web UI (docs/ui.md).")
+        return
+    out(f"Web UI: {base_url}/ui/ (sign in with the key {api_key}). Press Ctrl-C to stop.")
+    try:
+        while not (until is not None and until()):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    out("Stopped.")
 
 
 def _run(out: _Out, base_url: str, api_key: str, embedded: bool, started: float) -> int:

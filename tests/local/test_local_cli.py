@@ -123,6 +123,8 @@ def test_kaizen_serve_answers_health_with_dev_key(
     url = s.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
     key = s.wait_for(r"API key \(development\): (\S+)").group(1)
     assert key == DEV_API_KEY
+    ui = s.wait_for(r"Web UI: (\S+) ").group(1)
+    assert ui == f"{url}/ui/" and httpx.get(f"{ui}signin", timeout=10).status_code == 200
     health = httpx.get(f"{url}/api/v1/health", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "ok"
     created = httpx.post(f"{url}/api/v1/tasks", json={"name": "cli"},

@@ -80,6 +80,7 @@ from kaizen_server.jobs.worker import JobWorker, OptimizerSettings
 from kaizen_server.llm.pricing import trace_pricer
 from kaizen_server.settings import KAIZEN_API_KEY, KAIZEN_OTLP_TASK_MAP, KAIZEN_PRICES_FILE
 from kaizen_server.storage.sqlite import Store
+from kaizen_server.ui.app import MAX_FORM_BYTES, UiApp, UiRequest, is_ui_path
 
 __all__ = [
     "BODY_TIMEOUT",
@@ -259,6 +260,7 @@ class _App:
         self.readers = readers
         self.writer = writer
         self.access_log = access_log
+        self.ui = UiApp(api, self.auth)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -279,6 +281,9 @@ class _App:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
         body_read = not has_body
+        if is_ui_path(scope["path"]):  # the web UI (kaizen_server.ui): pages, not the API
+            await self._serve_ui(scope, receive, send, headers, has_body)
+            return
         try:
             # The raw path: a task name may hold an escaped "/" (resolve unquotes the params).
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
@@ -305,6 +310,31 @@ class _App:
             pool = self.readers if route.method == "GET" else self.writer
             response = await loop.run_in_executor(pool, self.api.call, route, request)
         await self._answer(scope, send, response, close=response.status >= 500)
+
+    async def _serve_ui(self, scope: Any, receive: Any, send: Any, headers: dict[str, str],
+                        has_body: bool) -> None:
+        declared = headers.get("content-length", "0")
+        try:
+            if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+                raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                               f"A form of the web UI has at most {MAX_FORM_BYTES} bytes.",
+                               close=True)
+            body = await self._read_body(receive, headers) if has_body else b""
+        except ApiError as exc:
+            await self._answer(scope, send, error_response(exc), close=True)
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        request = UiRequest(scope["method"], raw_path.decode("latin-1"),
+                            scope["query_string"].decode("latin-1"), headers, body)
+        pool = self.readers if request.method == "GET" else self.writer
+        answer = await asyncio.get_running_loop().run_in_executor(pool, self.ui.handle, request)
+        raw_headers = [_SERVER, (b"content-length", str(len(answer.body)).encode())]
+        raw_headers += [(k.encode(), v.encode("latin-1")) for k, v in answer.headers]
+        await send({"type": "http.response.start", "status": answer.status,
+                    "headers": raw_headers})
+        await send({"type": "http.response.body", "body": answer.body})
+        if self.access_log:
+            self._log(scope, answer.status, len(answer.body))
 
     async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes:
         declared = headers.get("content-length")
