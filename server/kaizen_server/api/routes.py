@@ -73,7 +73,8 @@ from kaizen_server.domain.keys import Authenticator, Principal, allowed, forbidd
 from kaizen_server.jobs import approval
 from kaizen_server.jobs.worker import JobWorker
 from kaizen_server.optimize.dspy_optimizer import STRATEGIES
-from kaizen_server.storage.sqlite import Conflict, Invalid, NotFound, Page, Store, StoreFull
+from kaizen_server.storage.errors import Conflict, Invalid, NotFound, Page, StoreFull
+from kaizen_server.storage.interface import StorageInterface
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -281,7 +282,7 @@ def _paged(page: Page[Any], path: str, query: Mapping[str, str], limit: int) -> 
 class Api:
     """The CT API operations: each takes an `ApiRequest` and returns an `ApiResponse`."""
 
-    def __init__(self, store: Store, worker: JobWorker) -> None:
+    def __init__(self, store: StorageInterface, worker: JobWorker) -> None:
         self.store = store
         self.worker = worker
 

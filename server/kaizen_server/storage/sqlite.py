@@ -14,7 +14,6 @@ a missing object raises `NotFound`, a clash `Conflict`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import math
@@ -22,8 +21,8 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -54,6 +53,21 @@ from kaizen_sdk.templates import MAX_PLACEHOLDERS, count_placeholders
 from kaizen_server.domain import budget, keys, rollouts, task_settings
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import spend as spend_store
+from kaizen_server.storage.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    Page,
+    StoreError,
+    StoreFull,
+    utcnow,
+)
+from kaizen_server.storage.interface import (
+    ACTIVE_JOB_STATUSES,
+    AUTO_TASK_THRESHOLD,
+    HELD_SCORES_MAX,
+    StorageInterface,
+)
 
 __all__ = [
     "ACTIVE_JOB_STATUSES",
@@ -73,12 +87,6 @@ logger = logging.getLogger("kaizen_server.storage.sqlite")
 
 SCHEMA_VERSION = 7
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
-
-AUTO_TASK_THRESHOLD = 50
-"""``feedback_threshold`` of a task created implicitly by a trace or feedback naming it."""
-
-ACTIVE_JOB_STATUSES = ("PENDING", "RUNNING")
-"""Job statuses that count as "in progress": at most one such job per task."""
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -205,9 +213,6 @@ _STEP_HELD_SCORES = (
     "CREATE INDEX IF NOT EXISTS held_scores_trace ON held_scores (trace_id)",
 )
 
-HELD_SCORES_MAX = 100_000
-"""Scores waiting for their trace at most; past it a score for an unknown trace is an error."""
-
 
 _TASK_OPTIONAL = (
     "description",
@@ -229,18 +234,6 @@ _TASK_OPTIONAL = (
 _T = TypeVar("_T")
 
 
-@dataclasses.dataclass(frozen=True)
-class Page(Generic[_T]):
-    """One page of a list: its *items* and the key to pass as ``after`` for the next one.
-
-    ``next_key`` is ``None`` on the last page. Keys are row sequence numbers (keyset
-    pagination), so rows inserted while a client pages through never shift the pages.
-    """
-
-    items: list[_T]
-    next_key: int | None = None
-
-
 def _page(rows: list[sqlite3.Row], limit: int, make: Any) -> Page[Any]:
     """Turn up to ``limit + 1`` rows into a page (the extra row only says "more remain")."""
     if len(rows) > limit:
@@ -255,28 +248,6 @@ def _keyset(after: int | None, newest_first: bool = True) -> tuple[str, tuple[in
     return ("seq < ?" if newest_first else "seq > ?"), (after,)
 
 
-class StoreError(Exception):
-    """Base of the errors the store raises on purpose; ``str()`` is a client-safe detail."""
-
-
-class NotFound(StoreError):
-    """The task, trace, job or prompt version does not exist."""
-
-
-class Conflict(StoreError):
-    """The write clashes with existing data (e.g. a duplicate task name)."""
-
-
-class Invalid(StoreError):
-    """A value or a reference the store will not use (an empty prompt text, a candidate of
-    another task); ``str()`` names the field. Answered with 422."""
-
-
-class StoreFull(StoreError):
-    """The database or its disk is full (SQLite ``SQLITE_FULL``): nothing of the write was
-    kept; reads still work. Answered with 507."""
-
-
 _SQLITE_FULL = 13  # SQLite's result code "database or disk is full"
 
 
@@ -285,11 +256,6 @@ def _is_full(exc: sqlite3.Error) -> bool:
     if code is not None:
         return bool(code & 0xFF == _SQLITE_FULL)
     return "database or disk is full" in str(exc)
-
-
-def utcnow() -> datetime:
-    """Return the current time, timezone-aware in UTC."""
-    return datetime.now(timezone.utc)
 
 
 def _ts(value: datetime | None = None) -> str:
@@ -2369,3 +2335,8 @@ def _given(value: _T | msgspec.UnsetType) -> _T | None:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _implements(store: Store) -> StorageInterface:
+    """Never called: mypy checks here that `Store` implements `StorageInterface`."""
+    return store
