@@ -423,6 +423,8 @@ class LocalServer:
         budgets: the server-wide spend limits of optimization jobs (``None`` reads the
             ``KAIZEN_*_BUDGET_USD`` / ``KAIZEN_MAX_JOBS_PER_DAY`` / ``KAIZEN_COOLDOWN_MINUTES``
             variables, else the defaults); see `kaizen_server.domain.budget`.
+        migrate: run the database's pending schema steps at start (default); ``False``
+            refuses to start on an outdated database (`SchemaOutdated` from `start`).
     """
 
     def __init__(
@@ -440,6 +442,7 @@ class LocalServer:
         access_log: bool = False,
         job_timeout: float | None = None,
         budgets: BudgetDefaults | None = None,
+        migrate: bool = True,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -457,6 +460,7 @@ class LocalServer:
             job_timeout=job_timeout,
         )
         self._budgets = budgets if budgets is not None else BudgetDefaults.resolve()
+        self._migrate = migrate
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
@@ -502,8 +506,9 @@ class LocalServer:
     def start(self) -> LocalServer:
         """Bind the port, open the database and start serving in a background thread.
 
-        Raises `PermissionError` for a non-loopback address with the development key, and
-        `OSError` when the address cannot be bound.
+        Raises `PermissionError` for a non-loopback address with the development key,
+        `OSError` when the address cannot be bound, and `SchemaError` (`SchemaOutdated` when
+        told not to migrate) when the database's schema is not this server's.
         """
         if self._uvicorn is not None:
             raise RuntimeError("The LocalServer is already running.")
@@ -536,7 +541,7 @@ class LocalServer:
         else:
             path = self.db_path
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._store = store = Store(path)
+        self._store = store = Store(path, migrate=self._migrate)
         store.budget_defaults = self._budgets
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
         readers = concurrent.futures.ThreadPoolExecutor(

@@ -20,7 +20,7 @@ import math
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -53,6 +53,7 @@ from kaizen_sdk.templates import MAX_PLACEHOLDERS, count_placeholders
 from kaizen_server.domain import budget, keys, rollouts, task_settings
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import spend as spend_store
+from kaizen_server.storage import sqlite_schema
 from kaizen_server.storage.errors import (
     Conflict,
     Invalid,
@@ -85,134 +86,11 @@ __all__ = [
 
 logger = logging.getLogger("kaizen_server.storage.sqlite")
 
-SCHEMA_VERSION = 7
-"""Version of the schema this module writes; stored in the ``schema_version`` table."""
+SCHEMA_VERSION = sqlite_schema.SCHEMA_VERSION
+"""Version of the schema this module writes: the highest step of
+``kaizen_server/storage/migrations/sqlite/`` (see `kaizen_server.storage.sqlite_schema`)."""
 
 BUSY_TIMEOUT_MS = 30_000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (
-    version INTEGER NOT NULL,
-    applied_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL UNIQUE,
-    description TEXT,
-    schema_json TEXT,
-    feedback_threshold INTEGER NOT NULL,
-    feedback_retention_limit INTEGER,
-    evaluator_config TEXT,
-    teacher_model TEXT,
-    judge_model TEXT,
-    module_type TEXT,
-    cost_budget REAL,
-    github_repo TEXT,
-    github_base_branch TEXT,
-    prompt_path TEXT,
-    prompt_format TEXT,
-    created_at TEXT NOT NULL,
-    feedback_count INTEGER NOT NULL DEFAULT 0,
-    feedback_since_optimization INTEGER NOT NULL DEFAULT 0,
-    last_optimization TEXT
-);
-CREATE TABLE IF NOT EXISTS prompts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    version_number INTEGER NOT NULL,
-    prompt_text TEXT NOT NULL,
-    eval_score REAL,
-    status TEXT NOT NULL,
-    optimizer TEXT,
-    dspy_version TEXT,
-    created_at TEXT NOT NULL,
-    UNIQUE (task_id, version_number)
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    inputs TEXT,
-    output TEXT,
-    score REAL,
-    source TEXT,
-    metadata TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_task ON feedback (task_id, seq);
-CREATE TABLE IF NOT EXISTS traces (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    prompt_text TEXT,
-    response_text TEXT,
-    model TEXT,
-    tokens INTEGER,
-    latency_ms REAL,
-    score REAL,
-    scored_by TEXT,
-    prompt_version_id TEXT,
-    parent_trace_id TEXT,
-    metadata TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS traces_task ON traces (task_id, seq);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    prompt_version_id TEXT,
-    status TEXT NOT NULL,
-    triggered_by TEXT,
-    feedback_count INTEGER,
-    pr_url TEXT,
-    error_message TEXT,
-    job_metadata TEXT,
-    progress_step TEXT,
-    started_at TEXT,
-    completed_at TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task_id, seq);
-CREATE TABLE IF NOT EXISTS applied_scores (
-    id TEXT PRIMARY KEY,
-    trace_id TEXT NOT NULL,
-    applied_at TEXT NOT NULL
-);
-"""
-
-# Schema step 2, "feedback critique": a comment and a correction on feedback, the trace a
-# feedback entry scores, and how many entries were scored since the task's last job (so a
-# threshold job needs new scored feedback).
-_STEP_FEEDBACK_CRITIQUE = (
-    "ALTER TABLE feedback ADD COLUMN comment TEXT",
-    "ALTER TABLE feedback ADD COLUMN correction TEXT",
-    "ALTER TABLE feedback ADD COLUMN trace_id TEXT",
-    "ALTER TABLE tasks ADD COLUMN scored_since_job INTEGER NOT NULL DEFAULT 0",
-    "CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id)",
-)
-
-
-# Schema step 4, "trace context": who a call was for (``ct.context``): user, session, tags
-# (a JSON list).
-_STEP_TRACE_CONTEXT = (
-    "ALTER TABLE traces ADD COLUMN user_id TEXT",
-    "ALTER TABLE traces ADD COLUMN session_id TEXT",
-    "ALTER TABLE traces ADD COLUMN tags TEXT",
-)
-
-
-# Schema step 5, "held scores": in-process scores whose trace had not arrived yet (it was
-# spooled by a client while the server was down), applied when the trace is stored.
-_STEP_HELD_SCORES = (
-    "CREATE TABLE IF NOT EXISTS held_scores (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " id TEXT NOT NULL UNIQUE, trace_id TEXT NOT NULL, score REAL NOT NULL,"
-    " scored_by TEXT NOT NULL, created_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS held_scores_trace ON held_scores (trace_id)",
-)
-
 
 _TASK_OPTIONAL = (
     "description",
@@ -321,7 +199,9 @@ class Store:
         store.close()
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, migrate: bool = True) -> None:
+        """Open (creating) the database at *path* and run its pending schema steps; with
+        *migrate* false, raise `SchemaOutdated` instead when any are pending."""
         self.path = path
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -330,7 +210,7 @@ class Store:
         self._closed = False
         self.budget_defaults = budget.BudgetDefaults()
         """The server-wide spend limits (`kaizen_server.domain.budget`); the server sets them."""
-        self._migrate()
+        self._migrate(migrate)
 
     def __repr__(self) -> str:
         return f"Store(path={self.path!r})"
@@ -397,34 +277,15 @@ class Store:
                     ) from None
                 raise
 
-    def _migrate(self) -> None:
+    def _migrate(self, migrate: bool) -> None:
         with self._write() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
-            current = row["v"]
-            if current is None:  # a new file: _SCHEMA is version 1, the steps follow
-                current = 1
-                conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (1, _ts())
-                )
-            elif current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"Database {self.path} has schema version {current}, newer than this "
-                    f"kaizen_sdk supports ({SCHEMA_VERSION}); upgrade kaizen_sdk."
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                step = _MIGRATIONS[version]
-                if callable(step):
-                    step(conn)
-                else:
-                    for statement in step:
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                    (version, _ts()),
-                )
+            if migrate:
+                ran = sqlite_schema.upgrade(conn)
+                if ran:
+                    logger.info("database %s: schema steps run: %s", self.path,
+                                ", ".join(step.filename for step in ran))
+            else:
+                sqlite_schema.require_current(conn, self.path)
 
     def schema_version(self) -> int:
         """Return the schema version recorded in the database."""
@@ -2124,77 +1985,6 @@ class Store:
         return _page(self._list_rows("audit_log", ref, limit, after), limit, self._audit_entry)
 
 
-_ROLLOUTS_DDL = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    active_version_id TEXT NOT NULL,
-    candidate_version_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    config TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    step_start_n INTEGER NOT NULL,
-    salt TEXT NOT NULL,
-    recommendation TEXT,
-    reason TEXT,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    trace_seq INTEGER NOT NULL,
-    feedback_seq INTEGER NOT NULL,
-    end_trace_seq INTEGER,
-    end_feedback_seq INTEGER,
-    scores_seen INTEGER NOT NULL DEFAULT 0,
-    evaluated_at INTEGER NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_running ON rollouts (task_id)
-    WHERE state = 'running';
-CREATE TABLE IF NOT EXISTS rollout_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    rollout_id TEXT NOT NULL REFERENCES rollouts(id),
-    at TEXT NOT NULL,
-    event TEXT NOT NULL,
-    share REAL,
-    reason TEXT,
-    stats TEXT
-);
-CREATE INDEX IF NOT EXISTS rollout_events_rollout ON rollout_events (rollout_id, seq);
-"""
-
-_ROLLOUT_INDEXES = """
-CREATE INDEX IF NOT EXISTS traces_version ON traces (prompt_version_id, seq);
-CREATE INDEX IF NOT EXISTS feedback_version ON feedback (prompt_version_id, seq);
-"""
-
-_ROLLOUT_COLUMNS = (
-    ("traces", "arm", "TEXT"),
-    ("traces", "error", "INTEGER"),
-    ("feedback", "prompt_version_id", "TEXT"),
-    ("feedback", "arm", "TEXT"),
-)
-
-
-def _migrate_rollouts(conn: sqlite3.Connection) -> None:
-    """Migration step "rollouts": rollout tables, and arm/error/version columns on records."""
-    for statement in _ROLLOUTS_DDL.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    for table, column, kind in _ROLLOUT_COLUMNS:
-        have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    for statement in _ROLLOUT_INDEXES.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _migrate_keys(conn: sqlite3.Connection) -> None:
-    """Migration step "keys and audit": scoped keys (hashes only) and the audit log."""
-    for statement in keys.AUDIT_DDL.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
 def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:
     row = conn.execute(
         "SELECT version_number FROM prompts WHERE task_id = ? AND prompt_text = ?"
@@ -2203,18 +1993,6 @@ def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> i
     ).fetchone()
     return None if row is None else int(row["version_number"])
 
-
-
-# schema version -> what brings a database of the version before up to it: statements, or a
-# function of the connection
-_MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] = {
-    2: _STEP_FEEDBACK_CRITIQUE,
-    3: _migrate_rollouts,
-    4: _STEP_TRACE_CONTEXT,
-    5: _STEP_HELD_SCORES,
-    6: _migrate_keys,
-    7: spend_store.migrate_spend,
-}
 
 class _BatchTasks:
     """Task lookups of one ingest batch: each task and its active prompt read once."""
