@@ -50,7 +50,7 @@ from kaizen_sdk.models import (
     TraceResult,
 )
 from kaizen_sdk.templates import MAX_PLACEHOLDERS, count_placeholders
-from kaizen_server.domain import budget, keys, rollouts, task_settings
+from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import spend as spend_store
 from kaizen_server.storage import sqlite_schema
@@ -1135,16 +1135,17 @@ class Store:
         return job_id
 
     def _maybe_trigger(self, conn: sqlite3.Connection, task_id: str) -> str | None:
+        """Insert the task's threshold job when `decisions.threshold_job` says it starts."""
         task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        if task["feedback_since_optimization"] < task["feedback_threshold"]:
-            return None
-        if task["scored_since_job"] == 0:
-            return None  # nothing new to learn from: no job, no junk version
-        if self._active_job(conn, task_id) is not None:
-            return None
-        refused = self._threshold_refusal(conn, task)
-        if refused is not None:
-            logger.debug("threshold job of task %r deferred: %s", task["name"], refused)
+        if not decisions.threshold_due(new_feedback=task["feedback_since_optimization"],
+                                       threshold=task["feedback_threshold"],
+                                       scored_since_job=task["scored_since_job"]):
+            return None  # most feedback ends here, on the task row alone
+        decision = self._threshold_decision(conn, task)
+        if not decision.start:
+            if decision.waiting is not None:
+                logger.debug("threshold job of task %r deferred: %s", task["name"],
+                             decision.waiting)
             return None
         return self._insert_job(conn, task, "threshold")
 
@@ -1395,30 +1396,35 @@ class Store:
 
     def _threshold_waiting(self, conn: sqlite3.Connection, task: sqlite3.Row) -> str | None:
         """Why a due threshold job has not started, for the task's answer (else ``None``)."""
-        if task["feedback_since_optimization"] < task["feedback_threshold"] \
-                or task["scored_since_job"] == 0 or self._active_job(conn, task["id"]):
-            return None
-        return self._threshold_refusal(conn, task)
+        return self._threshold_decision(conn, task).waiting
 
-    def _threshold_refusal(self, conn: sqlite3.Connection, task: sqlite3.Row) -> str | None:
-        """Why the task's threshold job must wait (cool-down, jobs today, day's budget)."""
-        limits = budget.Limits.of(task, self.budget_defaults)
+    def _threshold_decision(
+        self, conn: sqlite3.Connection, task: sqlite3.Row
+    ) -> decisions.ThresholdDecision:
+        """Read what `decisions.threshold_job` needs of the task and ask it."""
         now = utcnow()
         since = _ts(budget.day_start(now))
-        row = conn.execute(
-            "SELECT COUNT(*) AS n, MAX(created_at) AS last FROM jobs WHERE task_id = ?"
-            " AND triggered_by = 'threshold' AND created_at >= ?",
-            (task["id"], since),
-        ).fetchone()
-        last = conn.execute(
-            "SELECT MAX(created_at) AS last FROM jobs WHERE task_id = ?"
-            " AND triggered_by = 'threshold'", (task["id"],),
-        ).fetchone()["last"]
-        return budget.threshold_refusal(
-            limits, new_feedback=task["feedback_since_optimization"],
-            threshold=task["feedback_threshold"],
-            jobs_today=row["n"], last_job_at=_dt(last),
-            day_used_usd=spend_store.day_used(conn, task["id"], since), now=now,
+
+        def usage() -> decisions.ThresholdUsage:
+            row = conn.execute(
+                "SELECT COUNT(*) AS n FROM jobs WHERE task_id = ?"
+                " AND triggered_by = 'threshold' AND created_at >= ?",
+                (task["id"], since),
+            ).fetchone()
+            last = conn.execute(
+                "SELECT MAX(created_at) AS last FROM jobs WHERE task_id = ?"
+                " AND triggered_by = 'threshold'", (task["id"],),
+            ).fetchone()["last"]
+            return decisions.ThresholdUsage(
+                jobs_today=row["n"], last_job_at=_dt(last),
+                day_used_usd=spend_store.day_used(conn, task["id"], since),
+            )
+
+        return decisions.threshold_job(
+            budget.Limits.of(task, self.budget_defaults),
+            new_feedback=task["feedback_since_optimization"],
+            threshold=task["feedback_threshold"], scored_since_job=task["scored_since_job"],
+            job_active=self._active_job(conn, task["id"]) is not None, usage=usage, now=now,
         )
 
     # --- rollouts --------------------------------------------------------------------
@@ -1489,13 +1495,13 @@ class Store:
         O(n) each; at most every 10 % more scores keeps the total linear. The test stays
         valid at any stopping time, and every GET evaluates as well.
         """
-        seen = rollout["scores_seen"] + 1
-        minimum = 2 * _unjson(rollout["config"])["min_samples"]
-        last = rollout["evaluated_at"]
-        due = seen >= minimum and seen - last >= max(1, last // 10)
+        counted = decisions.evaluation_due(
+            scores_seen=rollout["scores_seen"], evaluated_at=rollout["evaluated_at"],
+            min_samples=_unjson(rollout["config"])["min_samples"],
+        )
         conn.execute("UPDATE rollouts SET scores_seen = ?, evaluated_at = ? WHERE id = ?",
-                     (seen, seen if due else last, rollout["id"]))
-        if due:
+                     (counted.scores_seen, counted.evaluated_at, rollout["id"]))
+        if counted.due:
             self._evaluate_rollout(conn, rollout)
 
     def _arm_stats(
@@ -1560,7 +1566,8 @@ class Store:
         config = self._rollout_config(rollout)
         moved = self._activated_by_hand(conn, rollout)
         if moved is not None:
-            self._end_rollout(conn, rollout, *moved, {"share": config.ramp[rollout["step"]]})
+            self._end_rollout(conn, rollout, moved.action, moved.reason,
+                              {"share": config.ramp[rollout["step"]]})
             return
         active = self._arm_stats(conn, rollout, rollout["active_version_id"])
         candidate = self._arm_stats(conn, rollout, rollout["candidate_version_id"])
@@ -1572,10 +1579,10 @@ class Store:
         share = config.ramp[rollout["step"]]
         stats = decision.stats(active, candidate, share)
         if decision.action == "advance":
-            step = rollout["step"] + 1
+            step, start_n = decisions.ramp_step(step=rollout["step"], candidate_n=candidate.n)
             conn.execute(
                 "UPDATE rollouts SET step = ?, step_start_n = ? WHERE id = ?",
-                (step, candidate.n, rollout["id"]),
+                (step, start_n, rollout["id"]),
             )
             self._rollout_event(conn, rollout["id"], "ramp", config.ramp[step], decision.reason,
                                 stats)
@@ -1591,18 +1598,17 @@ class Store:
     @staticmethod
     def _activated_by_hand(
         conn: sqlite3.Connection, rollout: sqlite3.Row
-    ) -> tuple[str, str] | None:
-        """``(action, reason)`` when a version was activated outside the rollout, else None."""
+    ) -> decisions.HandActivation | None:
+        """How the rollout ends when a version was activated outside it, else None."""
         row = conn.execute(
             "SELECT id FROM prompts WHERE task_id = ? AND status = 'active'",
             (rollout["task_id"],),
         ).fetchone()
-        current = None if row is None else row["id"]
-        if current == rollout["active_version_id"]:
-            return None
-        if current == rollout["candidate_version_id"]:
-            return "promote", "the candidate was activated by hand"
-        return "rollback", "another version was activated by hand"
+        return decisions.hand_activation(
+            current_active=None if row is None else row["id"],
+            active_version=rollout["active_version_id"],
+            candidate_version=rollout["candidate_version_id"],
+        )
 
     def _end_rollout(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, action: str, reason: str,
@@ -1850,18 +1856,18 @@ class Store:
         """
         if job.task_id is None or job.prompt_version_id is None:
             return None
-        if (job.job_metadata or {}).get("verdict") not in (None, "better"):
-            return None  # only a candidate judged better is rolled out unattended
         try:
-            config = (self.get_task(str(job.task_id)).evaluator_config or {}).get("auto_rollout")
-            if not config:
-                return None
-            options = config if isinstance(config, dict) else {}
-            req = msgspec.convert(
-                {**options, "candidate_version_id": str(job.prompt_version_id)}, RolloutRequest
+            auto = decisions.auto_rollout_request(
+                candidate_version_id=str(job.prompt_version_id), job_metadata=job.job_metadata,
+                evaluator_config=self.get_task(str(job.task_id)).evaluator_config,
             )
-            return self.start_rollout(str(job.task_id), req)
-        except (StoreError, msgspec.ValidationError) as exc:
+            if auto.request is None:
+                if auto.skipped is not None:
+                    logger.warning("automatic rollout after job %s not started: %s", job.id,
+                                   auto.skipped)
+                return None
+            return self.start_rollout(str(job.task_id), auto.request)
+        except StoreError as exc:
             logger.warning("automatic rollout after job %s not started: %s", job.id, exc)
             return None
 
