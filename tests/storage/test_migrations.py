@@ -100,6 +100,14 @@ def _schema(path: Path) -> dict[str, Any]:
     return {"master": master, "columns": columns, "version": version}
 
 
+def _shape(path: Path) -> dict[str, Any]:
+    return _shape_of(_schema(path))
+
+
+def _shape_of(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"master": schema["master"], "columns": schema["columns"]}
+
+
 def _at_version(path: Path, version: int) -> None:
     """A database as a release at *version* left it: steps 1..version only."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -130,8 +138,8 @@ def fresh(tmp_path: Path) -> dict[str, Any]:
 def test_the_steps_are_numbered_one_to_the_target() -> None:
     steps = sqlite_schema.STEPS
     assert [s.version for s in steps] == list(range(1, SCHEMA_VERSION + 1))
-    assert SCHEMA_VERSION == 7
-    assert [s.filename for s in steps] == list(SHIPPED)
+    assert SCHEMA_VERSION == 8
+    assert [s.filename for s in steps][:len(SHIPPED)] == list(SHIPPED)
 
 
 def test_shipped_steps_are_frozen() -> None:
@@ -173,35 +181,108 @@ def test_a_file_of_the_first_release_is_migrated_whole(
     assert _schema(path) == fresh
 
 
-def test_a_file_made_by_the_current_release_opens_unchanged(
+def test_a_file_made_by_the_current_release_is_brought_up_with_its_data(
     tmp_path: Path, fresh: dict[str, Any]
 ) -> None:
-    """The steps make exactly the schema release 0.1.0's code made, and open its files as
-    they are (no step runs, nothing changes)."""
+    """The steps 1..7 make exactly the schema release 0.1.0's code made; its file needs only
+    step 8 (which fills feedback.trace_id of old rows and changes no table), keeps its rows,
+    and then opens as it is."""
     path = tmp_path / "current.db"
+    trace = str(uuid.uuid4())
     conn = sqlite3.connect(path)
     conn.executescript(_RELEASE_SCHEMA.read_text())
     conn.executemany("INSERT INTO schema_version VALUES (?, '2026-12-01T00:00:00+00:00')",
                      [(v,) for v in range(1, 8)])
+    conn.execute("INSERT INTO tasks (id, name, feedback_threshold, created_at, feedback_count)"
+                 " VALUES ('00000000-0000-4000-8000-000000000001', 'kept', 50,"
+                 " '2026-01-01T00:00:00+00:00', 1)")
+    # an entry of a version-1 file: its trace named only in the metadata (upper case, too)
+    conn.execute("INSERT INTO feedback (id, task_id, inputs, output, metadata, created_at)"
+                 " VALUES ('00000000-0000-4000-8000-000000000002',"
+                 " '00000000-0000-4000-8000-000000000001', '{\"q\":1}', '\"o\"', ?,"
+                 " '2026-01-01T00:00:00+00:00')",
+                 (json.dumps({"trace_id": trace.upper()}),))
     conn.commit()
     conn.close()
-    assert _schema(path) == fresh
-    assert sqlite_schema.read_status(path).up_to_date
-    trace = uuid.uuid4()
-    store = Store(str(path), migrate=False)
+    assert _shape(path) == _shape_of(fresh)
+    assert [s.version for s in sqlite_schema.read_status(path).pending] == [8]
+    with pytest.raises(SchemaOutdated):
+        Store(str(path), migrate=False)
+    store = Store(str(path))
     try:
-        store.add_trace(TraceRequest(task_id="kept", id=trace, response_text="r"))
-        store.add_feedback(FeedbackRequest(task_id="kept", output="o", score=1.0))
+        store.add_trace(TraceRequest(task_id="kept", id=uuid.UUID(trace), response_text="r"))
+        store.score_trace(trace, 0.75, "judge")
+        entries = store.list_feedback("kept", 10).items
+        # the score found the old entry through the filled column, and made no new one
+        assert [(e.inputs, e.score, str(e.trace_id)) for e in entries] == [
+            ({"q": 1}, 0.75, trace)]
     finally:
         store.close()
-    assert _open(path) == SCHEMA_VERSION
     assert _schema(path) == fresh
+    assert sqlite_schema.read_status(path).up_to_date
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 7
-        assert conn.execute("SELECT id FROM traces").fetchall() == [(str(trace),)]
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 8
     finally:
         conn.close()
+
+
+def _score_lookup(store: Store, trace: str) -> str:
+    """The SQL (values bound) by which `score_trace` looks up the trace's feedback entry."""
+    conn = store._conn()  # this thread's connection: the one score_trace uses
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        store.score_trace(trace, 1.0, "judge")
+    finally:
+        conn.set_trace_callback(None)
+    (lookup,) = [s for s in statements if s.startswith("SELECT") and "FROM feedback" in s
+                 and "trace_id" in s]
+    return lookup
+
+
+def _vm_steps(conn: sqlite3.Connection, sql: str) -> int:
+    """How many virtual-machine instructions SQLite runs for *sql* (grows with rows read)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(count, 1)
+    try:
+        conn.execute(sql).fetchall()
+    finally:
+        conn.set_progress_handler(None, 1)
+    return steps
+
+
+def test_a_score_finds_its_feedback_through_the_trace_index(tmp_path: Path) -> None:
+    """The lookup of a score's feedback entry searches the ``feedback_trace`` index: the
+    work it does is the same at 300 and 3,000 rows of the task (it read every row's metadata
+    before: 42 ms at 50k rows)."""
+    store = Store(str(tmp_path / "plan.db"))
+    try:
+        def grow(n: int) -> None:
+            store.ingest([], [FeedbackRequest(task_id="big", output="o", score=0.5)
+                              for _ in range(n)])
+
+        trace = str(uuid.uuid4())
+        store.add_trace(TraceRequest(task_id="big", id=uuid.UUID(trace), response_text="r"))
+        grow(300)
+        lookup = _score_lookup(store, trace)
+        conn = sqlite3.connect(store.path)
+        try:
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + lookup)]
+            assert plan == ["SEARCH feedback USING INDEX feedback_trace (trace_id=?)"]
+            small = _vm_steps(conn, lookup)
+            grow(2700)
+            assert _vm_steps(conn, lookup) == small
+        finally:
+            conn.close()
+    finally:
+        store.close()
 
 
 def test_no_migrate_refuses_an_outdated_database_and_changes_nothing(tmp_path: Path) -> None:
@@ -280,12 +361,14 @@ def test_kaizen_db_status_and_upgrade(tmp_path: Path, capsys: pytest.CaptureFixt
     assert _run("db", "status", "--db", str(path)) == 0
     out = capsys.readouterr().out
     assert f"Schema version: 5 (this kaizen-server writes {SCHEMA_VERSION})" in out
-    assert "Pending steps: 0006_keys_and_audit.sql, 0007_spend.py" in out
+    after_5 = [step.filename for step in sqlite_schema.STEPS[5:]]
+    assert after_5[:2] == ["0006_keys_and_audit.sql", "0007_spend.py"]
+    assert "Pending steps: " + ", ".join(after_5) in out
     assert "kaizen db upgrade" in out
     assert _run("db", "upgrade", "--db", str(path), "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["current_version"], report["ran"], report["pending"]) == (
-        SCHEMA_VERSION, ["0006_keys_and_audit.sql", "0007_spend.py"], [])
+        SCHEMA_VERSION, after_5, [])
     assert _run("db", "upgrade", "--db", str(path)) == 0
     assert "Steps run: none (already up to date)" in capsys.readouterr().out
 

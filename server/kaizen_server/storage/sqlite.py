@@ -814,10 +814,12 @@ class Store:
         comment: str | None, correction: Any,
     ) -> None:
         key = trace["id"]
+        # Through the trace index only (schema step 8 filled the column of old rows): a
+        # score costs the same at any number of the task's rows.
         found = conn.execute(
-            "SELECT id, output, score FROM feedback WHERE task_id = ? AND (trace_id = ? OR"
-            " json_extract(metadata, '$.trace_id') = ?) ORDER BY seq LIMIT 1",
-            (trace["task_id"], key, key),
+            "SELECT id, output, score FROM feedback INDEXED BY feedback_trace"
+            " WHERE task_id = ? AND trace_id = ? ORDER BY seq LIMIT 1",
+            (trace["task_id"], key),
         ).fetchone()
         output = found["output"] if found is not None else trace["response_text"]
         comment, correction = _critique(comment, correction, output)
