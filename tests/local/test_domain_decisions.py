@@ -133,3 +133,11 @@ def test_the_domain_holds_no_sql() -> None:
                     and _SQL.search(node.value):
                 found.append(f"{path.name}:{node.lineno}")
     assert found == []
+
+
+def test_prune_cutoff_never_reaches_a_running_rollouts_entries() -> None:
+    assert decisions.prune_cutoff(beyond_limit=None, rollout_start=None) is None
+    assert decisions.prune_cutoff(beyond_limit=None, rollout_start=3) is None
+    assert decisions.prune_cutoff(beyond_limit=40, rollout_start=None) == 40
+    assert decisions.prune_cutoff(beyond_limit=40, rollout_start=25) == 25
+    assert decisions.prune_cutoff(beyond_limit=20, rollout_start=25) == 20

@@ -425,3 +425,40 @@ def test_a_full_database_raises_store_full_and_keeps_nothing(backend: Backend) -
         store.ingest([TraceRequest(task_id="full", response_text="y" * 200_000)], [])
     assert [str(t.id) for t in store.list_traces("full", 10).items] == [before]  # reads work
     assert store.get_task("full").name == "full"
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def test_prune_feedback_keeps_each_tasks_newest_entries(store: StorageInterface) -> None:
+    _task(store, "kept5", feedback_retention_limit=5)
+    _task(store, "unlimited")
+    for i in range(12):
+        store.add_feedback(FeedbackRequest(task_id="kept5", output=str(i)))
+        store.add_feedback(FeedbackRequest(task_id="unlimited", output=str(i)))
+    assert store.prune_feedback(4) == 4  # one batch at most
+    assert store.prune_feedback(4) == 3
+    assert store.prune_feedback(4) == 0
+    kept = [f.output for f in store.list_feedback("kept5", 100).items]
+    assert kept == ["11", "10", "9", "8", "7"]
+    assert len(store.list_feedback("unlimited", 100).items) == 12
+    assert store.get_task("kept5").feedback_count == 12  # the number received
+
+
+def test_prune_feedback_keeps_what_a_running_rollout_counts(store: StorageInterface) -> None:
+    _task(store, "pr", feedback_retention_limit=2)
+    for i in range(3):
+        store.add_feedback(FeedbackRequest(task_id="pr", output=f"before{i}"))
+    candidate = store.create_version("pr", "v2 {{ x }}", activate=False)
+    assert candidate.id is not None
+    store.start_rollout("pr", RolloutRequest(candidate_version_id=candidate.id, share=0.5))
+    for i in range(4):
+        store.add_feedback(FeedbackRequest(task_id="pr", output=f"during{i}",
+                                           prompt_version_id=candidate.id, score=0.5))
+    assert store.prune_feedback(100) == 3  # only the entries from before the rollout
+    assert store.prune_feedback(100) == 0
+    outputs = [f.output for f in store.list_feedback("pr", 100).items]
+    assert outputs == ["during3", "during2", "during1", "during0"]
+    store.stop_rollout("pr", "rollback")
+    assert store.prune_feedback(100) == 2
+    assert [f.output for f in store.list_feedback("pr", 100).items] == ["during3", "during2"]

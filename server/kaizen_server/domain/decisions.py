@@ -9,7 +9,8 @@ without one.
 - `evaluation_due`: whether a score that reached a running rollout makes it evaluate;
 - `hand_activation`: whether a rollout ends because a version was activated by hand;
 - `ramp_step`: what an ``advance`` decision (`rollouts.evaluate`) changes;
-- `auto_rollout_request`: whether a successful job's candidate is rolled out by itself.
+- `auto_rollout_request`: whether a successful job's candidate is rolled out by itself;
+- `prune_cutoff`: which of a task's feedback entries its retention limit lets go.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "auto_rollout_request",
     "evaluation_due",
     "hand_activation",
+    "prune_cutoff",
     "ramp_step",
     "threshold_due",
     "threshold_job",
@@ -175,3 +177,18 @@ def auto_rollout_request(
     except msgspec.ValidationError as exc:
         return AutoRollout(None, str(exc))
     return AutoRollout(req)
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+def prune_cutoff(*, beyond_limit: int | None, rollout_start: int | None) -> int | None:
+    """The newest feedback sequence number that may be deleted, or ``None`` for none.
+
+    *beyond_limit* is the key of the task's newest entry past ``feedback_retention_limit``
+    (``None``: the task has no more than the limit); that entry and older ones may go, but
+    never one a running rollout counts (those after *rollout_start*, its first key).
+    """
+    if beyond_limit is None:
+        return None
+    return beyond_limit if rollout_start is None else min(beyond_limit, rollout_start)

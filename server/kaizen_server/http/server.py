@@ -74,6 +74,7 @@ from kaizen_server.http.connections import (
     MAX_REQUESTS,
     ConnectionBook,
 )
+from kaizen_server.jobs.retention import Pruner
 from kaizen_server.jobs.worker import JobWorker, OptimizerSettings
 from kaizen_server.settings import KAIZEN_API_KEY
 from kaizen_server.storage.sqlite import Store
@@ -464,6 +465,7 @@ class LocalServer:
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
+        self._pruner: Pruner | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._pools: list[concurrent.futures.ThreadPoolExecutor] = []
         self._thread: threading.Thread | None = None
@@ -570,6 +572,8 @@ class LocalServer:
         shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         self._base_url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         self._worker.start()
+        self._pruner = Pruner(store)
+        self._pruner.start()
         self._thread = threading.Thread(
             target=asyncio.run, args=(_serve(server, sock),), name="kaizen-local-server",
             daemon=True,
@@ -596,6 +600,9 @@ class LocalServer:
         self._pools = []
         if self._worker is not None:
             self._worker.stop(_STOP_TIMEOUT)
+        if self._pruner is not None:
+            self._pruner.stop(_STOP_TIMEOUT)
+            self._pruner = None
         if self._store is not None:
             self._store.close()
         if self._temp_dir is not None:

@@ -224,6 +224,13 @@ class StorageInterface(Protocol):
         """
         ...
 
+    def prune_feedback(self, batch: int) -> int:
+        """Delete the oldest feedback entries of tasks past their ``feedback_retention_limit``
+        (keeping each task's newest that many), at most *batch* in one short transaction;
+        return how many. Entries a running rollout counts are kept, and ``feedback_count``
+        stays the number received. Call again while it returns more than 0."""
+        ...
+
     # --- jobs --------------------------------------------------------------------------
 
     def start_job(self, ref: str, triggered_by: str = "manual") -> tuple[Job, bool]:

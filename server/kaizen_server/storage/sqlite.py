@@ -684,6 +684,40 @@ class Store:
 
     # --- traces ----------------------------------------------------------------------
 
+    def prune_feedback(self, batch: int) -> int:
+        """Delete the oldest feedback entries of tasks past their ``feedback_retention_limit``,
+        at most *batch* in one short write; return how many (see `StorageInterface`)."""
+        conn = self._conn()
+        tasks = conn.execute(
+            "SELECT id, feedback_retention_limit AS keep FROM tasks"
+            " WHERE feedback_retention_limit IS NOT NULL ORDER BY seq"
+        ).fetchall()
+        for task in tasks:
+            # read outside the write (WAL readers never wait): the newest entry past the
+            # limit; new entries only ever come after it, so it stays past the limit
+            row = conn.execute(
+                "SELECT seq FROM feedback WHERE task_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                (task["id"], task["keep"]),
+            ).fetchone()
+            if row is None:
+                continue
+            with self._write() as wconn:
+                rollout = self._running_rollout(wconn, task["id"])
+                cutoff = decisions.prune_cutoff(
+                    beyond_limit=row["seq"],
+                    rollout_start=None if rollout is None else rollout["feedback_seq"],
+                )
+                if cutoff is None:
+                    continue
+                deleted = wconn.execute(
+                    "DELETE FROM feedback WHERE seq IN (SELECT seq FROM feedback"
+                    " WHERE task_id = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+                    (task["id"], cutoff, batch),
+                ).rowcount
+            if deleted:
+                return int(deleted)
+        return 0
+
     @staticmethod
     def _trace(row: sqlite3.Row) -> TraceResult:
         return TraceResult(
