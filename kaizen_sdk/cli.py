@@ -1778,6 +1778,7 @@ _SUBCOMMANDS: list[
     _add_rollout,
     _add_keys,
     _add_audit,
+    "db",
     _add_completion,
 ]
 """One ``_add_<name>`` function per subcommand, in the order ``--help`` lists them; a name

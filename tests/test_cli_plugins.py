@@ -15,7 +15,7 @@ from kaizen_sdk import cli
 
 pytestmark = [pytest.mark.unit]
 
-SERVER_COMMANDS = ("serve", "demo", "eval")
+SERVER_COMMANDS = ("serve", "demo", "eval", "db")  # db: listed after the SDK's own commands
 
 
 def _commands(help_text: str) -> list[str]:

@@ -91,9 +91,20 @@ def test_the_server_wheel_has_the_server_and_its_commands(
     assert [n for n in names if n.startswith("kaizen_sdk")] == []
     points = _dist_info(wheels["server"], "entry_points.txt")
     group = points[points.index("[kaizen.commands]") + 1:]
-    assert group[:3] == ["demo = kaizen_server.commands:add_demo",
+    assert group[:4] == ["db = kaizen_server.commands:add_db",
+                         "demo = kaizen_server.commands:add_demo",
                          "eval = kaizen_server.commands:add_eval",
                          "serve = kaizen_server.commands:add_serve"]
+
+
+def test_the_server_wheel_carries_every_schema_step(wheels: dict[str, dict[str, bytes]]) -> None:
+    """The numbered step files are package data: each is in the wheel, byte for byte."""
+    steps = ROOT / "server" / "kaizen_server" / "storage" / "migrations" / "sqlite"
+    files = sorted(p for p in steps.iterdir() if p.name[:4].isdigit())
+    assert len(files) >= 7
+    for path in files:
+        name = f"kaizen_server/storage/migrations/sqlite/{path.name}"
+        assert wheels["server"].get(name) == path.read_bytes(), name
 
 
 def test_the_old_import_path_warns_and_still_gives_the_server(

@@ -1,4 +1,4 @@
-"""The ``kaizen`` commands of the server: ``serve``, ``demo`` and ``eval``.
+"""The ``kaizen`` commands of the server: ``serve``, ``db``, ``demo`` and ``eval``.
 
 kaizen-server declares them in the ``kaizen.commands`` entry-point group (see
 ``server/pyproject.toml``); `kaizen_sdk.cli` adds them to ``kaizen`` when this package is
@@ -38,7 +38,7 @@ from kaizen_sdk.cli import (
 if TYPE_CHECKING:
     from kaizen_sdk.client import CTClient
 
-__all__ = ["add_demo", "add_eval", "add_serve"]
+__all__ = ["add_db", "add_demo", "add_eval", "add_serve"]
 
 
 # --- serve -----------------------------------------------------------------------------
@@ -109,12 +109,16 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="JSON file of custom LLM prices, {model: {input_per_mtok, "
                              "output_per_mtok, cached_input_per_mtok}} (default: "
                              "$KAIZEN_PRICES_FILE)")
+    parser.add_argument("--no-migrate", dest="migrate", action="store_false",
+                        help="refuse to start when the database needs schema steps (run "
+                             "`kaizen db upgrade` yourself) instead of running them at start")
     parser.set_defaults(command=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from kaizen_server.http.server import LocalServer
+        from kaizen_server.storage.sqlite_schema import SchemaError
     except ImportError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -131,7 +135,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             job_step_delay=args.job_step_delay, access_log=args.access_log,
             optimizer=args.optimizer, llm_base_url=args.llm_base_url, budgets=budgets,
             job_timeout=args.job_timeout, otlp_task_map=args.otlp_task_map,
-            prices_file=args.prices,
+            prices_file=args.prices, migrate=args.migrate,
         )
     except ValueError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)
@@ -148,6 +152,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
     except sqlite3.Error as exc:
         print(f"kaizen serve: cannot open the database {args.db}: {exc}", file=sys.stderr)
+        return 1
+    except SchemaError as exc:  # newer than this server, or outdated with --no-migrate
+        print(f"kaizen serve: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
 
@@ -192,6 +199,95 @@ def _log_access_to_stdout() -> None:
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     access.propagate = False
+
+
+# --- db --------------------------------------------------------------------------------
+
+
+def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "db",
+        help="the local server's database: schema status and upgrade",
+        description="Show or apply the schema steps of a local server's SQLite database "
+        "(`kaizen serve` applies them at start unless given --no-migrate).",
+    )
+    db = parser.add_subparsers(title="commands", dest="db_command", metavar="COMMAND",
+                               required=True)
+    for name, fn, text in (
+        ("status", _cmd_db_status,
+         "show the database's schema version, this server's, and the steps pending"),
+        ("upgrade", _cmd_db_upgrade,
+         "apply the pending schema steps (in one transaction; back the file up first)"),
+    ):
+        p = db.add_parser(name, help=text, description=text)
+        p.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH",
+                       help="SQLite database file (default: %(default)s)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(command=fn)
+
+
+def _db_report(path: str, status: Any, ran: list[str] | None = None) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "database": os.path.abspath(path),
+        "current_version": status.current,
+        "target_version": status.target,
+        "pending": [step.filename for step in status.pending],
+    }
+    if ran is not None:
+        report["ran"] = ran
+    return report
+
+
+def _render_db(report: dict[str, Any]) -> str:
+    current = report["current_version"]
+    lines = [f"Database: {report['database']}",
+             f"Schema version: {'none (no schema yet)' if current is None else current}"
+             f" (this kaizen-server writes {report['target_version']})"]
+    if "ran" in report:
+        lines.append("Steps run: " + (", ".join(report["ran"]) or "none (already up to date)"))
+    elif report["pending"]:
+        lines.append("Pending steps: " + ", ".join(report["pending"]))
+        lines.append(f"Run `kaizen db upgrade --db {report['database']}` to apply them"
+                     " (back the file up first).")
+    else:
+        lines.append("Up to date.")
+    return "\n".join(lines)
+
+
+def _cmd_db_status(args: argparse.Namespace) -> int:
+    from kaizen_server.storage import sqlite_schema
+
+    try:
+        status = sqlite_schema.read_status(args.db)
+    except (sqlite3.Error, sqlite_schema.SchemaError) as exc:
+        raise CLIError(f"cannot read the database {args.db}: {exc}", EXIT_FAILURE) from None
+    emit(args, _db_report(args.db, status), _render_db)
+    return EXIT_OK
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from kaizen_server.storage import sqlite_schema
+
+    path = args.db
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ran = sqlite_schema.upgrade(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            status = sqlite_schema.status(conn)
+        finally:
+            conn.close()
+    except (sqlite3.Error, sqlite_schema.SchemaError) as exc:
+        raise CLIError(f"cannot upgrade the database {path}: {exc}", EXIT_FAILURE) from None
+    emit(args, _db_report(path, status, [step.filename for step in ran]), _render_db)
+    return EXIT_OK
 
 
 # --- demo ------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ from kaizen_server.domain.keys import Authenticator, Principal, allowed, forbidd
 from kaizen_server.jobs import approval
 from kaizen_server.jobs.worker import JobWorker
 from kaizen_server.optimize.dspy_optimizer import STRATEGIES
-from kaizen_server.storage.sqlite import Conflict, Invalid, NotFound, Page, Store, StoreFull
+from kaizen_server.storage.errors import Conflict, Invalid, NotFound, Page, StoreFull
+from kaizen_server.storage.interface import StorageInterface
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -286,7 +287,8 @@ class Api:
     """The CT API operations: each takes an `ApiRequest` and returns an `ApiResponse`."""
 
     def __init__(
-        self, store: Store, worker: JobWorker, *, task_map: otlp.TaskMap | None = None
+        self, store: StorageInterface, worker: JobWorker, *,
+        task_map: otlp.TaskMap | None = None,
     ) -> None:
         self.store = store
         self.worker = worker

@@ -34,7 +34,7 @@ from kaizen_server.llm.client import BudgetExceeded, LLMError
 
 if TYPE_CHECKING:
     from kaizen_server.llm.client import CallRecord
-    from kaizen_server.storage.sqlite import Store
+    from kaizen_server.storage.interface import StorageInterface
 
 __all__ = [
     "LEASE_LOST",
@@ -190,7 +190,7 @@ class Ledger:
         limits: the task's limits (the job budget and the day's).
     """
 
-    def __init__(self, store: Store, job_id: str, owner: str, limits: Limits) -> None:
+    def __init__(self, store: StorageInterface, job_id: str, owner: str, limits: Limits) -> None:
         self._store = store
         self.job_id = job_id
         self.owner = owner

@@ -26,7 +26,6 @@ import secrets
 from collections.abc import Callable
 
 __all__ = [
-    "AUDIT_DDL",
     "BOOTSTRAP_NAME",
     "SECRET_PREFIX",
     "SYSTEM_NAME",
@@ -47,34 +46,6 @@ SYSTEM_NAME = "system"
 
 SECRET_PREFIX = "kz_"
 """How every created key's secret starts (so a leaked one is easy to recognise)."""
-
-AUDIT_DDL = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    secret_hash TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    created_by TEXT,
-    revoked_at TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS api_keys_live_name ON api_keys (name)
-    WHERE revoked_at IS NULL;
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    key_id TEXT,
-    action TEXT NOT NULL,
-    task_id TEXT,
-    target TEXT,
-    detail TEXT
-);
-"""
-"""Schema step "keys and audit": the key table (hashes only) and the audit log. Idempotent,
-so the step can be renumbered freely."""
-
 
 @dataclasses.dataclass(frozen=True)
 class Principal:

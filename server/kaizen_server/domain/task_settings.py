@@ -6,8 +6,9 @@ inside the ``evaluator_config`` JSON object, for the ``rubric`` and ``task_model
 shorthands) and the check its values must pass. `column_values` turns an update into the new
 column values, checking every given field first, so a bad value changes nothing; `check_create`
 applies the same checks to the settings of a new task. Adding a setting takes a field on
-`TaskUpdateRequest`, a column (a schema step in `kaizen_server.storage.sqlite`) and one entry here;
-the clients and ``kaizen tasks update`` follow the fields of `TaskUpdateRequest` by themselves.
+`TaskUpdateRequest`, a column (a numbered step in `kaizen_server/storage/migrations/`) and one
+entry here; the clients and ``kaizen tasks update`` follow the fields of `TaskUpdateRequest` by
+themselves.
 
 A value of ``None`` clears a setting (when it may be cleared); a field left out is kept.
 ``evaluator_config`` is merged key by key into the stored object.

@@ -76,6 +76,7 @@ from kaizen_server.http.connections import (
     MAX_REQUESTS,
     ConnectionBook,
 )
+from kaizen_server.jobs.retention import Pruner
 from kaizen_server.jobs.worker import JobWorker, OptimizerSettings
 from kaizen_server.llm.pricing import trace_pricer
 from kaizen_server.settings import KAIZEN_API_KEY, KAIZEN_OTLP_TASK_MAP, KAIZEN_PRICES_FILE
@@ -462,6 +463,8 @@ class LocalServer:
         prices_file: JSON file of custom prices (``kaizen serve --prices``), used for trace
             costs and the optimizer's estimate and budget; ``None`` reads
             ``KAIZEN_PRICES_FILE``. See `kaizen_server.llm.pricing`.
+        migrate: run the database's pending schema steps at start (default); ``False``
+            refuses to start on an outdated database (`SchemaOutdated` from `start`).
     """
 
     def __init__(
@@ -481,6 +484,7 @@ class LocalServer:
         budgets: BudgetDefaults | None = None,
         otlp_task_map: TaskMap | str | None = None,
         prices_file: str | None = None,
+        migrate: bool = True,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -502,9 +506,11 @@ class LocalServer:
         if not isinstance(otlp_task_map, TaskMap):
             otlp_task_map = TaskMap.parse(otlp_task_map or os.environ.get(KAIZEN_OTLP_TASK_MAP))
         self._task_map = otlp_task_map
+        self._migrate = migrate
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
+        self._pruner: Pruner | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._pools: list[concurrent.futures.ThreadPoolExecutor] = []
         self._thread: threading.Thread | None = None
@@ -547,8 +553,9 @@ class LocalServer:
     def start(self) -> LocalServer:
         """Bind the port, open the database and start serving in a background thread.
 
-        Raises `PermissionError` for a non-loopback address with the development key, and
-        `OSError` when the address cannot be bound.
+        Raises `PermissionError` for a non-loopback address with the development key,
+        `OSError` when the address cannot be bound, and `SchemaError` (`SchemaOutdated` when
+        told not to migrate) when the database's schema is not this server's.
         """
         if self._uvicorn is not None:
             raise RuntimeError("The LocalServer is already running.")
@@ -581,7 +588,7 @@ class LocalServer:
         else:
             path = self.db_path
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._store = store = Store(path)
+        self._store = store = Store(path, migrate=self._migrate)
         store.budget_defaults = self._budgets
         store.pricer = trace_pricer(self._optimizer.prices)
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
@@ -611,6 +618,8 @@ class LocalServer:
         shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         self._base_url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         self._worker.start()
+        self._pruner = Pruner(store)
+        self._pruner.start()
         self._thread = threading.Thread(
             target=asyncio.run, args=(_serve(server, sock),), name="kaizen-local-server",
             daemon=True,
@@ -637,6 +646,9 @@ class LocalServer:
         self._pools = []
         if self._worker is not None:
             self._worker.stop(_STOP_TIMEOUT)
+        if self._pruner is not None:
+            self._pruner.stop(_STOP_TIMEOUT)
+            self._pruner = None
         if self._store is not None:
             self._store.close()
         if self._temp_dir is not None:

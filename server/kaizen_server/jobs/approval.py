@@ -18,7 +18,8 @@ from typing import Any
 import msgspec
 
 from kaizen_sdk.models import Job, Rollout, RolloutRequest, Task
-from kaizen_server.storage.sqlite import Conflict, Store, utcnow
+from kaizen_server.storage.errors import Conflict, utcnow
+from kaizen_server.storage.interface import StorageInterface
 
 __all__ = [
     "AWAITING",
@@ -44,7 +45,7 @@ UNATTENDED = "unattended"
 _SCAN_JOBS = 50
 
 
-def _auto_config(store: Store, task_id: str) -> tuple[Any, bool]:
+def _auto_config(store: StorageInterface, task_id: str) -> tuple[Any, bool]:
     config = store.get_task(task_id).evaluator_config or {}
     return config.get("auto_rollout"), config.get(UNATTENDED_SETTING) is True
 
@@ -66,10 +67,10 @@ def decide(task: Task, flags: list[str]) -> dict[str, Any] | None:
     return {"state": AWAITING, "reason": reason}
 
 
-def after_job(store: Store, job: Job) -> Rollout | None:
+def after_job(store: StorageInterface, job: Job) -> Rollout | None:
     """Start the automatic rollout of a finished job when `decide` allowed it unattended.
 
-    Trouble is logged by `Store.auto_rollout`, never raised (the job stays a success).
+    Trouble is logged by the store's `auto_rollout`, never raised (the job stays a success).
     """
     entry = (job.job_metadata or {}).get("rollout")
     if job.prompt_version_id is None or not isinstance(entry, dict):
@@ -81,7 +82,7 @@ def after_job(store: Store, job: Job) -> Rollout | None:
     return None
 
 
-def pending_job(store: Store, task_ref: str) -> Job | None:
+def pending_job(store: StorageInterface, task_ref: str) -> Job | None:
     """The task's newest job whose rollout waits for approval, if any."""
     for job in store.list_jobs(task_ref, _SCAN_JOBS).items:
         rollout = (job.job_metadata or {}).get("rollout")
@@ -91,7 +92,7 @@ def pending_job(store: Store, task_ref: str) -> Job | None:
     return None
 
 
-def approve(store: Store, task_ref: str) -> Rollout:
+def approve(store: StorageInterface, task_ref: str) -> Rollout:
     """Start the rollout that waits for approval; `Conflict` when none waits.
 
     The rollout uses the task's ``auto_rollout`` options and the job's candidate.

@@ -67,7 +67,7 @@ from kaizen_server.settings import (
     KAIZEN_OPTIMIZER,
 )
 from kaizen_server.storage import spend as spend_store
-from kaizen_server.storage.sqlite import Store
+from kaizen_server.storage.interface import StorageInterface
 
 __all__ = [
     "DEFAULT_JOB_TIMEOUT",
@@ -250,7 +250,7 @@ def _report(task: Task, metadata: Mapping[str, Any]) -> str:
 
 
 class JobWorker:
-    """A daemon thread that runs queued optimization jobs against a `Store`.
+    """A daemon thread that runs queued optimization jobs against a store (`StorageInterface`).
 
     Parameters:
         store: where jobs, feedback and prompt versions live.
@@ -260,7 +260,8 @@ class JobWorker:
     """
 
     def __init__(
-        self, store: Store, *, step_delay: float = 0.0, settings: OptimizerSettings | None = None
+        self, store: StorageInterface, *, step_delay: float = 0.0,
+        settings: OptimizerSettings | None = None,
     ) -> None:
         self._store = store
         self._step_delay = max(0.0, step_delay)

@@ -1,4 +1,4 @@
-"""The SQL of job spend and job leases (schema step "spend"), used by the SQLite store.
+"""The SQL of job spend and job leases (tables: schema step `0007_spend.py`) of the SQLite store.
 
 Each function takes an open connection inside the caller's write transaction:
 
@@ -28,7 +28,6 @@ __all__ = [
     "day_used",
     "holder_is_gone",
     "job_calls",
-    "migrate_spend",
     "new_owner",
     "reserve",
     "settle",
@@ -37,44 +36,6 @@ __all__ = [
 LEASE_SECONDS = 300.0
 """How long a job's lease lasts without renewal (each LLM call and step renews it); longer
 than one LLM call with its retries."""
-
-_COLUMNS = (
-    ("jobs", "spent_usd", "REAL NOT NULL DEFAULT 0"),
-    ("jobs", "llm_calls", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "input_tokens", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "output_tokens", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "reserved_usd", "REAL NOT NULL DEFAULT 0"),
-    ("jobs", "lease_owner", "TEXT"),
-    ("jobs", "lease_until", "REAL"),
-    ("tasks", "daily_budget_usd", "REAL"),
-    ("tasks", "max_jobs_per_day", "INTEGER"),
-    ("tasks", "cooldown_minutes", "REAL"),
-    ("prompts", "verdict", "TEXT"),
-    ("prompts", "baseline_version", "INTEGER"),
-    ("prompts", "baseline_score", "REAL"),
-    ("prompts", "eval_sample_size", "INTEGER"),
-)
-
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS job_calls ("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs(id),"
-    " model TEXT NOT NULL, purpose TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
-    " output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, charged_usd REAL NOT NULL,"
-    " retries INTEGER NOT NULL, usage_reported INTEGER NOT NULL, at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS job_calls_job ON job_calls (job_id, seq)",
-    "CREATE INDEX IF NOT EXISTS jobs_task_created ON jobs (task_id, created_at)",
-)
-
-
-def migrate_spend(conn: sqlite3.Connection) -> None:
-    """Schema step "spend": job books, leases, the calls table, budget and verdict columns."""
-    for table, column, kind in _COLUMNS:
-        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    for statement in _DDL:
-        conn.execute(statement)
-
 
 def new_owner() -> str:
     """A lease owner name for one worker: ``host:pid:random``."""

@@ -14,7 +14,6 @@ a missing object raises `NotFound`, a clash `Conflict`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import math
@@ -22,8 +21,8 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -51,9 +50,25 @@ from kaizen_sdk.models import (
     TraceResult,
 )
 from kaizen_sdk.templates import MAX_PLACEHOLDERS, count_placeholders
-from kaizen_server.domain import budget, keys, rollouts, task_settings
+from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import spend as spend_store
+from kaizen_server.storage import sqlite_schema
+from kaizen_server.storage.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    Page,
+    StoreError,
+    StoreFull,
+    utcnow,
+)
+from kaizen_server.storage.interface import (
+    ACTIVE_JOB_STATUSES,
+    AUTO_TASK_THRESHOLD,
+    HELD_SCORES_MAX,
+    StorageInterface,
+)
 
 __all__ = [
     "ACTIVE_JOB_STATUSES",
@@ -71,148 +86,11 @@ __all__ = [
 
 logger = logging.getLogger("kaizen_server.storage.sqlite")
 
-SCHEMA_VERSION = 8
-"""Version of the schema this module writes; stored in the ``schema_version`` table."""
-
-AUTO_TASK_THRESHOLD = 50
-"""``feedback_threshold`` of a task created implicitly by a trace or feedback naming it."""
-
-ACTIVE_JOB_STATUSES = ("PENDING", "RUNNING")
-"""Job statuses that count as "in progress": at most one such job per task."""
+SCHEMA_VERSION = sqlite_schema.SCHEMA_VERSION
+"""Version of the schema this module writes: the highest step of
+``kaizen_server/storage/migrations/sqlite/`` (see `kaizen_server.storage.sqlite_schema`)."""
 
 BUSY_TIMEOUT_MS = 30_000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (
-    version INTEGER NOT NULL,
-    applied_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL UNIQUE,
-    description TEXT,
-    schema_json TEXT,
-    feedback_threshold INTEGER NOT NULL,
-    feedback_retention_limit INTEGER,
-    evaluator_config TEXT,
-    teacher_model TEXT,
-    judge_model TEXT,
-    module_type TEXT,
-    cost_budget REAL,
-    github_repo TEXT,
-    github_base_branch TEXT,
-    prompt_path TEXT,
-    prompt_format TEXT,
-    created_at TEXT NOT NULL,
-    feedback_count INTEGER NOT NULL DEFAULT 0,
-    feedback_since_optimization INTEGER NOT NULL DEFAULT 0,
-    last_optimization TEXT
-);
-CREATE TABLE IF NOT EXISTS prompts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    version_number INTEGER NOT NULL,
-    prompt_text TEXT NOT NULL,
-    eval_score REAL,
-    status TEXT NOT NULL,
-    optimizer TEXT,
-    dspy_version TEXT,
-    created_at TEXT NOT NULL,
-    UNIQUE (task_id, version_number)
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    inputs TEXT,
-    output TEXT,
-    score REAL,
-    source TEXT,
-    metadata TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_task ON feedback (task_id, seq);
-CREATE TABLE IF NOT EXISTS traces (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    prompt_text TEXT,
-    response_text TEXT,
-    model TEXT,
-    tokens INTEGER,
-    latency_ms REAL,
-    score REAL,
-    scored_by TEXT,
-    prompt_version_id TEXT,
-    parent_trace_id TEXT,
-    metadata TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS traces_task ON traces (task_id, seq);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    prompt_version_id TEXT,
-    status TEXT NOT NULL,
-    triggered_by TEXT,
-    feedback_count INTEGER,
-    pr_url TEXT,
-    error_message TEXT,
-    job_metadata TEXT,
-    progress_step TEXT,
-    started_at TEXT,
-    completed_at TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task_id, seq);
-CREATE TABLE IF NOT EXISTS applied_scores (
-    id TEXT PRIMARY KEY,
-    trace_id TEXT NOT NULL,
-    applied_at TEXT NOT NULL
-);
-"""
-
-# Schema step 2, "feedback critique": a comment and a correction on feedback, the trace a
-# feedback entry scores, and how many entries were scored since the task's last job (so a
-# threshold job needs new scored feedback).
-_STEP_FEEDBACK_CRITIQUE = (
-    "ALTER TABLE feedback ADD COLUMN comment TEXT",
-    "ALTER TABLE feedback ADD COLUMN correction TEXT",
-    "ALTER TABLE feedback ADD COLUMN trace_id TEXT",
-    "ALTER TABLE tasks ADD COLUMN scored_since_job INTEGER NOT NULL DEFAULT 0",
-    "CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id)",
-)
-
-
-# Schema step 4, "trace context": who a call was for (``ct.context``): user, session, tags
-# (a JSON list).
-_STEP_TRACE_CONTEXT = (
-    "ALTER TABLE traces ADD COLUMN user_id TEXT",
-    "ALTER TABLE traces ADD COLUMN session_id TEXT",
-    "ALTER TABLE traces ADD COLUMN tags TEXT",
-)
-
-
-# Schema step 9, "trace cost": what a call cost in US dollars, priced at ingest from the
-# server's price table (NULL: no usage, or a model no table knows).
-_STEP_TRACE_COST = ("ALTER TABLE traces ADD COLUMN cost_usd REAL",)
-
-
-# Schema step 5, "held scores": in-process scores whose trace had not arrived yet (it was
-# spooled by a client while the server was down), applied when the trace is stored.
-_STEP_HELD_SCORES = (
-    "CREATE TABLE IF NOT EXISTS held_scores (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " id TEXT NOT NULL UNIQUE, trace_id TEXT NOT NULL, score REAL NOT NULL,"
-    " scored_by TEXT NOT NULL, created_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS held_scores_trace ON held_scores (trace_id)",
-)
-
-HELD_SCORES_MAX = 100_000
-"""Scores waiting for their trace at most; past it a score for an unknown trace is an error."""
-
 
 _TASK_OPTIONAL = (
     "description",
@@ -234,18 +112,6 @@ _TASK_OPTIONAL = (
 _T = TypeVar("_T")
 
 
-@dataclasses.dataclass(frozen=True)
-class Page(Generic[_T]):
-    """One page of a list: its *items* and the key to pass as ``after`` for the next one.
-
-    ``next_key`` is ``None`` on the last page. Keys are row sequence numbers (keyset
-    pagination), so rows inserted while a client pages through never shift the pages.
-    """
-
-    items: list[_T]
-    next_key: int | None = None
-
-
 def _page(rows: list[sqlite3.Row], limit: int, make: Any) -> Page[Any]:
     """Turn up to ``limit + 1`` rows into a page (the extra row only says "more remain")."""
     if len(rows) > limit:
@@ -260,28 +126,6 @@ def _keyset(after: int | None, newest_first: bool = True) -> tuple[str, tuple[in
     return ("seq < ?" if newest_first else "seq > ?"), (after,)
 
 
-class StoreError(Exception):
-    """Base of the errors the store raises on purpose; ``str()`` is a client-safe detail."""
-
-
-class NotFound(StoreError):
-    """The task, trace, job or prompt version does not exist."""
-
-
-class Conflict(StoreError):
-    """The write clashes with existing data (e.g. a duplicate task name)."""
-
-
-class Invalid(StoreError):
-    """A value or a reference the store will not use (an empty prompt text, a candidate of
-    another task); ``str()`` names the field. Answered with 422."""
-
-
-class StoreFull(StoreError):
-    """The database or its disk is full (SQLite ``SQLITE_FULL``): nothing of the write was
-    kept; reads still work. Answered with 507."""
-
-
 _SQLITE_FULL = 13  # SQLite's result code "database or disk is full"
 
 
@@ -290,11 +134,6 @@ def _is_full(exc: sqlite3.Error) -> bool:
     if code is not None:
         return bool(code & 0xFF == _SQLITE_FULL)
     return "database or disk is full" in str(exc)
-
-
-def utcnow() -> datetime:
-    """Return the current time, timezone-aware in UTC."""
-    return datetime.now(timezone.utc)
 
 
 def _ts(value: datetime | None = None) -> str:
@@ -360,7 +199,9 @@ class Store:
         store.close()
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, migrate: bool = True) -> None:
+        """Open (creating) the database at *path* and run its pending schema steps; with
+        *migrate* false, raise `SchemaOutdated` instead when any are pending."""
         self.path = path
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -371,7 +212,7 @@ class Store:
         """The server-wide spend limits (`kaizen_server.domain.budget`); the server sets them."""
         self.pricer: Callable[[TraceRequest], float | None] | None = None
         """What a trace's call cost (``cost_usd``), set by the server; ``None``: no costs."""
-        self._migrate()
+        self._migrate(migrate)
 
     def __repr__(self) -> str:
         return f"Store(path={self.path!r})"
@@ -382,10 +223,11 @@ class Store:
         if pricer is None:
             return None
         try:
-            return pricer(req)
+            cost: float | None = pricer(req)
         except Exception:  # a price is never worth losing the trace
             logger.exception("local CT server: pricing a trace failed")
             return None
+        return cost
 
     def traced_models(self, recent: int = 10_000) -> list[tuple[str, int]]:
         """``(model, traces)`` of the models named by the *recent* newest traces with tokens."""
@@ -458,34 +300,15 @@ class Store:
                     ) from None
                 raise
 
-    def _migrate(self) -> None:
+    def _migrate(self, migrate: bool) -> None:
         with self._write() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
-            current = row["v"]
-            if current is None:  # a new file: _SCHEMA is version 1, the steps follow
-                current = 1
-                conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (1, _ts())
-                )
-            elif current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"Database {self.path} has schema version {current}, newer than this "
-                    f"kaizen_sdk supports ({SCHEMA_VERSION}); upgrade kaizen_sdk."
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                step = _MIGRATIONS[version]
-                if callable(step):
-                    step(conn)
-                else:
-                    for statement in step:
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                    (version, _ts()),
-                )
+            if migrate:
+                ran = sqlite_schema.upgrade(conn)
+                if ran:
+                    logger.info("database %s: schema steps run: %s", self.path,
+                                ", ".join(step.filename for step in ran))
+            else:
+                sqlite_schema.require_current(conn, self.path)
 
     def schema_version(self) -> int:
         """Return the schema version recorded in the database."""
@@ -884,6 +707,40 @@ class Store:
 
     # --- traces ----------------------------------------------------------------------
 
+    def prune_feedback(self, batch: int) -> int:
+        """Delete the oldest feedback entries of tasks past their ``feedback_retention_limit``,
+        at most *batch* in one short write; return how many (see `StorageInterface`)."""
+        conn = self._conn()
+        tasks = conn.execute(
+            "SELECT id, feedback_retention_limit AS keep FROM tasks"
+            " WHERE feedback_retention_limit IS NOT NULL ORDER BY seq"
+        ).fetchall()
+        for task in tasks:
+            # read outside the write (WAL readers never wait): the newest entry past the
+            # limit; new entries only ever come after it, so it stays past the limit
+            row = conn.execute(
+                "SELECT seq FROM feedback WHERE task_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                (task["id"], task["keep"]),
+            ).fetchone()
+            if row is None:
+                continue
+            with self._write() as wconn:
+                rollout = self._running_rollout(wconn, task["id"])
+                cutoff = decisions.prune_cutoff(
+                    beyond_limit=row["seq"],
+                    rollout_start=None if rollout is None else rollout["feedback_seq"],
+                )
+                if cutoff is None:
+                    continue
+                deleted = wconn.execute(
+                    "DELETE FROM feedback WHERE seq IN (SELECT seq FROM feedback"
+                    " WHERE task_id = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+                    (task["id"], cutoff, batch),
+                ).rowcount
+            if deleted:
+                return int(deleted)
+        return 0
+
     @staticmethod
     def _trace(row: sqlite3.Row) -> TraceResult:
         return TraceResult(
@@ -1016,10 +873,12 @@ class Store:
         comment: str | None, correction: Any,
     ) -> None:
         key = trace["id"]
+        # Through the trace index only (schema step 8 filled the column of old rows): a
+        # score costs the same at any number of the task's rows.
         found = conn.execute(
-            "SELECT id, output, score FROM feedback WHERE task_id = ? AND (trace_id = ? OR"
-            " json_extract(metadata, '$.trace_id') = ?) ORDER BY seq LIMIT 1",
-            (trace["task_id"], key, key),
+            "SELECT id, output, score FROM feedback INDEXED BY feedback_trace"
+            " WHERE task_id = ? AND trace_id = ? ORDER BY seq LIMIT 1",
+            (trace["task_id"], key),
         ).fetchone()
         output = found["output"] if found is not None else trace["response_text"]
         comment, correction = _critique(comment, correction, output)
@@ -1338,16 +1197,17 @@ class Store:
         return job_id
 
     def _maybe_trigger(self, conn: sqlite3.Connection, task_id: str) -> str | None:
+        """Insert the task's threshold job when `decisions.threshold_job` says it starts."""
         task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        if task["feedback_since_optimization"] < task["feedback_threshold"]:
-            return None
-        if task["scored_since_job"] == 0:
-            return None  # nothing new to learn from: no job, no junk version
-        if self._active_job(conn, task_id) is not None:
-            return None
-        refused = self._threshold_refusal(conn, task)
-        if refused is not None:
-            logger.debug("threshold job of task %r deferred: %s", task["name"], refused)
+        if not decisions.threshold_due(new_feedback=task["feedback_since_optimization"],
+                                       threshold=task["feedback_threshold"],
+                                       scored_since_job=task["scored_since_job"]):
+            return None  # most feedback ends here, on the task row alone
+        decision = self._threshold_decision(conn, task)
+        if not decision.start:
+            if decision.waiting is not None:
+                logger.debug("threshold job of task %r deferred: %s", task["name"],
+                             decision.waiting)
             return None
         return self._insert_job(conn, task, "threshold")
 
@@ -1598,30 +1458,35 @@ class Store:
 
     def _threshold_waiting(self, conn: sqlite3.Connection, task: sqlite3.Row) -> str | None:
         """Why a due threshold job has not started, for the task's answer (else ``None``)."""
-        if task["feedback_since_optimization"] < task["feedback_threshold"] \
-                or task["scored_since_job"] == 0 or self._active_job(conn, task["id"]):
-            return None
-        return self._threshold_refusal(conn, task)
+        return self._threshold_decision(conn, task).waiting
 
-    def _threshold_refusal(self, conn: sqlite3.Connection, task: sqlite3.Row) -> str | None:
-        """Why the task's threshold job must wait (cool-down, jobs today, day's budget)."""
-        limits = budget.Limits.of(task, self.budget_defaults)
+    def _threshold_decision(
+        self, conn: sqlite3.Connection, task: sqlite3.Row
+    ) -> decisions.ThresholdDecision:
+        """Read what `decisions.threshold_job` needs of the task and ask it."""
         now = utcnow()
         since = _ts(budget.day_start(now))
-        row = conn.execute(
-            "SELECT COUNT(*) AS n, MAX(created_at) AS last FROM jobs WHERE task_id = ?"
-            " AND triggered_by = 'threshold' AND created_at >= ?",
-            (task["id"], since),
-        ).fetchone()
-        last = conn.execute(
-            "SELECT MAX(created_at) AS last FROM jobs WHERE task_id = ?"
-            " AND triggered_by = 'threshold'", (task["id"],),
-        ).fetchone()["last"]
-        return budget.threshold_refusal(
-            limits, new_feedback=task["feedback_since_optimization"],
-            threshold=task["feedback_threshold"],
-            jobs_today=row["n"], last_job_at=_dt(last),
-            day_used_usd=spend_store.day_used(conn, task["id"], since), now=now,
+
+        def usage() -> decisions.ThresholdUsage:
+            row = conn.execute(
+                "SELECT COUNT(*) AS n FROM jobs WHERE task_id = ?"
+                " AND triggered_by = 'threshold' AND created_at >= ?",
+                (task["id"], since),
+            ).fetchone()
+            last = conn.execute(
+                "SELECT MAX(created_at) AS last FROM jobs WHERE task_id = ?"
+                " AND triggered_by = 'threshold'", (task["id"],),
+            ).fetchone()["last"]
+            return decisions.ThresholdUsage(
+                jobs_today=row["n"], last_job_at=_dt(last),
+                day_used_usd=spend_store.day_used(conn, task["id"], since),
+            )
+
+        return decisions.threshold_job(
+            budget.Limits.of(task, self.budget_defaults),
+            new_feedback=task["feedback_since_optimization"],
+            threshold=task["feedback_threshold"], scored_since_job=task["scored_since_job"],
+            job_active=self._active_job(conn, task["id"]) is not None, usage=usage, now=now,
         )
 
     # --- rollouts --------------------------------------------------------------------
@@ -1692,13 +1557,13 @@ class Store:
         O(n) each; at most every 10 % more scores keeps the total linear. The test stays
         valid at any stopping time, and every GET evaluates as well.
         """
-        seen = rollout["scores_seen"] + 1
-        minimum = 2 * _unjson(rollout["config"])["min_samples"]
-        last = rollout["evaluated_at"]
-        due = seen >= minimum and seen - last >= max(1, last // 10)
+        counted = decisions.evaluation_due(
+            scores_seen=rollout["scores_seen"], evaluated_at=rollout["evaluated_at"],
+            min_samples=_unjson(rollout["config"])["min_samples"],
+        )
         conn.execute("UPDATE rollouts SET scores_seen = ?, evaluated_at = ? WHERE id = ?",
-                     (seen, seen if due else last, rollout["id"]))
-        if due:
+                     (counted.scores_seen, counted.evaluated_at, rollout["id"]))
+        if counted.due:
             self._evaluate_rollout(conn, rollout)
 
     def _arm_stats(
@@ -1763,7 +1628,8 @@ class Store:
         config = self._rollout_config(rollout)
         moved = self._activated_by_hand(conn, rollout)
         if moved is not None:
-            self._end_rollout(conn, rollout, *moved, {"share": config.ramp[rollout["step"]]})
+            self._end_rollout(conn, rollout, moved.action, moved.reason,
+                              {"share": config.ramp[rollout["step"]]})
             return
         active = self._arm_stats(conn, rollout, rollout["active_version_id"])
         candidate = self._arm_stats(conn, rollout, rollout["candidate_version_id"])
@@ -1775,10 +1641,10 @@ class Store:
         share = config.ramp[rollout["step"]]
         stats = decision.stats(active, candidate, share)
         if decision.action == "advance":
-            step = rollout["step"] + 1
+            step, start_n = decisions.ramp_step(step=rollout["step"], candidate_n=candidate.n)
             conn.execute(
                 "UPDATE rollouts SET step = ?, step_start_n = ? WHERE id = ?",
-                (step, candidate.n, rollout["id"]),
+                (step, start_n, rollout["id"]),
             )
             self._rollout_event(conn, rollout["id"], "ramp", config.ramp[step], decision.reason,
                                 stats)
@@ -1794,18 +1660,17 @@ class Store:
     @staticmethod
     def _activated_by_hand(
         conn: sqlite3.Connection, rollout: sqlite3.Row
-    ) -> tuple[str, str] | None:
-        """``(action, reason)`` when a version was activated outside the rollout, else None."""
+    ) -> decisions.HandActivation | None:
+        """How the rollout ends when a version was activated outside it, else None."""
         row = conn.execute(
             "SELECT id FROM prompts WHERE task_id = ? AND status = 'active'",
             (rollout["task_id"],),
         ).fetchone()
-        current = None if row is None else row["id"]
-        if current == rollout["active_version_id"]:
-            return None
-        if current == rollout["candidate_version_id"]:
-            return "promote", "the candidate was activated by hand"
-        return "rollback", "another version was activated by hand"
+        return decisions.hand_activation(
+            current_active=None if row is None else row["id"],
+            active_version=rollout["active_version_id"],
+            candidate_version=rollout["candidate_version_id"],
+        )
 
     def _end_rollout(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, action: str, reason: str,
@@ -2053,18 +1918,18 @@ class Store:
         """
         if job.task_id is None or job.prompt_version_id is None:
             return None
-        if (job.job_metadata or {}).get("verdict") not in (None, "better"):
-            return None  # only a candidate judged better is rolled out unattended
         try:
-            config = (self.get_task(str(job.task_id)).evaluator_config or {}).get("auto_rollout")
-            if not config:
-                return None
-            options = config if isinstance(config, dict) else {}
-            req = msgspec.convert(
-                {**options, "candidate_version_id": str(job.prompt_version_id)}, RolloutRequest
+            auto = decisions.auto_rollout_request(
+                candidate_version_id=str(job.prompt_version_id), job_metadata=job.job_metadata,
+                evaluator_config=self.get_task(str(job.task_id)).evaluator_config,
             )
-            return self.start_rollout(str(job.task_id), req)
-        except (StoreError, msgspec.ValidationError) as exc:
+            if auto.request is None:
+                if auto.skipped is not None:
+                    logger.warning("automatic rollout after job %s not started: %s", job.id,
+                                   auto.skipped)
+                return None
+            return self.start_rollout(str(job.task_id), auto.request)
+        except StoreError as exc:
             logger.warning("automatic rollout after job %s not started: %s", job.id, exc)
             return None
 
@@ -2188,77 +2053,6 @@ class Store:
         return _page(self._list_rows("audit_log", ref, limit, after), limit, self._audit_entry)
 
 
-_ROLLOUTS_DDL = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    active_version_id TEXT NOT NULL,
-    candidate_version_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    config TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    step_start_n INTEGER NOT NULL,
-    salt TEXT NOT NULL,
-    recommendation TEXT,
-    reason TEXT,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    trace_seq INTEGER NOT NULL,
-    feedback_seq INTEGER NOT NULL,
-    end_trace_seq INTEGER,
-    end_feedback_seq INTEGER,
-    scores_seen INTEGER NOT NULL DEFAULT 0,
-    evaluated_at INTEGER NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_running ON rollouts (task_id)
-    WHERE state = 'running';
-CREATE TABLE IF NOT EXISTS rollout_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    rollout_id TEXT NOT NULL REFERENCES rollouts(id),
-    at TEXT NOT NULL,
-    event TEXT NOT NULL,
-    share REAL,
-    reason TEXT,
-    stats TEXT
-);
-CREATE INDEX IF NOT EXISTS rollout_events_rollout ON rollout_events (rollout_id, seq);
-"""
-
-_ROLLOUT_INDEXES = """
-CREATE INDEX IF NOT EXISTS traces_version ON traces (prompt_version_id, seq);
-CREATE INDEX IF NOT EXISTS feedback_version ON feedback (prompt_version_id, seq);
-"""
-
-_ROLLOUT_COLUMNS = (
-    ("traces", "arm", "TEXT"),
-    ("traces", "error", "INTEGER"),
-    ("feedback", "prompt_version_id", "TEXT"),
-    ("feedback", "arm", "TEXT"),
-)
-
-
-def _migrate_rollouts(conn: sqlite3.Connection) -> None:
-    """Migration step "rollouts": rollout tables, and arm/error/version columns on records."""
-    for statement in _ROLLOUTS_DDL.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    for table, column, kind in _ROLLOUT_COLUMNS:
-        have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    for statement in _ROLLOUT_INDEXES.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _migrate_keys(conn: sqlite3.Connection) -> None:
-    """Migration step "keys and audit": scoped keys (hashes only) and the audit log."""
-    for statement in keys.AUDIT_DDL.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
 def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:
     row = conn.execute(
         "SELECT version_number FROM prompts WHERE task_id = ? AND prompt_text = ?"
@@ -2267,19 +2061,6 @@ def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> i
     ).fetchone()
     return None if row is None else int(row["version_number"])
 
-
-
-# schema version -> what brings a database of the version before up to it: statements, or a
-# function of the connection
-_MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] = {
-    2: _STEP_FEEDBACK_CRITIQUE,
-    3: _migrate_rollouts,
-    4: _STEP_TRACE_CONTEXT,
-    5: _STEP_HELD_SCORES,
-    6: _migrate_keys,
-    7: spend_store.migrate_spend,
-    8: _STEP_TRACE_COST,
-}
 
 class _BatchTasks:
     """Task lookups of one ingest batch: each task and its active prompt read once."""
@@ -2400,3 +2181,8 @@ def _given(value: _T | msgspec.UnsetType) -> _T | None:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _implements(store: Store) -> StorageInterface:
+    """Never called: mypy checks here that `Store` implements `StorageInterface`."""
+    return store
