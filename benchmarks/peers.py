@@ -31,6 +31,7 @@ from benchmarks.sink import Sink
 
 __all__ = [
     "INSTRUMENT_GOAL",
+    "INSTRUMENT_STREAM_GOAL",
     "attempt",
     "instrument_openai_metrics",
     "kaizen_client",
@@ -522,7 +523,10 @@ _INSTRUMENT_MODES = (
 )
 INSTRUMENT_GOAL = ("at most 0.5x opentelemetry-instrumentation-openai-v2 and lower than "
                    "OpenInference (issues 5, 28)")
-"""The goal of every ``instrument_openai_*`` row (streamed or not, sync or async)."""
+"""The goal of the non-streaming ``instrument_openai_overhead_us`` row."""
+INSTRUMENT_STREAM_GOAL = ("streamed, read to the end: at most 0.5x "
+                          "opentelemetry-instrumentation-openai-v2 (issue 28)")
+"""The goal of the streamed rows, sync and async."""
 
 
 def instrument_openai_metrics(quick: bool) -> list[Metric]:
@@ -574,8 +578,11 @@ def instrument_openai_metrics(quick: bool) -> list[Metric]:
         measured_modes: list[tuple[str, bool, bool, dict[str, Any]]] = []
         for name, stream, is_async in _INSTRUMENT_MODES:
             batch = bio.openai_call(openai_url, stream=stream, is_async=is_async)
-            results = bio.measure(variants, batch, calls=30 if quick else 200,
-                                  rounds=3 if quick else 15, max_seconds=30 if quick else 70)
+            # streamed rows: openai-v2 only (issue 28's goal), so more rounds fit the time
+            chosen = [v for v in variants
+                      if not stream or v.name in ("kaizen", "otel_contrib_openai")]
+            results = bio.measure(chosen, batch, calls=30 if quick else 150,
+                                  rounds=3 if quick else 21, max_seconds=30 if quick else 100)
             measured_modes.append((name, stream, is_async, results))
         otlp_posts = _delivered(sink, ("/v1/traces",))
     for name, stream, is_async, results in measured_modes:
@@ -589,10 +596,11 @@ def _instrument_row(name: str, stream: bool, is_async: bool, results: dict[str, 
     plain = statistics.median(p - o for p, o in zip(ours.per_call_us, ours.overhead_us,
                                                      strict=True))
     peers: dict[str, float | None] = {"bare": plain}
+    compared = _INSTRUMENT_PEERS[:1] if stream else _INSTRUMENT_PEERS
     peers.update({p: results[p].median_overhead_us if p in results else None
-                  for p in _INSTRUMENT_PEERS})
+                  for p in compared})
     v2 = peers["otel_contrib_openai"]
-    others = [peers[p] for p in _INSTRUMENT_PEERS[1:]]
+    others = [peers[p] for p in compared[1:]]
     ratio = ours.median_overhead_us / v2 if v2 else None
     met: bool | None = None
     if ratio is not None and all(v is not None for v in others):
@@ -618,14 +626,17 @@ def _instrument_row(name: str, stream: bool, is_async: bool, results: dict[str, 
     ]
     verdict = (f"{ours.median_overhead_us:.0f} µs, {ratio:.2f}x otel_contrib_openai"
                if ratio is not None else f"{ours.median_overhead_us:.0f} µs")
-    verdict += "; " + ", ".join(f"{p} {_num(peers[p])}" for p in _INSTRUMENT_PEERS)
+    verdict += "; " + ", ".join(f"{p} {_num(peers[p])}" for p in compared)
+    if stream:
+        row_notes.append("Streamed rows time openai-v2 only (OpenInference is in the "
+                         "non-streaming row), so that more alternating rounds fit the time.")
     return Metric(
         name=name,
         unit="µs/call",
         better="lower",
         kaizen=ours.median_overhead_us,
         peers=peers,
-        goal=INSTRUMENT_GOAL,
+        goal=INSTRUMENT_STREAM_GOAL if stream else INSTRUMENT_GOAL,
         goal_met=met,
         verdict=verdict,
         notes=row_notes,
