@@ -347,6 +347,9 @@ def render(doc: dict[str, Any], metrics: list[Metric]) -> str:
     """RESULTS.md: goals, the side-by-side table with ratios, notes, machine and versions."""
     machine = doc["machine"]
     kind = "quick smoke run (figures not for quoting)" if doc.get("quick") else "full run"
+    if doc.get("partial"):  # --only: some rows re-run, the others kept from an earlier run
+        kind = (f"partial run of {', '.join(doc['partial'])} (the other rows are kept from "
+                "an earlier run)")
     out = [
         "# Benchmark results",
         "",
@@ -465,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": [m.to_json() for m in metrics],
         "details": {m.name: m.extras() for m in metrics},
         "quick": bool(args.quick),
+        "partial": selected if args.only else None,
         "blocked_connections": blocked,
     }
     RESULTS_JSON.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
