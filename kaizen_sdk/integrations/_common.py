@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -1102,24 +1102,38 @@ class TracedStream(_StreamBase):
         if close is not None:
             close()
 
-    def __iter__(self) -> TracedStream:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # ``for chunk in stream``: a generator steps cheaper than a Python ``__next__`` per
+        # chunk. It keeps this proxy alive while it runs (``for c in create(...)`` holds only
+        # the generator); the proxy never holds it, so when a loop left early drops it, the
+        # proxy's ``__del__`` still ends the call.
+        return _chunks(self._self_source(), self._self_state, self)
 
-    def __next__(self) -> Any:
+    def _self_source(self) -> Any:
         it = self._self_it
         if it is None:
             wrapped = self.__wrapped__
             it = wrapped if hasattr(type(wrapped), "__next__") else iter(wrapped)
             self._self_it = it
+        return it
+
+    def __next__(self) -> Any:
+        it = self._self_it
+        if it is None:
+            it = self._self_source()
+        state = self._self_state
         try:
             item = next(it)
         except StopIteration:
-            self._self_state.done()
+            state.done()
             raise
         except BaseException as exc:
-            self._self_state.failed(exc)
+            state.failed(exc)
             raise
-        self._self_state.add(item)
+        try:  # _StreamState.add, inlined: this runs once per chunk
+            state.accumulate(item)
+        except Exception:
+            logger.debug("Reading a stream chunk for tracing failed.", exc_info=True)
         return item
 
     def close(self) -> Any:
@@ -1151,6 +1165,27 @@ class TracedStream(_StreamBase):
             self._self_state.done()
 
 
+def _chunks(it: Any, state: _StreamState, owner: TracedStream) -> Iterator[Any]:
+    """`TracedStream`'s iteration: each chunk to the accumulator, the call ended at the end.
+
+    *owner* (the proxy) is only held, so that it outlives the loop.
+    """
+    accumulate = state.accumulate
+    try:
+        for item in it:
+            try:
+                accumulate(item)
+            except Exception:
+                logger.debug("Reading a stream chunk for tracing failed.", exc_info=True)
+            yield item
+    except GeneratorExit:  # the loop was left early: the proxy ends the call when dropped
+        raise
+    except BaseException as exc:
+        state.failed(exc)
+        raise
+    state.done()
+
+
 class TracedAsyncStream(_StreamBase):
     """An asynchronous stream that ends its call's span when it is exhausted or closed."""
 
@@ -1167,15 +1202,19 @@ class TracedAsyncStream(_StreamBase):
             wrapped = self.__wrapped__
             it = wrapped if hasattr(type(wrapped), "__anext__") else wrapped.__aiter__()
             self._self_it = it
+        state = self._self_state
         try:
             item = await it.__anext__()
         except StopAsyncIteration:
-            self._self_state.done()
+            state.done()
             raise
         except BaseException as exc:
-            self._self_state.failed(exc)
+            state.failed(exc)
             raise
-        self._self_state.add(item)
+        try:  # _StreamState.add, inlined: this runs once per chunk
+            state.accumulate(item)
+        except Exception:
+            logger.debug("Reading a stream chunk for tracing failed.", exc_info=True)
         return item
 
     def close(self) -> Any:
@@ -1321,7 +1360,12 @@ def _str(value: Any) -> str | None:
 
 
 class ChatStreamAccumulator:
-    """Collects chat-completion chunks: text of choice 0, finish reasons, usage."""
+    """Collects chat-completion chunks: text of choice 0, finish reasons, usage.
+
+    Per chunk it only reads attributes and appends choice 0's text (joined once, in
+    `collect`); the response id, model, fingerprint and tier are read while still unknown,
+    usage when a chunk carries it (the final one, with ``include_usage``).
+    """
 
     __slots__ = ("data", "parts", "reasons")
 
@@ -1331,6 +1375,46 @@ class ChatStreamAccumulator:
         self.reasons: dict[int, str] = {}
 
     def add(self, chunk: Any) -> None:
+        if isinstance(chunk, dict):
+            self._add_mapping(chunk)
+            return
+        # the hot path: attribute objects (openai's and litellm's chunks), no helper calls
+        data = self.data
+        if data.response_id is None:
+            value = getattr(chunk, "id", None)
+            if isinstance(value, str) and value:
+                data.response_id = value
+        if data.model is None:
+            value = getattr(chunk, "model", None)
+            if isinstance(value, str) and value:
+                data.model = value
+        if data.system_fingerprint is None:
+            value = getattr(chunk, "system_fingerprint", None)
+            if isinstance(value, str) and value:
+                data.system_fingerprint = value
+        if data.service_tier is None:
+            value = getattr(chunk, "service_tier", None)
+            if isinstance(value, str) and value:
+                data.service_tier = value
+        choices = getattr(chunk, "choices", None)
+        if choices:
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._add_choice(choice)
+                    continue
+                index = getattr(choice, "index", 0)
+                if index == 0:
+                    content = getattr(getattr(choice, "delta", None), "content", None)
+                    if isinstance(content, str):
+                        self.parts.append(content)
+                reason = getattr(choice, "finish_reason", None)
+                if reason is not None and isinstance(reason, str) and isinstance(index, int):
+                    self.reasons[index] = reason
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            _chat_usage(data, usage)
+
+    def _add_mapping(self, chunk: Any) -> None:
         data = self.data
         if data.response_id is None:
             data.response_id = _str(_get(chunk, "id"))
@@ -1341,17 +1425,20 @@ class ChatStreamAccumulator:
         if data.service_tier is None:
             data.service_tier = _str(_get(chunk, "service_tier"))
         for choice in _get(chunk, "choices") or ():
-            index = _get(choice, "index", 0)
-            if index == 0:
-                content = _get(_get(choice, "delta"), "content")
-                if isinstance(content, str):
-                    self.parts.append(content)
-            reason = _get(choice, "finish_reason")
-            if isinstance(reason, str) and isinstance(index, int):
-                self.reasons[index] = reason
+            self._add_choice(choice)
         usage = _get(chunk, "usage")
         if usage is not None:
             _chat_usage(data, usage)
+
+    def _add_choice(self, choice: Any) -> None:
+        index = _get(choice, "index", 0)
+        if index == 0:
+            content = _get(_get(choice, "delta"), "content")
+            if isinstance(content, str):
+                self.parts.append(content)
+        reason = _get(choice, "finish_reason")
+        if isinstance(reason, str) and isinstance(index, int):
+            self.reasons[index] = reason
 
     def collect(self) -> Extracted:
         data = self.data
