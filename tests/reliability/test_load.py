@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -80,4 +81,6 @@ def test_a_million_calls_with_the_server_down_stay_bounded_and_counted() -> None
     assert len(closing) == 1 and f"{CALLS} dropped" in closing[0]  # the one exit summary
     warnings = [line for line in lines if "dropp" in line.lower() and line not in closing]
     print(f"drop warnings logged: {len(warnings)}")
-    assert 1 <= len(warnings) <= 2 + int(out["elapsed"] // 60) * 2
+    # Two kinds of drop warning, each at most once a minute; a window that opened just
+    # before the timed part began can close inside it, hence the ceiling.
+    assert 1 <= len(warnings) <= 2 * (1 + math.ceil(out["elapsed"] / 60))
