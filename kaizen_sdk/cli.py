@@ -933,8 +933,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         _write("")
         _write(_table(["task", "active", "rollout"], rows, keep=[0]))
     if unpriced:
-        _write(f"\nno price (traces show no cost; add them with kaizen serve --prices):"
-               f" {', '.join(unpriced)}")
+        _write("")
+        _write(_fitted("no price (traces show no cost; add them with kaizen serve --prices):"
+                       f" {', '.join(unpriced)}"))
     return EXIT_OK
 
 
