@@ -32,6 +32,7 @@ from kaizen_sdk.models import (
     ApiKey,
     ApiKeyCreated,
     AuditEntry,
+    ChatMessage,
     FeedbackRequest,
     FeedbackResult,
     Job,
@@ -50,7 +51,14 @@ from kaizen_sdk.models import (
     TraceRequest,
     TraceResult,
 )
-from kaizen_sdk.templates import MAX_PLACEHOLDERS, count_placeholders
+from kaizen_sdk.templates import (
+    MAX_PLACEHOLDERS,
+    PRODUCTION,
+    BadRecipe,
+    check_label,
+    check_recipe,
+    count_placeholders,
+)
 from kaizen_server.domain import budget, keys, rollouts, task_settings
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import spend as spend_store
@@ -71,7 +79,7 @@ __all__ = [
 
 logger = logging.getLogger("kaizen_server.storage.sqlite")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """Version of the schema this module writes; stored in the ``schema_version`` table."""
 
 AUTO_TASK_THRESHOLD = 50
@@ -205,6 +213,17 @@ _STEP_HELD_SCORES = (
     "CREATE INDEX IF NOT EXISTS held_scores_trace ON held_scores (trace_id)",
 )
 
+# Schema step 8, "prompt recipe": a version's chat messages and model settings (JSON), and
+# labels other than "production" (which is the active version): one row per task and label.
+_STEP_PROMPT_RECIPE = (
+    "ALTER TABLE prompts ADD COLUMN messages TEXT",
+    "ALTER TABLE prompts ADD COLUMN config TEXT",
+    "CREATE TABLE IF NOT EXISTS prompt_labels (task_id TEXT NOT NULL REFERENCES tasks(id),"
+    " label TEXT NOT NULL, version_id TEXT NOT NULL REFERENCES prompts(id),"
+    " set_at TEXT NOT NULL, PRIMARY KEY (task_id, label))",
+    "CREATE INDEX IF NOT EXISTS prompt_labels_version ON prompt_labels (version_id)",
+)
+
 HELD_SCORES_MAX = 100_000
 """Scores waiting for their trace at most; past it a score for an unknown trace is an error."""
 
@@ -325,6 +344,16 @@ def _check_prompt_text(text: str) -> None:
             f"`prompt_text` has {placeholders} placeholders; at most {MAX_PLACEHOLDERS} are"
             " allowed"
         )
+
+
+def _recipe_text(
+    messages: Sequence[Any] | None, config: dict[str, Any] | None, prompt_text: str | None
+) -> str:
+    """The ``prompt_text`` of a version with messages or settings; `Invalid` names a bad field."""
+    try:
+        return check_recipe(messages, config, prompt_text, max_chars=MAX_PROMPT_CHARS)
+    except BadRecipe as exc:
+        raise Invalid(str(exc)) from None
 
 
 def _critique(comment: Any, correction: Any, output: Any) -> tuple[str | None, Any]:
@@ -543,6 +572,13 @@ class Store:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (req.name,)).fetchone():
                 raise Conflict(f"a task named {req.name!r} already exists")
+            messages, config = _given(req.messages), _given(req.config)
+            if messages is not None or config is not None:
+                text = _recipe_text(messages, config, req.prompt_text)
+                task_id = self._insert_task(conn, req)
+                self._insert_prompt(conn, task_id, text, status="active", optimizer="manual",
+                                    messages=messages, config=config)
+                return self._task(conn, self._require_task(conn, task_id))
             task_id = self._insert_task(conn, req)
             if req.prompt_text is not None:
                 _check_prompt_text(req.prompt_text)
@@ -622,8 +658,11 @@ class Store:
 
     # --- prompts ---------------------------------------------------------------------
 
-    @staticmethod
-    def _prompt(row: sqlite3.Row) -> Prompt:
+    def _prompt(self, row: sqlite3.Row) -> Prompt:
+        labels = [PRODUCTION] if row["status"] == "active" else []
+        labels += [r["label"] for r in self._conn().execute(
+            "SELECT label FROM prompt_labels WHERE version_id = ? ORDER BY label", (row["id"],)
+        )]
         return Prompt(
             id=uuid.UUID(row["id"]),
             task_id=uuid.UUID(row["task_id"]),
@@ -638,11 +677,16 @@ class Store:
             baseline_version=row["baseline_version"],
             baseline_score=row["baseline_score"],
             eval_sample_size=row["eval_sample_size"],
+            messages=(None if row["messages"] is None
+                      else msgspec.json.decode(row["messages"], type=list[ChatMessage])),
+            config=_unjson(row["config"]),
+            labels=labels,
         )
 
     def _insert_prompt(
         self, conn: sqlite3.Connection, task_id: str, text: str, *, status: str,
         optimizer: str, eval_score: float | None = None, dspy_version: str | None = None,
+        messages: list[Any] | None = None, config: dict[str, Any] | None = None,
     ) -> str:
         row = conn.execute(
             "SELECT COALESCE(MAX(version_number), 0) AS n FROM prompts WHERE task_id = ?",
@@ -651,19 +695,29 @@ class Store:
         prompt_id = str(uuid.uuid4())
         conn.execute(
             "INSERT INTO prompts (id, task_id, version_number, prompt_text, eval_score, status,"
-            " optimizer, dspy_version, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            " optimizer, dspy_version, created_at, messages, config)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (prompt_id, task_id, row["n"] + 1, text, eval_score, status, optimizer,
-             dspy_version, _ts()),
+             dspy_version, _ts(), _json(messages), _json(config)),
         )
         self._audit(conn, "version.created", task_id=task_id, target=prompt_id,
                     detail=f"v{row['n'] + 1} {status} ({optimizer})")
         return prompt_id
 
-    def create_version(self, ref: str, prompt_text: str, *, activate: bool) -> Prompt:
+    def create_version(
+        self, ref: str, prompt_text: str | None, *, activate: bool,
+        messages: list[Any] | None = None, config: dict[str, Any] | None = None,
+    ) -> Prompt:
         """Store a hand-written prompt version (``optimizer="manual"``), active if asked.
 
-        Not activated, it is a ``candidate`` until someone activates it.
+        Not activated, it is a ``candidate`` until someone activates it. A chat version
+        (*messages*, and/or *config*) is checked by `kaizen_sdk.templates.check_recipe`; its
+        ``prompt_text`` is the text of its messages.
         """
+        if messages is not None or config is not None:
+            prompt_text = _recipe_text(messages, config, prompt_text)
+        elif prompt_text is None:
+            raise Invalid("`prompt_text` or `messages` is required")
         _check_prompt_text(prompt_text)
         with self._write() as conn:
             task = self._require_task(conn, ref)
@@ -675,7 +729,7 @@ class Store:
                 )
             prompt_id = self._insert_prompt(
                 conn, task["id"], prompt_text, status="active" if activate else "candidate",
-                optimizer="manual",
+                optimizer="manual", messages=messages, config=config,
             )
             row = conn.execute("SELECT * FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
             if activate:
@@ -757,6 +811,75 @@ class Store:
                             {"share": share, "activated_version_id": version["id"]})
         self._audit(conn, "rollout.overridden", task_id=rollout["task_id"],
                     target=rollout["id"], detail=reason)
+
+    # --- labels (schema step 8) --------------------------------------------------------
+    # "production" is the active version (status 'active'); every other label is a row of
+    # prompt_labels, set and moved by hand.
+
+    def labelled_prompt(self, ref: str, label: str) -> Prompt:
+        """Return the version *label* names (``production``: the active one); `NotFound` when
+        the label is not set on the task, `Invalid` when it is not a label."""
+        try:
+            check_label(label)
+        except BadRecipe as exc:
+            raise Invalid(str(exc)) from None
+        if label == PRODUCTION:
+            return self.active_prompt(ref)
+        conn = self._conn()
+        task = self._require_task(conn, ref)
+        row = conn.execute(
+            "SELECT p.* FROM prompt_labels l JOIN prompts p ON p.id = l.version_id"
+            " WHERE l.task_id = ? AND l.label = ?", (task["id"], label),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"label {label!r} is not set on task {task['name']!r}")
+        return self._prompt(row)
+
+    def set_label(self, ref: str, label: str, version_id: uuid.UUID) -> Prompt:
+        """Put *label* on *version_id* (moving it from the version that had it); audited."""
+        try:
+            check_label(label, settable=True)
+        except BadRecipe as exc:
+            raise Invalid(str(exc)) from None
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            row = conn.execute(
+                "SELECT * FROM prompts WHERE id = ? AND task_id = ?",
+                (str(version_id), task["id"]),
+            ).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"version_id {version_id} is not a prompt version of task {task['name']!r}"
+                )
+            conn.execute(
+                "INSERT INTO prompt_labels (task_id, label, version_id, set_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (task_id, label) DO UPDATE SET version_id = excluded.version_id,"
+                " set_at = excluded.set_at",
+                (task["id"], label, row["id"], _ts()),
+            )
+            self._audit(conn, "label.set", task_id=task["id"], target=row["id"],
+                        detail=f"{label} -> v{row['version_number']}")
+            return self._prompt(row)
+
+    def remove_label(self, ref: str, label: str) -> Prompt:
+        """Take *label* off the task's version that has it; return that version. Audited."""
+        try:
+            check_label(label, settable=True)
+        except BadRecipe as exc:
+            raise Invalid(str(exc)) from None
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            row = conn.execute(
+                "SELECT p.* FROM prompt_labels l JOIN prompts p ON p.id = l.version_id"
+                " WHERE l.task_id = ? AND l.label = ?", (task["id"], label),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"label {label!r} is not set on task {task['name']!r}")
+            conn.execute("DELETE FROM prompt_labels WHERE task_id = ? AND label = ?",
+                         (task["id"], label))
+            self._audit(conn, "label.removed", task_id=task["id"], target=row["id"],
+                        detail=f"{label} (was on v{row['version_number']})")
+            return self._prompt(row)
 
     # --- feedback --------------------------------------------------------------------
 
@@ -2248,6 +2371,7 @@ _MIGRATIONS: dict[int, tuple[str, ...] | Callable[[sqlite3.Connection], None]] =
     5: _STEP_HELD_SCORES,
     6: _migrate_keys,
     7: spend_store.migrate_spend,
+    8: _STEP_PROMPT_RECIPE,
 }
 
 class _BatchTasks:
