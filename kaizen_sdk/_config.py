@@ -31,6 +31,7 @@ __all__ = [
     "KAIZEN_MAX_QUEUE_SIZE",
     "KAIZEN_MAX_RETRIES",
     "KAIZEN_OPTIMIZER",
+    "KAIZEN_PROMPT_LABEL",
     "KAIZEN_PROMPT_REFRESH",
     "KAIZEN_PROMPT_WAIT",
     "KAIZEN_SHUTDOWN_TIMEOUT",
@@ -43,6 +44,7 @@ __all__ = [
     "content_on_spans",
     "env_flag",
     "genai_latest_mode",
+    "prompt_label",
     "resolve_settings",
 ]
 
@@ -75,6 +77,10 @@ KAIZEN_CACHE_TTL = "KAIZEN_CACHE_TTL"
 
 KAIZEN_PROMPT_REFRESH = "KAIZEN_PROMPT_REFRESH"
 """Seconds between background revalidations of each ``@task``'s prompt. Default ``2``."""
+
+KAIZEN_PROMPT_LABEL = "KAIZEN_PROMPT_LABEL"
+"""The label whose version every ``@task`` of the process serves (``staging``, ``eu``, ...)
+when the decorator names none. Default: none, the active (``production``) version."""
 
 KAIZEN_PROMPT_WAIT = "KAIZEN_PROMPT_WAIT"
 """Longest total wait of a task's first call for its prompt, in seconds. Default ``1.5``;
@@ -148,6 +154,12 @@ def content_on_spans(environ: Mapping[str, str] | None = None) -> bool:
         word = env.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, "").strip().lower()
         return word in _CONTENT_ON_SPANS
     return env_flag(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, False, env)
+
+
+def prompt_label(environ: Mapping[str, str] | None = None) -> str | None:
+    """The `KAIZEN_PROMPT_LABEL` of the process, ``None`` when unset or blank."""
+    raw = (os.environ if environ is None else environ).get(KAIZEN_PROMPT_LABEL, "").strip()
+    return raw or None
 
 
 Masker = Callable[[Any], Any]
