@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         ApiKey,
         ApiKeyCreated,
         AuditEntry,
+        ChatMessage,
         CostEstimate,
         FeedbackResult,
         Health,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         Rollout,
         Task,
         TraceResult,
+        chat_prompt,
     )
 
 __all__ = [
@@ -74,6 +76,7 @@ __all__ = [
     "CTServerError",
     "CTTimeoutError",
     "CTValidationError",
+    "ChatMessage",
     "CostEstimate",
     "DeliveryStats",
     "FeedbackResult",
@@ -87,6 +90,7 @@ __all__ = [
     "TaskRun",
     "TraceResult",
     "__version__",
+    "chat_prompt",
     "configure",
     "context",
     "current_prompt",
@@ -126,6 +130,8 @@ _LAZY: dict[str, str] = {
     "Rollout": "kaizen_sdk.models",
     "Task": "kaizen_sdk.models",
     "TraceResult": "kaizen_sdk.models",
+    "ChatMessage": "kaizen_sdk.models",
+    "chat_prompt": "kaizen_sdk.models",
 }
 
 
