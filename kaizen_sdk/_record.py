@@ -66,6 +66,10 @@ class CallRecord(msgspec.Struct, gc=False):
     prompt_is_default: bool = False
     """``prompt_text`` is the decorator's ``default_prompt`` (the developer's template): a
     task with no version yet takes it as version 1. Never set for the text of an LLM call."""
+    prompt_messages: Any = None
+    """With ``prompt_is_default``: the default chat prompt's messages (version 1's)."""
+    prompt_config: Any = None
+    """With ``prompt_is_default``: the default prompt's model settings (version 1's)."""
 
 
 # --- the current call ----------------------------------------------------------------------

@@ -104,6 +104,8 @@ class _Trace(msgspec.Struct, omit_defaults=True, gc=False):
     session_id: Any = None
     tags: Any = None
     prompt_is_default: Any = False
+    prompt_messages: Any = None
+    prompt_config: Any = None
 
 
 class _Feedback(msgspec.Struct, gc=False):
@@ -195,6 +197,9 @@ def build_batch(
                 record.user_id, record.session_id, None if tags is None else list(tags),
                 # the developer's default_prompt, only with its text: never a call's text
                 prompt_text is not None and record.prompt_is_default,
+                # a chat default_prompt's messages and settings, only beside that flag
+                record.prompt_messages if prompt_text is not None else None,
+                record.prompt_config if prompt_text is not None else None,
             ))
             if not record.log_feedback:
                 continue

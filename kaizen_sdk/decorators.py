@@ -764,6 +764,8 @@ class _TaskSpec:
             )
             if prompt is not None and prompt is self.default and prompt.id is None:
                 record.prompt_is_default = True  # may become version 1; nothing else may
+                record.prompt_messages = prompt.messages
+                record.prompt_config = prompt.config
             cctx = call.cctx
             if cctx is not None:
                 record.user_id = cctx.user_id

@@ -645,6 +645,11 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     """True when ``prompt_text`` is the task's ``default_prompt`` from the application's code
     (not a served version, not the text of one call): a task with no prompt version yet takes
     it as version 1. No other trace ever makes a version. Omitted on the wire when false."""
+    prompt_messages: list[ChatMessage] | None = None
+    """With ``prompt_is_default``: the default prompt's chat messages (``prompt_text`` is their
+    text), so version 1 is a chat version. Omitted on the wire unless set."""
+    prompt_config: dict[str, Any] | None = None
+    """With ``prompt_is_default``: the default prompt's model settings. Omitted unless set."""
 
 
 class ScoreItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -356,6 +356,19 @@ def _recipe_text(
         raise Invalid(str(exc)) from None
 
 
+def _default_recipe(req: TraceRequest) -> dict[str, Any]:
+    """The messages and settings of a trace's default prompt, for its version 1: none when
+    absent or not a valid recipe of its ``prompt_text`` (the text version is made then)."""
+    if req.prompt_messages is None and req.prompt_config is None:
+        return {}
+    try:
+        check_recipe(req.prompt_messages, req.prompt_config, req.prompt_text,
+                     max_chars=MAX_PROMPT_CHARS)
+    except BadRecipe:
+        return {}
+    return {"messages": req.prompt_messages, "config": req.prompt_config}
+
+
 def _critique(comment: Any, correction: Any, output: Any) -> tuple[str | None, Any]:
     """Check a comment and correction (UNSET counts as absent); return them as stored."""
     comment = None if comment is msgspec.UNSET else comment
@@ -1024,7 +1037,8 @@ class Store:
                 "SELECT 1 FROM prompts WHERE task_id = ? LIMIT 1", (task["id"],)
             ).fetchone():
                 baseline = self._insert_prompt(
-                    conn, task["id"], req.prompt_text, status="active", optimizer="baseline"
+                    conn, task["id"], req.prompt_text, status="active", optimizer="baseline",
+                    **_default_recipe(req),
                 )
                 version_id = version_id or baseline
             elif version_id is None and active is not None and (
@@ -1330,7 +1344,8 @@ class Store:
             # only the developer's default_prompt may become version 1 (see `_add_trace`)
             if req.prompt_is_default and active is None and not tasks.has_versions(task_id):
                 baseline = self._insert_prompt(
-                    conn, task_id, req.prompt_text, status="active", optimizer="baseline"
+                    conn, task_id, req.prompt_text, status="active", optimizer="baseline",
+                    **_default_recipe(req),
                 )
                 tasks.set_active(task_id, baseline, req.prompt_text)
                 version_id = version_id or baseline
