@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     # What type checkers see; at run time these load on first use through __getattr__.
     from kaizen_sdk._context import context
     from kaizen_sdk._default import configure, flush, get_client, prefetch
+    from kaizen_sdk._served import ServedPrompt, prompt
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
     from kaizen_sdk.decorators import PROMPT, TaskRun, current_prompt, current_trace_id, task
@@ -86,6 +87,7 @@ __all__ = [
     "PROMPT",
     "Prompt",
     "Rollout",
+    "ServedPrompt",
     "Task",
     "TaskRun",
     "TraceResult",
@@ -99,6 +101,7 @@ __all__ = [
     "get_client",
     "instrument",
     "prefetch",
+    "prompt",
     "task",
     "uninstrument",
 ]
@@ -132,6 +135,8 @@ _LAZY: dict[str, str] = {
     "TraceResult": "kaizen_sdk.models",
     "ChatMessage": "kaizen_sdk.models",
     "chat_prompt": "kaizen_sdk.models",
+    "ServedPrompt": "kaizen_sdk._served",
+    "prompt": "kaizen_sdk._served",
 }
 
 

@@ -76,7 +76,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 4. the process-wide default client
     ("_default",),
     # 5. what users put on their code
-    ("decorators", "instrument", "integrations"),
+    ("decorators", "instrument", "integrations", "_served"),
     # 6. programs built on the SDK
     ("cli", "local", "_layers", "_job_report"),
 )
