@@ -30,6 +30,7 @@ __all__ = [
     "check_label",
     "check_recipe",
     "messages_text",
+    "parse_messages_text",
     "render_messages",
 ]
 
@@ -65,6 +66,27 @@ def messages_text(messages: Sequence[MessageLike]) -> str:
     This is a chat version's ``prompt_text``, what clients that predate messages show and use.
     """
     return "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)
+
+
+_HEADER = re.compile(r"(?:^|\n\n)\[(" + "|".join(ROLES) + r")\]\n")
+
+
+def parse_messages_text(text: str, roles: Sequence[str]) -> list[dict[str, str]] | None:
+    """Read `messages_text` back into messages with exactly *roles*, in order; else ``None``.
+
+    For a text an optimizer derived from a chat version's text: the messages come back only
+    when the headers are the same roles and the result renders to *text* again.
+    """
+    found = list(_HEADER.finditer(text))
+    if [m.group(1) for m in found] != list(roles) or not found or found[0].start() != 0:
+        return None
+    messages = [
+        {"role": m.group(1),
+         "content": text[m.end():found[i + 1].start() if i + 1 < len(found) else len(text)]}
+        for i, m in enumerate(found)
+    ]
+    rebuilt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+    return messages if rebuilt == text else None
 
 
 def check_label(label: Any, *, settable: bool = False) -> str:

@@ -19,6 +19,7 @@ from kaizen_sdk._recipe import (
     check_label,
     check_recipe,
     messages_text,
+    parse_messages_text,
 )
 from kaizen_sdk._template import (
     MAX_PLACEHOLDERS,
@@ -42,5 +43,6 @@ __all__ = [
     "check_recipe",
     "count_placeholders",
     "messages_text",
+    "parse_messages_text",
     "render",
 ]

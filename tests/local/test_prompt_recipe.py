@@ -244,3 +244,27 @@ def test_schema_step_8_migrates_a_version_7_file(tmp_path: Any) -> None:
         assert store.labelled_prompt("t", "production").labels == ["production"]
     finally:
         store.close()
+
+
+def test_optimized_version_keeps_messages_and_settings(
+    client: httpx.Client, task_name: str, wait_job: Any
+) -> None:
+    """The optimizer changes what is inside the messages; roles, variables and settings stay."""
+    resp = client.post(
+        "/api/v1/tasks", json={"name": task_name, "messages": MESSAGES, "config": CONFIG}
+    )
+    assert resp.status_code == 201, resp.text
+    for i in range(4):
+        client.post("/api/v1/feedback", json={
+            "task_id": task_name, "inputs": {"ticket": f"t{i}"}, "output": f"a{i}", "score": 0.9,
+        })
+    started = client.post(f"/api/v1/optimize/{task_name}").json()["job"]
+    job = wait_job(client, started["id"])
+    assert job["status"] == "SUCCESS", job
+    made = next(v for v in _versions(client, task_name) if v["id"] == job["prompt_version_id"])
+    assert made["config"] == CONFIG
+    assert [m["role"] for m in made["messages"]] == ["system", "user"]
+    assert made["messages"][0] == MESSAGES[0]
+    assert made["messages"][1]["content"].startswith("Ticket: {{ ticket }}")
+    assert made["messages"][1]["content"] != MESSAGES[1]["content"]  # demonstrations added
+    assert made["prompt_text"].startswith("[system]\n")

@@ -53,11 +53,13 @@ from kaizen_sdk.models import (
 )
 from kaizen_sdk.templates import (
     MAX_PLACEHOLDERS,
+    PLACEHOLDER,
     PRODUCTION,
     BadRecipe,
     check_label,
     check_recipe,
     count_placeholders,
+    parse_messages_text,
 )
 from kaizen_server.domain import budget, keys, rollouts, task_settings
 from kaizen_server.optimize.fewshot import Example
@@ -354,6 +356,27 @@ def _recipe_text(
         return check_recipe(messages, config, prompt_text, max_chars=MAX_PROMPT_CHARS)
     except BadRecipe as exc:
         raise Invalid(str(exc)) from None
+
+
+def _kept_recipe(conn: sqlite3.Connection, task_id: str, text: str) -> dict[str, Any]:
+    """What an optimized version keeps of the active one: its settings always; its messages
+    when *text* still reads as messages of the same roles, each keeping its variables."""
+    active = conn.execute(
+        "SELECT messages, config FROM prompts WHERE task_id = ? AND status = 'active'",
+        (task_id,),
+    ).fetchone()
+    if active is None:
+        return {}
+    kept: dict[str, Any] = {"config": _unjson(active["config"])}
+    base = _unjson(active["messages"])
+    if base:
+        parsed = parse_messages_text(text, [m["role"] for m in base])
+        if parsed is not None and all(
+            set(PLACEHOLDER.findall(old["content"])) <= set(PLACEHOLDER.findall(new["content"]))
+            for old, new in zip(base, parsed, strict=True)
+        ):
+            kept["messages"] = msgspec.convert(parsed, list[ChatMessage])
+    return kept
 
 
 def _default_recipe(req: TraceRequest) -> dict[str, Any]:
@@ -1557,6 +1580,7 @@ class Store:
                 version_id = self._insert_prompt(
                     conn, row["task_id"], prompt_text, status=version_status,
                     optimizer=optimizer, eval_score=eval_score, dspy_version=dspy_version,
+                    **_kept_recipe(conn, row["task_id"], prompt_text),
                 )
                 if comparison:
                     conn.execute(
