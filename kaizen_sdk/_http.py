@@ -57,6 +57,7 @@ __all__ = [
     "USER_AGENT",
     "BaseClient",
     "PreparedCall",
+    "check_labelled",
     "check_prompt_text",
     "check_recipe",
     "is_loopback",
@@ -291,6 +292,17 @@ def prompt_key(task_id: str, label: str | None) -> str:
     except _recipe.BadRecipe as exc:
         raise CTValidationError(f"{exc}.") from None
     return task_id if label == _recipe.PRODUCTION else f"{task_id}{_LABEL_SEP}{label}"
+
+
+def check_labelled(prompt: Prompt, label: str | None) -> Prompt:
+    """Return *prompt* if it carries *label*; a server that predates labels ignores the
+    ``label`` query and answers the active version, which must not pass for the label's."""
+    if label is not None and label != _recipe.PRODUCTION and label not in prompt.labels:
+        raise CTError(
+            f"The CT server answered a version without the label {label!r}: it predates"
+            " labels (upgrade it) or the label moved during the request."
+        )
+    return prompt
 
 
 def split_key(key: str) -> tuple[str, str | None]:

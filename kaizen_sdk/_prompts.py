@@ -38,7 +38,7 @@ from urllib.parse import quote
 import httpx
 
 from kaizen_sdk._config import DEFAULT_PROMPT_WAIT
-from kaizen_sdk._http import RETRY_AFTER_MAX, split_key
+from kaizen_sdk._http import RETRY_AFTER_MAX, check_labelled, split_key
 from kaizen_sdk.errors import CTError
 from kaizen_sdk.models import MAX_PROMPT_CHARS, PROMPT_REF_HEADER, Prompt
 
@@ -414,6 +414,10 @@ class PromptFetcher:
                 raise _NoPrompt(f"the CT server has no version labelled {label!r} for it")
             raise _NoPrompt("the CT server has no active prompt for it yet")
         prompt: Prompt = client._result(resp, Prompt)
+        try:
+            check_labelled(prompt, label)
+        except CTError as exc:
+            raise _NoPrompt(str(exc)) from None
         _check_size(prompt)
         if resp.headers.get(PROMPT_REF_HEADER) == "version-id":
             self._referable(prompt)

@@ -88,6 +88,9 @@ class ServedBy(msgspec.Struct, frozen=True, gc=False):
     arm: str | None = None
     template: str | None = None
     variables: dict[str, Any] | None = None
+    default: Any = None
+    """The ``default`` prompt given to ``ct.prompt`` when it was served (no version yet): a
+    new task takes it as version 1, as a decorator's ``default_prompt``."""
 
 
 class ServedMessages(list):  # type: ignore[type-arg]

@@ -50,6 +50,7 @@ class ServedPrompt(Prompt, frozen=True):
             arm=self.served_arm,
             template=self.prompt_text,
             variables=dict(variables),
+            default=self if self.id is None and self.status == "default" else None,
         )
         return ServedMessages(rendered, served)
 

@@ -19,6 +19,7 @@ from kaizen_sdk._http import (
     PAGE_SIZE,
     BaseClient,
     PreparedCall,
+    check_labelled,
     check_prompt_text,
     check_recipe,
     list_params,
@@ -279,7 +280,7 @@ class CTClient(BaseClient):
         def load() -> Prompt:
             path = f"/prompts/{segment('task_id', name)}"
             resp = self._send(self._call("GET", path, params=params))
-            prompt = self._result(resp, Prompt)
+            prompt = check_labelled(self._result(resp, Prompt), label)
             self._remember_prompt(key, prompt)
             return prompt
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -144,3 +147,47 @@ def test_decorator_label_argument(
         client.activate_prompt(name, v2)  # this client's activation: production only
         client.set_label(name, "dev-ann", task[3])
         assert (mine("a"), live("a")) == ("v3: a", "v2: a")
+
+
+class _NoLabels(http.server.BaseHTTPRequestHandler):
+    """A CT server from before labels: ``GET /prompts/{task}`` ignores ``?label=``."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"id": str(uuid.uuid4()), "version_number": 3, "status": "active",
+                           "prompt_text": "active: {{ x }}"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def old_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoLabels)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_server_without_labels_never_passes_the_active_version_off_as_a_label(
+    old_server: str,
+) -> None:
+    with CTClient(base_url=old_server, api_key="k", prompt_wait=2) as client:
+        assert client.get_prompt("t").version_number == 3  # no label: as before
+        with pytest.raises(ct.CTError, match="staging"):
+            client.get_prompt("t", label="staging")
+
+        @client.task("t", label="staging", default_prompt="default: {{ x }}")
+        def staged(x: str, prompt: ct.Prompt = ct.PROMPT) -> str:
+            return prompt.render(x=x)
+
+        assert staged("a") == "default: a"  # the default, not the active version

@@ -904,6 +904,11 @@ class TracedCall:
                 record.prompt_text = served.template
                 record.inputs = served.variables
                 record.output = data.text
+                default = served.default
+                if default is not None:  # no version yet: a new task takes it as version 1
+                    record.prompt_is_default = True
+                    record.prompt_messages = default.messages
+                    record.prompt_config = default.config
             record.log_feedback = error is None
         # another instrumentation's span may reach no CT processor: the record goes alone
         attach(self.span if self.mode == _OWN else _NO_SPAN, record)

@@ -106,3 +106,24 @@ def test_instrument_only_app_is_traced_rolled_out_and_optimized(
     assert done.is_success, done.error_message
     meta = done.job_metadata or {}
     assert meta["train_size"] + meta["val_size"] == USERS
+
+
+def test_a_new_task_takes_the_served_default_as_version_1(
+    ct_client: CTClient, llm: Any, provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    task = f"served-new-{uuid.uuid4().hex[:10]}"
+    default = ct.chat_prompt(V1, config=SETTINGS)
+    ct.instrument(openai, client=ct_client, tracer_provider=provider[0])
+    try:
+        served = ct.prompt(task, default=default, client=ct_client)
+        assert (served.id, served.status, served.served_arm) == (None, "default", None)
+        reply = llm.chat.completions.create(**served.call_args(ticket="first"))
+        assert ct_client.flush(15)
+    finally:
+        ct.uninstrument(openai)
+    [version] = ct_client.list_prompt_versions(task)
+    assert (version.version_number, version.messages, version.config) == (
+        1, default.messages, default.config
+    )
+    trace = ct_client.get_trace(reply.ct_trace_id)
+    assert trace.prompt_version_id == version.id  # the call ran on what became version 1
