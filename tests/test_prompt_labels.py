@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import kaizen_sdk as ct
+from kaizen_sdk._http import prompt_key
 from kaizen_sdk.async_client import AsyncCTClient
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.errors import CTNotFoundError, CTValidationError
@@ -191,3 +192,26 @@ def test_a_server_without_labels_never_passes_the_active_version_off_as_a_label(
             return prompt.render(x=x)
 
         assert staged("a") == "default: a"  # the default, not the active version
+
+
+def test_prefetch_warms_the_process_label(
+    local_server: LocalServer, task: tuple[str, str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, _v1, v2, _v3 = task
+    with _client(local_server) as client:
+        client.set_label(name, "staging", v2)
+        monkeypatch.setenv("KAIZEN_PROMPT_LABEL", "staging")
+        assert ct.prefetch(name, client=client, timeout=10)
+        cached = client.get_prompt_cached(prompt_key(name, "staging"))
+        assert cached is not None and str(cached.id) == v2
+        monkeypatch.setenv("KAIZEN_PROMPT_LABEL", "Not A Label")
+        assert ct.prefetch(name, client=client, timeout=1) is False  # logged, never raised
+
+
+def test_bad_label_query_is_422(local_server: LocalServer) -> None:
+    import httpx
+
+    resp = httpx.get(f"{local_server.base_url}/api/v1/prompts/x?label=Bad!",
+                     headers={"X-API-Key": local_server.api_key})
+    assert resp.status_code == 422
+    assert "label" in resp.json()["detail"]
