@@ -1494,6 +1494,10 @@ def _rollout_detail(rollout: Any, numbers: dict[str, int] | None = None) -> str:
                            f"(margin {_fmt_num(g.latency_margin, '.0%')})"),
         ("min samples", rollout.min_samples),
     ]
+    cost_a, cost_c = getattr(a, "cost_per_call_usd", None), getattr(c, "cost_per_call_usd", None)
+    if cost_a is not None or cost_c is not None:  # servers that price calls
+        pairs.insert(-1, ("cost/call usd", f"{_fmt_num(cost_a, '.6f')} vs "
+                                           f"{_fmt_num(cost_c, '.6f')}"))
     if rollout.recommendation:
         pairs.append(("recommendation", rollout.recommendation))
     if rollout.reason:

@@ -466,6 +466,10 @@ class RolloutArm(msgspec.Struct, kw_only=True, frozen=True):
     errors: int = 0
     error_rate: float | None = None
     p95_latency_ms: float | None = None
+    cost_per_call_usd: float | None = None
+    """Estimated US dollars per call of the arm: its traces' tokens priced at the mean of the
+    input and output price of the version's ``config["model"]`` (else the traced model);
+    ``None`` before a call with tokens, or from a server that does not price calls."""
 
 
 class RolloutDifference(msgspec.Struct, kw_only=True, frozen=True):

@@ -96,3 +96,15 @@ def test_bad_label_is_a_usage_error(kaizen: Any, task: str) -> None:
     assert run.code != 0
     assert "production" in run.err
     assert "Traceback" not in run.err
+
+
+def test_rollout_status_shows_cost_per_call_when_the_server_prices_calls() -> None:
+    from kaizen_sdk.cli import _rollout_detail
+    from kaizen_sdk.models import Rollout, RolloutArm
+
+    priced = Rollout(id=uuid.uuid4(), ramp=[0.5], share=0.5,
+                     active=RolloutArm(cost_per_call_usd=0.0000437),
+                     candidate=RolloutArm(cost_per_call_usd=0.0000026))
+    assert "cost/call usd   0.000044 vs 0.000003" in _rollout_detail(priced).splitlines()
+    unpriced = Rollout(id=uuid.uuid4(), ramp=[0.5], share=0.5)
+    assert "cost/call" not in _rollout_detail(unpriced)

@@ -127,3 +127,36 @@ def test_a_new_task_takes_the_served_default_as_version_1(
     )
     trace = ct_client.get_trace(reply.ct_trace_id)
     assert trace.prompt_version_id == version.id  # the call ran on what became version 1
+
+
+def test_model_only_canary_reports_cost_per_call_and_does_not_promote_on_equal_scores(
+    ct_client: CTClient, llm: Any, provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """Versions A and B differ only in ``config.model``; B's answers score the same. The
+    rollout shows B cheaper per call, and with equal scores nothing is promoted."""
+    task = f"canary-{uuid.uuid4().hex[:10]}"
+    ct_client.create_task(task, messages=V1, config={"model": "gpt-4o", "temperature": 0})
+    a = ct_client.get_prompt(task)
+    b = ct_client.create_prompt_version(task, messages=V1,
+                                        config={"model": "gpt-4o-mini", "temperature": 0})
+    ct_client.start_rollout(task, str(b.id), share=0.5, min_samples=4, alpha=0.05,
+                            latency_margin=1000.0)
+    ct.instrument(openai, client=ct_client, tracer_provider=provider[0])
+    try:
+        for i in range(USERS):
+            served = ct.prompt(task, key=f"user-{i}", client=ct_client)
+            reply = llm.chat.completions.create(**served.call_args(ticket=f"ticket {i:02d}"))
+            reply.ct_score(0.7)  # the same quality on both models
+        assert ct_client.flush(15)
+    finally:
+        ct.uninstrument(openai)
+    rollout = ct_client.get_rollout(task)
+    assert rollout.is_running, rollout.reason  # no difference: neither promoted nor rolled back
+    assert rollout.active.n + rollout.candidate.n == USERS
+    assert (rollout.active.version_id, rollout.candidate.version_id) == (a.id, b.id)
+    cost_a, cost_b = rollout.active.cost_per_call_usd, rollout.candidate.cost_per_call_usd
+    assert cost_a is not None and cost_b is not None
+    # every call has the same tokens; gpt-4o costs (2.50 + 10.00) / 2, mini (0.15 + 0.60) / 2
+    assert cost_b < cost_a
+    assert cost_a / cost_b == pytest.approx(6.25 / 0.375)
+    print(f"model-only canary: cost per call {cost_a:.8f} (gpt-4o) vs {cost_b:.8f} (mini)")

@@ -539,6 +539,7 @@ class LocalServer:
         self._store = store = Store(path)
         store.budget_defaults = self._budgets
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
+        store.prices = self._worker.settings.prices
         readers = concurrent.futures.ThreadPoolExecutor(
             WORKER_THREADS, thread_name_prefix="kaizen-local-api"
         )

@@ -62,6 +62,7 @@ from kaizen_sdk.templates import (
     parse_messages_text,
 )
 from kaizen_server.domain import budget, keys, rollouts, task_settings
+from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import spend as spend_store
 
@@ -429,6 +430,8 @@ class Store:
         self._closed = False
         self.budget_defaults = budget.BudgetDefaults()
         """The server-wide spend limits (`kaizen_server.domain.budget`); the server sets them."""
+        self.prices: PriceTable | None = None
+        """LLM prices for each rollout arm's cost per call; the server sets them."""
         self._migrate()
 
     def __repr__(self) -> str:
@@ -916,6 +919,35 @@ class Store:
             self._audit(conn, "label.removed", task_id=task["id"], target=row["id"],
                         detail=f"{label} (was on v{row['version_number']})")
             return self._prompt(row)
+
+    def _arm_cost(
+        self, conn: sqlite3.Connection, rollout: sqlite3.Row, version: str
+    ) -> float | None:
+        """A rollout arm's estimated US dollars per call (see `RolloutArm.cost_per_call_usd`):
+        traces carry total tokens only, so they are priced at the mean of the input and
+        output price of the version's configured model (else the traced model)."""
+        prices = self.prices
+        if prices is None:
+            return None
+        config = _unjson(conn.execute(
+            "SELECT config FROM prompts WHERE id = ?", (version,)
+        ).fetchone()["config"]) or {}
+        configured = config.get("model") if isinstance(config.get("model"), str) else None
+        rows = conn.execute(
+            "SELECT model, COUNT(*) AS calls, SUM(tokens) AS tokens FROM traces"
+            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?"
+            " AND tokens IS NOT NULL GROUP BY model",
+            (rollout["task_id"], rollout["trace_seq"], rollout["end_trace_seq"] or 2**62,
+             version),
+        ).fetchall()
+        calls = sum(int(r["calls"]) for r in rows)
+        if not calls:
+            return None
+        usd = 0.0
+        for r in rows:
+            per_in, per_out = prices.price(configured or r["model"] or "")
+            usd += float(r["tokens"]) * (per_in + per_out) / 2 / 1_000_000
+        return usd / calls
 
     # --- feedback --------------------------------------------------------------------
 
@@ -1983,6 +2015,7 @@ class Store:
                 upper=None if interval is None else interval[1],
                 calls=a.calls, errors=a.errors, error_rate=a.error_rate,
                 p95_latency_ms=a.p95_latency_ms,
+                cost_per_call_usd=self._arm_cost(conn, rollout, version),
             )
         test = rollouts.msprt(stats["active"], stats["candidate"], alpha=config.alpha)
         guards = rollouts.check_guards(stats["active"], stats["candidate"],
