@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     # What type checkers see; at run time these load on first use through __getattr__.
     from kaizen_sdk._context import context
     from kaizen_sdk._default import configure, flush, get_client, prefetch
+    from kaizen_sdk._served import ServedPrompt, prompt
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
     from kaizen_sdk.decorators import PROMPT, TaskRun, current_prompt, current_trace_id, task
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         ApiKey,
         ApiKeyCreated,
         AuditEntry,
+        ChatMessage,
         CostEstimate,
         FeedbackResult,
         Health,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
         Rollout,
         Task,
         TraceResult,
+        chat_prompt,
     )
 
 __all__ = [
@@ -74,6 +77,7 @@ __all__ = [
     "CTServerError",
     "CTTimeoutError",
     "CTValidationError",
+    "ChatMessage",
     "CostEstimate",
     "DeliveryStats",
     "FeedbackResult",
@@ -83,10 +87,12 @@ __all__ = [
     "PROMPT",
     "Prompt",
     "Rollout",
+    "ServedPrompt",
     "Task",
     "TaskRun",
     "TraceResult",
     "__version__",
+    "chat_prompt",
     "configure",
     "context",
     "current_prompt",
@@ -95,6 +101,7 @@ __all__ = [
     "get_client",
     "instrument",
     "prefetch",
+    "prompt",
     "task",
     "uninstrument",
 ]
@@ -126,6 +133,10 @@ _LAZY: dict[str, str] = {
     "Rollout": "kaizen_sdk.models",
     "Task": "kaizen_sdk.models",
     "TraceResult": "kaizen_sdk.models",
+    "ChatMessage": "kaizen_sdk.models",
+    "chat_prompt": "kaizen_sdk.models",
+    "ServedPrompt": "kaizen_sdk._served",
+    "prompt": "kaizen_sdk._served",
 }
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "KAIZEN_OPTIMIZER",
     "KAIZEN_OTLP_TASK_MAP",
     "KAIZEN_PRICES_FILE",
+    "KAIZEN_PROMPT_LABEL",
     "KAIZEN_PROMPT_REFRESH",
     "KAIZEN_PROMPT_WAIT",
     "KAIZEN_SHUTDOWN_TIMEOUT",
@@ -45,6 +46,7 @@ __all__ = [
     "content_on_spans",
     "env_flag",
     "genai_latest_mode",
+    "prompt_label",
     "resolve_settings",
 ]
 
@@ -77,6 +79,10 @@ KAIZEN_CACHE_TTL = "KAIZEN_CACHE_TTL"
 
 KAIZEN_PROMPT_REFRESH = "KAIZEN_PROMPT_REFRESH"
 """Seconds between background revalidations of each ``@task``'s prompt. Default ``2``."""
+
+KAIZEN_PROMPT_LABEL = "KAIZEN_PROMPT_LABEL"
+"""The label whose version every ``@task`` of the process serves (``staging``, ``eu``, ...)
+when the decorator names none. Default: none, the active (``production``) version."""
 
 KAIZEN_PROMPT_WAIT = "KAIZEN_PROMPT_WAIT"
 """Longest total wait of a task's first call for its prompt, in seconds. Default ``1.5``;
@@ -158,6 +164,12 @@ def content_on_spans(environ: Mapping[str, str] | None = None) -> bool:
         word = env.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, "").strip().lower()
         return word in _CONTENT_ON_SPANS
     return env_flag(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, False, env)
+
+
+def prompt_label(environ: Mapping[str, str] | None = None) -> str | None:
+    """The `KAIZEN_PROMPT_LABEL` of the process, ``None`` when unset or blank."""
+    raw = (os.environ if environ is None else environ).get(KAIZEN_PROMPT_LABEL, "").strip()
+    return raw or None
 
 
 Masker = Callable[[Any], Any]

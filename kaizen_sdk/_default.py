@@ -13,7 +13,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kaizen_sdk import delivery
-from kaizen_sdk._config import KAIZEN_ENABLED, env_flag
+from kaizen_sdk._config import KAIZEN_ENABLED, env_flag, prompt_label
+from kaizen_sdk._http import prompt_key
 from kaizen_sdk._prompts import prompt_fetcher
 from kaizen_sdk.errors import CTError
 
@@ -159,6 +160,8 @@ def flush(timeout: float | None = None) -> bool:
 def prefetch(*tasks: str, timeout: float | None = None, client: CTClient | None = None) -> bool:
     """Fetch the active prompts of *tasks* now, so the first calls are served from the cache.
 
+    Under ``KAIZEN_PROMPT_LABEL`` the versions that label names are fetched instead.
+
     Waits up to *timeout* seconds in total (default ``prompt_wait``); never raises: a task
     whose prompt did not arrive in time keeps being fetched in the background, and a missing
     configuration is logged. Returns True when every task has its prompt.
@@ -176,10 +179,15 @@ def prefetch(*tasks: str, timeout: float | None = None, client: CTClient | None 
         _prompts_log.warning("ct.prefetch(%s): no CT client (%s).",
                              ", ".join(map(repr, tasks)), exc)
         return False
+    try:
+        keys = [prompt_key(task, prompt_label()) for task in tasks]
+    except CTError as exc:
+        _prompts_log.warning("ct.prefetch(%s): %s", ", ".join(map(repr, tasks)), exc)
+        return False
     fetcher = prompt_fetcher(chosen)
     limit = fetcher.prompt_wait if timeout is None else timeout
     started = time.monotonic()
-    ok = fetcher.wait(tasks, limit)
+    ok = fetcher.wait(keys, limit)
     _prompts_log.debug("ct.prefetch: %d task(s) in %.3f s, complete=%s", len(tasks),
                time.monotonic() - started, ok)
     return ok

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import httpx
 import msgspec
 
-from kaizen_sdk import models
+from kaizen_sdk import _recipe, models
 from kaizen_sdk._config import Masker, Settings, resolve_settings
 from kaizen_sdk._tls import httpx_options
 from kaizen_sdk._version import __version__
@@ -57,13 +57,17 @@ __all__ = [
     "USER_AGENT",
     "BaseClient",
     "PreparedCall",
+    "check_labelled",
     "check_prompt_text",
+    "check_recipe",
     "is_loopback",
     "list_params",
     "next_cursor",
     "parse_retry_after",
+    "prompt_key",
     "require_id",
     "segment",
+    "split_key",
     "translate_errors",
 ]
 
@@ -252,6 +256,62 @@ def check_prompt_text(text: Any) -> str:
             "are allowed."
         )
     return text
+
+
+def check_recipe(
+    messages: Any, config: Any, prompt_text: str | None = None
+) -> tuple[list[models.ChatMessage] | None, str]:
+    """Check a chat prompt's *messages* and *config* locally; return them and the text.
+
+    Raises `CTValidationError` naming the first bad message or setting (the server's rules,
+    `kaizen_sdk.templates.check_recipe`).
+    """
+    try:
+        parsed = None if messages is None else msgspec.convert(
+            [m if isinstance(m, dict) else msgspec.to_builtins(m) for m in messages],
+            list[models.ChatMessage],
+        )
+        if config is not None and not isinstance(config, dict):
+            raise _recipe.BadRecipe("`config` must be a dict (a JSON object)")
+        text = _recipe.check_recipe(parsed, config, prompt_text,
+                                    max_chars=models.MAX_PROMPT_CHARS)
+    except msgspec.ValidationError as exc:
+        raise CTValidationError(str(exc).replace("`$", "`messages")) from None
+    except (_recipe.BadRecipe, TypeError) as exc:
+        raise CTValidationError(f"{exc}.") from None
+    return parsed, text
+
+
+def prompt_key(task_id: str, label: str | None) -> str:
+    """The prompt-cache key of *task_id* served under *label* (``None``/``production``: the
+    active version, keyed by the task as given). Checks the label (`CTValidationError`)."""
+    if label is None:
+        return task_id
+    try:
+        _recipe.check_label(label)
+    except _recipe.BadRecipe as exc:
+        raise CTValidationError(f"{exc}.") from None
+    return task_id if label == _recipe.PRODUCTION else f"{task_id}{_LABEL_SEP}{label}"
+
+
+def check_labelled(prompt: Prompt, label: str | None) -> Prompt:
+    """Return *prompt* if it carries *label*; a server that predates labels ignores the
+    ``label`` query and answers the active version, which must not pass for the label's."""
+    if label is not None and label != _recipe.PRODUCTION and label not in prompt.labels:
+        raise CTError(
+            f"The CT server answered a version without the label {label!r}: it predates"
+            " labels (upgrade it) or the label moved during the request."
+        )
+    return prompt
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """The task and label of a `prompt_key` (label ``None``: the active version)."""
+    task_id, sep, label = key.partition(_LABEL_SEP)
+    return task_id, (label if sep else None)
+
+
+_LABEL_SEP = "\x1f"  # never in a label; a task name with it cannot be served under a label
 
 
 def _critique(comment: Any, correction: Any, no_output: bool) -> dict[str, Any]:
@@ -582,6 +642,9 @@ class BaseClient:
             keys |= self._cache_aliases.get(key, set())
         fetcher = self._prompts
         for key in keys:
+            if split_key(key)[1] is not None:  # a label: activation does not move it
+                self._prompt_cache.invalidate(key)
+                continue
             self._prompt_cache.invalidate(key)  # a get_prompt load in flight stores nothing
             if fetcher is not None:
                 fetcher.install(key, prompt)
@@ -671,10 +734,46 @@ class BaseClient:
         )
 
     @staticmethod
-    def _version_body(prompt_text: str, activate: bool) -> models.PromptVersionRequest:
-        return models.PromptVersionRequest(
-            prompt_text=check_prompt_text(prompt_text), activate=bool(activate)
+    def _version_body(
+        prompt_text: str | None, activate: bool, messages: Any = None, config: Any = None
+    ) -> models.PromptVersionRequest:
+        if messages is None and config is None:
+            return models.PromptVersionRequest(
+                prompt_text=check_prompt_text(prompt_text), activate=bool(activate)
+            )
+        if prompt_text is not None:
+            check_prompt_text(prompt_text)
+        parsed, text = check_recipe(messages, config, prompt_text)
+        return models.PromptVersionRequest(  # a chat version's text is made by the server
+            prompt_text=text if parsed is None else None, messages=parsed, config=config,
+            activate=bool(activate),
         )
+
+    @staticmethod
+    def _label_call_path(task_id: str, label: str) -> str:
+        """The path of a settable label of a task (not ``production``), checked."""
+        try:
+            _recipe.check_label(label, settable=True)
+        except _recipe.BadRecipe as exc:
+            raise CTValidationError(f"{exc}.") from None
+        return f"/prompts/{segment('task_id', task_id)}/labels/{label}"
+
+    def _serve_labelled(
+        self, task_id: str, label: str, prompt: models.Prompt | None, *, removed: bool = False
+    ) -> None:
+        """After this client moved *label* to *prompt* (or *removed* it from *prompt*): drop
+        the task's cached prompts; a moved label serves *prompt* from the next call."""
+        key = prompt_key(task_id, label)
+        self._forget_prompt(task_id, prompt)
+        self._prompt_cache.invalidate(key)
+        if prompt is None or removed:
+            return
+        self._remember_prompt(key, prompt)
+        fetcher = self._prompts
+        if fetcher is not None:
+            fetcher.install(key, prompt)
+        else:
+            self._prompt_cache.set(key, prompt)
 
     @staticmethod
     def _activate_body(version_id: str) -> models.ActivateRequest:

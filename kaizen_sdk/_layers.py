@@ -64,7 +64,7 @@ SERVER_PACKAGE = "kaizen_server"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0. leaves: names, errors, settings, wire types
-    ("_version", "errors", "_config", "_template", "templates", "models", "_httpx_cli"),
+    ("_version", "errors", "_config", "_template", "_recipe", "templates", "models", "_httpx_cli"),
     # 1. tools without I/O policy of their own: cache, HTTP vocabulary, TLS, spool, the
     #    record and current call, safe JSON, the caller's context, records into requests
     ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_context", "_requests"),
@@ -76,7 +76,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 4. the process-wide default client
     ("_default",),
     # 5. what users put on their code
-    ("decorators", "instrument", "integrations"),
+    ("decorators", "instrument", "integrations", "_served"),
     # 6. programs built on the SDK
     ("cli", "local", "_layers", "_job_report", "reports"),
 )

@@ -38,7 +38,7 @@ from urllib.parse import quote
 import httpx
 
 from kaizen_sdk._config import DEFAULT_PROMPT_WAIT
-from kaizen_sdk._http import RETRY_AFTER_MAX
+from kaizen_sdk._http import RETRY_AFTER_MAX, check_labelled, split_key
 from kaizen_sdk.errors import CTError
 from kaizen_sdk.models import MAX_PROMPT_CHARS, PROMPT_REF_HEADER, Prompt
 
@@ -224,7 +224,7 @@ class PromptFetcher:
         if default is not None:
             return default
         reason = state.error if state is not None and state.error else "it could not be fetched"
-        raise missing_prompt(name, reason)
+        raise missing_prompt(split_key(name)[0], reason)
 
     def wait(self, names: Iterable[str], timeout: float) -> bool:
         """Fetch *names* now and wait up to *timeout* s in total; True if all have a prompt."""
@@ -390,7 +390,9 @@ class PromptFetcher:
 
     async def _fetch(self, name: str, state: _State) -> Prompt:
         client = self._client  # its request building and decoding, our own connection pool
-        call = client._call("GET", f"/prompts/{quote(name, safe='')}")
+        task, label = split_key(name)  # a label's key: revalidated like the active prompt
+        params = None if label is None else {"label": label}
+        call = client._call("GET", f"/prompts/{quote(task, safe='')}", params=params)
         request = call.request
         if state.etag is not None and state.last is not None:
             request.headers["If-None-Match"] = state.etag
@@ -408,8 +410,14 @@ class PromptFetcher:
                     self.cache.set(name, last)  # fresh again for cache_ttl
             return last
         if resp.status_code == 404:
+            if label is not None:
+                raise _NoPrompt(f"the CT server has no version labelled {label!r} for it")
             raise _NoPrompt("the CT server has no active prompt for it yet")
         prompt: Prompt = client._result(resp, Prompt)
+        try:
+            check_labelled(prompt, label)
+        except CTError as exc:
+            raise _NoPrompt(str(exc)) from None
         _check_size(prompt)
         if resp.headers.get(PROMPT_REF_HEADER) == "version-id":
             self._referable(prompt)

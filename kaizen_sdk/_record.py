@@ -24,9 +24,12 @@ __all__ = [
     "UUID4_SET",
     "CallRecord",
     "CurrentCall",
+    "ServedBy",
+    "ServedMessages",
     "current_call",
     "new_trace_id",
     "random_bits",
+    "served_by",
 ]
 
 
@@ -69,6 +72,47 @@ class CallRecord(msgspec.Struct, gc=False):
     input_tokens: int | None = None
     """Input tokens the provider reported (with ``output_tokens``: the trace's cost)."""
     output_tokens: int | None = None
+    prompt_messages: Any = None
+    """With ``prompt_is_default``: the default chat prompt's messages (version 1's)."""
+    prompt_config: Any = None
+    """With ``prompt_is_default``: the default prompt's model settings (version 1's)."""
+
+
+# --- served prompts outside any @ct.task ----------------------------------------------------
+
+
+class ServedBy(msgspec.Struct, frozen=True, gc=False):
+    """Which task's served version (and rollout arm) made a call's messages, and with which
+    variables: an instrumented call made with them is recorded as that task's trace."""
+
+    task: str
+    version_id: str | None = None
+    version_number: int | None = None
+    arm: str | None = None
+    template: str | None = None
+    variables: dict[str, Any] | None = None
+    default: Any = None
+    """The ``default`` prompt given to ``ct.prompt`` when it was served (no version yet): a
+    new task takes it as version 1, as a decorator's ``default_prompt``."""
+
+
+class ServedMessages(list):  # type: ignore[type-arg]
+    """The rendered messages of a prompt served by ``ct.prompt``: a plain ``list`` of
+    ``{"role", "content"}`` dicts to every library, carrying `ServedBy` as ``ct_served``."""
+
+    __slots__ = ("ct_served",)
+
+    def __init__(self, items: Any, served: ServedBy) -> None:
+        super().__init__(items)
+        self.ct_served = served
+
+
+def served_by(messages: Any) -> ServedBy | None:
+    """The `ServedBy` of messages rendered by a served prompt, else ``None``."""
+    if type(messages) is ServedMessages:
+        served: ServedBy = messages.ct_served
+        return served
+    return None
 
 
 # --- the current call ----------------------------------------------------------------------

@@ -107,6 +107,8 @@ class _Trace(msgspec.Struct, omit_defaults=True, gc=False):
     input_tokens: Any = None
     output_tokens: Any = None
     cached_input_tokens: Any = None
+    prompt_messages: Any = None
+    prompt_config: Any = None
 
 
 class _Feedback(msgspec.Struct, gc=False):
@@ -205,6 +207,12 @@ def build_batch(
                 record.user_id, record.session_id, None if tags is None else list(tags),
                 # the developer's default_prompt, only with its text: never a call's text
                 prompt_text is not None and record.prompt_is_default,
+                # the token split travels in metadata["usage"] (servers that do not know these
+                # fields would reject the trace): never sent as fields by the SDK
+                None, None, None,
+                # a chat default_prompt's messages and settings, only beside that flag
+                record.prompt_messages if prompt_text is not None else None,
+                record.prompt_config if prompt_text is not None else None,
             ))
             if not record.log_feedback:
                 continue

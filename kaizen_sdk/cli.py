@@ -367,9 +367,22 @@ def _content_hash(text: str) -> str:
 
 def _prompt_detail(prompt: Any) -> str:
     head = format_fields(
-        [(k, v) for k, v in _struct_fields(prompt) if k != "prompt_text"]
+        [(k, v) for k, v in _struct_fields(prompt)
+         if k not in ("prompt_text", "messages", "config")]
     )
-    return f"{head}\n\n{prompt.prompt_text}"
+    return f"{head}\n\n{_recipe_text(prompt)}"
+
+
+def _recipe_text(prompt: Any) -> str:
+    """A version as people read it: its text (a chat version's messages under ``[role]``
+    headers), then its settings one per line, sorted (what ``prompts diff`` compares)."""
+    import msgspec
+
+    config = getattr(prompt, "config", None)
+    if not config:
+        return str(prompt.prompt_text)
+    settings = "\n".join(f"{k}: {msgspec.json.encode(config[k]).decode()}" for k in sorted(config))
+    return f"{prompt.prompt_text}\n\n[settings]\n{settings}"
 
 
 def _jobs_table(jobs: Sequence[Any]) -> str:
@@ -534,7 +547,7 @@ def _tasks_update(client: CTClient, args: argparse.Namespace) -> int:
 
 
 def _prompts_get(client: CTClient, args: argparse.Namespace) -> int:
-    prompt = client.get_prompt(args.task)
+    prompt = client.get_prompt(args.task, label=args.label)
     if args.text and not args.json:
         _write(prompt.prompt_text)
     else:
@@ -559,18 +572,51 @@ def _version_id(client: CTClient, task: str, version: str) -> str:
 
 
 def _prompts_create(client: CTClient, args: argparse.Namespace) -> int:
+    base = None
+    if args.from_version is not None:
+        wanted = _version_id(client, args.task, args.from_version)
+        base = next((p for p in client.list_prompt_versions(args.task) if str(p.id) == wanted),
+                    None)
+        if base is None:
+            raise CLIError(f"task {args.task!r} has no prompt version {args.from_version}",
+                           EXIT_NOT_FOUND)
+    text: str | None = None
     if args.file is not None:
         try:
             with open(args.file, encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as exc:
             raise CLIError(f"cannot read --file {args.file}: {exc.strerror}", EXIT_USAGE) from None
-    else:
+    elif args.text is not None:
         text = args.text
-    if not text.strip():
+    elif base is None:
+        raise CLIError("give --text, --file or --from VERSION", EXIT_USAGE)
+    if text is not None and not text.strip():
         raise CLIError("the prompt text is empty", EXIT_USAGE)
-    prompt = client.create_prompt_version(args.task, text, activate=args.activate)
+    messages = None
+    config = None if base is None else base.config
+    if text is None and base is not None:  # --from: the version's text or messages, as they are
+        text = None if base.messages is not None else base.prompt_text
+        messages = base.messages
+    if args.config is not None:
+        config = {**(config or {}), **args.config}
+    if args.model is not None:
+        config = {**(config or {}), "model": args.model}
+    prompt = client.create_prompt_version(
+        args.task, text, activate=args.activate, messages=messages, config=config
+    )
     _emit(args, prompt, _prompt_detail)
+    return EXIT_OK
+
+
+def _prompts_label(client: CTClient, args: argparse.Namespace) -> int:
+    version = _version_id(client, args.task, args.version)
+    _emit(args, client.set_label(args.task, args.label, version), _prompt_detail)
+    return EXIT_OK
+
+
+def _prompts_unlabel(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.remove_label(args.task, args.label), _prompt_detail)
     return EXIT_OK
 
 
@@ -588,7 +634,7 @@ def _prompts_diff(client: CTClient, args: argparse.Namespace) -> int:
         )
         if found is None:
             raise CLIError(f"task {args.task!r} has no prompt version {given}", EXIT_NOT_FOUND)
-        texts.append((f"v{found.version_number}", found.prompt_text))
+        texts.append((f"v{found.version_number}", _recipe_text(found)))
     (a_name, a_text), (b_name, b_text) = texts
     diff = list(difflib.unified_diff(
         a_text.splitlines(keepends=True), b_text.splitlines(keepends=True),
@@ -597,7 +643,7 @@ def _prompts_diff(client: CTClient, args: argparse.Namespace) -> int:
     if args.json:
         _emit_json({"from": a_name, "to": b_name, "same": not diff, "diff": "".join(diff)})
     elif not diff:
-        _write(f"{a_name} and {b_name} have the same text.")
+        _write(f"{a_name} and {b_name} have the same text and settings.")
     else:
         _write("".join(line if line.endswith("\n") else line + "\n" for line in diff))
     return EXIT_OK
@@ -1238,9 +1284,11 @@ def _add_tasks(sub: Any) -> None:
 
 def _add_prompts(sub: Any) -> None:
     prompts = _group(sub, "prompts", "show, write, compare and switch prompt versions")
-    p = _leaf(prompts, "get", _prompts_get, "show the active prompt of a task")
+    p = _leaf(prompts, "get", _prompts_get,
+              "show the active prompt of a task: its text or messages, and its settings")
     p.add_argument("task", help="task name or id")
     p.add_argument("--text", action="store_true", help="print only the prompt text")
+    p.add_argument("--label", help="the version with this label (staging, ...), not the active")
     p = _leaf(prompts, "versions", _prompts_versions, "list a task's prompt versions")
     p.add_argument("task", help="task name or id")
     p = _leaf(prompts, "activate", _prompts_activate, "make a prompt version the active one")
@@ -1248,10 +1296,24 @@ def _add_prompts(sub: Any) -> None:
     p.add_argument("version", help="version id, or version number (3 or v3)")
     p = _leaf(prompts, "create", _prompts_create, "add a hand-written prompt version")
     p.add_argument("task", help="task name or id")
-    source = p.add_mutually_exclusive_group(required=True)
+    source = p.add_mutually_exclusive_group()
     source.add_argument("--text", help="the prompt text")
     source.add_argument("--file", metavar="PATH", help="read the prompt text from a file")
+    p.add_argument("--from", dest="from_version", metavar="VERSION",
+                   help="start from this version (3, v3 or id): its text or messages and"
+                        " settings, changed by the options given")
+    p.add_argument("--model", help="the model setting of the new version")
+    p.add_argument("--config", type=_json_object, metavar="JSON",
+                   help="settings to set, e.g. '{\"temperature\": 0}'")
     p.add_argument("--activate", action="store_true", help="make it the active version")
+    p = _leaf(prompts, "label", _prompts_label,
+              "put a label (staging, eu, a name) on a version, moving it from the one that had it")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("label", help="1 to 64 of a-z 0-9 . _ - (production moves by activation)")
+    p.add_argument("version", help="version id, or version number (3 or v3)")
+    p = _leaf(prompts, "unlabel", _prompts_unlabel, "take a label off the version that has it")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("label", help="the label")
     p = _leaf(prompts, "diff", _prompts_diff, "show how two prompt versions differ")
     p.add_argument("task", help="task name or id")
     p.add_argument("v1", help="version number (3 or v3) or id")
@@ -1441,6 +1503,10 @@ def _rollout_detail(rollout: Any, numbers: dict[str, int] | None = None) -> str:
                            f"(margin {_fmt_num(g.latency_margin, '.0%')})"),
         ("min samples", rollout.min_samples),
     ]
+    cost_a, cost_c = getattr(a, "cost_per_call_usd", None), getattr(c, "cost_per_call_usd", None)
+    if cost_a is not None or cost_c is not None:  # servers that price calls
+        pairs.insert(-1, ("cost/call usd", f"{_fmt_num(cost_a, '.6f')} vs "
+                                           f"{_fmt_num(cost_c, '.6f')}"))
     if rollout.recommendation:
         pairs.append(("recommendation", rollout.recommendation))
     if rollout.reason:

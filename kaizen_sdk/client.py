@@ -19,9 +19,12 @@ from kaizen_sdk._http import (
     PAGE_SIZE,
     BaseClient,
     PreparedCall,
+    check_labelled,
     check_prompt_text,
+    check_recipe,
     list_params,
     next_cursor,
+    prompt_key,
     require_id,
     segment,
     translate_errors,
@@ -31,10 +34,12 @@ from kaizen_sdk.models import (
     ApiKey,
     ApiKeyCreated,
     AuditEntry,
+    ChatMessage,
     FeedbackResult,
     Health,
     Job,
     JobCall,
+    LabelRequest,
     OptimizeResult,
     Prompt,
     Rollout,
@@ -262,16 +267,21 @@ class CTClient(BaseClient):
         resp = self._send(self._call("POST", "/feedback", body, retry_safe=True))
         return self._result(resp, FeedbackResult)
 
-    def get_prompt(self, task_id: str) -> Prompt:
+    def get_prompt(self, task_id: str, *, label: str | None = None) -> Prompt:
         """Return the active prompt of a task, served from the cache within ``cache_ttl``.
 
+        With ``label`` (``staging``, ``eu``, ...), the version that label names
+        (``production`` is the active one); a label not set on the task is `CTNotFoundError`.
         Many threads missing the same task at once cause one request.
         """
-        key = require_id("task_id", task_id)
+        name = require_id("task_id", task_id)
+        key = prompt_key(name, label)
+        params = None if key == name else {"label": label or ""}
 
         def load() -> Prompt:
-            resp = self._send(self._call("GET", f"/prompts/{segment('task_id', key)}"))
-            prompt = self._result(resp, Prompt)
+            path = f"/prompts/{segment('task_id', name)}"
+            resp = self._send(self._call("GET", path, params=params))
+            prompt = check_labelled(self._result(resp, Prompt), label)
             self._remember_prompt(key, prompt)
             return prompt
 
@@ -301,9 +311,19 @@ class CTClient(BaseClient):
         return prompt
 
     def create_prompt_version(
-        self, task_id: str, prompt_text: str, *, activate: bool = False
+        self,
+        task_id: str,
+        prompt_text: str | None = None,
+        *,
+        activate: bool = False,
+        messages: Sequence[ChatMessage | dict[str, str]] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> Prompt:
         """Add a hand-written prompt version (``optimizer="manual"``); activate it if asked.
+
+        Give ``prompt_text``, or ``messages`` (``[{"role": ..., "content": ...}]``) for a chat
+        version; ``config`` holds its model settings (``model``, ``temperature``, ...). A bad
+        message or setting is `CTValidationError` naming it, before anything is sent.
 
         Example:
             ```python
@@ -313,7 +333,7 @@ class CTClient(BaseClient):
             ```
         """
         key = require_id("task_id", task_id)
-        body = self._version_body(prompt_text, activate)
+        body = self._version_body(prompt_text, activate, messages, config)
         path = f"/prompts/{segment('task_id', key)}/versions"
         try:
             resp = self._send(self._call("POST", path, body))
@@ -323,6 +343,39 @@ class CTClient(BaseClient):
                 self._forget_prompt(key)
         if activate:
             self._serve_activated(key, prompt)  # the next decorated call runs on it
+        return prompt
+
+    def set_label(self, task_id: str, label: str, version_id: str) -> Prompt:
+        """Put *label* (not ``production``) on a version, moving it from the one that had it.
+
+        This client serves the version under the label from its next call; processes that
+        read the label (``@ct.task(..., label=...)``) see it within ``prompt_refresh``.
+
+        Example:
+            ```python
+            client.set_label("summarize_ticket", "staging", str(version.id))
+            ```
+        """
+        key = require_id("task_id", task_id)
+        path = self._label_call_path(key, label)
+        body = self._activate_body(version_id)
+        resp = self._send(self._call("PUT", path, LabelRequest(version_id=body.version_id),
+                                       retry_safe=True))
+        prompt = self._result(resp, Prompt)
+        self._serve_labelled(key, label, prompt)
+        return prompt
+
+    def remove_label(self, task_id: str, label: str) -> Prompt:
+        """Take *label* off the task's version that has it; return that version."""
+        key = require_id("task_id", task_id)
+        path = self._label_call_path(key, label)
+        try:
+            resp = self._send(self._call("DELETE", path, retry_safe=True))
+            prompt = self._result(resp, Prompt)
+        except BaseException:
+            self._serve_labelled(key, label, None, removed=True)
+            raise
+        self._serve_labelled(key, label, prompt, removed=True)
         return prompt
 
     def trigger_optimization(self, task_id: str) -> OptimizeResult:
@@ -394,14 +447,24 @@ class CTClient(BaseClient):
         feedback_threshold: int = 50,
         *,
         prompt_text: str | None = None,
+        messages: Sequence[ChatMessage | dict[str, str]] | None = None,
+        config: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Task:
         """Create a task; extra keyword arguments (``teacher_model``, ...) go into the body.
 
-        With ``prompt_text`` the task starts with that prompt as version 1, active.
+        With ``prompt_text`` (or ``messages``, and ``config``) the task starts with that
+        prompt as version 1, active.
         """
         if prompt_text is not None:
             kwargs["prompt_text"] = check_prompt_text(prompt_text)
+        if messages is not None or config is not None:
+            parsed, text = check_recipe(messages, config, prompt_text)
+            kwargs.update(messages=parsed, config=config)
+            if parsed is None:
+                kwargs["prompt_text"] = text
+            else:
+                kwargs.pop("prompt_text", None)  # a chat version's text is made by the server
         body = self._task_body(name, description, schema_json, feedback_threshold, kwargs)
         return self._result(self._send(self._call("POST", "/tasks", body)), Task)
 

@@ -38,7 +38,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from kaizen_sdk import _default, tracing
+from kaizen_sdk._config import prompt_label
 from kaizen_sdk._context import current_context
+from kaizen_sdk._http import prompt_key
 from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
 from kaizen_sdk._record import (
     CURRENT,
@@ -443,8 +445,11 @@ class _TaskSpec:
         log_feedback: bool,
         metadata: dict[str, Any] | None,
         assign_by: str | None = None,
+        label: str | None = None,
     ) -> None:
         self.name = name
+        self.label = label
+        self.key = prompt_key(name, label)  # the prompt-cache key: task and label
         self.span_name = f"ct.task {name}"
         self.default = default_prompt
         self.capture_inputs = capture_inputs
@@ -506,6 +511,8 @@ class _TaskSpec:
             if client is None:
                 self._pipeline = self._prompts = self._cache = None
             else:
+                # KAIZEN_PROMPT_LABEL when the decorator names no label (read once per client)
+                self.key = prompt_key(self.name, self.label or prompt_label())
                 pipeline = tracing.pipeline_for(client)
                 prompts = prompt_fetcher(client)
                 # the hot path reads _prompts first: publish it last
@@ -544,12 +551,12 @@ class _TaskSpec:
             prompts = self._resolve()
             if prompts is None:
                 return self.default
-        found = self._cache.lookup(self.name)
+        found = self._cache.lookup(self.key)
         if found is not None:
             if not found[1] or prompts.failing:
-                prompts.hit(self.name, found[1])
+                prompts.hit(self.key, found[1])
             return found[0]
-        prompt = prompts.peek(self.name, self.default)
+        prompt = prompts.peek(self.key, self.default)
         return _UNSET if prompt is None else prompt
 
     def prompt_io(self) -> Prompt:
@@ -559,7 +566,7 @@ class _TaskSpec:
             if self.default is None:
                 raise missing_prompt(self.name, "no CT client is configured")
             return self.default
-        return prompts.get(self.name, self.default)
+        return prompts.get(self.key, self.default)
 
     # rollout -------------------------------------------------------------------------------
 
@@ -610,7 +617,7 @@ class _TaskSpec:
                 and (self._given_client is not None or _default.current() is self._client)
                 and (not self.takes_prompt or self._given(instance, args, kwargs) is _UNSET)
             ):
-                found = self._cache.lookup(name)
+                found = self._cache.lookup(self.key)
             if found is not None and found[1] and not prompts.failing:  # type: ignore[union-attr]
                 prompt = found[0]  # the hot path: a fresh cached version
             else:
@@ -757,6 +764,8 @@ class _TaskSpec:
             )
             if prompt is not None and prompt is self.default and prompt.id is None:
                 record.prompt_is_default = True  # may become version 1; nothing else may
+                record.prompt_messages = prompt.messages
+                record.prompt_config = prompt.config
             cctx = call.cctx
             if cctx is not None:
                 record.user_id = cctx.user_id
@@ -1059,6 +1068,7 @@ def task(
     log_feedback: bool = True,
     metadata: dict[str, Any] | None = None,
     assign_by: str | None = None,
+    label: str | None = None,
 ) -> TaskDecorator:
     """Decorate an LLM function as the CT task *name*.
 
@@ -1096,11 +1106,17 @@ def task(
             ``ct.context`` field of this name (``user_id``, ``session_id``). Without it the
             context's ``user_id``, then ``session_id``; without any key, each call is
             assigned at random. The served version and arm are recorded on the trace.
+        label: serve the version this label names (``staging``, ``eu``, ...) instead of
+            the active one, revalidated in the background the same way; default
+            ``KAIZEN_PROMPT_LABEL``, else the active (``production``) version. Rollouts act on
+            the active version only.
     """
     if assign_by is not None and (not isinstance(assign_by, str) or not assign_by):
         raise TypeError("assign_by must name an argument, e.g. assign_by='user_id'.")
     if not isinstance(name, str) or not name.strip():
         raise TypeError("@task needs the task's name, e.g. @task('summarize_ticket').")
+    if label is not None:
+        prompt_key(name, label)  # a bad label is refused here, naming it
     if isinstance(default_prompt, str):
         default: Prompt | None = Prompt(
             prompt_text=default_prompt, version_number=0, status="default"
@@ -1117,6 +1133,7 @@ def task(
             "log_feedback": log_feedback,
             "metadata": metadata,
             "assign_by": assign_by,
+            "label": label,
         },
     )
 

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import msgspec
 
-from kaizen_sdk import _template
+from kaizen_sdk import _recipe, _template
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -30,6 +30,7 @@ __all__ = [
     "ApiKey",
     "ApiKeyCreated",
     "AuditEntry",
+    "ChatMessage",
     "CostEstimate",
     "JobCall",
     "ErrorBody",
@@ -41,6 +42,7 @@ __all__ = [
     "IngestResult",
     "Job",
     "KeyCreateRequest",
+    "LabelRequest",
     "OptimizeResult",
     "Prompt",
     "PromptVersionRequest",
@@ -60,6 +62,7 @@ __all__ = [
     "TraceRequest",
     "TraceResult",
     "UnpricedModel",
+    "chat_prompt",
     "decode",
     "decoder",
     "encode",
@@ -161,6 +164,15 @@ class Prompt(msgspec.Struct, kw_only=True, frozen=True):
     """The baseline's judged mean on the same sample: compare ``eval_score`` only with it."""
     eval_sample_size: int | None = None
     """How many held-out examples both were judged on."""
+    messages: list[ChatMessage] | None = None
+    """A chat version's messages (content templates with ``{{ name }}``); ``prompt_text`` is
+    then their readable text. ``None``: a text version."""
+    config: dict[str, Any] | None = None
+    """The version's model settings (``model``, ``temperature``, ``max_tokens``, ``stop``,
+    ``response_format``, ``tools``, any other provider keyword); ``None``: none."""
+    labels: list[str] = []
+    """The labels on this version: ``production`` when it is the active one, and any other
+    label set on it (``staging``, ``eu``, ...)."""
 
     def render(self, **variables: Any) -> str:
         """Fill ``{{ name }}`` placeholders; a missing variable raises `CTValidationError`.
@@ -184,8 +196,103 @@ class Prompt(msgspec.Struct, kw_only=True, frozen=True):
 
     @property
     def variables(self) -> list[str]:
-        """The placeholder names in ``prompt_text``, in order of first appearance."""
+        """The placeholder names in the prompt (its messages, else ``prompt_text``), in order
+        of first appearance."""
+        if self.messages is not None:
+            found = [n for m in self.messages for n in _PLACEHOLDER.findall(m.content)]
+            return list(dict.fromkeys(found))
         return list(dict.fromkeys(_PLACEHOLDER.findall(self.prompt_text)))
+
+    def messages_for(self, **variables: Any) -> list[dict[str, str]]:
+        """The chat messages with ``{{ name }}`` filled: ``[{"role": ..., "content": ...}]``.
+
+        A text version is one ``user`` message of its rendered ``prompt_text``. A variable a
+        message uses and *variables* lack raises `CTValidationError` naming it and the message.
+
+        Example:
+            ```python
+            messages = prompt.messages_for(ticket="Printer on fire")
+            ```
+        """
+        from kaizen_sdk.errors import CTValidationError
+
+        if self.messages is None:
+            return [{"role": "user", "content": self.render(**variables)}]
+        rendered: list[dict[str, str]] = []
+        for index, message in enumerate(self.messages):
+
+            def fill(name: str, index: int = index) -> str:
+                if name not in variables:
+                    raise CTValidationError(
+                        f"Prompt variable {name!r} (used in messages[{index}]) is missing:"
+                        f" pass {name}=... to messages_for() or call_args()."
+                    )
+                return str(variables[name])
+
+            try:
+                rendered += _recipe.render_messages([message], fill)
+            except _template.TemplateTooLarge as exc:
+                raise CTValidationError(f"Prompt.messages_for: {exc}.") from None
+        return rendered
+
+    def call_args(self, **variables: Any) -> dict[str, Any]:
+        """Keyword arguments for a chat-completion call: the settings and rendered messages.
+
+        ``{**config, "messages": messages_for(**variables)}``, accepted unchanged by
+        ``openai`` (``client.chat.completions.create(**prompt.call_args(...))``) and
+        ``litellm.completion``. Without ``model`` in the version's settings, pass ``model=``
+        to the call as well.
+
+        Example:
+            ```python
+            reply = client.chat.completions.create(**prompt.call_args(ticket=ticket))
+            ```
+        """
+        args: dict[str, Any] = dict(self.config or {})
+        args["messages"] = self.messages_for(**variables)
+        return args
+
+
+class ChatMessage(msgspec.Struct, kw_only=True, frozen=True):
+    """One message of a chat prompt: a role (``system``, ``developer``, ``user``,
+    ``assistant`` or ``tool``) and its content template."""
+
+    role: str
+    content: str
+
+
+def chat_prompt(
+    messages: list[ChatMessage] | list[dict[str, str]],
+    *,
+    config: dict[str, Any] | None = None,
+) -> Prompt:
+    """A chat prompt made in code, e.g. a task's ``default_prompt``.
+
+    Example:
+        ```python
+        prompt = ct.chat_prompt(
+            [{"role": "system", "content": "You triage tickets."},
+             {"role": "user", "content": "{{ ticket }}"}],
+            config={"model": "gpt-4o-mini", "temperature": 0},
+        )
+        ```
+
+    Raises `CTValidationError` naming a bad message or setting.
+    """
+    from kaizen_sdk.errors import CTValidationError
+
+    try:
+        parsed = msgspec.convert(messages, list[ChatMessage])
+        if config is not None and not isinstance(config, dict):
+            raise _recipe.BadRecipe("`config` must be a dict (a JSON object)")
+        text = _recipe.check_recipe(parsed, config, None, max_chars=MAX_PROMPT_CHARS)
+    except msgspec.ValidationError as exc:
+        raise CTValidationError(f"chat_prompt: {exc}".replace("$", "messages")) from None
+    except _recipe.BadRecipe as exc:
+        raise CTValidationError(f"chat_prompt: {exc}.") from None
+    return Prompt(
+        prompt_text=text, messages=parsed, config=config, version_number=0, status="default"
+    )
 
 
 class FeedbackResult(msgspec.Struct, kw_only=True, repr_omit_defaults=True):
@@ -371,6 +478,10 @@ class RolloutArm(msgspec.Struct, kw_only=True, frozen=True):
     errors: int = 0
     error_rate: float | None = None
     p95_latency_ms: float | None = None
+    cost_per_call_usd: float | None = None
+    """Estimated US dollars per call of the arm: its traces' tokens priced at the mean of the
+    input and output price of the version's ``config["model"]`` (else the traced model);
+    ``None`` before a call with tokens, or from a server that does not price calls."""
 
 
 class RolloutDifference(msgspec.Struct, kw_only=True, frozen=True):
@@ -556,6 +667,11 @@ class TraceRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkn
     """Output tokens of the call, for its cost."""
     cached_input_tokens: int | None = None
     """The part of `input_tokens` read from the provider's prompt cache (a cheaper rate)."""
+    prompt_messages: list[ChatMessage] | None = None
+    """With ``prompt_is_default``: the default prompt's chat messages (``prompt_text`` is their
+    text), so version 1 is a chat version. Omitted on the wire unless set."""
+    prompt_config: dict[str, Any] | None = None
+    """With ``prompt_is_default``: the default prompt's model settings. Omitted unless set."""
 
 
 class ScoreItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -602,6 +718,11 @@ class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     daily_budget_usd: float | None = None
     max_jobs_per_day: int | None = None
     cooldown_minutes: float | None = None
+    # UNSET (never sent) unless given, so servers that predate them never see these keys
+    messages: list[ChatMessage] | msgspec.UnsetType | None = msgspec.UNSET
+    """Version 1 as a chat prompt (``prompt_text`` is then left out)."""
+    config: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    """Version 1's model settings."""
 
 
 class TaskUpdateRequest(
@@ -653,10 +774,22 @@ class ScoreRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class PromptVersionRequest(
     msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
 ):
-    """Body of ``POST /api/v1/prompts/{task_id}/versions``: a hand-written prompt version."""
+    """Body of ``POST /api/v1/prompts/{task_id}/versions``: a hand-written prompt version.
 
-    prompt_text: PromptText
+    Give ``prompt_text`` (a text version) or ``messages`` (a chat version, whose
+    ``prompt_text`` the server makes); ``config`` holds the model settings of either.
+    """
+
+    prompt_text: PromptText | None = None
     activate: bool = False
+    messages: list[ChatMessage] | None = None
+    config: dict[str, Any] | None = None
+
+
+class LabelRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``PUT /api/v1/prompts/{task_id}/labels/{label}``: the version to label."""
+
+    version_id: UUID
 
 
 Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]

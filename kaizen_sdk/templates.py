@@ -3,10 +3,24 @@
 `kaizen_sdk.models.Prompt.render` renders with it; the server checks a stored template with the
 same bounds (`MAX_PLACEHOLDERS`, `count_placeholders`) and renders it for judges (`render`), so
 both sides agree on what a template is. See `kaizen_sdk._template` for the rendering bounds.
+
+Chat prompts too: `check_recipe` checks a version's messages and settings (`BadRecipe` names
+the field), `messages_text` is a chat version's ``prompt_text``, `check_label` checks a label
+(`PRODUCTION` is the active version's); see `kaizen_sdk._recipe`.
 """
 
 from __future__ import annotations
 
+from kaizen_sdk._recipe import (
+    LABEL_PATTERN,
+    PRODUCTION,
+    ROLES,
+    BadRecipe,
+    check_label,
+    check_recipe,
+    messages_text,
+    parse_messages_text,
+)
 from kaizen_sdk._template import (
     MAX_PLACEHOLDERS,
     MAX_RENDERED_CHARS,
@@ -17,10 +31,18 @@ from kaizen_sdk._template import (
 )
 
 __all__ = [
+    "LABEL_PATTERN",
     "MAX_PLACEHOLDERS",
     "MAX_RENDERED_CHARS",
     "PLACEHOLDER",
+    "PRODUCTION",
+    "ROLES",
+    "BadRecipe",
     "TemplateTooLarge",
+    "check_label",
+    "check_recipe",
     "count_placeholders",
+    "messages_text",
+    "parse_messages_text",
     "render",
 ]

@@ -387,7 +387,7 @@ def test_bash_completion_offers_commands_options_and_choices(kaizen: Kaizen) -> 
         "--help", "--api-key", "--base-url", "--json", "promote", "rollback"
     ]
     assert _complete(script, "completion", "") == ["--help", "bash", "zsh", "fish"]
-    assert _complete(script, "prompts", "create", "t", "--f") == ["--file"]
+    assert _complete(script, "prompts", "create", "t", "--fi") == ["--file"]
 
 
 def test_zsh_and_fish_scripts_cover_every_command(kaizen: Kaizen) -> None:

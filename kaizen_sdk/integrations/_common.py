@@ -49,6 +49,7 @@ from opentelemetry.trace import (
 
 from kaizen_sdk._config import genai_latest_mode
 from kaizen_sdk._context import current_context
+from kaizen_sdk._record import ServedBy, served_by
 from kaizen_sdk._version import __version__
 from kaizen_sdk.tracing import SCHEMA_URL, SCOPE, Attr, CallRecord, new_trace_id
 
@@ -558,6 +559,7 @@ def start_call(
     above: bool = False,
     system: str | None = None,
     own_metrics: bool = False,
+    messages: Any = None,
 ) -> TracedCall | None:
     """Open the span of one LLM call; None when tracing is off or the SDK itself failed.
 
@@ -569,20 +571,26 @@ def start_call(
     returns): we then make none and only send the record. *system* is the deprecated
     ``gen_ai.system`` value when it differs from *provider* (``gen_ai.provider.name``).
     *own_metrics* True: the span made beneath us comes from tracing that records no GenAI
-    metrics (anthropic's own), so we record them.
+    metrics (anthropic's own), so we record them. *messages* rendered by a prompt that
+    ``ct.prompt`` served name the call's task, version and arm (outside any ``@ct.task``).
     """
     try:
         trace_id = new_trace_id()
         enclosing = settings.current_call() if settings.current_call is not None else None
         task: str | None
+        served = None
         if enclosing is not None:
             task, parent = enclosing[0], enclosing[1]
         else:
             parent = None
-            task = (
-                resolve_task(task_texts, settings.task_map, _caller_frame())
-                if settings.enabled else None
-            )
+            served = served_by(messages)
+            if served is not None:
+                task = served.task if settings.enabled else None
+            else:
+                task = (
+                    resolve_task(task_texts, settings.task_map, _caller_frame())
+                    if settings.enabled else None
+                )
         name = f"{operation} {model}" if model else operation
         identity: dict[str, Any] = {Attr.TRACE_ID: trace_id}
         if task is not None:
@@ -592,11 +600,13 @@ def start_call(
         text = prompt_text if settings.capture_content else None
 
         def make(span: Span, on_spans: bool = False, mode: int = _OWN) -> TracedCall:
-            return TracedCall(
+            call = TracedCall(
                 span=span, settings=settings, trace_id=trace_id, task=task,
                 parent_trace_id=parent, request_model=model, prompt_text=text,
                 on_spans=on_spans, provider=provider, mode=mode,
             )
+            call.served = served
+            return call
 
         if settings.enabled:
             foreign = _foreign_call_span()
@@ -669,6 +679,7 @@ class TracedCall:
         "provider",
         "request_model",
         "rich",
+        "served",
         "settings",
         "span",
         "start",
@@ -707,6 +718,7 @@ class TracedCall:
         self._done = False
         self._context_token: Any = None
         self._mark_token: Any = None
+        self.served: ServedBy | None = None  # the ct.prompt version the messages came from
 
     # -- scope of the library call ----------------------------------------------------------
 
@@ -885,6 +897,21 @@ class TracedCall:
             input_tokens=data.input_tokens,
             output_tokens=data.output_tokens,
         )
+        served = self.served
+        if served is not None:  # a served version's call: the task's own trace and example
+            record.prompt_version_id = served.version_id
+            record.prompt_version_number = served.version_number
+            record.arm = served.arm
+            if capture:
+                record.prompt_text = served.template
+                record.inputs = served.variables
+                record.output = data.text
+                default = served.default
+                if default is not None:  # no version yet: a new task takes it as version 1
+                    record.prompt_is_default = True
+                    record.prompt_messages = default.messages
+                    record.prompt_config = default.config
+            record.log_feedback = error is None
         # another instrumentation's span may reach no CT processor: the record goes alone
         attach(self.span if self.mode == _OWN else _NO_SPAN, record)
 

@@ -187,6 +187,7 @@ def _start(
             input_messages=_common.chat_input_messages(messages) if rich else None,
             server=server,
             wrapped=wrapped,
+            messages=messages,
         )
     except Exception:
         logger.exception("Reading a litellm request failed; not traced.")

@@ -216,6 +216,7 @@ def _start_chat(
             wrapped=wrapped,
             beneath=peers[0],
             above=peers[1],
+            messages=messages,
         )
     except Exception:
         logger.exception("Reading an openai chat request failed; not traced.")

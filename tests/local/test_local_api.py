@@ -46,6 +46,8 @@ EXPECTED_ROUTES = {
     ("get", "/api/v1/prompts/{task_id}/versions"),
     ("post", "/api/v1/prompts/{task_id}/versions"),
     ("post", "/api/v1/prompts/{task_id}/activate"),
+    ("put", "/api/v1/prompts/{task_id}/labels/{label}"),
+    ("delete", "/api/v1/prompts/{task_id}/labels/{label}"),
     ("post", "/api/v1/optimize/{task_id}"),
     ("get", "/api/v1/jobs/{job_id}"),
     ("get", "/api/v1/jobs/{job_id}/calls"),

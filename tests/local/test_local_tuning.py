@@ -323,7 +323,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_feedback(tmp_path: Path)
     conn.close()
     store = Store(str(path))
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 9
+        assert store.schema_version() == SCHEMA_VERSION == 10
         entries = store.list_feedback("old", 10)
         assert [(e.output, e.score, e.comment, e.correction) for e in entries.items] == [
             ("o", 0.5, None, None)

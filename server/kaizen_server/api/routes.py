@@ -54,6 +54,7 @@ from kaizen_sdk.models import (
     Job,
     JobCall,
     KeyCreateRequest,
+    LabelRequest,
     OptimizeResult,
     Prompt,
     PromptVersionRequest,
@@ -71,6 +72,7 @@ from kaizen_sdk.models import (
     decoder,
     encode,
 )
+from kaizen_sdk.templates import PRODUCTION
 from kaizen_server.api import otlp
 from kaizen_server.domain.keys import Authenticator, Principal, allowed, forbidden_detail
 from kaizen_server.jobs import approval
@@ -334,8 +336,10 @@ class Api:
         return _paged(page, "/api/v1/feedback", r.query, limit)
 
     def get_prompt(self, r: ApiRequest) -> ApiResponse:
-        prompt = self.store.active_prompt(r.params["task_id"])
-        serving = self.store.rollout_serving(r.params["task_id"])
+        label = r.query.get("label", PRODUCTION)
+        prompt = self.store.labelled_prompt(r.params["task_id"], label)
+        # rollouts act on production only: another label serves its version as it is
+        serving = self.store.rollout_serving(r.params["task_id"]) if label == PRODUCTION else None
         if serving is not None:
             prompt = msgspec.structs.replace(prompt, rollout=serving)
         body = encode(prompt)
@@ -349,9 +353,19 @@ class Api:
     def create_version(self, r: ApiRequest) -> ApiResponse:
         req: PromptVersionRequest = decode(r.body, PromptVersionRequest)
         prompt = self.store.create_version(
-            r.params["task_id"], req.prompt_text, activate=req.activate
+            r.params["task_id"], req.prompt_text, activate=req.activate,
+            messages=req.messages, config=req.config,
         )
         return ApiResponse(201, prompt)
+
+    def set_label(self, r: ApiRequest) -> ApiResponse:
+        req: LabelRequest = decode(r.body, LabelRequest)
+        return ApiResponse(
+            200, self.store.set_label(r.params["task_id"], r.params["label"], req.version_id)
+        )
+
+    def remove_label(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, self.store.remove_label(r.params["task_id"], r.params["label"]))
 
     def list_versions(self, r: ApiRequest) -> ApiResponse:
         limit, after = _limit(r.query), decode_cursor(r.query)
@@ -605,10 +619,28 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/api/v1/prompts/{task_id}",
         "get_prompt",
-        "Get the active prompt version",
+        "Get the active prompt version (or the version a label names)",
         200,
         Prompt,
+        query=("label",),
         scope="ingest",
+    ),
+    Route(
+        "PUT",
+        "/api/v1/prompts/{task_id}/labels/{label}",
+        "set_label",
+        "Put a label (not production) on a prompt version, moving it from the one that had it",
+        200,
+        Prompt,
+        LabelRequest,
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/prompts/{task_id}/labels/{label}",
+        "remove_label",
+        "Take a label off the task's version that has it",
+        200,
+        Prompt,
     ),
     Route(
         "GET",
@@ -824,6 +856,7 @@ _QUERY_DOCS = {
     "task_id": "only this task (UUID or name)",
     "limit": f"items per page, 1 to {_MAX_LIMIT} (default {_DEFAULT_LIMIT})",
     "cursor": "opaque; taken from the `Link: <...>; rel=\"next\"` header of the previous page",
+    "label": "the version with this label (default `production`: the active version)",
     "strategy": "optimizer strategy for this job (dspy optimizer only): one of "
     + ", ".join(STRATEGIES),
 }
@@ -859,7 +892,8 @@ def _build_openapi() -> dict[str, Any]:
                 "in": "path",
                 "required": True,
                 "schema": {"type": "string"},
-                "description": "UUID or unique name" if name == "task_id" else "UUID",
+                "description": "UUID or unique name" if name == "task_id"
+                else "1 to 64 of a-z 0-9 . _ -" if name == "label" else "UUID",
             }
             for name in re.findall(r"\{(\w+)\}", route.template)
         ]

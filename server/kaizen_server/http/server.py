@@ -592,6 +592,7 @@ class LocalServer:
         store.budget_defaults = self._budgets
         store.pricer = trace_pricer(self._optimizer.prices)
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
+        store.prices = self._worker.settings.prices
         readers = concurrent.futures.ThreadPoolExecutor(
             WORKER_THREADS, thread_name_prefix="kaizen-local-api"
         )

@@ -124,16 +124,36 @@ class StorageInterface(Protocol):
 
     # --- prompt versions ---------------------------------------------------------------
 
-    def create_version(self, ref: str, prompt_text: str, *, activate: bool) -> Prompt:
+    def create_version(
+        self, ref: str, prompt_text: str | None, *, activate: bool,
+        messages: list[Any] | None = None, config: dict[str, Any] | None = None,
+    ) -> Prompt:
         """Store a hand-written version (``optimizer="manual"``), numbered one past the last.
 
-        Active if *activate*, else a ``candidate``. `Invalid` for an empty, too long or
-        too many-placeholder text; `NotFound` for an unknown task.
+        Active if *activate*, else a ``candidate``. A chat version carries *messages* (its
+        ``prompt_text`` is then their text) and/or *config* (model settings). `Invalid` for an
+        empty, too long or too many-placeholder text or a bad recipe (naming the field);
+        `NotFound` for an unknown task.
         """
         ...
 
     def active_prompt(self, ref: str) -> Prompt:
         """The task's active version; `NotFound` when the task or an active version lacks."""
+        ...
+
+    def labelled_prompt(self, ref: str, label: str) -> Prompt:
+        """The version *label* names (``production``: the active one); `NotFound` when the
+        label is not set on the task, `Invalid` when it is not a label."""
+        ...
+
+    def set_label(self, ref: str, label: str, version_id: uuid.UUID) -> Prompt:
+        """Put *label* on *version_id*, moving it from the version that had it (in one
+        transaction, audited as ``label.set``); ``production`` is not settable (`Invalid`)."""
+        ...
+
+    def remove_label(self, ref: str, label: str) -> Prompt:
+        """Take *label* off the task's version that has it and return that version (audited as
+        ``label.removed``); `NotFound` when the label is not set."""
         ...
 
     def list_versions(

@@ -31,6 +31,7 @@ from kaizen_sdk.models import (
     ApiKey,
     ApiKeyCreated,
     AuditEntry,
+    ChatMessage,
     FeedbackRequest,
     FeedbackResult,
     Job,
@@ -49,8 +50,18 @@ from kaizen_sdk.models import (
     TraceRequest,
     TraceResult,
 )
-from kaizen_sdk.templates import MAX_PLACEHOLDERS, count_placeholders
+from kaizen_sdk.templates import (
+    MAX_PLACEHOLDERS,
+    PLACEHOLDER,
+    PRODUCTION,
+    BadRecipe,
+    check_label,
+    check_recipe,
+    count_placeholders,
+    parse_messages_text,
+)
 from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
+from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import spend as spend_store
 from kaizen_server.storage import sqlite_schema
@@ -171,6 +182,50 @@ def _check_prompt_text(text: str) -> None:
         )
 
 
+def _recipe_text(
+    messages: Sequence[Any] | None, config: dict[str, Any] | None, prompt_text: str | None
+) -> str:
+    """The ``prompt_text`` of a version with messages or settings; `Invalid` names a bad field."""
+    try:
+        return check_recipe(messages, config, prompt_text, max_chars=MAX_PROMPT_CHARS)
+    except BadRecipe as exc:
+        raise Invalid(str(exc)) from None
+
+
+def _kept_recipe(conn: sqlite3.Connection, task_id: str, text: str) -> dict[str, Any]:
+    """What an optimized version keeps of the active one: its settings always; its messages
+    when *text* still reads as messages of the same roles, each keeping its variables."""
+    active = conn.execute(
+        "SELECT messages, config FROM prompts WHERE task_id = ? AND status = 'active'",
+        (task_id,),
+    ).fetchone()
+    if active is None:
+        return {}
+    kept: dict[str, Any] = {"config": _unjson(active["config"])}
+    base = _unjson(active["messages"])
+    if base:
+        parsed = parse_messages_text(text, [m["role"] for m in base])
+        if parsed is not None and all(
+            set(PLACEHOLDER.findall(old["content"])) <= set(PLACEHOLDER.findall(new["content"]))
+            for old, new in zip(base, parsed, strict=True)
+        ):
+            kept["messages"] = msgspec.convert(parsed, list[ChatMessage])
+    return kept
+
+
+def _default_recipe(req: TraceRequest) -> dict[str, Any]:
+    """The messages and settings of a trace's default prompt, for its version 1: none when
+    absent or not a valid recipe of its ``prompt_text`` (the text version is made then)."""
+    if req.prompt_messages is None and req.prompt_config is None:
+        return {}
+    try:
+        check_recipe(req.prompt_messages, req.prompt_config, req.prompt_text,
+                     max_chars=MAX_PROMPT_CHARS)
+    except BadRecipe:
+        return {}
+    return {"messages": req.prompt_messages, "config": req.prompt_config}
+
+
 def _critique(comment: Any, correction: Any, output: Any) -> tuple[str | None, Any]:
     """Check a comment and correction (UNSET counts as absent); return them as stored."""
     comment = None if comment is msgspec.UNSET else comment
@@ -212,6 +267,8 @@ class Store:
         """The server-wide spend limits (`kaizen_server.domain.budget`); the server sets them."""
         self.pricer: Callable[[TraceRequest], float | None] | None = None
         """What a trace's call cost (``cost_usd``), set by the server; ``None``: no costs."""
+        self.prices: PriceTable | None = None
+        """LLM prices for each rollout arm's cost per call; the server sets them."""
         self._migrate(migrate)
 
     def __repr__(self) -> str:
@@ -393,6 +450,13 @@ class Store:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (req.name,)).fetchone():
                 raise Conflict(f"a task named {req.name!r} already exists")
+            messages, config = _given(req.messages), _given(req.config)
+            if messages is not None or config is not None:
+                text = _recipe_text(messages, config, req.prompt_text)
+                task_id = self._insert_task(conn, req)
+                self._insert_prompt(conn, task_id, text, status="active", optimizer="manual",
+                                    messages=messages, config=config)
+                return self._task(conn, self._require_task(conn, task_id))
             task_id = self._insert_task(conn, req)
             if req.prompt_text is not None:
                 _check_prompt_text(req.prompt_text)
@@ -472,8 +536,11 @@ class Store:
 
     # --- prompts ---------------------------------------------------------------------
 
-    @staticmethod
-    def _prompt(row: sqlite3.Row) -> Prompt:
+    def _prompt(self, row: sqlite3.Row) -> Prompt:
+        labels = [PRODUCTION] if row["status"] == "active" else []
+        labels += [r["label"] for r in self._conn().execute(
+            "SELECT label FROM prompt_labels WHERE version_id = ? ORDER BY label", (row["id"],)
+        )]
         return Prompt(
             id=uuid.UUID(row["id"]),
             task_id=uuid.UUID(row["task_id"]),
@@ -488,11 +555,16 @@ class Store:
             baseline_version=row["baseline_version"],
             baseline_score=row["baseline_score"],
             eval_sample_size=row["eval_sample_size"],
+            messages=(None if row["messages"] is None
+                      else msgspec.json.decode(row["messages"], type=list[ChatMessage])),
+            config=_unjson(row["config"]),
+            labels=labels,
         )
 
     def _insert_prompt(
         self, conn: sqlite3.Connection, task_id: str, text: str, *, status: str,
         optimizer: str, eval_score: float | None = None, dspy_version: str | None = None,
+        messages: list[Any] | None = None, config: dict[str, Any] | None = None,
     ) -> str:
         row = conn.execute(
             "SELECT COALESCE(MAX(version_number), 0) AS n FROM prompts WHERE task_id = ?",
@@ -501,19 +573,29 @@ class Store:
         prompt_id = str(uuid.uuid4())
         conn.execute(
             "INSERT INTO prompts (id, task_id, version_number, prompt_text, eval_score, status,"
-            " optimizer, dspy_version, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            " optimizer, dspy_version, created_at, messages, config)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (prompt_id, task_id, row["n"] + 1, text, eval_score, status, optimizer,
-             dspy_version, _ts()),
+             dspy_version, _ts(), _json(messages), _json(config)),
         )
         self._audit(conn, "version.created", task_id=task_id, target=prompt_id,
                     detail=f"v{row['n'] + 1} {status} ({optimizer})")
         return prompt_id
 
-    def create_version(self, ref: str, prompt_text: str, *, activate: bool) -> Prompt:
+    def create_version(
+        self, ref: str, prompt_text: str | None, *, activate: bool,
+        messages: list[Any] | None = None, config: dict[str, Any] | None = None,
+    ) -> Prompt:
         """Store a hand-written prompt version (``optimizer="manual"``), active if asked.
 
-        Not activated, it is a ``candidate`` until someone activates it.
+        Not activated, it is a ``candidate`` until someone activates it. A chat version
+        (*messages*, and/or *config*) is checked by `kaizen_sdk.templates.check_recipe`; its
+        ``prompt_text`` is the text of its messages.
         """
+        if messages is not None or config is not None:
+            prompt_text = _recipe_text(messages, config, prompt_text)
+        elif prompt_text is None:
+            raise Invalid("`prompt_text` or `messages` is required")
         _check_prompt_text(prompt_text)
         with self._write() as conn:
             task = self._require_task(conn, ref)
@@ -525,7 +607,7 @@ class Store:
                 )
             prompt_id = self._insert_prompt(
                 conn, task["id"], prompt_text, status="active" if activate else "candidate",
-                optimizer="manual",
+                optimizer="manual", messages=messages, config=config,
             )
             row = conn.execute("SELECT * FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
             if activate:
@@ -607,6 +689,104 @@ class Store:
                             {"share": share, "activated_version_id": version["id"]})
         self._audit(conn, "rollout.overridden", task_id=rollout["task_id"],
                     target=rollout["id"], detail=reason)
+
+    # --- labels (schema step 8) --------------------------------------------------------
+    # "production" is the active version (status 'active'); every other label is a row of
+    # prompt_labels, set and moved by hand.
+
+    def labelled_prompt(self, ref: str, label: str) -> Prompt:
+        """Return the version *label* names (``production``: the active one); `NotFound` when
+        the label is not set on the task, `Invalid` when it is not a label."""
+        try:
+            check_label(label)
+        except BadRecipe as exc:
+            raise Invalid(str(exc)) from None
+        if label == PRODUCTION:
+            return self.active_prompt(ref)
+        conn = self._conn()
+        task = self._require_task(conn, ref)
+        row = conn.execute(
+            "SELECT p.* FROM prompt_labels l JOIN prompts p ON p.id = l.version_id"
+            " WHERE l.task_id = ? AND l.label = ?", (task["id"], label),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"label {label!r} is not set on task {task['name']!r}")
+        return self._prompt(row)
+
+    def set_label(self, ref: str, label: str, version_id: uuid.UUID) -> Prompt:
+        """Put *label* on *version_id* (moving it from the version that had it); audited."""
+        try:
+            check_label(label, settable=True)
+        except BadRecipe as exc:
+            raise Invalid(str(exc)) from None
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            row = conn.execute(
+                "SELECT * FROM prompts WHERE id = ? AND task_id = ?",
+                (str(version_id), task["id"]),
+            ).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"version_id {version_id} is not a prompt version of task {task['name']!r}"
+                )
+            conn.execute(
+                "INSERT INTO prompt_labels (task_id, label, version_id, set_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (task_id, label) DO UPDATE SET version_id = excluded.version_id,"
+                " set_at = excluded.set_at",
+                (task["id"], label, row["id"], _ts()),
+            )
+            self._audit(conn, "label.set", task_id=task["id"], target=row["id"],
+                        detail=f"{label} -> v{row['version_number']}")
+            return self._prompt(row)
+
+    def remove_label(self, ref: str, label: str) -> Prompt:
+        """Take *label* off the task's version that has it; return that version. Audited."""
+        try:
+            check_label(label, settable=True)
+        except BadRecipe as exc:
+            raise Invalid(str(exc)) from None
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            row = conn.execute(
+                "SELECT p.* FROM prompt_labels l JOIN prompts p ON p.id = l.version_id"
+                " WHERE l.task_id = ? AND l.label = ?", (task["id"], label),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"label {label!r} is not set on task {task['name']!r}")
+            conn.execute("DELETE FROM prompt_labels WHERE task_id = ? AND label = ?",
+                         (task["id"], label))
+            self._audit(conn, "label.removed", task_id=task["id"], target=row["id"],
+                        detail=f"{label} (was on v{row['version_number']})")
+            return self._prompt(row)
+
+    def _arm_cost(
+        self, conn: sqlite3.Connection, rollout: sqlite3.Row, version: str
+    ) -> float | None:
+        """A rollout arm's estimated US dollars per call (see `RolloutArm.cost_per_call_usd`):
+        traces carry total tokens only, so they are priced at the mean of the input and
+        output price of the version's configured model (else the traced model)."""
+        prices = self.prices
+        if prices is None:
+            return None
+        config = _unjson(conn.execute(
+            "SELECT config FROM prompts WHERE id = ?", (version,)
+        ).fetchone()["config"]) or {}
+        configured = config.get("model") if isinstance(config.get("model"), str) else None
+        rows = conn.execute(
+            "SELECT model, COUNT(*) AS calls, SUM(tokens) AS tokens FROM traces"
+            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?"
+            " AND tokens IS NOT NULL GROUP BY model",
+            (rollout["task_id"], rollout["trace_seq"], rollout["end_trace_seq"] or 2**62,
+             version),
+        ).fetchall()
+        calls = sum(int(r["calls"]) for r in rows)
+        if not calls:
+            return None
+        usd = 0.0
+        for r in rows:
+            per_in, per_out = prices.price(configured or r["model"] or "")
+            usd += float(r["tokens"]) * (per_in + per_out) / 2 / 1_000_000
+        return usd / calls
 
     # --- feedback --------------------------------------------------------------------
 
@@ -786,7 +966,8 @@ class Store:
                 "SELECT 1 FROM prompts WHERE task_id = ? LIMIT 1", (task["id"],)
             ).fetchone():
                 baseline = self._insert_prompt(
-                    conn, task["id"], req.prompt_text, status="active", optimizer="baseline"
+                    conn, task["id"], req.prompt_text, status="active", optimizer="baseline",
+                    **_default_recipe(req),
                 )
                 version_id = version_id or baseline
             elif version_id is None and active is not None and (
@@ -1096,7 +1277,8 @@ class Store:
             # only the developer's default_prompt may become version 1 (see `_add_trace`)
             if req.prompt_is_default and active is None and not tasks.has_versions(task_id):
                 baseline = self._insert_prompt(
-                    conn, task_id, req.prompt_text, status="active", optimizer="baseline"
+                    conn, task_id, req.prompt_text, status="active", optimizer="baseline",
+                    **_default_recipe(req),
                 )
                 tasks.set_active(task_id, baseline, req.prompt_text)
                 version_id = version_id or baseline
@@ -1309,6 +1491,7 @@ class Store:
                 version_id = self._insert_prompt(
                     conn, row["task_id"], prompt_text, status=version_status,
                     optimizer=optimizer, eval_score=eval_score, dspy_version=dspy_version,
+                    **_kept_recipe(conn, row["task_id"], prompt_text),
                 )
                 if comparison:
                     conn.execute(
@@ -1716,6 +1899,7 @@ class Store:
                 upper=None if interval is None else interval[1],
                 calls=a.calls, errors=a.errors, error_rate=a.error_rate,
                 p95_latency_ms=a.p95_latency_ms,
+                cost_per_call_usd=self._arm_cost(conn, rollout, version),
             )
         test = rollouts.msprt(stats["active"], stats["candidate"], alpha=config.alpha)
         guards = rollouts.check_guards(stats["active"], stats["candidate"],
