@@ -690,7 +690,7 @@ class Store:
         self._audit(conn, "rollout.overridden", task_id=rollout["task_id"],
                     target=rollout["id"], detail=reason)
 
-    # --- labels (schema step 8) --------------------------------------------------------
+    # --- labels (schema step 10) ------------------------------------------------------
     # "production" is the active version (status 'active'); every other label is a row of
     # prompt_labels, set and moved by hand.
 
