@@ -134,7 +134,7 @@ def test_cli_creates_diffs_and_lists_versions(
     assert code == 0
     assert "-Summarize: {{ t }}" in out and "+Be polite." in out
     code, out, _ = _kaizen(capsys, "prompts", "diff", task, "2", "2")
-    assert (code, out.strip()) == (0, "v2 and v2 have the same text.")
+    assert (code, out.strip()) == (0, "v2 and v2 have the same text and settings.")
 
     code, out, _ = _kaizen(capsys, "tasks", "list")
     header, *rows = out.splitlines()

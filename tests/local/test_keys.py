@@ -78,6 +78,7 @@ def world(client: httpx.Client, task_name: str) -> dict[str, str]:
     return {
         "task_id": task_name, "v1": versions[0]["id"], "v2": v2.json()["id"],
         "trace_id": trace.json()["id"], "key_id": victim["id"], "job_id": job.json()["job"]["id"],
+        "label": "staging",
     }
 
 
