@@ -159,7 +159,8 @@ def test_every_page_renders_with_data(
     assert page.inner_text("#rollout-state") == "running"
     arms = page.inner_text("#arms")
     assert "\t6\t0.60\t" in arms and "\t6\t0.80\t" in arms
-    assert page.locator("svg.chart").count() == 2
+    assert page.locator("svg.chart").count() == 5  # arms, difference, and three over time
+    assert page.locator("#evidence-over-time circle.point").count() == 1  # no step logged yet
     shot(page, "rollout")
     page.goto(f"{base}/tasks/browse-task/review")
     assert page.locator(".review-item").count() == 2  # the unscored traces

@@ -55,7 +55,7 @@ from kaizen_sdk.models import (
 from kaizen_sdk.reports import job_report
 from kaizen_server.api.routes import ROUTES, Api, ApiRequest, ApiResponse, Route
 from kaizen_server.domain.keys import SECRET_PREFIX, Authenticator, Principal, allowed, hash_secret
-from kaizen_server.ui.charts import interval_chart, sparkline
+from kaizen_server.ui.charts import interval_chart, rollout_history, sparkline
 from kaizen_server.ui.sessions import Session, SessionBook
 
 __all__ = [
@@ -623,8 +623,9 @@ class UiApp:
         waiting = (jobs[0].job_metadata or {}).get("rollout") if jobs else None
         if isinstance(waiting, dict) and waiting.get("state") == "awaiting_approval":
             pending = jobs[0]
-        arms = chart = None
+        arms = chart = history = None
         if rollout is not None:
+            history = rollout_history(rollout)
             arms = interval_chart([
                 ("active", rollout.active.mean, rollout.active.lower, rollout.active.upper),
                 ("candidate", rollout.candidate.mean, rollout.candidate.lower,
@@ -635,7 +636,7 @@ class UiApp:
         audit = self._get(ctx, "list_audit", query={"task_id": ref, "limit": "20"}).payload
         template = "_rollout.html" if ctx.request.headers.get("hx-request") else "rollout.html"
         return self._render(ctx.session, template, task=task, rollout=rollout, arms=arms,
-                            chart=chart, pending=pending, audit=audit)
+                            chart=chart, history=history, pending=pending, audit=audit)
 
     _ACTIONS: ClassVar[dict[str, str]] = {
         "start": "Start a rollout: the candidate serves a share of calls, growing on the ramp, "
