@@ -56,6 +56,7 @@ from kaizen_sdk.reports import job_report
 from kaizen_server.api.routes import ROUTES, Api, ApiRequest, ApiResponse, Route
 from kaizen_server.domain.keys import SECRET_PREFIX, Authenticator, Principal, allowed, hash_secret
 from kaizen_server.ui.charts import interval_chart, rollout_history, sparkline
+from kaizen_server.ui.demos import demonstrations
 from kaizen_server.ui.sessions import Session, SessionBook
 
 __all__ = [
@@ -608,9 +609,23 @@ class UiApp:
             ], low=0.0, high=max(1.0, meta.get("candidate_judged_mean") or 0,
                                  meta.get("active_judged_mean") or 0))
         flags = meta.get("flags") if isinstance(meta.get("flags"), list) else []
+        demos: list[Any] = []
+        demo_count = 0
+        baseline = None
+        if job.is_terminal and job.prompt_version_id is not None and task is not None:
+            # the candidate's text holds the demonstrations it uses (a few-shot section)
+            candidate = str(job.prompt_version_id)
+            wanted = {candidate} | ({str(meta["baseline_version"])}
+                                    if isinstance(meta.get("baseline_version"), int) else set())
+            found = self._find_versions(ctx, task, wanted)
+            if candidate in found:
+                demos, demo_count = demonstrations(found[candidate].prompt_text)
+            if str(meta.get("baseline_version")) in found:
+                baseline = found[str(meta["baseline_version"])]
         template = "_job.html" if ctx.request.headers.get("hx-request") else "job.html"
         return self._render(ctx.session, template, job=job, task=task, meta=meta, chart=chart,
-                            means=means, flags=flags, report=job_report(job, width=100))
+                            means=means, flags=flags, report=job_report(job, width=100),
+                            demos=demos, demo_count=demo_count, baseline=baseline)
 
     # --- rollouts ---------------------------------------------------------------------------
 
