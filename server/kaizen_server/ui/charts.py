@@ -18,7 +18,7 @@ from kaizen_sdk.models import Rollout
 
 __all__ = [
     "Chart", "ChartRow", "RolloutHistory", "TimeChart", "TimePoint", "TimeSeries",
-    "interval_chart", "rollout_history", "sparkline", "time_chart",
+    "interval_chart", "mean_over_time", "rollout_history", "sparkline", "time_chart",
 ]
 
 _WIDTH = 480
@@ -303,3 +303,15 @@ def rollout_history(rollout: Rollout, *, now: datetime | None = None) -> Rollout
             f"decision boundary ln(1/alpha) = {boundary:.2f} (alpha = {rollout.alpha})", digits=2),
         points=len(arms["active"]) + len(arms["candidate"]) + len(diff) + len(evidence),
     )
+
+
+def mean_over_time(
+    scores: list[tuple[datetime, float]], *, groups: int
+) -> list[tuple[datetime, float]]:
+    """The mean of *scores* (``(at, score)``, oldest first) in at most *groups* consecutive
+    groups of equal size (the last may be smaller): ``(the group's newest time, its mean)``."""
+    if not scores or groups < 1:
+        return []
+    size = math.ceil(len(scores) / groups)
+    chunks = [scores[i:i + size] for i in range(0, len(scores), size)]
+    return [(chunk[-1][0], sum(v for _, v in chunk) / len(chunk)) for chunk in chunks]
