@@ -112,13 +112,15 @@ def test_every_page_renders_with_data(
     ids = seed(api, "browse-task")
     assert ids["job"]["status"] == "SUCCESS"
     resp = api.post("/api/v1/rollouts/browse-task", json={
-        "candidate_version_id": ids["v2"], "share": 0.5, "min_samples": 50})
+        "candidate_version_id": ids["v2"], "ramp": [0.2, 0.5], "min_samples": 2,
+        "auto_promote": False, "auto_rollback": False})
     assert resp.status_code == 201, resp.text
     feedback = [{"task_id": "browse-task", "score": s, "output": "o", "arm": arm,
                  "prompt_version_id": ids["v1"] if arm == "active" else ids["v2"]}
                 for arm, s in [("active", 0.5), ("candidate", 0.7), ("active", 0.7),
-                               ("candidate", 0.9)] * 3]
-    assert api.post("/api/v1/ingest", json={"feedback": feedback}).status_code == 207
+                               ("candidate", 0.9)]]
+    for _ in range(3):  # three batches: the rollout is evaluated (and logs) after each
+        assert api.post("/api/v1/ingest", json={"feedback": feedback}).status_code == 207
     sign_in(page, ui_server, ui_server.api_key)
     base = ui_server.base_url + "/ui"
     row = page.locator("#tasks tr", has_text="browse-task")
@@ -160,7 +162,10 @@ def test_every_page_renders_with_data(
     arms = page.inner_text("#arms")
     assert "\t6\t0.60\t" in arms and "\t6\t0.80\t" in arms
     assert page.locator("svg.chart").count() == 5  # arms, difference, and three over time
-    assert page.locator("#evidence-over-time circle.point").count() == 1  # no step logged yet
+    assert [e["event"] for e in api.get("/api/v1/rollouts/browse-task").json()["audit"]] == [
+        "started", "ramp"]
+    assert page.locator("#evidence-over-time circle.point").count() == 2  # the ramp step, now
+    assert page.locator("#means-over-time circle.point").count() == 4
     shot(page, "rollout")
     page.goto(f"{base}/tasks/browse-task/review")
     assert page.locator(".review-item").count() == 2  # the unscored traces
