@@ -10,7 +10,7 @@ DOCS_STAMP  := $(VENV)/.installed-docs
 FLOOR_VENV  := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-floor
 
-.PHONY: demo test floor lint typecheck pytest browser bench docs clean
+.PHONY: demo test floor lint typecheck pytest browser screenshots bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ pytest: $(TEST_STAMP) browser
 	$(BIN)/pytest -n auto
 
 test: floor lint typecheck pytest
+
+# The web UI's screenshots in docs/img/ui/ (docs/ui.md, README) are made by its browser test:
+# this writes them there; commit them. Without it the test checks each page has one.
+screenshots: $(TEST_STAMP) browser
+	KAIZEN_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/ui/test_ui_browser.py -n 0 -q
 
 # The core dependencies at the lowest versions pyproject.toml allows (pip has no "lowest"
 # resolution: .ci/floor_constraints.py turns each `name>=floor` into `name==floor`), in a

@@ -2,8 +2,8 @@
 
 The browser is Debian's ``chromium`` driven by Playwright (never a downloaded browser): `make
 test` installs both when missing, and the `browser` fixture fails (never skips) when they are
-not there. Screenshots of every page go to ``build/ui-screenshots/`` (generated, not committed;
-docs/ui.md describes them).
+not there. Screenshots of every page go to ``build/ui-screenshots/``, or with
+``KAIZEN_UPDATE_SCREENSHOTS=1`` (``make screenshots``) to ``docs/img/ui/`` (docs/ui.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "build" / "ui-screenshots"
+DOC_SCREENSHOTS = ROOT / "docs" / "img" / "ui"
+UI_DOC = ROOT / "docs" / "ui.md"
+UPDATE_SCREENSHOTS = os.environ.get("KAIZEN_UPDATE_SCREENSHOTS") == "1"
+"""Read at import: every test starts with the KAIZEN_* variables cleared (tests/conftest.py)."""
 HOSTILE = ('<script>alert("x")</script> "><img src=x onerror=alert(1)> {{ 7*7 }} {% raw %}')
 
 

@@ -3,7 +3,10 @@ local server: sign-in and sign-out, every page with data, versions created and a
 rollout started, decided and rolled back from its page, the review queue labelled by keyboard.
 
 Every request the browser makes is checked: one to another host fails the test. Each page's
-screenshot goes to ``build/ui-screenshots/ui-<page>.png`` (docs/ui.md).
+screenshot is documentation: with ``KAIZEN_UPDATE_SCREENSHOTS=1`` (``make screenshots``) it is
+written to ``docs/img/ui/<page>.png`` (committed); otherwise to ``build/ui-screenshots/`` and
+the test checks that docs/img/ui/ holds a PNG of that page and docs/ui.md embeds it, so a new
+page without a screenshot in the docs fails here.
 """
 
 from __future__ import annotations
@@ -14,7 +17,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SCREENSHOTS, make_judged, new_key, seed, wait_job
+from conftest import (
+    DOC_SCREENSHOTS,
+    SCREENSHOTS,
+    UI_DOC,
+    UPDATE_SCREENSHOTS,
+    make_judged,
+    new_key,
+    seed,
+    wait_job,
+)
 
 from kaizen_server import LocalServer
 
@@ -24,7 +36,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def page(browser: Any, ui_server: LocalServer) -> Iterator[Any]:
     """A fresh browser context (no cookies) whose requests may only reach *ui_server*."""
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context = browser.new_context(viewport={"width": VIEW_W, "height": VIEW_H})
     outside: list[str] = []
 
     def guard(route: Any) -> None:
@@ -51,9 +63,25 @@ def sign_in(page: Any, server: LocalServer, key: str, path: str = "/ui/tasks") -
     page.wait_for_load_state()
 
 
+VIEW_W, VIEW_H = 1100, 700
+MAX_SHOT_H = 1400
+"""Screenshots are the viewport's width and at most this tall (the top of a long page)."""
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
 def shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"ui-{name}.png"), full_page=True)
+    """Screenshot the page as *name*: into docs/img/ui/ when updating the docs' screenshots,
+    else into the build dir, checking the docs have this page's picture and embed it."""
+    folder = DOC_SCREENSHOTS if UPDATE_SCREENSHOTS else SCREENSHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    height = min(MAX_SHOT_H, int(page.evaluate("document.documentElement.scrollHeight")))
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True,
+                    clip={"x": 0, "y": 0, "width": VIEW_W, "height": max(height, VIEW_H)})
+    doc = DOC_SCREENSHOTS / f"{name}.png"
+    assert doc.is_file() and doc.read_bytes()[:8] == PNG, (
+        f"docs/img/ui/{name}.png is missing: run `make screenshots` and commit it")
+    assert f"](img/ui/{name}.png)" in UI_DOC.read_text(encoding="utf-8"), (
+        f"docs/ui.md does not embed img/ui/{name}.png")
 
 
 def test_sign_in_and_sign_out(page: Any, ui_server: LocalServer, api: httpx.Client) -> None:
@@ -84,13 +112,15 @@ def test_every_page_renders_with_data(
     ids = seed(api, "browse-task")
     assert ids["job"]["status"] == "SUCCESS"
     resp = api.post("/api/v1/rollouts/browse-task", json={
-        "candidate_version_id": ids["v2"], "share": 0.5, "min_samples": 50})
+        "candidate_version_id": ids["v2"], "ramp": [0.2, 0.5], "min_samples": 2,
+        "auto_promote": False, "auto_rollback": False})
     assert resp.status_code == 201, resp.text
     feedback = [{"task_id": "browse-task", "score": s, "output": "o", "arm": arm,
                  "prompt_version_id": ids["v1"] if arm == "active" else ids["v2"]}
                 for arm, s in [("active", 0.5), ("candidate", 0.7), ("active", 0.7),
-                               ("candidate", 0.9)] * 3]
-    assert api.post("/api/v1/ingest", json={"feedback": feedback}).status_code == 207
+                               ("candidate", 0.9)]]
+    for _ in range(3):  # three batches: the rollout is evaluated (and logs) after each
+        assert api.post("/api/v1/ingest", json={"feedback": feedback}).status_code == 207
     sign_in(page, ui_server, ui_server.api_key)
     base = ui_server.base_url + "/ui"
     row = page.locator("#tasks tr", has_text="browse-task")
@@ -131,7 +161,11 @@ def test_every_page_renders_with_data(
     assert page.inner_text("#rollout-state") == "running"
     arms = page.inner_text("#arms")
     assert "\t6\t0.60\t" in arms and "\t6\t0.80\t" in arms
-    assert page.locator("svg.chart").count() == 2
+    assert page.locator("svg.chart").count() == 5  # arms, difference, and three over time
+    assert [e["event"] for e in api.get("/api/v1/rollouts/browse-task").json()["audit"]] == [
+        "started", "ramp"]
+    assert page.locator("#evidence-over-time circle.point").count() == 2  # the ramp step, now
+    assert page.locator("#means-over-time circle.point").count() == 4
     shot(page, "rollout")
     page.goto(f"{base}/tasks/browse-task/review")
     assert page.locator(".review-item").count() == 2  # the unscored traces

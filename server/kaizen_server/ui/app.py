@@ -55,7 +55,14 @@ from kaizen_sdk.models import (
 from kaizen_sdk.reports import job_report
 from kaizen_server.api.routes import ROUTES, Api, ApiRequest, ApiResponse, Route
 from kaizen_server.domain.keys import SECRET_PREFIX, Authenticator, Principal, allowed, hash_secret
-from kaizen_server.ui.charts import interval_chart, sparkline
+from kaizen_server.ui.charts import (
+    interval_chart,
+    mean_over_time,
+    rollout_history,
+    sparkline,
+    time_chart,
+)
+from kaizen_server.ui.demos import demonstrations
 from kaizen_server.ui.sessions import Session, SessionBook
 
 __all__ = [
@@ -75,7 +82,9 @@ PAGE = 50
 """Rows per page of every list (the API's cursors give the next page)."""
 
 _SCAN_PAGES = 4  # pages of versions read to find two versions for a diff, at most
-_SHARE_SAMPLE = 20  # newest traces read for a task's scored share and score line
+_SHARE_SAMPLE = 20  # newest traces read for a task's scored share
+_TREND_LIST = 50  # newest feedback entries read for the tasks list's mean score line
+_TREND_TASK = 200  # newest feedback entries read for the task page's mean score chart
 _FEEDBACK_SCAN = 200  # newest feedback rows of the task read for a trace's feedback
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -448,10 +457,11 @@ class UiApp:
             scored = sum(1 for t in traces if t.score is not None)
             jobs = self._get(ctx, "list_jobs", query={"task_id": ref, "limit": "1"}).payload
             rollout: Rollout | None = self._maybe(ctx, "get_rollout", {"task_id": ref})
+            means = mean_over_time(self._scored_feedback(ctx, ref, _TREND_LIST), groups=10)
             rows.append({
                 "task": task, "active": self._active(ctx, ref),
                 "share": (scored, len(traces)),
-                "trend": sparkline([t.score for t in reversed(traces) if t.score is not None]),
+                "trend": sparkline([mean for _, mean in means]),
                 "job": jobs[0] if jobs and not jobs[0].is_terminal else None,
                 "rollout": rollout if rollout is not None and rollout.state == "running"
                 else None,
@@ -459,14 +469,27 @@ class UiApp:
         return self._render(ctx.session, "tasks.html", rows=rows,
                             next_cursor=_next_cursor(response))
 
+    def _scored_feedback(self, ctx: _Ctx, ref: str, limit: int) -> list[tuple[Any, float]]:
+        """``(created_at, score)`` of the scored entries among the task's *limit* newest
+        feedback entries, oldest first."""
+        rows = self._get(ctx, "list_feedback", query={"task_id": ref,
+                                                      "limit": str(limit)}).payload
+        return [(f.created_at, f.score) for f in reversed(rows)
+                if f.score is not None and f.created_at is not None]
+
     def task(self, ctx: _Ctx) -> UiResponse:
         task = self._task(ctx)
         ref = str(task.id)
         traces = self._get(ctx, "list_traces", query={"task_id": ref, "limit": "10"}).payload
         jobs = self._get(ctx, "list_jobs", query={"task_id": ref, "limit": "5"}).payload
         audit = self._get(ctx, "list_audit", query={"task_id": ref, "limit": "10"}).payload
+        scores = self._scored_feedback(ctx, ref, _TREND_TASK)
+        trend = time_chart([("mean score", [(at, mean, None, None) for at, mean in
+                                            mean_over_time(scores, groups=20)])],
+                           low=0.0, high=1.0) if scores else None
         return self._render(ctx.session, "task.html", task=task, active=self._active(ctx, ref),
-                            traces=traces, jobs=jobs, audit=audit,
+                            traces=traces, jobs=jobs, audit=audit, trend=trend,
+                            trend_n=len(scores), trend_n_read=_TREND_TASK,
                             rollout=self._maybe(ctx, "get_rollout", {"task_id": ref}))
 
     def traces(self, ctx: _Ctx) -> UiResponse:
@@ -608,9 +631,23 @@ class UiApp:
             ], low=0.0, high=max(1.0, meta.get("candidate_judged_mean") or 0,
                                  meta.get("active_judged_mean") or 0))
         flags = meta.get("flags") if isinstance(meta.get("flags"), list) else []
+        demos: list[Any] = []
+        demo_count = 0
+        baseline = None
+        if job.is_terminal and job.prompt_version_id is not None and task is not None:
+            # the candidate's text holds the demonstrations it uses (a few-shot section)
+            candidate = str(job.prompt_version_id)
+            wanted = {candidate} | ({str(meta["baseline_version"])}
+                                    if isinstance(meta.get("baseline_version"), int) else set())
+            found = self._find_versions(ctx, task, wanted)
+            if candidate in found:
+                demos, demo_count = demonstrations(found[candidate].prompt_text)
+            if str(meta.get("baseline_version")) in found:
+                baseline = found[str(meta["baseline_version"])]
         template = "_job.html" if ctx.request.headers.get("hx-request") else "job.html"
         return self._render(ctx.session, template, job=job, task=task, meta=meta, chart=chart,
-                            means=means, flags=flags, report=job_report(job, width=100))
+                            means=means, flags=flags, report=job_report(job, width=100),
+                            demos=demos, demo_count=demo_count, baseline=baseline)
 
     # --- rollouts ---------------------------------------------------------------------------
 
@@ -623,8 +660,9 @@ class UiApp:
         waiting = (jobs[0].job_metadata or {}).get("rollout") if jobs else None
         if isinstance(waiting, dict) and waiting.get("state") == "awaiting_approval":
             pending = jobs[0]
-        arms = chart = None
+        arms = chart = history = None
         if rollout is not None:
+            history = rollout_history(rollout)
             arms = interval_chart([
                 ("active", rollout.active.mean, rollout.active.lower, rollout.active.upper),
                 ("candidate", rollout.candidate.mean, rollout.candidate.lower,
@@ -635,7 +673,7 @@ class UiApp:
         audit = self._get(ctx, "list_audit", query={"task_id": ref, "limit": "20"}).payload
         template = "_rollout.html" if ctx.request.headers.get("hx-request") else "rollout.html"
         return self._render(ctx.session, template, task=task, rollout=rollout, arms=arms,
-                            chart=chart, pending=pending, audit=audit)
+                            chart=chart, history=history, pending=pending, audit=audit)
 
     _ACTIONS: ClassVar[dict[str, str]] = {
         "start": "Start a rollout: the candidate serves a share of calls, growing on the ramp, "
