@@ -54,21 +54,22 @@ test: floor lint typecheck pytest
 screenshots: $(TEST_STAMP) browser
 	KAIZEN_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/ui/test_ui_browser.py -n 0 -q
 
-# The core dependencies at the lowest versions pyproject.toml allows (pip has no "lowest"
+# The SDK's core dependencies at the lowest versions pyproject.toml allows (pip has no "lowest"
 # resolution: .ci/floor_constraints.py turns each `name>=floor` into `name==floor`), in a
-# virtualenv of their own, with the server (from server/) and openai at the test extra's floor;
-# then a smoke test (.ci/floor_smoke.py). Rebuilt from scratch whenever pyproject.toml changes.
-$(FLOOR_STAMP): pyproject.toml server/pyproject.toml .ci/floor_constraints.py
+# virtualenv of their own with openai at the test extra's floor; then a smoke test
+# (.ci/floor_smoke.py) against a real server run from the main virtualenv (the server's own
+# dependencies need newer versions than the SDK's floors). Rebuilt whenever pyproject changes.
+$(FLOOR_STAMP): pyproject.toml .ci/floor_constraints.py
 	rm -rf $(FLOOR_VENV)
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python .ci/floor_constraints.py pyproject.toml > $(FLOOR_VENV)/constraints.txt
 	$(FLOOR_VENV)/bin/python -m pip install -q -c $(FLOOR_VENV)/constraints.txt \
-		-r $(FLOOR_VENV)/constraints.txt -e . -e ./server
+		-r $(FLOOR_VENV)/constraints.txt -e .
 	$(FLOOR_VENV)/bin/python -m pip check
 	touch $@
 
-floor: $(FLOOR_STAMP)
-	$(FLOOR_VENV)/bin/python .ci/floor_smoke.py $(FLOOR_VENV)/constraints.txt
+floor: $(FLOOR_STAMP) $(TEST_STAMP)
+	$(FLOOR_VENV)/bin/python .ci/floor_smoke.py $(FLOOR_VENV)/constraints.txt $(BIN)/python
 
 # The peers (langfuse, langsmith, other instrumentors) go into their own virtualenv, so they
 # never change what `make test` runs against. BENCH_ARGS=--quick for a smoke run.

@@ -5,15 +5,24 @@ dependency (and openai) to the floor pyproject.toml declares. It checks that the
 then, against a real local CT server and the OpenAI stand-in (both on loopback): a decorated
 call whose trace the server stores, ``instrument(openai)`` / ``uninstrument`` around one chat
 completion, and a few client calls. Any failure is an exception and exit status 1.
+
+The server runs in its own process from the project's main virtualenv (``argv[2]``): it is
+the kaizen-server distribution, whose own dependencies (the price table, OTLP decoding) need
+newer versions of some of the SDK's core dependencies than the SDK's floors, so the two cannot
+share one environment. The floors are the SDK's promise; the SDK here talks real HTTP to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from importlib import metadata
 
 __all__ = ["main"]
@@ -45,19 +54,46 @@ def _until(what: str, done: object, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def _smoke() -> None:
+_KEY = "floor-smoke-key"
+
+
+@contextlib.contextmanager
+def _server(python: str) -> Iterator[str]:
+    """``kaizen serve`` on a free loopback port, run by *python*; yield its base URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [python, "-m", "kaizen_sdk.cli", "serve", "--port", "0", "--api-key", _KEY,
+             "--db", os.path.join(tmp, "floor.db")],
+            cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 60
+            url = None
+            while url is None:  # bounded: the server prints its address once it listens
+                line = proc.stdout.readline()
+                if not line or time.monotonic() > deadline:
+                    raise SystemExit(f"floor smoke: the server did not start ({line!r})")
+                found = re.search(r"listening on (http://\S+)", line)
+                url = found.group(1) if found else None
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _smoke(server_python: str) -> None:
     import openai
 
     import kaizen_sdk as ct
     from kaizen_sdk.instrument import instrumented
-    from kaizen_server import LocalServer
 
     sys.path.insert(0, os.path.join(_ROOT, "tests", "integrations"))
     from openai_standin import StandIn
 
     task_name = f"floor-{uuid.uuid4().hex[:8]}"
-    with LocalServer() as server, StandIn() as llm, ct.CTClient(
-        base_url=server.base_url, api_key=server.api_key
+    with _server(server_python) as base_url, StandIn() as llm, ct.CTClient(
+        base_url=base_url, api_key=_KEY
     ) as client:
         # a client call
         assert client.health().status == "ok"
@@ -81,9 +117,10 @@ def _smoke() -> None:
         try:
             assert instrumented(openai)
             oai = openai.OpenAI(base_url=llm.base_url, api_key="sk-floor", max_retries=0)
-            answer = oai.chat.completions.create(
-                model="gpt-floor", messages=[{"role": "user", "content": "hello floor"}]
-            )
+            with ct.context(task=task_name):  # names the call's task: a CT record too
+                answer = oai.chat.completions.create(
+                    model="gpt-floor", messages=[{"role": "user", "content": "hello floor"}]
+                )
             assert answer.choices[0].message.content == "echo: hello floor"
             assert getattr(answer, "ct_trace_id", None), "no ct_trace_id on the response"
             oai.close()
@@ -93,17 +130,18 @@ def _smoke() -> None:
         assert not instrumented(openai)
         assert client.flush(timeout=10.0), client.stats()
         stats = client.stats()
-        assert stats.dropped == 0, stats
+        assert stats.dropped == 0 and stats.sent == stats.queued == 2, stats
     print("floor smoke test passed:", stats)
 
 
 def main(argv: list[str]) -> int:
-    """Check the pins in ``argv[1]`` (a constraints file), then run the smoke test."""
-    if len(argv) != 2:
-        print("usage: floor_smoke.py CONSTRAINTS", file=sys.stderr)
+    """Check the pins in ``argv[1]`` (a constraints file), then run the smoke test against a
+    server run by the interpreter ``argv[2]``."""
+    if len(argv) != 3:
+        print("usage: floor_smoke.py CONSTRAINTS SERVER_PYTHON", file=sys.stderr)
         return 2
     _check_pins(argv[1])
-    _smoke()
+    _smoke(argv[2])
     return 0
 
 
