@@ -647,7 +647,8 @@ class UiApp:
         template = "_job.html" if ctx.request.headers.get("hx-request") else "job.html"
         return self._render(ctx.session, template, job=job, task=task, meta=meta, chart=chart,
                             means=means, flags=flags, report=job_report(job, width=100),
-                            demos=demos, demo_count=demo_count, baseline=baseline)
+                            demos=demos, demo_count=demo_count, baseline=baseline,
+                            examples=_judged_examples(meta))
 
     # --- rollouts ---------------------------------------------------------------------------
 
@@ -796,6 +797,20 @@ def _trace_filter(filters: Mapping[str, str]) -> Callable[[TraceResult], bool] |
         return "tag" not in filters or filters["tag"] in (t.tags or [])
 
     return keep
+
+
+def _judged_examples(meta: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """The judged examples a job stored (largest wins, then largest losses), at most
+    `_MAX_EXAMPLES`; ``None`` when the job stored no per-example counts."""
+    if not isinstance(meta.get("wins"), int):
+        return None
+    rows = meta.get("examples")
+    kept: list[Mapping[str, Any]] = [e for e in rows if isinstance(e, dict)] \
+        if isinstance(rows, list) else []
+    return kept[:_MAX_EXAMPLES]
+
+
+_MAX_EXAMPLES = 50
 
 
 def _diff_rows(left: str, right: str) -> list[tuple[str, str, str, str, str]]:
