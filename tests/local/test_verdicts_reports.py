@@ -8,10 +8,12 @@ whatever the job's size; per-call records are a paged endpoint behind ``--calls`
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +30,7 @@ from kaizen_sdk.cli import main
 from kaizen_sdk.models import TaskCreateRequest
 from kaizen_server import LocalServer
 from kaizen_server.domain.budget import BudgetDefaults
+from kaizen_server.evaluate import judge
 from kaizen_server.evaluate.heldout import held_out_sample, sample_size
 from kaizen_server.llm.client import CallRecord
 from kaizen_server.optimize.fewshot import Example
@@ -119,6 +122,11 @@ def test_a_better_candidate_is_offered_with_its_comparison(
     assert " ".join(out.splitlines()).endswith("`kaizen rollout start shout 2`")
 
 
+def _per_example(figures: dict[str, Any]) -> dict[str, Any]:
+    """The per-example part of a judged comparison's figures, its largest (the job stores it)."""
+    return {k: figures[k] for k in ("wins", "losses", "ties", "examples")}
+
+
 def test_jobs_get_on_a_job_of_3000_calls_is_a_short_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -138,7 +146,12 @@ def test_jobs_get_on_a_job_of_3000_calls_is_a_short_report(
                 "paired_diff": 0.01, "paired_diff_ci95": [-0.02, 0.04],
                 "estimated_cost_usd": 0.35, "cost_budget": 1.0, "baseline_version": 1,
                 "flags": ["instructions in a demonstration: 'ignore all previous instructions'"],
-                **store.job_books(job_id), "llm_retries": 3}
+                **store.job_books(job_id), "llm_retries": 3,
+                **_per_example(judge.Comparison(
+                    n=20, candidate_mean=0.71, active_mean=0.7, diff=0.01, ci_low=-0.02,
+                    ci_high=0.04, candidate_scores=(0.9, 0.1) * 10, active_scores=(0.1, 0.9) * 10,
+                    inputs=tuple(json.dumps({"text": f"long input {i} " * 40})
+                                 for i in range(20))).as_dict())}
         store.finish_job_success(job_id, "Base prompt\n### Examples\n...", eval_score=0.71,
                                  optimizer="dspy-bootstrap", metadata=meta)
         assert task.id is not None
@@ -160,6 +173,7 @@ def test_jobs_get_on_a_job_of_3000_calls_is_a_short_report(
     assert "[-0.020, +0.040]" in out and "on the same 189 held-out examples" in out
     assert " ".join(lines).endswith("Nothing to do: the next job runs on new feedback.")
     assert len(body) < 4000  # the job object carries totals, not 3,000 records
+    assert body.count('"candidate_score"') == 2 * judge.EXAMPLES_PER_SIDE
     assert calls.count('"purpose"') == 3000
     assert len(first.json()) == 1000 and 'rel="next"' in first.headers["link"]
 

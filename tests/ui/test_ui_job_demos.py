@@ -4,6 +4,7 @@ few-shot section), bounded and escaped, and links the candidate's diff."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import httpx
 import pytest
@@ -23,7 +24,9 @@ def test_the_job_page_shows_the_candidates_demonstrations_escaped(
                                            "prompt_text": "Answer {question} briefly."})
     assert resp.status_code == 201, resp.text
     for i, (question, output) in enumerate([("q0", HOSTILE), ("q1", "fine"), ("q2", "good")]):
+        # fixed ids: the few-shot split (a hash of the ids) keeps the hostile entry in training
         resp = api.post("/api/v1/feedback", json={
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kaizen-test/demo-task/{(i + 1) % 3}")),
             "task_id": "demo-task", "inputs": {"question": question}, "output": output,
             "score": 0.9 - i * 0.05})
         assert resp.status_code == 201, resp.text

@@ -24,6 +24,8 @@ from kaizen_server.optimize.fewshot import Example
 
 __all__ = [
     "DEFAULT_RUBRIC",
+    "EXAMPLES_PER_SIDE",
+    "EXAMPLE_INPUT_CHARS",
     "REFERENCE_MIN_SCORE",
     "Comparison",
     "JudgeError",
@@ -55,6 +57,12 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
+EXAMPLES_PER_SIDE = 5
+"""Wins and losses each stored in a job's metadata at most (the job object stays small)."""
+EXAMPLE_INPUT_CHARS = 160
+"""A stored example's inputs are cut to this many characters."""
+
+
 class JudgeError(LLMError):
     """The judge model answered without a usable score."""
 
@@ -77,19 +85,44 @@ class Comparison:
     active_scores: tuple[float, ...]
     stopped: str | None = None
     """Why judging stopped before the end of the sample (a budget), else ``None``."""
+    inputs: tuple[str, ...] = ()
+    """Each judged sample's inputs as text, in the order of the scores."""
+
+    def examples(self, per_side: int = EXAMPLES_PER_SIDE,
+                 width: int = EXAMPLE_INPUT_CHARS) -> list[dict[str, Any]]:
+        """Return the largest wins then the largest losses of the candidate, at most *per_side*
+        each, with inputs cut to *width* characters (ties broken by sample order)."""
+        rows = list(enumerate(zip(self.candidate_scores, self.active_scores, strict=True)))
+        wins = sorted((r for r in rows if r[1][0] > r[1][1]), key=lambda r: (r[1][1] - r[1][0],
+                                                                           r[0]))
+        losses = sorted((r for r in rows if r[1][0] < r[1][1]), key=lambda r: (r[1][0] - r[1][1],
+                                                                              r[0]))
+        chosen = wins[:per_side] + losses[:per_side]
+        return [{"input": _cut(self.inputs[i] if i < len(self.inputs) else "", width),
+                 "candidate_score": round(c, 4), "active_score": round(a, 4)}
+                for i, (c, a) in chosen]
 
     def as_dict(self) -> dict[str, Any]:
         """Return the figures (rounded to 4 places) for ``job_metadata`` and reports."""
         def r(x: float | None) -> float | None:
             return None if x is None else round(x, 4)
 
+        pairs = list(zip(self.candidate_scores, self.active_scores, strict=True))
         return {
             "sample_size": self.n,
             "candidate_judged_mean": r(self.candidate_mean),
             "active_judged_mean": r(self.active_mean),
             "paired_diff": r(self.diff),
             "paired_diff_ci95": [r(self.ci_low), r(self.ci_high)],
+            "wins": sum(c > a for c, a in pairs),
+            "losses": sum(c < a for c, a in pairs),
+            "ties": sum(c == a for c, a in pairs),
+            "examples": self.examples(),
         }
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def template_variables(template: str) -> list[str]:
@@ -203,6 +236,7 @@ def compare(
     """
     cand_scores: list[float] = []
     act_scores: list[float] = []
+    inputs: list[str] = []
     stopped: str | None = None
     for done, sample in enumerate(samples, start=1):
         pair: list[float] = []
@@ -219,6 +253,7 @@ def compare(
             break
         act_scores.append(pair[0])
         cand_scores.append(pair[1])
+        inputs.append(_text(sample.inputs if sample.inputs is not None else ""))
         if progress is not None:
             progress(done, len(samples))
     diff, low, high = paired_interval([c - a for c, a in zip(cand_scores, act_scores,
@@ -234,4 +269,5 @@ def compare(
         candidate_scores=tuple(cand_scores),
         active_scores=tuple(act_scores),
         stopped=stopped,
+        inputs=tuple(inputs),
     )

@@ -29,6 +29,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlencode
@@ -647,7 +648,8 @@ class UiApp:
         template = "_job.html" if ctx.request.headers.get("hx-request") else "job.html"
         return self._render(ctx.session, template, job=job, task=task, meta=meta, chart=chart,
                             means=means, flags=flags, report=job_report(job, width=100),
-                            demos=demos, demo_count=demo_count, baseline=baseline)
+                            demos=demos, demo_count=demo_count, baseline=baseline,
+                            examples=_judged_examples(meta))
 
     # --- rollouts ---------------------------------------------------------------------------
 
@@ -763,7 +765,8 @@ class UiApp:
         return self._redirect(back)
 
 
-_TRACE_FILTERS = ("version", "arm", "min_score", "max_score", "user", "session", "tag")
+_TRACE_FILTERS = ("version", "arm", "min_score", "max_score", "user", "session", "tag", "since",
+                  "until")
 _FILTER_PAGES = 5
 _FILTER_ROWS = 200
 
@@ -781,7 +784,17 @@ def _trace_filter(filters: Mapping[str, str]) -> Callable[[TraceResult], bool] |
             except ValueError:
                 raise ValueError(f"`{name}` must be a number, got {filters[name]!r}.") from None
 
+    since = _moment(filters, "since")
+    until = _moment(filters, "until")
+
     def keep(t: TraceResult) -> bool:
+        if since is not None or until is not None:
+            when = t.created_at
+            if when is None:
+                return False
+            when = when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+            if (since is not None and when < since) or (until is not None and when > until):
+                return False
         if "version" in filters and str(t.prompt_version_id) != filters["version"]:
             return False
         if "arm" in filters and t.arm != filters["arm"]:
@@ -796,6 +809,40 @@ def _trace_filter(filters: Mapping[str, str]) -> Callable[[TraceResult], bool] |
         return "tag" not in filters or filters["tag"] in (t.tags or [])
 
     return keep
+
+
+def _moment(filters: Mapping[str, str], name: str) -> datetime | None:
+    """The time bound *name* of the trace filters, in UTC (``None`` when not given).
+
+    ISO dates and datetimes; a datetime without an offset is UTC. Both bounds are inclusive;
+    a bare date as ``until`` means the end of that day. `ValueError` names the field."""
+    text = filters.get(name)
+    if text is None:
+        return None
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+            return moment + timedelta(days=1, microseconds=-1) if name == "until" else moment
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+    except ValueError:
+        raise ValueError(f"`{name}` must be an ISO date or datetime (like 2026-01-31 or "
+                         f"2026-01-31T14:30), got {text!r}.") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _judged_examples(meta: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """The judged examples a job stored (largest wins, then largest losses), at most
+    `_MAX_EXAMPLES`; ``None`` when the job stored no per-example counts."""
+    if not isinstance(meta.get("wins"), int):
+        return None
+    rows = meta.get("examples")
+    kept: list[Mapping[str, Any]] = [e for e in rows if isinstance(e, dict)] \
+        if isinstance(rows, list) else []
+    return kept[:_MAX_EXAMPLES]
+
+
+_MAX_EXAMPLES = 50
 
 
 def _diff_rows(left: str, right: str) -> list[tuple[str, str, str, str, str]]:
