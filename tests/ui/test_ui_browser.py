@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (
+from ui_support import (
     DOC_SCREENSHOTS,
     SCREENSHOTS,
     UI_DOC,

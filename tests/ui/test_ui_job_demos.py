@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 import pytest
-from conftest import HOSTILE, wait_job
+from ui_support import HOSTILE, wait_job
 
 from kaizen_server import LocalServer
 from kaizen_server.optimize.fewshot import Example, build_prompt

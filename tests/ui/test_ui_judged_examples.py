@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import HOSTILE
+from ui_support import HOSTILE
 
 from kaizen_server import LocalServer
 from kaizen_server.evaluate.judge import EXAMPLE_INPUT_CHARS, EXAMPLES_PER_SIDE, Comparison

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from conftest import seed
+from ui_support import seed
 
 from kaizen_sdk.models import Rollout, RolloutArm, RolloutDifference, RolloutEvent
 from kaizen_server import LocalServer

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import csrf_of, make_judged, new_key, seed
+from ui_support import csrf_of, make_judged, new_key, seed
 
 from kaizen_server import LocalServer
 
