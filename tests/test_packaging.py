@@ -131,9 +131,10 @@ def test_readme_links_are_absolute_and_their_targets_exist(wheel: Wheel) -> None
     relative = [link for link in links if not re.match(r"https?://", link)]
     assert relative == [], "relative links break on the package index"
     for link in links:
-        if link.startswith(f"{REPOSITORY}/blob/main/"):
-            target = link.removeprefix(f"{REPOSITORY}/blob/main/").split("#", 1)[0]
-            assert (ROOT / target).exists(), link
+        for kind in ("blob", "raw"):  # pages, and images shown inline
+            if link.startswith(f"{REPOSITORY}/{kind}/main/"):
+                target = link.removeprefix(f"{REPOSITORY}/{kind}/main/").split("#", 1)[0]
+                assert (ROOT / target).exists(), link
 
 
 def test_the_instrumentor_entry_points_name_base_instrumentor_classes(wheel: Wheel) -> None:
