@@ -47,7 +47,11 @@ browser:
 pytest: $(TEST_STAMP) browser
 	$(BIN)/pytest -n auto
 
-test: floor lint typecheck pytest
+# The four checks run side by side: pytest waits on loopback servers and subprocesses much of
+# the time, and mypy and the floor smoke test fill the cores meanwhile. Each check's output is
+# printed whole when it ends; any failure fails the run.
+test:
+	@$(MAKE) --no-print-directory -j4 --output-sync=target floor lint typecheck pytest
 
 # The web UI's screenshots in docs/img/ui/ (docs/ui.md, README) are made by its browser test:
 # this writes them there; commit them. Without it the test checks each page has one.
