@@ -21,18 +21,9 @@ __all__ = [
     "KAIZEN_CA_BUNDLE",
     "KAIZEN_CAPTURE_CONTENT",
     "KAIZEN_ENABLED",
-    "KAIZEN_GITHUB_API_URL",
-    "KAIZEN_GITHUB_TOKEN",
     "KAIZEN_HANDLE_SIGTERM",
-    "KAIZEN_JOB_TIMEOUT",
-    "KAIZEN_LLM_API_KEY",
-    "KAIZEN_LLM_BASE_URL",
-    "KAIZEN_LLM_PRICES",
     "KAIZEN_MAX_QUEUE_SIZE",
     "KAIZEN_MAX_RETRIES",
-    "KAIZEN_OPTIMIZER",
-    "KAIZEN_OTLP_TASK_MAP",
-    "KAIZEN_PRICES_FILE",
     "KAIZEN_PROMPT_LABEL",
     "KAIZEN_PROMPT_REFRESH",
     "KAIZEN_PROMPT_WAIT",
@@ -96,37 +87,6 @@ handler the application installed is never replaced."""
 
 KAIZEN_CA_BUNDLE = "KAIZEN_CA_BUNDLE"
 """Path to a CA bundle used to verify the CT server's TLS certificate. Default: system CAs."""
-
-KAIZEN_OPTIMIZER = "KAIZEN_OPTIMIZER"
-"""The local server's optimizer: ``local`` (deterministic, no LLM) or ``dspy``. Default
-``local``."""
-
-KAIZEN_LLM_BASE_URL = "KAIZEN_LLM_BASE_URL"
-"""Base URL of the OpenAI-compatible endpoint the ``dspy`` optimizer calls (``.../v1``)."""
-
-KAIZEN_LLM_API_KEY = "KAIZEN_LLM_API_KEY"
-"""Bearer key for `KAIZEN_LLM_BASE_URL`. Default: none (local servers usually need none)."""
-
-KAIZEN_LLM_PRICES = "KAIZEN_LLM_PRICES"
-"""JSON object ``{"model": [usd_per_1m_input, usd_per_1m_output]}`` overriding LLM prices."""
-
-KAIZEN_OTLP_TASK_MAP = "KAIZEN_OTLP_TASK_MAP"
-"""The local server's task of OTLP LLM spans without ``ct.task.name``:
-``span:NAME=TASK,agent:NAME=TASK,service:NAME=TASK`` or ``@FILE.json``. Default: none."""
-
-KAIZEN_PRICES_FILE = "KAIZEN_PRICES_FILE"
-"""JSON file of custom LLM prices for the local server (``kaizen serve --prices``).
-Default: none."""
-
-KAIZEN_GITHUB_TOKEN = "KAIZEN_GITHUB_TOKEN"
-"""Token the local server uses to open prompt pull requests. Default: none (no pull requests)."""
-
-KAIZEN_GITHUB_API_URL = "KAIZEN_GITHUB_API_URL"
-"""GitHub REST API base URL (GitHub Enterprise: ``https://HOST/api/v3``). Default GitHub's."""
-
-KAIZEN_JOB_TIMEOUT = "KAIZEN_JOB_TIMEOUT"
-"""Seconds one local optimization job may run (wall clock) before it ends FAILURE. Default
-1800."""
 
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

@@ -9,6 +9,10 @@ from __future__ import annotations
 __all__ = [
     "KAIZEN_API_KEY",
     "KAIZEN_BASE_URL",
+    "KAIZEN_COOLDOWN_MINUTES",
+    "KAIZEN_DAILY_BUDGET_USD",
+    "KAIZEN_JOB_BUDGET_USD",
+    "KAIZEN_MAX_JOBS_PER_DAY",
     "KAIZEN_GITHUB_API_URL",
     "KAIZEN_GITHUB_TOKEN",
     "KAIZEN_JOB_TIMEOUT",
@@ -55,3 +59,17 @@ KAIZEN_OTLP_TASK_MAP = "KAIZEN_OTLP_TASK_MAP"
 
 KAIZEN_PRICES_FILE = "KAIZEN_PRICES_FILE"
 """JSON file of custom LLM prices (``kaizen serve --prices``). Default: none."""
+
+KAIZEN_JOB_BUDGET_USD = "KAIZEN_JOB_BUDGET_USD"
+"""LLM spend one optimization job may make when its task sets no ``cost_budget``; ``0``
+allows none. Default ``1.00``."""
+
+KAIZEN_DAILY_BUDGET_USD = "KAIZEN_DAILY_BUDGET_USD"
+"""LLM spend per task per UTC day when the task sets none; ``0`` allows none. Default
+``5.00``."""
+
+KAIZEN_MAX_JOBS_PER_DAY = "KAIZEN_MAX_JOBS_PER_DAY"
+"""Threshold jobs per task per UTC day when the task sets none. Default ``6``."""
+
+KAIZEN_COOLDOWN_MINUTES = "KAIZEN_COOLDOWN_MINUTES"
+"""Minutes between two threshold jobs of one task when the task sets none. Default ``60``."""

@@ -31,6 +31,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kaizen_server.llm.client import BudgetExceeded, LLMError
+from kaizen_server.settings import (
+    KAIZEN_COOLDOWN_MINUTES,
+    KAIZEN_DAILY_BUDGET_USD,
+    KAIZEN_JOB_BUDGET_USD,
+    KAIZEN_MAX_JOBS_PER_DAY,
+)
 
 if TYPE_CHECKING:
     from kaizen_server.llm.client import CallRecord
@@ -69,10 +75,6 @@ DEFAULT_MAX_JOBS_PER_DAY = 6
 DEFAULT_COOLDOWN_MINUTES = 60.0
 """Minutes between two threshold jobs of one task."""
 
-KAIZEN_JOB_BUDGET_USD = "KAIZEN_JOB_BUDGET_USD"
-KAIZEN_DAILY_BUDGET_USD = "KAIZEN_DAILY_BUDGET_USD"
-KAIZEN_MAX_JOBS_PER_DAY = "KAIZEN_MAX_JOBS_PER_DAY"
-KAIZEN_COOLDOWN_MINUTES = "KAIZEN_COOLDOWN_MINUTES"
 
 
 def _number(value: float | None, env: Mapping[str, str], name: str, default: float,
