@@ -313,7 +313,7 @@ def test_local_server_compares_keys_in_constant_time(
 ) -> None:
     import hmac
 
-    from kaizen_server.api import routes as api_module
+    from kaizen_server.domain import keys as keys_module  # where every key is compared
 
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -322,7 +322,7 @@ def test_local_server_compares_keys_in_constant_time(
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(api_module.hmac, "compare_digest", counting)
+    monkeypatch.setattr(keys_module.hmac, "compare_digest", counting)
     base = secret_server.base_url
     bad = httpx.get(f"{base}/api/v1/tasks", headers={"X-API-Key": "nope"})
     good = httpx.get(f"{base}/api/v1/tasks", headers={"X-API-Key": SECRET})

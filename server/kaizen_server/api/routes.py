@@ -26,7 +26,6 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import hmac
 import logging
 import re
 import threading
@@ -90,7 +89,6 @@ __all__ = [
     "ApiResponse",
     "Route",
     "authorize",
-    "check_key",
     "decode",
     "decode_cursor",
     "encode_cursor",
@@ -1035,14 +1033,6 @@ def authorize(route: Route, given: str | None, auth: Authenticator) -> Principal
             forbidden_detail(principal, route.needs, route.method, route.template),
         )
     return principal
-
-
-def check_key(given: str | None, expected: str) -> None:
-    """Raise `ApiError` 401 unless *given* equals *expected* (compared in constant time)."""
-    if given is None:
-        raise ApiError(HTTPStatus.UNAUTHORIZED, "The X-API-Key header is missing.")
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
-        raise ApiError(HTTPStatus.UNAUTHORIZED, "The X-API-Key header is not valid.")
 
 
 def parse_query(query_string: str) -> dict[str, str]:
