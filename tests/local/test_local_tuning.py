@@ -6,7 +6,6 @@ the migration test, which opens a version-1 database file with `Store` directly.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 
 from kaizen_sdk.models import MAX_PROMPT_CHARS
 from kaizen_server.optimize import fewshot as optimizer
-from kaizen_server.storage.sqlite import SCHEMA_VERSION, Store
+from kaizen_server.storage.sqlite import Store
 
 JobWaiter = Callable[[httpx.Client, str], dict[str, Any]]
 
@@ -286,50 +285,6 @@ def test_a_correction_is_preferred_as_a_demonstration() -> None:
     text = optimizer.build_prompt("Base.", demos)
     assert 'Output: "fixed"' in text and 'Output: "bad"' not in text
     assert 'Output: "poor"' not in text
-
-
-# --- migration -----------------------------------------------------------------------------
-
-
-_V1_FEEDBACK = """
-CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL);
-INSERT INTO schema_version VALUES (1, '2026-01-01T00:00:00+00:00');
-CREATE TABLE tasks (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE,
-    description TEXT, schema_json TEXT, feedback_threshold INTEGER NOT NULL,
-    feedback_retention_limit INTEGER, evaluator_config TEXT, teacher_model TEXT,
-    judge_model TEXT, module_type TEXT, cost_budget REAL, github_repo TEXT,
-    github_base_branch TEXT, prompt_path TEXT, prompt_format TEXT, created_at TEXT NOT NULL,
-    feedback_count INTEGER NOT NULL DEFAULT 0,
-    feedback_since_optimization INTEGER NOT NULL DEFAULT 0, last_optimization TEXT
-);
-CREATE TABLE feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES tasks(id), inputs TEXT, output TEXT, score REAL,
-    source TEXT, metadata TEXT, created_at TEXT NOT NULL
-);
-INSERT INTO tasks (id, name, feedback_threshold, created_at, feedback_count)
-    VALUES ('00000000-0000-4000-8000-000000000001', 'old', 50, '2026-01-01T00:00:00+00:00', 1);
-INSERT INTO feedback (id, task_id, output, score, created_at) VALUES
-    ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000001', '"o"',
-     0.5, '2026-01-01T00:00:00+00:00');
-"""
-
-
-def test_a_version_1_database_is_migrated_and_keeps_its_feedback(tmp_path: Path) -> None:
-    path = tmp_path / "v1.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(_V1_FEEDBACK)
-    conn.close()
-    store = Store(str(path))
-    try:
-        assert store.schema_version() == SCHEMA_VERSION == 10
-        entries = store.list_feedback("old", 10)
-        assert [(e.output, e.score, e.comment, e.correction) for e in entries.items] == [
-            ("o", 0.5, None, None)
-        ]
-    finally:
-        store.close()
 
 
 def test_stored_comments_reach_the_optimizer_and_make_auto_choose_gepa(tmp_path: Path) -> None:

@@ -175,7 +175,8 @@ def test_a_file_of_the_first_release_is_migrated_whole(
     try:
         assert store.schema_version() == SCHEMA_VERSION
         entries = store.list_feedback("old", 10).items
-        assert [(e.output, e.score, e.comment) for e in entries] == [("o", 0.5, None)]
+        assert [(e.output, e.score, e.comment, e.correction) for e in entries] == [
+            ("o", 0.5, None, None)]
     finally:
         store.close()
     assert _schema(path) == fresh
