@@ -100,7 +100,7 @@ def _reset_sdk() -> None:
             client.close()
     instrument = sys.modules.get("kaizen_sdk.instrument")
     if instrument is not None:
-        for name in ("openai", "litellm", "anthropic", "google.genai"):
+        for name in instrument._SUPPORTED:  # every library a page may have instrumented
             module = sys.modules.get(name)
             if module is not None and instrument.instrumented(module):
                 instrument.uninstrument(module)
