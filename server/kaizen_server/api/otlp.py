@@ -66,6 +66,12 @@ OTLP_NAMESPACE = uuid.UUID("6f1d1d6c-6b1e-5a51-9c0e-2b7f3c1a0e57")
 """UUID5 namespace of the CT trace ids made from OTLP ``trace_id`` + ``span_id``."""
 
 _NAMESPACE_BYTES = OTLP_NAMESPACE.bytes
+# RFC 4122 version 5: the variant bits 10, the version nibble 5
+_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID_V5 = (0x8000 << 48) | (5 << 76)
+_new_uuid = object.__new__
+_set_field = object.__setattr__
+_NO_IDS = ("0" * 32, "0" * 16)
 _MAX_DEPTH = 16  # nesting of AnyValue arrays / kvlists read; deeper values are dropped
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
@@ -190,7 +196,11 @@ def trace_id_of(trace_id: str, span_id: str) -> uuid.UUID:
     """The CT trace id of the span *span_id* of trace *trace_id* (hex): the same every export
     (``uuid5(OTLP_NAMESPACE, trace_id + span_id)``)."""
     digest = hashlib.sha1(_NAMESPACE_BYTES + (trace_id + span_id).encode()).digest()
-    return uuid.UUID(bytes=digest[:16], version=5)
+    value = (int.from_bytes(digest[:16], "big") & _UUID_CLEAR) | _UUID_V5
+    made = _new_uuid(uuid.UUID)  # what UUID(bytes=..., version=5) makes, without its checks
+    _set_field(made, "int", value)
+    _set_field(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -260,17 +270,18 @@ def _from_protobuf(data: bytes) -> Export:
                 service = str(_pb_value(kv.value, 0) or "")
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
-                if not _valid_ids(trace_id, span_id):
+                raw_trace, raw_span = span.trace_id, span.span_id
+                if (len(raw_trace) != 16 or len(raw_span) != 8
+                        or (trace_id := raw_trace.hex()) == _NO_IDS[0]
+                        or (span_id := raw_span.hex()) == _NO_IDS[1]):
                     rejected.append(f"span {span.name!r} has no valid trace_id/span_id")
                     continue
-                spans.append(SpanData(
-                    trace_id=trace_id, span_id=span_id, parent_id=span.parent_span_id.hex(),
-                    name=span.name, service=service, start=span.start_time_unix_nano,
-                    end=span.end_time_unix_nano, error=span.status.code == 2,
-                    attributes=_pb_attributes(span.attributes),
-                    events=[(e.name, _pb_attributes(e.attributes)) for e in span.events]
-                    if span.events else [],
+                events = span.events
+                spans.append(SpanData(  # positional: the field order of SpanData
+                    trace_id, span_id, span.parent_span_id.hex(), span.name, service,
+                    span.start_time_unix_nano, span.end_time_unix_nano,
+                    span.status.code == 2, _pb_attributes(span.attributes),
+                    [(e.name, _pb_attributes(e.attributes)) for e in events] if events else [],
                 ))
     return Export(spans, rejected, protobuf=True)
 
@@ -279,8 +290,8 @@ def _pb_attributes(items: Iterable[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in items:
         value = kv.value
-        text = value.string_value  # the usual case, read without WhichOneof
-        out[kv.key] = text if text else _pb_value(value, 0)
+        # the usual cases read without WhichOneof: a string, a non-zero integer
+        out[kv.key] = value.string_value or value.int_value or _pb_value(value, 0)
     return out
 
 
@@ -499,11 +510,7 @@ def _messages(raw: Any) -> list[tuple[str, str | None]]:
         except (msgspec.DecodeError, RecursionError):  # ValidationError included
             typed = None
         if typed and all(m.parts for m in typed):
-            out: list[tuple[str, str | None]] = []
-            for m in typed:
-                texts = [p.content for p in m.parts if p.type == "text" and p.content is not None]
-                out.append((m.role, "".join(texts) if texts else None))
-            return out
+            return [(m.role, _parts_text(m.parts)) for m in typed]
         try:
             raw = msgspec.json.decode(raw)
         except (msgspec.DecodeError, RecursionError):
@@ -515,6 +522,15 @@ def _messages(raw: Any) -> list[tuple[str, str | None]]:
                 content = message.get("parts", message.get("content"))
                 out.append((str(message.get("role") or ""), _text_of(content)))
     return out
+
+
+def _parts_text(parts: list[_Part]) -> str | None:
+    """The text parts of a message, joined (``None`` without one)."""
+    if len(parts) == 1:  # the usual case
+        part = parts[0]
+        return part.content if part.type == "text" else None
+    texts = [p.content for p in parts if p.type == "text" and p.content is not None]
+    return "".join(texts) if texts else None
 
 
 def _indexed(attrs: Mapping[str, Any], prefix: str, role: str, content: str
@@ -660,13 +676,17 @@ def _task(span: SpanData, by_id: Mapping[tuple[str, str], SpanData], task_map: T
 def to_traces(export: Export, task_map: TaskMap) -> Mapped:
     """Map the LLM spans of *export* to CT traces; count and describe what is left out."""
     mapped = Mapped(traces=[], rejected=list(export.rejected))
-    by_id = {(s.trace_id, s.span_id): s for s in export.spans}
+    by_id: dict[tuple[str, str], SpanData] = {}  # made when a span needs its ancestors
     for span in export.spans:
         attrs = span.attributes
         if not _is_llm(attrs):
             mapped.not_llm += 1
             continue
-        task = _task(span, by_id, task_map)
+        task = attrs.get("ct.task.name")
+        if not (isinstance(task, str) and task):
+            if not by_id:
+                by_id = {(s.trace_id, s.span_id): s for s in export.spans}
+            task = _task(span, by_id, task_map)
         if task is None:
             mapped.rejected.append(f"LLM span {span.name!r} has no task (no ct.task.name on it"
                                    " or an ancestor, and no task map entry)")
@@ -684,35 +704,56 @@ def _trace(span: SpanData, task: str, prompt: str | None, response: str | None
            ) -> TraceRequest:
     attrs = span.attributes
     get = attrs.get
-    input_tokens = _int(_any(get("gen_ai.usage.input_tokens"), get("gen_ai.usage.prompt_tokens"),
-                             get("llm.token_count.prompt")))
-    output_tokens = _int(_any(get("gen_ai.usage.output_tokens"),
-                              get("gen_ai.usage.completion_tokens"),
-                              get("llm.token_count.completion")))
-    cached = _int(_any(get("gen_ai.usage.cache_read.input_tokens"),
-                       get("gen_ai.usage.cache_read_input_tokens"),
-                       get("llm.token_count.prompt_details.cache_read")))
-    total = _int(_any(get("llm.usage.total_tokens"), get("llm.token_count.total"),
-                      get("gen_ai.usage.total_tokens")))
+    # each read: the current convention's name, then the previous one's, then OpenInference's
+    # (written out rather than looped: this runs once per span)
+    value = get("gen_ai.usage.input_tokens")
+    if value is None:
+        value = get("gen_ai.usage.prompt_tokens")
+        if value is None:
+            value = get("llm.token_count.prompt")
+    input_tokens = _int(value)
+    value = get("gen_ai.usage.output_tokens")
+    if value is None:
+        value = get("gen_ai.usage.completion_tokens")
+        if value is None:
+            value = get("llm.token_count.completion")
+    output_tokens = _int(value)
+    value = get("gen_ai.usage.cache_read.input_tokens")
+    if value is None:
+        value = get("gen_ai.usage.cache_read_input_tokens")
+        if value is None:
+            value = get("llm.token_count.prompt_details.cache_read")
+    cached = None if value is None else _int(value)
+    value = get("llm.usage.total_tokens")
+    if value is None:
+        value = get("llm.token_count.total")
+        if value is None:
+            value = get("gen_ai.usage.total_tokens")
+    total = None if value is None else _int(value)
     if total is None and input_tokens is not None and output_tokens is not None:
         total = input_tokens + output_tokens
-    request_model = _first(attrs, "gen_ai.request.model", "llm.request.model_name") or (
-        _dict_value(attrs.get("llm.invocation_parameters")).get("model"))  # OpenInference
-    model = _first(attrs, "gen_ai.response.model", "llm.model_name") or request_model
+    request_model = get("gen_ai.request.model") or get("llm.request.model_name") or (
+        _dict_value(get("llm.invocation_parameters")).get("model"))  # OpenInference
+    model = get("gen_ai.response.model") or get("llm.model_name") or request_model
     own = get("ct.trace_id")  # a span our own SDK made: the same record
     trace_id = None
     if isinstance(own, str):
         with contextlib.suppress(ValueError):
             trace_id = uuid.UUID(own)
-    metadata: dict[str, Any] = {"otlp": {
+    about: dict[str, Any] = {
         "trace_id": span.trace_id, "span_id": span.span_id, "span_name": span.name,
-        **({"service": span.service} if span.service else {}),
-        **({"request_model": request_model}
-           if isinstance(request_model, str) and request_model != model else {}),
-    }}
+    }
+    if span.service:
+        about["service"] = span.service
+    if isinstance(request_model, str) and request_model != model:
+        about["request_model"] = request_model
     latency = (span.end - span.start) / 1e6 if span.end >= span.start > 0 else None
-    user = _any(get("user.id"), get("enduser.id"), get("ct.user_id"))
-    session = _any(get("session.id"), get("gen_ai.conversation.id"), get("ct.session_id"))
+    user = get("user.id")
+    if user is None:
+        user = _any(None, get("enduser.id"), get("ct.user_id"))
+    session = get("session.id")
+    if session is None:
+        session = _any(None, get("gen_ai.conversation.id"), get("ct.session_id"))
     return TraceRequest(
         task_id=task,
         id=trace_id or trace_id_of(span.trace_id, span.span_id),
@@ -721,7 +762,7 @@ def _trace(span: SpanData, task: str, prompt: str | None, response: str | None
         model=str(model) if model is not None else None,
         tokens=total,
         latency_ms=latency,
-        metadata=metadata,
+        metadata={"otlp": about},
         error=True if span.error or get("error.type") else None,
         user_id=str(user) if user is not None else None,
         session_id=str(session) if session is not None else None,
