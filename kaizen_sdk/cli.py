@@ -1505,8 +1505,12 @@ def _rollout_detail(rollout: Any, numbers: dict[str, int] | None = None) -> str:
     ]
     cost_a, cost_c = getattr(a, "cost_per_call_usd", None), getattr(c, "cost_per_call_usd", None)
     if cost_a is not None or cost_c is not None:  # servers that price calls
+        guard = getattr(g, "max_cost_ratio", None)
+        ratio = getattr(g, "cost_ratio", None)
         pairs.insert(-1, ("cost/call usd", f"{_fmt_num(cost_a, '.6f')} vs "
-                                           f"{_fmt_num(cost_c, '.6f')}"))
+                                           f"{_fmt_num(cost_c, '.6f')}"
+                          + ("" if ratio is None else f" (x{ratio:.3g})")
+                          + ("" if guard is None else f" (guard x{guard:g})")))
     if rollout.recommendation:
         pairs.append(("recommendation", rollout.recommendation))
     if rollout.reason:
@@ -1526,7 +1530,7 @@ def _rollout_start(client: CTClient, args: argparse.Namespace) -> int:
         for k, v in {
             "share": args.share, "ramp": args.ramp, "min_samples": args.min_samples,
             "error_margin": args.error_margin, "latency_margin": args.latency_margin,
-            "max_duration": args.max_duration,
+            "max_duration": args.max_duration, "max_cost_ratio": args.max_cost_ratio,
         }.items()
         if v is not None
     }
@@ -1595,6 +1599,9 @@ def _add_rollout(sub: Any) -> None:
                    help="allowed rise of p95 latency, relative (default 0.25)")
     p.add_argument("--max-duration", type=_positive_float, metavar="S",
                    help="seconds before an undecided rollout is rolled back (default 7 days)")
+    p.add_argument("--max-cost-ratio", type=_positive_float, metavar="X",
+                   help="cost guard: the candidate's cost per call may be at most X times"
+                        " the active's (1 = not dearer); default none")
     p.add_argument("--no-auto-promote", action="store_true",
                    help="only recommend a promotion; promote with `kaizen rollout stop`")
     p.add_argument("--no-auto-rollback", action="store_true",

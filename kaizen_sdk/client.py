@@ -620,13 +620,15 @@ class CTClient(BaseClient):
         max_duration: float = 7 * 24 * 3600.0,
         auto_promote: bool = True,
         auto_rollback: bool = True,
+        max_cost_ratio: float | None = None,
     ) -> Rollout:
         """Serve a candidate version to a share of traffic and let live scores decide.
 
         Give ``share`` (one step) or ``ramp`` (e.g. ``[0.05, 0.2, 0.5, 1.0]``). The candidate
         is promoted or rolled back by an always-valid sequential test once each arm has
-        ``min_samples`` scores, or rolled back when a guard (error rate, p95 latency) is
-        breached; see docs/rollouts.md.
+        ``min_samples`` scores, or rolled back when a guard (error rate, p95 latency, and
+        the cost per call when ``max_cost_ratio`` is given) is breached; see
+        docs/rollouts.md.
 
         Example:
             ```python
@@ -639,7 +641,7 @@ class CTClient(BaseClient):
             "share": share, "ramp": ramp, "min_samples": min_samples, "alpha": alpha,
             "error_margin": error_margin, "latency_margin": latency_margin,
             "max_duration": max_duration, "auto_promote": auto_promote,
-            "auto_rollback": auto_rollback,
+            "auto_rollback": auto_rollback, "max_cost_ratio": max_cost_ratio,
         })
         path = f"/rollouts/{segment('task_id', key)}"
         try:

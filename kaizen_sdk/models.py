@@ -479,9 +479,10 @@ class RolloutArm(msgspec.Struct, kw_only=True, frozen=True):
     error_rate: float | None = None
     p95_latency_ms: float | None = None
     cost_per_call_usd: float | None = None
-    """Estimated US dollars per call of the arm: its traces' tokens priced at the mean of the
-    input and output price of the version's ``config["model"]`` (else the traced model);
-    ``None`` before a call with tokens, or from a server that does not price calls."""
+    """US dollars per call of the arm: the mean ``cost_usd`` of its priced traces; when none
+    is priced (an unknown traced model), an estimate from their tokens at the mean of the
+    input and output price of the version's ``config["model"]``; ``None`` before a call with
+    tokens, or from a server that does not price calls."""
 
 
 class RolloutDifference(msgspec.Struct, kw_only=True, frozen=True):
@@ -502,6 +503,10 @@ class RolloutGuards(msgspec.Struct, kw_only=True, frozen=True):
     error_margin: float | None = None
     latency_margin: float | None = None
     breached: list[str] = []
+    cost_ratio: float | None = None
+    """The candidate's cost per call over the active's (``None`` while either is unknown)."""
+    max_cost_ratio: float | None = None
+    """The rollout's cost guard (``None``: none): ``cost_per_call`` is breached above it."""
 
 
 class RolloutEvent(msgspec.Struct, kw_only=True, frozen=True):
@@ -804,7 +809,8 @@ class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_un
 
     Give ``share`` (one step) or ``ramp`` (increasing shares, e.g. ``[0.05, 0.2, 0.5, 1.0]``);
     neither means ``[0.05, 0.2, 0.5, 1.0]``. Margins: ``error_margin`` is absolute (error rate),
-    ``latency_margin`` relative (p95 latency); ``max_duration`` is in seconds.
+    ``latency_margin`` relative (p95 latency); ``max_duration`` is in seconds;
+    ``max_cost_ratio`` guards the cost per call.
     """
 
     candidate_version_id: UUID
@@ -817,6 +823,10 @@ class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_un
     max_duration: Annotated[float, msgspec.Meta(gt=0.0)] = 7 * 24 * 3600.0
     auto_promote: bool = True
     auto_rollback: bool = True
+    max_cost_ratio: Annotated[float, msgspec.Meta(gt=0.0, le=1000.0)] | None = None
+    """The cost guard: the candidate's cost per call may be at most this multiple of the
+    active's (``1.0``: not dearer, ``0.5``: at most half). Breached, the candidate is rolled
+    back even when it scores higher. ``None`` (the default): no cost guard."""
 
 
 KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]

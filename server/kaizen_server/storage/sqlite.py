@@ -759,15 +759,33 @@ class Store:
                         detail=f"{label} (was on v{row['version_number']})")
             return self._prompt(row)
 
+    def _arm_costs(
+        self, conn: sqlite3.Connection, rollout: sqlite3.Row, config: rollouts.RolloutConfig
+    ) -> tuple[float | None, float | None]:
+        """The (active, candidate) cost per call for the cost guard; none without a guard."""
+        if config.max_cost_ratio is None:
+            return None, None
+        return (self._arm_cost(conn, rollout, rollout["active_version_id"]),
+                self._arm_cost(conn, rollout, rollout["candidate_version_id"]))
+
     def _arm_cost(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, version: str
     ) -> float | None:
-        """A rollout arm's estimated US dollars per call (see `RolloutArm.cost_per_call_usd`):
-        traces carry total tokens only, so they are priced at the mean of the input and
-        output price of the version's configured model (else the traced model)."""
+        """A rollout arm's US dollars per call (see `RolloutArm.cost_per_call_usd`): the mean
+        ``cost_usd`` of its priced calls; when none is priced (an unknown traced model), an
+        estimate: their total tokens at the mean of the input and output price of the
+        version's configured model (else the traced model)."""
         prices = self.prices
         if prices is None:
             return None
+        priced = conn.execute(
+            "SELECT COUNT(cost_usd) AS calls, SUM(cost_usd) AS usd FROM traces"
+            " WHERE prompt_version_id = ? AND seq > ? AND seq <= ? AND task_id = ?",
+            (version, rollout["trace_seq"], rollout["end_trace_seq"] or 2**62,
+             rollout["task_id"]),
+        ).fetchone()
+        if priced["calls"]:
+            return float(priced["usd"]) / int(priced["calls"])
         config = _unjson(conn.execute(
             "SELECT config FROM prompts WHERE id = ?", (version,)
         ).fetchone()["config"]) or {}
@@ -1794,6 +1812,7 @@ class Store:
             max_duration=config["max_duration"],
             auto_promote=config["auto_promote"],
             auto_rollback=config["auto_rollback"],
+            max_cost_ratio=config.get("max_cost_ratio"),
         )
 
     def _rollout_event(
@@ -1820,6 +1839,7 @@ class Store:
         decision = rollouts.evaluate(
             config, active, candidate, step=rollout["step"], step_start_n=rollout["step_start_n"],
             elapsed=elapsed, recommended=rollout["recommendation"],
+            costs=self._arm_costs(conn, rollout, config),
         )
         share = config.ramp[rollout["step"]]
         stats = decision.stats(active, candidate, share)
@@ -1902,9 +1922,10 @@ class Store:
                 cost_per_call_usd=self._arm_cost(conn, rollout, version),
             )
         test = rollouts.msprt(stats["active"], stats["candidate"], alpha=config.alpha)
-        guards = rollouts.check_guards(stats["active"], stats["candidate"],
-                                       error_margin=config.error_margin,
-                                       latency_margin=config.latency_margin)
+        guards = rollouts.check_guards(
+            stats["active"], stats["candidate"], error_margin=config.error_margin,
+            latency_margin=config.latency_margin, max_cost_ratio=config.max_cost_ratio,
+            costs=(arms["active"].cost_per_call_usd, arms["candidate"].cost_per_call_usd))
         events = conn.execute(
             "SELECT * FROM rollout_events WHERE rollout_id = ? ORDER BY seq", (rollout["id"],)
         ).fetchall()
@@ -1943,6 +1964,8 @@ class Store:
                 error_margin=config.error_margin,
                 latency_margin=config.latency_margin,
                 breached=list(guards.breached),
+                cost_ratio=guards.cost_ratio if guards.cost_ratio != math.inf else None,
+                max_cost_ratio=config.max_cost_ratio,
             ),
             audit=[
                 RolloutEvent(at=_dt(e["at"]), event=e["event"], share=e["share"],
@@ -1995,6 +2018,8 @@ class Store:
                 "max_duration": req.max_duration, "auto_promote": req.auto_promote,
                 "auto_rollback": req.auto_rollback,
             }
+            if req.max_cost_ratio is not None:  # only then: configs stay as they were
+                config["max_cost_ratio"] = req.max_cost_ratio
             conn.execute(
                 "INSERT INTO rollouts (id, task_id, active_version_id, candidate_version_id,"
                 " state, config, step, step_start_n, salt, started_at, trace_seq,"
