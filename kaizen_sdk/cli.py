@@ -512,6 +512,14 @@ def _tasks_get(client: CTClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tasks_costs(client: CTClient, args: argparse.Namespace) -> int:
+    from kaizen_sdk._cost_report import costs_report
+
+    costs = client.get_task_costs(args.task, days=args.days)
+    _emit(args, costs, lambda c: costs_report(c, task=args.task))
+    return EXIT_OK
+
+
 def _tasks_create(client: CTClient, args: argparse.Namespace) -> int:
     extra = _given_settings(args, skip=("description", "schema_json", "feedback_threshold"))
     config = dict(extra.pop("evaluator_config", None) or {})
@@ -1261,6 +1269,11 @@ def _add_tasks(sub: Any) -> None:
     _leaf(tasks, "list", _tasks_list, "list every task")
     p = _leaf(tasks, "get", _tasks_get, "show one task")
     p.add_argument("task", help="task name or id")
+    p = _leaf(tasks, "costs", _tasks_costs,
+              "what a task's calls cost: total and per call, per prompt version")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("--days", type=_positive_float, default=7.0, metavar="N",
+                   help="the window: the last N days (default 7)")
     p = _leaf(tasks, "create", _tasks_create, "create a task")
     p.add_argument("name", help="unique task name, e.g. summarize_ticket")
     p.add_argument("--description")

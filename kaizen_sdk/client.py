@@ -44,6 +44,7 @@ from kaizen_sdk.models import (
     Prompt,
     Rollout,
     Task,
+    TaskCosts,
     TraceResult,
     UnpricedModel,
 )
@@ -438,6 +439,19 @@ class CTClient(BaseClient):
         """Return one task by UUID or name."""
         path = f"/tasks/{segment('task_id', task_id)}"
         return self._result(self._send(self._call("GET", path)), Task)
+
+    def get_task_costs(self, task_id: str, *, days: float = 7) -> TaskCosts:
+        """Return what the task's calls cost over the last *days* days: totals and per version.
+
+        Example:
+            ```python
+            costs = client.get_task_costs("summarize_ticket", days=1)
+            print(costs.cost_usd, costs.cost_per_call_usd)
+            ```
+        """
+        path = f"/tasks/{segment('task_id', task_id)}/costs"
+        resp = self._send(self._call("GET", path, params={"days": str(days)}))
+        return self._result(resp, TaskCosts)
 
     def create_task(
         self,

@@ -57,11 +57,13 @@ __all__ = [
     "ScoreItem",
     "ScoreRequest",
     "Task",
+    "TaskCosts",
     "TaskCreateRequest",
     "TaskUpdateRequest",
     "TraceRequest",
     "TraceResult",
     "UnpricedModel",
+    "VersionCost",
     "chat_prompt",
     "decode",
     "decoder",
@@ -434,6 +436,42 @@ class UnpricedModel(msgspec.Struct, kw_only=True, frozen=True):
     model: str
     traces: int = 0
     """How many of the recent traces with tokens name it (they show no cost)."""
+
+
+class VersionCost(msgspec.Struct, kw_only=True, frozen=True):
+    """What one prompt version's calls cost within a `TaskCosts` window (``version_id``
+    ``None``: calls that ran on no stored version)."""
+
+    version_id: UUID | None = None
+    version_number: int | None = None
+    calls: int = 0
+    """Calls counted (an LLM call made inside a priced ``@ct.task`` call is part of it)."""
+    priced_calls: int = 0
+    """Those with a cost (the others name a model no price table knows, or no tokens)."""
+    cost_usd: float = 0.0
+    """The priced calls' total, US dollars."""
+    cost_per_call_usd: float | None = None
+    """``cost_usd / priced_calls``; ``None`` without a priced call."""
+
+
+class TaskCosts(msgspec.Struct, kw_only=True, frozen=True):
+    """What a task's calls cost over a window (``GET /api/v1/tasks/{task_id}/costs``): the
+    totals and each version's share, newest version first.
+
+    The window is the last ``days`` days, read from at most the task's newest ``scanned``
+    traces: ``complete`` is false when older traces of the window were left out.
+    """
+
+    task_id: UUID | None = None
+    days: float = 7.0
+    since: datetime | None = None
+    calls: int = 0
+    priced_calls: int = 0
+    cost_usd: float = 0.0
+    cost_per_call_usd: float | None = None
+    scanned: int = 0
+    complete: bool = True
+    versions: list[VersionCost] = []
 
 
 class Health(msgspec.Struct, kw_only=True, frozen=True):

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
@@ -45,10 +45,12 @@ from kaizen_sdk.models import (
     RolloutServing,
     ScoreItem,
     Task,
+    TaskCosts,
     TaskCreateRequest,
     TaskUpdateRequest,
     TraceRequest,
     TraceResult,
+    VersionCost,
 )
 from kaizen_sdk.templates import (
     MAX_PLACEHOLDERS,
@@ -294,6 +296,49 @@ class Store:
             (recent,),
         ).fetchall()
         return [(str(r["model"]), int(r["n"])) for r in rows]
+
+    def task_costs(self, ref: str, *, days: float, recent: int = 10_000) -> TaskCosts:
+        """What the task's calls of the last *days* days cost (see `StorageInterface`)."""
+        conn = self._conn()
+        task_id = str(self._require_task(conn, ref)["id"])
+        since = utcnow() - timedelta(days=days)
+        # the newest `recent` traces of the task (index traces_task), then the window; an LLM
+        # call whose same-task parent has a cost is part of that parent's (unique index on id)
+        rows = conn.execute(
+            "SELECT t.prompt_version_id AS version, v.version_number AS number,"
+            " COUNT(*) AS calls, COUNT(t.cost_usd) AS priced, SUM(t.cost_usd) AS usd"
+            " FROM (SELECT prompt_version_id, cost_usd, parent_trace_id, created_at"
+            " FROM traces WHERE task_id = ? ORDER BY seq DESC LIMIT ?) AS t"
+            " LEFT JOIN prompts v ON v.id = t.prompt_version_id"
+            " WHERE t.created_at >= ? AND NOT EXISTS (SELECT 1 FROM traces p"
+            " WHERE p.id = t.parent_trace_id AND p.task_id = ? AND p.cost_usd IS NOT NULL)"
+            " GROUP BY t.prompt_version_id, v.version_number",
+            (task_id, recent, _ts(since), task_id),
+        ).fetchall()
+        scan = conn.execute(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM (SELECT created_at FROM traces"
+            " WHERE task_id = ? ORDER BY seq DESC LIMIT ?) AS t",
+            (task_id, recent),
+        ).fetchone()
+        versions = sorted(
+            (VersionCost(
+                version_id=_uuid(r["version"]), version_number=r["number"],
+                calls=int(r["calls"]), priced_calls=int(r["priced"]),
+                cost_usd=float(r["usd"] or 0.0),
+                cost_per_call_usd=float(r["usd"]) / int(r["priced"]) if r["priced"] else None,
+            ) for r in rows),
+            key=lambda v: -1 if v.version_number is None else v.version_number, reverse=True,
+        )
+        priced = sum(v.priced_calls for v in versions)
+        usd = sum(v.cost_usd for v in versions)
+        cut = int(scan["n"]) >= recent and scan["oldest"] is not None and (
+            scan["oldest"] > _ts(since))
+        return TaskCosts(
+            task_id=uuid.UUID(task_id), days=days, since=since,
+            calls=sum(v.calls for v in versions), priced_calls=priced, cost_usd=usd,
+            cost_per_call_usd=usd / priced if priced else None,
+            scanned=int(scan["n"]), complete=not cut, versions=versions,
+        )
 
     # --- connections ---------------------------------------------------------------
 
