@@ -210,14 +210,15 @@ def report_usage(
     Several calls add up. Returns ``False`` (and sends nothing) outside a ``@ct.task`` call;
     a negative or non-integer count raises `CTValidationError`.
 
-    Example::
-
+    Example:
+        ```python
         @ct.task("summarize_ticket")
         def summarize(ticket: str) -> str:
             answer = my_client.generate(ticket)
             ct.report_usage("gpt-4o-mini", input_tokens=answer.input_tokens,
                             output_tokens=answer.output_tokens)
             return answer.text
+        ```
     """
     for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
                         ("cached_input_tokens", cached_input_tokens or 0)):
