@@ -138,3 +138,24 @@ def test_report_usage_outside_a_task_sends_nothing_and_checks_its_counts() -> No
     with pytest.raises(CTValidationError, match="cached_input_tokens"):
         ct.report_usage("reported", input_tokens=1, output_tokens=1,
                         cached_input_tokens=1.5)  # type: ignore[arg-type]
+
+
+def test_a_stream_read_inside_the_call_counts_toward_it(client: CTClient, standin: StandIn) -> None:
+    llm = openai.OpenAI(base_url=standin.base_url, api_key="sk-test", max_retries=0)
+    seen: dict[str, Any] = {}
+    question = "stream the answer please"
+
+    @ct.task("task-cost-stream", client=client, default_prompt="Stream {{ q }}")
+    def streamed(q: str) -> str:
+        seen["trace"] = ct.current_trace_id()
+        stream = llm.chat.completions.create(
+            model="a", messages=[{"role": "user", "content": question}], stream=True,
+            stream_options={"include_usage": True})
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    assert streamed("q") == f"echo: {question}"
+    assert client.flush(10)
+    stored = client.get_trace(seen["trace"])
+    inputs, outputs = _words(question), _words(f"echo: {question}")
+    assert (stored.model, stored.tokens) == ("a-resp", inputs + outputs)
+    assert stored.cost_usd == pytest.approx((inputs * 1.0 + outputs * 2.0) / 1e6, rel=1e-12)

@@ -123,3 +123,63 @@ def test_kaizen_tasks_costs_prints_totals_and_a_row_per_version(
     ]
     assert main(["tasks", "costs", task, "--days", "2", "--json", *args]) == 0
     assert '"cost_per_call_usd": 0.0018' in capsys.readouterr().out
+
+
+def test_a_cost_guard_from_the_cli_and_the_status_that_shows_it(
+    server: LocalServer, client: CTClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = f"costs-guard-{uuid.uuid4().hex[:8]}"
+    seed(server.base_url, server.api_key, task)
+    args = ["--base-url", server.base_url, "--api-key", server.api_key]
+    assert main(["rollout", "start", task, "v2", "--share", "0.5", "--max-cost-ratio", "0.5",
+                 *args]) == 0
+    capsys.readouterr()
+    rollout = client.get_rollout(task)
+    assert (rollout.guards.max_cost_ratio, rollout.guards.cost_ratio) == (0.5, None)
+    assert main(["rollout", "status", task, *args]) == 0
+    out = capsys.readouterr().out
+    # no call since the rollout started: no cost yet on either arm, so no cost line
+    assert "cost/call" not in out
+    client.stop_rollout(task, "rollback")
+    v3 = client.create_prompt_version(task, "v3 {q}")
+    with pytest.raises(CTValidationError, match="max_cost_ratio"):
+        client.start_rollout(task, str(v3.id), max_cost_ratio=0)
+    with httpx.Client(base_url=server.base_url, headers={"X-API-Key": server.api_key}) as api:
+        for bad in (0, -1, 1001, "x"):
+            resp = api.post(f"/api/v1/rollouts/{task}",
+                            json={"candidate_version_id": str(v3.id), "max_cost_ratio": bad})
+            assert resp.status_code == 422 and "max_cost_ratio" in resp.text, (bad, resp.text)
+    assert client.get_rollout(task).state == "rolled_back"  # nothing half-started
+
+
+def test_rollout_status_shows_the_cost_ratio_and_the_guard() -> None:
+    from kaizen_sdk.cli import _rollout_detail
+    from kaizen_sdk.models import Rollout, RolloutArm, RolloutGuards
+
+    guarded = Rollout(id=uuid.uuid4(), ramp=[0.5], share=0.5,
+                      active=RolloutArm(cost_per_call_usd=0.0003),
+                      candidate=RolloutArm(cost_per_call_usd=0.000018),
+                      guards=RolloutGuards(cost_ratio=0.06, max_cost_ratio=0.5))
+    assert ("cost/call usd   0.000300 vs 0.000018 (x0.06) (guard x0.5)"
+            in _rollout_detail(guarded).splitlines())
+
+
+def test_a_rollout_request_names_max_cost_ratio_only_when_given() -> None:
+    from kaizen_sdk._http import BaseClient
+    from kaizen_sdk.models import encode
+
+    plain = BaseClient._rollout_body(str(uuid.uuid4()), {"share": 0.5, "max_cost_ratio": None})
+    assert b"max_cost_ratio" not in encode(plain)  # servers before the guard refuse the field
+    guarded = BaseClient._rollout_body(str(uuid.uuid4()), {"max_cost_ratio": 0.5})
+    assert b'"max_cost_ratio":0.5' in encode(guarded)
+
+
+async def test_the_async_client_reads_task_costs(server: LocalServer) -> None:
+    from kaizen_sdk.async_client import AsyncCTClient
+
+    task = f"costs-async-{uuid.uuid4().hex[:8]}"
+    seed(server.base_url, server.api_key, task)
+    async with AsyncCTClient(base_url=server.base_url, api_key=server.api_key) as client:
+        costs = await client.get_task_costs(task)
+    assert (costs.calls, costs.priced_calls) == (7, 5)
+    assert costs.cost_usd == pytest.approx(0.009, rel=1e-12)
