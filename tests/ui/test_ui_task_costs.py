@@ -74,3 +74,28 @@ def test_a_task_without_calls_shows_no_cost_table(ui_server: LocalServer,
     assert 'id="cost-total">$0.000000 over 0 calls (0 priced)' in page
     assert 'id="costs"' not in page
     assert re.findall(r'<td class="cost">(.*?)</td>', versions) == [""]
+
+
+def test_the_rollout_page_shows_each_arms_cost_and_the_cost_guard(
+    ui_server: LocalServer, api: httpx.Client
+) -> None:
+    task = f"ui-rollout-costs-{uuid.uuid4().hex[:8]}"
+    _seed(api, task)
+    v1, v2 = (v["id"] for v in sorted(api.get(f"/api/v1/prompts/{task}/versions").json(),
+                                      key=lambda v: v["version_number"]))
+    resp = api.post(f"/api/v1/rollouts/{task}",
+                    json={"candidate_version_id": v2, "share": 0.5, "max_cost_ratio": 0.5})
+    assert resp.status_code == 201, resp.text
+    traces = [{"task_id": task, "model": "priced", "prompt_version_id": version,
+               "tokens": 3000, "input_tokens": 1000, "output_tokens": 2000}
+              for version in (v1, v1, v2)]
+    traces[2].update(input_tokens=100, output_tokens=100, tokens=200)
+    assert api.post("/api/v1/ingest", json={"traces": traces}).status_code == 207
+    with httpx.Client(base_url=ui_server.base_url, timeout=10) as ui:
+        ui.post("/ui/signin", data={"key": ui_server.api_key, "next": "/ui/tasks"})
+        page = ui.get(f"/ui/tasks/{task}/rollout").text
+    # active: $0.005 per call; candidate: $0.0003, a ratio of 0.06 under a guard of 0.5
+    assert re.findall(r'<td class="cost">(.*?)</td>', page) == ["$0.005000", "$0.000300"]
+    ratio = re.search(r'<dd id="rollout-cost">(.*?)</dd>', page)
+    assert ratio is not None
+    assert ratio.group(1) == "candidate / active per call: 0.06 (guard: at most 0.5)"
