@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     # What type checkers see; at run time these load on first use through __getattr__.
     from kaizen_sdk._context import context
     from kaizen_sdk._default import configure, flush, get_client, prefetch
+    from kaizen_sdk._record import report_usage
     from kaizen_sdk._served import ServedPrompt, prompt
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
@@ -102,6 +103,7 @@ __all__ = [
     "instrument",
     "prefetch",
     "prompt",
+    "report_usage",
     "task",
     "uninstrument",
 ]
@@ -137,6 +139,7 @@ _LAZY: dict[str, str] = {
     "chat_prompt": "kaizen_sdk.models",
     "ServedPrompt": "kaizen_sdk._served",
     "prompt": "kaizen_sdk._served",
+    "report_usage": "kaizen_sdk._record",
 }
 
 

@@ -78,7 +78,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 5. what users put on their code
     ("decorators", "instrument", "integrations", "_served"),
     # 6. programs built on the SDK
-    ("cli", "local", "_layers", "_job_report", "reports"),
+    ("cli", "local", "_layers", "_job_report", "_cost_report", "reports"),
 )
 """Module groups, lowest first, by name below ``kaizen_sdk`` (a package stands for its
 modules). A module may import its own layer and the layers below it."""

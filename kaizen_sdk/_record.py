@@ -26,9 +26,12 @@ __all__ = [
     "CurrentCall",
     "ServedBy",
     "ServedMessages",
+    "add_usage",
     "current_call",
+    "fill_usage",
     "new_trace_id",
     "random_bits",
+    "report_usage",
     "served_by",
 ]
 
@@ -76,6 +79,11 @@ class CallRecord(msgspec.Struct, gc=False):
     """With ``prompt_is_default``: the default chat prompt's messages (version 1's)."""
     prompt_config: Any = None
     """With ``prompt_is_default``: the default prompt's model settings (version 1's)."""
+    cached_input_tokens: int | None = None
+    """The part of ``input_tokens`` read from the provider's prompt cache (a cheaper rate)."""
+    usage_by_model: dict[str, dict[str, int]] | None = None
+    """A ``@ct.task`` call whose LLM calls used several models: each model's token split
+    (``model`` is then the first one), so the server prices every model at its own rate."""
 
 
 # --- served prompts outside any @ct.task ----------------------------------------------------
@@ -119,14 +127,19 @@ def served_by(messages: Any) -> ServedBy | None:
 
 
 class CurrentCall:
-    """The innermost running ``@ct.task`` call of this thread or asyncio task."""
+    """The innermost running ``@ct.task`` call of this thread or asyncio task.
 
-    __slots__ = ("prompt", "task", "trace_id")
+    ``usage`` gathers the token usage of the LLM calls made inside it (see `add_usage`):
+    ``{model: [input_tokens, output_tokens, cached_input_tokens]}``, or ``None``.
+    """
+
+    __slots__ = ("prompt", "task", "trace_id", "usage")
 
     def __init__(self, task: str, trace_id: str, prompt: Prompt | None) -> None:
         self.task = task
         self.trace_id = trace_id
         self.prompt = prompt
+        self.usage: dict[str, list[int]] | None = None
 
     def __repr__(self) -> str:
         return f"CurrentCall(task={self.task!r}, trace_id={self.trace_id!r})"
@@ -139,6 +152,85 @@ CURRENT: ContextVar[CurrentCall | None] = ContextVar("kaizen_sdk_current_call", 
 def current_call() -> CurrentCall | None:
     """Return the enclosing ``@ct.task`` call (task, trace id, prompt), or ``None``."""
     return CURRENT.get()
+
+
+def add_usage(
+    call: CurrentCall,
+    model: str | None,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int | None = None,
+) -> None:
+    """Add one LLM call's usage to *call*, the ``@ct.task`` call that made it."""
+    usage = call.usage
+    if usage is None:
+        usage = call.usage = {}
+    counts = usage.get(model or "")
+    if counts is None:
+        usage[model or ""] = [input_tokens, output_tokens, cached_input_tokens or 0]
+    else:
+        counts[0] += input_tokens
+        counts[1] += output_tokens
+        counts[2] += cached_input_tokens or 0
+
+
+def fill_usage(record: CallRecord, usage: dict[str, list[int]]) -> None:
+    """Give a ``@ct.task`` call's record the model and token split of its LLM calls."""
+    total_in = total_out = total_cached = 0
+    for counts in usage.values():
+        total_in += counts[0]
+        total_out += counts[1]
+        total_cached += counts[2]
+    models = [m for m in usage if m]
+    if record.model is None and models:
+        record.model = models[0]
+    record.input_tokens = total_in
+    record.output_tokens = total_out
+    record.tokens = total_in + total_out
+    record.cached_input_tokens = total_cached or None
+    if len(usage) > 1:
+        record.usage_by_model = {
+            m: {"input_tokens": c[0], "output_tokens": c[1], "cached_input_tokens": c[2]}
+            for m, c in usage.items()
+        }
+
+
+def report_usage(
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int | None = None,
+) -> bool:
+    """Report an LLM call made inside a ``@ct.task`` function, so its trace has a cost.
+
+    Calls through an instrumented client (``ct.instrument(openai)``) are counted without
+    this; use it for a client the SDK does not instrument. The server prices the call from
+    *model* and the token split (*input_tokens* counts the *cached_input_tokens* too).
+    Several calls add up. Returns ``False`` (and sends nothing) outside a ``@ct.task`` call;
+    a negative or non-integer count raises `CTValidationError`.
+
+    Example:
+        ```python
+        @ct.task("summarize_ticket")
+        def summarize(ticket: str) -> str:
+            answer = my_client.generate(ticket)
+            ct.report_usage("gpt-4o-mini", input_tokens=answer.input_tokens,
+                            output_tokens=answer.output_tokens)
+            return answer.text
+        ```
+    """
+    for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
+                        ("cached_input_tokens", cached_input_tokens or 0)):
+        if type(value) is not int or value < 0:
+            from kaizen_sdk.errors import CTValidationError  # only on misuse: a leaf module
+
+            raise CTValidationError(f"{name} must be a non-negative int, got {value!r}.")
+    call = CURRENT.get()
+    if call is None:
+        return False
+    add_usage(call, model, input_tokens, output_tokens, cached_input_tokens)
+    return True
 
 
 # A private generator: an application that seeds `random` must not make trace ids repeat.

@@ -170,8 +170,12 @@ def build_batch(
                 # in metadata, which every CT server keeps: the input/output split prices
                 # the call on servers that know it (`TraceRequest.input_tokens` is refused by
                 # local servers that predate it)
-                usage = {"input_tokens": record.input_tokens,
-                         "output_tokens": record.output_tokens}
+                usage: dict[str, Any] = {"input_tokens": record.input_tokens,
+                                         "output_tokens": record.output_tokens}
+                if record.cached_input_tokens:
+                    usage["cached_input_tokens"] = record.cached_input_tokens
+                if record.usage_by_model is not None:  # a decorated call over several models
+                    usage["by_model"] = record.usage_by_model
                 metadata = {**metadata, "usage": usage} if metadata else {"usage": usage}
             if capture:
                 output = record.output

@@ -512,6 +512,14 @@ def _tasks_get(client: CTClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tasks_costs(client: CTClient, args: argparse.Namespace) -> int:
+    from kaizen_sdk._cost_report import costs_report
+
+    costs = client.get_task_costs(args.task, days=args.days)
+    _emit(args, costs, lambda c: costs_report(c, task=args.task))
+    return EXIT_OK
+
+
 def _tasks_create(client: CTClient, args: argparse.Namespace) -> int:
     extra = _given_settings(args, skip=("description", "schema_json", "feedback_threshold"))
     config = dict(extra.pop("evaluator_config", None) or {})
@@ -1261,6 +1269,11 @@ def _add_tasks(sub: Any) -> None:
     _leaf(tasks, "list", _tasks_list, "list every task")
     p = _leaf(tasks, "get", _tasks_get, "show one task")
     p.add_argument("task", help="task name or id")
+    p = _leaf(tasks, "costs", _tasks_costs,
+              "what a task's calls cost: total and per call, per prompt version")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("--days", type=_positive_float, default=7.0, metavar="N",
+                   help="the window: the last N days (default 7)")
     p = _leaf(tasks, "create", _tasks_create, "create a task")
     p.add_argument("name", help="unique task name, e.g. summarize_ticket")
     p.add_argument("--description")
@@ -1505,8 +1518,12 @@ def _rollout_detail(rollout: Any, numbers: dict[str, int] | None = None) -> str:
     ]
     cost_a, cost_c = getattr(a, "cost_per_call_usd", None), getattr(c, "cost_per_call_usd", None)
     if cost_a is not None or cost_c is not None:  # servers that price calls
+        guard = getattr(g, "max_cost_ratio", None)
+        ratio = getattr(g, "cost_ratio", None)
         pairs.insert(-1, ("cost/call usd", f"{_fmt_num(cost_a, '.6f')} vs "
-                                           f"{_fmt_num(cost_c, '.6f')}"))
+                                           f"{_fmt_num(cost_c, '.6f')}"
+                          + ("" if ratio is None else f" (x{ratio:.3g})")
+                          + ("" if guard is None else f" (guard x{guard:g})")))
     if rollout.recommendation:
         pairs.append(("recommendation", rollout.recommendation))
     if rollout.reason:
@@ -1526,7 +1543,7 @@ def _rollout_start(client: CTClient, args: argparse.Namespace) -> int:
         for k, v in {
             "share": args.share, "ramp": args.ramp, "min_samples": args.min_samples,
             "error_margin": args.error_margin, "latency_margin": args.latency_margin,
-            "max_duration": args.max_duration,
+            "max_duration": args.max_duration, "max_cost_ratio": args.max_cost_ratio,
         }.items()
         if v is not None
     }
@@ -1595,6 +1612,9 @@ def _add_rollout(sub: Any) -> None:
                    help="allowed rise of p95 latency, relative (default 0.25)")
     p.add_argument("--max-duration", type=_positive_float, metavar="S",
                    help="seconds before an undecided rollout is rolled back (default 7 days)")
+    p.add_argument("--max-cost-ratio", type=_positive_float, metavar="X",
+                   help="cost guard: the candidate's cost per call may be at most X times"
+                        " the active's (1 = not dearer); default none")
     p.add_argument("--no-auto-promote", action="store_true",
                    help="only recommend a promotion; promote with `kaizen rollout stop`")
     p.add_argument("--no-auto-rollback", action="store_true",

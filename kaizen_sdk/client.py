@@ -44,6 +44,7 @@ from kaizen_sdk.models import (
     Prompt,
     Rollout,
     Task,
+    TaskCosts,
     TraceResult,
     UnpricedModel,
 )
@@ -439,6 +440,19 @@ class CTClient(BaseClient):
         path = f"/tasks/{segment('task_id', task_id)}"
         return self._result(self._send(self._call("GET", path)), Task)
 
+    def get_task_costs(self, task_id: str, *, days: float = 7) -> TaskCosts:
+        """Return what the task's calls cost over the last *days* days: totals and per version.
+
+        Example:
+            ```python
+            costs = client.get_task_costs("summarize_ticket", days=1)
+            print(costs.cost_usd, costs.cost_per_call_usd)
+            ```
+        """
+        path = f"/tasks/{segment('task_id', task_id)}/costs"
+        resp = self._send(self._call("GET", path, params={"days": str(days)}))
+        return self._result(resp, TaskCosts)
+
     def create_task(
         self,
         name: str,
@@ -620,13 +634,15 @@ class CTClient(BaseClient):
         max_duration: float = 7 * 24 * 3600.0,
         auto_promote: bool = True,
         auto_rollback: bool = True,
+        max_cost_ratio: float | None = None,
     ) -> Rollout:
         """Serve a candidate version to a share of traffic and let live scores decide.
 
         Give ``share`` (one step) or ``ramp`` (e.g. ``[0.05, 0.2, 0.5, 1.0]``). The candidate
         is promoted or rolled back by an always-valid sequential test once each arm has
-        ``min_samples`` scores, or rolled back when a guard (error rate, p95 latency) is
-        breached; see docs/rollouts.md.
+        ``min_samples`` scores, or rolled back when a guard (error rate, p95 latency, and
+        the cost per call when ``max_cost_ratio`` is given) is breached; see
+        docs/rollouts.md.
 
         Example:
             ```python
@@ -639,7 +655,7 @@ class CTClient(BaseClient):
             "share": share, "ramp": ramp, "min_samples": min_samples, "alpha": alpha,
             "error_margin": error_margin, "latency_margin": latency_margin,
             "max_duration": max_duration, "auto_promote": auto_promote,
-            "auto_rollback": auto_rollback,
+            "auto_rollback": auto_rollback, "max_cost_ratio": max_cost_ratio,
         })
         path = f"/rollouts/{segment('task_id', key)}"
         try:

@@ -48,6 +48,7 @@ from kaizen_sdk._record import (
     UUID4_SET,
     CallRecord,
     CurrentCall,
+    fill_usage,
     random_bits,
 )
 from kaizen_sdk._rollout import assignment_key, choose_arm
@@ -637,6 +638,7 @@ class _TaskSpec:
         call.task = name
         call.trace_id = trace_id
         call.prompt = prompt
+        call.usage = None
         call.arm = arm
         cctx = call.cctx = _get_context()
         parent = call.parent = _get_current()
@@ -762,6 +764,8 @@ class _TaskSpec:
                 None,
                 call.arm,
             )
+            if call.usage is not None:  # its LLM calls' model and tokens: the server prices it
+                fill_usage(record, call.usage)
             if prompt is not None and prompt is self.default and prompt.id is None:
                 record.prompt_is_default = True  # may become version 1; nothing else may
                 record.prompt_messages = prompt.messages

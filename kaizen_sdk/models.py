@@ -57,11 +57,13 @@ __all__ = [
     "ScoreItem",
     "ScoreRequest",
     "Task",
+    "TaskCosts",
     "TaskCreateRequest",
     "TaskUpdateRequest",
     "TraceRequest",
     "TraceResult",
     "UnpricedModel",
+    "VersionCost",
     "chat_prompt",
     "decode",
     "decoder",
@@ -436,6 +438,42 @@ class UnpricedModel(msgspec.Struct, kw_only=True, frozen=True):
     """How many of the recent traces with tokens name it (they show no cost)."""
 
 
+class VersionCost(msgspec.Struct, kw_only=True, frozen=True):
+    """What one prompt version's calls cost within a `TaskCosts` window (``version_id``
+    ``None``: calls that ran on no stored version)."""
+
+    version_id: UUID | None = None
+    version_number: int | None = None
+    calls: int = 0
+    """Calls counted (an LLM call made inside a priced ``@ct.task`` call is part of it)."""
+    priced_calls: int = 0
+    """Those with a cost (the others name a model no price table knows, or no tokens)."""
+    cost_usd: float = 0.0
+    """The priced calls' total, US dollars."""
+    cost_per_call_usd: float | None = None
+    """``cost_usd / priced_calls``; ``None`` without a priced call."""
+
+
+class TaskCosts(msgspec.Struct, kw_only=True, frozen=True):
+    """What a task's calls cost over a window (``GET /api/v1/tasks/{task_id}/costs``): the
+    totals and each version's share, newest version first.
+
+    The window is the last ``days`` days, read from at most the task's newest ``scanned``
+    traces: ``complete`` is false when older traces of the window were left out.
+    """
+
+    task_id: UUID | None = None
+    days: float = 7.0
+    since: datetime | None = None
+    calls: int = 0
+    priced_calls: int = 0
+    cost_usd: float = 0.0
+    cost_per_call_usd: float | None = None
+    scanned: int = 0
+    complete: bool = True
+    versions: list[VersionCost] = []
+
+
 class Health(msgspec.Struct, kw_only=True, frozen=True):
     """The answer to ``GET /api/v1/health``."""
 
@@ -479,9 +517,10 @@ class RolloutArm(msgspec.Struct, kw_only=True, frozen=True):
     error_rate: float | None = None
     p95_latency_ms: float | None = None
     cost_per_call_usd: float | None = None
-    """Estimated US dollars per call of the arm: its traces' tokens priced at the mean of the
-    input and output price of the version's ``config["model"]`` (else the traced model);
-    ``None`` before a call with tokens, or from a server that does not price calls."""
+    """US dollars per call of the arm: the mean ``cost_usd`` of its priced traces; when none
+    is priced (an unknown traced model), an estimate from their tokens at the mean of the
+    input and output price of the version's ``config["model"]``; ``None`` before a call with
+    tokens, or from a server that does not price calls."""
 
 
 class RolloutDifference(msgspec.Struct, kw_only=True, frozen=True):
@@ -502,6 +541,10 @@ class RolloutGuards(msgspec.Struct, kw_only=True, frozen=True):
     error_margin: float | None = None
     latency_margin: float | None = None
     breached: list[str] = []
+    cost_ratio: float | None = None
+    """The candidate's cost per call over the active's (``None`` while either is unknown)."""
+    max_cost_ratio: float | None = None
+    """The rollout's cost guard (``None``: none): ``cost_per_call`` is breached above it."""
 
 
 class RolloutEvent(msgspec.Struct, kw_only=True, frozen=True):
@@ -804,7 +847,8 @@ class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_un
 
     Give ``share`` (one step) or ``ramp`` (increasing shares, e.g. ``[0.05, 0.2, 0.5, 1.0]``);
     neither means ``[0.05, 0.2, 0.5, 1.0]``. Margins: ``error_margin`` is absolute (error rate),
-    ``latency_margin`` relative (p95 latency); ``max_duration`` is in seconds.
+    ``latency_margin`` relative (p95 latency); ``max_duration`` is in seconds;
+    ``max_cost_ratio`` guards the cost per call.
     """
 
     candidate_version_id: UUID
@@ -817,6 +861,10 @@ class RolloutRequest(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_un
     max_duration: Annotated[float, msgspec.Meta(gt=0.0)] = 7 * 24 * 3600.0
     auto_promote: bool = True
     auto_rollback: bool = True
+    max_cost_ratio: Annotated[float, msgspec.Meta(gt=0.0, le=1000.0)] | None = None
+    """The cost guard: the candidate's cost per call may be at most this multiple of the
+    active's (``1.0``: not dearer, ``0.5``: at most half). Breached, the candidate is rolled
+    back even when it scores higher. ``None`` (the default): no cost guard."""
 
 
 KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]

@@ -381,7 +381,7 @@ def test_bash_completion_offers_commands_options_and_choices(kaizen: Kaizen) -> 
     assert _complete(script, "") [:3] == ["--help", "--version", "--api-key"]
     assert "status" in _complete(script, "")
     assert _complete(script, "--json", "tasks", "") == [
-        "--help", "--api-key", "--base-url", "--json", "list", "get", "create", "update"
+        "--help", "--api-key", "--base-url", "--json", "list", "get", "costs", "create", "update"
     ]
     assert _complete(script, "rollout", "stop", "my_task", "") == [
         "--help", "--api-key", "--base-url", "--json", "promote", "rollback"

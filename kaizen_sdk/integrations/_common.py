@@ -49,7 +49,7 @@ from opentelemetry.trace import (
 
 from kaizen_sdk._config import genai_latest_mode
 from kaizen_sdk._context import current_context
-from kaizen_sdk._record import ServedBy, served_by
+from kaizen_sdk._record import ServedBy, add_usage, current_call, served_by
 from kaizen_sdk._version import __version__
 from kaizen_sdk.tracing import SCHEMA_URL, SCOPE, Attr, CallRecord, new_trace_id
 
@@ -200,6 +200,7 @@ class Extracted:
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
+    cached_input_tokens: int | None = None
     text: str | None = None
     service_tier: str | None = None
     system_fingerprint: str | None = None
@@ -874,6 +875,8 @@ class TracedCall:
                 usage.record(count, {**attributes, GEN_AI_TOKEN_TYPE: kind})
 
     def _attach(self, data: Extracted, *, error: str | None) -> None:
+        if self.parent_trace_id is not None and data.output_tokens is not None:
+            _add_to_enclosing(self.parent_trace_id, data.model or self.request_model, data)
         attach = self.settings.attach
         if attach is None:
             return
@@ -896,6 +899,7 @@ class TracedCall:
             latency_ms=(time.perf_counter() - self.start) * 1000.0,
             input_tokens=data.input_tokens,
             output_tokens=data.output_tokens,
+            cached_input_tokens=data.cached_input_tokens,
         )
         served = self.served
         if served is not None:  # a served version's call: the task's own trace and example
@@ -1374,10 +1378,27 @@ def _chat_usage(data: Extracted, usage: Any) -> None:
     data.input_tokens = _int(_get(usage, "prompt_tokens"))
     data.output_tokens = _int(_get(usage, "completion_tokens"))
     data.total_tokens = _int(_get(usage, "total_tokens"))
+    details = _get(usage, "prompt_tokens_details")
+    if details is not None:
+        data.cached_input_tokens = _int(_get(details, "cached_tokens"))
 
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _add_to_enclosing(parent_trace_id: str, model: str | None, data: Extracted) -> None:
+    """Count an LLM call's usage on the ``@ct.task`` call that made it (its trace's cost),
+    while that call still runs (a stream read after it returned is counted on its own only).
+    """
+    call = current_call()
+    if call is None or call.trace_id != parent_trace_id or data.input_tokens is None:
+        return
+    try:
+        add_usage(call, model, data.input_tokens, data.output_tokens or 0,
+                  data.cached_input_tokens)
+    except Exception:
+        logger.exception("Counting an LLM call's usage on its task's call failed.")
 
 
 class ChatStreamAccumulator:

@@ -196,6 +196,9 @@ def _usage(data: Extracted, usage: Any) -> None:
         cached = sum(_int(_get(usage, key)) or 0
                      for key in ("cache_read_input_tokens", "cache_creation_input_tokens"))
         data.input_tokens = given + cached
+        read = _int(_get(usage, "cache_read_input_tokens"))
+        if read:  # priced at the cached-input rate (cache writes stay at the input rate)
+            data.cached_input_tokens = read
     output = _int(_get(usage, "output_tokens"))
     if output is not None:
         data.output_tokens = output

@@ -73,6 +73,7 @@ EXPECTED_ROUTES = {
     ("post", "/api/v1/rollouts/{task_id}/approve"),
     ("post", "/v1/traces"),
     ("get", "/api/v1/models/unpriced"),
+    ("get", "/api/v1/tasks/{task_id}/costs"),
 }
 
 

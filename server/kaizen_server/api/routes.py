@@ -63,6 +63,7 @@ from kaizen_sdk.models import (
     ScoreItem,
     ScoreRequest,
     Task,
+    TaskCosts,
     TaskCreateRequest,
     TaskUpdateRequest,
     TraceRequest,
@@ -107,6 +108,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _DEFAULT_LIMIT = 100
 _MAX_LIMIT = 1000
+_MAX_COST_DAYS = 366
 
 
 @dataclasses.dataclass(frozen=True)
@@ -477,6 +479,20 @@ class Api:
         body, media = otlp.answer(export.protobuf, rejected, mapped.not_llm)
         return ApiResponse(200, msgspec.Raw(body), {"Content-Type": media})
 
+    def task_costs(self, r: ApiRequest) -> ApiResponse:
+        raw = r.query.get("days", "7")
+        try:
+            days = float(raw)
+        except ValueError:
+            days = 0.0
+        if not 0 < days <= _MAX_COST_DAYS:
+            raise ApiError(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                f"Query parameter `days` must be a number above 0 and at most {_MAX_COST_DAYS},"
+                f" got {raw!r}.",
+            )
+        return ApiResponse(200, self.store.task_costs(r.params["task_id"], days=days))
+
     def unpriced_models(self, r: ApiRequest) -> ApiResponse:
         prices = self.worker.settings.prices
         return ApiResponse(200, [
@@ -815,6 +831,16 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/api/v1/tasks/{task_id}/costs",
+        "task_costs",
+        "What the task's calls cost over the last `days` days: totals and per version",
+        200,
+        TaskCosts,
+        query=("days",),
+        scope="read",
+    ),
+    Route(
+        "GET",
         "/api/v1/models/unpriced",
         "unpriced_models",
         "Models of recent traces with tokens that the server's price table does not know",
@@ -854,6 +880,7 @@ _QUERY_DOCS = {
     "task_id": "only this task (UUID or name)",
     "limit": f"items per page, 1 to {_MAX_LIMIT} (default {_DEFAULT_LIMIT})",
     "cursor": "opaque; taken from the `Link: <...>; rel=\"next\"` header of the previous page",
+    "days": f"the window in days, above 0 and at most {_MAX_COST_DAYS} (default 7)",
     "label": "the version with this label (default `production`: the active version)",
     "strategy": "optimizer strategy for this job (dspy optimizer only): one of "
     + ", ".join(STRATEGIES),

@@ -20,7 +20,12 @@ which is why no decision is taken before each arm has ``min_samples`` scores.
 
 Guards stop a candidate that is worse in ways the score does not show: its error rate may
 exceed the active's by at most ``error_margin`` (absolute), its p95 latency the active's by
-at most ``latency_margin`` (relative). A rollout that reaches ``max_duration`` without a
+at most ``latency_margin`` (relative) and, when the rollout has a cost guard, its cost per call
+the active's by at most the factor ``max_cost_ratio`` (1.0: not dearer). A breached guard rolls
+the candidate back (or recommends it), even when it scores higher: what was asked for is not
+what it does. With a cost guard and no cost per call known for an arm (an unpriced model), a
+candidate that scores higher is only recommended for promotion, never promoted. A rollout that
+reaches ``max_duration`` without a
 decision is rolled back (the active stays; nothing was shown to be better).
 
 Everything here is pure (no I/O, no clock): `kaizen_server.storage.sqlite` feeds it aggregates and
@@ -42,6 +47,7 @@ __all__ = [
     "DEFAULT_MIN_SAMPLES",
     "DEFAULT_TAU",
     "ArmStats",
+    "COST_GUARD",
     "Decision",
     "GuardResult",
     "RolloutConfig",
@@ -49,6 +55,7 @@ __all__ = [
     "arm_interval",
     "arm_stats",
     "check_guards",
+    "cost_ratio",
     "evaluate",
     "msprt",
     "p95",
@@ -165,12 +172,33 @@ class GuardResult:
     error_rate_delta: float | None
     latency_p95_ratio: float | None
     breached: tuple[str, ...]
+    cost_ratio: float | None = None
+    """The candidate's cost per call over the active's (``None``: a cost is unknown)."""
+
+
+COST_GUARD = "cost_per_call"
+"""The name of the cost guard in `GuardResult.breached`."""
+
+
+def cost_ratio(costs: tuple[float | None, float | None]) -> float | None:
+    """The candidate's cost per call over the active's, from ``(active, candidate)`` US
+    dollars per call; ``None`` when either is unknown. A free active arm gives 1.0 against a
+    free candidate and infinity against a paid one."""
+    active, candidate = costs
+    if active is None or candidate is None:
+        return None
+    if active <= 0:
+        return 1.0 if candidate <= 0 else math.inf
+    return candidate / active
 
 
 def check_guards(
-    active: ArmStats, candidate: ArmStats, *, error_margin: float, latency_margin: float
+    active: ArmStats, candidate: ArmStats, *, error_margin: float, latency_margin: float,
+    max_cost_ratio: float | None = None,
+    costs: tuple[float | None, float | None] = (None, None),
 ) -> GuardResult:
-    """Compare error rate (absolute margin) and p95 latency (relative margin) of the arms."""
+    """Compare error rate (absolute margin), p95 latency (relative margin) and, with a
+    *max_cost_ratio*, the cost per call (*costs*: active's and candidate's) of the arms."""
     breached: list[str] = []
     delta = None
     if active.error_rate is not None and candidate.error_rate is not None:
@@ -183,7 +211,10 @@ def check_guards(
         ratio = candidate.p95_latency_ms / active.p95_latency_ms
         if ratio > 1.0 + latency_margin:
             breached.append("latency_p95")
-    return GuardResult(delta, ratio, tuple(breached))
+    dearer = cost_ratio(costs)
+    if max_cost_ratio is not None and dearer is not None and dearer > max_cost_ratio:
+        breached.append(COST_GUARD)
+    return GuardResult(delta, ratio, tuple(breached), dearer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +230,7 @@ class RolloutConfig:
     max_duration: float = DEFAULT_MAX_DURATION
     auto_promote: bool = True
     auto_rollback: bool = True
+    max_cost_ratio: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +258,8 @@ class Decision:
             "p_value": self.test.p_value,
             "error_rate_delta": self.guards.error_rate_delta,
             "latency_p95_ratio": self.guards.latency_p95_ratio,
+            "cost_ratio": _finite(self.guards.cost_ratio)
+            if self.guards.cost_ratio is not None else None,
         }
 
 
@@ -242,17 +276,20 @@ def evaluate(
     step_start_n: int,
     elapsed: float,
     recommended: str | None = None,
+    costs: tuple[float | None, float | None] = (None, None),
 ) -> Decision:
     """Decide the next move of a running rollout.
 
     *step* is the index into ``config.ramp``, *step_start_n* the candidate's score count when
     that step began, *elapsed* seconds since the start, *recommended* the recommendation
-    already recorded (so one is not repeated). Order: guards, then the test, then the
-    maximum duration, then the next ramp step.
+    already recorded (so one is not repeated), *costs* the arms' US dollars per call
+    (active, candidate) for the cost guard. Order: guards, then the test, then the maximum
+    duration, then the next ramp step.
     """
     test = msprt(active, candidate, alpha=config.alpha, tau=config.tau)
     guards = check_guards(active, candidate, error_margin=config.error_margin,
-                          latency_margin=config.latency_margin)
+                          latency_margin=config.latency_margin,
+                          max_cost_ratio=config.max_cost_ratio, costs=costs)
     ready = active.n >= config.min_samples and candidate.n >= config.min_samples
     against = "rollback" if config.auto_rollback else "recommend_rollback"
     if ready and guards.breached:
@@ -262,6 +299,10 @@ def evaluate(
         return _decide(against, "candidate scores lower (always-valid test)", test, guards,
                        recommended)
     if ready and test.direction > 0:
+        if config.max_cost_ratio is not None and guards.cost_ratio is None:
+            return _decide("recommend_promote", "candidate scores higher (always-valid test),"
+                           " but the cost guard cannot be checked: an arm has no cost per"
+                           " call", test, guards, recommended)
         action = "promote" if config.auto_promote else "recommend_promote"
         return _decide(action, "candidate scores higher (always-valid test)", test, guards,
                        recommended)

@@ -239,10 +239,29 @@ def _count(value: Any) -> int | None:
     return value if ok else None
 
 
+def _by_model(prices: PriceTable, by_model: dict[str, Any]) -> float | None:
+    """The cost of a ``@ct.task`` call whose LLM calls used several models: each model at
+    its own rate; ``None`` when any model's price or split is unknown."""
+    total = 0.0
+    for model, sent in by_model.items():
+        if not isinstance(sent, dict):
+            return None
+        counts = {k: _count(sent.get(k))
+                  for k in ("input_tokens", "output_tokens", "cached_input_tokens")}
+        if counts["input_tokens"] is None or counts["output_tokens"] is None:
+            return None
+        cost = prices.trace_cost(model, **counts)
+        if cost is None:
+            return None
+        total += cost
+    return total
+
+
 def trace_pricer(prices: PriceTable) -> Callable[[TraceRequest], float | None]:
     """What a trace's call cost with *prices*: by its model, else its request model (OTLP
     ``metadata.otlp.request_model``); ``None`` without the input/output split (the request's
-    fields, else its ``metadata.usage``) or a price."""
+    fields, else its ``metadata.usage``) or a price. A ``metadata.usage.by_model`` (a decorated
+    call whose LLM calls used several models) prices each model at its own rate."""
 
     def price(req: TraceRequest) -> float | None:
         if not req.model:
@@ -254,6 +273,9 @@ def trace_pricer(prices: PriceTable) -> Callable[[TraceRequest], float | None]:
             sent = req.metadata.get("usage")  # the SDK's records carry the split there
             if isinstance(sent, dict):
                 usage = {k: _count(sent.get(k)) for k in usage}
+                by_model = sent.get("by_model")
+                if isinstance(by_model, dict) and by_model:  # a decorated call, many models
+                    return _by_model(prices, by_model)
         if usage["input_tokens"] is None or usage["output_tokens"] is None:
             return None
         cost = prices.trace_cost(req.model, **usage)

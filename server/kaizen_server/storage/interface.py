@@ -45,6 +45,7 @@ from kaizen_sdk.models import (
     RolloutServing,
     ScoreItem,
     Task,
+    TaskCosts,
     TaskCreateRequest,
     TaskUpdateRequest,
     TraceRequest,
@@ -204,6 +205,16 @@ class StorageInterface(Protocol):
     def traced_models(self, recent: int = 10_000) -> list[tuple[str, int]]:
         """``(model, traces)`` of the models named by the *recent* newest traces with tokens,
         by model name (for the list of models no price table knows)."""
+        ...
+
+    def task_costs(self, ref: str, *, days: float, recent: int = 10_000) -> TaskCosts:
+        """What the task's calls of the last *days* days cost, in total and per version, read
+        from at most its *recent* newest traces (``complete`` false when that cut the window).
+
+        A trace counts as one call with its ``cost_usd``, except a trace whose parent trace is
+        of the same task and has a cost (an LLM call inside a priced ``@ct.task`` call): that
+        cost is already the parent's. `NotFound` for an unknown task.
+        """
         ...
 
     def score_trace(

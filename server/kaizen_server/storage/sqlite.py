@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
@@ -45,10 +45,12 @@ from kaizen_sdk.models import (
     RolloutServing,
     ScoreItem,
     Task,
+    TaskCosts,
     TaskCreateRequest,
     TaskUpdateRequest,
     TraceRequest,
     TraceResult,
+    VersionCost,
 )
 from kaizen_sdk.templates import (
     MAX_PLACEHOLDERS,
@@ -294,6 +296,49 @@ class Store:
             (recent,),
         ).fetchall()
         return [(str(r["model"]), int(r["n"])) for r in rows]
+
+    def task_costs(self, ref: str, *, days: float, recent: int = 10_000) -> TaskCosts:
+        """What the task's calls of the last *days* days cost (see `StorageInterface`)."""
+        conn = self._conn()
+        task_id = str(self._require_task(conn, ref)["id"])
+        since = utcnow() - timedelta(days=days)
+        # the newest `recent` traces of the task (index traces_task), then the window; an LLM
+        # call whose same-task parent has a cost is part of that parent's (unique index on id)
+        rows = conn.execute(
+            "SELECT t.prompt_version_id AS version, v.version_number AS number,"
+            " COUNT(*) AS calls, COUNT(t.cost_usd) AS priced, SUM(t.cost_usd) AS usd"
+            " FROM (SELECT prompt_version_id, cost_usd, parent_trace_id, created_at"
+            " FROM traces WHERE task_id = ? ORDER BY seq DESC LIMIT ?) AS t"
+            " LEFT JOIN prompts v ON v.id = t.prompt_version_id"
+            " WHERE t.created_at >= ? AND NOT EXISTS (SELECT 1 FROM traces p"
+            " WHERE p.id = t.parent_trace_id AND p.task_id = ? AND p.cost_usd IS NOT NULL)"
+            " GROUP BY t.prompt_version_id, v.version_number",
+            (task_id, recent, _ts(since), task_id),
+        ).fetchall()
+        scan = conn.execute(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM (SELECT created_at FROM traces"
+            " WHERE task_id = ? ORDER BY seq DESC LIMIT ?) AS t",
+            (task_id, recent),
+        ).fetchone()
+        versions = sorted(
+            (VersionCost(
+                version_id=_uuid(r["version"]), version_number=r["number"],
+                calls=int(r["calls"]), priced_calls=int(r["priced"]),
+                cost_usd=float(r["usd"] or 0.0),
+                cost_per_call_usd=float(r["usd"]) / int(r["priced"]) if r["priced"] else None,
+            ) for r in rows),
+            key=lambda v: -1 if v.version_number is None else v.version_number, reverse=True,
+        )
+        priced = sum(v.priced_calls for v in versions)
+        usd = sum(v.cost_usd for v in versions)
+        cut = int(scan["n"]) >= recent and scan["oldest"] is not None and (
+            scan["oldest"] > _ts(since))
+        return TaskCosts(
+            task_id=uuid.UUID(task_id), days=days, since=since,
+            calls=sum(v.calls for v in versions), priced_calls=priced, cost_usd=usd,
+            cost_per_call_usd=usd / priced if priced else None,
+            scanned=int(scan["n"]), complete=not cut, versions=versions,
+        )
 
     # --- connections ---------------------------------------------------------------
 
@@ -759,15 +804,33 @@ class Store:
                         detail=f"{label} (was on v{row['version_number']})")
             return self._prompt(row)
 
+    def _arm_costs(
+        self, conn: sqlite3.Connection, rollout: sqlite3.Row, config: rollouts.RolloutConfig
+    ) -> tuple[float | None, float | None]:
+        """The (active, candidate) cost per call for the cost guard; none without a guard."""
+        if config.max_cost_ratio is None:
+            return None, None
+        return (self._arm_cost(conn, rollout, rollout["active_version_id"]),
+                self._arm_cost(conn, rollout, rollout["candidate_version_id"]))
+
     def _arm_cost(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, version: str
     ) -> float | None:
-        """A rollout arm's estimated US dollars per call (see `RolloutArm.cost_per_call_usd`):
-        traces carry total tokens only, so they are priced at the mean of the input and
-        output price of the version's configured model (else the traced model)."""
+        """A rollout arm's US dollars per call (see `RolloutArm.cost_per_call_usd`): the mean
+        ``cost_usd`` of its priced calls; when none is priced (an unknown traced model), an
+        estimate: their total tokens at the mean of the input and output price of the
+        version's configured model (else the traced model)."""
         prices = self.prices
         if prices is None:
             return None
+        priced = conn.execute(
+            "SELECT COUNT(cost_usd) AS calls, SUM(cost_usd) AS usd FROM traces"
+            " WHERE prompt_version_id = ? AND seq > ? AND seq <= ? AND task_id = ?",
+            (version, rollout["trace_seq"], rollout["end_trace_seq"] or 2**62,
+             rollout["task_id"]),
+        ).fetchone()
+        if priced["calls"]:
+            return float(priced["usd"]) / int(priced["calls"])
         config = _unjson(conn.execute(
             "SELECT config FROM prompts WHERE id = ?", (version,)
         ).fetchone()["config"]) or {}
@@ -1794,6 +1857,7 @@ class Store:
             max_duration=config["max_duration"],
             auto_promote=config["auto_promote"],
             auto_rollback=config["auto_rollback"],
+            max_cost_ratio=config.get("max_cost_ratio"),
         )
 
     def _rollout_event(
@@ -1820,6 +1884,7 @@ class Store:
         decision = rollouts.evaluate(
             config, active, candidate, step=rollout["step"], step_start_n=rollout["step_start_n"],
             elapsed=elapsed, recommended=rollout["recommendation"],
+            costs=self._arm_costs(conn, rollout, config),
         )
         share = config.ramp[rollout["step"]]
         stats = decision.stats(active, candidate, share)
@@ -1902,9 +1967,10 @@ class Store:
                 cost_per_call_usd=self._arm_cost(conn, rollout, version),
             )
         test = rollouts.msprt(stats["active"], stats["candidate"], alpha=config.alpha)
-        guards = rollouts.check_guards(stats["active"], stats["candidate"],
-                                       error_margin=config.error_margin,
-                                       latency_margin=config.latency_margin)
+        guards = rollouts.check_guards(
+            stats["active"], stats["candidate"], error_margin=config.error_margin,
+            latency_margin=config.latency_margin, max_cost_ratio=config.max_cost_ratio,
+            costs=(arms["active"].cost_per_call_usd, arms["candidate"].cost_per_call_usd))
         events = conn.execute(
             "SELECT * FROM rollout_events WHERE rollout_id = ? ORDER BY seq", (rollout["id"],)
         ).fetchall()
@@ -1943,6 +2009,8 @@ class Store:
                 error_margin=config.error_margin,
                 latency_margin=config.latency_margin,
                 breached=list(guards.breached),
+                cost_ratio=guards.cost_ratio if guards.cost_ratio != math.inf else None,
+                max_cost_ratio=config.max_cost_ratio,
             ),
             audit=[
                 RolloutEvent(at=_dt(e["at"]), event=e["event"], share=e["share"],
@@ -1995,6 +2063,8 @@ class Store:
                 "max_duration": req.max_duration, "auto_promote": req.auto_promote,
                 "auto_rollback": req.auto_rollback,
             }
+            if req.max_cost_ratio is not None:  # only then: configs stay as they were
+                config["max_cost_ratio"] = req.max_cost_ratio
             conn.execute(
                 "INSERT INTO rollouts (id, task_id, active_version_id, candidate_version_id,"
                 " state, config, step, step_start_n, salt, started_at, trace_seq,"

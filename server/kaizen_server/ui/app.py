@@ -49,6 +49,7 @@ from kaizen_sdk.models import (
     RolloutStopRequest,
     ScoreRequest,
     Task,
+    TaskCosts,
     TraceResult,
     decoder,
     encode,
@@ -86,6 +87,7 @@ _SCAN_PAGES = 4  # pages of versions read to find two versions for a diff, at mo
 _SHARE_SAMPLE = 20  # newest traces read for a task's scored share
 _TREND_LIST = 50  # newest feedback entries read for the tasks list's mean score line
 _TREND_TASK = 200  # newest feedback entries read for the task page's mean score chart
+_COST_DAYS = 7  # the window of the cost figures on the task and versions pages
 _FEEDBACK_SCAN = 200  # newest feedback rows of the task read for a trace's feedback
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -491,7 +493,14 @@ class UiApp:
         return self._render(ctx.session, "task.html", task=task, active=self._active(ctx, ref),
                             traces=traces, jobs=jobs, audit=audit, trend=trend,
                             trend_n=len(scores), trend_n_read=_TREND_TASK,
-                            rollout=self._maybe(ctx, "get_rollout", {"task_id": ref}))
+                            rollout=self._maybe(ctx, "get_rollout", {"task_id": ref}),
+                            costs=self._costs(ctx, ref))
+
+    def _costs(self, ctx: _Ctx, ref: str) -> TaskCosts:
+        """What the task's calls cost over the last `_COST_DAYS` days (a bounded read)."""
+        costs: TaskCosts = self._get(ctx, "task_costs", {"task_id": ref},
+                                     {"days": str(_COST_DAYS)}).payload
+        return costs
 
     def traces(self, ctx: _Ctx) -> UiResponse:
         task_ref = ctx.query.get("task", "")
@@ -542,8 +551,11 @@ class UiApp:
         task = self._task(ctx)
         response = self._get(ctx, "list_versions", {"task_id": str(task.id)},
                              self._cursor_query(ctx))
+        costs = self._costs(ctx, str(task.id))
         return self._render(ctx.session, "versions.html", status, task=task,
                             versions=response.payload, active=self._active(ctx, str(task.id)),
+                            version_costs={str(v.version_id): v for v in costs.versions},
+                            cost_days=_COST_DAYS,
                             next_cursor=_next_cursor(response), problem=problem, text=text)
 
     def create_version(self, ctx: _Ctx) -> UiResponse:
