@@ -111,7 +111,8 @@ def test_instrument_only_app_optimized_rolled_out_and_promoted(
     assert (rollout.active.n, rollout.candidate.n) == (USERS - on_candidate, on_candidate)
     assert rollout.state == "promoted", (rollout.reason, rollout.difference)
     deadline = time.monotonic() + DEADLINE
-    while (served := ct.prompt(task, key="after", client=app_client)).id != candidate.id:
+    while ((served := ct.prompt(task, key="after", client=app_client)).id, served.served_arm) != (
+            candidate.id, None):  # the promoted version, no longer one arm of a rollout
         assert time.monotonic() < deadline, "the promotion never reached the app"
         time.sleep(0.02)
     assert (served.served_arm, served.messages, served.config) == (
