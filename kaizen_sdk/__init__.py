@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     # What type checkers see; at run time these load on first use through __getattr__.
     from kaizen_sdk._context import context
     from kaizen_sdk._default import configure, flush, get_client, prefetch
-    from kaizen_sdk._served import ServedPrompt, prompt
+    from kaizen_sdk._served import ServedPrompt, aprompt, prompt
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
     from kaizen_sdk.decorators import PROMPT, TaskRun, current_prompt, current_trace_id, task
@@ -92,6 +92,7 @@ __all__ = [
     "TaskRun",
     "TraceResult",
     "__version__",
+    "aprompt",
     "chat_prompt",
     "configure",
     "context",
@@ -137,6 +138,7 @@ _LAZY: dict[str, str] = {
     "chat_prompt": "kaizen_sdk.models",
     "ServedPrompt": "kaizen_sdk._served",
     "prompt": "kaizen_sdk._served",
+    "aprompt": "kaizen_sdk._served",
 }
 
 
