@@ -56,6 +56,7 @@ REVEALED = [
     "kaizen_sdk.models.Prompt",
     "str | None",
     "str",
+    "kaizen_sdk._served.ServedPrompt",
 ]
 # pyright prints the same types without module paths
 PYRIGHT_REVEALED = [re.sub(r"\b(?:kaizen_sdk\.\w+|typing)\.", "", t) for t in REVEALED]

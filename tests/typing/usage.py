@@ -98,3 +98,4 @@ async def recipe(client: ct.CTClient, llm: openai.OpenAI, allm: openai.AsyncOpen
     ):
         print(part.choices[0].delta.content if part.choices else "")
     reveal_type(triage("x"))  # noqa: F821
+    reveal_type(await ct.aprompt("triage", key="customer-42", label="staging"))  # noqa: F821
