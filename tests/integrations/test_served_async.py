@@ -108,7 +108,7 @@ async def test_aprompt_waits_for_the_first_fetch_off_the_event_loop(
 
     async with AsyncCTClient(base_url=url, api_key="k", prompt_wait=0.5) as client:
         opener = asyncio.create_task(open_gate())
-        with pytest.raises(ct.CTError, match="gated-sync"):
+        with pytest.raises(ct.CTError, match=r"default=\.\.\. to ct\.prompt\('gated-sync'\)"):
             ct.prompt("gated-sync", client=client)  # the loop is blocked: the gate stays shut
         assert not gate.is_set()
         await opener
