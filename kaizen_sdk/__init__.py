@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from kaizen_sdk._context import context
     from kaizen_sdk._default import configure, flush, get_client, prefetch
     from kaizen_sdk._record import report_usage
-    from kaizen_sdk._served import ServedPrompt, prompt
+    from kaizen_sdk._served import ServedPrompt, aprompt, prompt
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
     from kaizen_sdk.decorators import PROMPT, TaskRun, current_prompt, current_trace_id, task
@@ -93,6 +93,7 @@ __all__ = [
     "TaskRun",
     "TraceResult",
     "__version__",
+    "aprompt",
     "chat_prompt",
     "configure",
     "context",
@@ -140,6 +141,7 @@ _LAZY: dict[str, str] = {
     "ServedPrompt": "kaizen_sdk._served",
     "prompt": "kaizen_sdk._served",
     "report_usage": "kaizen_sdk._record",
+    "aprompt": "kaizen_sdk._served",
 }
 
 

@@ -556,5 +556,6 @@ def missing_prompt(name: str, reason: str) -> CTError:
     """The error of a call that has neither a prompt from the server nor a default."""
     return CTError(
         f"No prompt for task {name!r}: {reason or 'it could not be fetched'}. Pass "
-        f"default_prompt=... to @task({name!r}) so calls can run without the CT server."
+        f"default_prompt=... to @task({name!r}) (default=... to ct.prompt({name!r})) so calls"
+        " can run without the CT server."
     )

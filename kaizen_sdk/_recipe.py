@@ -29,6 +29,7 @@ __all__ = [
     "MessageLike",
     "check_label",
     "check_recipe",
+    "keeps_messages",
     "messages_text",
     "parse_messages_text",
     "render_messages",
@@ -87,6 +88,26 @@ def parse_messages_text(text: str, roles: Sequence[str]) -> list[dict[str, str]]
     ]
     rebuilt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
     return messages if rebuilt == text else None
+
+
+def keeps_messages(base: str, text: str) -> bool:
+    """Whether *text*, derived from *base* by an optimizer, still reads as *base*'s messages.
+
+    *base* is a chat version's ``prompt_text`` (`messages_text`) when its ``[role]`` headers
+    read back into messages; *text* keeps them when it has the same headers in the same order
+    and each message keeps every ``{{ variable }}`` it had. A *base* that is no chat text
+    keeps nothing, so any *text* does.
+    """
+    roles = [m.group(1) for m in _HEADER.finditer(base)]
+    old = parse_messages_text(base, roles)
+    if old is None:
+        return True
+    new = parse_messages_text(text, roles)
+    return new is not None and all(
+        set(_template.PLACEHOLDER.findall(o["content"]))
+        <= set(_template.PLACEHOLDER.findall(n["content"]))
+        for o, n in zip(old, new, strict=True)
+    )
 
 
 def check_label(label: Any, *, settable: bool = False) -> str:

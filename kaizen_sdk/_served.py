@@ -11,6 +11,7 @@ the decorator.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from kaizen_sdk import _default
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from kaizen_sdk.async_client import AsyncCTClient
     from kaizen_sdk.client import CTClient
 
-__all__ = ["ServedPrompt", "prompt"]
+__all__ = ["ServedPrompt", "aprompt", "prompt"]
 
 
 class ServedPrompt(Prompt, frozen=True):
@@ -71,7 +72,8 @@ def prompt(
     serves the version it names; on the active version a running rollout assigns the arm by
     *key* (the same key, the same version; default: the ``ct.context`` user or session, else
     at random). With ``ct.instrument(openai)``, every call made with the messages it renders
-    is recorded as *task*'s trace with the version and arm.
+    is recorded as *task*'s trace with the version and arm. In asyncio code use `aprompt`,
+    whose first wait leaves the event loop free.
 
     Example:
         ```python
@@ -79,19 +81,65 @@ def prompt(
         reply = client.chat.completions.create(**served.call_args(ticket=ticket))
         ```
     """
+    fallback, owner = _where(task, default, client)
+    if owner is None:
+        return _serve(task, _no_client(task, fallback), key)
+    return _serve(task, prompt_fetcher(owner).get(prompt_key(task, label or prompt_label()),
+                                                  fallback), key)
+
+
+async def aprompt(
+    task: str,
+    *,
+    label: str | None = None,
+    key: Any = None,
+    default: str | Prompt | None = None,
+    client: CTClient | AsyncCTClient | None = None,
+) -> ServedPrompt:
+    """`prompt` for asyncio code: the same prompt, and the event loop never waits on I/O.
+
+    Once fetched the prompt is served from the cache as by `prompt`; the first call's bounded
+    wait (``prompt_wait``) runs in a worker thread, as a decorated ``async def`` task's does,
+    so other coroutines run meanwhile.
+
+    Example:
+        ```python
+        served = await ct.aprompt("summarize_ticket", key=user_id)
+        reply = await client.chat.completions.create(**served.call_args(ticket=ticket))
+        ```
+    """
+    fallback, owner = _where(task, default, client)
+    if owner is None:
+        return _serve(task, _no_client(task, fallback), key)
+    fetcher, name = prompt_fetcher(owner), prompt_key(task, label or prompt_label())
+    base = fetcher.peek(name, fallback)
+    if base is None:  # the first fetch: its bounded wait runs off the event loop
+        base = await asyncio.get_running_loop().run_in_executor(None, fetcher.get, name,
+                                                                fallback)
+    return _serve(task, base, key)
+
+
+def _where(
+    task: str, default: str | Prompt | None, client: CTClient | AsyncCTClient | None
+) -> tuple[Prompt | None, CTClient | AsyncCTClient | None]:
+    """The default as a `Prompt`, and the client that serves *task* (None: none configured)."""
     if not isinstance(task, str) or not task.strip():
         raise TypeError("ct.prompt needs the task's name, e.g. ct.prompt('summarize_ticket').")
     fallback = (
         Prompt(prompt_text=default, version_number=0, status="default")
         if isinstance(default, str) else default
     )
-    owner = client if client is not None else _default.client_for_tasks()
-    if owner is None:
-        if fallback is None:
-            raise missing_prompt(task, "no CT client is configured")
-        base = fallback
-    else:
-        base = prompt_fetcher(owner).get(prompt_key(task, label or prompt_label()), fallback)
+    return fallback, client if client is not None else _default.client_for_tasks()
+
+
+def _no_client(task: str, fallback: Prompt | None) -> Prompt:
+    if fallback is None:
+        raise missing_prompt(task, "no CT client is configured")
+    return fallback
+
+
+def _serve(task: str, base: Prompt, key: Any) -> ServedPrompt:
+    """*base* as served for *task*: the rollout arm chosen by *key*, one version."""
     chosen, arm = choose_arm(base, key if key is not None else assignment_key(None, {}))
     fields = {name: getattr(chosen, name) for name in chosen.__struct_fields__}
     fields["rollout"] = None  # the arm is chosen: what is served is one version

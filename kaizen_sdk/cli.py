@@ -563,6 +563,22 @@ def _prompts_get(client: CTClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prompts_show(client: CTClient, args: argparse.Namespace) -> int:
+    if args.version is None:
+        return _prompts_get(client, args)
+    if args.label is not None:
+        raise CLIError("give a VERSION or --label, not both", EXIT_USAGE)
+    wanted = _version_id(client, args.task, args.version)
+    found = next((p for p in client.list_prompt_versions(args.task) if str(p.id) == wanted), None)
+    if found is None:
+        raise CLIError(f"task {args.task!r} has no prompt version {args.version}", EXIT_NOT_FOUND)
+    if args.text and not args.json:
+        _write(found.prompt_text)
+    else:
+        _emit(args, found, _prompt_detail)
+    return EXIT_OK
+
+
 def _prompts_versions(client: CTClient, args: argparse.Namespace) -> int:
     _emit(args, client.list_prompt_versions(args.task), _prompts_table)
     return EXIT_OK
@@ -1302,6 +1318,12 @@ def _add_prompts(sub: Any) -> None:
     p.add_argument("task", help="task name or id")
     p.add_argument("--text", action="store_true", help="print only the prompt text")
     p.add_argument("--label", help="the version with this label (staging, ...), not the active")
+    p = _leaf(prompts, "show", _prompts_show,
+              "show one prompt version (the active one by default): its messages and settings")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("version", nargs="?", help="version number (3 or v3) or id")
+    p.add_argument("--text", action="store_true", help="print only the prompt text")
+    p.add_argument("--label", help="the version with this label (staging, ...)")
     p = _leaf(prompts, "versions", _prompts_versions, "list a task's prompt versions")
     p.add_argument("task", help="task name or id")
     p = _leaf(prompts, "activate", _prompts_activate, "make a prompt version the active one")

@@ -5,7 +5,8 @@ same bounds (`MAX_PLACEHOLDERS`, `count_placeholders`) and renders it for judges
 both sides agree on what a template is. See `kaizen_sdk._template` for the rendering bounds.
 
 Chat prompts too: `check_recipe` checks a version's messages and settings (`BadRecipe` names
-the field), `messages_text` is a chat version's ``prompt_text``, `check_label` checks a label
+the field), `messages_text` is a chat version's ``prompt_text`` (`keeps_messages` tells whether
+an optimizer's text still reads as its messages), `check_label` checks a label
 (`PRODUCTION` is the active version's); see `kaizen_sdk._recipe`.
 """
 
@@ -18,6 +19,7 @@ from kaizen_sdk._recipe import (
     BadRecipe,
     check_label,
     check_recipe,
+    keeps_messages,
     messages_text,
     parse_messages_text,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "check_label",
     "check_recipe",
     "count_placeholders",
+    "keeps_messages",
     "messages_text",
     "parse_messages_text",
     "render",

@@ -14,11 +14,12 @@ model name and on the prompt, so a better prompt scores measurably better:
 DSPy-formatted requests (``[[ ## field ## ]]`` markers) are answered in that format; other
 output fields, and a request for a new instruction in a code block (GEPA's reflection), get
 `BETTER_INSTRUCTION` (without its ``{{ text }}`` line when the request has no such
-variable). Usage is ``ceil(chars / 4)`` per side. Faults: `fail_next` answers a status for
-the next *n* requests; ``malformed`` answers non-JSON; ``judge_no_number`` makes the judge
-answer words; ``broken_student`` makes the student always wrong; ``demos_hurt`` makes it wrong
-whenever the prompt has an ``### Examples`` section (so a candidate is judged worse than an
-active prompt that asks for capitals).
+variable; as `CHAT_INSTRUCTION`, with ``[role]`` headers, when the request shows a chat
+template's, unless ``drops_roles``). Usage is ``ceil(chars / 4)`` per side. Faults:
+`fail_next` answers a status for the next *n* requests; ``malformed`` answers non-JSON;
+``judge_no_number`` makes the judge answer words; ``broken_student`` makes the student always
+wrong; ``demos_hurt`` makes it wrong whenever the prompt has an ``### Examples`` section (so a
+candidate is judged worse than an active prompt that asks for capitals).
 
 `GitHubStandIn` implements the five REST calls a prompt pull request needs and records them.
 """
@@ -34,10 +35,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["BETTER_INSTRUCTION", "GitHubStandIn", "LLMStandIn", "shout"]
+__all__ = ["BETTER_INSTRUCTION", "CHAT_INSTRUCTION", "GitHubStandIn", "LLMStandIn", "shout"]
 
 BETTER_INSTRUCTION = "Shout the text back in capitals.\nText: {{ text }}"
 """The instruction the teacher proposes; it keeps the ``{{ text }}`` variable."""
+
+CHAT_INSTRUCTION = "[system]\nShout the text back in capitals.\n\n[user]\nText: {{ text }}"
+"""The instruction the teacher proposes for a chat template: its messages, the variable kept."""
 
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", re.S)
 _TEXT = re.compile(r'"text": "([^"]*)"')
@@ -125,6 +129,8 @@ class LLMStandIn(_Base):
         self.judge_no_number = False
         self.broken_student = False
         self.demos_hurt = False
+        self.drops_roles = False
+        """The teacher's instructions for a chat template lose its ``[role]`` headers."""
         self.delay = 0.0
         """Seconds each chat answer waits before it is sent (a slower model)."""
         self._fail: list[int] = []
@@ -193,10 +199,14 @@ class LLMStandIn(_Base):
             return text.lower()
         return self._solve(model, text, "### Examples" in last or "capitals" in last)
 
-    @staticmethod
-    def _instruction(request: str) -> str:
-        # A good teacher keeps the template's variable when the current instruction has it.
-        return BETTER_INSTRUCTION if "{{ text }}" in request else BETTER_INSTRUCTION.split("\n")[0]
+    def _instruction(self, request: str) -> str:
+        # A good teacher keeps the template's variable when the current instruction has it,
+        # and a chat template's [role] headers (unless `drops_roles`).
+        if "{{ text }}" not in request:
+            return BETTER_INSTRUCTION.split("\n")[0]
+        if "[system]" in request and "[user]" in request and not self.drops_roles:
+            return CHAT_INSTRUCTION
+        return BETTER_INSTRUCTION
 
     def _solve(self, model: str, text: str, has_demos: bool) -> str:
         if self.broken_student and model != self.teacher:

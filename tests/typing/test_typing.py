@@ -50,6 +50,13 @@ REVEALED = [
     "kaizen_sdk.decorators.AsyncTaskRun",
     "str",  # a decorated method, bound
     "tuple[str, kaizen_sdk.decorators.TaskRun]",
+    "dict[str, Any]",  # the recipe: call_args, messages_for, ct.prompt, labels, openai
+    "list[dict[str, str]]",
+    "kaizen_sdk._served.ServedPrompt",
+    "kaizen_sdk.models.Prompt",
+    "str | None",
+    "str",
+    "kaizen_sdk._served.ServedPrompt",
 ]
 # pyright prints the same types without module paths
 PYRIGHT_REVEALED = [re.sub(r"\b(?:kaizen_sdk\.\w+|typing)\.", "", t) for t in REVEALED]

@@ -13,7 +13,9 @@ compiles it on the training split of scored feedback:
 
 The candidate is the (possibly new) instructions plus an ``### Examples`` section with the
 demonstrations. Instructions that lose or add a ``{{ variable }}`` are rejected and the original
-template is kept, so every candidate renders with the same variables as the active prompt.
+template is kept, so every candidate renders with the same variables as the active prompt; so
+are instructions that no longer read as a chat version's messages (the same ``[role]`` headers
+in order, each message keeping its variables), so a chat version's candidate keeps its messages.
 Instructions longer than `MAX_PROMPT_CHARS` are rejected the same way, and a demonstration that
 would take the candidate past it is dropped (both counted in ``rejected_too_long``).
 
@@ -35,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kaizen_sdk.models import MAX_PROMPT_CHARS
+from kaizen_sdk.templates import keeps_messages
 from kaizen_server.evaluate import judge as evaluate
 from kaizen_server.evaluate.judge import Sample
 from kaizen_server.llm.client import LLMClient, LLMError
@@ -324,7 +327,8 @@ def _candidate(base_prompt: str, instructions: str, demos: Sequence[Any],
     keep = set(evaluate.template_variables(base))
     too_long = int(len(new) > MAX_PROMPT_CHARS)
     rejected = bool(new) and (bool(too_long) or
-                              set(evaluate.template_variables(new)) != keep)
+                              set(evaluate.template_variables(new)) != keep
+                              or not keeps_messages(base, new))
     chosen = base if rejected or not new else new
     def inputs(demo: Mapping[str, Any]) -> dict[str, Any]:
         if list(fields) == ["inputs"]:  # a template without variables: the JSON of the inputs
