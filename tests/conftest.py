@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from pg_cluster import Cluster
+
     from kaizen_server import LocalServer
 
 # litellm fetches a price map from the network at import unless told not to.
@@ -69,3 +71,30 @@ def local_server() -> Iterator[LocalServer]:
 
     with LocalServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A private PostgreSQL server for this session (this xdist worker), started on first use
+    and removed at the end; FAILS (never skips) when PostgreSQL is not installed."""
+    from pg_cluster import INSTALL_HINT, Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    cluster = Cluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database at the current schema, dropped afterwards."""
+    url = pg_cluster.fresh_database()
+    try:
+        yield url
+    finally:
+        pg_cluster.drop(url)
