@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from server_backends import local_server_on_each_backend  # noqa: F401  (SQLite + PostgreSQL)
 
 from kaizen_sdk import CTClient, CTNotFoundError, CTValidationError
 from kaizen_sdk._rollout import choose_arm

@@ -41,7 +41,8 @@ from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
 
 from kaizen_server.storage import postgres_schema
-from kaizen_server.storage.errors import Conflict, Invalid, StoreFull
+from kaizen_server.storage.errors import Conflict, DatabaseUnreachable, Invalid, StoreFull
+from kaizen_server.storage.migrations import Step
 from kaizen_server.storage.sqlite import Store
 
 __all__ = [
@@ -51,8 +52,10 @@ __all__ = [
     "PgRow",
     "PostgresStore",
     "connect",
+    "read_status",
     "redact_url",
     "translate",
+    "upgrade",
 ]
 
 logger = logging.getLogger("kaizen_server.storage.postgres")
@@ -67,11 +70,6 @@ WRITE_LOCK_KEY = 0x6B61697A656E
 """The advisory lock every write transaction takes (``kaizen`` in ASCII)."""
 
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
-
-
-class DatabaseUnreachable(RuntimeError):
-    """The PostgreSQL server could not be reached or refused the connection; ``str()`` names
-    the database without its password."""
 
 
 def redact_url(url: str) -> str:
@@ -252,6 +250,33 @@ def connect(url: str, *, timeout: float = CONNECT_TIMEOUT) -> PgConnection:
         ) from None
     _configure(raw)
     return PgConnection(raw)
+
+
+def read_status(url: str) -> postgres_schema.Status:
+    """Where the database at *url* stands (nothing is changed)."""
+    conn = connect(url)
+    try:
+        return postgres_schema.status(conn.raw)
+    finally:
+        conn.close()
+
+
+def upgrade(url: str) -> tuple[list[Step], postgres_schema.Status]:
+    """Run the pending schema steps of the database at *url* in one transaction (under the
+    writers' lock, so a running server's writes wait); return the steps run and the status."""
+    conn = connect(url)
+    try:
+        conn.raw.execute(_BEGIN, prepare=False)
+        try:
+            ran = postgres_schema.upgrade(conn.raw, adapted=conn)
+            conn.raw.execute("COMMIT")
+        except BaseException:
+            if not conn.raw.broken and conn.in_transaction:
+                conn.raw.execute("ROLLBACK")
+            raise
+        return ran, postgres_schema.status(conn.raw)
+    finally:
+        conn.close()
 
 
 def _mapped(exc: BaseException) -> Exception | None:
