@@ -218,7 +218,10 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         """Run *sql* (the store's dialect) with *params*; the cursor has the rows."""
         cursor = self.raw.cursor()
-        cursor.execute(translate(sql), tuple(params))
+        try:
+            cursor.execute(translate(sql), tuple(params))
+        except psycopg.DataError as exc:
+            raise _mapped(exc) or exc from None
         return cursor
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
@@ -226,7 +229,10 @@ class PgConnection:
         cursor = self.raw.cursor()
         rows = list(rows)
         if rows:
-            cursor.executemany(translate(sql), rows)
+            try:
+                cursor.executemany(translate(sql), rows)
+            except psycopg.DataError as exc:
+                raise _mapped(exc) or exc from None
         return cursor
 
     @property
@@ -289,9 +295,10 @@ def _mapped(exc: BaseException) -> Exception | None:
     if isinstance(exc, psycopg.errors.UniqueViolation):
         return Conflict("the write clashes with a stored record (a unique value is taken)")
     if isinstance(exc, psycopg.errors.CharacterNotInRepertoire) or (
-        isinstance(exc, ValueError) and "NUL" in str(exc)  # psycopg refuses to send it
+        isinstance(exc, psycopg.DataError) and "NUL" in str(exc)  # psycopg refuses to send it
     ):
-        return Invalid("a text field contains a NUL character, which the database cannot keep")
+        return Invalid("a text value contains a NUL character (U+0000), which PostgreSQL"
+                       " cannot store in text")
     return None
 
 
