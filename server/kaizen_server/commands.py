@@ -259,6 +259,16 @@ def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                             f"$KAIZEN_DATABASE_URL, else {DEFAULT_DB_PATH})")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(command=fn)
+    text = ("copy every row of one database into another (SQLite file or postgresql:// URL, "
+            "either way); resumable: run it again to finish an interrupted copy")
+    p = db.add_parser("copy", help=text, description=text + ". Stop the source's server first.")
+    p.add_argument("source", metavar="SOURCE", help="the database to copy (path or URL)")
+    p.add_argument("target", metavar="TARGET",
+                   help="where to copy it (path or URL; created and migrated when needed)")
+    p.add_argument("--batch", type=int, default=2000, metavar="ROWS",
+                   help="rows per transaction (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(command=_cmd_db_copy)
 
 
 def _db_report(path: str, status: Any, ran: list[str] | None = None) -> dict[str, Any]:
@@ -340,6 +350,40 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot upgrade the database {path}: {exc}", EXIT_FAILURE) from None
     emit(args, _db_report(path, status, [step.filename for step in ran]), _render_db)
     return EXIT_OK
+
+
+def _cmd_db_copy(args: argparse.Namespace) -> int:
+    from kaizen_server.storage import copy, sqlite_schema
+
+    if args.batch < 1:
+        raise CLIError("--batch must be at least 1", EXIT_USAGE)
+    last: dict[str, int] = {}
+
+    def progress(table: copy.TableCopy) -> None:
+        if not args.json and table.copied - last.get(table.table, 0) >= 10 * args.batch:
+            last[table.table] = table.copied
+            print(f"  {table.table}: {table.copied:,} of {table.source:,} rows copied",
+                  file=sys.stderr, flush=True)
+
+    try:
+        tables = copy.copy_database(args.source, args.target, batch=args.batch,
+                                    progress=progress)
+    except _database_errors(sqlite_schema.SchemaError, copy.CopyError) as exc:
+        raise CLIError(f"cannot copy {_shown(args.source)} to {_shown(args.target)}: {exc}",
+                       EXIT_FAILURE) from None
+    report = {"source": _shown(args.source), "target": _shown(args.target),
+              "tables": {t.table: {"source": t.source, "copied": t.copied, "target": t.target}
+                         for t in tables}}
+    emit(args, report, _render_copy)
+    return EXIT_OK
+
+
+def _render_copy(report: dict[str, Any]) -> str:
+    lines = [f"Copied {report['source']} to {report['target']}:"]
+    for table, n in report["tables"].items():
+        lines.append(f"  {table}: {n['copied']:,} rows copied, {n['target']:,} in the target"
+                     f" ({n['source']:,} in the source)")
+    return "\n".join(lines)
 
 
 # --- demo ------------------------------------------------------------------------------
