@@ -241,7 +241,7 @@ def _log_access_to_stdout() -> None:
 def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "db",
-        help="the server's database: schema status and upgrade",
+        help="the server's database: schema status, upgrade and copy",
         description="Show or apply the schema steps of a server's SQLite or PostgreSQL database "
         "(`kaizen serve` applies them at start unless given --no-migrate).",
     )
