@@ -107,12 +107,11 @@ def _copy(src: Any, dst: Any, batch: int, progress: Callable[[TableCopy], None] 
                 break
             columns = list(rows[0].keys())
             with dst._write() as conn:
-                before = _count(conn, table)
-                conn.executemany(
+                inserted = conn.executemany(
                     f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
                     f" ({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING",
                     [tuple(r) for r in rows])
-                figures.copied += _count(conn, table) - before
+                figures.copied += max(0, inserted.rowcount)  # rows new to the target
             if key == "seq":
                 after = int(rows[-1]["seq"])
             if progress is not None:
