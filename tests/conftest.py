@@ -65,12 +65,19 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def local_server() -> Iterator[LocalServer]:
-    """A real local CT server on a free loopback port with a temporary database."""
+def sqlite_local_server() -> Iterator[LocalServer]:
+    """The session's real local CT server: a free loopback port, a temporary SQLite database."""
     from kaizen_server import LocalServer
 
     with LocalServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def local_server(sqlite_local_server: LocalServer) -> LocalServer:
+    """A real local CT server on a free loopback port with a temporary database (the one
+    `sqlite_local_server` of the session; tests/server_backends.py adds PostgreSQL)."""
+    return sqlite_local_server
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -81,7 +82,12 @@ class Cluster:
                               timeout=120, cwd=self.root)
 
     def url(self, database: str = "postgres") -> str:
-        """The URL of *database* on this cluster (trust authentication on loopback)."""
+        """The URL of *database* on this cluster, through its Unix socket (a third faster a
+        query than loopback TCP; trust authentication)."""
+        return f"postgresql://postgres@/{database}?host={self.sockets}&port={self.port}"
+
+    def tcp_url(self, database: str = "postgres") -> str:
+        """The URL of *database* over loopback TCP."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> Cluster:
@@ -143,9 +149,8 @@ class Cluster:
 
     def drop(self, url: str) -> None:
         """Drop the database of *url* (closing whatever is still connected to it)."""
-        name = url.rsplit("/", 1)[1]
-        with contextlib.suppress(Exception):
-            self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        name = urllib.parse.urlsplit(url).path.lstrip("/")
+        self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
         """Stop the server (immediately: the data is thrown away) and delete the directory."""

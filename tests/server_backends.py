@@ -23,12 +23,12 @@ SERVER_BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(name="local_server", scope="module", params=SERVER_BACKENDS)
-def local_server_on_each_backend(
-    request: pytest.FixtureRequest, local_server: LocalServer
-) -> Iterator[LocalServer]:
+def local_server_on_each_backend(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
     """The session's SQLite server, then a server on PostgreSQL for this module."""
     if request.param == "sqlite":
-        yield local_server
+        # by its own name: a fixture named local_server would take this one's parameter
+        # as its cache key and be restarted for each module
+        yield request.getfixturevalue("sqlite_local_server")
         return
     cluster = request.getfixturevalue("pg_cluster")
     url = cluster.fresh_database()
