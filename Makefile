@@ -10,7 +10,7 @@ DOCS_STAMP  := $(VENV)/.installed-docs
 FLOOR_VENV  := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-floor
 
-.PHONY: demo test floor lint typecheck pytest browser screenshots bench docs clean
+.PHONY: demo test floor lint typecheck pytest browser postgres screenshots bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(BIN)/python:
 # The CT server is its own distribution in server/ (kaizen-server), installed from here: the
 # package index may not have it (or not this version), so no extra here pulls it.
 $(TEST_STAMP): pyproject.toml server/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]' -e './server[optimize]'
+	$(BIN)/python -m pip install -q -e '.[test]' -e './server[optimize,postgres]'
 	touch $@
 
 # The demo needs only the SDK and the server, not the test tools.
@@ -42,9 +42,17 @@ typecheck: $(TEST_STAMP)
 browser:
 	command -v chromium || (apt-get update && apt-get install -y chromium)
 
+# The PostgreSQL tests (tests/pg_cluster.py) start a private cluster with Debian's initdb and
+# pg_ctl; no server is configured or started system-wide. Installed here when missing
+# (apt-get needs root); the tests fail, never skip, without it.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		(apt-get update && apt-get install -y postgresql) || \
+		(echo "make: PostgreSQL is needed by the tests: run 'sudo apt-get install -y postgresql'" >&2; exit 1)
+
 # One worker more than there are cores (tests/conftest.py): the suite is mostly waiting on
 # loopback servers and subprocesses.
-pytest: $(TEST_STAMP) browser
+pytest: $(TEST_STAMP) browser postgres
 	$(BIN)/pytest -n auto
 
 # The four checks run side by side: pytest waits on loopback servers and subprocesses much of
@@ -82,7 +90,7 @@ $(BENCH_VENV)/bin/python:
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 
 $(BENCH_STAMP): pyproject.toml server/pyproject.toml | $(BENCH_VENV)/bin/python
-	$(BENCH_VENV)/bin/python -m pip install -q -e '.[test,bench]' -e './server[optimize]'
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[test,bench]' -e './server[optimize,postgres]'
 	touch $@
 
 bench: $(BENCH_STAMP)

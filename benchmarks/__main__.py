@@ -112,6 +112,8 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
      "under 50 MB under unauthenticated load (issue 13)"),
     ("bench_server", "server_p99_ms_beside_slow_connections", "ms", "lower", (),
      "p99 under 100 ms with 1,000 slow connections open (issue 13)"),
+    ("bench_pg", "server_pg_ingest_pairs_per_s", "pairs/CPU s", "higher", ("raw_psycopg",),
+     "at least 0.5x raw PostgreSQL executemany of the same rows (issue 23)"),
     ("bench_otlp", "server_otlp_spans_per_cpu_s", "spans/CPU s", "higher",
      ("own_ingest", "phoenix_otlp"),
      "at least as many spans per server CPU second as our own ingest takes records"
@@ -134,6 +136,7 @@ _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_memory": (100, 60),
     "bench_rollout_sim": (90, 40),
     "bench_server": (180, 90),
+    "bench_pg": (120, 60),
     "bench_otlp": (300, 150),  # Phoenix starts in ~20 s and stores in the background
     "bench_ui": (900, 90),
 }

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from pg_cluster import Cluster
+
     from kaizen_server import LocalServer
 
 # litellm fetches a price map from the network at import unless told not to.
@@ -63,9 +65,43 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def local_server() -> Iterator[LocalServer]:
-    """A real local CT server on a free loopback port with a temporary database."""
+def sqlite_local_server() -> Iterator[LocalServer]:
+    """The session's real local CT server: a free loopback port, a temporary SQLite database."""
     from kaizen_server import LocalServer
 
     with LocalServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def local_server(sqlite_local_server: LocalServer) -> LocalServer:
+    """A real local CT server on a free loopback port with a temporary database (the one
+    `sqlite_local_server` of the session; tests/server_backends.py adds PostgreSQL)."""
+    return sqlite_local_server
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A private PostgreSQL server for this session (this xdist worker), started on first use
+    and removed at the end; FAILS (never skips) when PostgreSQL is not installed."""
+    from pg_cluster import INSTALL_HINT, Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    cluster = Cluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database at the current schema, dropped afterwards."""
+    url = pg_cluster.fresh_database()
+    try:
+        yield url
+    finally:
+        pg_cluster.drop(url)

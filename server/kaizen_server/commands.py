@@ -61,15 +61,17 @@ def _port(text: str) -> int:
 def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "serve",
-        help="run the local CT server (SQLite) until Ctrl-C",
-        description="Run the whole CT API on a local SQLite database.",
+        help="run the CT server (SQLite or PostgreSQL) until Ctrl-C",
+        description="Run the whole CT API on a SQLite file or a PostgreSQL database.",
     )
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default: %(default)s)")
     parser.add_argument("--port", type=_port, default=8000,
                         help="TCP port, 0 for a free one (default: %(default)s)")
-    parser.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH",
-                        help="SQLite database file (default: %(default)s)")
+    parser.add_argument("--db", default=None, metavar="PATH|URL",
+                        help="SQLite database file, or a postgresql://user:password@host/name "
+                             "URL (needs kaizen-server[postgres]) (default: "
+                             f"$KAIZEN_DATABASE_URL, else {DEFAULT_DB_PATH})")
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="key clients must send (default: $KAIZEN_API_KEY, else a fixed "
                              "development key that is printed)")
@@ -130,8 +132,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             job_budget_usd=args.job_budget_usd, daily_budget_usd=args.daily_budget_usd,
             max_jobs_per_day=args.max_jobs_per_day, cooldown_minutes=args.cooldown_minutes,
         )
+        database = _database(args)
         server = LocalServer(
-            db_path=args.db, host=args.host, port=args.port, api_key=args.api_key,
+            db_path=database, host=args.host, port=args.port, api_key=args.api_key,
             job_step_delay=args.job_step_delay, access_log=args.access_log,
             optimizer=args.optimizer, llm_base_url=args.llm_base_url, budgets=budgets,
             job_timeout=args.job_timeout, otlp_task_map=args.otlp_task_map,
@@ -150,8 +153,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"kaizen serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    except sqlite3.Error as exc:
-        print(f"kaizen serve: cannot open the database {args.db}: {exc}", file=sys.stderr)
+    except _database_errors() as exc:
+        print(f"kaizen serve: cannot open the database {_shown(database)}: {exc}",
+              file=sys.stderr)
         return 1
     except SchemaError as exc:  # newer than this server, or outdated with --no-migrate
         print(f"kaizen serve: {exc}", file=sys.stderr)
@@ -168,7 +172,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if where != server.base_url:  # a wildcard address: every interface
         where += f" (every interface; from this machine {server.base_url})"
     print(f"Kaizen local CT server {__version__} listening on {where}", flush=True)
-    print(f"Database: {os.path.abspath(args.db)}", flush=True)
+    print(f"Database: {_shown(database)}", flush=True)
     print(f"Optimizer: {server.optimizer}", flush=True)
     if server.uses_dev_key:
         print(f"API key (development): {server.api_key}", flush=True)
@@ -190,6 +194,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database(args: argparse.Namespace) -> str:
+    """The database of ``--db``, else ``KAIZEN_DATABASE_URL``, else the default file."""
+    from kaizen_server.settings import KAIZEN_DATABASE_URL
+
+    return str(args.db or os.environ.get(KAIZEN_DATABASE_URL) or DEFAULT_DB_PATH)
+
+
+def _shown(database: str) -> str:
+    """*database* as printed: a file's absolute path, a URL without its password."""
+    from kaizen_server.storage import describe_database, is_postgres_url
+
+    return describe_database(database) if is_postgres_url(database) else os.path.abspath(
+        database)
+
+
+def _database_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """What opening a database raises when it cannot be used (driver errors included), and
+    *more*."""
+    from kaizen_server.storage.errors import DatabaseUnreachable
+
+    errors: list[type[Exception]] = [sqlite3.Error, DatabaseUnreachable, *more]
+    try:
+        import psycopg
+    except ImportError:
+        pass
+    else:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
 def _log_access_to_stdout() -> None:
     import logging
 
@@ -207,8 +241,8 @@ def _log_access_to_stdout() -> None:
 def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "db",
-        help="the local server's database: schema status and upgrade",
-        description="Show or apply the schema steps of a local server's SQLite database "
+        help="the server's database: schema status, upgrade and copy",
+        description="Show or apply the schema steps of a server's SQLite or PostgreSQL database "
         "(`kaizen serve` applies them at start unless given --no-migrate).",
     )
     db = parser.add_subparsers(title="commands", dest="db_command", metavar="COMMAND",
@@ -220,15 +254,26 @@ def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
          "apply the pending schema steps (in one transaction; back the file up first)"),
     ):
         p = db.add_parser(name, help=text, description=text)
-        p.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH",
-                       help="SQLite database file (default: %(default)s)")
+        p.add_argument("--db", default=None, metavar="PATH|URL",
+                       help="SQLite database file or postgresql:// URL (default: "
+                            f"$KAIZEN_DATABASE_URL, else {DEFAULT_DB_PATH})")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(command=fn)
+    text = ("copy every row of one database into another (SQLite file or postgresql:// URL, "
+            "either way); resumable: run it again to finish an interrupted copy")
+    p = db.add_parser("copy", help=text, description=text + ". Stop the source's server first.")
+    p.add_argument("source", metavar="SOURCE", help="the database to copy (path or URL)")
+    p.add_argument("target", metavar="TARGET",
+                   help="where to copy it (path or URL; created and migrated when needed)")
+    p.add_argument("--batch", type=int, default=2000, metavar="ROWS",
+                   help="rows per transaction (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(command=_cmd_db_copy)
 
 
 def _db_report(path: str, status: Any, ran: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
-        "database": os.path.abspath(path),
+        "database": _shown(path),
         "current_version": status.current,
         "target_version": status.target,
         "pending": [step.filename for step in status.pending],
@@ -255,20 +300,37 @@ def _render_db(report: dict[str, Any]) -> str:
 
 
 def _cmd_db_status(args: argparse.Namespace) -> int:
-    from kaizen_server.storage import sqlite_schema
+    from kaizen_server.storage import is_postgres_url, sqlite_schema
 
+    database = _database(args)
     try:
-        status = sqlite_schema.read_status(args.db)
-    except (sqlite3.Error, sqlite_schema.SchemaError) as exc:
-        raise CLIError(f"cannot read the database {args.db}: {exc}", EXIT_FAILURE) from None
-    emit(args, _db_report(args.db, status), _render_db)
+        if is_postgres_url(database):
+            from kaizen_server.storage import postgres
+
+            status = postgres.read_status(database)
+        else:
+            status = sqlite_schema.read_status(database)
+    except _database_errors(sqlite_schema.SchemaError) as exc:
+        raise CLIError(f"cannot read the database {_shown(database)}: {exc}",
+                       EXIT_FAILURE) from None
+    emit(args, _db_report(database, status), _render_db)
     return EXIT_OK
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from kaizen_server.storage import sqlite_schema
+    from kaizen_server.storage import is_postgres_url, sqlite_schema
 
-    path = args.db
+    path = _database(args)
+    if is_postgres_url(path):
+        from kaizen_server.storage import postgres
+
+        try:
+            done, now = postgres.upgrade(path)
+        except _database_errors(sqlite_schema.SchemaError) as exc:
+            raise CLIError(f"cannot upgrade the database {_shown(path)}: {exc}",
+                           EXIT_FAILURE) from None
+        emit(args, _db_report(path, now, [step.filename for step in done]), _render_db)
+        return EXIT_OK
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -288,6 +350,40 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot upgrade the database {path}: {exc}", EXIT_FAILURE) from None
     emit(args, _db_report(path, status, [step.filename for step in ran]), _render_db)
     return EXIT_OK
+
+
+def _cmd_db_copy(args: argparse.Namespace) -> int:
+    from kaizen_server.storage import copy, sqlite_schema
+
+    if args.batch < 1:
+        raise CLIError("--batch must be at least 1", EXIT_USAGE)
+    last: dict[str, int] = {}
+
+    def progress(table: copy.TableCopy) -> None:
+        if not args.json and table.copied - last.get(table.table, 0) >= 10 * args.batch:
+            last[table.table] = table.copied
+            print(f"  {table.table}: {table.copied:,} of {table.source:,} rows copied",
+                  file=sys.stderr, flush=True)
+
+    try:
+        tables = copy.copy_database(args.source, args.target, batch=args.batch,
+                                    progress=progress)
+    except _database_errors(sqlite_schema.SchemaError, copy.CopyError) as exc:
+        raise CLIError(f"cannot copy {_shown(args.source)} to {_shown(args.target)}: {exc}",
+                       EXIT_FAILURE) from None
+    report = {"source": _shown(args.source), "target": _shown(args.target),
+              "tables": {t.table: {"source": t.source, "copied": t.copied, "target": t.target}
+                         for t in tables}}
+    emit(args, report, _render_copy)
+    return EXIT_OK
+
+
+def _render_copy(report: dict[str, Any]) -> str:
+    lines = [f"Copied {report['source']} to {report['target']}:"]
+    for table, n in report["tables"].items():
+        lines.append(f"  {table}: {n['copied']:,} rows copied, {n['target']:,} in the target"
+                     f" ({n['source']:,} in the source)")
+    return "\n".join(lines)
 
 
 # --- demo ------------------------------------------------------------------------------

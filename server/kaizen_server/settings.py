@@ -11,6 +11,7 @@ __all__ = [
     "KAIZEN_BASE_URL",
     "KAIZEN_COOLDOWN_MINUTES",
     "KAIZEN_DAILY_BUDGET_USD",
+    "KAIZEN_DATABASE_URL",
     "KAIZEN_JOB_BUDGET_USD",
     "KAIZEN_MAX_JOBS_PER_DAY",
     "KAIZEN_GITHUB_API_URL",
@@ -73,3 +74,8 @@ KAIZEN_MAX_JOBS_PER_DAY = "KAIZEN_MAX_JOBS_PER_DAY"
 
 KAIZEN_COOLDOWN_MINUTES = "KAIZEN_COOLDOWN_MINUTES"
 """Minutes between two threshold jobs of one task when the task sets none. Default ``60``."""
+
+KAIZEN_DATABASE_URL = "KAIZEN_DATABASE_URL"
+"""The server's database when ``--db`` is not given: a SQLite file path, or a
+``postgresql://user:password@host:port/name`` URL (needs ``kaizen-server[postgres]``).
+Default: the SQLite file ``kaizen.db`` (``kaizen serve``); the password is never printed."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from server_backends import local_server_on_each_backend  # noqa: F401  (SQLite + PostgreSQL)
 
 from kaizen_sdk import ApiKey, ApiKeyCreated, AsyncCTClient, CTClient
 from kaizen_sdk.errors import CTAuthError, CTValidationError

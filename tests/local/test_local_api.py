@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 import pytest
+from server_backends import local_server_on_each_backend  # noqa: F401  (SQLite + PostgreSQL)
 
 from kaizen_sdk import models as m
 from kaizen_server import LocalServer

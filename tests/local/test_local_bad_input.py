@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 import pytest
+from server_backends import local_server_on_each_backend  # noqa: F401  (SQLite + PostgreSQL)
 
 from kaizen_sdk import models as m
 from kaizen_server import MAX_BODY_BYTES, LocalServer

@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_serve_defaults() -> None:
     args = build_parser().parse_args(["serve"])
-    assert (args.host, args.port, args.db, args.api_key) == (
-        "127.0.0.1", 8000, DEFAULT_DB_PATH, None
-    )
+    # no --db: KAIZEN_DATABASE_URL, else DEFAULT_DB_PATH (tests/local/test_postgres_server.py)
+    assert (args.host, args.port, args.db, args.api_key) == ("127.0.0.1", 8000, None, None)
     assert os.path.join(".kaizen", "local.db") == DEFAULT_DB_PATH
     args = build_parser().parse_args(
         ["serve", "--host", "0.0.0.0", "--port", "0", "--db", "x.db", "--api-key", "k"]

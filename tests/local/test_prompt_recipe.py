@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from server_backends import local_server_on_each_backend  # noqa: F401  (SQLite + PostgreSQL)
 
 from kaizen_sdk.models import MAX_PROMPT_CHARS
 from kaizen_sdk.templates import MAX_PLACEHOLDERS

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from server_backends import local_server_on_each_backend  # noqa: F401  (SQLite + PostgreSQL)
 
 from kaizen_sdk import CTClient, CTNotFoundError, CTValidationError
 from kaizen_sdk._rollout import choose_arm
@@ -321,6 +323,11 @@ def test_a_successful_job_starts_a_rollout_when_the_task_asks(
         evaluator_config={"auto_rollout": {"share": 0.25, "min_samples": 40},
                           "unattended_rollouts": True},
     )
+    # the worker starts the rollout in its own write just after the job's SUCCESS
+    deadline = time.monotonic() + 15
+    while client.get(f"/api/v1/rollouts/{task_name}").status_code == 404:
+        assert time.monotonic() < deadline, "no rollout 15 s after the job's SUCCESS"
+        time.sleep(0.01)
     state = rollout(client, task_name)
     assert state["state"] == "running"
     assert (state["active_version_id"], state["candidate_version_id"]) == (active, candidate)

@@ -2,7 +2,8 @@
 
 `BACKENDS` lists them; a new backend appends its name and a branch in `_open`, which
 returns a fresh empty store and a function that makes its database full (the next write
-must raise `StoreFull`).
+must raise `StoreFull`). PostgreSQL runs on the session's private cluster (`pg_cluster`,
+tests/pg_cluster.py), one fresh database per test.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from kaizen_server.storage.interface import StorageInterface
 from kaizen_server.storage.sqlite import Store
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 """Every storage backend; the contract suite runs once per name."""
 
 
@@ -42,7 +43,25 @@ class _CappedStore(Store):
         return conn
 
 
-def _open(name: str, tmp_path: Path) -> tuple[StorageInterface, Callable[[], None]]:
+_DISK_FULL = """
+CREATE FUNCTION kaizen_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+END $$;
+CREATE TRIGGER full_traces BEFORE INSERT OR UPDATE ON traces
+    FOR EACH STATEMENT EXECUTE FUNCTION kaizen_test_disk_full();
+CREATE TRIGGER full_feedback BEFORE INSERT OR UPDATE ON feedback
+    FOR EACH STATEMENT EXECUTE FUNCTION kaizen_test_disk_full();
+CREATE TRIGGER full_tasks BEFORE INSERT OR UPDATE ON tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION kaizen_test_disk_full();
+"""
+"""A full disk on PostgreSQL: the server itself answers every write with SQLSTATE 53100
+(``disk_full``), as it does when a relation cannot grow (the SQLite twin caps the pages)."""
+
+
+def _open(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[StorageInterface, Callable[[], None]]:
     if name == "sqlite":
         store = _CappedStore(str(tmp_path / "contract.db"))
 
@@ -54,13 +73,26 @@ def _open(name: str, tmp_path: Path) -> tuple[StorageInterface, Callable[[], Non
                 conn.close()
 
         return store, make_full
+    if name == "postgres":
+        from kaizen_server.storage.postgres import PostgresStore
+
+        url = request.getfixturevalue("pg_url")
+        pg = PostgresStore(url)
+
+        def make_pg_full() -> None:
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(_DISK_FULL)
+
+        return pg, make_pg_full
     raise AssertionError(f"unknown storage backend {name!r}")
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A fresh, empty store of each backend in `BACKENDS`."""
-    store, make_full = _open(request.param, tmp_path)
+    store, make_full = _open(request.param, tmp_path, request)
     try:
         yield Backend(request.param, store, make_full)
     finally:

@@ -80,6 +80,7 @@ from kaizen_server.jobs.retention import Pruner
 from kaizen_server.jobs.worker import JobWorker, OptimizerSettings
 from kaizen_server.llm.pricing import trace_pricer
 from kaizen_server.settings import KAIZEN_API_KEY, KAIZEN_OTLP_TASK_MAP, KAIZEN_PRICES_FILE
+from kaizen_server.storage import describe_database, is_postgres_url, open_store
 from kaizen_server.storage.sqlite import Store
 from kaizen_server.ui.app import MAX_FORM_BYTES, UiApp, UiRequest, is_ui_path
 
@@ -435,8 +436,9 @@ class LocalServer:
             client = CTClient(base_url=server.base_url, api_key=server.api_key)
 
     Parameters:
-        db_path: SQLite file (created with its folder when missing). ``None`` uses a fresh
-            temporary database that `stop` deletes.
+        db_path: SQLite file (created with its folder when missing), or a
+            ``postgresql://`` URL (needs ``kaizen-server[postgres]``; never shown with its
+            password). ``None`` uses a fresh temporary SQLite database that `stop` deletes.
         host: interface to bind; loopback by default. A non-loopback address needs a key
             other than `DEV_API_KEY` (`start` raises `PermissionError` otherwise).
         port: TCP port; ``0`` picks a free one (see `base_url` after `start`).
@@ -519,7 +521,11 @@ class LocalServer:
 
     def __repr__(self) -> str:
         state = self._base_url or "not started"
-        return f"LocalServer({state}, db_path={self.db_path!r})"
+        return f"LocalServer({state}, db_path={self._shown_db!r})"
+
+    @property
+    def _shown_db(self) -> str | None:
+        return None if self.db_path is None else describe_database(self.db_path)
 
     @property
     def optimizer(self) -> str:
@@ -585,10 +591,12 @@ class LocalServer:
         if self.db_path is None:
             self._temp_dir = tempfile.mkdtemp(prefix="kaizen-local-")
             path = os.path.join(self._temp_dir, "local.db")
+        elif is_postgres_url(self.db_path):
+            path = self.db_path
         else:
             path = self.db_path
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._store = store = Store(path, migrate=self._migrate)
+        self._store = store = open_store(path, migrate=self._migrate)
         store.budget_defaults = self._budgets
         store.pricer = trace_pricer(self._optimizer.prices)
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
@@ -631,7 +639,8 @@ class LocalServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("The local CT server did not start; see the log.")
             time.sleep(0.005)
-        logger.info("local CT server listening on %s:%d (database %s)", host, port, path)
+        logger.info("local CT server listening on %s:%d (database %s)", host, port,
+                    describe_database(path))
 
     def stop(self) -> None:
         """Stop serving, finish the worker, close the database; safe to call twice."""

@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 __all__ = [
     "Conflict",
+    "DatabaseUnreachable",
     "Invalid",
     "NotFound",
     "Page",
@@ -56,6 +57,12 @@ class Invalid(StoreError):
 class StoreFull(StoreError):
     """The database or its disk is full (SQLite ``SQLITE_FULL``): nothing of the write was
     kept; reads still work. Answered with 507."""
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The database server (PostgreSQL) could not be reached or refused the connection at
+    start; ``str()`` names the database without its password. Not an answer of the API: the
+    server does not start."""
 
 
 def utcnow() -> datetime:

@@ -292,7 +292,8 @@ class Store:
         """``(model, traces)`` of the models named by the *recent* newest traces with tokens."""
         rows = self._conn().execute(
             "SELECT model, COUNT(*) AS n FROM (SELECT model FROM traces WHERE tokens IS NOT NULL"
-            " AND model IS NOT NULL ORDER BY seq DESC LIMIT ?) GROUP BY model ORDER BY model",
+            " AND model IS NOT NULL ORDER BY seq DESC LIMIT ?) AS recent GROUP BY model"
+            " ORDER BY model",
             (recent,),
         ).fetchall()
         return [(str(r["model"]), int(r["n"])) for r in rows]
