@@ -297,18 +297,23 @@ class StorageInterface(Protocol):
         pr_error: str | None = None,
         version_status: str = "candidate",
         comparison: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Job:
         """Store the job's candidate version and mark the job SUCCESS, in one write.
 
         A text equal to an existing version makes no new version (metadata
-        ``no_new_version``, ``same_as_version``).
+        ``no_new_version``, ``same_as_version``). With *owner*, the job ends only while
+        *owner* holds its lease, which it gives up; otherwise nothing is written and
+        `kaizen_server.domain.budget.LeaseLost` is raised.
         """
         ...
 
     def finish_job_failure(
-        self, job_id: str, message: str, *, metadata: dict[str, Any] | None = None
+        self, job_id: str, message: str, *, metadata: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Job:
-        """Mark the job FAILURE with *message* (and *metadata*)."""
+        """Mark the job FAILURE with *message* (and *metadata*); with *owner*, as
+        `finish_job_success` (only under *owner*'s lease, else `LeaseLost`)."""
         ...
 
     def set_job_options(self, job_id: str, options: dict[str, Any]) -> None:
@@ -321,7 +326,18 @@ class StorageInterface(Protocol):
 
     def claim_job(self, job_id: str, owner: str) -> bool:
         """Take or renew the job's lease for *owner*; ``False`` when another live owner
-        holds an unexpired lease or the job is finished."""
+        holds an unexpired lease or the job is finished.
+
+        Safe across processes and machines: of several owners claiming at once, exactly one
+        gets ``True`` (a compare-and-set, `kaizen_server.storage.leases`). The lease lasts
+        ``lease_seconds`` of the store; a change of hands is audited as ``job.claimed``."""
+        ...
+
+    def claim_next_job(self, owner: str) -> str | None:
+        """Take the lease of the oldest pending or running job that nobody runs (no holder,
+        a lease that ran out, or a holder process of this machine that is gone), skipping
+        *owner*'s own; its id, else ``None``. Of several owners asking at once, each job goes
+        to one of them."""
         ...
 
     def release_job(self, job_id: str, owner: str) -> None:
