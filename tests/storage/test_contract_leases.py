@@ -38,8 +38,8 @@ def test_each_job_goes_to_one_worker_oldest_first(store: StorageInterface) -> No
     assert store.claim_next_job("w4") is None
     assert store.claim_job(jobs[0], "w2") is False  # w1 holds it
     assert store.claim_job(jobs[0], "w1") is True  # a renewal is no change of hands
-    assert _claims(store) == [(j, f"by {o}") for j, o in zip(jobs, ("w1", "w2", "w1", "w2",
-                                                                      "w3"))]
+    owners = ("w1", "w2", "w1", "w2", "w3")
+    assert _claims(store) == [(j, f"by {o}") for j, o in zip(jobs, owners, strict=True)]
 
 
 def test_a_lease_that_ran_out_is_taken_over(store: StorageInterface) -> None:

@@ -78,6 +78,9 @@ IngestError: TypeAlias = "tuple[str, str | None, str]"
 class StorageInterface(Protocol):
     """The operations of a CT server's store; see the module docstring for the contract."""
 
+    lease_seconds: float
+    """How long a job's lease lasts from its last claim or renewal (the server sets it)."""
+
     # --- lifecycle ---------------------------------------------------------------------
 
     def release_thread(self) -> None:
