@@ -17,11 +17,13 @@ import os
 import queue
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +163,7 @@ def test_thirty_jobs_on_three_servers_run_once_while_one_is_killed(
                         killed_job = entry["target"]
             if killed_job is not None:
                 os.kill(victim.proc.pid, signal.SIGKILL)
+                killed_at = time.time()
                 break
             time.sleep(0.02)
         assert victim.proc.wait(30) == -signal.SIGKILL
@@ -191,15 +194,19 @@ def test_thirty_jobs_on_three_servers_run_once_while_one_is_killed(
     victim_jobs = [c["target"] for c in claims if mark in c["detail"].split(",")[0]]
     assert list(taken) == [victim_jobs[-1]], (taken, victim_jobs)
     first, second = taken[victim_jobs[-1]]
+    takeover = next(c for c in claims if c["detail"] == second)
+    reclaimed_after = datetime.fromisoformat(takeover["at"]).timestamp() - killed_at
     assert mark in first and mark not in second.split(",")[0]
     assert second.endswith(first.replace("by ", "taken over from "))
     assert killed_job in (victim_jobs[-1], *victim_jobs[-2:])
     ran = {c["detail"].split(",")[0].split(":")[1] for c in claims}
     assert len(ran) == 3  # all three servers ran jobs
-    print(f"\n{JOBS} jobs on 3 servers, one killed: {time.monotonic() - started:.1f} s")
+    print(f"\n{JOBS} jobs on 3 servers, one killed: {time.monotonic() - started:.1f} s;"
+          f" its job taken over {reclaimed_after:.2f} s after the kill")
 
 
 def test_a_rollout_scored_through_three_servers_is_decided_once(three: list[Server]) -> None:
+    started = time.monotonic()
     clients = [s.client() for s in three]
     try:
         c = clients[0]
@@ -249,6 +256,7 @@ def test_a_rollout_scored_through_three_servers_is_decided_once(three: list[Serv
     assert len(decided) == 1, decided
     assert len({p.headers["etag"] for p in prompts}) == 1
     assert {p.json()["id"] for p in prompts} == {candidate}
+    print(f"\nrollout scored through 3 servers: {time.monotonic() - started:.1f} s")
 
 
 def test_workers_share_one_port_and_a_dead_one_is_restarted(database_url: str) -> None:
@@ -288,3 +296,38 @@ def test_workers_share_one_port_and_a_dead_one_is_restarted(database_url: str) -
     finally:
         server.close()
     print(f"\n--workers 3, one killed and restarted: {time.monotonic() - started:.1f} s")
+
+
+def test_a_worker_whose_lease_was_taken_stops_without_writing(tmp_path: Path) -> None:
+    """Another process took the job (its clock said the lease ran out): this one lets go."""
+    from kaizen_server import LocalServer
+
+    db = tmp_path / "lost.db"
+    with LocalServer(db_path=db, api_key=KEY, job_step_delay=0.3, job_lease_seconds=1.5,
+                     job_poll_seconds=0.1) as srv, \
+            httpx.Client(base_url=srv.base_url, headers={"X-API-Key": KEY}) as c:
+        for name in ("taken", "next"):
+            _ok(c.post("/api/v1/tasks", json={"name": name, "prompt_text": "v1 {{ x }}"}), 201)
+            _ok(c.post("/api/v1/ingest", json={"feedback": _feedback(name, 6)}), 207)
+        taken = _ok(c.post("/api/v1/optimize/taken"), 202)["job"]["id"]
+        deadline = time.monotonic() + 30
+        while _ok(c.get(f"/api/v1/jobs/{taken}"), 200)["status"] != "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        raw = sqlite3.connect(db)
+        with raw:
+            raw.execute("UPDATE jobs SET lease_owner = 'elsewhere:1:0badf00d', lease_until = ?"
+                        " WHERE id = ?", (time.time() + 600, taken))
+        raw.close()
+        # The worker notices (heartbeat or next step), lets the job go and takes the next one.
+        after = _ok(c.post("/api/v1/optimize/next"), 202)["job"]["id"]
+        deadline = time.monotonic() + 60
+        while _ok(c.get(f"/api/v1/jobs/{after}"), 200)["status"] != "SUCCESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        job = _ok(c.get(f"/api/v1/jobs/{taken}"), 200)
+        versions = _ok(c.get("/api/v1/prompts/taken/versions"), 200)
+        claims = [e["target"] for e in _audit(c, "job.claimed")]
+    assert (job["status"], job["prompt_version_id"]) == ("RUNNING", None)
+    assert len(versions) == 1  # nothing of the taken job was written by this worker
+    assert claims == [taken, after]
