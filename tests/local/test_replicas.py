@@ -13,6 +13,7 @@ differs between backends (add a backend's URL to `DATABASES`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import re
@@ -331,3 +332,37 @@ def test_a_worker_whose_lease_was_taken_stops_without_writing(tmp_path: Path) ->
     assert (job["status"], job["prompt_version_id"]) == ("RUNNING", None)
     assert len(versions) == 1  # nothing of the taken job was written by this worker
     assert claims == [taken, after]
+
+
+def test_a_ui_session_is_known_to_every_server_on_the_database(tmp_path: Path) -> None:
+    """Signed in through one process, a browser is signed in on all; signed out, on none."""
+    from kaizen_server import LocalServer
+
+    db = tmp_path / "ui.db"
+    with LocalServer(db_path=db, api_key=KEY) as a, LocalServer(db_path=db, api_key=KEY) as b:
+        with httpx.Client(base_url=a.base_url, timeout=30) as browser:
+            resp = browser.post("/ui/signin", data={"key": KEY, "next": "/ui/tasks"})
+            assert resp.status_code == 303, resp.text
+            sid = browser.cookies["kaizen_ui"]
+        assert _session_rows(db) == [hashlib.sha256(sid.encode()).hexdigest()]
+        cookie = {"cookie": f"kaizen_ui={sid}"}
+        with httpx.Client(base_url=b.base_url, headers=cookie, timeout=30) as other:
+            page = other.get("/ui/tasks")
+            assert page.status_code == 200, page.headers.get("location")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None
+            out = other.post("/ui/signout", data={"csrf": csrf.group(1)})
+            assert out.status_code == 303
+        with httpx.Client(base_url=a.base_url, headers=cookie, timeout=30) as first:
+            resp = first.get("/ui/tasks")
+            assert resp.status_code == 303 and resp.headers["location"].startswith("/ui/signin")
+        assert _session_rows(db) == []
+
+
+def _session_rows(db: Path) -> list[str]:
+    """The stored sessions' names; the cookie's id itself is nowhere in the database."""
+    raw = sqlite3.connect(db)
+    try:
+        return [r[0] for r in raw.execute("SELECT id_hash FROM ui_sessions")]
+    finally:
+        raw.close()

@@ -53,6 +53,7 @@ from kaizen_sdk.models import (
 from kaizen_server.domain import budget
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage.errors import Page
+from kaizen_server.storage.ui_sessions import SessionRecord
 
 __all__ = [
     "ACTIVE_JOB_STATUSES",
@@ -442,4 +443,24 @@ class StorageInterface(Protocol):
         self, ref: str | None, limit: int, *, after: int | None = None
     ) -> Page[AuditEntry]:
         """A page of the audit log, newest first, of one task or (*ref* ``None``) all."""
+        ...
+
+    # --- web UI sessions (every server process on the database knows them) ---------------
+
+    def open_session(self, id_hash: str, record: SessionRecord, *, keep: int,
+                     expired_before: float) -> None:
+        """Store a UI session named *id_hash* (a hash of its cookie's id); drop sessions last
+        seen before *expired_before*, and the least recently seen ones past *keep*."""
+        ...
+
+    def get_session(self, id_hash: str) -> SessionRecord | None:
+        """The UI session named *id_hash*, or ``None``."""
+        ...
+
+    def touch_session(self, id_hash: str, seen: float) -> None:
+        """Note that the UI session was used at *seen* (epoch seconds)."""
+        ...
+
+    def close_session(self, id_hash: str) -> None:
+        """End the UI session named *id_hash*; nothing happens for an unknown one."""
         ...

@@ -64,7 +64,7 @@ from kaizen_sdk.templates import (
 from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
 from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
-from kaizen_server.storage import leases, sqlite_schema
+from kaizen_server.storage import leases, sqlite_schema, ui_sessions
 from kaizen_server.storage import spend as spend_store
 from kaizen_server.storage.errors import (
     Conflict,
@@ -2293,6 +2293,30 @@ class Store:
     ) -> Page[AuditEntry]:
         """Return a page of the audit log, newest first, optionally for one task."""
         return _page(self._list_rows("audit_log", ref, limit, after), limit, self._audit_entry)
+
+
+    # --- web UI sessions (see kaizen_server.storage.ui_sessions) -------------------------
+
+    def open_session(self, id_hash: str, record: ui_sessions.SessionRecord, *, keep: int,
+                     expired_before: float) -> None:
+        """Store a UI session; drop expired ones and the least recently seen past *keep*."""
+        with self._write() as conn:
+            ui_sessions.open_session(conn, id_hash, record, keep=keep,
+                                     expired_before=expired_before)
+
+    def get_session(self, id_hash: str) -> ui_sessions.SessionRecord | None:
+        """The UI session named *id_hash*, or ``None``."""
+        return ui_sessions.get(self._conn(), id_hash)
+
+    def touch_session(self, id_hash: str, seen: float) -> None:
+        """Note that the UI session was used at *seen*."""
+        with self._write() as conn:
+            ui_sessions.touch(conn, id_hash, seen)
+
+    def close_session(self, id_hash: str) -> None:
+        """End the UI session named *id_hash*."""
+        with self._write() as conn:
+            ui_sessions.close(conn, id_hash)
 
 
 def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:
