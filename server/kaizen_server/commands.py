@@ -167,7 +167,7 @@ def _serve_workers(args: argparse.Namespace) -> int:
             return 1
         given = {k: v for k, v in vars(args).items() if k not in _NOT_FOR_CHILDREN}
         command = [sys.executable, "-m", "kaizen_sdk.cli", "serve", "--worker-args",
-                   json.dumps(given)]
+                   json.dumps(given, default=str)]
         supervisor = Supervisor(sock, args.workers, lambda fd: [*command, "--listen-fd",
                                                                 str(fd)],
                                 env=child_environment(key),

@@ -95,11 +95,12 @@ def reserve(conn: sqlite3.Connection, job_id: str, owner: str, estimate_usd: flo
             " spent today (UTC); raise the task's daily_budget_usd"
             " (`kaizen tasks update TASK --daily-budget-usd USD`) or wait for the next day"
         )
-    conn.execute(
-        "UPDATE jobs SET spent_usd = spent_usd + ?, lease_until = ? WHERE id = ?",
-        (estimate_usd, time.time() + lease_seconds, job_id),
+    cur = conn.execute(
+        "UPDATE jobs SET spent_usd = spent_usd + ?, lease_until = ? WHERE id = ?"
+        " AND lease_owner = ?",
+        (estimate_usd, time.time() + lease_seconds, job_id, owner),
     )
-    return None
+    return None if cur.rowcount == 1 else LEASE_LOST
 
 
 def settle(conn: sqlite3.Connection, job_id: str, record: Any, reserved_usd: float) -> None:
