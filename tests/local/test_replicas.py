@@ -366,3 +366,21 @@ def _session_rows(db: Path) -> list[str]:
         return [r[0] for r in raw.execute("SELECT id_hash FROM ui_sessions")]
     finally:
         raw.close()
+
+
+def test_workers_that_keep_dying_at_start_stop_the_server() -> None:
+    import socket
+
+    from kaizen_server.http.workers import CRASH_LOOP, Supervisor
+
+    lines: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        supervisor = Supervisor(sock, 2, lambda fd: [sys.executable, "-c", "raise SystemExit(3)"],
+                                env=os.environ, say=lines.append)
+        assert supervisor.run() == 1
+    starts = [line for line in lines if " started: pid " in line]
+    restarts = [line for line in lines if line.endswith("ended with status 3; restarting it")]
+    assert lines[-1].endswith(f"{CRASH_LOOP} times right after its start; stopping the server")
+    # each death but the last was followed by a restart; the one that gave up died 5 times
+    assert len(starts) == 2 + len(restarts)
+    assert CRASH_LOOP - 1 <= len(restarts) <= 2 * (CRASH_LOOP - 1)
