@@ -114,11 +114,108 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--no-migrate", dest="migrate", action="store_false",
                         help="refuse to start when the database needs schema steps (run "
                              "`kaizen db upgrade` yourself) instead of running them at start")
+    parser.add_argument("--workers", type=_workers, default=1, metavar="N",
+                        help="server processes sharing the port and the database; a dead "
+                             "one is restarted (default: %(default)s)")
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-args", default=None, help=argparse.SUPPRESS)
     parser.set_defaults(command=_cmd_serve)
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _workers(text: str) -> int:
+    """A number of server processes for ``--workers``: 1 to 64."""
     try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"--workers is 1 to 64, got {text}")
+    return value
+
+
+# the key and the database (a URL may hold a password) reach children through their
+# environment, never a command line that `ps` shows
+_NOT_FOR_CHILDREN = ("command", "api_key", "db", "workers", "listen_fd", "worker_args")
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``kaizen serve --workers N``: bind once, then run N children on the socket."""
+    import json
+    import socket
+
+    from kaizen_server.http.addresses import is_loopback
+    from kaizen_server.http.server import DEV_API_KEY
+    from kaizen_server.http.workers import Supervisor, child_environment
+    from kaizen_server.settings import KAIZEN_API_KEY, KAIZEN_DATABASE_URL
+    from kaizen_server.storage import describe_database, is_postgres_url, open_store
+    from kaizen_server.storage.sqlite_schema import SchemaError
+
+    database = _database(args)
+    shown_db = describe_database(database)
+    key = args.api_key or os.environ.get(KAIZEN_API_KEY) or DEV_API_KEY
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    try:
+        sock = socket.create_server((args.host, args.port), family=family, backlog=2048)
+    except OSError as exc:
+        print(f"kaizen serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    with sock:
+        host, port = sock.getsockname()[:2]
+        if not is_loopback(host) and key == DEV_API_KEY:
+            print(f"kaizen serve: refusing to listen on {host}, which other machines can reach,"
+                  f" with the public development key: set {KAIZEN_API_KEY} or pass --api-key.",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        try:  # the schema steps run once, here, before the children open the database
+            open_store(database, migrate=args.migrate).close()
+        except (sqlite3.Error, SchemaError, RuntimeError) as exc:
+            print(f"kaizen serve: cannot open the database {shown_db}: {exc}", file=sys.stderr)
+            return 1
+        except Exception as exc:  # a driver's error (PostgreSQL unreachable, bad password)
+            print(f"kaizen serve: cannot open the database {shown_db}:"
+                  f" {type(exc).__name__}", file=sys.stderr)
+            return 1
+        given = {k: v for k, v in vars(args).items() if k not in _NOT_FOR_CHILDREN}
+        command = [sys.executable, "-m", "kaizen_sdk.cli", "serve", "--worker-args",
+                   json.dumps(given, default=str)]
+        supervisor = Supervisor(sock, args.workers, lambda fd: [*command, "--listen-fd",
+                                                                str(fd)],
+                                env={**child_environment(key), KAIZEN_DATABASE_URL: database},
+                                say=lambda line: print(line, flush=True))
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: supervisor.stop())
+        shown = f"[{host}]" if ":" in host else host
+        print(f"Kaizen local CT server {__version__} listening on http://{shown}:{port} with"
+              f" {args.workers} worker processes", flush=True)
+        print(f"Database: {shown_db if is_postgres_url(database) else os.path.abspath(database)}",
+              flush=True)
+        if key == DEV_API_KEY:
+            print(f"API key (development): {key}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        try:
+            status = supervisor.run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    print("Stopped.", flush=True)
+    return status
+
+
+def _worker_args(args: argparse.Namespace) -> argparse.Namespace:
+    """A child's arguments: its parent's (``--worker-args``) on the inherited socket."""
+    import json
+
+    given = json.loads(args.worker_args or "{}")
+    return argparse.Namespace(**{**vars(args), **given, "workers": 1})
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.listen_fd is None and args.workers > 1:
+        return _serve_workers(args)
+    child = args.listen_fd is not None
+    if child:
+        args = _worker_args(args)
+    try:
+        import socket
+
         from kaizen_server.http.server import LocalServer
         from kaizen_server.storage.sqlite_schema import SchemaError
     except ImportError as exc:
@@ -139,6 +236,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             optimizer=args.optimizer, llm_base_url=args.llm_base_url, budgets=budgets,
             job_timeout=args.job_timeout, otlp_task_map=args.otlp_task_map,
             prices_file=args.prices, migrate=args.migrate,
+            listen_socket=None if not child else socket.socket(fileno=args.listen_fd),
         )
     except ValueError as exc:
         print(f"kaizen serve: {exc}", file=sys.stderr)
@@ -166,6 +264,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = signal.signal(signal.SIGTERM, on_signal)
+    if child:  # the parent printed the rest
+        print(f"worker pid {os.getpid()} ready", flush=True)
+        return _run_until_stopped(server, stop, previous)
     host, port = server.bound_address
     shown = f"[{host}]" if ":" in host else host
     where = f"http://{shown}:{port}"
@@ -182,6 +283,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("API key: from KAIZEN_API_KEY", flush=True)
     print(f"Web UI: {server.base_url}/ui/ (sign in with a read or admin key)", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
+    status = _run_until_stopped(server, stop, previous)
+    print("Stopped.", flush=True)
+    return status
+
+
+def _run_until_stopped(server: Any, stop: threading.Event, previous: Any) -> int:
     try:
         while not stop.wait(0.5):
             pass
@@ -190,7 +297,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.stop()
-    print("Stopped.", flush=True)
     return 0
 
 

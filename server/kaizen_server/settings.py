@@ -13,6 +13,8 @@ __all__ = [
     "KAIZEN_DAILY_BUDGET_USD",
     "KAIZEN_DATABASE_URL",
     "KAIZEN_JOB_BUDGET_USD",
+    "KAIZEN_JOB_LEASE_SECONDS",
+    "KAIZEN_JOB_POLL_SECONDS",
     "KAIZEN_MAX_JOBS_PER_DAY",
     "KAIZEN_GITHUB_API_URL",
     "KAIZEN_GITHUB_TOKEN",
@@ -79,3 +81,12 @@ KAIZEN_DATABASE_URL = "KAIZEN_DATABASE_URL"
 """The server's database when ``--db`` is not given: a SQLite file path, or a
 ``postgresql://user:password@host:port/name`` URL (needs ``kaizen-server[postgres]``).
 Default: the SQLite file ``kaizen.db`` (``kaizen serve``); the password is never printed."""
+
+KAIZEN_JOB_LEASE_SECONDS = "KAIZEN_JOB_LEASE_SECONDS"
+"""Seconds a job's lease lasts without renewal; the worker running the job renews it every
+third of that. When a server process dies (or its machine goes), another process takes its
+job over once the lease runs out (at once for a process of the same machine). Default ``60``."""
+
+KAIZEN_JOB_POLL_SECONDS = "KAIZEN_JOB_POLL_SECONDS"
+"""Seconds between two looks of an idle job worker into the database for a job nobody runs:
+queued through another server process, or left by one that died. Default ``5``."""

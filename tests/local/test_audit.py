@@ -6,6 +6,7 @@ Also here: a manual activation ends a running rollout in the same transaction.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -104,6 +105,8 @@ def test_every_state_change_is_logged_with_its_key(
         # the job's candidate: made by the server's worker
         ("system", "version.created", task["id"], job["prompt_version_id"],
          "v3 candidate (local-fewshot)"),
+        # the worker that took the job (host:pid:random, checked below)
+        ("system", "job.claimed", task["id"], jobs[0]["id"], "by WORKER"),
         ("app", "job.started", task["id"], jobs[0]["id"], "triggered by threshold"),
         ("app", "task.created", auto, "auto", None),
         ("ops", "rollout.overridden", task["id"], rid,
@@ -117,6 +120,9 @@ def test_every_state_change_is_logged_with_its_key(
         ("bootstrap", "key.created", None, ops_key["id"], "ops (admin)"),
     ]
     got = [(e["actor"], e["action"], e["task_id"], e["target"], e["detail"]) for e in entries]
+    worker = re.compile(r"by [^:]+:\d+:[0-9a-f]{8}")
+    assert [worker.fullmatch(g[4] or "") is not None for g in got].count(True) == 1
+    got = [(*g[:4], "by WORKER") if worker.fullmatch(g[4] or "") else g for g in got]
     assert got == expected
     ids = [e["id"] for e in entries]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)

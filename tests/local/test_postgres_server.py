@@ -20,7 +20,7 @@ from pg_cluster import Cluster
 
 from kaizen_sdk.cli import main
 from kaizen_server import LocalServer
-from kaizen_server.storage import open_store
+from kaizen_server.storage import open_store, postgres_schema
 from kaizen_server.storage.errors import DatabaseUnreachable
 from kaizen_server.storage.postgres import PostgresStore, redact_url
 
@@ -59,11 +59,12 @@ def test_db_status_and_upgrade_from_kaizen_database_url(
     try:
         assert main(["db", "status", "--json"]) == 0
         before = json.loads(capsys.readouterr().out)
+        steps = [s.filename for s in postgres_schema.STEPS]
         assert before == {"database": redact_url(url), "current_version": None,
-                          "target_version": 1, "pending": ["0001_initial.sql"]}
+                          "target_version": len(steps), "pending": steps}
         assert main(["db", "upgrade", "--json"]) == 0
         ran = json.loads(capsys.readouterr().out)
-        assert ran["ran"] == ["0001_initial.sql"] and ran["current_version"] == 1
+        assert ran["ran"] == steps and ran["current_version"] == len(steps)
         assert main(["db", "upgrade"]) == 0
         again = capsys.readouterr().out
         assert "Steps run: none (already up to date)" in again and SECRET not in again
@@ -72,7 +73,8 @@ def test_db_status_and_upgrade_from_kaizen_database_url(
         assert "Up to date." in out and "postgresql://postgres:***@" in out
         assert SECRET not in out
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+            assert conn.execute("SELECT version FROM schema_version ORDER BY version"
+                                ).fetchall() == [(s.version,) for s in postgres_schema.STEPS]
     finally:
         pg_cluster.drop(url)
 

@@ -77,10 +77,22 @@ from kaizen_server.http.connections import (
     ConnectionBook,
 )
 from kaizen_server.jobs.retention import Pruner
-from kaizen_server.jobs.worker import JobWorker, OptimizerSettings
+from kaizen_server.jobs.worker import (
+    DEFAULT_POLL_SECONDS,
+    JobWorker,
+    OptimizerSettings,
+    seconds_setting,
+)
 from kaizen_server.llm.pricing import trace_pricer
-from kaizen_server.settings import KAIZEN_API_KEY, KAIZEN_OTLP_TASK_MAP, KAIZEN_PRICES_FILE
+from kaizen_server.settings import (
+    KAIZEN_API_KEY,
+    KAIZEN_JOB_LEASE_SECONDS,
+    KAIZEN_JOB_POLL_SECONDS,
+    KAIZEN_OTLP_TASK_MAP,
+    KAIZEN_PRICES_FILE,
+)
 from kaizen_server.storage import describe_database, is_postgres_url, open_store
+from kaizen_server.storage.spend import LEASE_SECONDS
 from kaizen_server.storage.sqlite import Store
 from kaizen_server.ui.app import MAX_FORM_BYTES, UiApp, UiRequest, is_ui_path
 
@@ -467,6 +479,13 @@ class LocalServer:
             ``KAIZEN_PRICES_FILE``. See `kaizen_server.llm.pricing`.
         migrate: run the database's pending schema steps at start (default); ``False``
             refuses to start on an outdated database (`SchemaOutdated` from `start`).
+        job_lease_seconds: how long a job's lease lasts without renewal (another server
+            process on the database takes a job over after it); ``None`` reads
+            ``KAIZEN_JOB_LEASE_SECONDS``, else 60.
+        job_poll_seconds: how often an idle job worker looks for a job in the database;
+            ``None`` reads ``KAIZEN_JOB_POLL_SECONDS``, else 5.
+        listen_socket: an already bound, listening socket to serve on instead of binding
+            *host* and *port* (``kaizen serve --workers N`` hands one to each process).
     """
 
     def __init__(
@@ -487,6 +506,9 @@ class LocalServer:
         otlp_task_map: TaskMap | str | None = None,
         prices_file: str | None = None,
         migrate: bool = True,
+        job_lease_seconds: float | None = None,
+        job_poll_seconds: float | None = None,
+        listen_socket: socket.socket | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -509,6 +531,11 @@ class LocalServer:
             otlp_task_map = TaskMap.parse(otlp_task_map or os.environ.get(KAIZEN_OTLP_TASK_MAP))
         self._task_map = otlp_task_map
         self._migrate = migrate
+        self._lease_seconds = seconds_setting(job_lease_seconds, KAIZEN_JOB_LEASE_SECONDS,
+                                              LEASE_SECONDS)
+        self._poll_seconds = seconds_setting(job_poll_seconds, KAIZEN_JOB_POLL_SECONDS,
+                                             DEFAULT_POLL_SECONDS)
+        self._listen_socket = listen_socket
         self._temp_dir: str | None = None
         self._store: Store | None = None
         self._worker: JobWorker | None = None
@@ -575,8 +602,11 @@ class LocalServer:
         return self
 
     def _bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family, backlog=2048)
+        if self._listen_socket is not None:
+            sock = self._listen_socket
+        else:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.create_server((self.host, self.port), family=family, backlog=2048)
         address = sock.getsockname()
         if not is_loopback(address[0]) and self.uses_dev_key:
             sock.close()
@@ -599,7 +629,10 @@ class LocalServer:
         self._store = store = open_store(path, migrate=self._migrate)
         store.budget_defaults = self._budgets
         store.pricer = trace_pricer(self._optimizer.prices)
-        self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
+        store.lease_seconds = self._lease_seconds
+        self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer,
+                                 lease_seconds=self._lease_seconds,
+                                 poll_seconds=self._poll_seconds)
         store.prices = self._worker.settings.prices
         readers = concurrent.futures.ThreadPoolExecutor(
             WORKER_THREADS, thread_name_prefix="kaizen-local-api"

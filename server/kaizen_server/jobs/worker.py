@@ -38,7 +38,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import queue
 import re
 import threading
 import time
@@ -52,6 +51,7 @@ from kaizen_server.evaluate import heldout
 from kaizen_server.evaluate import judge as evaluate
 from kaizen_server.evaluate.judge import Sample
 from kaizen_server.jobs import approval, github
+from kaizen_server.jobs.heartbeat import Heartbeat
 from kaizen_server.llm.client import BudgetExceeded, LLMClient, LLMError
 from kaizen_server.llm.pricing import Price, PriceTable
 from kaizen_server.optimize import dspy_optimizer
@@ -71,10 +71,12 @@ from kaizen_server.storage.interface import StorageInterface
 
 __all__ = [
     "DEFAULT_JOB_TIMEOUT",
+    "DEFAULT_POLL_SECONDS",
     "MIN_DSPY_EXAMPLES",
     "OPTIMIZERS",
     "JobWorker",
     "OptimizerSettings",
+    "seconds_setting",
 ]
 
 logger = logging.getLogger("kaizen_server.jobs.worker")
@@ -88,12 +90,31 @@ MIN_DSPY_EXAMPLES = 10
 DEFAULT_JOB_TIMEOUT = 1800.0
 """Seconds one job may run (wall clock) unless ``--job-timeout`` / ``KAIZEN_JOB_TIMEOUT``."""
 
-_STOP = object()
-
 _OPTIMIZER_JSON = "'{\"optimizer\": \"auto\"}'"
 
-RESCAN_SECONDS = 30.0
-"""How often an idle worker looks for unfinished jobs whose lease ran out."""
+DEFAULT_POLL_SECONDS = 5.0
+"""How often an idle worker asks the database for a job nobody runs (queued by another server
+process, or left by one that stopped) unless ``KAIZEN_JOB_POLL_SECONDS`` says otherwise."""
+
+
+def seconds_setting(given: float | None, variable: str, default: float, *,
+                    environ: Mapping[str, str] | None = None) -> float:
+    """*given*, else the environment variable *variable*, else *default*: a positive number
+    of seconds; raise `ValueError` naming the variable otherwise."""
+    env = os.environ if environ is None else environ
+    value: float | None = given
+    if value is None:
+        raw = env.get(variable) or ""
+        if not raw.strip():
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{variable} must be a number of seconds, got {raw[:40]!r}"
+                             ) from None
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{variable} must be a positive number of seconds, got {value!r}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,21 +273,34 @@ def _report(task: Task, metadata: Mapping[str, Any]) -> str:
 class JobWorker:
     """A daemon thread that runs queued optimization jobs against a store (`StorageInterface`).
 
+    Jobs come from the database, not from this process: the worker takes the oldest job that
+    nobody runs (`StorageInterface.claim_next_job`), when `submit` wakes it and every
+    *poll_seconds* when idle, so several server processes on one database share the jobs, and
+    a job left by a process that died is taken over once its lease runs out. While a job runs,
+    a `Heartbeat` renews its lease every third of *lease_seconds*.
+
     Parameters:
         store: where jobs, feedback and prompt versions live.
         step_delay: seconds to pause after each main progress step (0 by default; a demo can
             slow jobs down to show progress). `stop` interrupts the pause.
         settings: the optimizer and LLM endpoint (default: `OptimizerSettings.resolve()`).
+        lease_seconds: how long the store's leases last (the heartbeat's period is a third).
+        poll_seconds: how often an idle worker looks for a job in the database.
     """
 
     def __init__(
         self, store: StorageInterface, *, step_delay: float = 0.0,
         settings: OptimizerSettings | None = None,
+        lease_seconds: float = spend_store.LEASE_SECONDS,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
     ) -> None:
         self._store = store
         self._step_delay = max(0.0, step_delay)
         self.settings = settings if settings is not None else OptimizerSettings.resolve()
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._lease_seconds = lease_seconds
+        self._poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._lost = threading.Event()
         self._stopping = threading.Event()
         self._current: LLMClient | None = None
         self._canceller = Canceller()
@@ -277,15 +311,14 @@ class JobWorker:
         self._thread = threading.Thread(target=self._run, name="kaizen-local-jobs", daemon=True)
 
     def start(self) -> None:
-        """Start the worker and resume jobs left unfinished by an earlier run."""
+        """Start the worker; it resumes jobs left unfinished by an earlier run at once."""
         self._thread.start()
-        for job_id in self._store.unfinished_jobs():
-            self.submit(job_id)
 
     def submit(self, job_id: str) -> None:
-        """Queue a job that is already stored as ``PENDING``."""
+        """Wake the worker for a job that is already stored as ``PENDING`` (any worker on the
+        database may take it: the oldest unclaimed job runs first)."""
         if not self._stopping.is_set():
-            self._queue.put(job_id)
+            self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the current step (or LLM call) and wait for the thread to end."""
@@ -294,7 +327,7 @@ class JobWorker:
         current = self._current
         if current is not None:
             current.cancel()
-        self._queue.put(_STOP)
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -364,25 +397,31 @@ class JobWorker:
             )
         return None
 
+    def _next_job(self) -> str | None:
+        try:
+            return self._store.claim_next_job(self.owner)
+        except Exception:  # a busy or unreachable database: try again at the next poll
+            logger.warning("looking for a job to run failed; retrying", exc_info=True)
+            return None
+
     def _run(self) -> None:
         try:
-            while True:
-                try:
-                    item = self._queue.get(timeout=RESCAN_SECONDS)
-                except queue.Empty:  # another worker may have died holding a job
-                    for job_id in self._store.unfinished_jobs():
-                        self.submit(job_id)
+            while not self._stopping.is_set():
+                self._wake.clear()
+                item = self._next_job()
+                if item is None:
+                    self._wake.wait(self._poll_seconds)
                     continue
-                if item is _STOP or self._stopping.is_set():
-                    return
-                assert isinstance(item, str)
                 try:
                     self._run_job(item)
+                except budget.LeaseLost:
+                    logger.warning("job %s: another worker took it over; this one stops", item)
                 except Exception:
                     logger.exception("local optimization job %s crashed", item)
                     try:
                         self._store.finish_job_failure(item, "internal error in the local job"
-                                                       " worker; see the server log")
+                                                       " worker; see the server log",
+                                                       owner=self.owner)
                     except Exception:
                         logger.exception("could not record the failure of job %s", item)
         finally:
@@ -395,7 +434,8 @@ class JobWorker:
     def _fail(self, job_id: str, message: object,
               metadata: dict[str, Any] | None = None) -> None:
         """End the job FAILURE with a scrubbed *message*."""
-        self._store.finish_job_failure(job_id, self._scrub(message), metadata=metadata)
+        self._store.finish_job_failure(job_id, self._scrub(message), metadata=metadata,
+                                       owner=self.owner)
 
     def _step(self, job_id: str, step: str) -> bool:
         """Record *step* and renew the lease; False when stopping or the lease is lost.
@@ -404,7 +444,7 @@ class JobWorker:
         """
         if time.monotonic() >= self._deadline:
             raise _JobFault(self._timeout_message())
-        if not self._store.claim_job(job_id, self.owner):
+        if self._lost.is_set() or not self._store.claim_job(job_id, self.owner):
             logger.warning("job %s: another worker took it over; this one stops", job_id)
             return False
         self._store.set_job_step(job_id, step)
@@ -420,8 +460,23 @@ class JobWorker:
             return
         self._scrub = self.settings.scrubber()
         self._deadline = time.monotonic() + self.settings.job_timeout
+        self._canceller = canceller = Canceller()  # this job's upstream calls
+        self._lost.clear()
+        if self._stopping.is_set():
+            canceller.cancel()
+
+        def lost() -> None:
+            logger.warning("job %s: its lease is held by another worker now; stopping it",
+                           job_id)
+            self._lost.set()
+            canceller.cancel()
+
+        heartbeat = Heartbeat(lambda: self._store.claim_job(job_id, self.owner),
+                              self._lease_seconds / 3, on_lost=lost,
+                              done=self._store.release_thread)
         try:
-            self._run_claimed(job_id)
+            with heartbeat:
+                self._run_claimed(job_id)
         except _JobFault as exc:
             self._fail(job_id, exc)
             logger.warning("local optimization job %s failed: %s", job_id, self._scrub(exc))
@@ -438,7 +493,7 @@ class JobWorker:
             self._store.finish_job_failure(
                 job_id,
                 f"task {task_name!r} has no scored feedback: send feedback with a score in "
-                "[0, 1] before optimizing",
+                "[0, 1] before optimizing", owner=self.owner,
             )
             return
         task = self._store.get_task(task_id)
@@ -478,6 +533,7 @@ class JobWorker:
             job_id, result.prompt_text, eval_score=result.eval_score,
             optimizer=optimizer.OPTIMIZER_NAME, metadata=metadata,
             pr_url=None if pr is None else pr[0], pr_error=None if pr is None else pr[1],
+            owner=self.owner,
         )
         if job.prompt_version_id is None:
             logger.info("local optimization job %s made no new version: %s", job_id,
@@ -525,7 +581,7 @@ class JobWorker:
             if refused == spend_store.LEASE_LOST:
                 return  # another worker runs it
             refused = fill_task(refused, task.name)
-            self._store.finish_job_failure(job_id, refused, metadata={
+            self._store.finish_job_failure(job_id, refused, owner=self.owner, metadata={
                 "refused": refused, "estimated_cost_usd": round(cost.cost_usd, 6),
                 "cost_budget": limits.job_budget_usd,
                 "daily_budget_usd": limits.daily_budget_usd})
@@ -606,6 +662,7 @@ class JobWorker:
             comparison={"verdict": judged, "baseline_version": metadata["baseline_version"],
                         "baseline_score": round(comparison.active_mean, 4),
                         "eval_sample_size": comparison.n},
+            owner=self.owner,
         )
         if job.prompt_version_id is None:
             logger.info("local optimization job %s made no new version: %s", job_id,

@@ -54,6 +54,7 @@ from kaizen_sdk.models import (
 from kaizen_server.domain import budget
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage.errors import Page
+from kaizen_server.storage.ui_sessions import SessionRecord
 
 __all__ = [
     "ACTIVE_JOB_STATUSES",
@@ -78,6 +79,9 @@ IngestError: TypeAlias = "tuple[str, str | None, str]"
 
 class StorageInterface(Protocol):
     """The operations of a CT server's store; see the module docstring for the contract."""
+
+    lease_seconds: float
+    """How long a job's lease lasts from its last claim or renewal (the server sets it)."""
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -308,18 +312,23 @@ class StorageInterface(Protocol):
         pr_error: str | None = None,
         version_status: str = "candidate",
         comparison: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Job:
         """Store the job's candidate version and mark the job SUCCESS, in one write.
 
         A text equal to an existing version makes no new version (metadata
-        ``no_new_version``, ``same_as_version``).
+        ``no_new_version``, ``same_as_version``). With *owner*, the job ends only while
+        *owner* holds its lease, which it gives up; otherwise nothing is written and
+        `kaizen_server.domain.budget.LeaseLost` is raised.
         """
         ...
 
     def finish_job_failure(
-        self, job_id: str, message: str, *, metadata: dict[str, Any] | None = None
+        self, job_id: str, message: str, *, metadata: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Job:
-        """Mark the job FAILURE with *message* (and *metadata*)."""
+        """Mark the job FAILURE with *message* (and *metadata*); with *owner*, as
+        `finish_job_success` (only under *owner*'s lease, else `LeaseLost`)."""
         ...
 
     def set_job_options(self, job_id: str, options: dict[str, Any]) -> None:
@@ -332,7 +341,18 @@ class StorageInterface(Protocol):
 
     def claim_job(self, job_id: str, owner: str) -> bool:
         """Take or renew the job's lease for *owner*; ``False`` when another live owner
-        holds an unexpired lease or the job is finished."""
+        holds an unexpired lease or the job is finished.
+
+        Safe across processes and machines: of several owners claiming at once, exactly one
+        gets ``True`` (a compare-and-set, `kaizen_server.storage.leases`). The lease lasts
+        ``lease_seconds`` of the store; a change of hands is audited as ``job.claimed``."""
+        ...
+
+    def claim_next_job(self, owner: str) -> str | None:
+        """Take the lease of the oldest pending or running job that nobody runs (no holder,
+        a lease that ran out, or a holder process of this machine that is gone), skipping
+        *owner*'s own; its id, else ``None``. Of several owners asking at once, each job goes
+        to one of them."""
         ...
 
     def release_job(self, job_id: str, owner: str) -> None:
@@ -434,4 +454,24 @@ class StorageInterface(Protocol):
         self, ref: str | None, limit: int, *, after: int | None = None
     ) -> Page[AuditEntry]:
         """A page of the audit log, newest first, of one task or (*ref* ``None``) all."""
+        ...
+
+    # --- web UI sessions (every server process on the database knows them) ---------------
+
+    def open_session(self, id_hash: str, record: SessionRecord, *, keep: int,
+                     expired_before: float) -> None:
+        """Store a UI session named *id_hash* (a hash of its cookie's id); drop sessions last
+        seen before *expired_before*, and the least recently seen ones past *keep*."""
+        ...
+
+    def get_session(self, id_hash: str) -> SessionRecord | None:
+        """The UI session named *id_hash*, or ``None``."""
+        ...
+
+    def touch_session(self, id_hash: str, seen: float) -> None:
+        """Note that the UI session was used at *seen* (epoch seconds)."""
+        ...
+
+    def close_session(self, id_hash: str) -> None:
+        """End the UI session named *id_hash*; nothing happens for an unknown one."""
         ...

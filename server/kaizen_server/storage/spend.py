@@ -8,7 +8,8 @@ Each function takes an open connection inside the caller's write transaction:
   by page (``GET /api/v1/jobs/{job_id}/calls``), never inside the job object;
 - a job is run by the worker holding its lease (``lease_owner``, ``lease_until``): a worker
   takes a job only when nobody holds it, the lease ran out, or its holder is a process of
-  this machine that no longer exists (a server killed with ``kill -9``).
+  this machine that no longer exists (a server killed with ``kill -9``); the compare-and-set
+  that takes it is `kaizen_server.storage.leases`, and each call's reservation renews it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from kaizen_server.domain.budget import LEASE_LOST
 __all__ = [
     "LEASE_LOST",
     "LEASE_SECONDS",
-    "claim",
     "day_used",
     "holder_is_gone",
     "job_calls",
@@ -33,9 +33,10 @@ __all__ = [
     "settle",
 ]
 
-LEASE_SECONDS = 300.0
-"""How long a job's lease lasts without renewal (each LLM call and step renews it); longer
-than one LLM call with its retries."""
+LEASE_SECONDS = 60.0
+"""How long a job's lease lasts without renewal unless ``KAIZEN_JOB_LEASE_SECONDS`` says
+otherwise: the worker renews it every third of that while the job runs (and at each LLM call
+and step), so it runs out only when the worker stopped: crashed, hung or cut off."""
 
 def new_owner() -> str:
     """A lease owner name for one worker: ``host:pid:random``."""
@@ -60,24 +61,6 @@ def holder_is_gone(owner: str) -> bool:
     return False
 
 
-def claim(conn: sqlite3.Connection, job_id: str, owner: str, *, now: float | None = None,
-          seconds: float = LEASE_SECONDS) -> bool:
-    """Take or renew the lease of an unfinished job; False when another worker holds it."""
-    now = time.time() if now is None else now
-    row = conn.execute(
-        "SELECT status, lease_owner, lease_until FROM jobs WHERE id = ?", (job_id,)
-    ).fetchone()
-    if row is None or row["status"] not in ("PENDING", "RUNNING"):
-        return False
-    holder = row["lease_owner"]
-    if holder is not None and holder != owner and (row["lease_until"] or 0) > now \
-            and not holder_is_gone(holder):
-        return False
-    conn.execute("UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                 (owner, now + seconds, job_id))
-    return True
-
-
 def day_used(conn: sqlite3.Connection, task_id: str, since: str,
              *, except_job: str | None = None) -> float:
     """The task's spend since *since* (ISO time), a running job's unspent reservation too."""
@@ -90,7 +73,8 @@ def day_used(conn: sqlite3.Connection, task_id: str, since: str,
 
 
 def reserve(conn: sqlite3.Connection, job_id: str, owner: str, estimate_usd: float, *,
-            job_budget: float, daily_budget: float, since: str) -> str | None:
+            job_budget: float, daily_budget: float, since: str,
+            lease_seconds: float = LEASE_SECONDS) -> str | None:
     """Add *estimate_usd* to the job's spend if both budgets allow it; else say why not."""
     row = conn.execute(
         "SELECT task_id, spent_usd, llm_calls, lease_owner FROM jobs WHERE id = ?", (job_id,)
@@ -111,11 +95,12 @@ def reserve(conn: sqlite3.Connection, job_id: str, owner: str, estimate_usd: flo
             " spent today (UTC); raise the task's daily_budget_usd"
             " (`kaizen tasks update TASK --daily-budget-usd USD`) or wait for the next day"
         )
-    conn.execute(
-        "UPDATE jobs SET spent_usd = spent_usd + ?, lease_until = ? WHERE id = ?",
-        (estimate_usd, time.time() + LEASE_SECONDS, job_id),
+    cur = conn.execute(
+        "UPDATE jobs SET spent_usd = spent_usd + ?, lease_until = ? WHERE id = ?"
+        " AND lease_owner = ?",
+        (estimate_usd, time.time() + lease_seconds, job_id, owner),
     )
-    return None
+    return None if cur.rowcount == 1 else LEASE_LOST
 
 
 def settle(conn: sqlite3.Connection, job_id: str, record: Any, reserved_usd: float) -> None:

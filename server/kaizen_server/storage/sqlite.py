@@ -19,6 +19,7 @@ import logging
 import math
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -65,8 +66,8 @@ from kaizen_sdk.templates import (
 from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
 from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
+from kaizen_server.storage import leases, sqlite_schema, ui_sessions
 from kaizen_server.storage import spend as spend_store
-from kaizen_server.storage import sqlite_schema
 from kaizen_server.storage.errors import (
     Conflict,
     Invalid,
@@ -271,6 +272,9 @@ class Store:
         """What a trace's call cost (``cost_usd``), set by the server; ``None``: no costs."""
         self.prices: PriceTable | None = None
         """LLM prices for each rollout arm's cost per call; the server sets them."""
+        self.lease_seconds = spend_store.LEASE_SECONDS
+        """How long a job's lease lasts unless renewed (`kaizen_server.storage.leases`); the
+        server sets it (``KAIZEN_JOB_LEASE_SECONDS``)."""
         self._migrate(migrate)
 
     def __repr__(self) -> str:
@@ -724,12 +728,12 @@ class Store:
         """End *rollout* as ``overridden``: *version* was activated by hand while it ran."""
         reason = (f"v{version['version_number']} was activated by hand"
                   f" (by {self._actor()[0]}) while the rollout ran")
-        conn.execute(
-            "UPDATE rollouts SET state = 'overridden', reason = ?, ended_at = ?,"
-            " end_trace_seq = ?, end_feedback_seq = ? WHERE id = ?",
-            (reason, _ts(), self._max_seq(conn, "traces"), self._max_seq(conn, "feedback"),
-             rollout["id"]),
-        )
+        if not self._rollout_moves(
+            conn, rollout, "state = 'overridden', reason = ?, ended_at = ?,"
+            " end_trace_seq = ?, end_feedback_seq = ?",
+            (reason, _ts(), self._max_seq(conn, "traces"), self._max_seq(conn, "feedback")),
+        ):
+            return
         share = self._rollout_config(rollout).ramp[rollout["step"]]
         self._rollout_event(conn, rollout["id"], "overridden", share, reason,
                             {"share": share, "activated_version_id": version["id"]})
@@ -1527,7 +1531,7 @@ class Store:
         self, job_id: str, prompt_text: str, *, eval_score: float, optimizer: str,
         metadata: dict[str, Any], dspy_version: str | None = None, pr_url: str | None = None,
         pr_error: str | None = None, version_status: str = "candidate",
-        comparison: dict[str, Any] | None = None,
+        comparison: dict[str, Any] | None = None, owner: str | None = None,
     ) -> Job:
         """Store the job's new prompt version as ``candidate`` and mark the job SUCCESS.
 
@@ -1538,11 +1542,13 @@ class Store:
         sees the job SUCCESS first and PR_FAILED later. *version_status* is ``rejected`` for a
         candidate judged worse; *comparison* (``verdict``, ``baseline_version``,
         ``baseline_score``, ``eval_sample_size``) says what its score was compared against.
+        With *owner*, the job ends only while *owner* holds its lease (else `LeaseLost`).
         """
         with self._write() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"job {job_id!r} not found")
+            self._finish_lease(conn, job_id, owner)
             same = _same_version(conn, row["task_id"], prompt_text)
             version_id: str | None = None
             if same is not None:
@@ -1575,10 +1581,14 @@ class Store:
             return self._job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     def finish_job_failure(
-        self, job_id: str, message: str, *, metadata: dict[str, Any] | None = None
+        self, job_id: str, message: str, *, metadata: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Job:
-        """Mark the job FAILURE with *message* (and *metadata*, e.g. the calls made so far)."""
+        """Mark the job FAILURE with *message* (and *metadata*, e.g. the calls made so far).
+
+        With *owner*, only while *owner* holds the job's lease (else `LeaseLost`)."""
         with self._write() as conn:
+            self._finish_lease(conn, job_id, owner)
             conn.execute(
                 "UPDATE jobs SET status = 'FAILURE', progress_step = 'failed',"
                 " error_message = ?, job_metadata = COALESCE(?, job_metadata), completed_at = ?,"
@@ -1589,6 +1599,11 @@ class Store:
             if row is None:
                 raise NotFound(f"job {job_id!r} not found")
             return self._job(row)
+
+    @staticmethod
+    def _finish_lease(conn: sqlite3.Connection, job_id: str, owner: str | None) -> None:
+        if owner is not None and not leases.finish(conn, job_id, owner):
+            raise budget.LeaseLost(budget.LEASE_LOST)
 
     def set_job_options(self, job_id: str, options: dict[str, Any]) -> None:
         """Keep a pending job's options (e.g. ``{"strategy": "gepa"}``) in its metadata."""
@@ -1619,7 +1634,36 @@ class Store:
     def claim_job(self, job_id: str, owner: str) -> bool:
         """Take (or renew) the job's lease for *owner*; False when another worker runs it."""
         with self._write() as conn:
-            return spend_store.claim(conn, job_id, owner)
+            return self._claim(conn, job_id, owner)
+
+    def claim_next_job(self, owner: str) -> str | None:
+        """Take the lease of the oldest unfinished job nobody runs; its id, else ``None``."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT id, lease_owner, lease_until FROM jobs WHERE status IN (?, ?)"
+                " ORDER BY seq LIMIT ?", (*ACTIVE_JOB_STATUSES, leases.CANDIDATES),
+            ).fetchall()
+            now = time.time()
+            for row in rows:
+                if row["lease_owner"] == owner:
+                    continue  # this worker's own job: it runs it already
+                if leases.takeable(row["lease_owner"], row["lease_until"], owner, now) \
+                        and self._claim(conn, str(row["id"]), owner, now):
+                    return str(row["id"])
+        return None
+
+    def _claim(self, conn: sqlite3.Connection, job_id: str, owner: str,
+               now: float | None = None) -> bool:
+        previous = leases.claim(conn, job_id, owner, seconds=self.lease_seconds, now=now)
+        if previous is None:
+            return False
+        if previous != owner:  # changed hands: who runs the job is worth keeping
+            task = conn.execute("SELECT task_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            self._audit(conn, "job.claimed", task_id=task["task_id"], target=job_id,
+                        detail=f"by {owner}" + (f", taken over from {previous}" if previous
+                                                else ""),
+                        actor=(keys.SYSTEM_NAME, None))
+        return True
 
     def release_job(self, job_id: str, owner: str) -> None:
         """Give up the job's lease (the worker is stopping; another may resume the job)."""
@@ -1658,7 +1702,8 @@ class Store:
         with self._write() as conn:
             return spend_store.reserve(conn, job_id, owner, estimate_usd, job_budget=job_budget,
                                        daily_budget=daily_budget,
-                                       since=_ts(budget.day_start(utcnow())))
+                                       since=_ts(budget.day_start(utcnow())),
+                                       lease_seconds=self.lease_seconds)
 
     def settle_call(self, job_id: str, owner: str, record: Any, reserved_usd: float) -> None:
         """Replace a call's reservation by its charge and keep its record (*record* is a
@@ -1891,18 +1936,15 @@ class Store:
         stats = decision.stats(active, candidate, share)
         if decision.action == "advance":
             step, start_n = decisions.ramp_step(step=rollout["step"], candidate_n=candidate.n)
-            conn.execute(
-                "UPDATE rollouts SET step = ?, step_start_n = ? WHERE id = ?",
-                (step, start_n, rollout["id"]),
-            )
-            self._rollout_event(conn, rollout["id"], "ramp", config.ramp[step], decision.reason,
-                                stats)
+            if self._rollout_moves(conn, rollout, "step = ?, step_start_n = ?",
+                                   (step, start_n)):
+                self._rollout_event(conn, rollout["id"], "ramp", config.ramp[step],
+                                    decision.reason, stats)
         elif decision.action in ("recommend_promote", "recommend_rollback"):
             action = decision.action.removeprefix("recommend_")
-            conn.execute("UPDATE rollouts SET recommendation = ? WHERE id = ?",
-                         (action, rollout["id"]))
-            self._rollout_event(conn, rollout["id"], decision.action, share, decision.reason,
-                                stats)
+            if self._rollout_moves(conn, rollout, "recommendation = ?", (action,)):
+                self._rollout_event(conn, rollout["id"], decision.action, share,
+                                    decision.reason, stats)
         elif decision.action in ("promote", "rollback"):
             self._end_rollout(conn, rollout, decision.action, decision.reason, stats)
 
@@ -1921,11 +1963,33 @@ class Store:
             candidate_version=rollout["candidate_version_id"],
         )
 
+    @staticmethod
+    def _rollout_moves(conn: sqlite3.Connection, rollout: sqlite3.Row, assignments: str,
+                       values: tuple[Any, ...]) -> bool:
+        """Apply *assignments* to *rollout* only if it is still as it was read: running, at
+        the same step, with the same recommendation. A compare-and-set checked by its row
+        count, so of several server processes deciding at once exactly one moves it (one
+        ramp step, one promotion or rollback), whatever the database's isolation level."""
+        cur = conn.execute(
+            f"UPDATE rollouts SET {assignments} WHERE id = ? AND state = 'running'"
+            " AND step = ? AND COALESCE(recommendation, '') = ?",
+            (*values, rollout["id"], rollout["step"], rollout["recommendation"] or ""),
+        )
+        return bool(cur.rowcount == 1)
+
     def _end_rollout(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, action: str, reason: str,
         stats: dict[str, Any], *, by_request: bool = False,
     ) -> None:
         candidate = rollout["candidate_version_id"]
+        state = "promoted" if action == "promote" else "rolled_back"
+        if not self._rollout_moves(
+            conn, rollout, "state = ?, reason = ?, ended_at = ?, end_trace_seq = ?,"
+            " end_feedback_seq = ?",
+            (state, reason, _ts(), self._max_seq(conn, "traces"),
+             self._max_seq(conn, "feedback")),
+        ):
+            return  # another process decided first: its decision stands
         if action == "promote":
             conn.execute(
                 "UPDATE prompts SET status = 'inactive' WHERE task_id = ? AND status = 'active'",
@@ -1937,12 +2001,6 @@ class Store:
             conn.execute("UPDATE prompts SET status = 'rejected' WHERE id = ? AND status != "
                          "'active'", (candidate,))
             state, event = "rolled_back", "rolled_back"
-        conn.execute(
-            "UPDATE rollouts SET state = ?, reason = ?, ended_at = ?, end_trace_seq = ?,"
-            " end_feedback_seq = ? WHERE id = ?",
-            (state, reason, _ts(), self._max_seq(conn, "traces"),
-             self._max_seq(conn, "feedback"), rollout["id"]),
-        )
         share = stats.get("share", 0.0)
         self._rollout_event(conn, rollout["id"], event, share, reason, stats)
         self._audit(
@@ -2306,6 +2364,30 @@ class Store:
     ) -> Page[AuditEntry]:
         """Return a page of the audit log, newest first, optionally for one task."""
         return _page(self._list_rows("audit_log", ref, limit, after), limit, self._audit_entry)
+
+
+    # --- web UI sessions (see kaizen_server.storage.ui_sessions) -------------------------
+
+    def open_session(self, id_hash: str, record: ui_sessions.SessionRecord, *, keep: int,
+                     expired_before: float) -> None:
+        """Store a UI session; drop expired ones and the least recently seen past *keep*."""
+        with self._write() as conn:
+            ui_sessions.open_session(conn, id_hash, record, keep=keep,
+                                     expired_before=expired_before)
+
+    def get_session(self, id_hash: str) -> ui_sessions.SessionRecord | None:
+        """The UI session named *id_hash*, or ``None``."""
+        return ui_sessions.get(self._conn(), id_hash)
+
+    def touch_session(self, id_hash: str, seen: float) -> None:
+        """Note that the UI session was used at *seen*."""
+        with self._write() as conn:
+            ui_sessions.touch(conn, id_hash, seen)
+
+    def close_session(self, id_hash: str) -> None:
+        """End the UI session named *id_hash*."""
+        with self._write() as conn:
+            ui_sessions.close(conn, id_hash)
 
 
 def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:

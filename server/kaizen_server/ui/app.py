@@ -213,7 +213,7 @@ class UiApp:
         self.auth = auth
         store = api.store
         self.sessions = sessions if sessions is not None else SessionBook(
-            lambda digest: store.key_for_hash(digest) is not None
+            lambda digest: store.key_for_hash(digest) is not None, store=store
         )
         self.env = Environment(
             loader=PackageLoader("kaizen_server.ui", "templates"),
