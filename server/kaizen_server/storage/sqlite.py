@@ -32,6 +32,11 @@ from kaizen_sdk.models import (
     ApiKeyCreated,
     AuditEntry,
     ChatMessage,
+    Evaluator,
+    EvaluatorAgreement,
+    EvaluatorDay,
+    EvaluatorRequest,
+    EvaluatorUpdateRequest,
     FeedbackRequest,
     FeedbackResult,
     Job,
@@ -61,8 +66,10 @@ from kaizen_sdk.templates import (
     parse_messages_text,
 )
 from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
+from kaizen_server.domain import evaluators as evaluator_rules
 from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
+from kaizen_server.storage import evaluators as evaluator_sql
 from kaizen_server.storage import spend as spend_store
 from kaizen_server.storage import sqlite_schema
 from kaizen_server.storage.errors import (
@@ -875,7 +882,8 @@ class Store:
         """Return the task's feedback that has a score, as optimizer examples."""
         rows = self._conn().execute(
             "SELECT id, inputs, output, score, correction, comment FROM feedback"
-            " WHERE task_id = ? AND score IS NOT NULL ORDER BY seq",
+            " WHERE task_id = ? AND score IS NOT NULL AND source NOT LIKE 'evaluator:%'"
+            " ORDER BY seq",
             (task_id,),
         ).fetchall()
         return [
@@ -2235,6 +2243,179 @@ class Store:
     ) -> Page[AuditEntry]:
         """Return a page of the audit log, newest first, optionally for one task."""
         return _page(self._list_rows("audit_log", ref, limit, after), limit, self._audit_entry)
+
+    # --- online evaluators --------------------------------------------------------------
+    # Settings checked by `kaizen_server.domain.evaluators`; the SQL of claims and books in
+    # `kaizen_server.storage.evaluators`.
+
+    judge_endpoint: bool = True
+    """False when the server has no LLM endpoint (an LLM judge then shows ``no_endpoint``)."""
+
+    _EVALUATOR_FIELDS = ("rubric", "judge_model", "scale", "pattern", "json_schema",
+                         "min_length", "max_length", "sample_rate", "daily_budget_usd",
+                         "daily_calls", "watch", "pass_threshold", "min_kappa")
+
+    def _check_evaluator(self, config: dict[str, Any]) -> None:
+        prices = self.prices if self.prices is not None else PriceTable()
+        try:
+            evaluator_rules.check_config(config, prices.known)
+        except evaluator_rules.BadEvaluator as exc:
+            raise Invalid(str(exc)) from None
+
+    def _evaluator_row(self, conn: sqlite3.Connection, ref: str, evaluator: str) -> sqlite3.Row:
+        task = self._require_task(conn, ref)
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM evaluators WHERE task_id = ? AND (id = ? OR name = ?)",
+            (task["id"], _as_uuid(evaluator) or "", evaluator),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"evaluator {evaluator!r} of task {ref!r} not found")
+        return row
+
+    def _evaluator(self, conn: sqlite3.Connection, row: sqlite3.Row) -> Evaluator:
+        config: dict[str, Any] = msgspec.json.decode(row["config"])
+        today = evaluator_sql.day_row(conn, row["id"], evaluator_sql.day_of())
+        agreement = evaluator_rules.agreement(
+            evaluator_sql.agreement_pairs(conn, row["id"]), config.get("pass_threshold", 0.5))
+        refusal = None
+        if row["kind"] == evaluator_rules.LLM_JUDGE:
+            refusal = evaluator_rules.budget_refusal(
+                calls=today["calls"], spent_usd=today["spent_usd"], estimate_usd=0.0,
+                daily_calls=config.get("daily_calls"),
+                daily_budget_usd=config.get("daily_budget_usd"))
+            if refusal is None and today["skipped_budget"]:
+                refusal = conn.execute(
+                    "SELECT reason FROM evaluation_results WHERE evaluator_id = ?"
+                    " AND status = 'skipped' ORDER BY judged_at DESC LIMIT 1", (row["id"],)
+                ).fetchone()["reason"]
+        settings: dict[str, Any] = {k: config[k] for k in self._EVALUATOR_FIELDS
+                                    if config.get(k) is not None}
+        status, reason = evaluator_rules.status(
+            enabled=bool(row["enabled"]), refusal=refusal, min_kappa=config.get("min_kappa"),
+            kappa=agreement.get("kappa"),
+            endpoint=self.judge_endpoint or row["kind"] != evaluator_rules.LLM_JUDGE)
+        return Evaluator(
+            id=uuid.UUID(row["id"]), task_id=uuid.UUID(row["task_id"]), name=row["name"],
+            kind=row["kind"], enabled=bool(row["enabled"]), status=status, status_reason=reason,
+            today=EvaluatorDay(**today),
+            days=[EvaluatorDay(**d) for d in evaluator_sql.days(conn, row["id"])],
+            agreement=EvaluatorAgreement(**agreement), created_at=_dt(row["created_at"]),
+            updated_at=_dt(row["updated_at"]),
+            **settings,
+        )
+
+    def create_evaluator(self, ref: str, req: EvaluatorRequest) -> Evaluator:
+        """Add an online evaluator to a task; it takes the traces stored from now on."""
+        config = {k: getattr(req, k) for k in ("kind", *self._EVALUATOR_FIELDS)}
+        self._check_evaluator(config)
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            if conn.execute("SELECT 1 FROM evaluators WHERE task_id = ? AND name = ?",
+                            (task["id"], req.name)).fetchone():
+                raise Conflict(f"task {task['name']!r} already has an evaluator {req.name!r}")
+            count = conn.execute("SELECT COUNT(*) AS n FROM evaluators WHERE task_id = ?",
+                                 (task["id"],)).fetchone()["n"]
+            if count >= evaluator_rules.MAX_EVALUATORS_PER_TASK:
+                raise Invalid(f"`name`: task {task['name']!r} has {count} evaluators, the most"
+                              " a task may have; remove one first")
+            eid, now = str(uuid.uuid4()), _ts()
+            conn.execute(
+                "INSERT INTO evaluators (id, task_id, name, kind, config, enabled, scan_seq,"
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,"
+                " (SELECT COALESCE(MAX(seq), 0) FROM traces),?,?)",
+                (eid, task["id"], req.name, req.kind, _json(config), int(req.enabled), now, now),
+            )
+            self._audit(conn, "evaluator.created", task_id=task["id"], target=eid,
+                        detail=f"{req.name} ({req.kind})")
+            return self._evaluator(conn, self._evaluator_row(conn, task["id"], eid))
+
+    def list_evaluators(self, ref: str) -> list[Evaluator]:
+        """The task's evaluators, oldest first (at most `MAX_EVALUATORS_PER_TASK`)."""
+        conn = self._conn()
+        task = self._require_task(conn, ref)
+        rows = conn.execute("SELECT * FROM evaluators WHERE task_id = ? ORDER BY seq",
+                            (task["id"],)).fetchall()
+        return [self._evaluator(conn, row) for row in rows]
+
+    def get_evaluator(self, ref: str, evaluator: str) -> Evaluator:
+        """One evaluator of the task, by id or name, with its status, books and agreement."""
+        conn = self._conn()
+        return self._evaluator(conn, self._evaluator_row(conn, ref, evaluator))
+
+    def update_evaluator(self, ref: str, evaluator: str,
+                         req: EvaluatorUpdateRequest) -> Evaluator:
+        """Change the fields *req* gives, all or none."""
+        with self._write() as conn:
+            row = self._evaluator_row(conn, ref, evaluator)
+            config: dict[str, Any] = msgspec.json.decode(row["config"])
+            for field in self._EVALUATOR_FIELDS:
+                value = getattr(req, field)
+                if value is not msgspec.UNSET:
+                    config[field] = value
+            for field in ("sample_rate", "watch", "pass_threshold"):
+                if config.get(field) is None:
+                    raise Invalid(f"`{field}` cannot be cleared")
+            self._check_evaluator(config)
+            name = row["name"] if req.name is msgspec.UNSET else req.name
+            if name != row["name"] and conn.execute(
+                    "SELECT 1 FROM evaluators WHERE task_id = ? AND name = ?",
+                    (row["task_id"], name)).fetchone():
+                raise Conflict(f"the task already has an evaluator {name!r}")
+            enabled = row["enabled"] if req.enabled is msgspec.UNSET else int(req.enabled)
+            conn.execute(
+                "UPDATE evaluators SET name = ?, config = ?, enabled = ?, updated_at = ?"
+                " WHERE id = ?", (name, _json(config), enabled, _ts(), row["id"]))
+            self._audit(conn, "evaluator.updated", task_id=row["task_id"], target=row["id"],
+                        detail=name)
+            return self._evaluator(conn, self._evaluator_row(conn, row["task_id"], row["id"]))
+
+    def remove_evaluator(self, ref: str, evaluator: str) -> Evaluator:
+        """Delete an evaluator and its books; the feedback it stored stays. Returns it as it
+        was."""
+        with self._write() as conn:
+            row = self._evaluator_row(conn, ref, evaluator)
+            gone = self._evaluator(conn, row)
+            for table in ("evaluation_results", "evaluator_days"):
+                conn.execute(f"DELETE FROM {table} WHERE evaluator_id = ?", (row["id"],))
+            conn.execute("DELETE FROM evaluators WHERE id = ?", (row["id"],))
+            self._audit(conn, "evaluator.removed", task_id=row["task_id"], target=row["id"],
+                        detail=row["name"])
+            return gone
+
+    def evaluators_to_run(self) -> list[dict[str, Any]]:
+        """Every enabled evaluator as ``{id, task_id, name, kind, ...settings}``, oldest first."""
+        rows = self._conn().execute(
+            "SELECT id, task_id, name, kind, config FROM evaluators WHERE enabled = 1"
+            " ORDER BY seq").fetchall()
+        return [{**msgspec.json.decode(r["config"]), "id": r["id"], "task_id": r["task_id"],
+                 "name": r["name"], "kind": r["kind"]} for r in rows]
+
+    def claim_evaluations(self, evaluator_id: str, owner: str, *, limit: int,
+                          estimate_usd: float) -> list[evaluator_sql.Claim]:
+        """Take up to *limit* traces for the evaluator (see `StorageInterface`)."""
+        with self._write() as conn:
+            ev = conn.execute("SELECT * FROM evaluators WHERE id = ?",
+                              (evaluator_id,)).fetchone()
+            if ev is None:
+                return []
+            rollout = self._running_rollout(conn, ev["task_id"])
+            arms = None if rollout is None else [rollout["active_version_id"],
+                                                 rollout["candidate_version_id"]]
+            claims, _skipped = evaluator_sql.claim(conn, ev, owner, limit=limit,
+                                                   estimate_usd=estimate_usd, arms=arms)
+            return claims
+
+    def record_evaluation(self, item: evaluator_sql.Claim, owner: str, *,
+                          score: float | None, reason: str, called: bool,
+                          charged_usd: float = 0.0) -> bool:
+        """Keep an evaluation's outcome (see `StorageInterface`)."""
+        with self._write() as conn:
+            ev = conn.execute("SELECT * FROM evaluators WHERE id = ?",
+                              (item.evaluator_id,)).fetchone()
+            if ev is None:
+                return False
+            return evaluator_sql.record(conn, ev, item, owner, score=score, reason=reason,
+                                        called=called, charged_usd=charged_usd)
 
 
 def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:

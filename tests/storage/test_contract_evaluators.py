@@ -1,0 +1,256 @@
+"""The storage contract of online evaluators, run against every backend in `BACKENDS`.
+
+Configuration (valid or refused whole), claims (each trace taken once per evaluator whatever
+number of workers and stores share the database), the day's budget (exact at the cap) and the
+outcomes (a score becomes feedback, no score stays unjudged).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import msgspec
+import pytest
+from storage_backends import Backend
+
+from kaizen_sdk.models import (
+    EvaluatorRequest,
+    EvaluatorUpdateRequest,
+    TaskCreateRequest,
+    TraceRequest,
+)
+from kaizen_server.domain import evaluators as rules
+from kaizen_server.storage.errors import Conflict, Invalid, NotFound
+from kaizen_server.storage.interface import StorageInterface
+from kaizen_server.storage.sqlite import Store
+
+pytestmark = pytest.mark.unit
+
+
+def _task(store: StorageInterface, name: str = "t") -> str:
+    return str(store.create_task(TaskCreateRequest(name=name, prompt_text="v1 {{ x }}")).id)
+
+
+def _traces(store: StorageInterface, task: str, n: int, text: str = "ABC") -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    for tid in ids:
+        store.add_trace(TraceRequest(task_id=task, id=uuid.UUID(tid), response_text=text))
+    return ids
+
+
+def _req(**fields: Any) -> EvaluatorRequest:
+    return msgspec.convert({"name": "caps", "kind": "regex", "pattern": "^[A-Z]", **fields},
+                           EvaluatorRequest)
+
+
+def _judge(**fields: Any) -> EvaluatorRequest:
+    return _req(kind="llm_judge", rubric="Right?", judge_model="gpt-4o-mini", scale=[1, 5],
+                pattern=None, **fields)
+
+
+def _other_store(backend: Backend) -> StorageInterface:
+    """A second store on the same database (another server process)."""
+    if backend.name == "sqlite":
+        assert isinstance(backend.store, Store)
+        return Store(backend.store.path)
+    pytest.skip(f"no second store for {backend.name}")
+
+
+def test_create_list_get_update_remove(store: StorageInterface) -> None:
+    task = _task(store)
+    created = store.create_evaluator("t", _req(sample_rate=0.25))
+    assert (created.name, created.kind, created.pattern, created.sample_rate) == (
+        "caps", "regex", "^[A-Z]", 0.25)
+    assert created.status == "active" and created.task_id == uuid.UUID(task)
+    assert [e.id for e in store.list_evaluators("t")] == [created.id]
+    assert store.get_evaluator(task, "caps").id == created.id
+    assert store.get_evaluator("t", str(created.id)).name == "caps"
+    changed = store.update_evaluator("t", "caps", EvaluatorUpdateRequest(sample_rate=1.0,
+                                                                         enabled=False))
+    assert (changed.sample_rate, changed.enabled, changed.status) == (1.0, False, "disabled")
+    with pytest.raises(Conflict):
+        store.create_evaluator("t", _req())
+    assert store.remove_evaluator("t", "caps").id == created.id
+    assert store.list_evaluators("t") == []
+    with pytest.raises(NotFound):
+        store.get_evaluator("t", "caps")
+    with pytest.raises(NotFound):
+        store.create_evaluator("no-such-task", _req())
+
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"kind": "llm_judge", "rubric": "Right?", "judge_model": "gpt-4o-mini"}, "`scale`"),
+    ({"kind": "llm_judge", "rubric": "Right?", "scale": [1, 5]}, "`judge_model`"),
+    ({"kind": "llm_judge", "judge_model": "gpt-4o-mini", "scale": [1, 5]}, "`rubric`"),
+    ({"kind": "llm_judge", "rubric": "R", "judge_model": "gpt-4o-mini", "scale": [5, 1]},
+     "`scale`"),
+    ({"kind": "llm_judge", "rubric": "R", "judge_model": "no-such-model-xyz", "scale": [0, 1]},
+     "`judge_model`"),
+    ({"pattern": "(unclosed"}, "`pattern`"),
+    ({"pattern": None}, "`pattern`"),
+    ({"kind": "json_schema", "json_schema": {"type": "objekt"}}, "`json_schema.type`"),
+    ({"kind": "json_schema", "json_schema": {"properties": {"a": {"format": "x"}}}},
+     "`json_schema.properties.a.format`"),
+    ({"kind": "length"}, "`min_length` or `max_length`"),
+    ({"kind": "length", "min_length": 5, "max_length": 2}, "`min_length`"),
+])
+def test_a_configuration_that_cannot_work_is_refused_naming_the_field(
+    store: StorageInterface, fields: dict[str, Any], named: str
+) -> None:
+    _task(store)
+    with pytest.raises(Invalid, match=named.replace("[", r"\[").replace("(", r"\(")):
+        store.create_evaluator("t", _req(**{"pattern": "^[A-Z]", **fields}))
+    assert store.list_evaluators("t") == []
+
+
+def test_a_bad_update_changes_nothing(store: StorageInterface) -> None:
+    _task(store)
+    store.create_evaluator("t", _req())
+    with pytest.raises(Invalid, match="`pattern`"):
+        store.update_evaluator("t", "caps", EvaluatorUpdateRequest(sample_rate=0.5,
+                                                                   pattern="[z-a]"))
+    kept = store.get_evaluator("t", "caps")
+    assert (kept.pattern, kept.sample_rate) == ("^[A-Z]", 1.0)
+
+
+def test_traces_before_the_evaluator_are_not_taken_and_sampling_is_by_id(
+    store: StorageInterface,
+) -> None:
+    task = _task(store)
+    _traces(store, task, 3)
+    ev = store.create_evaluator("t", _req(sample_rate=0.5))
+    ids = _traces(store, task, 40)
+    claims = store.claim_evaluations(str(ev.id), "w1", limit=100, estimate_usd=0.0)
+    want = [t for t in ids if rules.sampled(str(ev.id), t, 0.5)]
+    assert [c.trace_id for c in claims] == want
+    assert 0 < len(want) < 40
+    assert store.claim_evaluations(str(ev.id), "w2", limit=100, estimate_usd=0.0) == []
+
+
+def test_outcomes_become_feedback_or_stay_unjudged(store: StorageInterface) -> None:
+    task = _task(store)
+    ev = store.create_evaluator("t", _req())
+    upper, lower = _traces(store, task, 1, "ABC") + _traces(store, task, 1, "abc")
+    claims = {c.trace_id: c for c in
+              store.claim_evaluations(str(ev.id), "w1", limit=10, estimate_usd=0.0)}
+    assert store.record_evaluation(claims[upper], "w1", score=1.0, reason="matches",
+                                   called=False)
+    assert not store.record_evaluation(claims[lower], "intruder", score=1.0, reason="x",
+                                       called=False)
+    assert store.record_evaluation(claims[lower], "w1", score=None, reason="no output",
+                                   called=False)
+    assert not store.record_evaluation(claims[lower], "w1", score=0.0, reason="again",
+                                       called=False)
+    entries = store.list_feedback("t", 10).items
+    judged = [f for f in entries if f.source == "evaluator:caps"]
+    assert len(judged) == 1
+    assert (judged[0].score, judged[0].comment) == (1.0, "matches")
+    assert judged[0].metadata == {"trace_id": upper, "evaluator_id": str(ev.id),
+                                  "evaluator": "caps", "judged": True}
+    today = store.get_evaluator("t", "caps").today
+    assert today is not None and (today.judged, today.unjudged) == (1, 1)
+    # judged scores are not optimizer examples unless the loop asks for them
+    assert store.scored_examples(task) == []
+
+
+def test_each_trace_is_claimed_once_by_many_workers_on_two_stores(backend: Backend) -> None:
+    store = backend.store
+    other = _other_store(backend)
+    try:
+        task = _task(store)
+        ev = store.create_evaluator("t", _req())
+        ids = _traces(store, task, 120)
+        taken: list[str] = []
+        lock = threading.Lock()
+
+        def work(s: StorageInterface, owner: str) -> None:
+            try:
+                for _ in range(200):
+                    got = s.claim_evaluations(str(ev.id), owner, limit=7, estimate_usd=0.0)
+                    with lock:
+                        taken.extend(c.trace_id for c in got)
+                        if len(taken) >= len(ids):
+                            return
+            finally:
+                s.release_thread()
+
+        threads = [threading.Thread(target=work, args=(s, f"w{i}"))
+                   for i, s in enumerate([store, other] * 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(taken) == sorted(ids)  # every trace once, none twice
+    finally:
+        other.close()
+
+
+def test_the_day_budget_in_calls_is_exact_at_the_cap(store: StorageInterface) -> None:
+    task = _task(store)
+    ev = store.create_evaluator("t", _judge(daily_calls=3))
+    _traces(store, task, 5)
+    claims = store.claim_evaluations(str(ev.id), "w1", limit=10, estimate_usd=0.001)
+    assert len(claims) == 3
+    now = store.get_evaluator("t", "caps")
+    assert now.status == "budget_spent"
+    assert now.status_reason is not None and "3 judge calls" in now.status_reason
+    assert now.today is not None and (now.today.calls, now.today.skipped_budget) == (3, 2)
+    # a call that never happened gives its place back
+    assert store.record_evaluation(claims[0], "w1", score=None, reason="no endpoint",
+                                   called=False)
+    _traces(store, task, 2)
+    assert len(store.claim_evaluations(str(ev.id), "w1", limit=10, estimate_usd=0.001)) == 1
+
+
+def test_the_day_budget_in_dollars_is_exact_at_the_cap(store: StorageInterface) -> None:
+    task = _task(store)
+    ev = store.create_evaluator("t", _judge(daily_budget_usd=0.003))
+    _traces(store, task, 5)
+    claims = store.claim_evaluations(str(ev.id), "w1", limit=10, estimate_usd=0.001)
+    assert len(claims) == 3  # 3 x 0.001 == 0.003: the cap itself is allowed
+    for c in claims:
+        assert store.record_evaluation(c, "w1", score=0.5, reason="ok", called=True,
+                                       charged_usd=0.001)
+    books = store.get_evaluator("t", "caps")
+    assert books.today is not None
+    assert books.today.spent_usd == pytest.approx(0.003)
+    assert books.status == "budget_spent" and "$0.0030" in (books.status_reason or "")
+    _traces(store, task, 2)
+    assert store.claim_evaluations(str(ev.id), "w1", limit=10, estimate_usd=0.001) == []
+
+
+def test_a_claim_whose_worker_died_is_taken_over(store: StorageInterface, monkeypatch:
+                                                  pytest.MonkeyPatch) -> None:
+    from kaizen_server.storage import evaluators as sql
+
+    task = _task(store)
+    ev = store.create_evaluator("t", _req())
+    _traces(store, task, 2)
+    monkeypatch.setattr(sql, "CLAIM_SECONDS", -1.0)  # claims run out at once
+    first = store.claim_evaluations(str(ev.id), "dead", limit=10, estimate_usd=0.0)
+    monkeypatch.setattr(sql, "CLAIM_SECONDS", 120.0)
+    again = store.claim_evaluations(str(ev.id), "alive", limit=10, estimate_usd=0.0)
+    assert sorted(c.trace_id for c in again) == sorted(c.trace_id for c in first)
+    assert not store.record_evaluation(first[0], "dead", score=1.0, reason="late",
+                                       called=False)
+    assert store.record_evaluation(again[0], "alive", score=1.0, reason="ok", called=False)
+
+
+def test_watching_a_rollout_takes_only_its_arms(store: StorageInterface) -> None:
+    from kaizen_sdk.models import RolloutRequest
+
+    task = _task(store)
+    ev = store.create_evaluator("t", _req(watch="rollout"))
+    _traces(store, task, 3)  # no rollout: nothing is taken
+    assert store.claim_evaluations(str(ev.id), "w", limit=10, estimate_usd=0.0) == []
+    candidate = store.create_version("t", "v2 {{ x }}", activate=False)
+    store.start_rollout("t", RolloutRequest(candidate_version_id=candidate.id, share=0.5))
+    active = store.active_prompt("t")
+    store.add_trace(TraceRequest(task_id=task, response_text="A",
+                                 prompt_version_id=candidate.id))
+    store.add_trace(TraceRequest(task_id=task, response_text="B", prompt_version_id=active.id))
+    store.add_trace(TraceRequest(task_id=task, response_text="C"))
+    got = store.claim_evaluations(str(ev.id), "w", limit=10, estimate_usd=0.0)
+    assert sorted(c.output or "" for c in got) == ["A", "B"]
