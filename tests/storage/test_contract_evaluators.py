@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -19,6 +20,7 @@ from kaizen_sdk.models import (
     EvaluatorRequest,
     EvaluatorUpdateRequest,
     TaskCreateRequest,
+    TaskUpdateRequest,
     TraceRequest,
 )
 from kaizen_server.domain import evaluators as rules
@@ -254,3 +256,50 @@ def test_watching_a_rollout_takes_only_its_arms(store: StorageInterface) -> None
     store.add_trace(TraceRequest(task_id=task, response_text="C"))
     got = store.claim_evaluations(str(ev.id), "w", limit=10, estimate_usd=0.0)
     assert sorted(c.output or "" for c in got) == ["A", "B"]
+
+
+def _judge_all(store: StorageInterface, ev_id: str, owner: str = "w",
+               score: Callable[[str], float] = lambda output: 1.0) -> int:
+    claims = store.claim_evaluations(ev_id, owner, limit=500, estimate_usd=0.0)
+    for c in claims:
+        assert store.record_evaluation(c, owner, score=score(c.output or ""), reason="r",
+                                       called=False)
+    return len(claims)
+
+
+def test_judged_scores_feed_the_optimizer_only_where_the_task_says_and_people_did_not(
+    store: StorageInterface,
+) -> None:
+    task = _task(store)
+    ev = store.create_evaluator("t", _req())
+    people = _traces(store, task, 2)
+    _traces(store, task, 3)
+    assert _judge_all(store, str(ev.id), score=lambda o: 0.75) == 5
+    store.score_trace(people[0], 0.1, "person")
+    store.score_trace(people[1], 0.2, "person")
+    assert sorted(e.score for e in store.scored_examples(task)) == [0.1, 0.2]
+    store.update_task("t", TaskUpdateRequest(evaluator_config={"judged_scores": True}))
+    # people's scores win on their traces; the judge's stand for the others
+    assert sorted(e.score for e in store.scored_examples(task)) == [0.1, 0.2, 0.75, 0.75, 0.75]
+
+
+def test_an_evaluator_below_its_agreement_stops_feeding_the_loop_but_still_reports(
+    store: StorageInterface,
+) -> None:
+    task = _task(store)
+    store.update_task("t", TaskUpdateRequest(evaluator_config={"judged_scores": True}))
+    ev = store.create_evaluator("t", _req(min_kappa=0.5))
+    scored = _traces(store, task, 50)
+    assert _judge_all(store, str(ev.id)) == 50  # the judge passes everything
+    for i, trace_id in enumerate(scored):  # people fail half: kappa 0
+        store.score_trace(trace_id, float(i % 2), "person")
+    unscored = _traces(store, task, 4)
+    assert _judge_all(store, str(ev.id)) == 4
+    shown = store.get_evaluator("t", "caps")
+    assert shown.agreement is not None and shown.agreement.kappa == 0.0
+    assert shown.status == "below_agreement"
+    assert shown.today is not None and shown.today.judged == 54  # it still judges
+    assert len(store.scored_examples(task)) == 50  # people's only
+    store.update_evaluator("t", "caps", EvaluatorUpdateRequest(min_kappa=None))
+    assert len(store.scored_examples(task)) == 54
+    assert len(unscored) == 4

@@ -33,6 +33,7 @@ __all__ = [
     "budget_refusal",
     "check_config",
     "feeds_loop",
+    "judged_scores",
     "sampled",
     "status",
 ]
@@ -164,6 +165,13 @@ def feeds_loop(min_kappa: float | None, kappa: float | None) -> bool:
     """True when an evaluator's scores may feed the optimizer and rollouts: no minimum, too
     few pairs to judge the judge yet, or κ at least the minimum."""
     return min_kappa is None or kappa is None or kappa >= min_kappa
+
+
+def judged_scores(evaluator_config: Mapping[str, Any] | None) -> bool:
+    """True when the task lets judged scores drive its loop (``evaluator_config``
+    ``{"judged_scores": true}``): optimizer examples where no person scored, rollout arms'
+    metric, the feedback threshold."""
+    return bool(evaluator_config and evaluator_config.get("judged_scores") is True)
 
 
 def status(*, enabled: bool, refusal: str | None, min_kappa: float | None,

@@ -627,7 +627,7 @@ class LocalServer:
         self._evaluator = OnlineEvaluator(
             store, llm_base_url=self._optimizer.llm_base_url,
             llm_api_key=self._optimizer.llm_api_key, prices=self._optimizer.prices,
-            scrubber=self._optimizer.scrubber())
+            scrubber=self._optimizer.scrubber(), on_jobs=self._worker.submit)
         self._evaluator.start()
         self._thread = threading.Thread(
             target=asyncio.run, args=(_serve(server, sock),), name="kaizen-local-server",

@@ -18,7 +18,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kaizen_server.domain import evaluators as rules
@@ -62,13 +62,15 @@ class OnlineEvaluator:
         interval: seconds between passes; batch: traces per evaluator and pass.
         judge_threads: LLM judge calls in flight at most.
         owner: this worker's claim name (default: ``host:pid:random``).
+        on_jobs: given the id of each job a judged score started (the job worker's submit).
     """
 
     def __init__(self, store: StorageInterface, *, llm_base_url: str | None = None,
                  llm_api_key: str | None = None, prices: PriceTable | None = None,
                  scrubber: Scrubber | None = None, interval: float = EVAL_INTERVAL,
                  batch: int = EVAL_BATCH, judge_threads: int = 4,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None,
+                 on_jobs: Callable[[str], None] | None = None) -> None:
         self._store = store
         self._base_url = llm_base_url
         self._api_key = llm_api_key
@@ -77,6 +79,7 @@ class OnlineEvaluator:
         self.interval = interval
         self.batch = batch
         self.owner = owner or spend_store.new_owner()
+        self._on_jobs = on_jobs
         self.evaluated = 0
         """Outcomes kept since the start (scores and unjudged)."""
         self._canceller = Canceller()
@@ -156,7 +159,7 @@ class OnlineEvaluator:
             outcome = checks.run_check(config, item.output, item.correction)
         except Exception as exc:  # a check never stops the others
             outcome = checks.Outcome(None, f"the check failed: {type(exc).__name__}")
-        return self._store.record_evaluation(item, self.owner, score=outcome.score,
+        return self._record(item, self.owner, score=outcome.score,
                                              reason=outcome.reason, called=False)
 
     def _judge(self, config: Mapping[str, Any], item: Claim) -> bool:
@@ -168,11 +171,11 @@ class OnlineEvaluator:
     def _judge_one(self, config: Mapping[str, Any], item: Claim) -> bool:
         llm = self._client()
         if llm is None:
-            return self._store.record_evaluation(
+            return self._record(
                 item, self.owner, score=None, called=False,
                 reason="no LLM endpoint is configured for the judge (--llm-base-url)")
         if item.output is None:
-            return self._store.record_evaluation(item, self.owner, score=None, called=False,
+            return self._record(item, self.owner, score=None, called=False,
                                                  reason="the trace has no output to judge")
         model = str(config["judge_model"])
         messages = checks.judge_messages(str(config["rubric"]), config["scale"], item.inputs,
@@ -181,7 +184,7 @@ class OnlineEvaluator:
             reply = llm.chat(model, messages, purpose="online_judge",
                              max_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
         except LLMError as exc:
-            return self._store.record_evaluation(item, self.owner, score=None,
+            return self._record(item, self.owner, score=None,
                                                  reason=f"the judge call failed: {exc}",
                                                  called=True, charged_usd=item.reserved_usd)
         finally:
@@ -196,9 +199,17 @@ class OnlineEvaluator:
         outcome = checks.parse_judgement(reply, config["scale"])
         if self._scrubber is not None:
             outcome = checks.Outcome(outcome.score, self._scrubber(outcome.reason))
-        return self._store.record_evaluation(item, self.owner, score=outcome.score,
+        return self._record(item, self.owner, score=outcome.score,
                                              reason=outcome.reason, called=True,
                                              charged_usd=charged)
+
+    def _record(self, item: Claim, owner: str, **outcome: Any) -> bool:
+        jobs: list[str] = []
+        kept = self._store.record_evaluation(item, owner, new_jobs=jobs, **outcome)
+        for job_id in jobs:
+            if self._on_jobs is not None:
+                self._on_jobs(job_id)
+        return kept
 
     def _run(self) -> None:
         try:

@@ -38,6 +38,9 @@ __all__ = [
     "day_of",
     "day_row",
     "days",
+    "human_scored",
+    "judged_arm",
+    "judged_examples",
     "record",
 ]
 
@@ -265,13 +268,71 @@ def record(conn: sqlite3.Connection, ev: sqlite3.Row, item: Claim, owner: str, *
     if score is not None:
         metadata = {"trace_id": item.trace_id, "evaluator_id": item.evaluator_id,
                     "evaluator": ev["name"], "judged": True}
+        fid = str(uuid.uuid4())
         conn.execute(
             "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
             " created_at, comment) VALUES (?,?,?,?,?,?,?,?,?)",
-            (str(uuid.uuid4()), item.task_id, _json(item.inputs), _json(item.output), score,
+            (fid, item.task_id, _json(item.inputs), _json(item.output), score,
              f"evaluator:{ev['name']}", _json(metadata), stamp, reason),
         )
+        conn.execute("UPDATE evaluation_results SET feedback_id = ? WHERE evaluator_id = ?"
+                     " AND trace_id = ?", (fid, item.evaluator_id, item.trace_id))
     return True
+
+
+def human_scored(conn: sqlite3.Connection, trace_id: str) -> bool:
+    """True when a person (or the application) scored the trace: its score, or a scored
+    feedback entry naming it (judged entries name no trace)."""
+    row = conn.execute(
+        "SELECT 1 FROM traces WHERE id = ? AND score IS NOT NULL UNION ALL"
+        " SELECT 1 FROM feedback WHERE trace_id = ? AND score IS NOT NULL LIMIT 1",
+        (trace_id, trace_id),
+    ).fetchone()
+    return row is not None
+
+
+def judged_examples(conn: sqlite3.Connection, task_id: str,
+                    evaluator_ids: Sequence[str]) -> list[sqlite3.Row]:
+    """The judged feedback of *evaluator_ids* on the task's traces that no person scored,
+    one entry per trace (the first judged), oldest first; columns of an optimizer example
+    and ``seq``."""
+    if not evaluator_ids:
+        return []
+    marks = ", ".join("?" for _ in evaluator_ids)
+    rows = conn.execute(
+        "SELECT f.seq, f.id, f.inputs, f.output, f.score, f.correction, f.comment, r.trace_id"
+        " FROM evaluation_results r JOIN feedback f ON f.id = r.feedback_id"
+        " JOIN traces t ON t.id = r.trace_id"
+        f" WHERE f.task_id = ? AND r.status = 'judged' AND r.evaluator_id IN ({marks})"
+        " AND t.score IS NULL AND NOT EXISTS (SELECT 1 FROM feedback h"
+        " WHERE h.trace_id = r.trace_id AND h.score IS NOT NULL) ORDER BY f.seq",
+        (task_id, *evaluator_ids),
+    ).fetchall()
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        if row["trace_id"] not in seen:
+            seen.add(row["trace_id"])
+            out.append(row)
+    return out
+
+
+def judged_arm(conn: sqlite3.Connection, task_id: str, version: str, bounds: tuple[int, int],
+               evaluator_ids: Sequence[str]) -> tuple[int, float, float]:
+    """``(n, sum, sum of squares)`` of judged scores (a trace's mean over *evaluator_ids*) of
+    the version's traces in *bounds* (trace ``seq``) that no person scored."""
+    if not evaluator_ids:
+        return 0, 0.0, 0.0
+    marks = ", ".join("?" for _ in evaluator_ids)
+    row = conn.execute(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(s), 0) AS s, COALESCE(SUM(s * s), 0) AS ss FROM"
+        " (SELECT AVG(r.score) AS s FROM traces t JOIN evaluation_results r"
+        " ON r.trace_id = t.id WHERE t.task_id = ? AND t.seq > ? AND t.seq <= ?"
+        " AND t.prompt_version_id = ? AND t.score IS NULL AND r.status = 'judged'"
+        f" AND r.evaluator_id IN ({marks}) GROUP BY r.trace_id) j",
+        (task_id, *bounds, version, *evaluator_ids),
+    ).fetchone()
+    return int(row["n"]), float(row["s"]), float(row["ss"])
 
 
 def _json(value: Any) -> str | None:

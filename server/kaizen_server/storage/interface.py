@@ -188,8 +188,9 @@ class StorageInterface(Protocol):
         ...
 
     def scored_examples(self, task_id: str) -> list[Example]:
-        """The task's feedback that has a score, oldest first, as optimizer examples (scores of
-        online evaluators, source ``evaluator:NAME``, left out)."""
+        """The task's feedback that has a score, oldest first, as optimizer examples. Scores of
+        online evaluators (source ``evaluator:NAME``) only when the task lets judged scores
+        drive its loop, for traces no person scored, from evaluators whose agreement allows."""
         ...
 
     def add_trace(self, req: TraceRequest) -> TraceResult:
@@ -478,12 +479,16 @@ class StorageInterface(Protocol):
 
     def record_evaluation(
         self, item: Claim, owner: str, *, score: float | None, reason: str, called: bool,
-        charged_usd: float = 0.0,
+        charged_usd: float = 0.0, new_jobs: list[str] | None = None,
     ) -> bool:
         """Keep the outcome of a claim *owner* still holds (``False``: it does not).
 
         A score becomes a feedback entry (``source`` ``evaluator:NAME``, comment *reason*),
         ``None`` keeps the trace unjudged with *reason*. The charge replaces the call's
-        reservation in the day's books (``called`` false gives the call back).
+        reservation in the day's books (``called`` false gives the call back). When the task
+        lets judged scores drive its loop (``evaluator_config["judged_scores"]``) and the
+        evaluator's agreement allows, a score for a trace no person scored counts toward the
+        feedback threshold (ids of jobs it started go to *new_jobs*), and becomes an optimizer
+        example (`scored_examples`) and a rollout score of the trace's arm.
         """
         ...

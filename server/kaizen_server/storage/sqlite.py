@@ -880,12 +880,17 @@ class Store:
 
     def scored_examples(self, task_id: str) -> list[Example]:
         """Return the task's feedback that has a score, as optimizer examples."""
-        rows = self._conn().execute(
-            "SELECT id, inputs, output, score, correction, comment FROM feedback"
+        conn = self._conn()
+        rows = conn.execute(
+            "SELECT seq, id, inputs, output, score, correction, comment FROM feedback"
             " WHERE task_id = ? AND score IS NOT NULL AND source NOT LIKE 'evaluator:%'"
             " ORDER BY seq",
             (task_id,),
         ).fetchall()
+        if self._uses_judged(conn, task_id):  # people's scores first, judges' where none
+            judged = evaluator_sql.judged_examples(conn, task_id,
+                                                   self._feeding_evaluators(conn, task_id))
+            rows = sorted([*rows, *judged], key=lambda r: int(r["seq"]))
         return [
             Example(id=r["id"], inputs=_unjson(r["inputs"]), output=_unjson(r["output"]),
                     score=float(r["score"]), correction=_unjson(r["correction"]),
@@ -1785,8 +1790,13 @@ class Store:
                 " ORDER BY latency_ms LIMIT 1 OFFSET ?",
                 (rollout["task_id"], *bounds, version, rank - 1),
             ).fetchone()["latency_ms"]
+        j = (0, 0.0, 0.0)
+        if self._uses_judged(conn, rollout["task_id"]):  # traces no person scored
+            j = evaluator_sql.judged_arm(conn, rollout["task_id"], version, bounds,
+                                         self._feeding_evaluators(conn, rollout["task_id"]))
         return rollouts.arm_stats(
-            t["n"] + f["n"], t["s"] + f["s"], t["ss"] + f["ss"], calls=t["calls"],
+            t["n"] + f["n"] + j[0], t["s"] + f["s"] + j[1], t["ss"] + f["ss"] + j[2],
+            calls=t["calls"],
             errors=t["errors"], p95_latency_ms=latency,
         )
 
@@ -2407,15 +2417,51 @@ class Store:
 
     def record_evaluation(self, item: evaluator_sql.Claim, owner: str, *,
                           score: float | None, reason: str, called: bool,
-                          charged_usd: float = 0.0) -> bool:
+                          charged_usd: float = 0.0, new_jobs: list[str] | None = None) -> bool:
         """Keep an evaluation's outcome (see `StorageInterface`)."""
         with self._write() as conn:
             ev = conn.execute("SELECT * FROM evaluators WHERE id = ?",
                               (item.evaluator_id,)).fetchone()
             if ev is None:
                 return False
-            return evaluator_sql.record(conn, ev, item, owner, score=score, reason=reason,
+            kept = evaluator_sql.record(conn, ev, item, owner, score=score, reason=reason,
                                         called=called, charged_usd=charged_usd)
+            if kept and score is not None and self._uses_judged(conn, item.task_id) \
+                    and ev["id"] in self._feeding_evaluators(conn, item.task_id) \
+                    and not evaluator_sql.human_scored(conn, item.trace_id):
+                # a judged score drives the loop like a person's: the threshold, rollouts
+                own_entry = conn.execute("SELECT 1 FROM feedback WHERE trace_id = ? LIMIT 1",
+                                         (item.trace_id,)).fetchone() is not None
+                conn.execute(  # a trace without an entry of its own (instrumented) counts now
+                    "UPDATE tasks SET scored_since_job = scored_since_job + 1,"
+                    " feedback_since_optimization = feedback_since_optimization + ?"
+                    " WHERE id = ?", (int(not own_entry), item.task_id))
+                job_id = self._maybe_trigger(conn, item.task_id)
+                if job_id is not None and new_jobs is not None:
+                    new_jobs.append(job_id)
+                self._rollout_scored(conn, item.trace_id)
+            return kept
+
+    def _uses_judged(self, conn: sqlite3.Connection, task_id: str) -> bool:
+        """True when the task lets judged scores drive its loop."""
+        row = conn.execute("SELECT evaluator_config FROM tasks WHERE id = ?",
+                           (task_id,)).fetchone()
+        return row is not None and evaluator_rules.judged_scores(_unjson(row["evaluator_config"]))
+
+    def _feeding_evaluators(self, conn: sqlite3.Connection, task_id: str) -> list[str]:
+        """Ids of the task's evaluators whose scores may feed the loop (agreement allows)."""
+        feeding = []
+        for row in conn.execute("SELECT id, config FROM evaluators WHERE task_id = ?"
+                                " ORDER BY seq", (task_id,)).fetchall():
+            config = msgspec.json.decode(row["config"])
+            kappa = None
+            if config.get("min_kappa") is not None:
+                kappa = evaluator_rules.agreement(
+                    evaluator_sql.agreement_pairs(conn, row["id"]),
+                    config.get("pass_threshold", 0.5)).get("kappa")
+            if evaluator_rules.feeds_loop(config.get("min_kappa"), kappa):
+                feeding.append(str(row["id"]))
+        return feeding
 
 
 def _same_version(conn: sqlite3.Connection, task_id: str, prompt_text: str) -> int | None:
