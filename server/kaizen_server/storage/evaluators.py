@@ -251,7 +251,7 @@ def record(conn: sqlite3.Connection, ev: sqlite3.Row, item: Claim, owner: str, *
     status = "judged" if score is not None else "unjudged"
     kept = conn.execute(
         "UPDATE evaluation_results SET status = ?, score = ?, reason = ?, charged_usd = ?,"
-        " judged_at = ?, owner = NULL WHERE evaluator_id = ? AND trace_id = ?"
+        " judged_at = ? WHERE evaluator_id = ? AND trace_id = ?"
         " AND status = 'claimed' AND owner = ?",
         (status, score, reason, charged_usd, stamp, item.evaluator_id, item.trace_id, owner),
     ).rowcount
