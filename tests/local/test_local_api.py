@@ -71,6 +71,11 @@ EXPECTED_ROUTES = {
     ("delete", "/api/v1/keys/{key_id}"),
     ("get", "/api/v1/audit"),
     ("post", "/api/v1/rollouts/{task_id}/approve"),
+    ("post", "/api/v1/tasks/{task_id}/evaluators"),
+    ("get", "/api/v1/tasks/{task_id}/evaluators"),
+    ("get", "/api/v1/tasks/{task_id}/evaluators/{evaluator}"),
+    ("patch", "/api/v1/tasks/{task_id}/evaluators/{evaluator}"),
+    ("delete", "/api/v1/tasks/{task_id}/evaluators/{evaluator}"),
     ("post", "/v1/traces"),
     ("get", "/api/v1/models/unpriced"),
 }
