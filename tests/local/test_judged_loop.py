@@ -87,8 +87,10 @@ def test_a_task_without_human_feedback_is_optimized_and_promoted_on_judged_score
                     and jobs[0].status in ("SUCCESS", "FAILURE"))[0]
         assert job.status == "SUCCESS", job.error_message
         assert job.triggered_by == "threshold"
-        candidate = next(p for p in admin.list_prompt_versions("shout")
-                         if p.id == job.prompt_version_id)
+        versions = {p.id: p for p in admin.list_prompt_versions("shout")}
+        assert job.prompt_version_id in versions, (job.job_metadata, job.error_message,
+                                                   [p.prompt_text for p in versions.values()])
+        candidate = versions[job.prompt_version_id]
         assert "### Examples" in candidate.prompt_text
         entries = admin.list_feedback("shout", limit=1000)
         assert not [f for f in entries if f.score is not None

@@ -234,6 +234,7 @@ def test_schema_step_10_migrates_a_version_9_file(tmp_path: Any) -> None:
     conn.execute("ALTER TABLE prompts DROP COLUMN config")
     for table in ("evaluator_days", "evaluation_results", "evaluators"):  # step 11's
         conn.execute(f"DROP TABLE {table}")
+    conn.execute("ALTER TABLE tasks DROP COLUMN judged_since_job")
     conn.execute("DELETE FROM schema_version WHERE version >= 10")
     conn.commit()
     conn.close()

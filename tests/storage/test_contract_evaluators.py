@@ -303,3 +303,32 @@ def test_an_evaluator_below_its_agreement_stops_feeding_the_loop_but_still_repor
     store.update_evaluator("t", "caps", EvaluatorUpdateRequest(min_kappa=None))
     assert len(store.scored_examples(task)) == 54
     assert len(unscored) == 4
+
+
+def test_raising_the_cap_clears_the_budget_status_and_judging_resumes(
+    store: StorageInterface,
+) -> None:
+    task = _task(store)
+    ev = store.create_evaluator("t", _judge(daily_calls=1))
+    _traces(store, task, 2)
+    assert len(store.claim_evaluations(str(ev.id), "w", limit=10, estimate_usd=0.01)) == 1
+    assert store.get_evaluator("t", "caps").status == "budget_spent"
+    store.update_evaluator("t", "caps", EvaluatorUpdateRequest(daily_calls=3))
+    assert store.get_evaluator("t", "caps").status == "active"
+    _traces(store, task, 3)
+    assert len(store.claim_evaluations(str(ev.id), "w", limit=10, estimate_usd=0.01)) == 2
+
+
+def test_a_judge_call_is_reserved_by_the_size_of_the_trace(store: StorageInterface) -> None:
+    task = _task(store)
+    ev = store.create_evaluator("t", _judge())
+    store.add_trace(TraceRequest(task_id=task, response_text="x" * 1000))
+    (item,) = store.claim_evaluations(str(ev.id), "w", limit=10, estimate_usd=0.5,
+                                      usd_per_char=0.001)
+    assert item.reserved_usd == pytest.approx(0.5 + 1.0)
+    today = store.get_evaluator("t", "caps").today
+    assert today is not None and today.spent_usd == pytest.approx(1.5)
+    assert store.record_evaluation(item, "w", score=1.0, reason="ok", called=True,
+                                   charged_usd=0.2)
+    today = store.get_evaluator("t", "caps").today
+    assert today is not None and today.spent_usd == pytest.approx(0.2)  # the charge stays

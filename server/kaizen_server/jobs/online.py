@@ -48,7 +48,7 @@ JUDGE_MAX_TOKENS = 200
 JUDGE_TIMEOUT = 60.0
 """Seconds one judge call may take in all (retries included)."""
 
-_JUDGE_INPUT_ESTIMATE = 600
+_JUDGE_INPUT_ESTIMATE = 150  # the judge's instructions, in tokens
 
 
 class OnlineEvaluator:
@@ -107,10 +107,14 @@ class OnlineEvaluator:
                 self._clients.append(llm)
         return llm
 
-    def estimate(self, model: str) -> float:
-        """What one judge call of *model* is reserved at (a typical request and a full answer)."""
-        return self.prices.cost(model, input_tokens=_JUDGE_INPUT_ESTIMATE,
-                                output_tokens=JUDGE_MAX_TOKENS)
+    def estimate(self, model: str, rubric: str = "") -> tuple[float, float]:
+        """What one judge call of *model* is reserved at: ``(dollars, dollars per character of
+        the trace)``, the instructions, the rubric and a full answer, plus the trace's text at
+        four characters a token (the price the client charges at least)."""
+        fixed = self.prices.cost(model, input_tokens=_JUDGE_INPUT_ESTIMATE
+                                 + estimate_tokens(rubric), output_tokens=JUDGE_MAX_TOKENS)
+        per_char = self.prices.cost(model, input_tokens=1_000_000, output_tokens=0) / 4e6
+        return fixed, per_char
 
     def wake(self) -> None:
         """Start the next pass now (new traces arrived)."""
@@ -141,9 +145,10 @@ class OnlineEvaluator:
             if self._stop.is_set():
                 break
             judge = config["kind"] == rules.LLM_JUDGE
-            estimate = self.estimate(config["judge_model"]) if judge else 0.0
+            fixed, per_char = (self.estimate(config["judge_model"], config.get("rubric") or "")
+                               if judge else (0.0, 0.0))
             claims = self._store.claim_evaluations(config["id"], self.owner, limit=self.batch,
-                                                   estimate_usd=estimate)
+                                                   estimate_usd=fixed, usd_per_char=per_char)
             if not claims:
                 continue
             if judge:

@@ -91,12 +91,18 @@ def _reserve(conn: sqlite3.Connection, ev: sqlite3.Row, config: dict[str, Any], 
     _ensure_day(conn, ev["id"], day)
     calls_cap = config.get("daily_calls")
     usd_cap = config.get("daily_budget_usd")
+    # only the caps that are set: no untyped NULL parameter (PostgreSQL cannot type one)
+    where, args = "", []
+    if calls_cap is not None:
+        where += " AND calls + 1 <= ?"
+        args.append(calls_cap)
+    if usd_cap is not None:
+        where += " AND spent_usd + ? <= ?"
+        args += [estimate, usd_cap + 1e-12]
     taken = conn.execute(
         "UPDATE evaluator_days SET calls = calls + 1, spent_usd = spent_usd + ?"
-        " WHERE evaluator_id = ? AND day = ? AND (? IS NULL OR calls + 1 <= ?)"
-        " AND (? IS NULL OR spent_usd + ? <= ?)",
-        (estimate, ev["id"], day, calls_cap, calls_cap, usd_cap, estimate,
-         None if usd_cap is None else usd_cap + 1e-12),
+        f" WHERE evaluator_id = ? AND day = ?{where}",
+        (estimate, ev["id"], day, *args),
     ).rowcount
     if taken:
         return None
@@ -149,15 +155,26 @@ _TRACE_COLUMNS = ("SELECT seq, id, task_id, prompt_text, response_text, metadata
                   " prompt_version_id, created_at FROM traces")
 
 
+def _chars(item: Claim) -> int:
+    """Characters of what the judge reads of the trace (input, output, reference)."""
+    def size(value: Any) -> int:
+        if value is None:
+            return 0
+        return len(value) if isinstance(value, str) else len(msgspec.json.encode(value))
+
+    return size(item.inputs) + size(item.output) + size(item.correction)
+
+
 def claim(conn: sqlite3.Connection, ev: sqlite3.Row, owner: str, *, limit: int,
-          estimate_usd: float, arms: Sequence[str] | None, now: float | None = None,
-          ) -> tuple[list[Claim], int]:
+          estimate_usd: float, arms: Sequence[str] | None, usd_per_char: float = 0.0,
+          now: float | None = None) -> tuple[list[Claim], int]:
     """Take up to *limit* traces for evaluator *ev*: ones whose claim ran out first, then the
     sampled new traces after its ``scan_seq``; ``(claims, skipped for the budget)``.
 
     *arms* are the version ids of a running rollout (``None``: none runs); an evaluator that
     watches ``rollout`` takes only traces of those versions. A judge's trace is taken only
-    with a call reserved in the day's books; a refused one is kept as ``skipped``.
+    with a call reserved in the day's books, at *estimate_usd* plus *usd_per_char* for each
+    character of the trace the judge reads; a refused one is kept as ``skipped``.
     """
     now = time.time() if now is None else now
     config: dict[str, Any] = msgspec.json.decode(ev["config"])
@@ -211,9 +228,10 @@ def claim(conn: sqlite3.Connection, ev: sqlite3.Row, owner: str, *, limit: int,
         ).rowcount
         if not inserted:
             continue  # another worker has it
-        reserved = 0.0
+        item = _trace_claim(conn, ev["id"], trace, 0.0)
         if judge:
-            refused = _reserve(conn, ev, config, day, estimate_usd)
+            reserved = estimate_usd + usd_per_char * _chars(item)
+            refused = _reserve(conn, ev, config, day, reserved)
             if refused is not None:
                 conn.execute(
                     "UPDATE evaluation_results SET status = 'skipped', owner = NULL,"
@@ -225,11 +243,11 @@ def claim(conn: sqlite3.Connection, ev: sqlite3.Row, owner: str, *, limit: int,
                     " WHERE evaluator_id = ? AND day = ?", (ev["id"], day))
                 skipped += 1
                 continue
-            reserved = estimate_usd
             conn.execute(
                 "UPDATE evaluation_results SET reserved_usd = ? WHERE evaluator_id = ?"
                 " AND trace_id = ?", (reserved, ev["id"], trace["id"]))
-        claims.append(_trace_claim(conn, ev["id"], trace, reserved))
+            item = msgspec.structs.replace(item, reserved_usd=reserved)
+        claims.append(item)
     last = int(rows[-1]["seq"])
     conn.execute("UPDATE evaluators SET scan_seq = ? WHERE id = ? AND scan_seq < ?",
                  (last, ev["id"], last))

@@ -464,7 +464,8 @@ class StorageInterface(Protocol):
         ...
 
     def claim_evaluations(
-        self, evaluator_id: str, owner: str, *, limit: int, estimate_usd: float
+        self, evaluator_id: str, owner: str, *, limit: int, estimate_usd: float,
+        usd_per_char: float = 0.0,
     ) -> list[Claim]:
         """Take up to *limit* traces for the evaluator, for *owner* to evaluate.
 
@@ -472,7 +473,8 @@ class StorageInterface(Protocol):
         one looked at (the sample decision depends on the two ids only). Any number of
         workers and processes may call this at once: a trace is taken by one of them at most
         (a unique ``(evaluator, trace)`` row). An LLM judge's trace is taken only with a call
-        reserved in the day's books, exactly up to ``daily_calls`` / ``daily_budget_usd``;
+        reserved in the day's books (at *estimate_usd* plus *usd_per_char* per character of
+        the trace the judge reads), exactly up to ``daily_calls`` / ``daily_budget_usd``;
         one refused is kept as skipped, and the evaluator's status says why.
         """
         ...
@@ -487,8 +489,9 @@ class StorageInterface(Protocol):
         ``None`` keeps the trace unjudged with *reason*. The charge replaces the call's
         reservation in the day's books (``called`` false gives the call back). When the task
         lets judged scores drive its loop (``evaluator_config["judged_scores"]``) and the
-        evaluator's agreement allows, a score for a trace no person scored counts toward the
-        feedback threshold (ids of jobs it started go to *new_jobs*), and becomes an optimizer
-        example (`scored_examples`) and a rollout score of the trace's arm.
+        evaluator's agreement allows, a score for a trace no person scored becomes an optimizer
+        example (`scored_examples`) and a rollout score of the trace's arm, and counts toward
+        the feedback threshold: ``feedback_threshold`` judged scores since the last job count
+        as one scored entry (ids of jobs started go to *new_jobs*).
         """
         ...

@@ -2294,10 +2294,12 @@ class Store:
                 daily_calls=config.get("daily_calls"),
                 daily_budget_usd=config.get("daily_budget_usd"))
             if refusal is None and today["skipped_budget"]:
-                refusal = conn.execute(
+                # refused since the settings last changed (a raised cap clears it)
+                last = conn.execute(
                     "SELECT reason FROM evaluation_results WHERE evaluator_id = ?"
-                    " AND status = 'skipped' ORDER BY judged_at DESC LIMIT 1", (row["id"],)
-                ).fetchone()["reason"]
+                    " AND status = 'skipped' AND judged_at >= ? ORDER BY judged_at DESC"
+                    " LIMIT 1", (row["id"], row["updated_at"])).fetchone()
+                refusal = None if last is None else last["reason"]
         settings: dict[str, Any] = {k: config[k] for k in self._EVALUATOR_FIELDS
                                     if config.get(k) is not None}
         status, reason = evaluator_rules.status(
@@ -2401,7 +2403,8 @@ class Store:
                  "name": r["name"], "kind": r["kind"]} for r in rows]
 
     def claim_evaluations(self, evaluator_id: str, owner: str, *, limit: int,
-                          estimate_usd: float) -> list[evaluator_sql.Claim]:
+                          estimate_usd: float,
+                          usd_per_char: float = 0.0) -> list[evaluator_sql.Claim]:
         """Take up to *limit* traces for the evaluator (see `StorageInterface`)."""
         with self._write() as conn:
             ev = conn.execute("SELECT * FROM evaluators WHERE id = ?",
@@ -2412,7 +2415,8 @@ class Store:
             arms = None if rollout is None else [rollout["active_version_id"],
                                                  rollout["candidate_version_id"]]
             claims, _skipped = evaluator_sql.claim(conn, ev, owner, limit=limit,
-                                                   estimate_usd=estimate_usd, arms=arms)
+                                                   estimate_usd=estimate_usd, arms=arms,
+                                                   usd_per_char=usd_per_char)
             return claims
 
     def record_evaluation(self, item: evaluator_sql.Claim, owner: str, *,
@@ -2433,12 +2437,20 @@ class Store:
                 own_entry = conn.execute("SELECT 1 FROM feedback WHERE trace_id = ? LIMIT 1",
                                          (item.trace_id,)).fetchone() is not None
                 conn.execute(  # a trace without an entry of its own (instrumented) counts now
-                    "UPDATE tasks SET scored_since_job = scored_since_job + 1,"
+                    "UPDATE tasks SET judged_since_job = judged_since_job + 1,"
                     " feedback_since_optimization = feedback_since_optimization + ?"
                     " WHERE id = ?", (int(not own_entry), item.task_id))
-                job_id = self._maybe_trigger(conn, item.task_id)
-                if job_id is not None and new_jobs is not None:
-                    new_jobs.append(job_id)
+                task = conn.execute("SELECT judged_since_job, feedback_threshold FROM tasks"
+                                    " WHERE id = ?", (item.task_id,)).fetchone()
+                if task["judged_since_job"] >= task["feedback_threshold"]:
+                    # threshold judged scores since the last job: one scored entry for the
+                    # threshold rule (a job learns from all of them, not from the first)
+                    conn.execute("UPDATE tasks SET judged_since_job = 0,"
+                                 " scored_since_job = scored_since_job + 1 WHERE id = ?",
+                                 (item.task_id,))
+                    job_id = self._maybe_trigger(conn, item.task_id)
+                    if job_id is not None and new_jobs is not None:
+                        new_jobs.append(job_id)
                 self._rollout_scored(conn, item.trace_id)
             return kept
 
