@@ -332,3 +332,15 @@ def test_a_judge_call_is_reserved_by_the_size_of_the_trace(store: StorageInterfa
                                    charged_usd=0.2)
     today = store.get_evaluator("t", "caps").today
     assert today is not None and today.spent_usd == pytest.approx(0.2)  # the charge stays
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", r"(\w*x)*", "(a{1,9})+"])
+def test_a_pattern_that_can_backtrack_for_ever_is_refused(store: StorageInterface,
+                                                          pattern: str) -> None:
+    _task(store)
+    with pytest.raises(Invalid, match="`pattern` repeats a group that repeats"):
+        store.create_evaluator("t", _req(pattern=pattern))
+    with pytest.raises(Invalid, match=r"`json_schema.pattern` repeats"):
+        store.create_evaluator("t", _req(kind="json_schema", pattern=None,
+                                         json_schema={"type": "string", "pattern": pattern}))
+    assert store.list_evaluators("t") == []

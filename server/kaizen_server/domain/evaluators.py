@@ -17,11 +17,10 @@ budget, agreement with people, and the status an evaluator shows.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kaizen_server.evaluate.checks import check_schema
+from kaizen_server.evaluate.checks import check_pattern, check_schema
 
 __all__ = [
     "CODE_CHECKS",
@@ -92,9 +91,9 @@ def check_config(config: Mapping[str, Any], known_model: Callable[[str], bool]) 
         if len(pattern) > _MAX_PATTERN:
             raise BadEvaluator(f"`pattern` has {len(pattern)} characters; at most {_MAX_PATTERN}")
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise BadEvaluator(f"`pattern` is not a valid regular expression: {exc}") from None
+            check_pattern(pattern)
+        except ValueError as exc:
+            raise BadEvaluator(str(exc)) from None
     elif kind == "json_schema":
         schema = config.get("json_schema")
         if schema is None:

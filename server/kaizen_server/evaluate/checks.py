@@ -3,7 +3,8 @@
 A code check returns an `Outcome`: a score in [0, 1] with a reason, or "unjudged" (``score``
 ``None``) with the reason (no correction to compare with, say). Checks: ``exact_match`` and
 ``normalized_match`` (case, surrounding and repeated whitespace and trailing punctuation
-ignored) against the trace's correction, ``regex`` (``re.search`` on the output),
+ignored) against the trace's correction, ``regex`` (``re.search`` on the output's first
+`MAX_REGEX_CHARS`; `check_pattern` refuses nested repetition, which can backtrack for ever),
 ``json_schema`` (the output parses as JSON and the minimal validator `schema_errors` finds
 nothing) and ``length`` (characters within the bounds).
 
@@ -30,9 +31,11 @@ from typing import Any
 
 __all__ = [
     "MAX_CHECKED_CHARS",
+    "MAX_REGEX_CHARS",
     "MAX_JUDGED_CHARS",
     "Outcome",
     "SCHEMA_KEYWORDS",
+    "check_pattern",
     "check_schema",
     "judge_messages",
     "normalize",
@@ -44,6 +47,9 @@ __all__ = [
 MAX_CHECKED_CHARS = 100_000
 """A longer output is checked on its first this many characters (regex, lengths excepted)."""
 
+MAX_REGEX_CHARS = 10_000
+"""A regular expression is searched in the first this many characters of the output."""
+
 MAX_JUDGED_CHARS = 20_000
 """Input, output and reference are each cut to this many characters in the judge's prompt."""
 
@@ -54,6 +60,10 @@ SCHEMA_KEYWORDS = frozenset({
 })
 """The JSON Schema keywords `schema_errors` checks (annotations included)."""
 
+# a group holding a quantifier, itself quantified: (a+)+, (\w*x)*, (a{1,9})+ -- the shapes
+# that backtrack exponentially on a crafted output (Python's re has no time limit)
+_NESTED = re.compile(r"\((?:[^()\\]|\\.)*(?:[+*]|\{\d*,?\d*\})(?:[^()\\]|\\.)*\)"
+                     r"\s*(?:[+*]|\{\d*,?\d*\})")
 _TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 _SCORE_LINE = re.compile(r"score\s*[:=]\s*(-?\d+(?:\.\d+)?)", re.I)
 _NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)")
@@ -83,6 +93,20 @@ def normalize(text: str) -> str:
     """*text* in NFKC case-folded form with whitespace collapsed and end punctuation dropped."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     return " ".join(folded.split()).strip(" .!?,;:")
+
+
+def check_pattern(pattern: str, path: str = "pattern") -> None:
+    """Raise `ValueError` naming *path* when *pattern* does not compile or nests quantifiers
+    (a group with a quantifier, itself quantified: exponential backtracking on some inputs)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"`{path}` is not a valid regular expression: {exc}") from None
+    nested = _NESTED.search(pattern)
+    if nested is not None:
+        raise ValueError(f"`{path}` repeats a group that repeats ({nested[0]!r}"
+                         "): such patterns can take exponential time on a crafted output;"
+                         " write it without the nested repetition")
 
 
 # --- JSON schema ----------------------------------------------------------------------------
@@ -129,10 +153,7 @@ def check_schema(schema: Any, path: str = "json_schema") -> None:
         elif key == "pattern":
             if not isinstance(value, str):
                 raise ValueError(f"`{where}` must be a string")
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"`{where}` is not a valid regular expression: {exc}") from None
+            check_pattern(value, where)
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -193,7 +214,8 @@ def schema_errors(value: Any, schema: Any, path: str = "$") -> list[str]:
             errors.append(f"{path}: shorter than {schema['minLength']} characters")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             errors.append(f"{path}: longer than {schema['maxLength']} characters")
-        if "pattern" in schema and re.search(schema["pattern"], value) is None:
+        if "pattern" in schema and re.search(schema["pattern"],
+                                             value[:MAX_REGEX_CHARS]) is None:
             errors.append(f"{path}: does not match the pattern")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
@@ -226,7 +248,7 @@ def run_check(config: Mapping[str, Any], output: str | None, correction: Any) ->
                        "the output matches the correction" if same
                        else "the output differs from the correction")
     if kind == "regex":
-        found = re.search(config["pattern"], output[:MAX_CHECKED_CHARS]) is not None
+        found = re.search(config["pattern"], output[:MAX_REGEX_CHARS]) is not None
         return Outcome(1.0 if found else 0.0,
                        "the pattern matches the output" if found
                        else "the pattern does not match the output")
