@@ -19,6 +19,7 @@ import logging
 import math
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -2406,6 +2407,17 @@ class Store:
                           estimate_usd: float,
                           usd_per_char: float = 0.0) -> list[evaluator_sql.Claim]:
         """Take up to *limit* traces for the evaluator (see `StorageInterface`)."""
+        read = self._conn()  # outside the write lock first: most passes find nothing
+        ev = read.execute("SELECT task_id, scan_seq FROM evaluators WHERE id = ?",
+                          (evaluator_id,)).fetchone()
+        if ev is None or (
+            read.execute("SELECT 1 FROM traces WHERE task_id = ? AND seq > ? LIMIT 1",
+                         (ev["task_id"], ev["scan_seq"])).fetchone() is None
+            and read.execute("SELECT 1 FROM evaluation_results WHERE evaluator_id = ? AND"
+                             " status = 'claimed' AND lease_until < ? LIMIT 1",
+                             (evaluator_id, time.time())).fetchone() is None
+        ):
+            return []
         with self._write() as conn:
             ev = conn.execute("SELECT * FROM evaluators WHERE id = ?",
                               (evaluator_id,)).fetchone()
