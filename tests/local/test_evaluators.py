@@ -246,3 +246,26 @@ def test_p95_from_trace_stored_to_judged_score_at_20_traces_per_second(
           f" p95 {p95:.3f} s, max {lags[-1]:.3f} s over {len(lags)} traces")
     assert len(judged) == total
     assert p95 <= 60.0
+
+
+class _LeakyJudge(LLMStandIn):
+    """A judge that repeats the endpoint's key and the trace's text in its reason."""
+
+    def answer(self, model: str, messages: list[dict[str, str]]) -> str:
+        return f"SCORE: 1\nREASON: key sk-judge-SECRET-123 said {messages[-1]['content'][-80:]}"
+
+
+def test_a_judge_reason_never_stores_the_endpoint_key(tmp_path: Any) -> None:
+    with _LeakyJudge(judge=JUDGE) as judge, LocalServer(
+        db_path=tmp_path / "leak.db", llm_base_url=judge.base_url,
+        llm_api_key="sk-judge-SECRET-123", llm_prices=PRICES,
+    ) as server, _http(server) as c:
+        c.post("/api/v1/tasks", json={"name": "shout"})
+        c.post("/api/v1/tasks/shout/evaluators", json=_judge_body())
+        c.post("/api/v1/ingest", json={"traces": _shout_traces(2)})
+        judged = _poll(lambda: _judged(c, "shout", "judge"), lambda j: len(j) >= 2)
+        assert judge.requests[0][2] == "Bearer sk-judge-SECRET-123"  # the key was used
+        for entry in judged:
+            assert entry["score"] == 1.0
+            assert "SECRET" not in entry["comment"] and entry["comment"].startswith("key ")
+        assert "SECRET" not in c.get("/api/v1/tasks/shout/evaluators/judge").text
