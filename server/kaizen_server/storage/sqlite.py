@@ -884,9 +884,9 @@ class Store:
         conn = self._conn()
         rows = conn.execute(
             "SELECT seq, id, inputs, output, score, correction, comment FROM feedback"
-            " WHERE task_id = ? AND score IS NOT NULL AND source NOT LIKE 'evaluator:%'"
+            " WHERE task_id = ? AND score IS NOT NULL AND source NOT LIKE ?"
             " ORDER BY seq",
-            (task_id,),
+            (task_id, "evaluator:%"),  # a parameter: no literal % in the SQL for any driver
         ).fetchall()
         if self._uses_judged(conn, task_id):  # people's scores first, judges' where none
             judged = evaluator_sql.judged_examples(conn, task_id,
