@@ -120,6 +120,11 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
      " (issue 27)"),
     ("bench_ui", "ui_page_p95_ms", "ms", "lower", (),
      "every page's p95 at most 200 ms at 1M traces on SQLite (issue 25)"),
+    ("bench_evals", "evals_judged_traces_per_s", "traces/s", "higher", (), None),
+    ("bench_evals", "evals_server_cpu_ms_per_judged", "ms/trace", "lower", (), None),
+    ("bench_evals", "evals_p95_trace_to_score_s", "s", "lower", (),
+     "p95 from a trace stored to its judged score at most 60 s at a steady 20 traces/s,"
+     " sampling 1.0 (issue 26)"),
 ]
 
 MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))
@@ -139,6 +144,7 @@ _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_pg": (120, 60),
     "bench_otlp": (300, 150),  # Phoenix starts in ~20 s and stores in the background
     "bench_ui": (900, 90),
+    "bench_evals": (300, 90),
 }
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "check_labelled",
     "check_prompt_text",
     "check_recipe",
+    "evaluator_body",
     "is_loopback",
     "list_params",
     "next_cursor",
@@ -866,3 +867,14 @@ class BaseClient:
                 f" got {name!r}."
             )
         return models.KeyCreateRequest(name=name, scope=scope)  # type: ignore[arg-type]
+
+
+def evaluator_body(into: Any, settings: dict[str, Any]) -> Any:
+    """An evaluator request (*into*: `EvaluatorRequest` or `EvaluatorUpdateRequest`) from
+    keyword *settings*; a bad or unknown one raises `CTValidationError` naming it."""
+    if into is models.EvaluatorUpdateRequest and not settings:
+        raise CTValidationError("update_evaluator needs at least one setting to change")
+    try:
+        return msgspec.convert(settings, into)
+    except msgspec.ValidationError as exc:
+        raise CTValidationError(f"Invalid evaluator setting: {exc}.") from None

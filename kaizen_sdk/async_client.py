@@ -22,6 +22,7 @@ from kaizen_sdk._http import (
     check_labelled,
     check_prompt_text,
     check_recipe,
+    evaluator_body,
     list_params,
     next_cursor,
     prompt_key,
@@ -35,6 +36,9 @@ from kaizen_sdk.models import (
     ApiKeyCreated,
     AuditEntry,
     ChatMessage,
+    Evaluator,
+    EvaluatorRequest,
+    EvaluatorUpdateRequest,
     FeedbackResult,
     Health,
     Job,
@@ -746,6 +750,51 @@ class AsyncCTClient(BaseClient):
             return self._result(await self._send(self._call("POST", path)), Rollout)
         finally:
             self._forget_prompt(key)
+
+    # --- online evaluators --------------------------------------------------------------
+
+    async def create_evaluator(
+        self, task_id: str, name: str, kind: str, **settings: Any
+    ) -> Evaluator:
+        """Add an online evaluator to a task: an LLM judge or a code check (docs/evaluation.md).
+
+        *kind* is ``llm_judge`` (needs ``rubric``, ``judge_model``, ``scale``),
+        ``exact_match``, ``normalized_match``, ``regex`` (``pattern``), ``json_schema``
+        (``json_schema``) or ``length`` (``min_length`` / ``max_length``); *settings* are
+        the other fields of `EvaluatorRequest` (``sample_rate``, ``daily_budget_usd``,
+        ``daily_calls``, ``watch``, ``pass_threshold``, ``min_kappa``, ``enabled``)::
+
+            client.create_evaluator("summarize", "judge", "llm_judge", rubric="Is it right?",
+                                    judge_model="gpt-4o-mini", scale=[1, 5], sample_rate=0.1)
+        """
+        path = f"/tasks/{segment('task_id', task_id)}/evaluators"
+        body = evaluator_body(EvaluatorRequest, {**settings, "name": name, "kind": kind})
+        return self._result(await self._send(self._call("POST", path, body)), Evaluator)
+
+    async def list_evaluators(self, task_id: str) -> list[Evaluator]:
+        """Return a task's evaluators with their status, today's books and agreement."""
+        path = f"/tasks/{segment('task_id', task_id)}/evaluators"
+        return self._result(await self._send(self._call("GET", path)), list[Evaluator])
+
+    async def get_evaluator(self, task_id: str, evaluator: str) -> Evaluator:
+        """Return one evaluator of a task (by id or name)."""
+        path = (f"/tasks/{segment('task_id', task_id)}/evaluators/"
+                f"{segment('evaluator', evaluator)}")
+        return self._result(await self._send(self._call("GET", path)), Evaluator)
+
+    async def update_evaluator(self, task_id: str, evaluator: str, **settings: Any) -> Evaluator:
+        """Change an evaluator's settings (``None`` clears one); a bad value changes nothing."""
+        path = (f"/tasks/{segment('task_id', task_id)}/evaluators/"
+                f"{segment('evaluator', evaluator)}")
+        body = evaluator_body(EvaluatorUpdateRequest, settings)
+        resp = await self._send(self._call("PATCH", path, body, retry_safe=True))
+        return self._result(resp, Evaluator)
+
+    async def remove_evaluator(self, task_id: str, evaluator: str) -> Evaluator:
+        """Remove an evaluator (the feedback it stored stays); return it as it was."""
+        path = (f"/tasks/{segment('task_id', task_id)}/evaluators/"
+                f"{segment('evaluator', evaluator)}")
+        return self._result(await self._send(self._call("DELETE", path)), Evaluator)
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -1725,6 +1725,164 @@ def _add_keys(sub: Any) -> None:
     p.add_argument("key", help="key id (from `kaizen keys list`)")
 
 
+# --- online evaluators ---------------------------------------------------------------------
+
+
+def _scale(text: str) -> list[float]:
+    low, sep, high = text.partition("..")
+    try:
+        if not sep:
+            raise ValueError
+        return [float(low), float(high)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be LOW..HIGH, like 1..5, got {text!r}") from None
+
+
+_EVALUATOR_OPTIONS: tuple[tuple[str, Any, str, str], ...] = (
+    ("rubric", str, "TEXT", "the judge's rubric (llm_judge)"),
+    ("judge_model", str, "MODEL", "the judge model, priced by the server (llm_judge)"),
+    ("scale", _scale, "LOW..HIGH", "the judge's score scale, mapped to [0, 1] (llm_judge)"),
+    ("pattern", str, "REGEX", "a regular expression the output must contain (regex)"),
+    ("json_schema", _json_object, "JSON", "a JSON schema the output must meet (json_schema)"),
+    ("min_length", int, "N", "fewest characters of the output (length)"),
+    ("max_length", int, "N", "most characters of the output (length)"),
+    ("sample_rate", float, "RATE", "share of traces evaluated, 0 to 1 (default 1)"),
+    ("daily_budget_usd", float, "USD", "judge dollars per UTC day at most"),
+    ("daily_calls", int, "N", "judge calls per UTC day at most"),
+    ("watch", str, "all|rollout", "every trace, or only the arms of a running rollout"),
+    ("pass_threshold", float, "SCORE", "a score at least this passes (agreement; default 0.5)"),
+    ("min_kappa", float, "KAPPA", "below this Cohen's kappa with people, stop feeding the loop"),
+)
+
+
+def _evaluator_options(parser: argparse.ArgumentParser) -> None:
+    for name, parse, metavar, help_text in _EVALUATOR_OPTIONS:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=parse, default=None,
+                            metavar=metavar, help=help_text)
+
+
+def _evaluator_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name, *_ in _EVALUATOR_OPTIONS
+            if getattr(args, name, None) is not None}
+
+
+def _evaluators_table(evaluators: Sequence[Any]) -> str:
+    if not evaluators:
+        return "No evaluators."
+    rows = []
+    for e in evaluators:
+        today = e.today
+        agree = e.agreement
+        rows.append([
+            e.name, e.kind, e.sample_rate, e.status,
+            None if today is None else today.judged,
+            None if today is None else f"${today.spent_usd:.4f}",
+            None if agree is None or agree.kappa is None else round(agree.kappa, 3),
+            e.id,
+        ])
+    return _table(["name", "kind", "sample", "status", "judged today", "spent today", "kappa",
+                   "id"], rows, keep=[0], optional=[7, 6])
+
+
+def _evaluator_detail(e: Any) -> str:
+    unset = [name for name, *_ in _EVALUATOR_OPTIONS if getattr(e, name) is None]
+    lines = [_detail(e, skip=("today", "days", "agreement", *unset))]
+    for day in e.days:
+        lines.append(f"{day.day}: {day.calls} judge calls, ${day.spent_usd:.4f}, {day.judged}"
+                     f" judged, {day.unjudged} unjudged, {day.skipped_budget} over budget")
+    agree = e.agreement
+    if agree is not None:
+        if agree.kappa is None:
+            lines.append(f"agreement with people: {agree.pairs} pairs, {agree.min_pairs} needed")
+        else:
+            (ff, fp), (pf, pp) = agree.confusion or [[0, 0], [0, 0]]
+            lines.append(
+                f"agreement with people ({agree.pairs} pairs, pass >= {agree.threshold:g}):"
+                f" accuracy {agree.accuracy:.3f}, Cohen's kappa {agree.kappa:.3f}\n"
+                f"                 judge fail  judge pass\n"
+                f"  human fail     {ff:>10}  {fp:>10}\n"
+                f"  human pass     {pf:>10}  {pp:>10}")
+    return "\n".join(lines)
+
+
+def _evaluators_list(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.list_evaluators(args.task), _evaluators_table)
+    return EXIT_OK
+
+
+def _evaluators_show(client: CTClient, args: argparse.Namespace) -> int:
+    _emit(args, client.get_evaluator(args.task, args.evaluator), _evaluator_detail)
+    return EXIT_OK
+
+
+def _evaluators_add(client: CTClient, args: argparse.Namespace) -> int:
+    settings = _evaluator_settings(args)
+    if args.disabled:
+        settings["enabled"] = False
+    made = client.create_evaluator(args.task, args.name, args.kind, **settings)
+    _emit(args, made, _evaluator_detail)
+    return EXIT_OK
+
+
+def _evaluators_update(client: CTClient, args: argparse.Namespace) -> int:
+    settings: dict[str, Any] = _evaluator_settings(args)
+    for name in args.unset or ():
+        settings[name] = None
+    if args.enable is not None:
+        settings["enabled"] = args.enable
+    if args.rename is not None:
+        settings["name"] = args.rename
+    if not settings:
+        raise CLIError("nothing to change: give at least one setting (see kaizen evaluators"
+                       " update --help)", EXIT_USAGE)
+    _emit(args, client.update_evaluator(args.task, args.evaluator, **settings),
+          _evaluator_detail)
+    return EXIT_OK
+
+
+def _evaluators_remove(client: CTClient, args: argparse.Namespace) -> int:
+    gone = client.remove_evaluator(args.task, args.evaluator)
+    _emit(args, gone, lambda e: f"Removed evaluator {e.name} ({e.id}); its feedback stays.")
+    return EXIT_OK
+
+
+def _add_evaluators(sub: Any) -> None:
+    group = _group(sub, "evaluators",
+                   "online evaluators: LLM judges and code checks on sampled traces")
+    p = _leaf(group, "list", _evaluators_list, "list a task's evaluators with today's books")
+    p.add_argument("task", help="task name or id")
+    p = _leaf(group, "show", _evaluators_show,
+              "show an evaluator: settings, status, cost per day, agreement with people")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("evaluator", help="evaluator name or id")
+    p = _leaf(group, "add", _evaluators_add, "add an evaluator to a task")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("name", help="the evaluator's name (feedback source evaluator:NAME)")
+    p.add_argument("--kind", required=True, choices=("llm_judge", "exact_match",
+                   "normalized_match", "regex", "json_schema", "length"),
+                   help="an LLM judge or a code check")
+    p.add_argument("--disabled", action="store_true", help="add it switched off")
+    _evaluator_options(p)
+    p = _leaf(group, "update", _evaluators_update, "change an evaluator's settings")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("evaluator", help="evaluator name or id")
+    p.add_argument("--rename", metavar="NAME", help="a new name")
+    switch = p.add_mutually_exclusive_group()
+    switch.add_argument("--enable", dest="enable", action="store_const", const=True,
+                        default=None, help="switch it on")
+    switch.add_argument("--disable", dest="enable", action="store_const", const=False,
+                        help="switch it off (it keeps its books)")
+    _evaluator_options(p)
+    p.add_argument("--unset", action="append", metavar="SETTING",
+                   choices=("rubric", "judge_model", "scale", "pattern", "json_schema",
+                            "min_length", "max_length", "daily_budget_usd", "daily_calls",
+                            "min_kappa"), help="clear a setting (repeatable)")
+    p = _leaf(group, "remove", _evaluators_remove,
+              "remove an evaluator (the feedback it stored stays)")
+    p.add_argument("task", help="task name or id")
+    p.add_argument("evaluator", help="evaluator name or id")
+
+
 def _add_audit(sub: Any) -> None:
     p = _leaf(sub, "audit", _audit, "show the audit log: every state change and its key")
     p.add_argument("--task", help="only this task (name or id)")
@@ -1887,6 +2045,7 @@ _SUBCOMMANDS: list[
     _add_rollout,
     _add_keys,
     _add_audit,
+    _add_evaluators,
     "db",
     _add_completion,
 ]

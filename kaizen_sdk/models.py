@@ -34,6 +34,12 @@ __all__ = [
     "CostEstimate",
     "JobCall",
     "ErrorBody",
+    "EVALUATOR_KINDS",
+    "Evaluator",
+    "EvaluatorAgreement",
+    "EvaluatorDay",
+    "EvaluatorRequest",
+    "EvaluatorUpdateRequest",
     "FeedbackRequest",
     "FeedbackResult",
     "Health",
@@ -882,6 +888,138 @@ class RolloutStopRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     """Body of ``POST /api/v1/rollouts/{task_id}/stop``."""
 
     action: Literal["promote", "rollback"]
+
+
+# --- online evaluators ---------------------------------------------------------------------
+
+EVALUATOR_KINDS = ("llm_judge", "exact_match", "normalized_match", "regex", "json_schema",
+                   "length")
+"""What an evaluator does: an LLM judge, or a code check that needs no LLM."""
+
+EvaluatorName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Dollars = Annotated[float, msgspec.Meta(ge=0.0)]
+
+
+class EvaluatorRequest(
+    msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
+    """Body of ``POST /api/v1/tasks/{task_id}/evaluators``: one online evaluator.
+
+    ``llm_judge`` needs ``rubric``, ``judge_model`` and ``scale`` (the judge's ``[low, high]``,
+    mapped to [0, 1]); ``regex`` needs ``pattern``; ``json_schema`` needs ``json_schema``;
+    ``length`` needs ``min_length`` and/or ``max_length``; ``exact_match`` and
+    ``normalized_match`` compare the output with the trace's correction. ``watch`` is ``all``
+    (every trace) or ``rollout`` (only the arms of a running rollout). A judged score of at least
+    ``pass_threshold`` counts as a pass when agreement with people is measured; below
+    ``min_kappa`` (Cohen's κ, once 50 pairs exist) the evaluator stops feeding the loop.
+    """
+
+    name: EvaluatorName
+    kind: Literal["llm_judge", "exact_match", "normalized_match", "regex", "json_schema",
+                  "length"]
+    rubric: str | None = None
+    judge_model: str | None = None
+    scale: list[float] | None = None
+    pattern: str | None = None
+    json_schema: dict[str, Any] | None = None
+    min_length: Count | None = None
+    max_length: Count | None = None
+    sample_rate: Rate = 1.0
+    daily_budget_usd: Dollars | None = None
+    daily_calls: Count | None = None
+    watch: Literal["all", "rollout"] = "all"
+    pass_threshold: Rate = 0.5
+    min_kappa: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)] | None = None
+    enabled: bool = True
+
+
+class EvaluatorUpdateRequest(
+    msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
+    """Body of ``PATCH /api/v1/tasks/{task_id}/evaluators/{evaluator}``: the fields to change
+    (left out: kept; ``null``: cleared). The kind cannot change."""
+
+    name: EvaluatorName | msgspec.UnsetType = msgspec.UNSET
+    rubric: str | msgspec.UnsetType | None = msgspec.UNSET
+    judge_model: str | msgspec.UnsetType | None = msgspec.UNSET
+    scale: list[float] | msgspec.UnsetType | None = msgspec.UNSET
+    pattern: str | msgspec.UnsetType | None = msgspec.UNSET
+    json_schema: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    min_length: Count | msgspec.UnsetType | None = msgspec.UNSET
+    max_length: Count | msgspec.UnsetType | None = msgspec.UNSET
+    sample_rate: Rate | msgspec.UnsetType = msgspec.UNSET
+    daily_budget_usd: Dollars | msgspec.UnsetType | None = msgspec.UNSET
+    daily_calls: Count | msgspec.UnsetType | None = msgspec.UNSET
+    watch: Literal["all", "rollout"] | msgspec.UnsetType = msgspec.UNSET
+    pass_threshold: Rate | msgspec.UnsetType = msgspec.UNSET
+    min_kappa: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)] | msgspec.UnsetType | None = (
+        msgspec.UNSET)
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class EvaluatorDay(msgspec.Struct, kw_only=True, frozen=True):
+    """One evaluator's books for one UTC day: judge calls, dollars, outcomes."""
+
+    day: str
+    calls: int = 0
+    spent_usd: float = 0.0
+    judged: int = 0
+    unjudged: int = 0
+    skipped_budget: int = 0
+    """Sampled traces not judged because the day's budget was spent."""
+
+
+class EvaluatorAgreement(msgspec.Struct, kw_only=True, frozen=True):
+    """How a judge agrees with people on traces both scored (a score >= threshold passes).
+
+    ``accuracy``, ``kappa`` (Cohen's κ) and ``confusion`` (``[[both fail, judge passes a human
+    fail], [judge fails a human pass, both pass]]``) are ``None`` below ``min_pairs`` pairs.
+    """
+
+    pairs: int = 0
+    min_pairs: int = 50
+    threshold: float = 0.5
+    accuracy: float | None = None
+    kappa: float | None = None
+    confusion: list[list[int]] | None = None
+
+
+class Evaluator(msgspec.Struct, kw_only=True, frozen=True):
+    """An online evaluator of a task, with its status, today's books and its agreement.
+
+    ``status`` is ``active``, ``disabled``, ``budget_spent`` (until 00:00 UTC),
+    ``below_agreement`` (it still judges and reports, but feeds neither the optimizer nor
+    rollouts) or ``no_endpoint``; ``status_reason`` says why in a sentence.
+    """
+
+    id: UUID
+    task_id: UUID
+    name: str
+    kind: str
+    rubric: str | None = None
+    judge_model: str | None = None
+    scale: list[float] | None = None
+    pattern: str | None = None
+    json_schema: dict[str, Any] | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    sample_rate: float = 1.0
+    daily_budget_usd: float | None = None
+    daily_calls: int | None = None
+    watch: str = "all"
+    pass_threshold: float = 0.5
+    min_kappa: float | None = None
+    enabled: bool = True
+    status: str = "active"
+    status_reason: str | None = None
+    today: EvaluatorDay | None = None
+    days: list[EvaluatorDay] = msgspec.field(default_factory=list)
+    """The books of the last days with activity, newest first (at most 7)."""
+    agreement: EvaluatorAgreement | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 # --- encoding --------------------------------------------------------------------------

@@ -73,13 +73,16 @@ def world(client: httpx.Client, task_name: str) -> dict[str, str]:
     assert v2.status_code == 201, v2.text
     trace = client.post("/api/v1/traces", json={"task_id": task_name, "response_text": "r"})
     assert trace.status_code == 201, trace.text
+    evaluator = client.post(f"/api/v1/tasks/{task_name}/evaluators",
+                            json={"name": "caps", "kind": "regex", "pattern": "^[A-Z]"})
+    assert evaluator.status_code == 201, evaluator.text
     victim = make_key(client, "read")
     job = client.post(f"/api/v1/optimize/{task_name}")
     assert job.status_code == 202, job.text
     return {
         "task_id": task_name, "v1": versions[0]["id"], "v2": v2.json()["id"],
         "trace_id": trace.json()["id"], "key_id": victim["id"], "job_id": job.json()["job"]["id"],
-        "label": "staging",
+        "label": "staging", "evaluator": "caps",
     }
 
 
@@ -100,6 +103,8 @@ def _body(route: Route, world: dict[str, str]) -> dict[str, Any] | None:
         "start_rollout": {"candidate_version_id": world["v2"], "share": 0.5},
         "stop_rollout": {"action": "rollback"},
         "create_key": {"name": _name("k"), "scope": "admin"},
+        "create_evaluator": {"name": _name("e"), "kind": "length", "max_length": 9},
+        "update_evaluator": {"sample_rate": 0.5},
     }
     return bodies.get(route.operation, {} if route.method != "GET" else None)
 

@@ -29,6 +29,8 @@ class Backend:
     name: str
     store: StorageInterface
     make_full: Callable[[], None]
+    reopen: Callable[[], StorageInterface]
+    """A second store on the same database (as another server process has)."""
 
 
 class _CappedStore(Store):
@@ -61,7 +63,7 @@ CREATE TRIGGER full_tasks BEFORE INSERT OR UPDATE ON tasks
 
 def _open(
     name: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> tuple[StorageInterface, Callable[[], None]]:
+) -> tuple[StorageInterface, Callable[[], None], Callable[[], StorageInterface]]:
     if name == "sqlite":
         store = _CappedStore(str(tmp_path / "contract.db"))
 
@@ -72,7 +74,7 @@ def _open(
             finally:
                 conn.close()
 
-        return store, make_full
+        return store, make_full, lambda: Store(store.path)
     if name == "postgres":
         from kaizen_server.storage.postgres import PostgresStore
 
@@ -85,16 +87,16 @@ def _open(
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(_DISK_FULL)
 
-        return pg, make_pg_full
+        return pg, make_pg_full, lambda: PostgresStore(url)
     raise AssertionError(f"unknown storage backend {name!r}")
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A fresh, empty store of each backend in `BACKENDS`."""
-    store, make_full = _open(request.param, tmp_path, request)
+    store, make_full, reopen = _open(request.param, tmp_path, request)
     try:
-        yield Backend(request.param, store, make_full)
+        yield Backend(request.param, store, make_full, reopen)
     finally:
         store.close()
 

@@ -44,6 +44,9 @@ from kaizen_sdk.models import (
     ApiKeyCreated,
     AuditEntry,
     ErrorBody,
+    Evaluator,
+    EvaluatorRequest,
+    EvaluatorUpdateRequest,
     FeedbackRequest,
     FeedbackResult,
     Health,
@@ -534,6 +537,28 @@ class Api:
     def approve_rollout(self, r: ApiRequest) -> ApiResponse:
         return ApiResponse(201, approval.approve(self.store, r.params["task_id"]))
 
+    # --- online evaluators ---------------------------------------------------------------
+
+    def create_evaluator(self, r: ApiRequest) -> ApiResponse:
+        req: EvaluatorRequest = decode(r.body, EvaluatorRequest)
+        return ApiResponse(201, self.store.create_evaluator(r.params["task_id"], req))
+
+    def list_evaluators(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, self.store.list_evaluators(r.params["task_id"]))
+
+    def get_evaluator(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, self.store.get_evaluator(r.params["task_id"],
+                                                         r.params["evaluator"]))
+
+    def update_evaluator(self, r: ApiRequest) -> ApiResponse:
+        req: EvaluatorUpdateRequest = decode(r.body, EvaluatorUpdateRequest)
+        return ApiResponse(200, self.store.update_evaluator(
+            r.params["task_id"], r.params["evaluator"], req))
+
+    def remove_evaluator(self, r: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, self.store.remove_evaluator(r.params["task_id"],
+                                                            r.params["evaluator"]))
+
     def call(self, route: Route, request: ApiRequest) -> ApiResponse:
         """Run *route*'s operation as its key; every failure becomes its JSON error answer."""
         who = request.principal
@@ -855,6 +880,48 @@ ROUTES: tuple[Route, ...] = (
         "Approve and start the automatic rollout that waits for a human (optimizer candidate)",
         201,
         Rollout,
+    ),
+    Route(
+        "POST",
+        "/api/v1/tasks/{task_id}/evaluators",
+        "create_evaluator",
+        "Add an online evaluator (LLM judge or code check) to a task",
+        201,
+        Evaluator,
+        EvaluatorRequest,
+    ),
+    Route(
+        "GET",
+        "/api/v1/tasks/{task_id}/evaluators",
+        "list_evaluators",
+        "List a task's online evaluators with status, today's books and agreement",
+        200,
+        list[Evaluator],
+    ),
+    Route(
+        "GET",
+        "/api/v1/tasks/{task_id}/evaluators/{evaluator}",
+        "get_evaluator",
+        "Get an online evaluator by id or name",
+        200,
+        Evaluator,
+    ),
+    Route(
+        "PATCH",
+        "/api/v1/tasks/{task_id}/evaluators/{evaluator}",
+        "update_evaluator",
+        "Change an online evaluator's settings (fields left out are kept)",
+        200,
+        Evaluator,
+        EvaluatorUpdateRequest,
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/tasks/{task_id}/evaluators/{evaluator}",
+        "remove_evaluator",
+        "Remove an online evaluator (the feedback it stored stays)",
+        200,
+        Evaluator,
     ),
 )
 

@@ -162,6 +162,7 @@ EVALUATOR_KEYS: Mapping[str, Check] = {
     "max_metric_calls": _int_at_least(1),
     "auto_rollout": _auto_rollout,
     "eval_sample_size": _sample_size,
+    "judged_scores": lambda v: None if isinstance(v, bool) else "must be true or false",
 }
 """The ``evaluator_config`` keys checked when a task is created or updated (others are kept
 as given: the optimizers and rollouts read further keys)."""

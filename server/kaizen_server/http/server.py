@@ -76,6 +76,7 @@ from kaizen_server.http.connections import (
     MAX_REQUESTS,
     ConnectionBook,
 )
+from kaizen_server.jobs.online import OnlineEvaluator
 from kaizen_server.jobs.retention import Pruner
 from kaizen_server.jobs.worker import (
     DEFAULT_POLL_SECONDS,
@@ -540,6 +541,7 @@ class LocalServer:
         self._store: Store | None = None
         self._worker: JobWorker | None = None
         self._pruner: Pruner | None = None
+        self._evaluator: OnlineEvaluator | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._pools: list[concurrent.futures.ThreadPoolExecutor] = []
         self._thread: threading.Thread | None = None
@@ -662,6 +664,12 @@ class LocalServer:
         self._worker.start()
         self._pruner = Pruner(store)
         self._pruner.start()
+        store.judge_endpoint = self._optimizer.llm_base_url is not None
+        self._evaluator = OnlineEvaluator(
+            store, llm_base_url=self._optimizer.llm_base_url,
+            llm_api_key=self._optimizer.llm_api_key, prices=self._optimizer.prices,
+            scrubber=self._optimizer.scrubber(), on_jobs=self._worker.submit)
+        self._evaluator.start()
         self._thread = threading.Thread(
             target=asyncio.run, args=(_serve(server, sock),), name="kaizen-local-server",
             daemon=True,
@@ -692,6 +700,9 @@ class LocalServer:
         if self._pruner is not None:
             self._pruner.stop(_STOP_TIMEOUT)
             self._pruner = None
+        if self._evaluator is not None:
+            self._evaluator.stop(_STOP_TIMEOUT)
+            self._evaluator = None
         if self._store is not None:
             self._store.close()
         if self._temp_dir is not None:

@@ -36,6 +36,9 @@ from kaizen_sdk.models import (
     ApiKey,
     ApiKeyCreated,
     AuditEntry,
+    Evaluator,
+    EvaluatorRequest,
+    EvaluatorUpdateRequest,
     FeedbackRequest,
     FeedbackResult,
     Job,
@@ -54,6 +57,7 @@ from kaizen_sdk.models import (
 from kaizen_server.domain import budget
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage.errors import Page
+from kaizen_server.storage.evaluators import Claim
 from kaizen_server.storage.ui_sessions import SessionRecord
 
 __all__ = [
@@ -189,7 +193,9 @@ class StorageInterface(Protocol):
         ...
 
     def scored_examples(self, task_id: str) -> list[Example]:
-        """The task's feedback that has a score, oldest first, as optimizer examples."""
+        """The task's feedback that has a score, oldest first, as optimizer examples. Scores of
+        online evaluators (source ``evaluator:NAME``) only when the task lets judged scores
+        drive its loop, for traces no person scored, from evaluators whose agreement allows."""
         ...
 
     def add_trace(self, req: TraceRequest) -> TraceResult:
@@ -474,4 +480,69 @@ class StorageInterface(Protocol):
 
     def close_session(self, id_hash: str) -> None:
         """End the UI session named *id_hash*; nothing happens for an unknown one."""
+        ...
+
+    # --- online evaluators -------------------------------------------------------------
+
+    def create_evaluator(self, ref: str, req: EvaluatorRequest) -> Evaluator:
+        """Add an evaluator to the task; it takes traces stored from now on.
+
+        `Invalid` naming the field of a configuration that cannot work (nothing stored),
+        `Conflict` when the task has an evaluator of that name, `NotFound` for the task.
+        """
+        ...
+
+    def list_evaluators(self, ref: str) -> list[Evaluator]:
+        """The task's evaluators, oldest first, each with status, books and agreement."""
+        ...
+
+    def get_evaluator(self, ref: str, evaluator: str) -> Evaluator:
+        """The task's evaluator with this id or name; `NotFound` otherwise."""
+        ...
+
+    def update_evaluator(
+        self, ref: str, evaluator: str, req: EvaluatorUpdateRequest
+    ) -> Evaluator:
+        """Change the fields *req* gives, all or none (`Invalid` naming the field)."""
+        ...
+
+    def remove_evaluator(self, ref: str, evaluator: str) -> Evaluator:
+        """Delete the evaluator with its claims and books (its feedback stays)."""
+        ...
+
+    def evaluators_to_run(self) -> list[dict[str, Any]]:
+        """Every enabled evaluator: ``{id, task_id, name, kind}`` and its settings."""
+        ...
+
+    def claim_evaluations(
+        self, evaluator_id: str, owner: str, *, limit: int, estimate_usd: float,
+        usd_per_char: float = 0.0,
+    ) -> list[Claim]:
+        """Take up to *limit* traces for the evaluator, for *owner* to evaluate.
+
+        First the claims whose lease ran out, then the sampled traces stored after the last
+        one looked at (the sample decision depends on the two ids only). Any number of
+        workers and processes may call this at once: a trace is taken by one of them at most
+        (a unique ``(evaluator, trace)`` row). An LLM judge's trace is taken only with a call
+        reserved in the day's books (at *estimate_usd* plus *usd_per_char* per character of
+        the trace the judge reads), exactly up to ``daily_calls`` / ``daily_budget_usd``;
+        one refused is kept as skipped, and the evaluator's status says why.
+        """
+        ...
+
+    def record_evaluation(
+        self, item: Claim, owner: str, *, score: float | None, reason: str, called: bool,
+        charged_usd: float = 0.0, new_jobs: list[str] | None = None,
+    ) -> bool:
+        """Keep the outcome of a claim *owner* still holds (``False``: it does not).
+
+        A score becomes a feedback entry (``source`` ``evaluator:NAME``, comment *reason*),
+        ``None`` keeps the trace unjudged with *reason*. The charge replaces the call's
+        reservation in the day's books (``called`` false gives the call back). When the task
+        lets judged scores drive its loop (``evaluator_config["judged_scores"]``) and the
+        evaluator's agreement allows, a score for a trace no person scored becomes an optimizer
+        example (`scored_examples`) and a rollout score of the trace's arm, and counts toward
+        the feedback threshold: ``feedback_threshold`` judged scores since the last job count
+        as one scored entry (ids of jobs started go to *new_jobs*).
+        """
         ...

@@ -33,6 +33,11 @@ from kaizen_sdk.models import (
     ApiKeyCreated,
     AuditEntry,
     ChatMessage,
+    Evaluator,
+    EvaluatorAgreement,
+    EvaluatorDay,
+    EvaluatorRequest,
+    EvaluatorUpdateRequest,
     FeedbackRequest,
     FeedbackResult,
     Job,
@@ -64,8 +69,10 @@ from kaizen_sdk.templates import (
     parse_messages_text,
 )
 from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
+from kaizen_server.domain import evaluators as evaluator_rules
 from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
+from kaizen_server.storage import evaluators as evaluator_sql
 from kaizen_server.storage import leases, sqlite_schema, ui_sessions
 from kaizen_server.storage import spend as spend_store
 from kaizen_server.storage.errors import (
@@ -941,11 +948,17 @@ class Store:
 
     def scored_examples(self, task_id: str) -> list[Example]:
         """Return the task's feedback that has a score, as optimizer examples."""
-        rows = self._conn().execute(
-            "SELECT id, inputs, output, score, correction, comment FROM feedback"
-            " WHERE task_id = ? AND score IS NOT NULL ORDER BY seq",
-            (task_id,),
+        conn = self._conn()
+        rows = conn.execute(
+            "SELECT seq, id, inputs, output, score, correction, comment FROM feedback"
+            " WHERE task_id = ? AND score IS NOT NULL AND source NOT LIKE ?"
+            " ORDER BY seq",
+            (task_id, "evaluator:%"),  # a parameter: no literal % in the SQL for any driver
         ).fetchall()
+        if self._uses_judged(conn, task_id):  # people's scores first, judges' where none
+            judged = evaluator_sql.judged_examples(conn, task_id,
+                                                   self._feeding_evaluators(conn, task_id))
+            rows = sorted([*rows, *judged], key=lambda r: int(r["seq"]))
         return [
             Example(id=r["id"], inputs=_unjson(r["inputs"]), output=_unjson(r["output"]),
                     score=float(r["score"]), correction=_unjson(r["correction"]),
@@ -1886,8 +1899,13 @@ class Store:
                 " ORDER BY latency_ms LIMIT 1 OFFSET ?",
                 (rollout["task_id"], *bounds, version, rank - 1),
             ).fetchone()["latency_ms"]
+        j = (0, 0.0, 0.0)
+        if self._uses_judged(conn, rollout["task_id"]):  # traces no person scored
+            j = evaluator_sql.judged_arm(conn, rollout["task_id"], version, bounds,
+                                         self._feeding_evaluators(conn, rollout["task_id"]))
         return rollouts.arm_stats(
-            t["n"] + f["n"], t["s"] + f["s"], t["ss"] + f["ss"], calls=t["calls"],
+            t["n"] + f["n"] + j[0], t["s"] + f["s"] + j[1], t["ss"] + f["ss"] + j[2],
+            calls=t["calls"],
             errors=t["errors"], p95_latency_ms=latency,
         )
 
@@ -2364,6 +2382,238 @@ class Store:
     ) -> Page[AuditEntry]:
         """Return a page of the audit log, newest first, optionally for one task."""
         return _page(self._list_rows("audit_log", ref, limit, after), limit, self._audit_entry)
+
+    # --- online evaluators --------------------------------------------------------------
+    # Settings checked by `kaizen_server.domain.evaluators`; the SQL of claims and books in
+    # `kaizen_server.storage.evaluators`.
+
+    judge_endpoint: bool = True
+    """False when the server has no LLM endpoint (an LLM judge then shows ``no_endpoint``)."""
+
+    _EVALUATOR_FIELDS = ("rubric", "judge_model", "scale", "pattern", "json_schema",
+                         "min_length", "max_length", "sample_rate", "daily_budget_usd",
+                         "daily_calls", "watch", "pass_threshold", "min_kappa")
+
+    def _check_evaluator(self, config: dict[str, Any]) -> None:
+        prices = self.prices if self.prices is not None else PriceTable()
+        try:
+            evaluator_rules.check_config(config, prices.known)
+        except evaluator_rules.BadEvaluator as exc:
+            raise Invalid(str(exc)) from None
+
+    def _evaluator_row(self, conn: sqlite3.Connection, ref: str, evaluator: str) -> sqlite3.Row:
+        task = self._require_task(conn, ref)
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM evaluators WHERE task_id = ? AND (id = ? OR name = ?)",
+            (task["id"], _as_uuid(evaluator) or "", evaluator),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"evaluator {evaluator!r} of task {ref!r} not found")
+        return row
+
+    def _evaluator(self, conn: sqlite3.Connection, row: sqlite3.Row) -> Evaluator:
+        config: dict[str, Any] = msgspec.json.decode(row["config"])
+        today = evaluator_sql.day_row(conn, row["id"], evaluator_sql.day_of())
+        agreement = evaluator_rules.agreement(
+            evaluator_sql.agreement_pairs(conn, row["id"]), config.get("pass_threshold", 0.5))
+        refusal = None
+        if row["kind"] == evaluator_rules.LLM_JUDGE:
+            refusal = evaluator_rules.budget_refusal(
+                calls=today["calls"], spent_usd=today["spent_usd"], estimate_usd=0.0,
+                daily_calls=config.get("daily_calls"),
+                daily_budget_usd=config.get("daily_budget_usd"))
+            if refusal is None and today["skipped_budget"]:
+                # refused since the settings last changed (a raised cap clears it)
+                last = conn.execute(
+                    "SELECT reason FROM evaluation_results WHERE evaluator_id = ?"
+                    " AND status = 'skipped' AND judged_at >= ? ORDER BY judged_at DESC"
+                    " LIMIT 1", (row["id"], row["updated_at"])).fetchone()
+                refusal = None if last is None else last["reason"]
+        settings: dict[str, Any] = {k: config[k] for k in self._EVALUATOR_FIELDS
+                                    if config.get(k) is not None}
+        status, reason = evaluator_rules.status(
+            enabled=bool(row["enabled"]), refusal=refusal, min_kappa=config.get("min_kappa"),
+            kappa=agreement.get("kappa"),
+            endpoint=self.judge_endpoint or row["kind"] != evaluator_rules.LLM_JUDGE)
+        return Evaluator(
+            id=uuid.UUID(row["id"]), task_id=uuid.UUID(row["task_id"]), name=row["name"],
+            kind=row["kind"], enabled=bool(row["enabled"]), status=status, status_reason=reason,
+            today=EvaluatorDay(**today),
+            days=[EvaluatorDay(**d) for d in evaluator_sql.days(conn, row["id"])],
+            agreement=EvaluatorAgreement(**agreement), created_at=_dt(row["created_at"]),
+            updated_at=_dt(row["updated_at"]),
+            **settings,
+        )
+
+    def create_evaluator(self, ref: str, req: EvaluatorRequest) -> Evaluator:
+        """Add an online evaluator to a task; it takes the traces stored from now on."""
+        config = {k: getattr(req, k) for k in ("kind", *self._EVALUATOR_FIELDS)}
+        self._check_evaluator(config)
+        with self._write() as conn:
+            task = self._require_task(conn, ref)
+            if conn.execute("SELECT 1 FROM evaluators WHERE task_id = ? AND name = ?",
+                            (task["id"], req.name)).fetchone():
+                raise Conflict(f"task {task['name']!r} already has an evaluator {req.name!r}")
+            count = conn.execute("SELECT COUNT(*) AS n FROM evaluators WHERE task_id = ?",
+                                 (task["id"],)).fetchone()["n"]
+            if count >= evaluator_rules.MAX_EVALUATORS_PER_TASK:
+                raise Invalid(f"`name`: task {task['name']!r} has {count} evaluators, the most"
+                              " a task may have; remove one first")
+            eid, now = str(uuid.uuid4()), _ts()
+            conn.execute(
+                "INSERT INTO evaluators (id, task_id, name, kind, config, enabled, scan_seq,"
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,"
+                " (SELECT COALESCE(MAX(seq), 0) FROM traces),?,?)",
+                (eid, task["id"], req.name, req.kind, _json(config), int(req.enabled), now, now),
+            )
+            self._audit(conn, "evaluator.created", task_id=task["id"], target=eid,
+                        detail=f"{req.name} ({req.kind})")
+            return self._evaluator(conn, self._evaluator_row(conn, task["id"], eid))
+
+    def list_evaluators(self, ref: str) -> list[Evaluator]:
+        """The task's evaluators, oldest first (at most `MAX_EVALUATORS_PER_TASK`)."""
+        conn = self._conn()
+        task = self._require_task(conn, ref)
+        rows = conn.execute("SELECT * FROM evaluators WHERE task_id = ? ORDER BY seq",
+                            (task["id"],)).fetchall()
+        return [self._evaluator(conn, row) for row in rows]
+
+    def get_evaluator(self, ref: str, evaluator: str) -> Evaluator:
+        """One evaluator of the task, by id or name, with its status, books and agreement."""
+        conn = self._conn()
+        return self._evaluator(conn, self._evaluator_row(conn, ref, evaluator))
+
+    def update_evaluator(self, ref: str, evaluator: str,
+                         req: EvaluatorUpdateRequest) -> Evaluator:
+        """Change the fields *req* gives, all or none."""
+        with self._write() as conn:
+            row = self._evaluator_row(conn, ref, evaluator)
+            config: dict[str, Any] = msgspec.json.decode(row["config"])
+            for field in self._EVALUATOR_FIELDS:
+                value = getattr(req, field)
+                if value is not msgspec.UNSET:
+                    config[field] = value
+            for field in ("sample_rate", "watch", "pass_threshold"):
+                if config.get(field) is None:
+                    raise Invalid(f"`{field}` cannot be cleared")
+            self._check_evaluator(config)
+            name = row["name"] if req.name is msgspec.UNSET else req.name
+            if name != row["name"] and conn.execute(
+                    "SELECT 1 FROM evaluators WHERE task_id = ? AND name = ?",
+                    (row["task_id"], name)).fetchone():
+                raise Conflict(f"the task already has an evaluator {name!r}")
+            enabled = row["enabled"] if req.enabled is msgspec.UNSET else int(req.enabled)
+            conn.execute(
+                "UPDATE evaluators SET name = ?, config = ?, enabled = ?, updated_at = ?"
+                " WHERE id = ?", (name, _json(config), enabled, _ts(), row["id"]))
+            self._audit(conn, "evaluator.updated", task_id=row["task_id"], target=row["id"],
+                        detail=name)
+            return self._evaluator(conn, self._evaluator_row(conn, row["task_id"], row["id"]))
+
+    def remove_evaluator(self, ref: str, evaluator: str) -> Evaluator:
+        """Delete an evaluator and its books; the feedback it stored stays. Returns it as it
+        was."""
+        with self._write() as conn:
+            row = self._evaluator_row(conn, ref, evaluator)
+            gone = self._evaluator(conn, row)
+            for table in ("evaluation_results", "evaluator_days"):
+                conn.execute(f"DELETE FROM {table} WHERE evaluator_id = ?", (row["id"],))
+            conn.execute("DELETE FROM evaluators WHERE id = ?", (row["id"],))
+            self._audit(conn, "evaluator.removed", task_id=row["task_id"], target=row["id"],
+                        detail=row["name"])
+            return gone
+
+    def evaluators_to_run(self) -> list[dict[str, Any]]:
+        """Every enabled evaluator as ``{id, task_id, name, kind, ...settings}``, oldest first."""
+        rows = self._conn().execute(
+            "SELECT id, task_id, name, kind, config FROM evaluators WHERE enabled = 1"
+            " ORDER BY seq").fetchall()
+        return [{**msgspec.json.decode(r["config"]), "id": r["id"], "task_id": r["task_id"],
+                 "name": r["name"], "kind": r["kind"]} for r in rows]
+
+    def claim_evaluations(self, evaluator_id: str, owner: str, *, limit: int,
+                          estimate_usd: float,
+                          usd_per_char: float = 0.0) -> list[evaluator_sql.Claim]:
+        """Take up to *limit* traces for the evaluator (see `StorageInterface`)."""
+        read = self._conn()  # outside the write lock first: most passes find nothing
+        ev = read.execute("SELECT task_id, scan_seq FROM evaluators WHERE id = ?",
+                          (evaluator_id,)).fetchone()
+        if ev is None or (
+            read.execute("SELECT 1 FROM traces WHERE task_id = ? AND seq > ? LIMIT 1",
+                         (ev["task_id"], ev["scan_seq"])).fetchone() is None
+            and read.execute("SELECT 1 FROM evaluation_results WHERE evaluator_id = ? AND"
+                             " status = 'claimed' AND lease_until < ? LIMIT 1",
+                             (evaluator_id, time.time())).fetchone() is None
+        ):
+            return []
+        with self._write() as conn:
+            ev = conn.execute("SELECT * FROM evaluators WHERE id = ?",
+                              (evaluator_id,)).fetchone()
+            if ev is None:
+                return []
+            rollout = self._running_rollout(conn, ev["task_id"])
+            arms = None if rollout is None else [rollout["active_version_id"],
+                                                 rollout["candidate_version_id"]]
+            claims, _skipped = evaluator_sql.claim(conn, ev, owner, limit=limit,
+                                                   estimate_usd=estimate_usd, arms=arms,
+                                                   usd_per_char=usd_per_char)
+            return claims
+
+    def record_evaluation(self, item: evaluator_sql.Claim, owner: str, *,
+                          score: float | None, reason: str, called: bool,
+                          charged_usd: float = 0.0, new_jobs: list[str] | None = None) -> bool:
+        """Keep an evaluation's outcome (see `StorageInterface`)."""
+        with self._write() as conn:
+            ev = conn.execute("SELECT * FROM evaluators WHERE id = ?",
+                              (item.evaluator_id,)).fetchone()
+            if ev is None:
+                return False
+            kept = evaluator_sql.record(conn, ev, item, owner, score=score, reason=reason,
+                                        called=called, charged_usd=charged_usd)
+            if kept and score is not None and self._uses_judged(conn, item.task_id) \
+                    and ev["id"] in self._feeding_evaluators(conn, item.task_id) \
+                    and not evaluator_sql.human_scored(conn, item.trace_id):
+                # a judged score drives the loop like a person's: the threshold, rollouts
+                own_entry = conn.execute("SELECT 1 FROM feedback WHERE trace_id = ? LIMIT 1",
+                                         (item.trace_id,)).fetchone() is not None
+                conn.execute(  # a trace without an entry of its own (instrumented) counts now
+                    "UPDATE tasks SET judged_since_job = judged_since_job + 1,"
+                    " feedback_since_optimization = feedback_since_optimization + ?"
+                    " WHERE id = ?", (int(not own_entry), item.task_id))
+                task = conn.execute("SELECT judged_since_job, feedback_threshold FROM tasks"
+                                    " WHERE id = ?", (item.task_id,)).fetchone()
+                if task["judged_since_job"] >= task["feedback_threshold"]:
+                    # threshold judged scores since the last job: one scored entry for the
+                    # threshold rule (a job learns from all of them, not from the first)
+                    conn.execute("UPDATE tasks SET judged_since_job = 0,"
+                                 " scored_since_job = scored_since_job + 1 WHERE id = ?",
+                                 (item.task_id,))
+                    job_id = self._maybe_trigger(conn, item.task_id)
+                    if job_id is not None and new_jobs is not None:
+                        new_jobs.append(job_id)
+                self._rollout_scored(conn, item.trace_id)
+            return kept
+
+    def _uses_judged(self, conn: sqlite3.Connection, task_id: str) -> bool:
+        """True when the task lets judged scores drive its loop."""
+        row = conn.execute("SELECT evaluator_config FROM tasks WHERE id = ?",
+                           (task_id,)).fetchone()
+        return row is not None and evaluator_rules.judged_scores(_unjson(row["evaluator_config"]))
+
+    def _feeding_evaluators(self, conn: sqlite3.Connection, task_id: str) -> list[str]:
+        """Ids of the task's evaluators whose scores may feed the loop (agreement allows)."""
+        feeding = []
+        for row in conn.execute("SELECT id, config FROM evaluators WHERE task_id = ?"
+                                " ORDER BY seq", (task_id,)).fetchall():
+            config = msgspec.json.decode(row["config"])
+            kappa = None
+            if config.get("min_kappa") is not None:
+                kappa = evaluator_rules.agreement(
+                    evaluator_sql.agreement_pairs(conn, row["id"]),
+                    config.get("pass_threshold", 0.5)).get("kappa")
+            if evaluator_rules.feeds_loop(config.get("min_kappa"), kappa):
+                feeding.append(str(row["id"]))
+        return feeding
 
 
     # --- web UI sessions (see kaizen_server.storage.ui_sessions) -------------------------

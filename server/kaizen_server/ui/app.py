@@ -486,12 +486,14 @@ class UiApp:
         traces = self._get(ctx, "list_traces", query={"task_id": ref, "limit": "10"}).payload
         jobs = self._get(ctx, "list_jobs", query={"task_id": ref, "limit": "5"}).payload
         audit = self._get(ctx, "list_audit", query={"task_id": ref, "limit": "10"}).payload
+        evaluators = self._get(ctx, "list_evaluators", {"task_id": ref}).payload
         scores = self._scored_feedback(ctx, ref, _TREND_TASK)
         trend = time_chart([("mean score", [(at, mean, None, None) for at, mean in
                                             mean_over_time(scores, groups=20)])],
                            low=0.0, high=1.0) if scores else None
         return self._render(ctx.session, "task.html", task=task, active=self._active(ctx, ref),
                             traces=traces, jobs=jobs, audit=audit, trend=trend,
+                            evaluators=evaluators,
                             trend_n=len(scores), trend_n_read=_TREND_TASK,
                             rollout=self._maybe(ctx, "get_rollout", {"task_id": ref}),
                             costs=self._costs(ctx, ref))
