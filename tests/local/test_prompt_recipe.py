@@ -233,11 +233,16 @@ def test_schema_step_10_migrates_a_version_9_file(tmp_path: Any) -> None:
     conn.execute("ALTER TABLE prompts DROP COLUMN messages")
     conn.execute("ALTER TABLE prompts DROP COLUMN config")
     conn.execute("DELETE FROM schema_version WHERE version = 10")
+    for table in ("rollout_arms", "rollout_latency", "rollout_models"):  # and step 11
+        conn.execute(f"DROP TABLE {table}")
+    for column in ("trace_retention_limit", "trace_retention_days", "feedback_retention_days"):
+        conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+    conn.execute("DELETE FROM schema_version WHERE version = 11")
     conn.commit()
     conn.close()
     store = Store(path)
     try:
-        assert store.schema_version() == 10
+        assert store.schema_version() == 11
         from kaizen_sdk.models import TaskCreateRequest
 
         store.create_task(TaskCreateRequest(name="t", prompt_text="Hi {{ x }}"))

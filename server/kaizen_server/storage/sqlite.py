@@ -63,8 +63,8 @@ from kaizen_sdk.templates import (
 from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
 from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
+from kaizen_server.storage import rollout_tally, sqlite_schema
 from kaizen_server.storage import spend as spend_store
-from kaizen_server.storage import sqlite_schema
 from kaizen_server.storage.errors import (
     Conflict,
     Invalid,
@@ -772,20 +772,14 @@ class Store:
             "SELECT config FROM prompts WHERE id = ?", (version,)
         ).fetchone()["config"]) or {}
         configured = config.get("model") if isinstance(config.get("model"), str) else None
-        rows = conn.execute(
-            "SELECT model, COUNT(*) AS calls, SUM(tokens) AS tokens FROM traces"
-            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?"
-            " AND tokens IS NOT NULL GROUP BY model",
-            (rollout["task_id"], rollout["trace_seq"], rollout["end_trace_seq"] or 2**62,
-             version),
-        ).fetchall()
-        calls = sum(int(r["calls"]) for r in rows)
+        rows = rollout_tally.arm_models(conn, rollout["id"], version)
+        calls = sum(n for _model, n, _tokens in rows)
         if not calls:
             return None
         usd = 0.0
-        for r in rows:
-            per_in, per_out = prices.price(configured or r["model"] or "")
-            usd += float(r["tokens"]) * (per_in + per_out) / 2 / 1_000_000
+        for model, _n, tokens in rows:
+            per_in, per_out = prices.price(configured or model)
+            usd += float(tokens) * (per_in + per_out) / 2 / 1_000_000
         return usd / calls
 
     # --- feedback --------------------------------------------------------------------
@@ -1041,6 +1035,7 @@ class Store:
             conn.execute(
                 "UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", (score, scored_by, key)
             )
+            self._tally_score(conn, row, score)
             job_id = self._maybe_trigger(conn, row["task_id"])
             if job_id is not None and new_jobs is not None:
                 new_jobs.append(job_id)
@@ -1710,6 +1705,9 @@ class Store:
                 arm = "candidate"
             elif version == rollout["active_version_id"]:
                 arm = "active"
+        if rollout is not None and version in (rollout["active_version_id"],
+                                               rollout["candidate_version_id"]):
+            self._tally_record(conn, table, record_id, rollout["id"], str(version), error)
         if arm is None and error is None and (table == "traces" or version is None):
             return
         if table == "traces":
@@ -1725,6 +1723,40 @@ class Store:
             )
         if scored and rollout is not None:
             self._score_arrived(conn, rollout)
+
+    @staticmethod
+    def _tally_record(
+        conn: sqlite3.Connection, table: str, record_id: str, rollout_id: str, version: str,
+        error: bool | None,
+    ) -> None:
+        """Count a record just stored in a running rollout's arm *version* (`rollout_tally`)."""
+        if table == "traces":
+            row = conn.execute(
+                "SELECT latency_ms, model, tokens FROM traces WHERE id = ?", (record_id,)
+            ).fetchone()
+            rollout_tally.add_call(conn, rollout_id, version, error=error,
+                                   latency_ms=row["latency_ms"], model=row["model"],
+                                   tokens=row["tokens"])
+            return
+        row = conn.execute(
+            "SELECT score, metadata FROM feedback WHERE id = ?", (record_id,)
+        ).fetchone()
+        metadata = _unjson(row["metadata"])
+        names_trace = isinstance(metadata, dict) and metadata.get("trace_id") is not None
+        if row["score"] is not None and not names_trace:  # a trace's score counts by the trace
+            rollout_tally.add_score(conn, rollout_id, version, None, float(row["score"]))
+
+    def _tally_score(self, conn: sqlite3.Connection, trace: sqlite3.Row, score: float) -> None:
+        """*trace* (as it was) gets *score*: count it when a running rollout counts the trace."""
+        version = trace["prompt_version_id"]
+        if version is None:
+            return
+        rollout = self._running_rollout(conn, trace["task_id"])
+        if rollout is None or trace["seq"] <= rollout["trace_seq"] or version not in (
+            rollout["active_version_id"], rollout["candidate_version_id"]
+        ):
+            return
+        rollout_tally.add_score(conn, rollout["id"], version, trace["score"], score)
 
     def _rollout_scored(self, conn: sqlite3.Connection, trace_id: str) -> None:
         """A trace got a score: evaluate its task's running rollout, if any."""
@@ -1752,35 +1784,8 @@ class Store:
     def _arm_stats(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, version: str
     ) -> rollouts.ArmStats:
-        bounds = (rollout["trace_seq"], rollout["end_trace_seq"] or 2**62)
-        t = conn.execute(
-            "SELECT COUNT(score) AS n, COALESCE(SUM(score), 0) AS s,"
-            " COALESCE(SUM(score * score), 0) AS ss, COUNT(*) AS calls,"
-            " COALESCE(SUM(error), 0) AS errors, COUNT(latency_ms) AS timed FROM traces"
-            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?",
-            (rollout["task_id"], *bounds, version),
-        ).fetchone()
-        f = conn.execute(
-            "SELECT COUNT(score) AS n, COALESCE(SUM(score), 0) AS s,"
-            " COALESCE(SUM(score * score), 0) AS ss FROM feedback"
-            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?"
-            " AND score IS NOT NULL AND json_extract(metadata, '$.trace_id') IS NULL",
-            (rollout["task_id"], rollout["feedback_seq"],
-             rollout["end_feedback_seq"] or 2**62, version),
-        ).fetchone()
-        latency = None
-        if t["timed"]:
-            rank = max(1, math.ceil(0.95 * t["timed"]))
-            latency = conn.execute(
-                "SELECT latency_ms FROM traces WHERE task_id = ? AND seq > ? AND seq <= ?"
-                " AND prompt_version_id = ? AND latency_ms IS NOT NULL"
-                " ORDER BY latency_ms LIMIT 1 OFFSET ?",
-                (rollout["task_id"], *bounds, version, rank - 1),
-            ).fetchone()["latency_ms"]
-        return rollouts.arm_stats(
-            t["n"] + f["n"], t["s"] + f["s"], t["ss"] + f["ss"], calls=t["calls"],
-            errors=t["errors"], p95_latency_ms=latency,
-        )
+        # kept as calls and scores arrive (`rollout_tally`): a few rows, at any arm size
+        return rollout_tally.arm_stats(conn, rollout["id"], version)
 
     @staticmethod
     def _rollout_config(rollout: sqlite3.Row) -> rollouts.RolloutConfig:
@@ -2003,6 +2008,7 @@ class Store:
                  uuid.uuid4().hex, _ts(), self._max_seq(conn, "traces"),
                  self._max_seq(conn, "feedback")),
             )
+            rollout_tally.open_arms(conn, rollout_id, (active["id"], cand["id"]))
             self._rollout_event(conn, rollout_id, "started", ramp[0],
                                 f"candidate v{cand['version_number']} at {ramp[0]:.0%}",
                                 {"ramp": ramp, "min_samples": req.min_samples})
