@@ -74,6 +74,7 @@ from kaizen_server.storage.errors import (
     StoreFull,
     utcnow,
 )
+from kaizen_server.storage.ids import uuid7
 from kaizen_server.storage.interface import (
     ACTIVE_JOB_STATUSES,
     AUTO_TASK_THRESHOLD,
@@ -811,7 +812,7 @@ class Store:
                 return self._feedback(old)
         comment, correction = _critique(req.comment, req.correction, req.output)
         task = self._task_for_write(conn, req.task_id)
-        fid = str(req.id or uuid.uuid4())
+        fid = str(req.id or uuid7())
         trace_key = _feedback_trace(req)
         if trace_key is not None:
             # The trace was scored before its call's own entry arrived: that score made an
@@ -968,7 +969,7 @@ class Store:
                 active["prompt_text"] == req.prompt_text
             ):
                 version_id = active["id"]
-        tid = str(req.id or uuid.uuid4())
+        tid = str(req.id or uuid7())
         conn.execute(
             "INSERT INTO traces (id, task_id, prompt_text, response_text, model, tokens,"
             " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, user_id,"
@@ -1077,7 +1078,7 @@ class Store:
                 "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
                 " created_at, comment, correction, trace_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    str(uuid.uuid4()), trace["task_id"], _json(inputs),
+                    uuid7(), trace["task_id"], _json(inputs),
                     _json(trace["response_text"]), score, "trace_score",
                     _json({"trace_id": key, "prompt_version_id": trace["prompt_version_id"]}),
                     _ts(), comment, _json(correction), key,
@@ -1238,7 +1239,7 @@ class Store:
                     self._add_feedback(conn, fb, new_jobs)
                     continue
                 comment, correction = _critique(fb.comment, fb.correction, fb.output)
-                fid = str(fb.id or uuid.uuid4())
+                fid = str(fb.id or uuid7())
                 rows = plain.setdefault(task_id, {})
                 if fid not in rows:  # twice in one batch: stored once
                     rows[fid] = ((
@@ -1283,7 +1284,7 @@ class Store:
         if prompt_text is None and version_id is not None:  # named by id: its text
             prompt_text = tasks.version_text(task_id, version_id)
         return (
-            str(req.id or uuid.uuid4()), task_id, prompt_text, req.response_text, req.model,
+            str(req.id or uuid7()), task_id, prompt_text, req.response_text, req.model,
             req.tokens, req.latency_ms, version_id,
             None if req.parent_trace_id is None else str(req.parent_trace_id),
             _json(req.metadata), now, req.arm, None if req.error is None else int(req.error),
