@@ -176,7 +176,8 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """uvicorn's HTTP protocol with a request-head deadline and size cap, and JSON 400s.
 
     ``waiting_since`` is when the connection started waiting for a request head (``None``
-    while a request is being served); `_sweep` closes connections that wait too long.
+    while a request is being served); `_sweep` closes connections that wait too long:
+    `IDLE_TIMEOUT` after a response (``idle``), `HEADER_TIMEOUT` for a head not finished.
     """
 
     def connection_made(self, transport: Any) -> None:
@@ -187,6 +188,7 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().connection_made(_CoalescingTransport(transport, self.loop))
         self._head_bytes = 0
         self.waiting_since: float | None = self.loop.time()
+        self.idle = False  # between keep-alive requests: `IDLE_TIMEOUT`, not `HEADER_TIMEOUT`
         self._fd = sock.fileno() if sock is not None else -1
         peer = transport.get_extra_info("peername")
         self._book().opened(self, str(peer[0]) if isinstance(peer, tuple) and peer else "-")
@@ -221,18 +223,23 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         before = self.cycle
         super().data_received(data)
         if self.cycle is before and (before is None or before.response_complete):
+            if self.idle:  # the next head began: it has `HEADER_TIMEOUT` from now
+                self.idle = False
+                self.waiting_since = self.loop.time()
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self.send_400_response("The request head is too large.")
         else:
             self._head_bytes = 0
             self.waiting_since = None
+            self.idle = False
             self._book().busy(self)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._head_bytes = 0
         self.waiting_since = self.loop.time()
+        self.idle = True
         self._book().idle(self)
 
     def send_400_response(self, msg: str) -> None:
@@ -419,7 +426,8 @@ async def _sweep(server: uvicorn.Server) -> None:
             if not isinstance(conn, _Protocol):
                 continue
             since = getattr(conn, "waiting_since", None)
-            if since is not None and now - since > HEADER_TIMEOUT:
+            limit = IDLE_TIMEOUT if getattr(conn, "idle", False) else HEADER_TIMEOUT
+            if since is not None and now - since > limit:
                 conn.waiting_since = None
                 conn.transport.close()
 
