@@ -59,6 +59,7 @@ __all__ = [
     "AUTO_TASK_THRESHOLD",
     "HELD_SCORES_MAX",
     "IngestError",
+    "MAX_EXAMPLES",
     "StorageInterface",
 ]
 
@@ -70,6 +71,9 @@ ACTIVE_JOB_STATUSES = ("PENDING", "RUNNING")
 
 HELD_SCORES_MAX = 100_000
 """Scores waiting for their trace at most; past it a score for an unknown trace is an error."""
+
+MAX_EXAMPLES = 5_000
+"""Scored examples one optimization or evaluation reads at most: the task's newest."""
 
 IngestError: TypeAlias = "tuple[str, str | None, str]"
 """One refused item of an ingest batch: ``(kind, client id or None, detail)``."""
@@ -183,8 +187,10 @@ class StorageInterface(Protocol):
         """A page of feedback, newest first, of one task or (*ref* ``None``) all."""
         ...
 
-    def scored_examples(self, task_id: str) -> list[Example]:
-        """The task's feedback that has a score, oldest first, as optimizer examples."""
+    def scored_examples(self, task_id: str, limit: int = MAX_EXAMPLES) -> list[Example]:
+        """The task's newest *limit* feedback entries that have a score, oldest first, as
+        optimizer examples. A bounded read (through the task's index, never the whole task),
+        outside any write: it never holds up writers."""
         ...
 
     def add_trace(self, req: TraceRequest) -> TraceResult:

@@ -79,6 +79,7 @@ from kaizen_server.storage.interface import (
     ACTIVE_JOB_STATUSES,
     AUTO_TASK_THRESHOLD,
     HELD_SCORES_MAX,
+    MAX_EXAMPLES,
     StorageInterface,
 )
 
@@ -866,18 +867,19 @@ class Store:
         """Return a page of feedback, newest first, optionally for one task."""
         return _page(self._list_rows("feedback", ref, limit, after), limit, self._feedback)
 
-    def scored_examples(self, task_id: str) -> list[Example]:
-        """Return the task's feedback that has a score, as optimizer examples."""
+    def scored_examples(self, task_id: str, limit: int = MAX_EXAMPLES) -> list[Example]:
+        """Return the task's newest *limit* scored feedback entries, oldest first, as
+        optimizer examples (a bounded read on this thread's connection, outside any write)."""
         rows = self._conn().execute(
             "SELECT id, inputs, output, score, correction, comment FROM feedback"
-            " WHERE task_id = ? AND score IS NOT NULL ORDER BY seq",
-            (task_id,),
+            " WHERE task_id = ? AND score IS NOT NULL ORDER BY seq DESC LIMIT ?",
+            (task_id, limit),
         ).fetchall()
         return [
             Example(id=r["id"], inputs=_unjson(r["inputs"]), output=_unjson(r["output"]),
                     score=float(r["score"]), correction=_unjson(r["correction"]),
                     comment=r["comment"])
-            for r in rows
+            for r in reversed(rows)
         ]
 
     # --- traces ----------------------------------------------------------------------
@@ -2023,11 +2025,13 @@ class Store:
 
         With the database full, the rollout is returned as stored (not evaluated).
         """
-        try:
-            with self._write() as conn:
-                return self._latest_rollout(conn, ref, evaluate=True)
-        except StoreFull:
-            return self._latest_rollout(self._conn(), ref, evaluate=False)
+        with contextlib.suppress(StoreFull), self._write() as conn:  # a short write
+            task = self._require_task(conn, ref)
+            row = self._running_rollout(conn, task["id"])
+            if row is not None:
+                self._evaluate_rollout(conn, row)
+        # the report: read after the write, on this thread's connection
+        return self._latest_rollout(self._conn(), ref, evaluate=False)
 
     def _latest_rollout(self, conn: sqlite3.Connection, ref: str, *, evaluate: bool) -> Rollout:
         task = self._require_task(conn, ref)
