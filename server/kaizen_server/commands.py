@@ -207,7 +207,7 @@ def _log_access_to_stdout() -> None:
 def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "db",
-        help="the local server's database: schema status and upgrade",
+        help="the local server's database: schema status and upgrade, sizes",
         description="Show or apply the schema steps of a local server's SQLite database "
         "(`kaizen serve` applies them at start unless given --no-migrate).",
     )
@@ -218,6 +218,8 @@ def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
          "show the database's schema version, this server's, and the steps pending"),
         ("upgrade", _cmd_db_upgrade,
          "apply the pending schema steps (in one transaction; back the file up first)"),
+        ("stats", _cmd_db_stats,
+         "show rows and bytes per table and the file's size (read-only)"),
     ):
         p = db.add_parser(name, help=text, description=text)
         p.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH",
@@ -287,6 +289,42 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     except (sqlite3.Error, sqlite_schema.SchemaError) as exc:
         raise CLIError(f"cannot upgrade the database {path}: {exc}", EXIT_FAILURE) from None
     emit(args, _db_report(path, status, [step.filename for step in ran]), _render_db)
+    return EXIT_OK
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def _render_stats(report: dict[str, Any]) -> str:
+    lines = [f"Database: {report['database']}",
+             f"File: {_size(report['file_bytes'])} (write-ahead log {_size(report['wal_bytes'])})",
+             "", f"{'TABLE':<20} {'ROWS':>12} {'TABLE BYTES':>12} {'INDEX BYTES':>12}"]
+    for t in report["tables"]:
+        lines.append(f"{t['name']:<20} {t['rows']:>12,} {_size(t['table_bytes']):>12}"
+                     f" {_size(t['index_bytes']):>12}")
+    return "\n".join(lines)
+
+
+def _cmd_db_stats(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from kaizen_server.storage.sqlite_stats import database_stats
+
+    try:
+        stats = database_stats(args.db)
+    except (OSError, sqlite3.Error) as exc:
+        raise CLIError(f"cannot read the database {args.db}: {exc}", EXIT_FAILURE) from None
+    report = {"database": stats.path, "file_bytes": stats.file_bytes,
+              "wal_bytes": stats.wal_bytes,
+              "tables": [dataclasses.asdict(t) for t in stats.tables]}
+    emit(args, report, _render_stats)
     return EXIT_OK
 
 

@@ -11,6 +11,8 @@ __all__ = [
     "KAIZEN_BASE_URL",
     "KAIZEN_COOLDOWN_MINUTES",
     "KAIZEN_DAILY_BUDGET_USD",
+    "KAIZEN_FEEDBACK_RETENTION_DAYS",
+    "KAIZEN_FEEDBACK_RETENTION_LIMIT",
     "KAIZEN_JOB_BUDGET_USD",
     "KAIZEN_MAX_JOBS_PER_DAY",
     "KAIZEN_GITHUB_API_URL",
@@ -22,6 +24,8 @@ __all__ = [
     "KAIZEN_OPTIMIZER",
     "KAIZEN_OTLP_TASK_MAP",
     "KAIZEN_PRICES_FILE",
+    "KAIZEN_TRACE_RETENTION_DAYS",
+    "KAIZEN_TRACE_RETENTION_LIMIT",
 ]
 
 KAIZEN_API_KEY = "KAIZEN_API_KEY"
@@ -73,3 +77,17 @@ KAIZEN_MAX_JOBS_PER_DAY = "KAIZEN_MAX_JOBS_PER_DAY"
 
 KAIZEN_COOLDOWN_MINUTES = "KAIZEN_COOLDOWN_MINUTES"
 """Minutes between two threshold jobs of one task when the task sets none. Default ``60``."""
+
+KAIZEN_TRACE_RETENTION_LIMIT = "KAIZEN_TRACE_RETENTION_LIMIT"
+"""Most traces kept per task when the task sets no ``trace_retention_limit``. Default: all."""
+
+KAIZEN_TRACE_RETENTION_DAYS = "KAIZEN_TRACE_RETENTION_DAYS"
+"""Days a trace is kept when its task sets no ``trace_retention_days``. Default: forever."""
+
+KAIZEN_FEEDBACK_RETENTION_LIMIT = "KAIZEN_FEEDBACK_RETENTION_LIMIT"
+"""Most feedback entries kept per task when the task sets no ``feedback_retention_limit``.
+Default: all."""
+
+KAIZEN_FEEDBACK_RETENTION_DAYS = "KAIZEN_FEEDBACK_RETENTION_DAYS"
+"""Days a feedback entry is kept when its task sets no ``feedback_retention_days``. Default:
+forever."""

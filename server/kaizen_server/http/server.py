@@ -69,6 +69,7 @@ from kaizen_server.api.routes import (
 )
 from kaizen_server.domain.budget import BudgetDefaults
 from kaizen_server.domain.keys import Authenticator
+from kaizen_server.domain.retention import RetentionDefaults, RetentionLimits
 from kaizen_server.http.addresses import is_loopback
 from kaizen_server.http.connections import (
     MAX_CONNECTIONS_PER_CLIENT,
@@ -473,6 +474,9 @@ class LocalServer:
             ``KAIZEN_PRICES_FILE``. See `kaizen_server.llm.pricing`.
         migrate: run the database's pending schema steps at start (default); ``False``
             refuses to start on an outdated database (`SchemaOutdated` from `start`).
+        retention: the server-wide retention limits of traces and feedback, for tasks that
+            set none (``None`` reads the ``KAIZEN_*_RETENTION_*`` variables, else keeps
+            everything); see `kaizen_server.domain.retention`.
     """
 
     def __init__(
@@ -493,6 +497,7 @@ class LocalServer:
         otlp_task_map: TaskMap | str | None = None,
         prices_file: str | None = None,
         migrate: bool = True,
+        retention: RetentionLimits | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -511,6 +516,7 @@ class LocalServer:
             job_timeout=job_timeout, environ=environ,
         )
         self._budgets = budgets if budgets is not None else BudgetDefaults.resolve()
+        self._retention = retention if retention is not None else RetentionDefaults.resolve()
         if not isinstance(otlp_task_map, TaskMap):
             otlp_task_map = TaskMap.parse(otlp_task_map or os.environ.get(KAIZEN_OTLP_TASK_MAP))
         self._task_map = otlp_task_map
@@ -598,6 +604,7 @@ class LocalServer:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._store = store = Store(path, migrate=self._migrate)
         store.budget_defaults = self._budgets
+        store.retention_defaults = self._retention
         store.pricer = trace_pricer(self._optimizer.prices)
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer)
         store.prices = self._worker.settings.prices

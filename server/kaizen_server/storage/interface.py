@@ -262,6 +262,15 @@ class StorageInterface(Protocol):
         stays the number received. Call again while it returns more than 0."""
         ...
 
+    def prune(self, batch: int) -> int:
+        """Delete the oldest traces or feedback entries of one task past its retention
+        limits (`kaizen_server.domain.retention`: count and age, traces and feedback apart;
+        a task's own field, else the store's ``retention_defaults``), at most *batch* rows
+        in one short transaction; return how many. What a limit lets go is found by a
+        bounded read outside the write; rows a running rollout counts are kept; the task's
+        counters stay the numbers received. Call again while it returns more than 0."""
+        ...
+
     # --- jobs --------------------------------------------------------------------------
 
     def start_job(self, ref: str, triggered_by: str = "manual") -> tuple[Job, bool]:

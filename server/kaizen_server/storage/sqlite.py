@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
@@ -61,6 +61,7 @@ from kaizen_sdk.templates import (
     parse_messages_text,
 )
 from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
+from kaizen_server.domain.retention import RETENTION_FIELDS, RetentionLimits
 from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import rollout_tally, sqlite_schema
@@ -119,6 +120,9 @@ _TASK_OPTIONAL = (
     "daily_budget_usd",
     "max_jobs_per_day",
     "cooldown_minutes",
+    "feedback_retention_days",
+    "trace_retention_limit",
+    "trace_retention_days",
 )
 
 
@@ -271,6 +275,9 @@ class Store:
         """What a trace's call cost (``cost_usd``), set by the server; ``None``: no costs."""
         self.prices: PriceTable | None = None
         """LLM prices for each rollout arm's cost per call; the server sets them."""
+        self.retention_defaults = RetentionLimits()
+        """The server-wide retention limits (`kaizen_server.domain.retention`); none: keep
+        everything. The server sets them."""
         self._migrate(migrate)
 
     def __repr__(self) -> str:
@@ -407,15 +414,17 @@ class Store:
             "INSERT INTO tasks (id, name, description, schema_json, feedback_threshold,"
             " feedback_retention_limit, evaluator_config, teacher_model, judge_model,"
             " module_type, cost_budget, github_repo, github_base_branch, prompt_path,"
-            " prompt_format, created_at, daily_budget_usd, max_jobs_per_day, cooldown_minutes)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " prompt_format, created_at, daily_budget_usd, max_jobs_per_day, cooldown_minutes,"
+            " feedback_retention_days, trace_retention_limit, trace_retention_days)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 task_id, req.name, req.description, _json(req.schema_json),
                 req.feedback_threshold, req.feedback_retention_limit,
                 _json(req.evaluator_config), req.teacher_model, req.judge_model,
                 req.module_type, req.cost_budget, req.github_repo, req.github_base_branch,
                 req.prompt_path, req.prompt_format, _ts(), req.daily_budget_usd,
-                req.max_jobs_per_day, req.cooldown_minutes,
+                req.max_jobs_per_day, req.cooldown_minutes, req.feedback_retention_days,
+                req.trace_retention_limit, req.trace_retention_days,
             ),
         )
         self._audit(conn, "task.created", task_id=task_id, target=req.name)
@@ -917,6 +926,66 @@ class Store:
             if deleted:
                 return int(deleted)
         return 0
+
+    def prune(self, batch: int) -> int:
+        """Delete the oldest traces or feedback entries of one task past its retention
+        limits, at most *batch* in one short write; return how many (see `StorageInterface`)."""
+        conn = self._conn()
+        now = utcnow()
+        tasks = conn.execute(
+            f"SELECT id, {', '.join(RETENTION_FIELDS)} FROM tasks ORDER BY seq"
+        ).fetchall()
+        for task in tasks:
+            limits = RetentionLimits.of(task, self.retention_defaults)
+            for table, keep, days, start in (
+                ("traces", limits.trace_retention_limit, limits.trace_retention_days,
+                 "trace_seq"),
+                ("feedback", limits.feedback_retention_limit, limits.feedback_retention_days,
+                 "feedback_seq"),
+            ):
+                deleted = self._prune_table(conn, table, task["id"], keep, days, start, batch,
+                                            now)
+                if deleted:
+                    return deleted
+        return 0
+
+    def _prune_table(
+        self, conn: sqlite3.Connection, table: str, task_id: str, keep: int | None,
+        days: int | None, start: str, batch: int, now: datetime,
+    ) -> int:
+        # read outside the write (WAL readers never wait): the newest row past the count
+        # limit, and the newest of the oldest *batch* rows past the age limit; new rows only
+        # ever come after them, so they stay past their limit
+        beyond_count = beyond_age = None
+        if keep is not None:
+            row = conn.execute(
+                f"SELECT seq FROM {table} WHERE task_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                (task_id, keep),
+            ).fetchone()
+            beyond_count = None if row is None else row["seq"]
+        if days is not None:
+            row = conn.execute(
+                f"SELECT MAX(seq) AS seq FROM (SELECT seq, created_at FROM {table}"
+                " WHERE task_id = ? ORDER BY seq LIMIT ?) AS oldest WHERE created_at < ?",
+                (task_id, batch, _ts(now - timedelta(days=days))),
+            ).fetchone()
+            beyond_age = row["seq"]
+        if beyond_count is None and beyond_age is None:
+            return 0
+        with self._write() as wconn:
+            rollout = self._running_rollout(wconn, task_id)
+            cutoff = decisions.retention_cutoff(
+                beyond_count=beyond_count, beyond_age=beyond_age,
+                rollout_start=None if rollout is None else rollout[start],
+            )
+            if cutoff is None:
+                return 0
+            deleted = wconn.execute(
+                f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table}"
+                " WHERE task_id = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+                (task_id, cutoff, batch),
+            ).rowcount
+        return int(deleted)
 
     @staticmethod
     def _trace(row: sqlite3.Row) -> TraceResult:
