@@ -35,3 +35,56 @@ def test_prune_keeps_each_tables_own_count_limit(store: StorageInterface) -> Non
     assert [f.output for f in store.list_feedback("keep", 100).items] == [
         str(i) for i in range(9, 3, -1)]
     assert store.get_task("keep").feedback_count == 10
+
+
+def test_a_batch_of_scores_means_what_the_scores_one_by_one_mean(
+    store: StorageInterface,
+) -> None:
+    """One write for the whole batch: entries updated or made, a repeated score id applied
+    once, a trace scored twice keeps the last score, a score for an unknown trace held."""
+    import uuid
+
+    from kaizen_sdk.models import ScoreItem
+
+    store.create_task(TaskCreateRequest(name="b", feedback_threshold=10**6))
+    ids = [uuid.uuid4() for _ in range(6)]
+    store.ingest([TraceRequest(task_id="b", id=i, response_text=f"r{n}")
+                  for n, i in enumerate(ids)],
+                 [FeedbackRequest(task_id="b", output="own", inputs={"q": n},
+                                  metadata={"trace_id": str(i)})
+                  for n, i in enumerate(ids[:3])])  # the first three have their own entry
+    again = uuid.uuid4()
+    unknown = uuid.uuid4()
+    items = [ScoreItem(id=uuid.uuid4(), trace_id=i, score=0.25) for i in ids[:5]]
+    items += [ScoreItem(id=again, trace_id=ids[5], score=0.5),
+              ScoreItem(id=again, trace_id=ids[5], score=0.5),
+              ScoreItem(id=uuid.uuid4(), trace_id=unknown, score=1.0)]
+    assert store.apply_scores(items) == (8, [])
+    assert store.apply_scores(items[:1]) == (1, [])  # applied before: once
+    entries = {str(f.trace_id): f for f in store.list_feedback("b", 100).items}
+    assert len(entries) == 6
+    assert [entries[str(i)].score for i in ids] == [0.25] * 5 + [0.5]
+    assert [entries[str(i)].output for i in ids] == ["own"] * 3 + ["r3", "r4", "r5"]
+    assert [store.get_trace(str(i)).score for i in ids] == [0.25] * 5 + [0.5]
+    task = store.get_task("b")
+    assert task.feedback_count == 6  # 3 sent + 3 made by scores
+    store.add_trace(TraceRequest(task_id="b", id=unknown, response_text="late"))
+    assert store.get_trace(str(unknown)).score == 1.0  # the held score, applied on arrival
+
+
+def test_a_batch_of_scores_crossing_the_threshold_starts_one_job(
+    store: StorageInterface,
+) -> None:
+    import uuid
+
+    from kaizen_sdk.models import ScoreItem
+
+    store.create_task(TaskCreateRequest(name="th", prompt_text="v1 {{ x }}",
+                                        feedback_threshold=4))
+    ids = [uuid.uuid4() for _ in range(10)]
+    store.ingest([TraceRequest(task_id="th", id=i, response_text="r") for i in ids], [])
+    jobs: list[str] = []
+    assert store.apply_scores([ScoreItem(id=uuid.uuid4(), trace_id=i, score=0.5)
+                               for i in ids], jobs) == (10, [])
+    assert len(jobs) == 1  # at the fourth entry; one job per task at a time
+    assert store.get_task("th").feedback_count == 10

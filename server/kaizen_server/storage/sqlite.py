@@ -1103,23 +1103,34 @@ class Store:
             row = conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
             if row is None:
                 raise NotFound(f"trace {trace_id!r} not found")
-            self._score_feedback(conn, row, score, comment, correction)
-            conn.execute(
-                "UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", (score, scored_by, key)
-            )
-            self._tally_score(conn, row, score)
-            job_id = self._maybe_trigger(conn, row["task_id"])
-            if job_id is not None and new_jobs is not None:
-                new_jobs.append(job_id)
-            self._rollout_scored(conn, key)
+            self._score(conn, row, score, scored_by, comment, correction, new_jobs)
             return self._trace(
                 conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
             )
 
+    def _score(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, score: float, scored_by: str,
+        comment: str | None, correction: Any, new_jobs: list[str] | None,
+    ) -> None:
+        """Score the trace *row* inside the caller's write (see `score_trace`)."""
+        key = row["id"]
+        self._score_feedback(conn, row, score, comment, correction)
+        conn.execute(
+            "UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", (score, scored_by, key)
+        )
+        self._tally_score(conn, row, score)
+        job_id = self._maybe_trigger(conn, row["task_id"])
+        if job_id is not None and new_jobs is not None:
+            new_jobs.append(job_id)
+        self._rollout_scored(conn, key)
+
     def _score_feedback(
         self, conn: sqlite3.Connection, trace: sqlite3.Row, score: float,
-        comment: str | None, correction: Any,
+        comment: str | None, correction: Any, counts: list[int] | None = None,
     ) -> None:
+        """Give the trace's feedback entry the score (made from the trace when it has none).
+        The task's counters are updated here, or added to *counts* (entries made, newly
+        scored) for the caller to update once a batch."""
         key = trace["id"]
         # Through the trace index only (schema step 8 filled the column of old rows): a
         # score costs the same at any number of the task's rows.
@@ -1155,14 +1166,19 @@ class Store:
                     _ts(), comment, _json(correction), key,
                 ),
             )
-            conn.execute(
-                "UPDATE tasks SET feedback_count = feedback_count + 1,"
-                " feedback_since_optimization = feedback_since_optimization + 1"
-                " WHERE id = ?",
-                (trace["task_id"],),
-            )
+            if counts is None:
+                conn.execute(
+                    "UPDATE tasks SET feedback_count = feedback_count + 1,"
+                    " feedback_since_optimization = feedback_since_optimization + 1"
+                    " WHERE id = ?",
+                    (trace["task_id"],),
+                )
+            else:
+                counts[0] += 1
             newly = True
-        if newly:
+        if newly and counts is not None:
+            counts[1] += 1
+        elif newly:
             conn.execute(
                 "UPDATE tasks SET scored_since_job = scored_since_job + 1 WHERE id = ?",
                 (trace["task_id"],),
@@ -1182,7 +1198,62 @@ class Store:
         """
         applied = 0
         errors: list[tuple[str, str]] = []
-        for item in scores:
+        later: list[ScoreItem] = []
+        if scores:
+            # One write for the batch: a score costs its own statements, not a transaction.
+            # A task that can neither reach its threshold in this batch nor has a running
+            # rollout has its counters added up and written once (the plain case); any other
+            # takes the full path of `score_trace`, score by score.
+            with self._write() as conn:
+                ids = [(str(item.id), str(item.trace_id)) for item in scores]
+                done = _existing(conn, "applied_scores", [sid for sid, _tid in ids])
+                now = _ts()
+                tids = [tid for _sid, tid in ids]
+                # a trace scored twice in one batch: read it again each time (rare)
+                once = len(set(tids)) == len(tids)
+                rows = _rows_by_id(conn, "traces", tids) if once else {}
+                batched: dict[str, list[int] | None] = {}  # task -> counts, None: full path
+                plain: list[tuple[ScoreItem, sqlite3.Row]] = []
+                applied_rows: list[tuple[str, str, str]] = []
+                for item, (sid, tid) in zip(scores, ids, strict=True):
+                    if sid in done:
+                        applied += 1
+                        continue
+                    row = rows.get(tid) if once else conn.execute(
+                        "SELECT * FROM traces WHERE id = ?", (tid,)).fetchone()
+                    if row is None:  # held (or refused) below, one by one
+                        later.append(item)
+                        continue
+                    task_id = row["task_id"]
+                    if task_id not in batched:
+                        batched[task_id] = self._batch_counts(conn, task_id, len(scores))
+                    counts = batched[task_id]
+                    if counts is None:
+                        self._score(conn, row, item.score, item.scored_by, None, None, new_jobs)
+                    elif once:
+                        plain.append((item, row))
+                    else:
+                        self._score_feedback(conn, row, item.score, None, None, counts)
+                        conn.execute("UPDATE traces SET score = ?, scored_by = ? WHERE id = ?",
+                                     (item.score, item.scored_by, tid))
+                    applied_rows.append((sid, tid, now))
+                    done.add(sid)
+                    applied += 1
+                self._score_plain(conn, plain, batched, now)
+                conn.executemany(
+                    "INSERT INTO applied_scores (id, trace_id, applied_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    applied_rows,
+                )
+                for task_id, counts in batched.items():
+                    if counts is not None and (counts[0] or counts[1]):
+                        conn.execute(
+                            "UPDATE tasks SET feedback_count = feedback_count + ?,"
+                            " feedback_since_optimization = feedback_since_optimization + ?,"
+                            " scored_since_job = scored_since_job + ? WHERE id = ?",
+                            (counts[0], counts[0], counts[1], task_id),
+                        )
+        for item in later:
             sid, tid = str(item.id), str(item.trace_id)
             with self._write() as conn:
                 seen = conn.execute(
@@ -1216,6 +1287,70 @@ class Store:
             applied += 1
         return applied, errors
 
+    @staticmethod
+    def _score_plain(
+        conn: sqlite3.Connection, plain: list[tuple[ScoreItem, sqlite3.Row]],
+        counts: dict[str, list[int] | None], now: str,
+    ) -> None:
+        """`_score_feedback` and the trace update of *plain* scores (distinct traces of tasks
+        whose counters are written once, see `_batch_counts`), a few statements for all."""
+        if not plain:
+            return
+        keys = [row["id"] for _item, row in plain]
+        found: dict[str, sqlite3.Row] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            for entry in conn.execute(  # through the trace index; the first entry wins
+                "SELECT seq, id, task_id, trace_id, output, score FROM feedback"
+                f" WHERE trace_id IN ({','.join('?' * len(chunk))})", chunk,
+            ):
+                at = f"{entry['task_id']} {entry['trace_id']}"
+                if at not in found or entry["seq"] < found[at]["seq"]:
+                    found[at] = entry
+        updates, inserts, traces = [], [], []
+        for item, row in plain:
+            key, task_id, score = row["id"], row["task_id"], item.score
+            task_counts = counts[task_id]
+            assert task_counts is not None
+            entry = found.get(f"{task_id} {key}")
+            if entry is not None:
+                updates.append((score, key, entry["id"]))
+                newly = entry["score"] is None or entry["score"] != score
+            else:
+                metadata = _unjson(row["metadata"])
+                inputs = metadata.get("inputs") if isinstance(metadata, dict) else None
+                if not isinstance(inputs, dict):
+                    inputs = None if row["prompt_text"] is None else {"prompt": row["prompt_text"]}
+                inserts.append((
+                    uuid7(), task_id, _json(inputs), _json(row["response_text"]), score,
+                    "trace_score",
+                    _json({"trace_id": key, "prompt_version_id": row["prompt_version_id"]}),
+                    now, key,
+                ))
+                task_counts[0] += 1
+                newly = True
+            task_counts[1] += int(newly)
+            traces.append((score, item.scored_by, key))
+        conn.executemany("UPDATE feedback SET score = ?, trace_id = ? WHERE id = ?", updates)
+        conn.executemany(
+            "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
+            " created_at, trace_id) VALUES (?,?,?,?,?,?,?,?,?)", inserts)
+        conn.executemany("UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", traces)
+
+    def _batch_counts(self, conn: sqlite3.Connection, task_id: str, scores: int
+                      ) -> list[int] | None:
+        """``[0, 0]`` when *scores* more entries cannot bring the task to its threshold and
+        no rollout of it runs (its counters may be written once for the batch), else None."""
+        task = conn.execute(
+            "SELECT feedback_since_optimization AS since, feedback_threshold AS threshold"
+            " FROM tasks WHERE id = ?", (task_id,),
+        ).fetchone()
+        if task["since"] + scores >= task["threshold"]:
+            return None
+        if self._running_rollout(conn, task_id) is not None:
+            return None
+        return [0, 0]
+
     def _hold_score(self, item: ScoreItem) -> bool | None:
         """Keep a score whose trace is not stored yet: True when held, False when too many
         wait already, None when the trace is stored by now (apply it instead)."""
@@ -1239,10 +1374,10 @@ class Store:
     ) -> int:
         """Apply the held scores of the traces *trace_ids* (just stored), oldest first;
         return how many were applied."""
-        keys = [_as_uuid(t) or t for t in trace_ids]
         conn = self._conn()
         if conn.execute("SELECT 1 FROM held_scores LIMIT 1").fetchone() is None:
             return 0  # the usual case: one cheap query per batch
+        keys = [_as_uuid(t) or t for t in trace_ids]
         rows: list[sqlite3.Row] = []
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
@@ -2424,6 +2559,17 @@ def _scored_traces(conn: sqlite3.Connection, trace_ids: list[str]) -> set[str]:
             " AND source = 'trace_score'", chunk,
         )
         found.update(row["trace_id"] for row in rows)
+    return found
+
+
+def _rows_by_id(conn: sqlite3.Connection, table: str, ids: list[str]) -> dict[str, sqlite3.Row]:
+    """The rows of *table* with the ids *ids* that exist, by id (asked in chunks)."""
+    found: dict[str, sqlite3.Row] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(f"SELECT * FROM {table} WHERE id IN ({marks})", chunk):
+            found[row["id"]] = row
     return found
 
 
