@@ -118,6 +118,12 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
      " (issue 27)"),
     ("bench_ui", "ui_page_p95_ms", "ms", "lower", (),
      "every page's p95 at most 200 ms at 1M traces on SQLite (issue 25)"),
+    *[("bench_scale", f"scale_{name}_ms", "ms", "lower", (),
+       "at the largest size at most 1.5x its 10,000-trace figure (issue 23)")
+      for name in ("get_prompt", "traces_first_page", "feedback_first_page", "tasks_list")],
+    *[("bench_scale", f"scale_score_{kind}_ms", "ms", "lower", (),
+       "at 100,000 rows per task at most 1.5x its 1,000-row figure (issue 23)")
+      for kind in ("plain", "rollout")],
 ]
 
 MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))
@@ -136,6 +142,7 @@ _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_server": (180, 90),
     "bench_otlp": (90, 45),
     "bench_ui": (900, 90),
+    "bench_scale": (1800, 90),
 }
 
 

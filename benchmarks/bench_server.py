@@ -58,7 +58,9 @@ server.stop()
 @contextlib.contextmanager
 def _server(pythonpath: str, db: str) -> Iterator[tuple[str, int]]:
     """A LocalServer from *pythonpath* in its own process; yields (base URL, pid)."""
-    env = {**os.environ, "PYTHONPATH": pythonpath}
+    # the tree's own server package (server/), not one installed elsewhere
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [pythonpath, os.path.join(pythonpath, "server")])}
     proc = subprocess.Popen(
         [sys.executable, "-c", _SERVER, API_KEY, db],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=pythonpath,
