@@ -1,12 +1,13 @@
 """Metric 8: the server as its data grows: reads at 10k, 100k (and 1M) traces, scores at 1k
 and 100k rows per task (issue 23).
 
-One SQLite file in a temporary folder, filled with the store's own batched ingest (in this
-process, not HTTP one by one): 20 tasks, one feedback entry per two traces. A local server on
-that file (in this process, real HTTP on loopback, one keep-alive connection) answers, at each
-size, ``GET /api/v1/prompts/{task}``, the first page (50) of ``GET /api/v1/traces?task_id=``
-and ``GET /api/v1/feedback?task_id=``, and ``GET /api/v1/tasks``; the figure is the median of
-the round trips in ms (p25-p75 in the notes).
+One SQLite file per size in a temporary folder, filled with the store's own batched ingest (in
+this process, not HTTP one by one): 20 tasks, one feedback entry per two traces. A local
+server per file (in this process, real HTTP on loopback, one keep-alive connection each)
+answers ``GET /api/v1/prompts/{task}``, the first page (50) of ``GET /api/v1/traces?task_id=``
+and ``GET /api/v1/feedback?task_id=``, and ``GET /api/v1/tasks``; every size is asked in turn,
+round by round, so a busy neighbour weighs on all sizes alike. The figure is the median of the
+round trips in ms (p25-p75 in the notes).
 
 Scores: two more tasks, one plain and one with a running rollout (no decision can end it:
 ``min_samples`` out of reach), filled to 1k and then 100k rows (traces with a feedback entry
@@ -22,6 +23,7 @@ The 1M-trace size takes minutes to fill on a small machine, so it is opt-in: set
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -98,7 +100,7 @@ def _timed(call: Callable[[], httpx.Response], n: int) -> list[float]:
     return out
 
 
-def _reads(api: httpx.Client, n: int) -> dict[str, list[float]]:
+def _read_calls(api: httpx.Client) -> dict[str, Callable[[], httpx.Response]]:
     tasks = [f"scale-{i:02d}" for i in range(TASKS)]
     k = 0
 
@@ -107,7 +109,7 @@ def _reads(api: httpx.Client, n: int) -> dict[str, list[float]]:
         k += 1
         return tasks[k % TASKS]
 
-    calls: dict[str, Callable[[], httpx.Response]] = {
+    return {
         "get_prompt": lambda: api.get(f"/api/v1/prompts/{task()}"),
         "traces_first_page": lambda: api.get("/api/v1/traces",
                                              params={"task_id": task(), "limit": 50}),
@@ -115,14 +117,11 @@ def _reads(api: httpx.Client, n: int) -> dict[str, list[float]]:
                                                params={"task_id": task(), "limit": 50}),
         "tasks_list": lambda: api.get("/api/v1/tasks"),
     }
-    for call in calls.values():  # warm the page cache and the connection
-        _timed(call, 5)
-    return {name: _timed(call, n) for name, call in calls.items()}
 
 
 def _scores(api: httpx.Client, store: Any, task: str, versions: tuple[str, ...], n: int
             ) -> list[float]:
-    """Median-ready ms of *n* scores of fresh traces of *task*."""
+    """Ms of each of *n* scores of fresh traces of *task* (stored first, not timed)."""
     from kaizen_sdk.models import TraceRequest
 
     ids = [uuid.uuid4() for _ in range(n)]
@@ -145,16 +144,19 @@ def _spread(values: list[float]) -> str:
     return f"{q[0]:.2f}-{q[2]:.2f}"
 
 
-def measure(sizes: list[int], score_sizes: list[int], reads: int, scores: int
-            ) -> dict[str, Any]:
-    """Fill and time at each size (see the module docstring); the figures by size."""
+def measure(sizes: list[int], score_sizes: list[int], reads: int, scores: int,
+            rounds: int = 5) -> dict[str, Any]:
+    """Fill a file per size, then time every size side by side, round by round (see the
+    module docstring); the figures by size."""
     from kaizen_sdk.models import RolloutRequest, TaskCreateRequest
     from kaizen_server import LocalServer
     from kaizen_server.storage.sqlite import Store
 
     tmp = tempfile.mkdtemp(prefix="kaizen-bench-scale-")
-    path = os.path.join(tmp, "scale.db")
-    out: dict[str, Any] = {"reads": {}, "scores": {}, "fill_s": {}}
+    path = os.path.join(tmp, "fill.db")
+    out: dict[str, Any] = {"reads": {s: {n: [] for n in READS} for s in sizes},
+                           "scores": {s: {"plain": [], "rollout": []} for s in score_sizes},
+                           "fill_s": {}}
     try:
         store = Store(path)
         for i in range(TASKS):
@@ -169,26 +171,52 @@ def measure(sizes: list[int], score_sizes: list[int], reads: int, scores: int
             candidate_version_id=uuid.UUID(candidate), share=0.5, min_samples=1_000_000,
             auto_promote=False, auto_rollback=False, max_duration=10**9))
         arms = (active, candidate)
-        with LocalServer(db_path=path, api_key=_API_KEY) as server, httpx.Client(
-            base_url=server.base_url, headers={"X-API-Key": _API_KEY}, timeout=60
-        ) as api:
-            filled = 0
-            for size in sizes:
-                started = time.perf_counter()
-                _fill(store, filled, size)
-                out["fill_s"][size] = time.perf_counter() - started
-                filled = size
-                out["reads"][size] = _reads(api, reads)
-            rows = 0
-            for size in score_sizes:
-                _score_fill(store, "score-plain", (), rows, size)
-                _score_fill(store, "score-rollout", arms, rows, size)
-                rows = size
-                out["scores"][size] = {
-                    "plain": _scores(api, store, "score-plain", (), scores),
-                    "rollout": _scores(api, store, "score-rollout", arms, scores),
-                }
+        # one file per size: the first holds the score tasks at the small row count, the
+        # last at the large one
+        files: list[str] = []
+        filled = rows = 0
+        for i, size in enumerate(sizes):
+            started = time.perf_counter()
+            _fill(store, filled, size)
+            out["fill_s"][size] = time.perf_counter() - started
+            filled = size
+            want = score_sizes[0] if i == 0 else score_sizes[-1] if i == len(sizes) - 1 else rows
+            _score_fill(store, "score-plain", (), rows, want)
+            _score_fill(store, "score-rollout", arms, rows, want)
+            rows = want
+            store.close()  # the last connection folds the WAL into the file
+            files.append(os.path.join(tmp, f"at-{size}.db"))
+            shutil.copyfile(path, files[-1])
+            store = Store(path)
         store.close()
+        os.remove(path)
+        with contextlib.ExitStack() as stack:
+            apis, stores = [], []
+            for file in files:
+                server = stack.enter_context(LocalServer(db_path=file, api_key=_API_KEY))
+                apis.append(stack.enter_context(httpx.Client(
+                    base_url=server.base_url, headers={"X-API-Key": _API_KEY}, timeout=60)))
+                stores.append(Store(file))
+                stack.callback(stores[-1].close)
+            calls = [_read_calls(api) for api in apis]
+            for c in calls:  # warm the connections and page caches
+                for call in c.values():
+                    _timed(call, 5)
+            scored = {score_sizes[0]: 0, score_sizes[-1]: len(files) - 1}
+            for r in range(rounds):  # alternately: the neighbours' load falls on every size
+                order = list(range(len(files)))
+                if r % 2:
+                    order.reverse()
+                for k in order:
+                    for name, call in calls[k].items():
+                        out["reads"][sizes[k]][name] += _timed(call, reads // rounds)
+                    for size, at in scored.items():
+                        if at != k:
+                            continue
+                        out["scores"][size]["plain"] += _scores(
+                            apis[k], stores[k], "score-plain", (), scores // rounds)
+                        out["scores"][size]["rollout"] += _scores(
+                            apis[k], stores[k], "score-rollout", arms, scores // rounds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

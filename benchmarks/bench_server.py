@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,12 +198,14 @@ def _batches(task: str, n_batches: int) -> list[tuple[bytes, list[tuple[Any, ...
     """Ingest bodies and, for the same records, the rows raw SQLite inserts."""
     import msgspec
 
+    from kaizen_sdk.tracing import new_trace_id
+
     now = "2026-12-01T00:00:00+00:00"
     out = []
     for _ in range(n_batches):
         traces, feedback, trace_rows, feedback_rows = [], [], [], []
         for i in range(BATCH_PAIRS):
-            tid, fid = str(uuid.uuid4()), str(uuid.uuid4())
+            tid, fid = new_trace_id(), new_trace_id()  # UUID7s, as the SDK makes them
             meta = {"trace_id": tid, "session": "s-1"}
             traces.append({"id": tid, "task_id": task, "prompt_text": "Summarize: {{ t }}",
                            "response_text": f"summary {i}", "model": "gpt-4o-mini",

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import math
+import re
 import sqlite3
 import threading
 import uuid
@@ -243,7 +244,12 @@ def _critique(comment: Any, correction: Any, output: Any) -> tuple[str | None, A
     return comment, correction
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _as_uuid(ref: str) -> str | None:
+    if _CANONICAL_UUID.fullmatch(ref):  # already as stored (the usual case): no parsing
+        return ref
     try:
         return str(uuid.UUID(ref))
     except ValueError:
@@ -1454,18 +1460,23 @@ class Store:
                         _text(_given(fb.prompt_version_id)), _given(fb.arm),
                     ), fb.score is not None)
             for task_id, rows in plain.items():
-                stored = _existing(conn, "feedback", list(rows))
-                new = [row for fid, row in rows.items() if fid not in stored]
+                # an id stored before is not inserted again; what was inserted is what has a
+                # higher key than the newest before (the write lock is ours)
+                before = self._max_seq(conn, "feedback")
                 conn.executemany(
                     "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
                     " created_at, comment, correction, trace_id, prompt_version_id, arm)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [row for row, _scored in new],
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+                    [row for row, _scored in rows.values()],
                 )
-                scored = sum(1 for _row, is_scored in new if is_scored)
-                self._count_feedback(conn, task_id, len(new), scored, new_jobs)
+                added = conn.execute(
+                    "SELECT COUNT(*) AS n, COUNT(score) AS scored FROM feedback WHERE seq > ?",
+                    (before,),
+                ).fetchone()
+                self._count_feedback(conn, task_id, added["n"], added["scored"], new_jobs)
         # scores that arrived before these traces (held by `apply_scores`)
-        self.apply_held_scores([str(t.id) for t in traces if t.id is not None], new_jobs)
+        if self._conn().execute("SELECT 1 FROM held_scores LIMIT 1").fetchone() is not None:
+            self.apply_held_scores([str(t.id) for t in traces if t.id is not None], new_jobs)
         return len(traces) + len(feedback) - len(errors), errors, new_jobs
 
     def _trace_row(
