@@ -1986,9 +1986,9 @@ class Store:
     def _score_arrived(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> None:
         """Count a score; evaluate once both arms can have their minimum, then every 10 %.
 
-        Evaluating reads every score of the rollout, so doing it per score would cost
-        O(n) each; at most every 10 % more scores keeps the total linear. The test stays
-        valid at any stopping time, and every GET evaluates as well.
+        Evaluating reads the arms' running figures (`rollout_tally`), a few rows at any arm
+        size; the cadence is `decisions.evaluation_due`'s. The test stays valid at any
+        stopping time, and every GET evaluates as well.
         """
         counted = decisions.evaluation_due(
             scores_seen=rollout["scores_seen"], evaluated_at=rollout["evaluated_at"],
