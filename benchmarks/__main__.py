@@ -124,6 +124,9 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
     *[("bench_scale", f"scale_score_{kind}_ms", "ms", "lower", (),
        "at 100,000 rows per task at most 1.5x its 1,000-row figure (issue 23)")
       for kind in ("plain", "rollout")],
+    ("bench_scale", "scale_ingest_with_scores_ratio", "x", "lower", (),
+     "ingest with one score per two traces within 1.5x the time of the same ingest without"
+     " scores (issue 23)"),
 ]
 
 MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))

@@ -139,6 +139,58 @@ def _scores(api: httpx.Client, store: Any, task: str, versions: tuple[str, ...],
     return out
 
 
+def _ingest_with_scores(batches: int, rounds: int) -> tuple[float, float, list[str]]:
+    """CPU seconds of this process (client and server) per round of *batches* ingest
+    requests of 128 trace + feedback pairs, with and without one score per two traces (the
+    same request carrying them), two fresh servers asked alternately; medians."""
+    from kaizen_sdk.tracing import new_trace_id
+    from kaizen_server import LocalServer
+
+    def bodies(task: str, scores: bool) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(batches):
+            ids = [new_trace_id() for _ in range(128)]
+            body: dict[str, Any] = {
+                "traces": [{"id": t, "task_id": task, "prompt_text": "Summarize: {{ t }}",
+                            "response_text": "summary", "model": "gpt-4o-mini", "tokens": 42,
+                            "latency_ms": 12.5, "metadata": {"trace_id": t}} for t in ids],
+                "feedback": [{"id": new_trace_id(), "task_id": task, "inputs": {"t": "x"},
+                              "output": "summary", "source": "sdk",
+                              "metadata": {"trace_id": t}} for t in ids]}
+            if scores:
+                body["scores"] = [{"id": new_trace_id(), "trace_id": t, "score": 0.5}
+                                  for t in ids[::2]]
+            out.append(body)
+        return out
+
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    tmp = tempfile.mkdtemp(prefix="kaizen-bench-scale-ingest-")
+    try:
+        with contextlib.ExitStack() as stack:
+            apis = {}
+            for scores in (False, True):
+                server = stack.enter_context(LocalServer(
+                    db_path=os.path.join(tmp, f"ingest-{scores}.db"), api_key=_API_KEY))
+                api = stack.enter_context(httpx.Client(
+                    base_url=server.base_url, headers={"X-API-Key": _API_KEY}, timeout=60))
+                api.post("/api/v1/tasks", json={"name": "ingest", "feedback_threshold": 10**9})
+                apis[scores] = api
+            for r in range(rounds):
+                for scores in ((False, True) if r % 2 == 0 else (True, False)):
+                    todo = bodies("ingest", scores)
+                    started = time.process_time()
+                    for body in todo:
+                        resp = apis[scores].post("/api/v1/ingest", json=body)
+                        if resp.status_code != 207 or resp.json()["errors"]:
+                            raise RuntimeError(f"ingest answered {resp.status_code}: {resp.text}")
+                    cpu[scores].append(time.process_time() - started)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    notes = [f"{'with' if k else 'without'} scores: " + ", ".join(f"{x:.2f}" for x in v) + " s"
+             for k, v in cpu.items()]
+    return statistics.median(cpu[False]), statistics.median(cpu[True]), notes
+
+
 def _spread(values: list[float]) -> str:
     q = statistics.quantiles(values, n=4)
     return f"{q[0]:.2f}-{q[2]:.2f}"
@@ -271,6 +323,18 @@ def run(quick: bool) -> list[Metric]:
                    + ("; the rollout's arms hold half the task's rows each, half of them scored"
                       if kind == "rollout" else "") + "."],
         ))
+    plain, scored, cpu_notes = _ingest_with_scores(10 if quick else 40, 2 if quick else 5)
+    metrics.append(Metric(
+        name="scale_ingest_with_scores_ratio", unit="x", better="lower", kaizen=scored / plain,
+        goal="ingest with one score per two traces within 1.5x the time of the same ingest"
+             " without scores (issue 23)",
+        goal_met=scored / plain <= 1.5,
+        verdict=f"{scored / plain:.2f}x the ingest without scores",
+        notes=["POST /api/v1/ingest of 128 trace + 128 feedback records per request (UUID7 ids,"
+               " as the SDK sends), the same with 64 scores of the request's traces in it; CPU"
+               " seconds of the process (the server and its client) per round, median of"
+               " alternating rounds on two fresh servers: " + "; ".join(cpu_notes) + "."],
+    ))
     return metrics
 
 
