@@ -1193,7 +1193,8 @@ class Store:
     def apply_scores(
         self, scores: Sequence[ScoreItem], new_jobs: list[str] | None = None
     ) -> tuple[int, list[tuple[str, str]]]:
-        """Apply in-process scores (from an ingest batch) through `score_trace`.
+        """Apply in-process scores (from an ingest batch) as `score_trace` does, in one write
+        for the batch (scores of plain tasks with a few statements for all of them).
 
         Idempotent by score id: a score already applied is counted as applied and not applied
         again. A score whose trace is not stored yet (a client spooled it while the server
