@@ -125,6 +125,15 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
     ("bench_evals", "evals_p95_trace_to_score_s", "s", "lower", (),
      "p95 from a trace stored to its judged score at most 60 s at a steady 20 traces/s,"
      " sampling 1.0 (issue 26)"),
+    *[("bench_scale", f"scale_{name}_ms", "ms", "lower", (),
+       "at the largest size at most 1.5x its 10,000-trace figure (issue 23)")
+      for name in ("get_prompt", "traces_first_page", "feedback_first_page", "tasks_list")],
+    *[("bench_scale", f"scale_score_{kind}_ms", "ms", "lower", (),
+       "at 100,000 rows per task at most 1.5x its 1,000-row figure (issue 23)")
+      for kind in ("plain", "rollout")],
+    ("bench_scale", "scale_ingest_with_scores_ratio", "x", "lower", (),
+     "ingest with one score per two traces within 1.5x the time of the same ingest without"
+     " scores (issue 23)"),
 ]
 
 MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))
@@ -145,6 +154,7 @@ _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_otlp": (300, 150),  # Phoenix starts in ~20 s and stores in the background
     "bench_ui": (900, 90),
     "bench_evals": (300, 90),
+    "bench_scale": (1800, 90),
 }
 
 

@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,9 @@ server.stop()
 @contextlib.contextmanager
 def _server(pythonpath: str, db: str) -> Iterator[tuple[str, int]]:
     """A LocalServer from *pythonpath* in its own process; yields (base URL, pid)."""
-    env = {**os.environ, "PYTHONPATH": pythonpath}
+    # the tree's own server package (server/), not one installed elsewhere
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [pythonpath, os.path.join(pythonpath, "server")])}
     proc = subprocess.Popen(
         [sys.executable, "-c", _SERVER, API_KEY, db],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=pythonpath,
@@ -197,12 +198,14 @@ def _batches(task: str, n_batches: int) -> list[tuple[bytes, list[tuple[Any, ...
     """Ingest bodies and, for the same records, the rows raw SQLite inserts."""
     import msgspec
 
+    from kaizen_sdk.tracing import new_trace_id
+
     now = "2026-12-01T00:00:00+00:00"
     out = []
     for _ in range(n_batches):
         traces, feedback, trace_rows, feedback_rows = [], [], [], []
         for i in range(BATCH_PAIRS):
-            tid, fid = str(uuid.uuid4()), str(uuid.uuid4())
+            tid, fid = new_trace_id(), new_trace_id()  # UUID7s, as the SDK makes them
             meta = {"trace_id": tid, "session": "s-1"}
             traces.append({"id": tid, "task_id": task, "prompt_text": "Summarize: {{ t }}",
                            "response_text": f"summary {i}", "model": "gpt-4o-mini",

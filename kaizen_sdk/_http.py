@@ -31,6 +31,7 @@ import msgspec
 
 from kaizen_sdk import _recipe, models
 from kaizen_sdk._config import Masker, Settings, resolve_settings
+from kaizen_sdk._record import new_trace_id
 from kaizen_sdk._tls import httpx_options
 from kaizen_sdk._version import __version__
 from kaizen_sdk.cache import DEFAULT_MAXSIZE, TTLCache
@@ -674,7 +675,7 @@ class BaseClient:
         return models.FeedbackRequest(
             **critique,
             task_id=require_id("task_id", task_id),
-            id=uuid.uuid4(),
+            id=uuid.UUID(new_trace_id()),  # a UUID7: the server's index grows at its end
             inputs=inputs,
             output=output,
             score=None if score is None else _check_score(score),

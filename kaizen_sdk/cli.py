@@ -1179,6 +1179,9 @@ _SETTING_HELP = {
     "schema_json": "JSON schema of the task's inputs",
     "feedback_threshold": "new scored feedback entries that start an optimization job",
     "feedback_retention_limit": "most feedback entries kept for the task",
+    "feedback_retention_days": "days feedback entries are kept for the task",
+    "trace_retention_limit": "most traces kept for the task",
+    "trace_retention_days": "days traces are kept for the task",
     "evaluator_config": "optimizer and judge options as a JSON object, merged key by key into "
                         "the task's (a key set to null is removed)",
     "rubric": "what the judge model scores answers against (evaluator_config rubric)",
@@ -1198,7 +1201,8 @@ _SETTING_METAVARS = {"teacher_model": "MODEL", "judge_model": "MODEL", "task_mod
                      "github_repo": "OWNER/NAME", "github_base_branch": "BRANCH",
                      "prompt_path": "PATH", "rubric": "TEXT", "module_type": "TYPE",
                      "prompt_format": "FORMAT", "feedback_threshold": "N",
-                     "feedback_retention_limit": "N"}
+                     "feedback_retention_limit": "N", "feedback_retention_days": "DAYS",
+                     "trace_retention_limit": "N", "trace_retention_days": "DAYS"}
 
 
 def _whole_number(text: str) -> int:

@@ -45,7 +45,7 @@ from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
 from kaizen_sdk._record import (
     CURRENT,
     UUID4_CLEAR,
-    UUID4_SET,
+    UUID7_SET,
     CallRecord,
     CurrentCall,
     fill_usage,
@@ -311,7 +311,8 @@ _UNSET: Any = object()
 _ENCODER = msgspec.json.Encoder(enc_hook=enc_hook)
 _bits = random_bits  # hot path: new_trace_id inlined, its names bound here
 _V4_CLEAR = UUID4_CLEAR
-_V4_SET = UUID4_SET
+_V7_SET = UUID7_SET
+_now_ns = time.time_ns
 _get_current = CURRENT.get
 _get_context = current_context
 _set_current = CURRENT.set
@@ -632,7 +633,7 @@ class _TaskSpec:
             index = self.prompt_index
             if index is None or len(args) <= index - (instance is not None):
                 kwargs["prompt"] = prompt
-        h = "%032x" % ((_bits(128) & _V4_CLEAR) | _V4_SET)
+        h = "%032x" % ((_now_ns() // 1_000_000 << 80) | (_bits(80) & _V4_CLEAR) | _V7_SET)
         trace_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         call: _Call = _new_call(_Call)  # CurrentCall.__init__ without its frame
         call.task = name

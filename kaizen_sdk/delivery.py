@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from kaizen_sdk._config import Settings
+from kaizen_sdk._record import new_trace_id
 from kaizen_sdk._requests import batch_size, build_batch, encode_batch
 from kaizen_sdk._sender import GiveUp, LogLimiter, Sender
 from kaizen_sdk._spool import Spool
@@ -382,7 +383,8 @@ class Delivery:
             if isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"score must be between 0.0 and 1.0, got {value!r}")
             item = ScoreItem(
-                id=uuid.uuid4(), trace_id=uuid.UUID(str(trace_id)), score=float(value),
+                id=uuid.UUID(new_trace_id()), trace_id=uuid.UUID(str(trace_id)),
+                score=float(value),
                 scored_by=str(scored_by),
             )
         except (TypeError, ValueError) as exc:

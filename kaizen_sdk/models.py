@@ -114,6 +114,9 @@ class Task(msgspec.Struct, kw_only=True, frozen=True):
     schema_json: dict[str, Any] | None = None
     feedback_threshold: int = 50
     feedback_retention_limit: int | None = None
+    feedback_retention_days: int | None = None
+    trace_retention_limit: int | None = None
+    trace_retention_days: int | None = None
     evaluator_config: dict[str, Any] | None = None
     teacher_model: str | None = None
     judge_model: str | None = None
@@ -754,6 +757,9 @@ class TaskCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     schema_json: dict[str, Any] | None = None
     feedback_threshold: Annotated[int, msgspec.Meta(ge=1)] = 50
     feedback_retention_limit: int | None = None
+    feedback_retention_days: int | None = None
+    trace_retention_limit: int | None = None
+    trace_retention_days: int | None = None
     evaluator_config: dict[str, Any] | None = None
     teacher_model: str | None = None
     judge_model: str | None = None
@@ -789,6 +795,9 @@ class TaskUpdateRequest(
     schema_json: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
     feedback_threshold: int | msgspec.UnsetType = msgspec.UNSET
     feedback_retention_limit: int | msgspec.UnsetType | None = msgspec.UNSET
+    feedback_retention_days: int | msgspec.UnsetType | None = msgspec.UNSET
+    trace_retention_limit: int | msgspec.UnsetType | None = msgspec.UNSET
+    trace_retention_days: int | msgspec.UnsetType | None = msgspec.UNSET
     evaluator_config: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
     rubric: str | msgspec.UnsetType | None = msgspec.UNSET
     task_model: str | msgspec.UnsetType | None = msgspec.UNSET

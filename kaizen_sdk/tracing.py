@@ -50,7 +50,7 @@ CONTRACT (shared by ``decorators.py`` and ``integrations/*``; implemented here a
   truncated with a marker); ``settings.mask`` is applied there too. Do not change a record
   after ``attach``.
 - ``pipeline.submit(record)`` queues a record without any span (set ``latency_ms``).
-- ``new_trace_id()`` returns a fresh random UUID4 string cheaply (never repeats after the
+- ``new_trace_id()`` returns a fresh time-ordered UUID7 string cheaply (never repeats after the
   application seeds ``random``, nor in a forked child).
 - ``pipeline.flush(timeout=None) -> bool``, ``pipeline.stats() -> DeliveryStats``,
   ``pipeline.shutdown()``: used by ``CTClient.flush/stats/close``. ``ct.flush()`` flushes

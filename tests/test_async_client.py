@@ -219,7 +219,7 @@ async def test_log_and_list_feedback(client: AsyncCTClient, name: str) -> None:
         metadata={"session_id": "abc123"},
     )
     assert isinstance(first, FeedbackResult)
-    assert first.id.version == 4
+    assert first.id.version == 7
     assert first.task_id == task.id
     assert first.inputs == {"user_message": "Summarize this ticket"}
     assert first.output == "The ticket is about a login issue."

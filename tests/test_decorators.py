@@ -75,7 +75,7 @@ def test_a_call_gets_the_default_prompt_and_delivers_a_trace_and_feedback(
         "Summarize: {{ ticket }}", 0, "default",
     )
     assert current is prompt and run.prompt is prompt
-    assert trace_id == run.trace_id and uuid.UUID(run.trace_id).version == 4
+    assert trace_id == run.trace_id and uuid.UUID(run.trace_id).version == 7
     assert ct.current_trace_id() is None and ct.current_prompt() is None
 
     client.flush()
@@ -399,7 +399,7 @@ def test_run_score_is_queued_after_its_trace_and_applied_once(
     assert result == 42
     assert ct.delivery.is_pending(run.trace_id)
     score_id = run.score(0.75)  # no request on the caller's thread
-    assert score_id is not None and uuid.UUID(score_id).version == 4
+    assert score_id is not None and uuid.UUID(score_id).version == 7
     assert ct.delivery.is_pending(run.trace_id)  # the trace is still queued: nothing blocked
     assert client.flush() is True
     stats = client.stats()

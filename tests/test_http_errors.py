@@ -289,7 +289,7 @@ def test_log_feedback_is_retried_with_the_same_client_made_id() -> None:
     bodies = [msgspec.json.decode(r.content) for r in server.requests]
     ids = {b["id"] for b in bodies}
     assert len(ids) == 1
-    assert uuid.UUID(ids.pop()).version == 4
+    assert uuid.UUID(ids.pop()).version == 7
     assert bodies[0] == {
         "id": bodies[0]["id"],
         "task_id": TASK_ID,

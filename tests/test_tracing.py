@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -170,15 +171,35 @@ def client(
 # --- ids and the current call ----------------------------------------------------------------
 
 
-def test_new_trace_ids_are_distinct_uuid4s_even_when_the_app_seeds_random() -> None:
+def test_new_trace_ids_are_distinct_uuid7s_even_when_the_app_seeds_random() -> None:
     random.seed(0)
     first = [tracing.new_trace_id() for _ in range(5000)]
     random.seed(0)
     second = [tracing.new_trace_id() for _ in range(5000)]
     ids = first + second
     assert len(set(ids)) == 10_000
-    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 7 for i in ids)
     assert {uuid.UUID(i).variant for i in ids} == {uuid.RFC_4122}
+
+
+def test_trace_ids_sort_by_the_millisecond_they_were_made_in() -> None:
+    """UUID7: the first 48 bits are the Unix time in ms, so the server's indexes grow at their
+    end; the decorator's inlined copy makes the same kind."""
+    before = time.time_ns() // 1_000_000
+    made = [tracing.new_trace_id() for _ in range(100)]
+    after = time.time_ns() // 1_000_000
+    stamps = [uuid.UUID(i).int >> 80 for i in made]
+    assert stamps == sorted(stamps) and before <= stamps[0] <= stamps[-1] <= after
+    seen: list[str] = []
+
+    @ct.task("uuid7_ids")
+    def call() -> None:
+        seen.append(str(tracing.current_call().trace_id))  # type: ignore[union-attr]
+
+    call()
+    (decorated,) = seen
+    assert uuid.UUID(decorated).version == 7
+    assert before <= uuid.UUID(decorated).int >> 80 <= time.time_ns() // 1_000_000
 
 
 def test_current_call_names_the_enclosing_task(client: CTClient, task_name: str) -> None:

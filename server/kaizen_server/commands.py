@@ -347,7 +347,7 @@ def _log_access_to_stdout() -> None:
 def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "db",
-        help="the server's database: schema status, upgrade and copy",
+        help="the server's database: schema status, upgrade, copy and sizes",
         description="Show or apply the schema steps of a server's SQLite or PostgreSQL database "
         "(`kaizen serve` applies them at start unless given --no-migrate).",
     )
@@ -358,6 +358,8 @@ def add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
          "show the database's schema version, this server's, and the steps pending"),
         ("upgrade", _cmd_db_upgrade,
          "apply the pending schema steps (in one transaction; back the file up first)"),
+        ("stats", _cmd_db_stats,
+         "show rows and bytes per table and the file's size (read-only)"),
     ):
         p = db.add_parser(name, help=text, description=text)
         p.add_argument("--db", default=None, metavar="PATH|URL",
@@ -490,6 +492,50 @@ def _render_copy(report: dict[str, Any]) -> str:
         lines.append(f"  {table}: {n['copied']:,} rows copied, {n['target']:,} in the target"
                      f" ({n['source']:,} in the source)")
     return "\n".join(lines)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def _render_stats(report: dict[str, Any]) -> str:
+    lines = [f"Database: {report['database']}",
+             f"File: {_size(report['file_bytes'])} (write-ahead log {_size(report['wal_bytes'])})",
+             "", f"{'TABLE':<20} {'ROWS':>12} {'TABLE BYTES':>12} {'INDEX BYTES':>12}"]
+    for t in report["tables"]:
+        lines.append(f"{t['name']:<20} {t['rows']:>12,} {_size(t['table_bytes']):>12}"
+                     f" {_size(t['index_bytes']):>12}")
+    return "\n".join(lines)
+
+
+def _cmd_db_stats(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from kaizen_server.storage import is_postgres_url
+    from kaizen_server.storage.sqlite_stats import database_stats
+
+    database = _database(args)
+    try:
+        if is_postgres_url(database):
+            from kaizen_server.storage import postgres_stats
+
+            stats = postgres_stats.database_stats(database)
+        else:
+            stats = database_stats(database)
+    except _database_errors(OSError) as exc:
+        raise CLIError(f"cannot read the database {_shown(database)}: {exc}",
+                       EXIT_FAILURE) from None
+    report = {"database": stats.path, "file_bytes": stats.file_bytes,
+              "wal_bytes": stats.wal_bytes,
+              "tables": [dataclasses.asdict(t) for t in stats.tables]}
+    emit(args, report, _render_stats)
+    return EXIT_OK
 
 
 # --- demo ------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ __all__ = [
     "KAIZEN_COOLDOWN_MINUTES",
     "KAIZEN_DAILY_BUDGET_USD",
     "KAIZEN_DATABASE_URL",
+    "KAIZEN_FEEDBACK_RETENTION_DAYS",
+    "KAIZEN_FEEDBACK_RETENTION_LIMIT",
     "KAIZEN_JOB_BUDGET_USD",
     "KAIZEN_JOB_LEASE_SECONDS",
     "KAIZEN_JOB_POLL_SECONDS",
@@ -25,6 +27,8 @@ __all__ = [
     "KAIZEN_OPTIMIZER",
     "KAIZEN_OTLP_TASK_MAP",
     "KAIZEN_PRICES_FILE",
+    "KAIZEN_TRACE_RETENTION_DAYS",
+    "KAIZEN_TRACE_RETENTION_LIMIT",
 ]
 
 KAIZEN_API_KEY = "KAIZEN_API_KEY"
@@ -90,3 +94,17 @@ job over once the lease runs out (at once for a process of the same machine). De
 KAIZEN_JOB_POLL_SECONDS = "KAIZEN_JOB_POLL_SECONDS"
 """Seconds between two looks of an idle job worker into the database for a job nobody runs:
 queued through another server process, or left by one that died. Default ``5``."""
+
+KAIZEN_TRACE_RETENTION_LIMIT = "KAIZEN_TRACE_RETENTION_LIMIT"
+"""Most traces kept per task when the task sets no ``trace_retention_limit``. Default: all."""
+
+KAIZEN_TRACE_RETENTION_DAYS = "KAIZEN_TRACE_RETENTION_DAYS"
+"""Days a trace is kept when its task sets no ``trace_retention_days``. Default: forever."""
+
+KAIZEN_FEEDBACK_RETENTION_LIMIT = "KAIZEN_FEEDBACK_RETENTION_LIMIT"
+"""Most feedback entries kept per task when the task sets no ``feedback_retention_limit``.
+Default: all."""
+
+KAIZEN_FEEDBACK_RETENTION_DAYS = "KAIZEN_FEEDBACK_RETENTION_DAYS"
+"""Days a feedback entry is kept when its task sets no ``feedback_retention_days``. Default:
+forever."""

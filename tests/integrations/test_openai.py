@@ -67,7 +67,7 @@ def _chat_attributes(standin: StandIn, *, stream: bool, usage: bool = True) -> d
 
 def _assert_uuid(value: str) -> None:
     assert str(uuid.UUID(value)) == value
-    assert uuid.UUID(value).version == 4
+    assert uuid.UUID(value).version == 7
 
 
 # --- chat completions, sync ------------------------------------------------------------------

@@ -23,7 +23,7 @@ from kaizen_sdk.models import MAX_RAMP_STEPS
 from kaizen_sdk.templates import MAX_PLACEHOLDERS, MAX_RENDERED_CHARS, TemplateTooLarge, render
 from kaizen_server import LocalServer
 from kaizen_server.evaluate.judge import render_template
-from kaizen_server.http import server as server_module
+from kaizen_server.storage import sqlite as sqlite_storage
 from kaizen_server.storage.sqlite import Store
 
 # --- ramps -----------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ class _SmallStore(Store):
 
 @pytest.fixture
 def small_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
-    monkeypatch.setattr(server_module, "Store", _SmallStore)
+    monkeypatch.setattr(sqlite_storage, "Store", _SmallStore)  # what open_store opens
     with LocalServer(db_path=tmp_path / "small.db", api_key="small-disk-key") as s:
         yield s
 

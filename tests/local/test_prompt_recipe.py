@@ -233,15 +233,19 @@ def test_schema_step_10_migrates_a_version_9_file(tmp_path: Any) -> None:
     conn.execute("DROP TABLE prompt_labels")
     conn.execute("ALTER TABLE prompts DROP COLUMN messages")
     conn.execute("ALTER TABLE prompts DROP COLUMN config")
+    conn.execute("DELETE FROM schema_version WHERE version >= 10")
+    for table in ("rollout_arms", "rollout_latency", "rollout_models"):  # step 13's
+        conn.execute(f"DROP TABLE {table}")
+    for column in ("trace_retention_limit", "trace_retention_days", "feedback_retention_days"):
+        conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
     for table in ("evaluator_days", "evaluation_results", "evaluators"):  # step 12's
         conn.execute(f"DROP TABLE {table}")
     conn.execute("ALTER TABLE tasks DROP COLUMN judged_since_job")
-    conn.execute("DELETE FROM schema_version WHERE version >= 10")
     conn.commit()
     conn.close()
     store = Store(path)
     try:
-        assert store.schema_version() == 12
+        assert store.schema_version() == 13
         from kaizen_sdk.models import TaskCreateRequest
 
         store.create_task(TaskCreateRequest(name="t", prompt_text="Hi {{ x }}"))

@@ -138,7 +138,7 @@ def fresh(tmp_path: Path) -> dict[str, Any]:
 def test_the_steps_are_numbered_one_to_the_target() -> None:
     steps = sqlite_schema.STEPS
     assert [s.version for s in steps] == list(range(1, SCHEMA_VERSION + 1))
-    assert SCHEMA_VERSION == 12
+    assert SCHEMA_VERSION == 13
     assert [s.filename for s in steps][:len(SHIPPED)] == list(SHIPPED)
 
 
@@ -186,7 +186,7 @@ def test_a_file_made_by_the_current_release_is_brought_up_with_its_data(
     tmp_path: Path, fresh: dict[str, Any]
 ) -> None:
     """The steps 1..7 make exactly the schema release 0.1.0's code made; its file needs
-    steps 8 (which fills feedback.trace_id of old rows and changes no table), 9 and 10,
+    steps 8 (which fills feedback.trace_id of old rows and changes no table), 9, 10 and 11,
     keeps its rows, and then opens as it is."""
     path = tmp_path / "current.db"
     trace = str(uuid.uuid4())
@@ -208,7 +208,7 @@ def test_a_file_made_by_the_current_release_is_brought_up_with_its_data(
     at_7 = tmp_path / "at7.db"
     _at_version(at_7, 7)
     assert _shape(path) == _shape(at_7)
-    assert [s.version for s in sqlite_schema.read_status(path).pending] == [8, 9, 10, 11, 12]
+    assert [s.version for s in sqlite_schema.read_status(path).pending] == [8, 9, 10, 11, 12, 13]
     with pytest.raises(SchemaOutdated):
         Store(str(path), migrate=False)
     store = Store(str(path))
@@ -225,7 +225,7 @@ def test_a_file_made_by_the_current_release_is_brought_up_with_its_data(
     assert sqlite_schema.read_status(path).up_to_date
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 12
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 13
     finally:
         conn.close()
 

@@ -10,7 +10,9 @@ without one.
 - `hand_activation`: whether a rollout ends because a version was activated by hand;
 - `ramp_step`: what an ``advance`` decision (`rollouts.evaluate`) changes;
 - `auto_rollout_request`: whether a successful job's candidate is rolled out by itself;
-- `prune_cutoff`: which of a task's feedback entries its retention limit lets go.
+- `prune_cutoff`: which of a task's feedback entries its retention limit lets go;
+- `retention_cutoff`: which of a task's traces or feedback entries its limits (count, age)
+  let go.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "hand_activation",
     "prune_cutoff",
     "ramp_step",
+    "retention_cutoff",
     "threshold_due",
     "threshold_job",
 ]
@@ -192,3 +195,21 @@ def prune_cutoff(*, beyond_limit: int | None, rollout_start: int | None) -> int 
     if beyond_limit is None:
         return None
     return beyond_limit if rollout_start is None else min(beyond_limit, rollout_start)
+
+
+def retention_cutoff(
+    *, beyond_count: int | None, beyond_age: int | None, rollout_start: int | None
+) -> int | None:
+    """The newest key (``seq``) of a task's traces or feedback that may be deleted, or
+    ``None`` for none.
+
+    *beyond_count* is the newest row past the count limit, *beyond_age* the newest row older
+    than the age limit (``None``: that limit lets nothing go, or is not set); a row past
+    either limit may go, and every row older than it. Never one a running rollout counts
+    (those after *rollout_start*, its first key).
+    """
+    keys = [key for key in (beyond_count, beyond_age) if key is not None]
+    if not keys:
+        return None
+    cut = max(keys)
+    return cut if rollout_start is None else min(cut, rollout_start)

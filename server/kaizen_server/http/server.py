@@ -69,6 +69,7 @@ from kaizen_server.api.routes import (
 )
 from kaizen_server.domain.budget import BudgetDefaults
 from kaizen_server.domain.keys import Authenticator
+from kaizen_server.domain.retention import RetentionDefaults, RetentionLimits
 from kaizen_server.http.addresses import is_loopback
 from kaizen_server.http.connections import (
     MAX_CONNECTIONS_PER_CLIENT,
@@ -190,7 +191,8 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """uvicorn's HTTP protocol with a request-head deadline and size cap, and JSON 400s.
 
     ``waiting_since`` is when the connection started waiting for a request head (``None``
-    while a request is being served); `_sweep` closes connections that wait too long.
+    while a request is being served); `_sweep` closes connections that wait too long:
+    `IDLE_TIMEOUT` after a response (``idle``), `HEADER_TIMEOUT` for a head not finished.
     """
 
     def connection_made(self, transport: Any) -> None:
@@ -201,6 +203,7 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().connection_made(_CoalescingTransport(transport, self.loop))
         self._head_bytes = 0
         self.waiting_since: float | None = self.loop.time()
+        self.idle = False  # between keep-alive requests: `IDLE_TIMEOUT`, not `HEADER_TIMEOUT`
         self._fd = sock.fileno() if sock is not None else -1
         peer = transport.get_extra_info("peername")
         self._book().opened(self, str(peer[0]) if isinstance(peer, tuple) and peer else "-")
@@ -235,18 +238,23 @@ class _Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         before = self.cycle
         super().data_received(data)
         if self.cycle is before and (before is None or before.response_complete):
+            if self.idle:  # the next head began: it has `HEADER_TIMEOUT` from now
+                self.idle = False
+                self.waiting_since = self.loop.time()
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self.send_400_response("The request head is too large.")
         else:
             self._head_bytes = 0
             self.waiting_since = None
+            self.idle = False
             self._book().busy(self)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._head_bytes = 0
         self.waiting_since = self.loop.time()
+        self.idle = True
         self._book().idle(self)
 
     def send_400_response(self, msg: str) -> None:
@@ -433,7 +441,8 @@ async def _sweep(server: uvicorn.Server) -> None:
             if not isinstance(conn, _Protocol):
                 continue
             since = getattr(conn, "waiting_since", None)
-            if since is not None and now - since > HEADER_TIMEOUT:
+            limit = IDLE_TIMEOUT if getattr(conn, "idle", False) else HEADER_TIMEOUT
+            if since is not None and now - since > limit:
                 conn.waiting_since = None
                 conn.transport.close()
 
@@ -487,6 +496,9 @@ class LocalServer:
             ``None`` reads ``KAIZEN_JOB_POLL_SECONDS``, else 5.
         listen_socket: an already bound, listening socket to serve on instead of binding
             *host* and *port* (``kaizen serve --workers N`` hands one to each process).
+        retention: the server-wide retention limits of traces and feedback, for tasks that
+            set none (``None`` reads the ``KAIZEN_*_RETENTION_*`` variables, else keeps
+            everything); see `kaizen_server.domain.retention`.
     """
 
     def __init__(
@@ -510,6 +522,7 @@ class LocalServer:
         job_lease_seconds: float | None = None,
         job_poll_seconds: float | None = None,
         listen_socket: socket.socket | None = None,
+        retention: RetentionLimits | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must not be empty; pass None to use the default.")
@@ -528,6 +541,7 @@ class LocalServer:
             job_timeout=job_timeout, environ=environ,
         )
         self._budgets = budgets if budgets is not None else BudgetDefaults.resolve()
+        self._retention = retention if retention is not None else RetentionDefaults.resolve()
         if not isinstance(otlp_task_map, TaskMap):
             otlp_task_map = TaskMap.parse(otlp_task_map or os.environ.get(KAIZEN_OTLP_TASK_MAP))
         self._task_map = otlp_task_map
@@ -630,6 +644,7 @@ class LocalServer:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._store = store = open_store(path, migrate=self._migrate)
         store.budget_defaults = self._budgets
+        store.retention_defaults = self._retention
         store.pricer = trace_pricer(self._optimizer.prices)
         store.lease_seconds = self._lease_seconds
         self._worker = JobWorker(store, step_delay=self._job_step_delay, settings=self._optimizer,

@@ -1,6 +1,7 @@
-"""Retention in the background: a daemon thread that prunes feedback past its task's limit.
+"""Retention in the background: a daemon thread that prunes traces and feedback past their
+task's limits (`kaizen_server.domain.retention`: count and age, a task's own or the server's).
 
-Every *interval* seconds the `Pruner` asks the store (`StorageInterface.prune_feedback`) to
+Every *interval* seconds the `Pruner` asks the store (`StorageInterface.prune`) to
 delete at most *batch* rows per transaction, for at most *max_batches* transactions a pass, so
 ingest waits at most one short delete at a time and a large backlog goes over several passes.
 """
@@ -26,7 +27,7 @@ _MAX_BATCHES = 20
 
 
 class Pruner:
-    """Prunes the store's feedback in the background; `start`, then `stop` when done.
+    """Prunes the store's traces and feedback in the background; `start`, then `stop`.
 
     Parameters:
         store: the database.
@@ -52,7 +53,7 @@ class Pruner:
         for _ in range(self.max_batches):
             if self._stop.is_set():
                 break
-            deleted = self._store.prune_feedback(self.batch)
+            deleted = self._store.prune(self.batch)
             total += deleted
             if deleted == 0:
                 break
@@ -76,10 +77,11 @@ class Pruner:
                 try:
                     deleted = self.run_once()
                 except Exception:  # a full disk, a locked file: try again next pass
-                    logger.exception("pruning feedback failed; trying again in %g s",
+                    logger.exception("pruning failed; trying again in %g s",
                                      self.interval)
                     continue
                 if deleted:
-                    logger.info("pruned %d feedback entries past their task's limit", deleted)
+                    logger.info("pruned %d traces and feedback entries past their task's limits",
+                                deleted)
         finally:
             self._store.release_thread()

@@ -310,10 +310,10 @@ def human_scored(conn: sqlite3.Connection, trace_id: str) -> bool:
 
 
 def judged_examples(conn: sqlite3.Connection, task_id: str,
-                    evaluator_ids: Sequence[str]) -> list[sqlite3.Row]:
+                    evaluator_ids: Sequence[str], limit: int) -> list[sqlite3.Row]:
     """The judged feedback of *evaluator_ids* on the task's traces that no person scored,
-    one entry per trace (the first judged), oldest first; columns of an optimizer example
-    and ``seq``."""
+    one entry per trace (the first judged), oldest first, from the newest *limit* traces'
+    worth of entries (a bounded read); columns of an optimizer example and ``seq``."""
     if not evaluator_ids:
         return []
     marks = ", ".join("?" for _ in evaluator_ids)
@@ -323,12 +323,12 @@ def judged_examples(conn: sqlite3.Connection, task_id: str,
         " JOIN traces t ON t.id = r.trace_id"
         f" WHERE f.task_id = ? AND r.status = 'judged' AND r.evaluator_id IN ({marks})"
         " AND t.score IS NULL AND NOT EXISTS (SELECT 1 FROM feedback h"
-        " WHERE h.trace_id = r.trace_id AND h.score IS NOT NULL) ORDER BY f.seq",
-        (task_id, *evaluator_ids),
+        " WHERE h.trace_id = r.trace_id AND h.score IS NOT NULL) ORDER BY f.seq DESC LIMIT ?",
+        (task_id, *evaluator_ids, limit * len(evaluator_ids)),
     ).fetchall()
     seen: set[str] = set()
     out = []
-    for row in rows:
+    for row in reversed(rows):
         if row["trace_id"] not in seen:
             seen.add(row["trace_id"])
             out.append(row)

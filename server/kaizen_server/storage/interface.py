@@ -65,6 +65,7 @@ __all__ = [
     "AUTO_TASK_THRESHOLD",
     "HELD_SCORES_MAX",
     "IngestError",
+    "MAX_EXAMPLES",
     "StorageInterface",
 ]
 
@@ -76,6 +77,9 @@ ACTIVE_JOB_STATUSES = ("PENDING", "RUNNING")
 
 HELD_SCORES_MAX = 100_000
 """Scores waiting for their trace at most; past it a score for an unknown trace is an error."""
+
+MAX_EXAMPLES = 5_000
+"""Scored examples one optimization or evaluation reads at most: the task's newest."""
 
 IngestError: TypeAlias = "tuple[str, str | None, str]"
 """One refused item of an ingest batch: ``(kind, client id or None, detail)``."""
@@ -192,10 +196,12 @@ class StorageInterface(Protocol):
         """A page of feedback, newest first, of one task or (*ref* ``None``) all."""
         ...
 
-    def scored_examples(self, task_id: str) -> list[Example]:
-        """The task's feedback that has a score, oldest first, as optimizer examples. Scores of
-        online evaluators (source ``evaluator:NAME``) only when the task lets judged scores
-        drive its loop, for traces no person scored, from evaluators whose agreement allows."""
+    def scored_examples(self, task_id: str, limit: int = MAX_EXAMPLES) -> list[Example]:
+        """The task's newest *limit* feedback entries that have a score, oldest first, as
+        optimizer examples. A bounded read (through the task's index, never the whole task),
+        outside any write: it never holds up writers. Scores of online evaluators (source
+        ``evaluator:NAME``) only when the task lets judged scores drive its loop, for traces no
+        person scored, from evaluators whose agreement allows."""
         ...
 
     def add_trace(self, req: TraceRequest) -> TraceResult:
@@ -275,6 +281,15 @@ class StorageInterface(Protocol):
         (keeping each task's newest that many), at most *batch* in one short transaction;
         return how many. Entries a running rollout counts are kept, and ``feedback_count``
         stays the number received. Call again while it returns more than 0."""
+        ...
+
+    def prune(self, batch: int) -> int:
+        """Delete the oldest traces or feedback entries of one task past its retention
+        limits (`kaizen_server.domain.retention`: count and age, traces and feedback apart;
+        a task's own field, else the store's ``retention_defaults``), at most *batch* rows
+        in one short transaction; return how many. What a limit lets go is found by a
+        bounded read outside the write; rows a running rollout counts are kept; the task's
+        counters stay the numbers received. Call again while it returns more than 0."""
         ...
 
     # --- jobs --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -70,10 +71,11 @@ from kaizen_sdk.templates import (
 )
 from kaizen_server.domain import budget, decisions, keys, rollouts, task_settings
 from kaizen_server.domain import evaluators as evaluator_rules
+from kaizen_server.domain.retention import RETENTION_FIELDS, RetentionLimits
 from kaizen_server.llm.pricing import PriceTable
 from kaizen_server.optimize.fewshot import Example
 from kaizen_server.storage import evaluators as evaluator_sql
-from kaizen_server.storage import leases, sqlite_schema, ui_sessions
+from kaizen_server.storage import leases, rollout_tally, sqlite_schema, ui_sessions
 from kaizen_server.storage import spend as spend_store
 from kaizen_server.storage.errors import (
     Conflict,
@@ -84,10 +86,12 @@ from kaizen_server.storage.errors import (
     StoreFull,
     utcnow,
 )
+from kaizen_server.storage.ids import uuid7
 from kaizen_server.storage.interface import (
     ACTIVE_JOB_STATUSES,
     AUTO_TASK_THRESHOLD,
     HELD_SCORES_MAX,
+    MAX_EXAMPLES,
     StorageInterface,
 )
 
@@ -127,6 +131,9 @@ _TASK_OPTIONAL = (
     "daily_budget_usd",
     "max_jobs_per_day",
     "cooldown_minutes",
+    "feedback_retention_days",
+    "trace_retention_limit",
+    "trace_retention_days",
 )
 
 
@@ -247,7 +254,12 @@ def _critique(comment: Any, correction: Any, output: Any) -> tuple[str | None, A
     return comment, correction
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _as_uuid(ref: str) -> str | None:
+    if _CANONICAL_UUID.fullmatch(ref):  # already as stored (the usual case): no parsing
+        return ref
     try:
         return str(uuid.UUID(ref))
     except ValueError:
@@ -282,6 +294,9 @@ class Store:
         self.lease_seconds = spend_store.LEASE_SECONDS
         """How long a job's lease lasts unless renewed (`kaizen_server.storage.leases`); the
         server sets it (``KAIZEN_JOB_LEASE_SECONDS``)."""
+        self.retention_defaults = RetentionLimits()
+        """The server-wide retention limits (`kaizen_server.domain.retention`); none: keep
+        everything. The server sets them."""
         self._migrate(migrate)
 
     def __repr__(self) -> str:
@@ -462,15 +477,17 @@ class Store:
             "INSERT INTO tasks (id, name, description, schema_json, feedback_threshold,"
             " feedback_retention_limit, evaluator_config, teacher_model, judge_model,"
             " module_type, cost_budget, github_repo, github_base_branch, prompt_path,"
-            " prompt_format, created_at, daily_budget_usd, max_jobs_per_day, cooldown_minutes)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " prompt_format, created_at, daily_budget_usd, max_jobs_per_day, cooldown_minutes,"
+            " feedback_retention_days, trace_retention_limit, trace_retention_days)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 task_id, req.name, req.description, _json(req.schema_json),
                 req.feedback_threshold, req.feedback_retention_limit,
                 _json(req.evaluator_config), req.teacher_model, req.judge_model,
                 req.module_type, req.cost_budget, req.github_repo, req.github_base_branch,
                 req.prompt_path, req.prompt_format, _ts(), req.daily_budget_usd,
-                req.max_jobs_per_day, req.cooldown_minutes,
+                req.max_jobs_per_day, req.cooldown_minutes, req.feedback_retention_days,
+                req.trace_retention_limit, req.trace_retention_days,
             ),
         )
         self._audit(conn, "task.created", task_id=task_id, target=req.name)
@@ -847,20 +864,14 @@ class Store:
             "SELECT config FROM prompts WHERE id = ?", (version,)
         ).fetchone()["config"]) or {}
         configured = config.get("model") if isinstance(config.get("model"), str) else None
-        rows = conn.execute(
-            "SELECT model, COUNT(*) AS calls, SUM(tokens) AS tokens FROM traces"
-            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?"
-            " AND tokens IS NOT NULL GROUP BY model",
-            (rollout["task_id"], rollout["trace_seq"], rollout["end_trace_seq"] or 2**62,
-             version),
-        ).fetchall()
-        calls = sum(int(r["calls"]) for r in rows)
+        rows = rollout_tally.arm_models(conn, rollout["id"], version)
+        calls = sum(n for _model, n, _tokens in rows)
         if not calls:
             return None
         usd = 0.0
-        for r in rows:
-            per_in, per_out = prices.price(configured or r["model"] or "")
-            usd += float(r["tokens"]) * (per_in + per_out) / 2 / 1_000_000
+        for model, _n, tokens in rows:
+            per_in, per_out = prices.price(configured or model)
+            usd += float(tokens) * (per_in + per_out) / 2 / 1_000_000
         return usd / calls
 
     # --- feedback --------------------------------------------------------------------
@@ -892,7 +903,7 @@ class Store:
                 return self._feedback(old)
         comment, correction = _critique(req.comment, req.correction, req.output)
         task = self._task_for_write(conn, req.task_id)
-        fid = str(req.id or uuid.uuid4())
+        fid = str(req.id or uuid7())
         trace_key = _feedback_trace(req)
         if trace_key is not None:
             # The trace was scored before its call's own entry arrived: that score made an
@@ -946,24 +957,26 @@ class Store:
         """Return a page of feedback, newest first, optionally for one task."""
         return _page(self._list_rows("feedback", ref, limit, after), limit, self._feedback)
 
-    def scored_examples(self, task_id: str) -> list[Example]:
-        """Return the task's feedback that has a score, as optimizer examples."""
+    def scored_examples(self, task_id: str, limit: int = MAX_EXAMPLES) -> list[Example]:
+        """Return the task's newest *limit* scored feedback entries, oldest first, as
+        optimizer examples (a bounded read on this thread's connection, outside any write)."""
         conn = self._conn()
         rows = conn.execute(
             "SELECT seq, id, inputs, output, score, correction, comment FROM feedback"
             " WHERE task_id = ? AND score IS NOT NULL AND source NOT LIKE ?"
-            " ORDER BY seq",
-            (task_id, "evaluator:%"),  # a parameter: no literal % in the SQL for any driver
+            " ORDER BY seq DESC LIMIT ?",
+            (task_id, "evaluator:%", limit),  # a parameter: no literal % for any driver
         ).fetchall()
         if self._uses_judged(conn, task_id):  # people's scores first, judges' where none
             judged = evaluator_sql.judged_examples(conn, task_id,
-                                                   self._feeding_evaluators(conn, task_id))
-            rows = sorted([*rows, *judged], key=lambda r: int(r["seq"]))
+                                                   self._feeding_evaluators(conn, task_id),
+                                                   limit)
+            rows = sorted([*rows, *judged], key=lambda r: int(r["seq"]), reverse=True)[:limit]
         return [
             Example(id=r["id"], inputs=_unjson(r["inputs"]), output=_unjson(r["output"]),
                     score=float(r["score"]), correction=_unjson(r["correction"]),
                     comment=r["comment"])
-            for r in rows
+            for r in reversed(rows)
         ]
 
     # --- traces ----------------------------------------------------------------------
@@ -1001,6 +1014,66 @@ class Store:
             if deleted:
                 return int(deleted)
         return 0
+
+    def prune(self, batch: int) -> int:
+        """Delete the oldest traces or feedback entries of one task past its retention
+        limits, at most *batch* in one short write; return how many (see `StorageInterface`)."""
+        conn = self._conn()
+        now = utcnow()
+        tasks = conn.execute(
+            f"SELECT id, {', '.join(RETENTION_FIELDS)} FROM tasks ORDER BY seq"
+        ).fetchall()
+        for task in tasks:
+            limits = RetentionLimits.of(task, self.retention_defaults)
+            for table, keep, days, start in (
+                ("traces", limits.trace_retention_limit, limits.trace_retention_days,
+                 "trace_seq"),
+                ("feedback", limits.feedback_retention_limit, limits.feedback_retention_days,
+                 "feedback_seq"),
+            ):
+                deleted = self._prune_table(conn, table, task["id"], keep, days, start, batch,
+                                            now)
+                if deleted:
+                    return deleted
+        return 0
+
+    def _prune_table(
+        self, conn: sqlite3.Connection, table: str, task_id: str, keep: int | None,
+        days: int | None, start: str, batch: int, now: datetime,
+    ) -> int:
+        # read outside the write (WAL readers never wait): the newest row past the count
+        # limit, and the newest of the oldest *batch* rows past the age limit; new rows only
+        # ever come after them, so they stay past their limit
+        beyond_count = beyond_age = None
+        if keep is not None:
+            row = conn.execute(
+                f"SELECT seq FROM {table} WHERE task_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                (task_id, keep),
+            ).fetchone()
+            beyond_count = None if row is None else row["seq"]
+        if days is not None:
+            row = conn.execute(
+                f"SELECT MAX(seq) AS seq FROM (SELECT seq, created_at FROM {table}"
+                " WHERE task_id = ? ORDER BY seq LIMIT ?) AS oldest WHERE created_at < ?",
+                (task_id, batch, _ts(now - timedelta(days=days))),
+            ).fetchone()
+            beyond_age = row["seq"]
+        if beyond_count is None and beyond_age is None:
+            return 0
+        with self._write() as wconn:
+            rollout = self._running_rollout(wconn, task_id)
+            cutoff = decisions.retention_cutoff(
+                beyond_count=beyond_count, beyond_age=beyond_age,
+                rollout_start=None if rollout is None else rollout[start],
+            )
+            if cutoff is None:
+                return 0
+            deleted = wconn.execute(
+                f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table}"
+                " WHERE task_id = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+                (task_id, cutoff, batch),
+            ).rowcount
+        return int(deleted)
 
     @staticmethod
     def _trace(row: sqlite3.Row) -> TraceResult:
@@ -1055,7 +1128,7 @@ class Store:
                 active["prompt_text"] == req.prompt_text
             ):
                 version_id = active["id"]
-        tid = str(req.id or uuid.uuid4())
+        tid = str(req.id or uuid7())
         conn.execute(
             "INSERT INTO traces (id, task_id, prompt_text, response_text, model, tokens,"
             " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, user_id,"
@@ -1118,22 +1191,34 @@ class Store:
             row = conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
             if row is None:
                 raise NotFound(f"trace {trace_id!r} not found")
-            self._score_feedback(conn, row, score, comment, correction)
-            conn.execute(
-                "UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", (score, scored_by, key)
-            )
-            job_id = self._maybe_trigger(conn, row["task_id"])
-            if job_id is not None and new_jobs is not None:
-                new_jobs.append(job_id)
-            self._rollout_scored(conn, key)
+            self._score(conn, row, score, scored_by, comment, correction, new_jobs)
             return self._trace(
                 conn.execute("SELECT * FROM traces WHERE id = ?", (key,)).fetchone()
             )
 
+    def _score(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, score: float, scored_by: str,
+        comment: str | None, correction: Any, new_jobs: list[str] | None,
+    ) -> None:
+        """Score the trace *row* inside the caller's write (see `score_trace`)."""
+        key = row["id"]
+        self._score_feedback(conn, row, score, comment, correction)
+        conn.execute(
+            "UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", (score, scored_by, key)
+        )
+        self._tally_score(conn, row, score)
+        job_id = self._maybe_trigger(conn, row["task_id"])
+        if job_id is not None and new_jobs is not None:
+            new_jobs.append(job_id)
+        self._rollout_scored(conn, key)
+
     def _score_feedback(
         self, conn: sqlite3.Connection, trace: sqlite3.Row, score: float,
-        comment: str | None, correction: Any,
+        comment: str | None, correction: Any, counts: list[int] | None = None,
     ) -> None:
+        """Give the trace's feedback entry the score (made from the trace when it has none).
+        The task's counters are updated here, or added to *counts* (entries made, newly
+        scored) for the caller to update once a batch."""
         key = trace["id"]
         # Through the trace index only (schema step 8 filled the column of old rows): a
         # score costs the same at any number of the task's rows.
@@ -1163,20 +1248,25 @@ class Store:
                 "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
                 " created_at, comment, correction, trace_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    str(uuid.uuid4()), trace["task_id"], _json(inputs),
+                    uuid7(), trace["task_id"], _json(inputs),
                     _json(trace["response_text"]), score, "trace_score",
                     _json({"trace_id": key, "prompt_version_id": trace["prompt_version_id"]}),
                     _ts(), comment, _json(correction), key,
                 ),
             )
-            conn.execute(
-                "UPDATE tasks SET feedback_count = feedback_count + 1,"
-                " feedback_since_optimization = feedback_since_optimization + 1"
-                " WHERE id = ?",
-                (trace["task_id"],),
-            )
+            if counts is None:
+                conn.execute(
+                    "UPDATE tasks SET feedback_count = feedback_count + 1,"
+                    " feedback_since_optimization = feedback_since_optimization + 1"
+                    " WHERE id = ?",
+                    (trace["task_id"],),
+                )
+            else:
+                counts[0] += 1
             newly = True
-        if newly:
+        if newly and counts is not None:
+            counts[1] += 1
+        elif newly:
             conn.execute(
                 "UPDATE tasks SET scored_since_job = scored_since_job + 1 WHERE id = ?",
                 (trace["task_id"],),
@@ -1185,7 +1275,8 @@ class Store:
     def apply_scores(
         self, scores: Sequence[ScoreItem], new_jobs: list[str] | None = None
     ) -> tuple[int, list[tuple[str, str]]]:
-        """Apply in-process scores (from an ingest batch) through `score_trace`.
+        """Apply in-process scores (from an ingest batch) as `score_trace` does, in one write
+        for the batch (scores of plain tasks with a few statements for all of them).
 
         Idempotent by score id: a score already applied is counted as applied and not applied
         again. A score whose trace is not stored yet (a client spooled it while the server
@@ -1196,7 +1287,62 @@ class Store:
         """
         applied = 0
         errors: list[tuple[str, str]] = []
-        for item in scores:
+        later: list[ScoreItem] = []
+        if scores:
+            # One write for the batch: a score costs its own statements, not a transaction.
+            # A task that can neither reach its threshold in this batch nor has a running
+            # rollout has its counters added up and written once (the plain case); any other
+            # takes the full path of `score_trace`, score by score.
+            with self._write() as conn:
+                ids = [(str(item.id), str(item.trace_id)) for item in scores]
+                done = _existing(conn, "applied_scores", [sid for sid, _tid in ids])
+                now = _ts()
+                tids = [tid for _sid, tid in ids]
+                # a trace scored twice in one batch: read it again each time (rare)
+                once = len(set(tids)) == len(tids)
+                rows = _rows_by_id(conn, "traces", tids) if once else {}
+                batched: dict[str, list[int] | None] = {}  # task -> counts, None: full path
+                plain: list[tuple[ScoreItem, sqlite3.Row]] = []
+                applied_rows: list[tuple[str, str, str]] = []
+                for item, (sid, tid) in zip(scores, ids, strict=True):
+                    if sid in done:
+                        applied += 1
+                        continue
+                    row = rows.get(tid) if once else conn.execute(
+                        "SELECT * FROM traces WHERE id = ?", (tid,)).fetchone()
+                    if row is None:  # held (or refused) below, one by one
+                        later.append(item)
+                        continue
+                    task_id = row["task_id"]
+                    if task_id not in batched:
+                        batched[task_id] = self._batch_counts(conn, task_id, len(scores))
+                    counts = batched[task_id]
+                    if counts is None:
+                        self._score(conn, row, item.score, item.scored_by, None, None, new_jobs)
+                    elif once:
+                        plain.append((item, row))
+                    else:
+                        self._score_feedback(conn, row, item.score, None, None, counts)
+                        conn.execute("UPDATE traces SET score = ?, scored_by = ? WHERE id = ?",
+                                     (item.score, item.scored_by, tid))
+                    applied_rows.append((sid, tid, now))
+                    done.add(sid)
+                    applied += 1
+                self._score_plain(conn, plain, batched, now)
+                conn.executemany(
+                    "INSERT INTO applied_scores (id, trace_id, applied_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    applied_rows,
+                )
+                for task_id, counts in batched.items():
+                    if counts is not None and (counts[0] or counts[1]):
+                        conn.execute(
+                            "UPDATE tasks SET feedback_count = feedback_count + ?,"
+                            " feedback_since_optimization = feedback_since_optimization + ?,"
+                            " scored_since_job = scored_since_job + ? WHERE id = ?",
+                            (counts[0], counts[0], counts[1], task_id),
+                        )
+        for item in later:
             sid, tid = str(item.id), str(item.trace_id)
             with self._write() as conn:
                 seen = conn.execute(
@@ -1230,6 +1376,70 @@ class Store:
             applied += 1
         return applied, errors
 
+    @staticmethod
+    def _score_plain(
+        conn: sqlite3.Connection, plain: list[tuple[ScoreItem, sqlite3.Row]],
+        counts: dict[str, list[int] | None], now: str,
+    ) -> None:
+        """`_score_feedback` and the trace update of *plain* scores (distinct traces of tasks
+        whose counters are written once, see `_batch_counts`), a few statements for all."""
+        if not plain:
+            return
+        keys = [row["id"] for _item, row in plain]
+        found: dict[str, sqlite3.Row] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            for entry in conn.execute(  # through the trace index; the first entry wins
+                "SELECT seq, id, task_id, trace_id, output, score FROM feedback"
+                f" WHERE trace_id IN ({','.join('?' * len(chunk))})", chunk,
+            ):
+                at = f"{entry['task_id']} {entry['trace_id']}"
+                if at not in found or entry["seq"] < found[at]["seq"]:
+                    found[at] = entry
+        updates, inserts, traces = [], [], []
+        for item, row in plain:
+            key, task_id, score = row["id"], row["task_id"], item.score
+            task_counts = counts[task_id]
+            assert task_counts is not None
+            entry = found.get(f"{task_id} {key}")
+            if entry is not None:
+                updates.append((score, key, entry["id"]))
+                newly = entry["score"] is None or entry["score"] != score
+            else:
+                metadata = _unjson(row["metadata"])
+                inputs = metadata.get("inputs") if isinstance(metadata, dict) else None
+                if not isinstance(inputs, dict):
+                    inputs = None if row["prompt_text"] is None else {"prompt": row["prompt_text"]}
+                inserts.append((
+                    uuid7(), task_id, _json(inputs), _json(row["response_text"]), score,
+                    "trace_score",
+                    _json({"trace_id": key, "prompt_version_id": row["prompt_version_id"]}),
+                    now, key,
+                ))
+                task_counts[0] += 1
+                newly = True
+            task_counts[1] += int(newly)
+            traces.append((score, item.scored_by, key))
+        conn.executemany("UPDATE feedback SET score = ?, trace_id = ? WHERE id = ?", updates)
+        conn.executemany(
+            "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
+            " created_at, trace_id) VALUES (?,?,?,?,?,?,?,?,?)", inserts)
+        conn.executemany("UPDATE traces SET score = ?, scored_by = ? WHERE id = ?", traces)
+
+    def _batch_counts(self, conn: sqlite3.Connection, task_id: str, scores: int
+                      ) -> list[int] | None:
+        """``[0, 0]`` when *scores* more entries cannot bring the task to its threshold and
+        no rollout of it runs (its counters may be written once for the batch), else None."""
+        task = conn.execute(
+            "SELECT feedback_since_optimization AS since, feedback_threshold AS threshold"
+            " FROM tasks WHERE id = ?", (task_id,),
+        ).fetchone()
+        if task["since"] + scores >= task["threshold"]:
+            return None
+        if self._running_rollout(conn, task_id) is not None:
+            return None
+        return [0, 0]
+
     def _hold_score(self, item: ScoreItem) -> bool | None:
         """Keep a score whose trace is not stored yet: True when held, False when too many
         wait already, None when the trace is stored by now (apply it instead)."""
@@ -1253,10 +1463,10 @@ class Store:
     ) -> int:
         """Apply the held scores of the traces *trace_ids* (just stored), oldest first;
         return how many were applied."""
-        keys = [_as_uuid(t) or t for t in trace_ids]
         conn = self._conn()
         if conn.execute("SELECT 1 FROM held_scores LIMIT 1").fetchone() is None:
             return 0  # the usual case: one cheap query per batch
+        keys = [_as_uuid(t) or t for t in trace_ids]
         rows: list[sqlite3.Row] = []
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
@@ -1324,7 +1534,7 @@ class Store:
                     self._add_feedback(conn, fb, new_jobs)
                     continue
                 comment, correction = _critique(fb.comment, fb.correction, fb.output)
-                fid = str(fb.id or uuid.uuid4())
+                fid = str(fb.id or uuid7())
                 rows = plain.setdefault(task_id, {})
                 if fid not in rows:  # twice in one batch: stored once
                     rows[fid] = ((
@@ -1333,18 +1543,23 @@ class Store:
                         _text(_given(fb.prompt_version_id)), _given(fb.arm),
                     ), fb.score is not None)
             for task_id, rows in plain.items():
-                stored = _existing(conn, "feedback", list(rows))
-                new = [row for fid, row in rows.items() if fid not in stored]
+                # an id stored before is not inserted again; what was inserted is what has a
+                # higher key than the newest before (the write lock is ours)
+                before = self._max_seq(conn, "feedback")
                 conn.executemany(
                     "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
                     " created_at, comment, correction, trace_id, prompt_version_id, arm)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [row for row, _scored in new],
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+                    [row for row, _scored in rows.values()],
                 )
-                scored = sum(1 for _row, is_scored in new if is_scored)
-                self._count_feedback(conn, task_id, len(new), scored, new_jobs)
+                added = conn.execute(
+                    "SELECT COUNT(*) AS n, COUNT(score) AS scored FROM feedback WHERE seq > ?",
+                    (before,),
+                ).fetchone()
+                self._count_feedback(conn, task_id, added["n"], added["scored"], new_jobs)
         # scores that arrived before these traces (held by `apply_scores`)
-        self.apply_held_scores([str(t.id) for t in traces if t.id is not None], new_jobs)
+        if self._conn().execute("SELECT 1 FROM held_scores LIMIT 1").fetchone() is not None:
+            self.apply_held_scores([str(t.id) for t in traces if t.id is not None], new_jobs)
         return len(traces) + len(feedback) - len(errors), errors, new_jobs
 
     def _trace_row(
@@ -1369,7 +1584,7 @@ class Store:
         if prompt_text is None and version_id is not None:  # named by id: its text
             prompt_text = tasks.version_text(task_id, version_id)
         return (
-            str(req.id or uuid.uuid4()), task_id, prompt_text, req.response_text, req.model,
+            str(req.id or uuid7()), task_id, prompt_text, req.response_text, req.model,
             req.tokens, req.latency_ms, version_id,
             None if req.parent_trace_id is None else str(req.parent_trace_id),
             _json(req.metadata), now, req.arm, None if req.error is None else int(req.error),
@@ -1832,6 +2047,9 @@ class Store:
                 arm = "candidate"
             elif version == rollout["active_version_id"]:
                 arm = "active"
+        if rollout is not None and version in (rollout["active_version_id"],
+                                               rollout["candidate_version_id"]):
+            self._tally_record(conn, table, record_id, rollout["id"], str(version), error)
         if arm is None and error is None and (table == "traces" or version is None):
             return
         if table == "traces":
@@ -1848,6 +2066,40 @@ class Store:
         if scored and rollout is not None:
             self._score_arrived(conn, rollout)
 
+    @staticmethod
+    def _tally_record(
+        conn: sqlite3.Connection, table: str, record_id: str, rollout_id: str, version: str,
+        error: bool | None,
+    ) -> None:
+        """Count a record just stored in a running rollout's arm *version* (`rollout_tally`)."""
+        if table == "traces":
+            row = conn.execute(
+                "SELECT latency_ms, model, tokens FROM traces WHERE id = ?", (record_id,)
+            ).fetchone()
+            rollout_tally.add_call(conn, rollout_id, version, error=error,
+                                   latency_ms=row["latency_ms"], model=row["model"],
+                                   tokens=row["tokens"])
+            return
+        row = conn.execute(
+            "SELECT score, metadata FROM feedback WHERE id = ?", (record_id,)
+        ).fetchone()
+        metadata = _unjson(row["metadata"])
+        names_trace = isinstance(metadata, dict) and metadata.get("trace_id") is not None
+        if row["score"] is not None and not names_trace:  # a trace's score counts by the trace
+            rollout_tally.add_score(conn, rollout_id, version, None, float(row["score"]))
+
+    def _tally_score(self, conn: sqlite3.Connection, trace: sqlite3.Row, score: float) -> None:
+        """*trace* (as it was) gets *score*: count it when a running rollout counts the trace."""
+        version = trace["prompt_version_id"]
+        if version is None:
+            return
+        rollout = self._running_rollout(conn, trace["task_id"])
+        if rollout is None or trace["seq"] <= rollout["trace_seq"] or version not in (
+            rollout["active_version_id"], rollout["candidate_version_id"]
+        ):
+            return
+        rollout_tally.add_score(conn, rollout["id"], version, trace["score"], score)
+
     def _rollout_scored(self, conn: sqlite3.Connection, trace_id: str) -> None:
         """A trace got a score: evaluate its task's running rollout, if any."""
         row = conn.execute("SELECT task_id FROM traces WHERE id = ?", (trace_id,)).fetchone()
@@ -1858,9 +2110,9 @@ class Store:
     def _score_arrived(self, conn: sqlite3.Connection, rollout: sqlite3.Row) -> None:
         """Count a score; evaluate once both arms can have their minimum, then every 10 %.
 
-        Evaluating reads every score of the rollout, so doing it per score would cost
-        O(n) each; at most every 10 % more scores keeps the total linear. The test stays
-        valid at any stopping time, and every GET evaluates as well.
+        Evaluating reads the arms' running figures (`rollout_tally`), a few rows at any arm
+        size; the cadence is `decisions.evaluation_due`'s. The test stays valid at any
+        stopping time, and every GET evaluates as well.
         """
         counted = decisions.evaluation_due(
             scores_seen=rollout["scores_seen"], evaluated_at=rollout["evaluated_at"],
@@ -1874,40 +2126,13 @@ class Store:
     def _arm_stats(
         self, conn: sqlite3.Connection, rollout: sqlite3.Row, version: str
     ) -> rollouts.ArmStats:
-        bounds = (rollout["trace_seq"], rollout["end_trace_seq"] or 2**62)
-        t = conn.execute(
-            "SELECT COUNT(score) AS n, COALESCE(SUM(score), 0) AS s,"
-            " COALESCE(SUM(score * score), 0) AS ss, COUNT(*) AS calls,"
-            " COALESCE(SUM(error), 0) AS errors, COUNT(latency_ms) AS timed FROM traces"
-            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?",
-            (rollout["task_id"], *bounds, version),
-        ).fetchone()
-        f = conn.execute(
-            "SELECT COUNT(score) AS n, COALESCE(SUM(score), 0) AS s,"
-            " COALESCE(SUM(score * score), 0) AS ss FROM feedback"
-            " WHERE task_id = ? AND seq > ? AND seq <= ? AND prompt_version_id = ?"
-            " AND score IS NOT NULL AND json_extract(metadata, '$.trace_id') IS NULL",
-            (rollout["task_id"], rollout["feedback_seq"],
-             rollout["end_feedback_seq"] or 2**62, version),
-        ).fetchone()
-        latency = None
-        if t["timed"]:
-            rank = max(1, math.ceil(0.95 * t["timed"]))
-            latency = conn.execute(
-                "SELECT latency_ms FROM traces WHERE task_id = ? AND seq > ? AND seq <= ?"
-                " AND prompt_version_id = ? AND latency_ms IS NOT NULL"
-                " ORDER BY latency_ms LIMIT 1 OFFSET ?",
-                (rollout["task_id"], *bounds, version, rank - 1),
-            ).fetchone()["latency_ms"]
-        j = (0, 0.0, 0.0)
-        if self._uses_judged(conn, rollout["task_id"]):  # traces no person scored
-            j = evaluator_sql.judged_arm(conn, rollout["task_id"], version, bounds,
-                                         self._feeding_evaluators(conn, rollout["task_id"]))
-        return rollouts.arm_stats(
-            t["n"] + f["n"] + j[0], t["s"] + f["s"] + j[1], t["ss"] + f["ss"] + j[2],
-            calls=t["calls"],
-            errors=t["errors"], p95_latency_ms=latency,
-        )
+        # kept as calls and scores arrive (`rollout_tally`): a few rows, at any arm size
+        judged = (0, 0.0, 0.0)
+        if self._uses_judged(conn, rollout["task_id"]):  # judges' scores of traces no person
+            bounds = (rollout["trace_seq"], rollout["end_trace_seq"] or 2**62)  # scored
+            judged = evaluator_sql.judged_arm(conn, rollout["task_id"], version, bounds,
+                                              self._feeding_evaluators(conn, rollout["task_id"]))
+        return rollout_tally.arm_stats(conn, rollout["id"], version, extra=judged)
 
     @staticmethod
     def _rollout_config(rollout: sqlite3.Row) -> rollouts.RolloutConfig:
@@ -2150,6 +2375,7 @@ class Store:
                  uuid.uuid4().hex, _ts(), self._max_seq(conn, "traces"),
                  self._max_seq(conn, "feedback")),
             )
+            rollout_tally.open_arms(conn, rollout_id, (active["id"], cand["id"]))
             self._rollout_event(conn, rollout_id, "started", ramp[0],
                                 f"candidate v{cand['version_number']} at {ramp[0]:.0%}",
                                 {"ramp": ramp, "min_samples": req.min_samples})
@@ -2163,11 +2389,13 @@ class Store:
 
         With the database full, the rollout is returned as stored (not evaluated).
         """
-        try:
-            with self._write() as conn:
-                return self._latest_rollout(conn, ref, evaluate=True)
-        except StoreFull:
-            return self._latest_rollout(self._conn(), ref, evaluate=False)
+        with contextlib.suppress(StoreFull), self._write() as conn:  # a short write
+            task = self._require_task(conn, ref)
+            row = self._running_rollout(conn, task["id"])
+            if row is not None:
+                self._evaluate_rollout(conn, row)
+        # the report: read after the write, on this thread's connection
+        return self._latest_rollout(self._conn(), ref, evaluate=False)
 
     def _latest_rollout(self, conn: sqlite3.Connection, ref: str, *, evaluate: bool) -> Rollout:
         task = self._require_task(conn, ref)
@@ -2747,6 +2975,17 @@ def _scored_traces(conn: sqlite3.Connection, trace_ids: list[str]) -> set[str]:
             " AND source = 'trace_score'", chunk,
         )
         found.update(row["trace_id"] for row in rows)
+    return found
+
+
+def _rows_by_id(conn: sqlite3.Connection, table: str, ids: list[str]) -> dict[str, sqlite3.Row]:
+    """The rows of *table* with the ids *ids* that exist, by id (asked in chunks)."""
+    found: dict[str, sqlite3.Row] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(f"SELECT * FROM {table} WHERE id IN ({marks})", chunk):
+            found[row["id"]] = row
     return found
 
 
