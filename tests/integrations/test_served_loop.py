@@ -108,8 +108,10 @@ def test_instrument_only_app_optimized_rolled_out_and_promoted(
     while rollout.is_running and time.monotonic() < deadline:
         time.sleep(0.05)
         rollout = app_client.get_rollout(task)
-    assert (rollout.active.n, rollout.candidate.n) == (USERS - on_candidate, on_candidate)
     assert rollout.state == "promoted", (rollout.reason, rollout.difference)
+    # the decision may land while later scores still arrive: those count no more
+    assert 4 <= rollout.active.n <= USERS - on_candidate
+    assert 4 <= rollout.candidate.n <= on_candidate
     deadline = time.monotonic() + DEADLINE
     while ((served := ct.prompt(task, key="after", client=app_client)).id, served.served_arm) != (
             candidate.id, None):  # the promoted version, no longer one arm of a rollout

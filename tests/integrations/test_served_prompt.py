@@ -95,8 +95,10 @@ def test_instrument_only_app_is_traced_rolled_out_and_optimized(
         time.sleep(0.05)
         rollout = ct_client.get_rollout(task)
     candidate_calls = sum(1 for _, arm, _t in traces.values() if arm == "candidate")
-    assert (rollout.active.n, rollout.candidate.n) == (USERS - candidate_calls, candidate_calls)
     assert rollout.state == "promoted", (rollout.reason, rollout.difference)
+    # the decision may land while later scores still arrive: those count no more
+    assert 4 <= rollout.active.n <= USERS - candidate_calls
+    assert 4 <= rollout.candidate.n <= candidate_calls
     assert ct_client.get_prompt(task).id == v2.id
     print(f"instrument-only rollout: {candidate_calls}/{USERS} calls on the candidate, "
           f"promoted with p={rollout.difference.p_value:.3g}")

@@ -1,7 +1,8 @@
 """Three server processes on one database judge each trace exactly once per evaluator.
 
-This process runs one `LocalServer`; two more run in child processes on the same SQLite file,
-all with the same loopback judge. Traces arrive at all three over HTTP at a steady rate; the
+This process runs one `LocalServer`; two more run in child processes on the same database (a
+SQLite file, or a PostgreSQL database of the session's private cluster), all with the same
+loopback judge. Traces arrive at all three over HTTP at a steady rate; the
 judge stand-in counts every call, and the database says which worker judged each trace.
 """
 
@@ -35,13 +36,42 @@ with LocalServer(db_path=sys.argv[1], llm_base_url=sys.argv[2],
 """
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """One fresh database per test: the only thing that differs between backends."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "shared.db")
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url: str = cluster.fresh_database()
+    try:
+        yield url
+    finally:
+        cluster.drop(url)
+
+
+def _owners(db: str) -> list[tuple[str, int]]:
+    """How many traces each worker judged, straight from the database."""
+    sql = "SELECT owner, COUNT(*) FROM evaluation_results GROUP BY owner"
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as pg:
+            return [(str(o), int(n)) for o, n in pg.execute(sql).fetchall()]
+    conn = sqlite3.connect(db)
+    try:
+        return [(str(o), int(n)) for o, n in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
+
+
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[tuple[list[str], str, LLMStandIn, Path]]:
-    db = tmp_path / "shared.db"
+def servers(database: str) -> Iterator[tuple[list[str], str, LLMStandIn, str]]:
+    db = database
     with LLMStandIn(judge=JUDGE) as llm, LocalServer(
         db_path=db, llm_base_url=llm.base_url, llm_prices={JUDGE: (1.0, 1.0)},
     ) as here:
-        children = [subprocess.Popen([sys.executable, "-c", _CHILD, str(db), llm.base_url],
+        children = [subprocess.Popen([sys.executable, "-c", _CHILD, db, llm.base_url],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                     for _ in range(2)]
         try:
@@ -67,7 +97,7 @@ def servers(tmp_path: Path) -> Iterator[tuple[list[str], str, LLMStandIn, Path]]
 
 
 def test_each_trace_is_judged_once_by_three_processes(
-    servers: tuple[list[str], str, LLMStandIn, Path],
+    servers: tuple[list[str], str, LLMStandIn, str],
 ) -> None:
     urls, key, llm, db = servers
     llm.delay = 0.005  # a judge that takes a moment, so the work spreads
@@ -106,12 +136,7 @@ def test_each_trace_is_judged_once_by_three_processes(
     finally:
         for c in clients:
             c.close()
-    conn = sqlite3.connect(db)
-    try:
-        owners = conn.execute("SELECT owner, COUNT(*) FROM evaluation_results"
-                              " GROUP BY owner").fetchall()
-    finally:
-        conn.close()
+    owners = _owners(db)
     print(f"\ntraces judged per worker: {sorted(n for _, n in owners)}")
     assert sum(n for _, n in owners) == len(ids)
     pids = {str(owner).split(":")[1] for owner, _ in owners}
