@@ -231,9 +231,9 @@ class TracedCall:
 
     __slots__ = (
         "_context_token",
-        "_done",
         "_mark_token",
         "adoption",
+        "ended",
         "measure",
         "mode",
         "on_spans",
@@ -278,15 +278,10 @@ class TracedCall:
         self.measure: dict[str, Any] | None = None
         self.rich = False  # our span, and someone but the CT exporter reads it
         self.start = time.perf_counter()
-        self._done = False
+        self.ended = False  # True once `finish` or `fail` ran (the stream proxies read it)
         self._context_token: Any = None
         self._mark_token: Any = None
         self.served: ServedBy | None = None  # the ct.prompt version the messages came from
-
-    @property
-    def ended(self) -> bool:
-        """True once the call has ended (``finish`` or ``fail`` ran)."""
-        return self._done
 
     # -- scope of the library call ----------------------------------------------------------
 
@@ -346,9 +341,9 @@ class TracedCall:
 
     def fail(self, exc: BaseException) -> None:
         """End the call as failed by *exc* (which the caller then re-raises unchanged)."""
-        if self._done:
+        if self.ended:
             return
-        self._done = True
+        self.ended = True
         span = self.span
         try:
             if self.mode == _OWN and span.is_recording():
@@ -361,9 +356,9 @@ class TracedCall:
 
     def finish(self, data: Extracted) -> None:
         """End the call with what the response (or the whole stream) told us."""
-        if self._done:
+        if self.ended:
             return
-        self._done = True
+        self.ended = True
         span = self.span
         try:
             if self.rich and span.is_recording():
