@@ -174,12 +174,22 @@ def _tracer(pipeline: Any, tracer_provider: TracerProvider | None) -> Tracer:
 
 
 def _current_call() -> tuple[str, str] | None:
-    from kaizen_sdk import tracing
-
-    call = tracing.current_call()
+    call = _CURRENT[0]()  # bound once: an import statement here cost every LLM call
     if call is None:
         return None
     return call.task, str(call.trace_id)
+
+
+def _no_current_call() -> Any:
+    from kaizen_sdk import tracing
+
+    _CURRENT[0] = tracing.current_call
+    return tracing.current_call()
+
+
+_CURRENT: list[Any] = [_no_current_call]
+"""``[current_call]``: ``tracing.current_call`` once the first instrumented call has run
+(imported then, so ``import kaizen_sdk`` stays cheap)."""
 
 
 def _integration(module: Any) -> ModuleType:

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import kaizen_sdk as ct
 from kaizen_sdk.client import CTClient
 from kaizen_sdk.errors import CTNotFoundError
-from kaizen_sdk.integrations import _common
+from kaizen_sdk.integrations import _task
 from kaizen_sdk.tracing import Attr
 from kaizen_server import LocalServer
 
@@ -103,7 +103,7 @@ def test_instrument_only_calls_with_format_prompts_make_no_task_and_no_version(
     fresh: CTClient, instrumented: InMemorySpanExporter, oai: Any,
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_common, "_unattributed_logged", False)  # "once" starts afresh
+    monkeypatch.setattr(_task, "_unattributed_logged", False)  # "once" starts afresh
     with caplog.at_level(logging.WARNING, logger="kaizen_sdk.instrument"):
         responses = [_ask(oai, CLASSIFY.format(text=t)) for t in TICKETS]
         assert responses[0].ct_score(0.5) is None  # nothing was sent: nothing to score

@@ -1,0 +1,170 @@
+"""Chat-completion shaped requests and responses (openai chat, litellm): the prompt, the
+input messages, a response or a stream of chunks read into `Extracted`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kaizen_sdk.integrations._utils import Extracted, as_int, get_field, nonempty_str, text_of
+
+__all__ = [
+    "ChatStreamAccumulator",
+    "chat_extract",
+    "chat_input_messages",
+    "chat_prompt",
+    "chat_usage",
+]
+
+def chat_prompt(messages: Any) -> tuple[str | None, list[str]]:
+    """The prompt text (last user message) and every message text, prompt text first."""
+    prompt: str | None = None
+    texts: list[str] = []
+    if isinstance(messages, (list, tuple)):
+        for message in messages:
+            text = text_of(get_field(message, "content"))
+            if text is None:
+                continue
+            texts.append(text)
+            if get_field(message, "role") == "user":
+                prompt = text
+    if prompt is not None:
+        texts.remove(prompt)
+        texts.insert(0, prompt)
+    return prompt, texts
+
+
+def chat_input_messages(messages: Any) -> Callable[[], list[dict[str, Any]]]:
+    """A thunk that renders *messages* as GenAI ``gen_ai.input.messages``."""
+
+    def render() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for message in messages if isinstance(messages, (list, tuple)) else ():
+            text = text_of(get_field(message, "content"))
+            parts = [{"type": "text", "content": text}] if text is not None else []
+            out.append({"role": str(get_field(message, "role", "user")), "parts": parts})
+        return out
+
+    return render
+
+
+def chat_extract(response: Any) -> Extracted:
+    """Read a chat-completion response (openai ``ChatCompletion`` or litellm ``ModelResponse``)."""
+    data = Extracted(response_id=nonempty_str(get_field(response, "id")),
+                     model=nonempty_str(get_field(response, "model")))
+    choices = get_field(response, "choices") or []
+    texts: list[str] = []
+    for choice in choices:
+        reason = get_field(choice, "finish_reason")
+        if isinstance(reason, str):
+            data.finish_reasons.append(reason)
+        if get_field(choice, "index", 0) == 0:
+            text = text_of(get_field(get_field(choice, "message"), "content"))
+            if text is not None:
+                texts.append(text)
+    data.text = "".join(texts) if texts else None
+    data.service_tier = nonempty_str(get_field(response, "service_tier"))
+    data.system_fingerprint = nonempty_str(get_field(response, "system_fingerprint"))
+    chat_usage(data, get_field(response, "usage"))
+    return data
+
+
+def chat_usage(data: Extracted, usage: Any) -> None:
+    """Read a chat response's ``usage`` (prompt, completion, total tokens) into *data*."""
+    if usage is None:
+        return
+    data.input_tokens = as_int(get_field(usage, "prompt_tokens"))
+    data.output_tokens = as_int(get_field(usage, "completion_tokens"))
+    data.total_tokens = as_int(get_field(usage, "total_tokens"))
+    details = get_field(usage, "prompt_tokens_details")
+    if details is not None:
+        data.cached_input_tokens = as_int(get_field(details, "cached_tokens"))
+
+
+class ChatStreamAccumulator:
+    """Collects chat-completion chunks: text of choice 0, finish reasons, usage.
+
+    Per chunk it only reads attributes and appends choice 0's text (joined once, in
+    `collect`); the response id, model, fingerprint and tier are read while still unknown,
+    usage when a chunk carries it (the final one, with ``include_usage``).
+    """
+
+    __slots__ = ("data", "parts", "reasons")
+
+    def __init__(self) -> None:
+        self.data = Extracted()
+        self.parts: list[str] = []
+        self.reasons: dict[int, str] = {}
+
+    def add(self, chunk: Any) -> None:
+        if isinstance(chunk, dict):
+            self._add_mapping(chunk)
+            return
+        # the hot path: attribute objects (openai's and litellm's chunks), no helper calls
+        data = self.data
+        if data.response_id is None:
+            value = getattr(chunk, "id", None)
+            if isinstance(value, str) and value:
+                data.response_id = value
+        if data.model is None:
+            value = getattr(chunk, "model", None)
+            if isinstance(value, str) and value:
+                data.model = value
+        if data.system_fingerprint is None:
+            value = getattr(chunk, "system_fingerprint", None)
+            if isinstance(value, str) and value:
+                data.system_fingerprint = value
+        if data.service_tier is None:
+            value = getattr(chunk, "service_tier", None)
+            if isinstance(value, str) and value:
+                data.service_tier = value
+        choices = getattr(chunk, "choices", None)
+        if choices:
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._add_choice(choice)
+                    continue
+                index = getattr(choice, "index", 0)
+                if index == 0:
+                    content = getattr(getattr(choice, "delta", None), "content", None)
+                    if isinstance(content, str):
+                        self.parts.append(content)
+                reason = getattr(choice, "finish_reason", None)
+                if reason is not None and isinstance(reason, str) and isinstance(index, int):
+                    self.reasons[index] = reason
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            chat_usage(data, usage)
+
+    def _add_mapping(self, chunk: Any) -> None:
+        data = self.data
+        if data.response_id is None:
+            data.response_id = nonempty_str(get_field(chunk, "id"))
+        if data.model is None:
+            data.model = nonempty_str(get_field(chunk, "model"))
+        if data.system_fingerprint is None:
+            data.system_fingerprint = nonempty_str(get_field(chunk, "system_fingerprint"))
+        if data.service_tier is None:
+            data.service_tier = nonempty_str(get_field(chunk, "service_tier"))
+        for choice in get_field(chunk, "choices") or ():
+            self._add_choice(choice)
+        usage = get_field(chunk, "usage")
+        if usage is not None:
+            chat_usage(data, usage)
+
+    def _add_choice(self, choice: Any) -> None:
+        index = get_field(choice, "index", 0)
+        if index == 0:
+            content = get_field(get_field(choice, "delta"), "content")
+            if isinstance(content, str):
+                self.parts.append(content)
+        reason = get_field(choice, "finish_reason")
+        if isinstance(reason, str) and isinstance(index, int):
+            self.reasons[index] = reason
+
+    def collect(self) -> Extracted:
+        data = self.data
+        data.text = "".join(self.parts) if self.parts else None
+        data.finish_reasons = [self.reasons[i] for i in sorted(self.reasons)]
+        return data
