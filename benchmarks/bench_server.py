@@ -45,9 +45,11 @@ BATCH_PAIRS = 128
 REPO = Path(__file__).resolve().parent.parent
 
 _SERVER = """
-import sys
-from kaizen_server import LocalServer
-server = LocalServer(db_path=sys.argv[2], api_key=sys.argv[1]).start()
+import importlib, sys
+package = importlib.import_module(sys.argv[4])
+if not package.__file__.startswith(sys.argv[3]):
+    sys.exit(f"the server was imported from {package.__file__}, not from {sys.argv[3]}")
+server = package.LocalServer(db_path=sys.argv[2], api_key=sys.argv[1]).start()
 print(server.base_url, flush=True)
 sys.stdin.read()
 server.stop()
@@ -57,11 +59,15 @@ server.stop()
 @contextlib.contextmanager
 def _server(pythonpath: str, db: str) -> Iterator[tuple[str, int]]:
     """A LocalServer from *pythonpath* in its own process; yields (base URL, pid)."""
-    # the tree's own server package (server/), not one installed elsewhere
+    # the tree's own server package (server/), not one installed elsewhere; the subprocess
+    # refuses to run a server imported from outside *pythonpath*
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [pythonpath, os.path.join(pythonpath, "server")])}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, API_KEY, db],
+        [sys.executable, "-c", _SERVER, API_KEY, db, os.path.realpath(pythonpath),
+         # before the server moved to server/ (e.g. OLD_COMMIT), it was kaizen_sdk.local
+         "kaizen_server" if os.path.isdir(os.path.join(pythonpath, "server", "kaizen_server"))
+         else "kaizen_sdk.local"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=pythonpath,
     )
     try:
