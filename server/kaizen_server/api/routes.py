@@ -247,8 +247,13 @@ def _typed_ingest(body: bytes) -> IngestRequest | None:
     """The ingest body when every item is valid, else ``None`` (then each item is checked)."""
     try:
         typed: IngestRequest = decoder(IngestRequest).decode(body)
-        for item in (*typed.traces, *typed.feedback):
-            _check_int64(item)
+        for items, names in ((typed.traces, _int_fields(TraceRequest)),
+                             (typed.feedback, _int_fields(FeedbackRequest))):
+            for item in items:  # `_check_int64` inlined: it runs for every item of a batch
+                for name in names:
+                    value = getattr(item, name)
+                    if type(value) is int and value not in _INT64:  # decoded: never a subclass
+                        _check_int64(item)  # raises, naming the field
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     return typed
