@@ -197,8 +197,8 @@ def _run(quick: bool, cluster: Any) -> list[Metric]:
                    f"raw {', '.join(f'{x:,.0f}' for x in raw_cpu)}. Wall pairs/s: HTTP "
                    f"{', '.join(f'{x:,.0f}' for x in http_wall)}; raw "
                    f"{', '.join(f'{x:,.0f}' for x in raw_wall)}. Raw psycopg of the narrower "
-                   "rows the client sent (11 trace and 8 feedback columns, foreign-key "
-                   "triggers off), pairs per CPU second: "
+                   "rows the client sent (11 trace and 8 feedback columns, the task's name where "
+                   "the store keeps its id, foreign-key triggers off), pairs per CPU second: "
                    f"{', '.join(f'{x:,.0f}' for x in narrow_cpu)} (HTTP is "
                    f"{ingest / statistics.median(narrow_cpu):.2f}x of it)."],
         ),
