@@ -4,8 +4,9 @@ Every server runs in its own process (real HTTP on loopback, real SQLite in a te
 folder), so the figures are what a client process gets from it. Side by side in one run:
 
 - **Ingest**: record pairs (a trace and a feedback entry) per second through
-  ``POST /api/v1/ingest`` in batches of 128 pairs (256 records), against raw SQLite: the same
-  rows ``executemany``-inserted into the same schema (WAL, one transaction per batch).
+  ``POST /api/v1/ingest`` in batches of 128 pairs (256 records), against raw SQLite: the rows
+  the server stored, read back from its database and ``executemany``-inserted into the same
+  schema and indexes (WAL, one transaction per batch).
 - **GET prompt**: requests/s of ``GET /api/v1/prompts/{task}`` over 4 keep-alive
   connections, against the server of commit ``e75ad1c`` (``http.server``, before this
   rebuild), extracted with ``git archive`` and run the same way, alternately, round by round.
@@ -45,9 +46,11 @@ BATCH_PAIRS = 128
 REPO = Path(__file__).resolve().parent.parent
 
 _SERVER = """
-import sys
-from kaizen_server import LocalServer
-server = LocalServer(db_path=sys.argv[2], api_key=sys.argv[1]).start()
+import importlib, sys
+package = importlib.import_module(sys.argv[4])
+if not package.__file__.startswith(sys.argv[3]):
+    sys.exit(f"the server was imported from {package.__file__}, not from {sys.argv[3]}")
+server = package.LocalServer(db_path=sys.argv[2], api_key=sys.argv[1]).start()
 print(server.base_url, flush=True)
 sys.stdin.read()
 server.stop()
@@ -57,11 +60,15 @@ server.stop()
 @contextlib.contextmanager
 def _server(pythonpath: str, db: str) -> Iterator[tuple[str, int]]:
     """A LocalServer from *pythonpath* in its own process; yields (base URL, pid)."""
-    # the tree's own server package (server/), not one installed elsewhere
+    # the tree's own server package (server/), not one installed elsewhere; the subprocess
+    # refuses to run a server imported from outside *pythonpath*
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [pythonpath, os.path.join(pythonpath, "server")])}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, API_KEY, db],
+        [sys.executable, "-c", _SERVER, API_KEY, db, os.path.realpath(pythonpath),
+         # before the server moved to server/ (e.g. OLD_COMMIT), it was kaizen_sdk.local
+         "kaizen_server" if os.path.isdir(os.path.join(pythonpath, "server", "kaizen_server"))
+         else "kaizen_sdk.local"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=pythonpath,
     )
     try:
@@ -250,6 +257,56 @@ def _raw_sqlite_pairs_per_s(db: str, batches: list[Any]) -> tuple[float, float]:
     return pairs / elapsed, pairs / cpu
 
 
+def _stored_rows(db: str, skip: int) -> list[tuple[Any, Any, str, str]]:
+    """The rows the server stored in *db*, batch by batch, after the first *skip* of each
+    table, as ``(trace rows, feedback rows, trace INSERT, feedback INSERT)`` per batch; the
+    first item is ``([], tasks rows, "", tasks INSERT)``: the rows' tasks, made untimed."""
+    conn = sqlite3.connect(db)
+    try:
+        tables = {}
+        for table in ("tasks", "traces", "feedback"):
+            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")
+                       if row[1] != "seq"]
+            rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY seq"
+                                ).fetchall()[0 if table == "tasks" else skip:]
+            insert = (f"INSERT INTO {table} ({', '.join(columns)})"
+                      f" VALUES ({', '.join('?' * len(columns))})")
+            tables[table] = (rows, insert)
+    finally:
+        conn.close()
+    (traces, trace_insert), (feedback, feedback_insert) = tables["traces"], tables["feedback"]
+    return [([], tables["tasks"][0], "", tables["tasks"][1])] + [
+        (traces[i:i + BATCH_PAIRS], feedback[i:i + BATCH_PAIRS], trace_insert, feedback_insert)
+        for i in range(0, len(traces), BATCH_PAIRS)]
+
+
+def _raw_stored_pairs_per_s(db: str, batches: list[tuple[Any, Any, str, str]]
+                            ) -> tuple[float, float]:
+    """(pairs/s of wall time, pairs per CPU second) of raw executemany inserts of the very
+    rows the server stored (every column but ``seq``), into the same schema and indexes, with
+    foreign keys checked as the store does (its tasks are inserted first, untimed)."""
+    from kaizen_server.storage.sqlite import Store
+
+    Store(db).close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    _, tasks, _, tasks_insert = batches[0]
+    conn.executemany(tasks_insert, tasks)
+    batches = batches[1:]
+    started, cpu = time.perf_counter(), time.process_time()
+    for trace_rows, feedback_rows, trace_insert, feedback_insert in batches:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(trace_insert, trace_rows)
+        conn.executemany(feedback_insert, feedback_rows)
+        conn.execute("COMMIT")
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    conn.close()
+    pairs = sum(len(b[0]) for b in batches)
+    return pairs / elapsed, pairs / cpu
+
+
 def _no_jobs(conn: _Conn, task: str) -> None:
     """Create *task* with a threshold no run reaches: ingest is timed, not the optimizer."""
     body = b'{"name": "%s", "feedback_threshold": 1000000000}' % task.encode()
@@ -394,17 +451,24 @@ def _run(quick: bool, tmp: str) -> list[Metric]:
     seconds = 1.0 if quick else 3.0
     rounds = 2 if quick else 3
 
-    # Ingest: HTTP vs raw SQLite, alternately.
-    http_rates, raw_rates, http_cpu, raw_cpu = [], [], [], []
+    # Ingest: HTTP vs raw SQLite of the rows the server stored, alternately (and, for the
+    # notes, raw SQLite of the narrower rows the client sent)
+    http_rates, raw_rates, http_cpu, raw_cpu, narrow_cpu = [], [], [], [], []
     for r in range(rounds):
         batches = _batches(f"bench-ingest-{r}", n_batches)
-        with _server(new, os.path.join(tmp, f"ingest-{r}.db")) as (url, pid):
+        db = os.path.join(tmp, f"ingest-{r}.db")
+        with _server(new, db) as (url, pid):
             wall, per_cpu = _http_ingest_pairs_per_s(url, pid, batches)
             http_rates.append(wall)
             http_cpu.append(per_cpu)
-        wall, per_cpu = _raw_sqlite_pairs_per_s(os.path.join(tmp, f"raw-{r}.db"), batches[1:])
+        stored = _stored_rows(db, BATCH_PAIRS)  # without the warm-up batch
+        if sum(len(b[0]) + len(b[1]) for b in stored[1:]) != 2 * (n_batches - 1) * BATCH_PAIRS:
+            raise RuntimeError("the server did not store every record of the ingest batches")
+        wall, per_cpu = _raw_stored_pairs_per_s(os.path.join(tmp, f"raw-{r}.db"), stored)
         raw_rates.append(wall)
         raw_cpu.append(per_cpu)
+        narrow_cpu.append(_raw_sqlite_pairs_per_s(
+            os.path.join(tmp, f"narrow-{r}.db"), batches[1:])[1])
     ingest, raw = statistics.median(http_cpu), statistics.median(raw_cpu)
 
     # GET prompt: new vs old server, alternately, each on its own database with one task.
@@ -454,15 +518,25 @@ def _run(quick: bool, tmp: str) -> list[Metric]:
             notes=[f"Pairs per CPU second: POST /api/v1/ingest of {BATCH_PAIRS} trace + "
                    f"{BATCH_PAIRS} feedback records per request over one keep-alive connection, "
                    "divided by the server process's CPU time (user + system, all threads); raw "
-                   "SQLite: the same rows into the same schema (WAL, synchronous=NORMAL), one "
-                   "transaction per batch, divided by this process's CPU time. CPU, not wall, "
+                   "SQLite: executemany of the very rows the server stored (read back from its "
+                   "database: every column but seq, e.g. cost_usd and feedback.trace_id filled) "
+                   "into the same schema and indexes (WAL, synchronous=NORMAL, foreign keys "
+                   "checked as the store does, its tasks rows made first), one transaction per "
+                   "batch of 128 pairs, divided by this process's CPU "
+                   "time. CPU, not wall, "
                    "because on a shared machine wall time mostly measures the neighbours. "
                    f"Median of {rounds} alternating rounds of {n_batches - 1} batches. "
                    f"Per CPU second: HTTP {', '.join(f'{x:,.0f}' for x in http_cpu)}; raw "
                    f"{', '.join(f'{x:,.0f}' for x in raw_cpu)}. Wall pairs/s: HTTP "
                    f"{', '.join(f'{x:,.0f}' for x in http_rates)}; raw "
-                   f"{', '.join(f'{x:,.0f}' for x in raw_rates)}. The task's feedback_threshold "
-                   "is set out of reach, so no optimization job runs during the timing."],
+                   f"{', '.join(f'{x:,.0f}' for x in raw_rates)}. Raw SQLite of the narrower "
+                   "rows the client sent (11 trace and 8 feedback columns, the task's name where "
+                   "the store keeps its 36-character id, feedback.trace_id left NULL, foreign "
+                   "keys off), pairs per CPU second: "
+                   f"{', '.join(f'{x:,.0f}' for x in narrow_cpu)} (HTTP is "
+                   f"{ingest / statistics.median(narrow_cpu):.2f}x of it). The task's "
+                   "feedback_threshold is set out of reach, so no optimization job runs during "
+                   "the timing."],
         ),
         Metric(
             name="server_get_prompt_req_per_s", unit="req/CPU s", better="higher",

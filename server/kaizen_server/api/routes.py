@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import hashlib
 import logging
 import re
@@ -167,9 +168,29 @@ class _RawIngest(msgspec.Struct, kw_only=True):
 _INT64 = range(-(2**63), 2**63)
 
 
+# msgspec types whose decoded value is never an ``int`` (a ``bool`` is not checked either)
+_NOT_INT = (
+    msgspec.inspect.StrType, msgspec.inspect.FloatType, msgspec.inspect.BoolType,
+    msgspec.inspect.UUIDType, msgspec.inspect.DictType, msgspec.inspect.ListType,
+    msgspec.inspect.NoneType, msgspec.inspect.StructType,
+)
+
+
+@functools.cache
+def _int_fields(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The fields of *cls* that can hold an ``int``, in declaration order (checked per item
+    of every ingest batch, so the others are skipped)."""
+    names = []
+    for field in msgspec.inspect.type_info(cls).fields:  # type: ignore[attr-defined]
+        kinds = getattr(field.type, "types", (field.type,))
+        if not all(isinstance(kind, _NOT_INT) for kind in kinds):
+            names.append(field.name)
+    return tuple(names)
+
+
 def _check_int64(obj: msgspec.Struct, prefix: str = "$") -> None:
     """Reject integer fields that SQLite cannot store, naming the field like msgspec does."""
-    for name in obj.__struct_fields__:
+    for name in _int_fields(type(obj)):
         value = getattr(obj, name)
         if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
             raise msgspec.ValidationError(f"Expected `int` within 64 bits - at `{prefix}.{name}`")
@@ -226,8 +247,13 @@ def _typed_ingest(body: bytes) -> IngestRequest | None:
     """The ingest body when every item is valid, else ``None`` (then each item is checked)."""
     try:
         typed: IngestRequest = decoder(IngestRequest).decode(body)
-        for item in (*typed.traces, *typed.feedback):
-            _check_int64(item)
+        for items, names in ((typed.traces, _int_fields(TraceRequest)),
+                             (typed.feedback, _int_fields(FeedbackRequest))):
+            for item in items:  # `_check_int64` inlined: it runs for every item of a batch
+                for name in names:
+                    value = getattr(item, name)
+                    if type(value) is int and value not in _INT64:  # decoded: never a subclass
+                        _check_int64(item)  # raises, naming the field
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     return typed

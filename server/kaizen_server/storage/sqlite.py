@@ -1506,14 +1506,16 @@ class Store:
         with self._write() as conn:
             tasks = _BatchTasks(self, conn)
             trace_rows: list[tuple[Any, ...]] = []
-            for req in traces:
+            trace_ids = _id_texts([req.id for req in traces])
+            for req, trace_id in zip(traces, trace_ids, strict=True):
                 task_id = tasks.resolve(req, "trace", "traces", errors)
                 if task_id is None:
                     continue
                 if tasks.rollout_running(task_id):
                     self._add_trace(conn, req)
                 else:
-                    trace_rows.append(self._trace_row(conn, tasks, task_id, req, now))
+                    trace_rows.append(
+                        self._trace_row(conn, tasks, task_id, req, now, trace_id or uuid7()))
             conn.executemany(
                 "INSERT INTO traces (id, task_id, prompt_text, response_text, model, tokens,"
                 " latency_ms, prompt_version_id, parent_trace_id, metadata, created_at, arm,"
@@ -1526,7 +1528,8 @@ class Store:
             trace_keys = [_feedback_trace(fb) for fb in feedback]
             # traces scored before their call's own entry arrived (one indexed query a batch)
             scored_early = _scored_traces(conn, [k for k in trace_keys if k is not None])
-            for fb, trace_key in zip(feedback, trace_keys, strict=True):
+            feedback_ids = _id_texts([fb.id for fb in feedback])
+            for fb, trace_key, fid in zip(feedback, trace_keys, feedback_ids, strict=True):
                 task_id = tasks.resolve(fb, "feedback", "feedback", errors)
                 if task_id is None:
                     continue
@@ -1534,7 +1537,7 @@ class Store:
                     self._add_feedback(conn, fb, new_jobs)
                     continue
                 comment, correction = _critique(fb.comment, fb.correction, fb.output)
-                fid = str(fb.id or uuid7())
+                fid = fid or uuid7()
                 rows = plain.setdefault(task_id, {})
                 if fid not in rows:  # twice in one batch: stored once
                     rows[fid] = ((
@@ -1564,9 +1567,10 @@ class Store:
 
     def _trace_row(
         self, conn: sqlite3.Connection, tasks: _BatchTasks, task_id: str, req: TraceRequest,
-        now: str,
+        now: str, trace_id: str,
     ) -> tuple[Any, ...]:
-        """The ``traces`` row of *req*, linking it to a prompt version as `_add_trace` does."""
+        """The ``traces`` row of *req* (stored as *trace_id*), linking it to a prompt version
+        as `_add_trace` does."""
         version_id = None if req.prompt_version_id is None else str(req.prompt_version_id)
         if req.prompt_text is not None:
             active = tasks.active_prompt(task_id)
@@ -1584,7 +1588,7 @@ class Store:
         if prompt_text is None and version_id is not None:  # named by id: its text
             prompt_text = tasks.version_text(task_id, version_id)
         return (
-            str(req.id or uuid7()), task_id, prompt_text, req.response_text, req.model,
+            trace_id, task_id, prompt_text, req.response_text, req.model,
             req.tokens, req.latency_ms, version_id,
             None if req.parent_trace_id is None else str(req.parent_trace_id),
             _json(req.metadata), now, req.arm, None if req.error is None else int(req.error),
@@ -2956,6 +2960,15 @@ def _version_text(conn: sqlite3.Connection, task_id: str, version_id: str) -> st
         "SELECT prompt_text FROM prompts WHERE id = ? AND task_id = ?", (version_id, task_id)
     ).fetchone()
     return None if row is None else str(row["prompt_text"])
+
+
+_ID_TEXTS = msgspec.json.Decoder(list[str | None])
+
+
+def _id_texts(ids: list[uuid.UUID | None]) -> list[str | None]:
+    """*ids* as their canonical text (``str(id)``), ``None`` kept: one encoding pass for a
+    whole batch instead of `uuid.UUID.__str__` per id."""
+    return _ID_TEXTS.decode(msgspec.json.encode(ids))
 
 
 def _feedback_trace(req: FeedbackRequest) -> str | None:
