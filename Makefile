@@ -50,7 +50,7 @@ postgres:
 		(apt-get update && apt-get install -y postgresql) || \
 		(echo "make: PostgreSQL is needed by the tests: run 'sudo apt-get install -y postgresql'" >&2; exit 1)
 
-# One worker more than there are cores (tests/conftest.py): the suite is mostly waiting on
+# Two workers more than there are cores (tests/conftest.py): the suite is mostly waiting on
 # loopback servers and subprocesses.
 pytest: $(TEST_STAMP) browser postgres
 	$(BIN)/pytest -n auto

@@ -46,7 +46,7 @@ LIST_RESPONSES: list[Any] = [
 DECODE_TARGETS: list[Any] = [*STRUCTS, *LIST_RESPONSES]
 
 PROFILE = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 _json_scalars = (
