@@ -125,3 +125,38 @@ def test_copy_refuses_a_target_with_other_data(tmp_path: Path, pg_url: str) -> N
     other.close()
     with pytest.raises(CopyError, match="holds 1 task"):
         copy_database(source, pg_url)
+
+
+def test_copy_of_a_hundred_thousand_traces_is_exact_per_table_and_resumes(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """The issue's size: 100,000 traces (and 50,000 feedback entries) into PostgreSQL,
+    interrupted after 40,000 traces, then finished by a second run: exact counts per table,
+    nothing copied twice, and a third run copies nothing."""
+    source = str(tmp_path / "big.db")
+    store = open_store(source)
+    try:
+        for start in range(0, 100_000, 5000):
+            traces = [TraceRequest(id=uuid.uuid4(), task_id=f"big-{i % 4}", response_text="r",
+                                   tokens=i) for i in range(start, start + 5000)]
+            feedback = [FeedbackRequest(task_id=f"big-{i % 4}", output="o", score=0.5)
+                        for i in range(start, start + 2500)]
+            store.ingest(traces, feedback)
+    finally:
+        store.close()
+    team = pg_cluster.empty_database()
+    try:
+        def stop_at_40k(table: TableCopy) -> None:
+            if table.table == "traces" and table.copied >= 40_000:
+                raise _Stop
+
+        with pytest.raises(_Stop):
+            copy_database(source, team, batch=5000, progress=stop_at_40k)
+        finished = {t.table: t for t in copy_database(source, team, batch=5000)}
+        assert finished["traces"].copied == 60_000  # resumed where the first run stopped
+        assert {t: (f.source, f.target) for t, f in finished.items()} == {
+            t: (f.source, f.source) for t, f in finished.items()}
+        assert (finished["traces"].target, finished["feedback"].target) == (100_000, 50_000)
+        assert sum(t.copied for t in copy_database(source, team)) == 0
+    finally:
+        pg_cluster.drop(team)
