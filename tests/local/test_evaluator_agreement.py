@@ -8,13 +8,13 @@ agreement 0.65 x 0.6 + 0.35 x 0.4 = 0.53; Cohen's kappa (0.75 - 0.53) / (1 - 0.5
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from polling import poll
 
 from kaizen_sdk.cli import main
 from kaizen_server import LocalServer
@@ -35,15 +35,9 @@ def test_agreement_by_hand_on_a_fixed_set() -> None:
     assert rules.agreement([(0.6, 0.6)] * 50, 0.7)["kappa"] == 1.0
 
 
+
 def _poll(what: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not done after {timeout} s: {value!r}")
-        time.sleep(0.02)
+    return poll(what, done, timeout, step=0.02)
 
 
 def _kaizen(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from llm_standin import LLMStandIn, shout
+from polling import poll
 
 from kaizen_sdk import AsyncCTClient, CTClient
 from kaizen_sdk.errors import CTNotFoundError, CTValidationError
@@ -25,15 +26,9 @@ JUDGE = "judge-standin"
 PRICES = {JUDGE: (1.0, 1.0)}  # dollars per million tokens, in and out
 
 
+
 def _poll(what: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not done after {timeout} s: {value!r}")
-        time.sleep(0.02)
+    return poll(what, done, timeout, step=0.02)
 
 
 def _judged(client: httpx.Client, task: str, name: str) -> list[dict[str, Any]]:

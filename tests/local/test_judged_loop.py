@@ -10,13 +10,13 @@ sends a score.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from llm_standin import LLMStandIn
+from polling import poll
 
 import kaizen_sdk as ct
 from kaizen_sdk import CTClient
@@ -28,15 +28,9 @@ pytestmark = pytest.mark.e2e
 JUDGE = "judge-standin"
 
 
+
 def _poll(what: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not done after {timeout} s: {value!r}")
-        time.sleep(0.05)
+    return poll(what, done, timeout, step=0.05)
 
 
 def _rollout(admin: CTClient) -> ct.Rollout | None:
