@@ -5,8 +5,8 @@ loopback port, fsync off for both contenders) serves both, side by side, round a
 
 - **HTTP ingest**: ``POST /api/v1/ingest`` of 128 trace + 128 feedback records per request
   over one keep-alive connection to a `LocalServer` (its own process) on a fresh database
-  (``--db postgresql://...``); the store writes each batch in one transaction with one
-  pipelined ``executemany`` per table.
+  (``--db postgresql://...``); the store writes each batch in one transaction, its rows
+  through ``COPY`` (`kaizen_server.storage.postgres.PgConnection.executemany`).
 - **Raw psycopg**: the rows the server stored, read back from its database and
   ``executemany``-inserted into the same schema (made by the store), one transaction per
   batch, foreign keys checked (the rows' tasks are made first, untimed), as in bench_server.

@@ -109,3 +109,35 @@ def test_each_thread_keeps_one_connection_until_it_releases_it(pg: PostgresStore
     assert seen and seen[0] is not first
     pg.release_thread()
     assert pg._conn() is not first
+
+
+def test_a_large_batch_goes_through_copy_with_the_same_meaning(pg: PostgresStore) -> None:
+    """Batches of COPY_MIN_ROWS or more are copied: duplicates (stored before, or twice in
+    the batch) are stored once, the order of the batch is the order of seq, and a bad value
+    keeps nothing of the batch."""
+    import uuid
+
+    from kaizen_server.storage.postgres import COPY_MIN_ROWS
+
+    ids = [uuid.uuid4() for _ in range(COPY_MIN_ROWS * 2)]
+    pg.ingest([TraceRequest(id=ids[0], task_id="big", response_text="first")], [])
+    batch = [TraceRequest(id=i, task_id="big", response_text=str(n)) for n, i in enumerate(ids)]
+    batch.append(TraceRequest(id=ids[5], task_id="big", response_text="again"))
+    feedback = [FeedbackRequest(task_id="big", output=n, score=0.5) for n in range(COPY_MIN_ROWS)]
+    accepted, errors, _jobs = pg.ingest(batch, feedback)
+    assert (accepted, errors) == (len(batch) + len(feedback), [])
+    staging = pg._conn().execute("SELECT to_regclass('pg_temp.kaizen_copy_traces') AS t")
+    assert staging.fetchone()["t"] is not None  # the traces went through COPY
+    stored = pg.list_traces("big", 1000).items
+    assert [t.response_text for t in stored] == [str(n) for n in range(len(ids) - 1, 0, -1)] + [
+        "first"]  # newest first: seq follows the batch; ids[0] and ids[5] stored once
+    assert [e.output for e in pg.list_feedback("big", 1000).items] == list(
+        range(COPY_MIN_ROWS - 1, -1, -1))
+    assert pg.get_task("big").feedback_count == COPY_MIN_ROWS
+    bad = [TraceRequest(task_id="big", response_text="x\x00" if n == 7 else "ok")
+           for n in range(COPY_MIN_ROWS)]
+    with pytest.raises(Invalid, match="NUL"):
+        pg.ingest(bad, [])
+    assert len(pg.list_traces("big", 1000).items) == len(ids)  # nothing of the bad batch
+    pg.ingest(batch, feedback[:0])  # the same batch again in a new transaction: all known
+    assert len(pg.list_traces("big", 1000).items) == len(ids)

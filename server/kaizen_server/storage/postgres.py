@@ -8,8 +8,10 @@ changes where its connections come from and nothing of what it decides. The seam
   turns it into PostgreSQL's once per distinct string (cached): ``%s`` placeholders, and the
   few SQLite spellings the store uses rewritten (``INSERT OR IGNORE`` → ``ON CONFLICT DO
   NOTHING``, ``INDEXED BY`` dropped, ``json_extract`` → ``->>``, two-argument ``MAX`` →
-  ``GREATEST``). ``executemany`` runs in a libpq pipeline (psycopg does this itself), so a
-  batch costs one round trip per statement kind, inside the batch's one transaction.
+  ``GREATEST``). ``executemany`` of a batch insert inside a write goes through ``COPY``
+  (with an ``ON CONFLICT`` clause: ``COPY`` into a temporary table, then one ``INSERT ...
+  SELECT``), anything else runs in a libpq pipeline; either way inside the batch's one
+  transaction.
 - rows give name and index access, as ``sqlite3.Row`` does; ``numeric`` results (``SUM`` of
   integers) come back as ``int``/``float``, as SQLite gives them.
 - a write is ``BEGIN`` plus a transaction-scoped advisory lock: writers take turns across
@@ -31,6 +33,7 @@ import logging
 import re
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -46,6 +49,7 @@ from kaizen_server.storage.migrations import Step
 from kaizen_server.storage.sqlite import Store
 
 __all__ = [
+    "COPY_MIN_ROWS",
     "DEFAULT_MAX_CONNECTIONS",
     "DatabaseUnreachable",
     "PgConnection",
@@ -113,6 +117,13 @@ _OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
 _INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.I)
 _JSON_EXTRACT = re.compile(r"\bjson_extract\(\s*(\w+)\s*,\s*'\$\.(\w+)'\s*\)", re.I)
 _MAX2 = re.compile(r"\bMAX\(\s*([\w.]+)\s*,\s*([\w.]+)\s*\)", re.I)
+_INSERT = re.compile(
+    r"^\s*INSERT\s+INTO\s+(?P<table>\w+)\s*\((?P<columns>[\w\s,]+)\)\s*VALUES\s*"
+    r"\((?:\s*\?\s*,)*\s*\?\s*\)\s*(?P<conflict>ON\s+CONFLICT\b.*)?$", re.I | re.S)
+_STAGING: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+"""The temporary staging tables each connection has made (they live as long as it)."""
+COPY_MIN_ROWS = 32
+"""Batch inserts of at least this many rows (inside a write) go through ``COPY``."""
 _CACHE: dict[str, str] = {}
 _CACHE_MAX = 4096
 
@@ -225,15 +236,49 @@ class PgConnection:
         return cursor
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
-        """Run *sql* once per row of *rows*, pipelined (one round trip for the batch)."""
+        """Run *sql* once per row of *rows*: a batch insert of `COPY_MIN_ROWS` rows or more
+        inside a transaction goes through ``COPY`` (see `_copy_insert`), anything else is
+        pipelined (one round trip for the batch)."""
         cursor = self.raw.cursor()
         rows = list(rows)
-        if rows:
-            try:
-                cursor.executemany(translate(sql), rows)
-            except psycopg.DataError as exc:
-                raise _mapped(exc) or exc from None
+        if not rows:
+            return cursor
+        insert = _INSERT.match(sql) if len(rows) >= COPY_MIN_ROWS else None
+        try:
+            if insert is not None and self.in_transaction:
+                return self._copy_insert(cursor, insert, rows)
+            cursor.executemany(translate(sql), rows)
+        except psycopg.DataError as exc:
+            raise _mapped(exc) or exc from None
         return cursor
+
+    def _copy_insert(self, cursor: psycopg.Cursor[Any], insert: re.Match[str],
+                     rows: list[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        """``INSERT INTO t (cols) VALUES (?, ...) [ON CONFLICT ...]`` of many rows, as
+        PostgreSQL's fastest path: ``COPY`` straight into *t* without a conflict clause; with
+        one, ``COPY`` into a temporary table (kept per connection, emptied at commit) and one
+        ``INSERT ... SELECT ... ORDER BY`` the rows' order, with the same clause. Same rows,
+        same order of ``seq``, same ``rowcount`` as the statement run once per row."""
+        table, columns, conflict = insert["table"], insert["columns"], insert["conflict"]
+        if not conflict:
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return cursor
+        staging = f"kaizen_copy_{table}"
+        made = _STAGING.setdefault(self.raw, set())
+        if staging not in made:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS"
+                f" SELECT 0::bigint AS kaizen_n, {columns} FROM {table} WITH NO DATA")
+            made.add(staging)
+        with cursor.copy(f"COPY {staging} (kaizen_n, {columns}) FROM STDIN") as copy:
+            for n, row in enumerate(rows):
+                copy.write_row((n, *row))
+        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}"
+                       f" ORDER BY kaizen_n {translate(conflict)}")
+        self.raw.execute(f"DELETE FROM {staging}")  # for a second batch in this transaction
+        return cursor  # its rowcount: the rows inserted
 
     @property
     def in_transaction(self) -> bool:
