@@ -141,3 +141,18 @@ def test_a_large_batch_goes_through_copy_with_the_same_meaning(pg: PostgresStore
     assert len(pg.list_traces("big", 1000).items) == len(ids)  # nothing of the bad batch
     pg.ingest(batch, feedback[:0])  # the same batch again in a new transaction: all known
     assert len(pg.list_traces("big", 1000).items) == len(ids)
+
+
+def test_a_failed_first_copy_leaves_the_next_batch_working(pg: PostgresStore) -> None:
+    """The staging table made by a batch that rolled back is gone: the next batch makes it."""
+    from kaizen_server.storage.postgres import COPY_MIN_ROWS
+
+    pg.create_task(TaskCreateRequest(name="first"))
+    with pytest.raises(Invalid):
+        pg.ingest([TraceRequest(task_id="first", response_text="\x00" if n == 3 else "ok")
+                   for n in range(COPY_MIN_ROWS)], [])
+    accepted, errors, _jobs = pg.ingest(
+        [TraceRequest(task_id="first", response_text="ok") for _ in range(COPY_MIN_ROWS)], [])
+    assert (accepted, errors) == (COPY_MIN_ROWS, [])
+    assert len(pg.list_traces("first", 1000).items) == COPY_MIN_ROWS
+

@@ -440,6 +440,7 @@ class PostgresStore(Store):
                 if not conn.raw.broken and conn.in_transaction:
                     with contextlib.suppress(psycopg.Error):
                         conn.raw.execute("ROLLBACK")
+                _STAGING.pop(conn.raw, None)  # staging tables made in it are gone too
                 mapped = _mapped(exc)
                 if mapped is not None:
                     raise mapped from None
