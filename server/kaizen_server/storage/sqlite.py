@@ -1545,10 +1545,18 @@ class Store:
                         _json(fb.metadata), now, comment, _json(correction), trace_key,
                         _text(_given(fb.prompt_version_id)), _given(fb.arm),
                     ), fb.score is not None)
+            # One query a batch: the newest feedback key before the inserts below, and whether
+            # scores wait for their traces (held by `apply_scores` under this same lock, so
+            # none can be held for these traces after this write).
+            state = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) AS s,"
+                " CASE WHEN EXISTS (SELECT 1 FROM held_scores) THEN 1 ELSE 0 END AS held"
+                " FROM feedback"
+            ).fetchone()
+            before, held = int(state["s"]), bool(state["held"])
             for task_id, rows in plain.items():
                 # an id stored before is not inserted again; what was inserted is what has a
-                # higher key than the newest before (the write lock is ours)
-                before = self._max_seq(conn, "feedback")
+                # higher key than the newest before (the write lock is ours), for this task
                 conn.executemany(
                     "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
                     " created_at, comment, correction, trace_id, prompt_version_id, arm)"
@@ -1556,12 +1564,13 @@ class Store:
                     [row for row, _scored in rows.values()],
                 )
                 added = conn.execute(
-                    "SELECT COUNT(*) AS n, COUNT(score) AS scored FROM feedback WHERE seq > ?",
-                    (before,),
+                    "SELECT COUNT(*) AS n, COUNT(score) AS scored FROM feedback"
+                    " WHERE seq > ? AND task_id = ?",
+                    (before, task_id),
                 ).fetchone()
                 self._count_feedback(conn, task_id, added["n"], added["scored"], new_jobs)
         # scores that arrived before these traces (held by `apply_scores`)
-        if self._conn().execute("SELECT 1 FROM held_scores LIMIT 1").fetchone() is not None:
+        if held:
             self.apply_held_scores([str(t.id) for t in traces if t.id is not None], new_jobs)
         return len(traces) + len(feedback) - len(errors), errors, new_jobs
 
@@ -1609,14 +1618,12 @@ class Store:
             return
         # Scored entries only make a threshold job worth running (see _maybe_trigger); counted
         # first, so the entry that crosses the threshold finds them.
-        conn.execute(
-            "UPDATE tasks SET scored_since_job = scored_since_job + ? WHERE id = ?",
-            (scored, task_id),
-        )
+        # one round trip each (PostgreSQL): the scored count with the values the rest needs,
+        # and the feedback count with the task row `_maybe_trigger` reads
         row = conn.execute(
-            "SELECT feedback_since_optimization AS since, feedback_threshold AS threshold"
-            " FROM tasks WHERE id = ?",
-            (task_id,),
+            "UPDATE tasks SET scored_since_job = scored_since_job + ? WHERE id = ?"
+            " RETURNING feedback_since_optimization AS since, feedback_threshold AS threshold",
+            (scored, task_id),
         ).fetchone()
         first = added
         if row["since"] + added >= row["threshold"]:
@@ -1625,11 +1632,13 @@ class Store:
             "UPDATE tasks SET feedback_count = feedback_count + ?,"
             " feedback_since_optimization = feedback_since_optimization + ? WHERE id = ?"
         )
-        conn.execute(update, (first, first, task_id))
         if first < added or row["since"] + first >= row["threshold"]:
-            job_id = self._maybe_trigger(conn, task_id)
+            task = conn.execute(update + " RETURNING *", (first, first, task_id)).fetchone()
+            job_id = self._maybe_trigger(conn, task_id, task)
             if job_id is not None:
                 new_jobs.append(job_id)
+        else:
+            conn.execute(update, (first, first, task_id))
         if added > first:
             conn.execute(update, (added - first, added - first, task_id))
 
@@ -1678,9 +1687,13 @@ class Store:
         )
         return job_id
 
-    def _maybe_trigger(self, conn: sqlite3.Connection, task_id: str) -> str | None:
-        """Insert the task's threshold job when `decisions.threshold_job` says it starts."""
-        task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    def _maybe_trigger(
+        self, conn: sqlite3.Connection, task_id: str, task: sqlite3.Row | None = None
+    ) -> str | None:
+        """Insert the task's threshold job when `decisions.threshold_job` says it starts
+        (*task*: the task's row as it stands now, when the caller has it)."""
+        if task is None:
+            task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if not decisions.threshold_due(new_feedback=task["feedback_since_optimization"],
                                        threshold=task["feedback_threshold"],
                                        scored_since_job=task["scored_since_job"]):
