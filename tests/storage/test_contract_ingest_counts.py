@@ -17,9 +17,11 @@ from kaizen_server.storage.postgres import PostgresStore
 pytestmark = pytest.mark.unit
 
 
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "sqlite-before-3.35"])
 def test_a_batch_over_two_tasks_counts_each_and_starts_the_job_at_the_crossing_entry(
-    store: StorageInterface,
+    store: StorageInterface, returning: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(store, "update_returning", returning)  # both ways on each backend
     store.create_task(TaskCreateRequest(name="a", feedback_threshold=5))
     store.create_task(TaskCreateRequest(name="b", feedback_threshold=10**6))
     stored = uuid.uuid4()

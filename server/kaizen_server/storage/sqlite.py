@@ -276,6 +276,10 @@ class Store:
         store.close()
     """
 
+    update_returning = sqlite3.sqlite_version_info >= (3, 35, 0)
+    """Whether the database takes ``UPDATE ... RETURNING`` (SQLite 3.35+; PostgreSQL does),
+    which saves a round trip where a write reads what it changed."""
+
     def __init__(self, path: str, *, migrate: bool = True) -> None:
         """Open (creating) the database at *path* and run its pending schema steps; with
         *migrate* false, raise `SchemaOutdated` instead when any are pending."""
@@ -1620,11 +1624,17 @@ class Store:
         # first, so the entry that crosses the threshold finds them.
         # one round trip each (PostgreSQL): the scored count with the values the rest needs,
         # and the feedback count with the task row `_maybe_trigger` reads
-        row = conn.execute(
-            "UPDATE tasks SET scored_since_job = scored_since_job + ? WHERE id = ?"
-            " RETURNING feedback_since_optimization AS since, feedback_threshold AS threshold",
-            (scored, task_id),
-        ).fetchone()
+        scored_sql = "UPDATE tasks SET scored_since_job = scored_since_job + ? WHERE id = ?"
+        counts_sql = ("SELECT feedback_since_optimization AS since,"
+                      " feedback_threshold AS threshold FROM tasks WHERE id = ?")
+        if self.update_returning:
+            row = conn.execute(
+                scored_sql + " RETURNING feedback_since_optimization AS since,"
+                " feedback_threshold AS threshold", (scored, task_id),
+            ).fetchone()
+        else:
+            conn.execute(scored_sql, (scored, task_id))
+            row = conn.execute(counts_sql, (task_id,)).fetchone()
         first = added
         if row["since"] + added >= row["threshold"]:
             first = min(added, max(row["threshold"] - row["since"], 1))
@@ -1633,7 +1643,11 @@ class Store:
             " feedback_since_optimization = feedback_since_optimization + ? WHERE id = ?"
         )
         if first < added or row["since"] + first >= row["threshold"]:
-            task = conn.execute(update + " RETURNING *", (first, first, task_id)).fetchone()
+            task = None
+            if self.update_returning:
+                task = conn.execute(update + " RETURNING *", (first, first, task_id)).fetchone()
+            else:
+                conn.execute(update, (first, first, task_id))
             job_id = self._maybe_trigger(conn, task_id, task)
             if job_id is not None:
                 new_jobs.append(job_id)
