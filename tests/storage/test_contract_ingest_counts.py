@@ -59,6 +59,19 @@ def test_a_score_held_for_a_trace_is_applied_when_a_batch_brings_it(
     assert store.get_task("h").feedback_count == 2
 
 
+def test_batch_traces_link_to_the_active_version_by_its_text(store: StorageInterface) -> None:
+    store.create_task(TaskCreateRequest(name="v", feedback_threshold=10**6))
+    first = store.ingest([TraceRequest(task_id="v", prompt_text="P", prompt_is_default=True,
+                                       response_text="a")], [])
+    assert first == (1, [], [])
+    store.ingest([TraceRequest(task_id="v", prompt_text="P", response_text="b"),
+                  TraceRequest(task_id="v", prompt_text="other", response_text="c")], [])
+    active = store.active_prompt("v")
+    assert active.id is not None and active.version_number == 1
+    linked = {t.response_text: t.prompt_version_id for t in store.list_traces("v", 10).items}
+    assert linked == {"a": active.id, "b": active.id, "c": None}
+
+
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every statement psycopg sends (one round trip each; ``executemany`` is pipelined)."""
@@ -87,7 +100,8 @@ def test_a_postgres_batch_of_one_task_takes_10_or_12_round_trips(
         store.create_task(TaskCreateRequest(name="job", feedback_threshold=5))
 
         def batch(task: str) -> tuple[list[TraceRequest], list[FeedbackRequest]]:
-            return ([TraceRequest(task_id=task, response_text=str(i)) for i in range(20)],
+            return ([TraceRequest(task_id=task, prompt_text="p", response_text=str(i))
+                     for i in range(20)],
                     [FeedbackRequest(task_id=task, output=str(i), score=0.5)
                      for i in range(20)])
 

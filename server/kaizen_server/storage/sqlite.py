@@ -2961,11 +2961,23 @@ class _BatchTasks:
         return self._versions[task_id]
 
     def rollout_running(self, task_id: str) -> bool:
-        """True when the task has a running rollout (its records take the single path)."""
+        """True when the task has a running rollout (its records take the single path).
+
+        The same query reads the task's active version (one round trip, not two): without
+        a running rollout nothing in the batch changes it before `active_prompt` asks, and
+        with one the task's traces take the single path and never ask."""
         if task_id not in self._rollouts:
-            self._rollouts[task_id] = self._conn.execute(
-                "SELECT 1 FROM rollouts WHERE task_id = ? AND state = 'running'", (task_id,)
-            ).fetchone() is not None
+            row = self._conn.execute(
+                "SELECT p.id AS id, p.prompt_text AS prompt_text, (SELECT COUNT(*) FROM"
+                " rollouts WHERE task_id = ? AND state = 'running') AS running"
+                " FROM (SELECT 1 AS one) AS x"
+                " LEFT JOIN prompts p ON p.task_id = ? AND p.status = 'active'",
+                (task_id, task_id),
+            ).fetchone()
+            self._rollouts[task_id] = row["running"] > 0
+            if task_id not in self._active:
+                self._active[task_id] = (
+                    None if row["id"] is None else (row["id"], row["prompt_text"]))
         return self._rollouts[task_id]
 
     def version_text(self, task_id: str, version_id: str) -> str | None:
