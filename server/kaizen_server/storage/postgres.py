@@ -357,6 +357,8 @@ class PostgresStore(Store):
         store.close()
     """
 
+    update_returning = True
+
     def __init__(self, url: str, *, migrate: bool = True,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         """Connect (raising `DatabaseUnreachable` when the server cannot be reached) and run

@@ -276,6 +276,10 @@ class Store:
         store.close()
     """
 
+    update_returning = sqlite3.sqlite_version_info >= (3, 35, 0)
+    """Whether the database takes ``UPDATE ... RETURNING`` (SQLite 3.35+; PostgreSQL does),
+    which saves a round trip where a write reads what it changed."""
+
     def __init__(self, path: str, *, migrate: bool = True) -> None:
         """Open (creating) the database at *path* and run its pending schema steps; with
         *migrate* false, raise `SchemaOutdated` instead when any are pending."""
@@ -1545,10 +1549,18 @@ class Store:
                         _json(fb.metadata), now, comment, _json(correction), trace_key,
                         _text(_given(fb.prompt_version_id)), _given(fb.arm),
                     ), fb.score is not None)
+            # One query a batch: the newest feedback key before the inserts below, and whether
+            # scores wait for their traces (held by `apply_scores` under this same lock, so
+            # none can be held for these traces after this write).
+            state = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) AS s,"
+                " CASE WHEN EXISTS (SELECT 1 FROM held_scores) THEN 1 ELSE 0 END AS held"
+                " FROM feedback"
+            ).fetchone()
+            before, held = int(state["s"]), bool(state["held"])
             for task_id, rows in plain.items():
                 # an id stored before is not inserted again; what was inserted is what has a
-                # higher key than the newest before (the write lock is ours)
-                before = self._max_seq(conn, "feedback")
+                # higher key than the newest before (the write lock is ours), for this task
                 conn.executemany(
                     "INSERT INTO feedback (id, task_id, inputs, output, score, source, metadata,"
                     " created_at, comment, correction, trace_id, prompt_version_id, arm)"
@@ -1556,12 +1568,13 @@ class Store:
                     [row for row, _scored in rows.values()],
                 )
                 added = conn.execute(
-                    "SELECT COUNT(*) AS n, COUNT(score) AS scored FROM feedback WHERE seq > ?",
-                    (before,),
+                    "SELECT COUNT(*) AS n, COUNT(score) AS scored FROM feedback"
+                    " WHERE seq > ? AND task_id = ?",
+                    (before, task_id),
                 ).fetchone()
                 self._count_feedback(conn, task_id, added["n"], added["scored"], new_jobs)
         # scores that arrived before these traces (held by `apply_scores`)
-        if self._conn().execute("SELECT 1 FROM held_scores LIMIT 1").fetchone() is not None:
+        if held:
             self.apply_held_scores([str(t.id) for t in traces if t.id is not None], new_jobs)
         return len(traces) + len(feedback) - len(errors), errors, new_jobs
 
@@ -1609,15 +1622,19 @@ class Store:
             return
         # Scored entries only make a threshold job worth running (see _maybe_trigger); counted
         # first, so the entry that crosses the threshold finds them.
-        conn.execute(
-            "UPDATE tasks SET scored_since_job = scored_since_job + ? WHERE id = ?",
-            (scored, task_id),
-        )
-        row = conn.execute(
-            "SELECT feedback_since_optimization AS since, feedback_threshold AS threshold"
-            " FROM tasks WHERE id = ?",
-            (task_id,),
-        ).fetchone()
+        # one round trip each (PostgreSQL): the scored count with the values the rest needs,
+        # and the feedback count with the task row `_maybe_trigger` reads
+        scored_sql = "UPDATE tasks SET scored_since_job = scored_since_job + ? WHERE id = ?"
+        counts_sql = ("SELECT feedback_since_optimization AS since,"
+                      " feedback_threshold AS threshold FROM tasks WHERE id = ?")
+        if self.update_returning:
+            row = conn.execute(
+                scored_sql + " RETURNING feedback_since_optimization AS since,"
+                " feedback_threshold AS threshold", (scored, task_id),
+            ).fetchone()
+        else:
+            conn.execute(scored_sql, (scored, task_id))
+            row = conn.execute(counts_sql, (task_id,)).fetchone()
         first = added
         if row["since"] + added >= row["threshold"]:
             first = min(added, max(row["threshold"] - row["since"], 1))
@@ -1625,11 +1642,17 @@ class Store:
             "UPDATE tasks SET feedback_count = feedback_count + ?,"
             " feedback_since_optimization = feedback_since_optimization + ? WHERE id = ?"
         )
-        conn.execute(update, (first, first, task_id))
         if first < added or row["since"] + first >= row["threshold"]:
-            job_id = self._maybe_trigger(conn, task_id)
+            task = None
+            if self.update_returning:
+                task = conn.execute(update + " RETURNING *", (first, first, task_id)).fetchone()
+            else:
+                conn.execute(update, (first, first, task_id))
+            job_id = self._maybe_trigger(conn, task_id, task)
             if job_id is not None:
                 new_jobs.append(job_id)
+        else:
+            conn.execute(update, (first, first, task_id))
         if added > first:
             conn.execute(update, (added - first, added - first, task_id))
 
@@ -1678,9 +1701,13 @@ class Store:
         )
         return job_id
 
-    def _maybe_trigger(self, conn: sqlite3.Connection, task_id: str) -> str | None:
-        """Insert the task's threshold job when `decisions.threshold_job` says it starts."""
-        task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    def _maybe_trigger(
+        self, conn: sqlite3.Connection, task_id: str, task: sqlite3.Row | None = None
+    ) -> str | None:
+        """Insert the task's threshold job when `decisions.threshold_job` says it starts
+        (*task*: the task's row as it stands now, when the caller has it)."""
+        if task is None:
+            task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if not decisions.threshold_due(new_feedback=task["feedback_since_optimization"],
                                        threshold=task["feedback_threshold"],
                                        scored_since_job=task["scored_since_job"]):
@@ -2934,11 +2961,23 @@ class _BatchTasks:
         return self._versions[task_id]
 
     def rollout_running(self, task_id: str) -> bool:
-        """True when the task has a running rollout (its records take the single path)."""
+        """True when the task has a running rollout (its records take the single path).
+
+        The same query reads the task's active version (one round trip, not two): without
+        a running rollout nothing in the batch changes it before `active_prompt` asks, and
+        with one the task's traces take the single path and never ask."""
         if task_id not in self._rollouts:
-            self._rollouts[task_id] = self._conn.execute(
-                "SELECT 1 FROM rollouts WHERE task_id = ? AND state = 'running'", (task_id,)
-            ).fetchone() is not None
+            row = self._conn.execute(
+                "SELECT p.id AS id, p.prompt_text AS prompt_text, (SELECT COUNT(*) FROM"
+                " rollouts WHERE task_id = ? AND state = 'running') AS running"
+                " FROM (SELECT 1 AS one) AS x"
+                " LEFT JOIN prompts p ON p.task_id = ? AND p.status = 'active'",
+                (task_id, task_id),
+            ).fetchone()
+            self._rollouts[task_id] = row["running"] > 0
+            if task_id not in self._active:
+                self._active[task_id] = (
+                    None if row["id"] is None else (row["id"], row["prompt_text"]))
         return self._rollouts[task_id]
 
     def version_text(self, task_id: str, version_id: str) -> str | None:
