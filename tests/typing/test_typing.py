@@ -11,7 +11,6 @@ does, is allowed.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import shutil
