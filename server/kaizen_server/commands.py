@@ -147,11 +147,11 @@ def _serve_workers(args: argparse.Namespace) -> int:
     from kaizen_server.http.server import DEV_API_KEY
     from kaizen_server.http.workers import Supervisor, child_environment
     from kaizen_server.settings import KAIZEN_API_KEY, KAIZEN_DATABASE_URL
-    from kaizen_server.storage import describe_database, is_postgres_url, open_store
+    from kaizen_server.storage import open_store
     from kaizen_server.storage.sqlite_schema import SchemaError
 
     database = _database(args)
-    shown_db = describe_database(database)
+    shown_db = _shown(database)
     key = args.api_key or os.environ.get(KAIZEN_API_KEY) or DEV_API_KEY
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     try:
@@ -168,12 +168,8 @@ def _serve_workers(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         try:  # the schema steps run once, here, before the children open the database
             open_store(database, migrate=args.migrate).close()
-        except (sqlite3.Error, SchemaError, RuntimeError) as exc:
+        except _database_errors(SchemaError, RuntimeError) as exc:
             print(f"kaizen serve: cannot open the database {shown_db}: {exc}", file=sys.stderr)
-            return 1
-        except Exception as exc:  # a driver's error (PostgreSQL unreachable, bad password)
-            print(f"kaizen serve: cannot open the database {shown_db}:"
-                  f" {type(exc).__name__}", file=sys.stderr)
             return 1
         given = {k: v for k, v in vars(args).items() if k not in _NOT_FOR_CHILDREN}
         command = [sys.executable, "-m", "kaizen_sdk.cli", "serve", "--worker-args",
@@ -186,8 +182,7 @@ def _serve_workers(args: argparse.Namespace) -> int:
         shown = f"[{host}]" if ":" in host else host
         print(f"Kaizen local CT server {__version__} listening on http://{shown}:{port} with"
               f" {args.workers} worker processes", flush=True)
-        print(f"Database: {shown_db if is_postgres_url(database) else os.path.abspath(database)}",
-              flush=True)
+        print(f"Database: {shown_db}", flush=True)
         if key == DEV_API_KEY:
             print(f"API key (development): {key}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
