@@ -6,11 +6,10 @@ chunk count, Python calls into ``kaizen_sdk`` counted while each is read.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 from openai_standin import StandIn
-from test_stream_cost import LONG, PER_CHUNK, SHORT, SLACK, _Counter, _message
+from test_stream_cost import LONG, PER_CHUNK, SHORT, SLACK, _message, counting
 
 if TYPE_CHECKING:
     import litellm
@@ -31,12 +30,8 @@ def test_sync_stream_costs_a_constant_per_chunk(patch: Any, standin: StandIn) ->
 
     def cost(words: int) -> tuple[int, int]:
         stream = litellm.completion(**_kwargs(standin, words))
-        counter = _Counter()
-        sys.setprofile(counter)
-        try:
+        with counting() as counter:
             chunks = sum(1 for _ in stream)
-        finally:
-            sys.setprofile(None)
         return counter.calls, chunks
 
     cost(SHORT)  # warm-up
@@ -54,14 +49,10 @@ async def test_async_stream_costs_a_constant_per_chunk(patch: Any, standin: Stan
 
     async def cost(words: int) -> tuple[int, int]:
         stream = await litellm.acompletion(**_kwargs(standin, words))
-        counter = _Counter()
         chunks = 0
-        sys.setprofile(counter)
-        try:
+        with counting() as counter:
             async for _ in stream:
                 chunks += 1
-        finally:
-            sys.setprofile(None)
         return counter.calls, chunks
 
     await cost(SHORT)
