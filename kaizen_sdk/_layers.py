@@ -67,7 +67,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors", "_config", "_template", "_recipe", "templates", "models", "_httpx_cli"),
     # 1. tools without I/O policy of their own: cache, HTTP vocabulary, TLS, spool, the
     #    record and current call, safe JSON, the caller's context, records into requests
-    ("cache", "_tls", "_http", "_spool", "_record", "_safe_json", "_context", "_requests"),
+    ("cache", "_tls", "_http", "_spool", "_record", "_sdk_spans", "_safe_json", "_context",
+     "_requests"),
     # 2. the background engine, its HTTP sender, the tracer pipeline around it, prompt
     #    fetching and choosing
     ("_sender", "delivery", "tracing", "_prompts", "_rollout"),

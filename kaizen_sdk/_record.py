@@ -24,7 +24,9 @@ __all__ = [
     "CURRENT",
     "UUID4_CLEAR",
     "UUID4_SET",
+    "UUID7_HEAD",
     "UUID7_SET",
+    "UUID7_VARIANT",
     "CallRecord",
     "CurrentCall",
     "ServedBy",
@@ -36,6 +38,7 @@ __all__ = [
     "random_bits",
     "report_usage",
     "served_by",
+    "uuid7_head",
 ]
 
 
@@ -249,15 +252,40 @@ UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 UUID7_SET = (0x7000 << 64) | (0x8000 << 48)
 """Bits making a 128-bit number a version-7, RFC 9562 variant UUID (clear with `UUID4_CLEAR`)."""
 
+UUID7_VARIANT = 0x8000000000000000
+"""The RFC 9562 variant bits of a UUID's last 64 bits (``rand_b`` below them)."""
+
+UUID7_HEAD: list[tuple[int, str]] = [(-1, "")]
+"""``[(millisecond, text)]``: the first 20 characters of this millisecond's UUID7s (time,
+version and a random ``rand_a``); one tuple, so a thread reads a consistent pair."""
+
+
+def uuid7_head(ms: int) -> str:
+    """The text of a UUID7 before its ``rand_b`` for millisecond *ms*, kept for the next
+    ids of the same millisecond."""
+    head = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{random_bits(12):03x}-"
+    UUID7_HEAD[0] = (ms, head)
+    return head
+
 
 def new_trace_id() -> str:
     """Return a fresh UUID7 as its canonical string: the Unix time in milliseconds, then 74
-    random bits (cheap; safe after fork). Ids sort by the millisecond they were made in."""
-    h = "%032x" % (
-        (time.time_ns() // 1_000_000 << 80) | (random_bits(80) & UUID4_CLEAR) | UUID7_SET
-    )
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    random bits (cheap; safe after fork). Ids sort by the millisecond they were made in.
+
+    Ids of one millisecond share its first 20 characters (``rand_a`` drawn once per
+    millisecond) and differ in 62 random bits: formatting only those halves the cost.
+    """
+    ms = time.time_ns() // 1_000_000
+    cached = UUID7_HEAD[0]
+    head = cached[1] if cached[0] == ms else uuid7_head(ms)
+    h = "%016x" % (random_bits(62) | UUID7_VARIANT)
+    return f"{head}{h[:4]}-{h[4:]}"
+
+
+def _after_fork() -> None:
+    _rng.seed()
+    UUID7_HEAD[0] = (-1, "")
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rng.seed)
+    os.register_at_fork(after_in_child=_after_fork)

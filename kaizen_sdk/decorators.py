@@ -44,15 +44,18 @@ from kaizen_sdk._http import prompt_key
 from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
 from kaizen_sdk._record import (
     CURRENT,
-    UUID4_CLEAR,
-    UUID7_SET,
+    UUID7_HEAD,
+    UUID7_VARIANT,
     CallRecord,
     CurrentCall,
     fill_usage,
     random_bits,
+    uuid7_head,
 )
 from kaizen_sdk._rollout import assignment_key, choose_arm
 from kaizen_sdk._safe_json import MAX_TEXT_CHARS, enc_hook, safe_json
+from kaizen_sdk._sdk_spans import UNSEEN
+from kaizen_sdk._sdk_spans import entry as span_entry
 from kaizen_sdk.models import Prompt
 from kaizen_sdk.tracing import Attr
 
@@ -310,8 +313,9 @@ class _Call(CurrentCall):
 _UNSET: Any = object()
 _ENCODER = msgspec.json.Encoder(enc_hook=enc_hook)
 _bits = random_bits  # hot path: new_trace_id inlined, its names bound here
-_V4_CLEAR = UUID4_CLEAR
-_V7_SET = UUID7_SET
+_HEAD = UUID7_HEAD
+_VARIANT = UUID7_VARIANT
+_new_head = uuid7_head
 _now_ns = time.time_ns
 _get_current = CURRENT.get
 _get_context = current_context
@@ -464,6 +468,7 @@ class _TaskSpec:
         self._prompts: PromptFetcher | None = None
         self._cache: Any = None
         self._pv: tuple[Prompt | None, str | None] = (None, None)
+        self._fast: tuple[Any, Any, Any] = UNSEEN  # see _sdk_spans
         params = list(inspect.signature(fn).parameters.values())
         kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         positional = [p.name for p in params if p.kind in kinds]
@@ -633,8 +638,10 @@ class _TaskSpec:
             index = self.prompt_index
             if index is None or len(args) <= index - (instance is not None):
                 kwargs["prompt"] = prompt
-        h = "%032x" % ((_now_ns() // 1_000_000 << 80) | (_bits(80) & _V4_CLEAR) | _V7_SET)
-        trace_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        ms = _now_ns() // 1_000_000
+        head = _HEAD[0]
+        h = "%016x" % (_bits(62) | _VARIANT)
+        trace_id = f"{head[1] if head[0] == ms else _new_head(ms)}{h[:4]}-{h[4:]}"
         call: _Call = _new_call(_Call)  # CurrentCall.__init__ without its frame
         call.task = name
         call.trace_id = trace_id
@@ -679,7 +686,19 @@ class _TaskSpec:
                         attributes[_A_SESSION] = cctx.session_id
                     if cctx.tags:
                         attributes[_A_TAGS] = cctx.tags
-                span = call.span = tracer.start_span(self.span_name, octx, attributes=attributes)
+                fast = self._fast
+                if fast[0] is not tracer or (
+                    fast[1] is not None and fast[1] is not tracer.span_processor._span_processors
+                ):
+                    fast = self._fast = span_entry(tracer)
+                if fast[2] is not None:  # nothing reads them before the end: ours, as they are
+                    span = call.span = tracer.start_span(self.span_name, octx)
+                    if type(span) is fast[2]:  # else not recording: no attributes to keep
+                        span._attributes._dict.update(attributes)  # type: ignore[attr-defined]
+                else:
+                    span = call.span = tracer.start_span(
+                        self.span_name, octx, attributes=attributes
+                    )
             if self.capture_inputs:
                 names = self.names if instance is None else self.names_bound
                 if self.defaults:

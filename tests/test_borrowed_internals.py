@@ -4,7 +4,9 @@ fails here instead of silently taking a slower or unbounded path; and the one TL
 - None of OpenTelemetry's: the delivery engine owns its queue and thread and imports no
   OpenTelemetry module at all (checked below).
 - OpenTelemetry: ``trace._TRACER_PROVIDER``, read for the per-span "did the global provider
-  change" check (`tracing._global_provider`).
+  change" check (`tracing._global_provider`); and the SDK's ``Tracer._span_limits``,
+  ``span_processor._span_processors``, ``ParentBased``'s delegates and ``_Span._attributes
+  ._dict``, read by the decorator's attribute fast path (`kaizen_sdk._sdk_spans`).
 - httpcore 1.x: ``HTTPTransport._pool._network_backend``, wrapped so every read and write of
   the exporter is bound by its deadline.
 """
@@ -39,6 +41,36 @@ def test_the_delivery_engine_leans_on_no_opentelemetry_internals() -> None:
         engine = tracing.pipeline_for(client).delivery
         assert engine is not None
         assert not hasattr(engine, "processor")
+
+
+def test_the_span_attribute_fast_path_finds_what_it_borrows_from_the_sdk() -> None:
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider, _Span
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+    from kaizen_sdk import _sdk_spans
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    tracer = provider.get_tracer("borrowed")
+    assert type(tracer._span_limits) is SpanLimits, "the SDK moved Tracer._span_limits"
+    before = _sdk_spans.processors_of(tracer)
+    assert before == (), "the SDK moved span_processor._span_processors"
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    after = _sdk_spans.processors_of(tracer)
+    assert type(after) is tuple and len(after) == 1 and after is not before, (
+        "adding a processor no longer replaces the tuple: the decorator would not notice"
+    )
+    sampler = ParentBased(ALWAYS_ON)
+    for name in ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
+                 "_local_parent_sampled", "_local_parent_not_sampled"):
+        assert getattr(sampler, name, None) is not None, f"ParentBased moved {name}"
+    span = tracer.start_span("x")
+    assert type(span) is _Span and type(span._attributes._dict) is dict, (
+        "the SDK moved _Span._attributes._dict"
+    )
+    span.end()
+    assert _sdk_spans.fast_key(tracer) is _Span  # every borrowed name found: the fast path
 
 
 def test_the_exporter_streams_are_deadline_bound() -> None:
