@@ -798,11 +798,12 @@ class _TaskSpec:
             # the record goes to the delivery queue itself, never through a span processor
             if call.recording:
                 start = getattr(span, "start_time", None)
-                if start is not None:
-                    record.latency_ms = (time.time_ns() - start) / 1e6
+                record.latency_ms = 0.0 if start is None else (time.time_ns() - start) / 1e6
             else:
                 record.latency_ms = (time.perf_counter() - call.started) * 1000.0
-            pipeline.submit(record)
+            delivery = pipeline.delivery  # begin() made no span without one
+            if delivery is not None:
+                delivery.submit(record)
         except Exception:
             _log.warning("Could not record a call of task %r.", self.name, exc_info=True)
         span.end()

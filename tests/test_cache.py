@@ -86,6 +86,23 @@ def test_lru_eviction_keeps_recently_used(clock: FakeClock) -> None:
     assert [cache.get(k) for k in ("a", "c", "d")] == [1, 3, 4]
 
 
+def test_a_lookup_moves_its_key_last_whatever_was_read_before(clock: FakeClock) -> None:
+    # `lookup` skips the lock for the key it moved last: every other key still moves
+    cache: TTLCache[str, int] = TTLCache(60.0, maxsize=3, clock=clock)
+    for key, value in (("a", 1), ("b", 2), ("c", 3)):
+        cache.set(key, value)
+    assert cache.lookup("c") == (3, True)  # already last
+    assert cache.lookup("a") == (1, True)
+    assert cache.lookup("".join(["a"])) == (1, True)  # an equal key, another object
+    assert cache.lookup("b") == (2, True)
+    cache.set("d", 4)  # evicts "c", now the least recently used
+    assert cache.get_stale("c") is None
+    assert [cache.lookup(k) for k in ("a", "b", "d")] == [(1, True), (2, True), (4, True)]
+    cache.invalidate("d")
+    cache.set("d", 5)
+    assert cache.lookup("d") == (5, True)
+
+
 def test_maxsize_must_be_positive() -> None:
     with pytest.raises(ValueError, match="maxsize must be at least 1"):
         TTLCache(1.0, maxsize=0)
