@@ -1,10 +1,12 @@
 """Where the instructions of one decorated call go, on an application's SDK provider.
 
-Run: ``python -m benchmarks.icount_breakdown [--calls N]`` (needs valgrind). A diagnosis tool
-beside `benchmarks.icount`, not part of ``make bench``: each variant below runs in a child
-process under cachegrind, counted as `benchmarks.icount` counts (every thread of the
-process; two runs of *N* and *N*/5 calls, the difference divided by the extra calls), and
-each row is a difference of two variants:
+Run: ``python -m benchmarks.icount_breakdown [--calls N] [--flush-every F]`` (needs
+valgrind). A diagnosis tool beside `benchmarks.icount`, not part of ``make bench``: each
+variant below runs in a child process under cachegrind, counted as `benchmarks.icount`
+counts (every thread of the process; two runs of *N* and *N*/5 calls, the difference divided
+by the extra calls), flushed every *F* calls: 2,000 by default, as ``make bench``'s rounds
+are, so a record pays the share of an HTTP post it pays there (`benchmarks.icount` flushes
+every 100 calls: ten times the post's share). Each row is a difference of two variants:
 
 - ``span``: ``start_span`` without attributes, made current, ended (the decorator's span);
 - ``attributes``: the same span with the decorator's five attributes given to
@@ -115,8 +117,8 @@ def _setup(variant: str) -> tuple[Callable[[], Any], Callable[[], Any], Callable
     return fn, flush, close
 
 
-def _child(variant: str, calls: int) -> None:
-    # as in benchmarks.icount: batches go out on flushes every 100 calls, not on timers that
+def _child(variant: str, calls: int, flush_every: int) -> None:
+    # as in benchmarks.icount: batches go out on flushes (or when full), not on timers that
     # valgrind's slowdown would fire after a few calls each
     os.environ["OTEL_BSP_SCHEDULE_DELAY"] = str(3_600_000)
     from kaizen_sdk import delivery
@@ -129,14 +131,14 @@ def _child(variant: str, calls: int) -> None:
         flush()
         for i in range(1, calls + 1):
             one()
-            if i % 100 == 0:
+            if i % flush_every == 0:
                 flush()
         flush()
     finally:
         close()
 
 
-def _count(variant: str, calls: int) -> float:
+def _count(variant: str, calls: int, flush_every: int) -> float:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed")
@@ -147,7 +149,7 @@ def _count(variant: str, calls: int) -> float:
             out = subprocess.run(
                 [valgrind, "--tool=cachegrind", "--cache-sim=no",
                  f"--cachegrind-out-file={os.path.join(tmp, 'out')}", sys.executable, "-m",
-                 "benchmarks.icount_breakdown", "--child", variant, str(n)],
+                 "benchmarks.icount_breakdown", "--child", variant, str(n), str(flush_every)],
                 capture_output=True, text=True, check=True,
             )
         found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
@@ -160,15 +162,16 @@ def _count(variant: str, calls: int) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Count every variant and print the split of one decorated call."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=6000)
+    parser.add_argument("--flush-every", type=int, default=2000)
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "N", "F"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child[0], int(args.child[1]))
+        _child(args.child[0], int(args.child[1]), int(args.child[2]))
         return 0
     got: dict[str, float] = {}
     for variant in VARIANTS:
-        got[variant] = _count(variant, args.calls)
+        got[variant] = _count(variant, args.calls, args.flush_every)
         print(f"{variant:<18}{got[variant]:>12,.0f} instructions per call", flush=True)
     task, bare = got["task"], got["bare_span"]
     rows = [
