@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Iterable
 from types import TracebackType
 
-__all__ = ["CallContext", "context", "current_context"]
+__all__ = ["CONTEXT", "CallContext", "context", "current_context"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,10 @@ class CallContext:
 _CURRENT: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
     "kaizen_sdk_context", default=None
 )
+
+
+CONTEXT = _CURRENT
+"""The contextvar behind `current_context` (read only; the decorator binds its ``get``)."""
 
 
 def current_context() -> CallContext | None:

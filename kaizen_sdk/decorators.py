@@ -39,7 +39,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from kaizen_sdk import _default, tracing
 from kaizen_sdk._config import prompt_label
-from kaizen_sdk._context import current_context
+from kaizen_sdk._context import CONTEXT
 from kaizen_sdk._http import prompt_key
 from kaizen_sdk._prompts import PromptFetcher, missing_prompt, prompt_fetcher
 from kaizen_sdk._record import (
@@ -318,7 +318,7 @@ _VARIANT = UUID7_VARIANT
 _new_head = uuid7_head
 _now_ns = time.time_ns
 _get_current = CURRENT.get
-_get_context = current_context
+_get_context = CONTEXT.get  # current_context() without its frame
 _set_current = CURRENT.set
 _reset_current = CURRENT.reset
 _attach = otel_context.attach
@@ -669,6 +669,7 @@ class _TaskSpec:
             octx = _otel_current()  # read once: the parent of the span and the base of its own
             if type(tracer) in _NON_RECORDING:  # nothing reads attributes: build none
                 span = call.span = tracer.start_span(self.span_name, octx)
+                recording = False
             else:
                 attributes: dict[str, Any] = {_A_KIND: "CHAIN", _A_TASK: name, _A_TRACE: trace_id}
                 if prompt is not None:
@@ -693,12 +694,14 @@ class _TaskSpec:
                     fast = self._fast = span_entry(tracer)
                 if fast[2] is not None:  # nothing reads them before the end: ours, as they are
                     span = call.span = tracer.start_span(self.span_name, octx)
-                    if type(span) is fast[2]:  # else not recording: no attributes to keep
+                    recording = type(span) is fast[2]  # else sampled out: nothing to keep
+                    if recording:
                         span._attributes._dict.update(attributes)  # type: ignore[attr-defined]
                 else:
                     span = call.span = tracer.start_span(
                         self.span_name, octx, attributes=attributes
                     )
+                    recording = span.is_recording()
             if self.capture_inputs:
                 names = self.names if instance is None else self.names_bound
                 if self.defaults:
@@ -718,11 +721,9 @@ class _TaskSpec:
                     span.set_attributes({Attr.INPUTS: text, _A_IN: text, _A_IN_MIME: _JSON})
             else:
                 call.inputs = None
-            if not span.is_recording():
-                call.recording = False
+            call.recording = recording
+            if not recording:
                 call.started = time.perf_counter()
-            else:
-                call.recording = True
         except Exception:  # SDK trouble never reaches the caller: run untraced
             _log.warning("Could not start the span of task %r.", name, exc_info=True)
             call.span = call.otel_token = call.ctx = None
