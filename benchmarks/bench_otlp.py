@@ -217,7 +217,8 @@ class _Phoenix:
 
 
 def _start_server(tmp: str) -> tuple[subprocess.Popen[str], str, int]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # this checkout's server, not the one the virtualenv was installed from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")])}
     proc = subprocess.Popen(
         [sys.executable, "-c", _SERVER, API_KEY, str(Path(tmp) / "otlp.db")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(REPO),
