@@ -1,0 +1,149 @@
+"""The OTLP ingest's fast paths mean what the general paths mean.
+
+The prompt and response of ``gen_ai.input.messages`` / ``gen_ai.output.messages`` in the current
+conventions' shape are read straight from the typed decoding; every other shape goes through
+the general reading. Decoded spans are not tracked by the cyclic garbage collector (an export's
+spans live for the whole request). A trace with the input/output token fields is priced without
+the ``metadata.usage`` lookup, and still by its request model when its model has no price.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from kaizen_sdk.models import TraceRequest
+from kaizen_server.api.otlp import Export, SpanData, TaskMap, decode_export, to_traces
+from kaizen_server.llm.pricing import PriceTable, trace_pricer
+
+
+def _text(content: Any) -> dict[str, Any]:
+    return {"type": "text", "content": content}
+
+
+def _messages(*messages: dict[str, Any]) -> str:
+    return json.dumps(list(messages))
+
+
+# (raw messages attribute, the prompt and response text it gives); the same attribute is sent
+# as both the input and the output messages
+CASES: list[tuple[str, str | None]] = [
+    (_messages({"role": "system", "parts": [_text("Summarize.")]},
+               {"role": "user", "parts": [_text("ticket 7")]}), "ticket 7"),
+    (_messages({"role": "user", "parts": [_text("one "), _text("two")]}), "one two"),
+    # the last message has no text: the last text before it
+    (_messages({"role": "user", "parts": [_text("first")]},
+               {"role": "user", "parts": [{"type": "image", "content": "x"}]}), "first"),
+    (_messages({"role": "assistant", "parts": [_text("only assistant")]}), "only assistant"),
+    # the last user message wins over a later message of another role
+    (_messages({"role": "user", "parts": [_text("asked")]},
+               {"role": "assistant", "parts": [_text("later")]}), "asked"),
+    (_messages({"role": "user", "parts": [_text("first question")]},
+               {"role": "assistant", "parts": [_text("an answer")]},
+               {"role": "user", "parts": [_text("second question")]}), "second question"),
+    # no user message: the last text
+    (_messages({"role": "system", "parts": [_text("a system text")]},
+               {"role": "assistant", "parts": [_text("the last text")]}), "the last text"),
+    # a message without parts: not the current shape, read the general way
+    (_messages({"role": "user", "parts": []}, {"role": "system", "content": "old shape"}),
+     "old shape"),
+    (_messages({"role": "user", "content": "older shape"}), "older shape"),
+    (_messages({"role": "user", "parts": [_text(None)]}), None),
+    (_messages(), None),
+    ("not json", None),
+    (json.dumps({"role": "user"}), None),
+    (_messages({"role": 5, "parts": [_text("a role that is not a string")]}),
+     "a role that is not a string"),
+]
+
+
+@pytest.mark.parametrize(("raw", "text"), CASES)
+def test_messages_give_the_last_user_text_in_every_shape(raw: str, text: str | None) -> None:
+    span = SpanData("a" * 32, "b" * 16, "", "chat", "svc", 1, 2, False, {
+        "ct.task.name": "t", "gen_ai.operation.name": "chat",
+        "gen_ai.input.messages": raw, "gen_ai.output.messages": raw,
+    }, ())
+    (trace,) = to_traces(Export([span], [], protobuf=True), TaskMap()).traces
+    assert (trace.prompt_text, trace.response_text) == (text, text)
+
+
+def test_a_messages_shape_the_fast_path_cannot_read_falls_back_to_the_flattened_form() -> None:
+    span = SpanData("a" * 32, "b" * 16, "", "chat", "svc", 1, 2, False, {
+        "ct.task.name": "t", "gen_ai.operation.name": "chat",
+        "gen_ai.input.messages": "[]", "gen_ai.output.messages": "{",
+        "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "flattened prompt",
+        "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "flat reply",
+    }, ())
+    (trace,) = to_traces(Export([span], [], protobuf=True), TaskMap()).traces
+    assert (trace.prompt_text, trace.response_text) == ("flattened prompt", "flat reply")
+
+
+def _protobuf_export(n: int) -> bytes:
+    spans = [Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="chat",
+                  attributes=[KeyValue(key="gen_ai.operation.name",
+                                       value=AnyValue(string_value="chat")),
+                              KeyValue(key="gen_ai.usage.input_tokens",
+                                       value=AnyValue(int_value=3))])
+             for _ in range(n)]
+    body: bytes = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
+    return body
+
+
+def test_decoded_spans_are_not_tracked_by_the_cyclic_collector() -> None:
+    protobuf = decode_export(_protobuf_export(3), {"content-type": "application/x-protobuf"},
+                             limit=1 << 20)
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "chat",
+         "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}]},
+    ]}]}]}
+    from_json = decode_export(json.dumps(body).encode(), {"content-type": "application/json"},
+                              limit=1 << 20)
+    spans = protobuf.spans + from_json.spans
+    assert len(spans) == 4
+    assert [gc.is_tracked(s) for s in spans] == [False] * 4
+    assert [s.attributes["gen_ai.operation.name"] for s in spans] == ["chat"] * 4
+    assert protobuf.spans[0].attributes["gen_ai.usage.input_tokens"] == 3
+
+
+PRICES = PriceTable({"priced": {"input_per_mtok": 1.0, "output_per_mtok": 2.0,
+                                "cached_input_per_mtok": 0.5}}, maintained=False)
+
+
+def _trace(model: str, metadata: dict[str, Any] | None = None, *, input_tokens: int | None = None,
+           output_tokens: int | None = None, cached_input_tokens: int | None = None
+           ) -> TraceRequest:
+    return TraceRequest(task_id="t", model=model, metadata=metadata, input_tokens=input_tokens,
+                        output_tokens=output_tokens, cached_input_tokens=cached_input_tokens)
+
+
+def test_the_token_fields_price_a_trace_with_cached_tokens_at_their_rate() -> None:
+    price = trace_pricer(PRICES)
+    assert price(_trace("priced", input_tokens=1_000_000, output_tokens=1_000_000,
+                        cached_input_tokens=400_000)) == pytest.approx(0.6 + 0.2 + 2.0)
+    assert price(_trace("priced", input_tokens=10)) is None  # no output count: no price
+    assert price(_trace("unknown", input_tokens=10, output_tokens=10)) is None
+
+
+def test_a_model_without_a_price_is_priced_by_the_otlp_request_model() -> None:
+    price = trace_pricer(PRICES)
+    otlp = {"otlp": {"request_model": "priced"}}
+    assert price(_trace("priced-2025-01-01", otlp, input_tokens=2_000_000,
+                        output_tokens=0)) == pytest.approx(2.0)
+    assert price(_trace("priced-2025-01-01", {"otlp": {"request_model": "other"}},
+                        input_tokens=2_000_000, output_tokens=0)) is None
+
+
+def test_the_metadata_usage_still_prices_a_trace_without_the_token_fields() -> None:
+    price = trace_pricer(PRICES)
+    usage = {"usage": {"input_tokens": 1_000_000, "output_tokens": 500_000}}
+    assert price(_trace("priced", usage)) == pytest.approx(2.0)
