@@ -1,6 +1,8 @@
 """The OTLP ingest's fast paths mean what the general paths mean.
 
-The prompt and response of ``gen_ai.input.messages`` / ``gen_ai.output.messages`` in the current
+An OTLP/JSON export is decoded in one typed pass when it has the usual shape, else read the
+general way: both give the spans the protobuf encoding of the same export gives. The prompt and
+response of ``gen_ai.input.messages`` / ``gen_ai.output.messages`` in the current
 conventions' shape are read straight from the typed decoding; every other shape goes through
 the general reading. Decoded spans are not tracked by the cyclic garbage collector (an export's
 spans live for the whole request). A trace with the input/output token fields is priced without
@@ -9,17 +11,20 @@ the ``metadata.usage`` lookup, and still by its request model when its model has
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
 from typing import Any
 
 import pytest
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from kaizen_sdk.models import TraceRequest
 from kaizen_server.api.otlp import Export, SpanData, TaskMap, decode_export, to_traces
@@ -147,3 +152,97 @@ def test_the_metadata_usage_still_prices_a_trace_without_the_token_fields() -> N
     price = trace_pricer(PRICES)
     usage = {"usage": {"input_tokens": 1_000_000, "output_tokens": 500_000}}
     assert price(_trace("priced", usage)) == pytest.approx(2.0)
+
+
+def _value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[_value(v) for v in value]))
+    if isinstance(value, dict):
+        return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=_value(v))
+                                                          for k, v in value.items()]))
+    return AnyValue(string_value=value)
+
+
+def _kvs(values: dict[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=_value(v)) for k, v in values.items()]
+
+
+def _hex_ids(message: dict[str, Any]) -> dict[str, Any]:
+    """OTLP/JSON spells ids in hex where proto3 JSON spells bytes in base64."""
+    for resource_spans in message["resourceSpans"]:
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                for field in ("traceId", "spanId", "parentSpanId"):
+                    if field in span:
+                        span[field] = base64.b64decode(span[field]).hex()
+    return message
+
+
+def test_json_and_protobuf_encodings_of_one_export_give_the_same_spans() -> None:
+    parent = os.urandom(8)
+    spans = [
+        Span(trace_id=os.urandom(16), span_id=os.urandom(8), parent_span_id=parent,
+             name="chat gpt-4o", start_time_unix_nano=1_700_000_000_000_000_000,
+             end_time_unix_nano=1_700_000_000_250_000_000,
+             status=Status(code=Status.STATUS_CODE_ERROR),
+             attributes=_kvs({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 12,
+                              "temperature": 0.5, "stream": True, "stop": ["a", "b"],
+                              "nested": {"k": 1, "deeper": {"x": "y"}}, "empty": ""}),
+             events=[Span.Event(name="gen_ai.choice", time_unix_nano=5,
+                                attributes=_kvs({"message": '{"content": "hi"}', "index": 0}))]),
+        Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="tool",
+             attributes=_kvs({"ct.task.name": "t"})),
+        Span(trace_id=bytes(16), span_id=os.urandom(8), name="no ids"),
+    ]
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource=Resource(attributes=_kvs({"service.name": "bot", "host": "h"})),
+        scope_spans=[ScopeSpans(spans=spans)])])
+    protobuf = decode_export(request.SerializeToString(),
+                             {"content-type": "application/x-protobuf"}, limit=1 << 20)
+    as_json = json.dumps(_hex_ids(MessageToDict(request))).encode()
+    from_json = decode_export(as_json, {"content-type": "application/json"}, limit=1 << 20)
+    assert len(protobuf.spans) == 2
+    assert from_json.spans == protobuf.spans
+    assert [r.replace("traceId/spanId", "trace_id/span_id") for r in from_json.rejected] == (
+        protobuf.rejected)
+    first = from_json.spans[0]
+    assert (first.parent_id, first.service, first.error, first.end - first.start) == (
+        parent.hex(), "bot", True, 250_000_000)
+    assert first.attributes["nested"] == {"k": 1, "deeper": {"x": "y"}}
+    assert first.attributes["stop"] == ["a", "b"]
+    assert first.events[0][1] == {"message": '{"content": "hi"}', "index": 0}
+
+
+def _json_span(**fields: Any) -> dict[str, Any]:
+    return {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "chat", **fields}
+
+
+@pytest.mark.parametrize(("span", "read"), [
+    # shapes the typed pass does not take: read the general way
+    (_json_span(startTimeUnixNano=1.5e18), lambda s: s.start == 1_500_000_000_000_000_000),
+    (_json_span(status={"code": 2.0}), lambda s: s.error is True),
+    (_json_span(name=7), lambda s: s.name == ""),
+    (_json_span(attributes=[{"key": "k", "value": {"doubleValue": "NaN"}}, "x"]),
+     lambda s: s.attributes == {"k": None}),
+    (_json_span(events=[{"name": 3}]), lambda s: s.events == [("3", {})]),
+    # shapes it takes
+    (_json_span(startTimeUnixNano="17", endTimeUnixNano=20),
+     lambda s: (s.start, s.end) == (17, 20)),
+    (_json_span(traceId="AB" * 16, parentSpanId="EF" * 8),
+     lambda s: (s.trace_id, s.parent_id) == ("ab" * 16, "ef" * 8)),
+    (_json_span(attributes=[{"key": "k", "value": {"intValue": "12", "stringValue": None}},
+                            {"key": "n", "value": None}, {"key": "b", "value": {}}]),
+     lambda s: s.attributes == {"k": None, "n": None, "b": None}),
+])
+def test_every_json_span_shape_reads_as_before(span: dict[str, Any], read: Any) -> None:
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [span, "not a span"]}]}]}
+    export = decode_export(json.dumps(body).encode(), {"content-type": "application/json"},
+                           limit=1 << 20)
+    (decoded,) = export.spans
+    assert read(decoded)

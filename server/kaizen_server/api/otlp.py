@@ -336,7 +336,131 @@ def _valid_ids(trace_id: str, span_id: str) -> bool:
             and trace_id != "0" * 32 and span_id != "0" * 16)
 
 
+# The usual OTLP/JSON export, decoded in one typed pass: any body these structs do not take
+# (another type anywhere, a non-object item, a float time, too deep) is read by the general
+# `_from_json` instead, which means the same for every body both read.
+_UNSET = msgspec.UNSET
+
+
+class _JAnyValue(msgspec.Struct, gc=False, rename="camel"):
+    string_value: str | msgspec.UnsetType | None = _UNSET
+    int_value: int | str | msgspec.UnsetType | None = _UNSET
+    double_value: float | msgspec.UnsetType | None = _UNSET
+    bool_value: bool | msgspec.UnsetType | None = _UNSET
+    array_value: Any = _UNSET
+    kvlist_value: Any = _UNSET
+
+
+class _JKeyValue(msgspec.Struct, gc=False):
+    key: str
+    value: _JAnyValue | None = None
+
+
+class _JEvent(msgspec.Struct, gc=False):
+    name: str | None = None
+    attributes: list[_JKeyValue] = []
+
+
+class _JStatus(msgspec.Struct, gc=False):
+    code: int | str | None = None
+
+
+class _JSpan(msgspec.Struct, gc=False, rename="camel"):
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    name: str | None = None
+    start_time_unix_nano: int | str | None = None
+    end_time_unix_nano: int | str | None = None
+    attributes: list[_JKeyValue] = []
+    events: list[_JEvent] = []
+    status: _JStatus | None = None
+
+
+class _JScopeSpans(msgspec.Struct, gc=False):
+    spans: list[_JSpan] = []
+
+
+class _JResource(msgspec.Struct, gc=False):
+    attributes: list[_JKeyValue] = []
+
+
+class _JResourceSpans(msgspec.Struct, gc=False, rename="camel"):
+    resource: _JResource | None = None
+    scope_spans: list[_JScopeSpans] = []
+
+
+class _JRequest(msgspec.Struct, gc=False, rename="camel"):
+    resource_spans: list[_JResourceSpans] = []
+
+
+_JSON_EXPORT = msgspec.json.Decoder(_JRequest)
+
+
+def _typed_value(value: _JAnyValue | None) -> Any:
+    """`_json_value` of the AnyValue object *value* decoded as `_JAnyValue`."""
+    if value is None:
+        return None
+    if value.string_value is not _UNSET:
+        return value.string_value
+    if value.int_value is not _UNSET:
+        return _nanos(value.int_value)
+    if value.double_value is not _UNSET:
+        return value.double_value
+    if value.bool_value is not _UNSET:
+        return value.bool_value is True
+    if value.array_value is not _UNSET:
+        return _json_value({"arrayValue": value.array_value}, 0)
+    if value.kvlist_value is not _UNSET:
+        return _json_value({"kvlistValue": value.kvlist_value}, 0)
+    return None
+
+
+def _typed_attrs(items: list[_JKeyValue]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in items:
+        value = kv.value
+        # the usual case first: a string
+        out[kv.key] = (text if value is not None and type(text := value.string_value) is str
+                       else _typed_value(value))
+    return out
+
+
+def _from_typed_json(data: bytes) -> Export | None:
+    """The export of *data* read by `_JSON_EXPORT`, ``None`` when it does not take it."""
+    try:
+        request = _JSON_EXPORT.decode(data)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError included
+        return None
+    spans: list[SpanData] = []
+    rejected: list[str] = []
+    for resource_spans in request.resource_spans:
+        resource = resource_spans.resource
+        service = str(
+            (_typed_attrs(resource.attributes).get("service.name") if resource else None) or "")
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                name = span.name or ""
+                trace_id, span_id = _hex(span.trace_id), _hex(span.span_id)
+                if trace_id is None or span_id is None or not _valid_ids(trace_id, span_id):
+                    rejected.append(f"span {name!r} has no valid traceId/spanId")
+                    continue
+                status = span.status
+                spans.append(SpanData(  # positional: the field order of SpanData
+                    trace_id, span_id, _hex(span.parent_span_id) or "", name, service,
+                    _nanos(span.start_time_unix_nano), _nanos(span.end_time_unix_nano),
+                    status is not None and status.code in (2, "STATUS_CODE_ERROR"),
+                    _typed_attrs(span.attributes),
+                    [(e.name or "", _typed_attrs(e.attributes)) for e in span.events]
+                    if span.events else (),
+                ))
+    return Export(spans, rejected, protobuf=False)
+
+
 def _from_json(data: bytes) -> Export:
+    typed = _from_typed_json(data)
+    if typed is not None:
+        return typed
     try:
         request = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
