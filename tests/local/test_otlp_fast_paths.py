@@ -17,6 +17,7 @@ import json
 import os
 from typing import Any
 
+import httpx
 import pytest
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -25,8 +26,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from server_backends import local_server_on_each_backend  # noqa: F401  (SQLite + PostgreSQL)
 
 from kaizen_sdk.models import TraceRequest
+from kaizen_server import LocalServer
 from kaizen_server.api.otlp import Export, SpanData, TaskMap, decode_export, to_traces
 from kaizen_server.llm.pricing import PriceTable, trace_pricer
 
@@ -246,3 +249,51 @@ def test_every_json_span_shape_reads_as_before(span: dict[str, Any], read: Any) 
                            limit=1 << 20)
     (decoded,) = export.spans
     assert read(decoded)
+
+
+# --- end to end, on SQLite and on PostgreSQL --------------------------------------------------
+
+
+def _chat_span(task: str, n: int) -> Span:
+    return Span(
+        trace_id=os.urandom(16), span_id=os.urandom(8), name="chat gpt-4o-mini",
+        start_time_unix_nano=1_700_000_000_000_000_000,
+        end_time_unix_nano=1_700_000_000_012_500_000,
+        attributes=_kvs({
+            "ct.task.name": task, "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 30,
+            "gen_ai.usage.output_tokens": 12,
+            "gen_ai.input.messages": _messages({"role": "user", "parts": [_text(f"ask {n}")]}),
+            "gen_ai.output.messages": _messages(
+                {"role": "assistant", "parts": [_text(f"answer {n}")]}),
+        }))
+
+
+@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+def test_an_export_is_stored_once_with_content_and_cost_on_each_backend(
+    local_server: LocalServer, encoding: str
+) -> None:
+    task = f"fast-{encoding}-{os.urandom(4).hex()}"
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource=Resource(attributes=_kvs({"service.name": "bot"})),
+        scope_spans=[ScopeSpans(spans=[_chat_span(task, n) for n in range(40)])])])
+    if encoding == "protobuf":
+        body, media = request.SerializeToString(), "application/x-protobuf"
+    else:
+        body, media = json.dumps(_hex_ids(MessageToDict(request))).encode(), "application/json"
+    with httpx.Client(base_url=local_server.base_url, timeout=30,
+                      headers={"X-API-Key": local_server.api_key}) as http:
+        for _ in range(2):  # the exporter's retry stores nothing twice
+            resp = http.post("/v1/traces", content=body, headers={"Content-Type": media})
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["content-type"] == media
+        page = http.get("/api/v1/traces", params={"task_id": task, "limit": 100})
+    assert page.status_code == 200, page.text
+    traces = page.json()
+    assert len(traces) == 40
+    assert sorted(t["prompt_text"] for t in traces) == sorted(f"ask {n}" for n in range(40))
+    assert {t["response_text"].replace("answer", "ask") for t in traces} == {
+        t["prompt_text"] for t in traces}
+    assert {(t["model"], t["tokens"], t["metadata"]["otlp"]["service"]) for t in traces} == {
+        ("gpt-4o-mini", 42, "bot")}
+    assert all(t["cost_usd"] is not None and t["cost_usd"] > 0 for t in traces)
