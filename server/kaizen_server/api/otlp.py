@@ -32,7 +32,7 @@ import json
 import logging
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -71,6 +71,10 @@ _UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID_V5 = (0x8000 << 48) | (5 << 76)
 _new_uuid = object.__new__
 _set_field = object.__setattr__
+_sha1 = hashlib.sha1
+_from_bytes = int.from_bytes
+_UUID = uuid.UUID
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
 _NO_IDS = ("0" * 32, "0" * 16)
 _MAX_DEPTH = 16  # nesting of AnyValue arrays / kvlists read; deeper values are dropped
 _PROTOBUF = "application/x-protobuf"
@@ -100,9 +104,13 @@ class OtlpError(Exception):
         self.detail = detail
 
 
-@dataclasses.dataclass(slots=True)
-class SpanData:
-    """One span as the mapping needs it (ids as hex; times in Unix nanoseconds)."""
+class SpanData(msgspec.Struct, gc=False):
+    """One span as the mapping needs it (ids as hex; times in Unix nanoseconds).
+
+    Not tracked by the cyclic garbage collector (nothing it refers to refers back to it): an
+    export's spans live for the whole request, and tracked, each counted towards the
+    collector's next full pass over the server's heap.
+    """
 
     trace_id: str
     span_id: str
@@ -113,7 +121,7 @@ class SpanData:
     end: int
     error: bool
     attributes: dict[str, Any]
-    events: list[tuple[str, dict[str, Any]]]
+    events: Sequence[tuple[str, dict[str, Any]]]
 
 
 @dataclasses.dataclass(slots=True)
@@ -195,11 +203,11 @@ def bearer_key(header: str | None) -> str | None:
 def trace_id_of(trace_id: str, span_id: str) -> uuid.UUID:
     """The CT trace id of the span *span_id* of trace *trace_id* (hex): the same every export
     (``uuid5(OTLP_NAMESPACE, trace_id + span_id)``)."""
-    digest = hashlib.sha1(_NAMESPACE_BYTES + (trace_id + span_id).encode()).digest()
-    value = (int.from_bytes(digest[:16], "big") & _UUID_CLEAR) | _UUID_V5
-    made = _new_uuid(uuid.UUID)  # what UUID(bytes=..., version=5) makes, without its checks
+    value = (_from_bytes(_sha1(_NAMESPACE_BYTES + (trace_id + span_id).encode()).digest()[:16],
+                         "big") & _UUID_CLEAR) | _UUID_V5
+    made = _new_uuid(_UUID)  # what UUID(bytes=..., version=5) makes, without its checks
     _set_field(made, "int", value)
-    _set_field(made, "is_safe", uuid.SafeUUID.unknown)
+    _set_field(made, "is_safe", _UNKNOWN_SAFETY)
     return made
 
 
@@ -263,6 +271,8 @@ def _from_protobuf(data: bytes) -> Export:
                         ) from None
     spans: list[SpanData] = []
     rejected: list[str] = []
+    add = spans.append
+    no_trace, no_span = _NO_IDS
     for resource_spans in request.resource_spans:
         service = ""
         for kv in resource_spans.resource.attributes:
@@ -272,16 +282,23 @@ def _from_protobuf(data: bytes) -> Export:
             for span in scope_spans.spans:
                 raw_trace, raw_span = span.trace_id, span.span_id
                 if (len(raw_trace) != 16 or len(raw_span) != 8
-                        or (trace_id := raw_trace.hex()) == _NO_IDS[0]
-                        or (span_id := raw_span.hex()) == _NO_IDS[1]):
+                        or (trace_id := raw_trace.hex()) == no_trace
+                        or (span_id := raw_span.hex()) == no_span):
                     rejected.append(f"span {span.name!r} has no valid trace_id/span_id")
                     continue
+                # `_pb_attributes` inlined: this loop is most of an export's decoding
+                attrs: dict[str, Any] = {}
+                for kv in span.attributes:
+                    value = kv.value
+                    # the usual cases read without WhichOneof: a string, a non-zero integer
+                    attrs[kv.key] = value.string_value or value.int_value or _pb_value(value, 0)
                 events = span.events
-                spans.append(SpanData(  # positional: the field order of SpanData
-                    trace_id, span_id, span.parent_span_id.hex(), span.name, service,
+                parent = span.parent_span_id
+                add(SpanData(  # positional: the field order of SpanData
+                    trace_id, span_id, parent.hex() if parent else "", span.name, service,
                     span.start_time_unix_nano, span.end_time_unix_nano,
-                    span.status.code == 2, _pb_attributes(span.attributes),
-                    [(e.name, _pb_attributes(e.attributes)) for e in events] if events else [],
+                    span.status.code == 2, attrs,
+                    [(e.name, _pb_attributes(e.attributes)) for e in events] if events else (),
                 ))
     return Export(spans, rejected, protobuf=True)
 
@@ -319,7 +336,131 @@ def _valid_ids(trace_id: str, span_id: str) -> bool:
             and trace_id != "0" * 32 and span_id != "0" * 16)
 
 
+# The usual OTLP/JSON export, decoded in one typed pass: any body these structs do not take
+# (another type anywhere, a non-object item, a float time, too deep) is read by the general
+# `_from_json` instead, which means the same for every body both read.
+_UNSET = msgspec.UNSET
+
+
+class _JAnyValue(msgspec.Struct, gc=False, rename="camel"):
+    string_value: str | msgspec.UnsetType | None = _UNSET
+    int_value: int | str | msgspec.UnsetType | None = _UNSET
+    double_value: float | msgspec.UnsetType | None = _UNSET
+    bool_value: bool | msgspec.UnsetType | None = _UNSET
+    array_value: Any = _UNSET
+    kvlist_value: Any = _UNSET
+
+
+class _JKeyValue(msgspec.Struct, gc=False):
+    key: str
+    value: _JAnyValue | None = None
+
+
+class _JEvent(msgspec.Struct, gc=False):
+    name: str | None = None
+    attributes: list[_JKeyValue] = []
+
+
+class _JStatus(msgspec.Struct, gc=False):
+    code: int | str | None = None
+
+
+class _JSpan(msgspec.Struct, gc=False, rename="camel"):
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    name: str | None = None
+    start_time_unix_nano: int | str | None = None
+    end_time_unix_nano: int | str | None = None
+    attributes: list[_JKeyValue] = []
+    events: list[_JEvent] = []
+    status: _JStatus | None = None
+
+
+class _JScopeSpans(msgspec.Struct, gc=False):
+    spans: list[_JSpan] = []
+
+
+class _JResource(msgspec.Struct, gc=False):
+    attributes: list[_JKeyValue] = []
+
+
+class _JResourceSpans(msgspec.Struct, gc=False, rename="camel"):
+    resource: _JResource | None = None
+    scope_spans: list[_JScopeSpans] = []
+
+
+class _JRequest(msgspec.Struct, gc=False, rename="camel"):
+    resource_spans: list[_JResourceSpans] = []
+
+
+_JSON_EXPORT = msgspec.json.Decoder(_JRequest)
+
+
+def _typed_value(value: _JAnyValue | None) -> Any:
+    """`_json_value` of the AnyValue object *value* decoded as `_JAnyValue`."""
+    if value is None:
+        return None
+    if value.string_value is not _UNSET:
+        return value.string_value
+    if value.int_value is not _UNSET:
+        return _nanos(value.int_value)
+    if value.double_value is not _UNSET:
+        return value.double_value
+    if value.bool_value is not _UNSET:
+        return value.bool_value is True
+    if value.array_value is not _UNSET:
+        return _json_value({"arrayValue": value.array_value}, 0)
+    if value.kvlist_value is not _UNSET:
+        return _json_value({"kvlistValue": value.kvlist_value}, 0)
+    return None
+
+
+def _typed_attrs(items: list[_JKeyValue]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in items:
+        value = kv.value
+        # the usual case first: a string
+        out[kv.key] = (text if value is not None and type(text := value.string_value) is str
+                       else _typed_value(value))
+    return out
+
+
+def _from_typed_json(data: bytes) -> Export | None:
+    """The export of *data* read by `_JSON_EXPORT`, ``None`` when it does not take it."""
+    try:
+        request = _JSON_EXPORT.decode(data)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError included
+        return None
+    spans: list[SpanData] = []
+    rejected: list[str] = []
+    for resource_spans in request.resource_spans:
+        resource = resource_spans.resource
+        service = str(
+            (_typed_attrs(resource.attributes).get("service.name") if resource else None) or "")
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                name = span.name or ""
+                trace_id, span_id = _hex(span.trace_id), _hex(span.span_id)
+                if trace_id is None or span_id is None or not _valid_ids(trace_id, span_id):
+                    rejected.append(f"span {name!r} has no valid traceId/spanId")
+                    continue
+                status = span.status
+                spans.append(SpanData(  # positional: the field order of SpanData
+                    trace_id, span_id, _hex(span.parent_span_id) or "", name, service,
+                    _nanos(span.start_time_unix_nano), _nanos(span.end_time_unix_nano),
+                    status is not None and status.code in (2, "STATUS_CODE_ERROR"),
+                    _typed_attrs(span.attributes),
+                    [(e.name or "", _typed_attrs(e.attributes)) for e in span.events]
+                    if span.events else (),
+                ))
+    return Export(spans, rejected, protobuf=False)
+
+
 def _from_json(data: bytes) -> Export:
+    typed = _from_typed_json(data)
+    if typed is not None:
+        return typed
     try:
         request = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
@@ -487,12 +628,12 @@ def _part_text(part: Any) -> str | None:
     return None
 
 
-class _Part(msgspec.Struct):
+class _Part(msgspec.Struct, gc=False):
     type: str = "text"
     content: str | None = None
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     role: str = ""
     parts: list[_Part] = []
 
@@ -522,6 +663,30 @@ def _messages(raw: Any) -> list[tuple[str, str | None]]:
                 content = message.get("parts", message.get("content"))
                 out.append((str(message.get("role") or ""), _text_of(content)))
     return out
+
+
+def _current_text(raw: str) -> tuple[bool, str | None]:
+    """``(True, text)``: what ``_prompt(_messages(raw))`` is when *raw* has the current
+    conventions' shape (every message with parts), read without building the message list;
+    ``(False, None)`` otherwise (then `_messages` reads it)."""
+    try:
+        typed = _CURRENT_MESSAGES.decode(raw)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError included
+        return False, None
+    if not typed:
+        return False, None
+    for message in typed:
+        if not message.parts:
+            return False, None
+    fallback = None
+    for message in reversed(typed):
+        text = _parts_text(message.parts)
+        if text is not None:
+            if message.role == "user":
+                return True, text
+            if fallback is None:
+                fallback = text
+    return True, fallback
 
 
 def _parts_text(parts: list[_Part]) -> str | None:
@@ -571,7 +736,7 @@ def _prompt(messages: list[tuple[str, str | None]]) -> str | None:
     return None
 
 
-def _event_messages(events: list[tuple[str, dict[str, Any]]]
+def _event_messages(events: Sequence[tuple[str, dict[str, Any]]]
                     ) -> tuple[list[tuple[str, str | None]], str | None]:
     """Input messages and the response text of the GenAI span events."""
     inputs: list[tuple[str, str | None]] = []
@@ -598,17 +763,22 @@ def _event_messages(events: list[tuple[str, dict[str, Any]]]
 
 def _content(span: SpanData) -> tuple[str | None, str | None]:
     attrs = span.attributes
-    inputs = (
-        _messages(attrs.get("gen_ai.input.messages"))
-        or _indexed(attrs, "gen_ai.prompt", "role", "content")
-        or _indexed(attrs, "llm.input_messages", "message.role", "message.content")
-    )
-    outputs = (
-        _messages(attrs.get("gen_ai.output.messages"))
-        or _indexed(attrs, "gen_ai.completion", "role", "content")
-        or _indexed(attrs, "llm.output_messages", "message.role", "message.content")
-    )
-    prompt, response = _prompt(inputs), _prompt(outputs)
+    raw = attrs.get("gen_ai.input.messages")
+    found, prompt = _current_text(raw) if isinstance(raw, str) else (False, None)
+    if not found:
+        prompt = _prompt(
+            _messages(raw)
+            or _indexed(attrs, "gen_ai.prompt", "role", "content")
+            or _indexed(attrs, "llm.input_messages", "message.role", "message.content")
+        )
+    raw = attrs.get("gen_ai.output.messages")
+    found, response = _current_text(raw) if isinstance(raw, str) else (False, None)
+    if not found:
+        response = _prompt(
+            _messages(raw)
+            or _indexed(attrs, "gen_ai.completion", "role", "content")
+            or _indexed(attrs, "llm.output_messages", "message.role", "message.content")
+        )
     if (prompt is None or response is None) and span.events:
         event_inputs, event_response = _event_messages(span.events)
         prompt = prompt if prompt is not None else _prompt(event_inputs)

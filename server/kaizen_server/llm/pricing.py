@@ -263,9 +263,23 @@ def trace_pricer(prices: PriceTable) -> Callable[[TraceRequest], float | None]:
     fields, else its ``metadata.usage``) or a price. A ``metadata.usage.by_model`` (a decorated
     call whose LLM calls used several models) prices each model at its own rate."""
 
+    trace_cost = prices.trace_cost
+
     def price(req: TraceRequest) -> float | None:
-        if not req.model:
+        model = req.model
+        if not model:
             return None
+        input_tokens, output_tokens = req.input_tokens, req.output_tokens
+        if input_tokens is not None and output_tokens is not None:  # the fields (OTLP traces)
+            cached = req.cached_input_tokens
+            cost = trace_cost(model, input_tokens=input_tokens, output_tokens=output_tokens,
+                              cached_input_tokens=cached)
+            if cost is None and isinstance(req.metadata, dict):
+                requested = (req.metadata.get("otlp") or {}).get("request_model")
+                if isinstance(requested, str):
+                    cost = trace_cost(requested, input_tokens=input_tokens,
+                                      output_tokens=output_tokens, cached_input_tokens=cached)
+            return cost
         usage: dict[str, Any] = {"input_tokens": req.input_tokens,
                                  "output_tokens": req.output_tokens,
                                  "cached_input_tokens": req.cached_input_tokens}
