@@ -170,8 +170,8 @@ def deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
 
 _HTTPX_LOG = logging.getLogger("httpx")
 _PREPARED_PATHS = 8
-"""Paths whose request head `_Poster` keeps (ingest and the single-record endpoints); a
-score's path names its trace, so it is built each time."""
+"""Request heads `_Poster` keeps (ingest and the single-record endpoints; a score's path
+names its trace): when more are needed, it forgets them all and starts again."""
 
 
 class _Poster:
@@ -205,8 +205,10 @@ class _Poster:
         client = self.client
         prepared = self._prepared.get(path)
         if prepared is None:
-            if client.cookies or len(self._prepared) >= _PREPARED_PATHS:
+            if client.cookies:
                 return client.post(path, content=body, timeout=timeout)
+            if len(self._prepared) >= _PREPARED_PATHS:
+                self._prepared.clear()
             # (a body, as an empty one would put Content-Length elsewhere)
             template = client.build_request("POST", path, content=b"{}")
             raw = template.headers.raw

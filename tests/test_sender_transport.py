@@ -15,18 +15,20 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from kaizen_sdk import _sender
 from kaizen_sdk._config import resolve_settings
 from kaizen_sdk._http import USER_AGENT
 from kaizen_sdk._requests import encode_batch
-from kaizen_sdk._sender import GiveUp, LogLimiter, Sender
+from kaizen_sdk._sender import GiveUp, LogLimiter, Sender, forget_no_ingest
 from kaizen_sdk._tls import httpx_options
-from kaizen_sdk.models import IngestRequest, TraceRequest
+from kaizen_sdk.models import IngestRequest, ScoreItem, TraceRequest
 
 KEY = "sk-transport-test-0123456789"
 ANSWER = b'{"accepted":1,"errors":[],"scores":null}'
@@ -258,3 +260,25 @@ def test_the_deadline_transport_is_the_default(server: _RawServer) -> None:
         assert type(getattr(pool, "_network_backend", None)).__name__ == "_DeadlineBackend"
     finally:
         sender.close()
+
+
+def test_each_score_goes_to_its_own_path_past_the_kept_request_heads() -> None:
+    paths: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path.endswith("/ingest"):
+            return httpx.Response(404)
+        return httpx.Response(200, content=b"{}")
+
+    url = "http://scores.invalid"
+    sender = _make(url, transport=httpx.MockTransport(answer))
+    ids = [uuid.uuid4() for _ in range(_sender._PREPARED_PATHS + 3)]
+    batch = IngestRequest(scores=[ScoreItem(id=uuid.uuid4(), trace_id=i, score=0.5)
+                                  for i in ids])
+    try:
+        assert sender.deliver(batch, time.monotonic() + 10) == (0, 0)
+    finally:
+        forget_no_ingest(url)
+        sender.close()
+    assert paths == ["/api/v1/ingest"] + [f"/api/v1/traces/{i}/score" for i in ids]
