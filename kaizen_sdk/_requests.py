@@ -111,6 +111,22 @@ class _Trace(msgspec.Struct, omit_defaults=True, gc=False):
     prompt_config: Any = None
 
 
+class _ShortTrace(msgspec.Struct, omit_defaults=True, gc=False):
+    """The wire form of the common trace: the fields of `_Trace` that a plain decorated call
+    sets, in the same order. `build_batch` makes it for a record whose other fields would
+    all be at their defaults, so it encodes to exactly the bytes of that record's `_Trace`;
+    it costs half as much to build (and encodes as fast). tests/test_sender_encoding.py
+    checks both forms against each other.
+    """
+
+    task_id: str
+    id: Any = None
+    prompt_text: Any = None
+    response_text: Any = None
+    latency_ms: Any = None
+    prompt_version_id: Any = None
+
+
 class _Feedback(msgspec.Struct, gc=False):
     """The wire form of a `FeedbackRequest` (see `_Trace`): every field is sent, defaults
     included, but the UNSET ones."""
@@ -202,22 +218,34 @@ def build_batch(
             version_id: Any = record.prompt_version_id
             parent: Any = record.parent_trace_id
             tags = record.tags
-            add_trace(_Trace(  # positional: the fields of TraceRequest, in order
-                record.task, trace_id, prompt_text, response, record.model, record.tokens,
-                latency, version_id, parent, metadata or None, arm,
-                # the rollout guard's flag, only beside an arm: servers without rollouts
-                # never see it
-                None if error is None or arm is None else True,
-                record.user_id, record.session_id, None if tags is None else list(tags),
-                # the developer's default_prompt, only with its text: never a call's text
-                prompt_text is not None and record.prompt_is_default,
-                # the token split travels in metadata["usage"] (servers that do not know these
-                # fields would reject the trace): never sent as fields by the SDK
-                None, None, None,
-                # a chat default_prompt's messages and settings, only beside that flag
-                record.prompt_messages if prompt_text is not None else None,
-                record.prompt_config if prompt_text is not None else None,
-            ))
+            if (
+                parent is None and not metadata and arm is None and tags is None
+                and record.model is None and record.tokens is None
+                and record.user_id is None and record.session_id is None
+                and (prompt_text is None or (
+                    record.prompt_is_default is False and record.prompt_messages is None
+                    and record.prompt_config is None
+                ))
+            ):  # the common record: every other field of `_Trace` at its default
+                add_trace(_ShortTrace(record.task, trace_id, prompt_text, response, latency,
+                                      version_id))
+            else:
+                add_trace(_Trace(  # positional: the fields of TraceRequest, in order
+                    record.task, trace_id, prompt_text, response, record.model, record.tokens,
+                    latency, version_id, parent, metadata or None, arm,
+                    # the rollout guard's flag, only beside an arm: servers without rollouts
+                    # never see it
+                    None if error is None or arm is None else True,
+                    record.user_id, record.session_id, None if tags is None else list(tags),
+                    # the developer's default_prompt, only with its text: never a call's text
+                    prompt_text is not None and record.prompt_is_default,
+                    # the token split travels in metadata["usage"] (servers that do not know these
+                    # fields would reject the trace): never sent as fields by the SDK
+                    None, None, None,
+                    # a chat default_prompt's messages and settings, only beside that flag
+                    record.prompt_messages if prompt_text is not None else None,
+                    record.prompt_config if prompt_text is not None else None,
+                ))
             if not record.log_feedback:
                 continue
             if type(output) is str and len(output) > limit:
@@ -267,6 +295,8 @@ def _safe_request(item: Any) -> Any:
             output=None if item.output is None else safe_json(item.output),
             metadata=None if item.metadata is None else safe_json(item.metadata),
         )
+    if type(item) is _ShortTrace:  # the full form, whose fields are converted below
+        item = _Trace(**msgspec.structs.asdict(item))
     metadata = item.metadata
     return msgspec.structs.replace(
         item,
