@@ -437,14 +437,17 @@ def render(doc: dict[str, Any], metrics: list[Metric]) -> str:
 def _select(only: str | None) -> list[str]:
     if only is None:
         return MODULES
-    key = only.removeprefix("benchmarks.").removesuffix(".py")
-    for candidate in (key, f"bench_{key}"):
-        if candidate in MODULES:
-            return [candidate]
-    by_metric = [spec[0] for spec in _SPECS if spec[1] == key]
-    if by_metric:
-        return by_metric[:1]
-    raise SystemExit(f"--only {only!r}: no such module or metric; modules: {', '.join(MODULES)}")
+    selected: list[str] = []
+    for name in only.split(","):  # several, comma-separated: one run, in the suite's order
+        key = name.strip().removeprefix("benchmarks.").removesuffix(".py")
+        found = [c for c in (key, f"bench_{key}") if c in MODULES]
+        found = found or [spec[0] for spec in _SPECS if spec[1] == key][:1]
+        if not found:
+            raise SystemExit(
+                f"--only {name!r}: no such module or metric; modules: {', '.join(MODULES)}"
+            )
+        selected += [m for m in found[:1] if m not in selected]
+    return [m for m in MODULES if m in selected]
 
 
 def _load_previous() -> tuple[list[Metric], list[str]]:
@@ -461,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description="Run the kaizen_sdk benchmark suite.")
     parser.add_argument("--quick", action="store_true", help="smoke run: few calls, same paths")
-    parser.add_argument("--only", metavar="NAME", help="one module (codec, bench_import, ...) "
-                        "or metric; merges into the existing results.json")
+    parser.add_argument("--only", metavar="NAME", help="modules (codec, bench_import, ...) "
+                        "or metrics, comma-separated; merges into the existing results.json")
     parser.add_argument("--child", metavar="MODULE", help=argparse.SUPPRESS)
     parser.add_argument("--out", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
