@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import pytest
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,11 +22,30 @@ from kaizen_sdk.integrations import _common
 from kaizen_sdk.tracing import Attr
 from kaizen_server import LocalServer
 
+if TYPE_CHECKING:  # imported by `providers` when this file's tests run
+    import anthropic
+    from google import genai
+    from google.genai import errors as genai_errors
+    from google.genai import types
+
 SYSTEM = "You echo what you are told."
 TASK = "echo_things"
 TASKS = {SYSTEM: TASK}
 # the stand-in's token counts are word counts: SYSTEM has 6 words, the reply "echo: " + text
 SYSTEM_WORDS = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def providers() -> None:
+    """anthropic and google-genai, imported when this file's tests run, not when it is
+    collected: every xdist worker collects every file, and they cost each 1.5 s of CPU."""
+    global anthropic, genai, genai_errors, types, CONFIG
+    import anthropic
+    from google import genai
+    from google.genai import errors as genai_errors
+    from google.genai import types
+
+    CONFIG = types.GenerateContentConfig(system_instruction=SYSTEM)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +93,7 @@ def _ask(text: str, model: str = "claude", **more: Any) -> dict[str, Any]:
             "messages": [{"role": "user", "content": text}], **more}
 
 
-CONFIG = types.GenerateContentConfig(system_instruction=SYSTEM)
+CONFIG: types.GenerateContentConfig  # made by `providers`
 
 
 class Clean:

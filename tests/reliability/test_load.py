@@ -1,4 +1,11 @@
-"""1,000,000 calls with the server down and no spool: memory stays bounded, drops are counted."""
+"""250,000 calls with the server down and no spool: memory stays bounded, drops are counted.
+
+The bound is per call: 200 bytes a call (50 MB over the 250,000 calls after the warm-up; the
+test ran 1,000,000 calls against 200 MB until it was the suite's longest, ~11 s of CPU), so a
+leak of a record, a span or a context per call fails it as it did at a million. The counts are
+exact at any number of calls well past what the queue and the retry buffer hold (2 x 10,000).
+The benchmarks' ``rss_1m_calls_down_mb`` still makes the million calls.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,8 @@ from .conftest import dead_url, run_python
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CALLS = 1_000_000
-RSS_GROWTH_CEILING_MB = 200
+CALLS = 250_000
+RSS_GROWTH_CEILING_MB = 200 * CALLS / 1_000_000  # 200 bytes a call
 QUEUE = 10_000  # the default KAIZEN_MAX_QUEUE_SIZE
 
 _SCRIPT = """
@@ -40,7 +47,7 @@ _SCRIPT = """
     started = time.perf_counter()
     for i in range({calls} - 20_000):
         echo(i)
-        if i % 50_000 == 0:
+        if i % 10_000 == 0:
             peak = max(peak, rss_mb())
     elapsed = time.perf_counter() - started
     peak = max(peak, rss_mb())
@@ -53,15 +60,16 @@ _SCRIPT = """
 
 
 @pytest.mark.timeout(300)
-def test_a_million_calls_with_the_server_down_stay_bounded_and_counted() -> None:
+def test_a_quarter_million_calls_with_the_server_down_stay_bounded_and_counted() -> None:
     proc = run_python(
         _SCRIPT.format(calls=CALLS),
         env={"KAIZEN_BASE_URL": dead_url(), "KAIZEN_SHUTDOWN_TIMEOUT": "2"},
         timeout=280,
     )
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(  # the figures docs/reliability.md quotes (pytest -s shows them)
-        f"1M calls: {out['elapsed']:.1f} s, RSS {out['base']:.0f} -> peak {out['peak']:.0f} MB"
+    print(  # the figures of docs/reliability.md's table (pytest -s shows them)
+        f"{CALLS:,} calls: {out['elapsed']:.1f} s,"
+        f" RSS {out['base']:.0f} -> peak {out['peak']:.0f} MB"
     )
     before, after = out["before"], out["after"]
 
