@@ -82,12 +82,46 @@ def chat_usage(data: Extracted, usage: Any) -> None:
         data.cached_input_tokens = as_int(get_field(details, "cached_tokens"))
 
 
+_CHUNK_FIELDS = ("id", "model", "system_fingerprint", "service_tier", "choices", "usage",
+                 "index", "delta", "content", "finish_reason")
+"""Every field name `ChatStreamAccumulator` reads from a chunk, its choices and their deltas."""
+
+_PLAIN_MODELS: dict[type, bool] = {}
+"""`plain_model`'s verdict per class (openai's and litellm's chunk classes: a few a process)."""
+
+
+def plain_model(cls: type) -> bool:
+    """Whether ``getattr(obj, name, None)`` for every name in `_CHUNK_FIELDS`, on any instance
+    of *cls*, is the value in ``obj.__dict__``, else in ``obj.__pydantic_extra__``, else None.
+
+    True for pydantic v2 models that keep pydantic's attribute access (openai's chunks keep
+    their fields in ``__dict__``, litellm's partly as extras) and have no class attribute of
+    those names; decided once per class. Reading the two dicts costs a fraction of pydantic's
+    ``__getattr__``, which runs for every extra and every missing field (issue 28).
+    """
+    known = _PLAIN_MODELS.get(cls)
+    if known is None:
+        hook = getattr(cls, "__getattr__", None)
+        known = (
+            getattr(cls, "__getattribute__", None) is object.__getattribute__
+            and getattr(hook, "__module__", None) == "pydantic.main"
+            and getattr(hook, "__qualname__", None) == "BaseModel.__getattr__"
+            and hasattr(cls, "__pydantic_extra__")
+            and not any(hasattr(cls, name) for name in _CHUNK_FIELDS)
+        )
+        _PLAIN_MODELS[cls] = known
+    return known
+
+
 class ChatStreamAccumulator:
     """Collects chat-completion chunks: text of choice 0, finish reasons, usage.
 
-    Per chunk it only reads attributes and appends choice 0's text (joined once, in
-    `collect`); the response id, model, fingerprint and tier are read while still unknown,
-    usage when a chunk carries it (the final one, with ``include_usage``).
+    Per chunk it only reads fields and appends choice 0's text (joined once, in `collect`);
+    the response id, model, fingerprint and tier are read while still unknown, usage when a
+    chunk carries it (the final one, with ``include_usage``). openai's chunks are read by
+    attribute; litellm's, whose fields are partly pydantic extras (see `plain_model`), from
+    their instance and extras dicts, never through pydantic's ``__getattr__``; dicts by key.
+    No allocation, lock or helper call per chunk.
     """
 
     __slots__ = ("data", "parts", "reasons")
@@ -98,42 +132,90 @@ class ChatStreamAccumulator:
         self.reasons: dict[int, str] = {}
 
     def add(self, chunk: Any) -> None:
-        if isinstance(chunk, dict):
+        # the hot path: inline, no helper call per chunk (issue 28)
+        data = self.data
+        extra = getattr(chunk, "__pydantic_extra__", None)
+        if extra and (_PLAIN_MODELS.get(type(chunk)) or plain_model(type(chunk))):
+            # litellm's chunks: some fields are pydantic extras
+            fields = chunk.__dict__
+            if data.response_id is None:
+                value = fields.get("id") or extra.get("id")
+                if isinstance(value, str) and value:
+                    data.response_id = value
+            if data.model is None:
+                value = fields.get("model") or extra.get("model")
+                if isinstance(value, str) and value:
+                    data.model = value
+            if data.system_fingerprint is None:
+                value = fields.get("system_fingerprint") or extra.get("system_fingerprint")
+                if isinstance(value, str) and value:
+                    data.system_fingerprint = value
+            if data.service_tier is None:
+                value = fields.get("service_tier") or extra.get("service_tier")
+                if isinstance(value, str) and value:
+                    data.service_tier = value
+            choices = fields.get("choices") or extra.get("choices")
+            usage = fields.get("usage")
+            if usage is None:
+                usage = extra.get("usage")
+        elif isinstance(chunk, dict):
             self._add_mapping(chunk)
             return
-        # the hot path: attribute objects (openai's and litellm's chunks), no helper calls
-        data = self.data
-        if data.response_id is None:
-            value = getattr(chunk, "id", None)
-            if isinstance(value, str) and value:
-                data.response_id = value
-        if data.model is None:
-            value = getattr(chunk, "model", None)
-            if isinstance(value, str) and value:
-                data.model = value
-        if data.system_fingerprint is None:
-            value = getattr(chunk, "system_fingerprint", None)
-            if isinstance(value, str) and value:
-                data.system_fingerprint = value
-        if data.service_tier is None:
-            value = getattr(chunk, "service_tier", None)
-            if isinstance(value, str) and value:
-                data.service_tier = value
-        choices = getattr(chunk, "choices", None)
+        else:  # openai's chunks: every field is an instance attribute
+            if data.response_id is None:
+                value = getattr(chunk, "id", None)
+                if isinstance(value, str) and value:
+                    data.response_id = value
+            if data.model is None:
+                value = getattr(chunk, "model", None)
+                if isinstance(value, str) and value:
+                    data.model = value
+            if data.system_fingerprint is None:
+                value = getattr(chunk, "system_fingerprint", None)
+                if isinstance(value, str) and value:
+                    data.system_fingerprint = value
+            if data.service_tier is None:
+                value = getattr(chunk, "service_tier", None)
+                if isinstance(value, str) and value:
+                    data.service_tier = value
+            choices = getattr(chunk, "choices", None)
+            usage = getattr(chunk, "usage", None)
         if choices:
             for choice in choices:
-                if isinstance(choice, dict):
+                cextra = getattr(choice, "__pydantic_extra__", None)
+                if cextra and (_PLAIN_MODELS.get(type(choice)) or plain_model(type(choice))):
+                    # litellm's choices: their fields are pydantic extras, as their delta's
+                    cfields = choice.__dict__
+                    index = cfields["index"] if "index" in cfields else cextra.get("index", 0)
+                    if index == 0:
+                        delta = cfields.get("delta")
+                        if delta is None:
+                            delta = cextra.get("delta")
+                        dextra = getattr(delta, "__pydantic_extra__", None)
+                        if dextra and (_PLAIN_MODELS.get(type(delta))
+                                       or plain_model(type(delta))):
+                            content = delta.__dict__.get("content")
+                            if content is None:
+                                content = dextra.get("content")
+                        else:
+                            content = getattr(delta, "content", None)
+                        if isinstance(content, str):
+                            self.parts.append(content)
+                    reason = cfields.get("finish_reason")
+                    if reason is None:
+                        reason = cextra.get("finish_reason")
+                elif isinstance(choice, dict):
                     self._add_choice(choice)
                     continue
-                index = getattr(choice, "index", 0)
-                if index == 0:
-                    content = getattr(getattr(choice, "delta", None), "content", None)
-                    if isinstance(content, str):
-                        self.parts.append(content)
-                reason = getattr(choice, "finish_reason", None)
-                if reason is not None and isinstance(reason, str) and isinstance(index, int):
+                else:
+                    index = getattr(choice, "index", 0)
+                    if index == 0:
+                        content = getattr(getattr(choice, "delta", None), "content", None)
+                        if isinstance(content, str):
+                            self.parts.append(content)
+                    reason = getattr(choice, "finish_reason", None)
+                if isinstance(reason, str) and isinstance(index, int):
                     self.reasons[index] = reason
-        usage = getattr(chunk, "usage", None)
         if usage is not None:
             chat_usage(data, usage)
 
