@@ -113,6 +113,29 @@ def plain_model(cls: type) -> bool:
     return known
 
 
+_NO_EXTRAS: dict[str, Any] = {}
+_CHUNK_NAMES = ("id", "model", "system_fingerprint", "service_tier", "choices", "usage")
+_CHOICE_NAMES = ("index", "delta", "finish_reason")
+_DELTA_NAMES = ("content",)
+_CHUNK_DICTS: dict[type, bool] = {}
+_CHOICE_DICTS: dict[type, bool] = {}
+_DELTA_DICTS: dict[type, bool] = {}
+
+
+def reads_dicts(cls: type, names: tuple[str, ...], cache: dict[type, bool]) -> bool:
+    """Whether `ChatStreamAccumulator` reads *names* of *cls*'s instances from their dicts:
+    a `plain_model` that does not declare them all as fields (litellm's chunk, choice and
+    delta classes, whose fields are pydantic extras); others (openai's, every field declared)
+    are read by attribute. Decided once per class, kept in *cache*."""
+    known = cache.get(cls)
+    if known is None:
+        declared = getattr(cls, "__pydantic_fields__", None)
+        known = (plain_model(cls) and isinstance(declared, dict)
+                 and not all(name in declared for name in names))
+        cache[cls] = known
+    return known
+
+
 class ChatStreamAccumulator:
     """Collects chat-completion chunks: text of choice 0, finish reasons, usage.
 
@@ -134,10 +157,12 @@ class ChatStreamAccumulator:
     def add(self, chunk: Any) -> None:
         # the hot path: inline, no helper call per chunk (issue 28)
         data = self.data
-        extra = getattr(chunk, "__pydantic_extra__", None)
-        if extra and (_PLAIN_MODELS.get(type(chunk)) or plain_model(type(chunk))):
-            # litellm's chunks: some fields are pydantic extras
+        dicts = _CHUNK_DICTS.get(type(chunk))
+        if dicts is None:
+            dicts = reads_dicts(type(chunk), _CHUNK_NAMES, _CHUNK_DICTS)
+        if dicts:  # litellm's chunks: some fields are pydantic extras
             fields = chunk.__dict__
+            extra = chunk.__pydantic_extra__ or _NO_EXTRAS
             if data.response_id is None:
                 value = fields.get("id") or extra.get("id")
                 if isinstance(value, str) and value:
@@ -182,21 +207,24 @@ class ChatStreamAccumulator:
             usage = getattr(chunk, "usage", None)
         if choices:
             for choice in choices:
-                cextra = getattr(choice, "__pydantic_extra__", None)
-                if cextra and (_PLAIN_MODELS.get(type(choice)) or plain_model(type(choice))):
-                    # litellm's choices: their fields are pydantic extras, as their delta's
+                dicts = _CHOICE_DICTS.get(type(choice))
+                if dicts is None:
+                    dicts = reads_dicts(type(choice), _CHOICE_NAMES, _CHOICE_DICTS)
+                if dicts:  # litellm's choices: their fields are pydantic extras, as their delta's
                     cfields = choice.__dict__
+                    cextra = choice.__pydantic_extra__ or _NO_EXTRAS
                     index = cfields["index"] if "index" in cfields else cextra.get("index", 0)
                     if index == 0:
                         delta = cfields.get("delta")
                         if delta is None:
                             delta = cextra.get("delta")
-                        dextra = getattr(delta, "__pydantic_extra__", None)
-                        if dextra and (_PLAIN_MODELS.get(type(delta))
-                                       or plain_model(type(delta))):
+                        dicts = _DELTA_DICTS.get(type(delta))
+                        if dicts is None:
+                            dicts = reads_dicts(type(delta), _DELTA_NAMES, _DELTA_DICTS)
+                        if dicts:
                             content = delta.__dict__.get("content")
                             if content is None:
-                                content = dextra.get("content")
+                                content = (delta.__pydantic_extra__ or _NO_EXTRAS).get("content")
                         else:
                             content = getattr(delta, "content", None)
                         if isinstance(content, str):
