@@ -141,9 +141,9 @@ class ChatStreamAccumulator:
 
     Per chunk it only reads fields and appends choice 0's text (joined once, in `collect`);
     the response id, model, fingerprint and tier are read while still unknown, usage when a
-    chunk carries it (the final one, with ``include_usage``). openai's chunks are read by
-    attribute; litellm's, whose fields are partly pydantic extras (see `plain_model`), from
-    their instance and extras dicts, never through pydantic's ``__getattr__``; dicts by key.
+    chunk carries it (the final one, with ``include_usage``). `add` reads openai's chunks by
+    attribute (dicts by key); `add_fields` reads litellm's, whose fields are partly pydantic
+    extras, from their instance and extras dicts, never through pydantic's ``__getattr__``.
     No allocation, lock or helper call per chunk.
     """
 
@@ -155,7 +155,48 @@ class ChatStreamAccumulator:
         self.reasons: dict[int, str] = {}
 
     def add(self, chunk: Any) -> None:
-        # the hot path: inline, no helper call per chunk (issue 28)
+        if isinstance(chunk, dict):
+            self._add_mapping(chunk)
+            return
+        # the hot path: attribute objects (openai's chunks), no helper calls
+        data = self.data
+        if data.response_id is None:
+            value = getattr(chunk, "id", None)
+            if isinstance(value, str) and value:
+                data.response_id = value
+        if data.model is None:
+            value = getattr(chunk, "model", None)
+            if isinstance(value, str) and value:
+                data.model = value
+        if data.system_fingerprint is None:
+            value = getattr(chunk, "system_fingerprint", None)
+            if isinstance(value, str) and value:
+                data.system_fingerprint = value
+        if data.service_tier is None:
+            value = getattr(chunk, "service_tier", None)
+            if isinstance(value, str) and value:
+                data.service_tier = value
+        choices = getattr(chunk, "choices", None)
+        if choices:
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._add_choice(choice)
+                    continue
+                index = getattr(choice, "index", 0)
+                if index == 0:
+                    content = getattr(getattr(choice, "delta", None), "content", None)
+                    if isinstance(content, str):
+                        self.parts.append(content)
+                reason = getattr(choice, "finish_reason", None)
+                if reason is not None and isinstance(reason, str) and isinstance(index, int):
+                    self.reasons[index] = reason
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            chat_usage(data, usage)
+
+    def add_fields(self, chunk: Any) -> None:
+        """`add` for litellm's chunks: fields that are pydantic extras (see `reads_dicts`) are
+        read from the instance and extras dicts, inline; other chunks go to `add`."""
         data = self.data
         dicts = _CHUNK_DICTS.get(type(chunk))
         if dicts is None:
@@ -183,28 +224,9 @@ class ChatStreamAccumulator:
             usage = fields.get("usage")
             if usage is None:
                 usage = extra.get("usage")
-        elif isinstance(chunk, dict):
-            self._add_mapping(chunk)
+        else:
+            self.add(chunk)
             return
-        else:  # openai's chunks: every field is an instance attribute
-            if data.response_id is None:
-                value = getattr(chunk, "id", None)
-                if isinstance(value, str) and value:
-                    data.response_id = value
-            if data.model is None:
-                value = getattr(chunk, "model", None)
-                if isinstance(value, str) and value:
-                    data.model = value
-            if data.system_fingerprint is None:
-                value = getattr(chunk, "system_fingerprint", None)
-                if isinstance(value, str) and value:
-                    data.system_fingerprint = value
-            if data.service_tier is None:
-                value = getattr(chunk, "service_tier", None)
-                if isinstance(value, str) and value:
-                    data.service_tier = value
-            choices = getattr(chunk, "choices", None)
-            usage = getattr(chunk, "usage", None)
         if choices:
             for choice in choices:
                 dicts = _CHOICE_DICTS.get(type(choice))

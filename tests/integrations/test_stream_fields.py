@@ -58,10 +58,10 @@ def _chunk(text: str, **extra: Any) -> _Chunk:
 
 def test_extras_are_read_as_attribute_access_reads_them() -> None:
     acc = ChatStreamAccumulator()
-    acc.add(_chunk("", model="m-1", system_fingerprint="fp"))  # an empty first delta
-    acc.add(_chunk("hello ", service_tier="default"))
-    acc.add(_chunk("world", reason="stop"))
-    acc.add(_Chunk(id="c-1", usage={"prompt_tokens": 3, "completion_tokens": 2,
+    acc.add_fields(_chunk("", model="m-1", system_fingerprint="fp"))  # an empty first delta
+    acc.add_fields(_chunk("hello ", service_tier="default"))
+    acc.add_fields(_chunk("world", reason="stop"))
+    acc.add_fields(_Chunk(id="c-1", usage={"prompt_tokens": 3, "completion_tokens": 2,
                                      "total_tokens": 5}))
     data = acc.collect()
     assert (data.response_id, data.model, data.system_fingerprint, data.service_tier) == (
@@ -70,7 +70,7 @@ def test_extras_are_read_as_attribute_access_reads_them() -> None:
     assert (data.input_tokens, data.output_tokens, data.total_tokens) == (3, 2, 5)
 
     only_empty = ChatStreamAccumulator()
-    only_empty.add(_chunk(""))
+    only_empty.add_fields(_chunk(""))
     assert only_empty.collect().text == ""  # as attribute access gives: "" was streamed
 
 
@@ -78,7 +78,7 @@ def test_a_class_that_shadows_a_field_is_read_by_attribute() -> None:
     assert plain_model(_Chunk) and plain_model(_Choice) and plain_model(_Delta)
     assert not plain_model(_Shadowed)
     acc = ChatStreamAccumulator()
-    acc.add(_Shadowed(id="s-1", model="from-extras", choices=[]))
+    acc.add_fields(_Shadowed(id="s-1", model="from-extras", choices=[]))
     assert acc.collect().model == "from-property"
 
 
