@@ -15,6 +15,8 @@ __all__ = [
     "chat_input_messages",
     "chat_prompt",
     "chat_usage",
+    "plain_model",
+    "reads_dicts",
 ]
 
 def chat_prompt(messages: Any) -> tuple[str | None, list[str]]:
