@@ -43,7 +43,7 @@ from benchmarks._harness import (
     machine_info,
     versions,
 )
-from benchmarks.peers import INSTRUMENT_GOAL, INSTRUMENT_STREAM_GOAL
+from benchmarks.peers import INSTRUMENT_GOAL, INSTRUMENT_LITELLM_GOAL, INSTRUMENT_STREAM_GOAL
 
 __all__ = ["MODULES", "main"]
 
@@ -76,6 +76,10 @@ _SPECS: list[tuple[str, str, str, str, tuple[str, ...], str | None]] = [
      ("bare", "otel_contrib_openai"), INSTRUMENT_STREAM_GOAL),
     ("bench_instrument_openai", "instrument_openai_stream_async_overhead_us", "µs/call",
      "lower", ("bare", "otel_contrib_openai"), INSTRUMENT_STREAM_GOAL),
+    ("bench_instrument_openai", "instrument_litellm_stream_overhead_us", "µs/call", "lower",
+     ("bare", "otel_contrib_openai"), INSTRUMENT_LITELLM_GOAL),
+    ("bench_instrument_openai", "instrument_litellm_stream_async_overhead_us", "µs/call",
+     "lower", ("bare", "otel_contrib_openai"), INSTRUMENT_LITELLM_GOAL),
     ("bench_get_prompt", "get_prompt_cached_us", "µs/call", "lower", ("langfuse",),
      "under 1 µs on a warm cache (issue 7)"),
     ("bench_codec", "decode_tasks_1_us", "µs/op", "lower", ("pydantic", "json_dataclass"), None),
@@ -142,7 +146,7 @@ MODULES: list[str] = list(dict.fromkeys(spec[0] for spec in _SPECS))
 # Seconds a module may take (full run, quick run) before its child process is stopped.
 _TIME_LIMITS: dict[str, tuple[float, float]] = {
     "bench_task_overhead": (260, 90),
-    "bench_instrument_openai": (480, 120),
+    "bench_instrument_openai": (720, 180),
     "bench_get_prompt": (40, 40),
     "bench_codec": (50, 40),
     "bench_delivery": (120, 60),

@@ -37,7 +37,9 @@ from typing import Any
 __all__ = [
     "Result",
     "Variant",
+    "kaizen_litellm_variant",
     "kaizen_variant",
+    "litellm_stream_call",
     "measure",
     "openai_call",
     "servers",
@@ -153,6 +155,54 @@ def kaizen_variant(ct_base_url: str, api_key: str = "bench-key") -> Variant:
         off=lambda: ct.uninstrument(openai),
         flush=client.flush,
     )
+
+
+def kaizen_litellm_variant(ct_base_url: str, api_key: str = "bench-key") -> Variant:
+    """``ct.instrument(litellm)`` with a client that delivers to *ct_base_url*."""
+    import litellm
+
+    import kaizen_sdk as ct
+    from kaizen_sdk.client import CTClient
+
+    client = CTClient(base_url=ct_base_url, api_key=api_key)
+
+    def flush() -> None:
+        client.flush()
+
+    return Variant(
+        name="kaizen",
+        on=lambda: ct.instrument(litellm, client=client,
+                                 task_map={"You are terse.": "bench_instrument"}),
+        off=lambda: ct.uninstrument(litellm),
+        flush=flush,
+    )
+
+
+def litellm_stream_call(openai_base_url: str, *, is_async: bool = False) -> Callable[[int], None]:
+    """``run(n)``: *n* streamed ``litellm`` completions (an ``openai/`` model, usage included,
+    read to the end) against the OpenAI stand-in."""
+    import litellm
+
+    kwargs: dict[str, Any] = {
+        "model": "openai/m", "messages": MESSAGES, "api_base": openai_base_url,
+        "api_key": "sk-bench", "stream": True, "stream_options": {"include_usage": True},
+    }
+    if not is_async:
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                for _chunk in litellm.completion(**kwargs):
+                    pass
+
+        return run
+    loop = asyncio.new_event_loop()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            async for _chunk in await litellm.acompletion(**kwargs):
+                pass
+
+    return lambda n: loop.run_until_complete(many(n))
 
 
 def openai_call(

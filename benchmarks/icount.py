@@ -18,9 +18,13 @@ provider with a ``BatchSpanProcessor`` into a null exporter), ``task_no_provider
 ``task_app_provider`` (``@ct.task`` on a no-op, without and with such a provider),
 ``manual_span`` (the span the decorator makes, with its five attributes, started, made
 current and ended by hand), and with the real ``openai`` client answering from memory
-(see `benchmarks.profile_stream`): ``openai_plain``/``openai_stream_plain``, ``kaizen`` and
-``openai_v2`` variants of both (openai-v2's spans exported over OTLP/HTTP to the null
-server, as in the bench's rows).
+(see `benchmarks.profile_stream`): ``openai_plain``/``openai_stream_plain``/
+``openai_astream_plain`` (non-streaming, streamed sync, streamed async on an asyncio loop),
+``kaizen`` and ``openai_v2`` variants of each (openai-v2's spans exported over OTLP/HTTP to
+the null server, as in the bench's rows); and ``litellm_stream_plain``/
+``litellm_astream_plain`` (``litellm.completion``/``acompletion`` with ``stream=True`` on an
+``openai/`` model, through the same openai client answering from memory) with their
+``kaizen`` variants (``ct.instrument(litellm)``). Streamed calls read 13 chunks, usage last.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ PATHS = (
     "bare", "otel_span", "manual_span", "task_no_provider", "task_app_provider",
     "openai_plain", "openai_kaizen", "openai_v2",
     "openai_stream_plain", "openai_stream_kaizen", "openai_stream_v2",
+    "openai_astream_plain", "openai_astream_kaizen", "openai_astream_v2",
+    "litellm_stream_plain", "litellm_stream_kaizen",
+    "litellm_astream_plain", "litellm_astream_kaizen",
 )
 """Every path `main` can count, in the order it prints them."""
 
@@ -118,16 +125,24 @@ def _setup(path: str) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[]
 
     import openai
 
-    from benchmarks.profile_stream import _batch, capture
+    from benchmarks.profile_stream import _batch, capture, litellm_batch
 
     plain, streamed = capture()
-    stream = path.startswith("openai_stream")
-    run = _batch(streamed if stream else plain, stream=stream, is_async=False)
+    stream = "stream_" in path
+    is_async = "_astream_" in path
+    library: Any = openai
+    if path.startswith("litellm_"):
+        import litellm
+
+        library = litellm
+        run = litellm_batch(streamed, is_async=is_async)
+    else:
+        run = _batch(streamed if stream else plain, stream=stream, is_async=is_async)
     flush: Callable[[], Any] = lambda: None  # noqa: E731
     if path.endswith("_kaizen"):
         client = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000)
         closers.append(client.close)
-        ct.instrument(openai, client=client, task_map={"You are terse.": "bench_instrument"})
+        ct.instrument(library, client=client, task_map={"You are terse.": "bench_instrument"})
         flush = client.flush
     elif path.endswith("_v2"):
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
@@ -150,6 +165,7 @@ def _child(path: str, calls: int) -> None:
     # batches, each paying a whole HTTP request. Here batches go out on `FLUSH_EVERY` flushes
     # (or when full), as they do at full speed.
     os.environ["OTEL_BSP_SCHEDULE_DELAY"] = str(3_600_000)
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # litellm: no fetch at import
     from kaizen_sdk import delivery
 
     delivery._SCHEDULE_DELAY = 3600.0

@@ -31,6 +31,7 @@ from benchmarks.sink import Sink
 
 __all__ = [
     "INSTRUMENT_GOAL",
+    "INSTRUMENT_LITELLM_GOAL",
     "INSTRUMENT_STREAM_GOAL",
     "attempt",
     "instrument_openai_metrics",
@@ -584,10 +585,70 @@ def instrument_openai_metrics(quick: bool) -> list[Metric]:
             results = bio.measure(chosen, batch, calls=30 if quick else 150,
                                   rounds=3 if quick else 21, max_seconds=30 if quick else 100)
             measured_modes.append((name, stream, is_async, results))
+        litellm_modes: list[tuple[str, bool, Any]] = []
+        litellm_variant = attempt("kaizen on litellm",
+                                  lambda: bio.kaizen_litellm_variant(ct_url), notes)
+        if litellm_variant is not None:
+            for name, is_async in _LITELLM_MODES:
+                batch = bio.litellm_stream_call(openai_url, is_async=is_async)
+                results = bio.measure([litellm_variant], batch, calls=10 if quick else 50,
+                                      rounds=3 if quick else 21,
+                                      max_seconds=30 if quick else 100)
+                litellm_modes.append((name, is_async, results["kaizen"]))
         otlp_posts = _delivered(sink, ("/v1/traces",))
     for name, stream, is_async, results in measured_modes:
         rows.append(_instrument_row(name, stream, is_async, results, notes, otlp_posts))
+    for name, is_async, ours in litellm_modes:
+        reference = next(r for n, s, a, r in measured_modes if s and a == is_async)
+        rows.append(_litellm_row(name, is_async, ours, reference.get("otel_contrib_openai")))
     return rows
+
+
+# (metric, async): litellm's streams, against openai-v2's streamed openai overhead
+_LITELLM_MODES = (
+    ("instrument_litellm_stream_overhead_us", False),
+    ("instrument_litellm_stream_async_overhead_us", True),
+)
+INSTRUMENT_LITELLM_GOAL = ("streamed litellm, read to the end: at most 0.5x "
+                           "opentelemetry-instrumentation-openai-v2's streamed openai "
+                           "overhead, same mode, same run (issue 28)")
+"""The goal of the litellm streamed rows (openai-v2 has no litellm instrumentation)."""
+
+
+def _litellm_row(name: str, is_async: bool, ours: Any, v2: Any) -> Metric:
+    plain = statistics.median(p - o for p, o in zip(ours.per_call_us, ours.overhead_us,
+                                                     strict=True))
+    reference = v2.median_overhead_us if v2 is not None else None
+    ratio = ours.median_overhead_us / reference if reference else None
+    mode = "async" if is_async else "sync"
+    verdict = f"{ours.median_overhead_us:.0f} µs"
+    if ratio is not None:
+        verdict += (f", {ratio:.2f}x otel_contrib_openai's streamed openai overhead "
+                    f"({reference:.0f} µs)")
+    return Metric(
+        name=name,
+        unit="µs/call",
+        better="lower",
+        kaizen=ours.median_overhead_us,
+        peers={"bare": plain, "otel_contrib_openai": reference},
+        goal=INSTRUMENT_LITELLM_GOAL,
+        goal_met=None if ratio is None else ratio <= 0.5,
+        verdict=verdict,
+        notes=[
+            f"Overhead = CPU µs per streamed `litellm.{'a' if is_async else ''}completion`"
+            f" (an `openai/` model, `stream_options={{'include_usage': True}}`, read to the "
+            f"end, {mode}) with `ct.instrument(litellm)` minus the uninstrumented call's "
+            f"({plain:.0f} µs CPU, the `bare` row), same round; calls go to the loopback OpenAI "
+            "stand-in in another process.",
+            "The reference is openai-v2's overhead on a streamed `openai` call of the same mode "
+            "in the same run (the `instrument_openai_stream"
+            f"{'_async' if is_async else ''}_overhead_us` row): openai-v2 does not instrument "
+            "litellm. litellm's own call costs far more than openai's, so this row's spread "
+            "is wide.",
+        ],
+        spread={"kaizen": ours.spread},
+        references=["bare"],
+    )
 
 
 def _instrument_row(name: str, stream: bool, is_async: bool, results: dict[str, Any],

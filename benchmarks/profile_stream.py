@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["capture", "main"]
+__all__ = ["capture", "litellm_batch", "main"]
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -60,8 +60,8 @@ def capture() -> tuple[bytes, bytes]:
     return plain, streamed
 
 
-def _batch(answer: bytes, *, stream: bool, is_async: bool) -> Callable[[int], None]:
-    """``run(n)``: *n* chat completions through the real client, answered from memory."""
+def _clients(answer: bytes, *, stream: bool, is_async: bool) -> Any:
+    """An ``OpenAI`` (or ``AsyncOpenAI``) client whose every request gets *answer*."""
     import openai
 
     try:  # the HTTP library the installed openai client is built on
@@ -74,12 +74,56 @@ def _batch(answer: bytes, *, stream: bool, is_async: bool) -> Callable[[int], No
     def handler(request: Any) -> Any:
         return httpx.Response(200, content=answer, headers={"content-type": kind})
 
+    if not is_async:
+        return openai.OpenAI(base_url="http://llm.test/v1", api_key="sk-bench", max_retries=0,
+                             http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+
+    async def ahandler(request: Any) -> Any:
+        return handler(request)
+
+    return openai.AsyncOpenAI(
+        base_url="http://llm.test/v1", api_key="sk-bench", max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(ahandler)),
+    )
+
+
+def litellm_batch(answer: bytes, *, is_async: bool) -> Callable[[int], None]:
+    """``run(n)``: *n* streamed ``litellm`` completions (``openai/`` model, usage included),
+    read to the end, through an openai client answered from memory with the event stream
+    *answer* (litellm's ``client=`` argument)."""
+    import litellm
+
+    client = _clients(answer, stream=True, is_async=is_async)
+    kwargs: dict[str, Any] = {
+        "model": "openai/m", "messages": MESSAGES, "api_key": "sk-bench",
+        "api_base": "http://llm.test/v1", "client": client, "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if not is_async:
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                for _chunk in litellm.completion(**kwargs):
+                    pass
+
+        return run
+    loop = asyncio.new_event_loop()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            async for _chunk in await litellm.acompletion(**kwargs):
+                pass
+
+    return lambda n: loop.run_until_complete(many(n))
+
+
+def _batch(answer: bytes, *, stream: bool, is_async: bool) -> Callable[[int], None]:
+    """``run(n)``: *n* chat completions through the real client, answered from memory."""
     kwargs: dict[str, Any] = {"model": "m", "messages": MESSAGES}
     if stream:
         kwargs.update(stream=True, stream_options={"include_usage": True})
     if not is_async:
-        client = openai.OpenAI(base_url="http://llm.test/v1", api_key="sk-bench", max_retries=0,
-                               http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+        client = _clients(answer, stream=stream, is_async=False)
 
         def run(n: int) -> None:
             for _ in range(n):
@@ -90,13 +134,7 @@ def _batch(answer: bytes, *, stream: bool, is_async: bool) -> Callable[[int], No
 
         return run
 
-    async def ahandler(request: Any) -> Any:
-        return handler(request)
-
-    aclient = openai.AsyncOpenAI(
-        base_url="http://llm.test/v1", api_key="sk-bench", max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(ahandler)),
-    )
+    aclient = _clients(answer, stream=stream, is_async=True)
     loop = asyncio.new_event_loop()
 
     async def many(n: int) -> None:

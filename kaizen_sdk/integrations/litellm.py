@@ -125,7 +125,8 @@ def _finish(call: TracedCall, arguments: Mapping[str, Any], out: Any, *, is_asyn
     try:
         if arguments.get("stream") is True:
             chat = ChatStreamAccumulator()
-            return _common.wrap_stream(out, call, chat.add, chat.collect, is_async=is_async)
+            return _common.wrap_stream(out, call, chat.add_fields, chat.collect,
+                                       is_async=is_async)
         call.finish(_common.chat_extract(out))
         return _common.wrap_response(out, call)
     except Exception:
