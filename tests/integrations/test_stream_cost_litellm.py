@@ -56,10 +56,15 @@ async def test_async_stream_costs_a_constant_per_chunk(patch: Any, standin: Stan
         return counter.calls, chunks
 
     await cost(SHORT)
-    short_calls, short_chunks = await cost(SHORT)
-    long_calls, long_chunks = await cost(LONG)
+    # the fewest calls of two streams of each length: now and then a block counted more
+    # calls than its own stream makes (2 runs in 7 of one file order), work the event loop
+    # ran late inside it; a per-chunk cost shows in both streams of a length alike
+    short_calls, short_chunks = min([await cost(SHORT), await cost(SHORT)])
+    long_calls, long_chunks = min([await cost(LONG), await cost(LONG)])
     assert long_chunks - short_chunks == LONG - SHORT
     assert long_calls - short_calls <= PER_CHUNK * (long_chunks - short_chunks) + SLACK
-    records = cap.records[-2:]
-    assert [len((r.response_text or "").split(" ")) for r in records] == [SHORT + 1, LONG + 1]
+    records = cap.records[-4:]
+    assert [len((r.response_text or "").split(" ")) for r in records] == [
+        SHORT + 1, SHORT + 1, LONG + 1, LONG + 1,
+    ]
     assert all(r.tokens is not None for r in records)
