@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["FLUSH_EVERY", "PATHS", "count", "main"]
+__all__ = ["FLUSH_EVERY", "PATHS", "count", "main", "per_call"]
 
 PATHS = (
     "bare", "otel_span", "manual_span", "task_no_provider", "task_app_provider",
@@ -185,6 +185,13 @@ def _child(path: str, calls: int) -> None:
 
 def count(path: str, calls: int) -> float:
     """Instructions of one call of *path* (see the module docstring)."""
+    return per_call(["benchmarks.icount", "--child", path], calls)
+
+
+def per_call(child: list[str], calls: int) -> float:
+    """Instructions of one call: ``python -m <child...> N`` run under cachegrind with *calls*
+    and with *calls*/5 calls, the difference divided by the extra calls (start-up and
+    imports cancel out). *child* is the module and its arguments before the call count."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed")
@@ -195,12 +202,12 @@ def count(path: str, calls: int) -> float:
             out = subprocess.run(
                 [valgrind, "--tool=cachegrind", "--cache-sim=no",
                  f"--cachegrind-out-file={os.path.join(tmp, 'out')}",
-                 sys.executable, "-m", "benchmarks.icount", "--child", path, str(n)],
+                 sys.executable, "-m", *child, str(n)],
                 capture_output=True, text=True, check=True,
             )
         found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
         if found is None:
-            raise SystemExit(f"no instruction count for {path}: {out.stderr[-500:]}")
+            raise SystemExit(f"no instruction count for {child}: {out.stderr[-500:]}")
         totals.append(int(found.group(1).replace(",", "")))
     return (totals[1] - totals[0]) / (calls - low)
 

@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from benchmarks.icount import per_call
 
 __all__ = ["VARIANTS", "main"]
 
@@ -139,24 +136,8 @@ def _child(variant: str, calls: int, flush_every: int) -> None:
 
 
 def _count(variant: str, calls: int, flush_every: int) -> float:
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("valgrind is not installed")
-    low = max(1, calls // 5)
-    totals: list[int] = []
-    for n in (low, calls):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run(
-                [valgrind, "--tool=cachegrind", "--cache-sim=no",
-                 f"--cachegrind-out-file={os.path.join(tmp, 'out')}", sys.executable, "-m",
-                 "benchmarks.icount_breakdown", "--child", variant, str(n), str(flush_every)],
-                capture_output=True, text=True, check=True,
-            )
-        found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-        if found is None:
-            raise SystemExit(f"no instruction count for {variant}: {out.stderr[-500:]}")
-        totals.append(int(found.group(1).replace(",", "")))
-    return (totals[1] - totals[0]) / (calls - low)
+    # the call count goes last: `per_call` appends it
+    return per_call(["benchmarks.icount_breakdown", "--child", variant, str(flush_every)], calls)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,10 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=6000)
     parser.add_argument("--flush-every", type=int, default=2000)
-    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "N", "F"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "F", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child[0], int(args.child[1]), int(args.child[2]))
+        _child(args.child[0], int(args.child[2]), int(args.child[1]))
         return 0
     got: dict[str, float] = {}
     for variant in VARIANTS:
