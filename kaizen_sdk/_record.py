@@ -22,10 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CURRENT",
-    "UUID4_CLEAR",
-    "UUID4_SET",
     "UUID7_HEAD",
-    "UUID7_SET",
     "UUID7_VARIANT",
     "CallRecord",
     "CurrentCall",
@@ -243,14 +240,6 @@ def report_usage(
 _rng = random.Random()
 random_bits = _rng.getrandbits
 """``random_bits(k)``: k random bits from the SDK's own generator (trace and span ids)."""
-UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-"""Mask clearing the version and variant bits of a 128-bit number."""
-UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-"""Bits making a 128-bit number a version-4, RFC 4122 variant UUID."""
-
-
-UUID7_SET = (0x7000 << 64) | (0x8000 << 48)
-"""Bits making a 128-bit number a version-7, RFC 9562 variant UUID (clear with `UUID4_CLEAR`)."""
 
 UUID7_VARIANT = 0x8000000000000000
 """The RFC 9562 variant bits of a UUID's last 64 bits (``rand_b`` below them)."""

@@ -267,7 +267,7 @@ def build_batch(
                 fb_meta = _FeedbackMeta(
                     trace_id, record.prompt_version_number, version_id, latency
                 )
-            # Stable across retries, still a UUID4, and a different id for every trace.
+            # Stable across retries, still a UUID7, and a different id for every trace.
             fb_id: Any = None
             if len(trace_id) == 36:
                 last = flip.get(trace_id[35])

@@ -9,7 +9,7 @@ async generator) makes every call
    one and the caller did not pass it; while the prompt carries a rollout, the call's arm is
    picked in the process (`kaizen_sdk._rollout.choose_arm`) and its version served;
 2. run inside an OpenTelemetry span ``ct.task <name>`` that nests under the current span,
-   with a fresh UUID4 trace id (`current_trace_id`);
+   with a fresh UUID7 trace id (`current_trace_id`);
 3. hand a record (inputs without ``prompt``, output, prompt version, latency) to the
    client's background pipeline, which posts it to the CT server off the caller's thread.
 
