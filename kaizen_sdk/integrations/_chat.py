@@ -16,7 +16,7 @@ __all__ = [
     "chat_prompt",
     "chat_usage",
     "plain_model",
-    "reads_dicts",
+    "dict_reads",
 ]
 
 def chat_prompt(messages: Any) -> tuple[str | None, list[str]]:
@@ -119,21 +119,28 @@ _NO_EXTRAS: dict[str, Any] = {}
 _CHUNK_NAMES = ("id", "model", "system_fingerprint", "service_tier", "choices", "usage")
 _CHOICE_NAMES = ("index", "delta", "finish_reason")
 _DELTA_NAMES = ("content",)
-_CHUNK_DICTS: dict[type, bool] = {}
-_CHOICE_DICTS: dict[type, bool] = {}
-_DELTA_DICTS: dict[type, bool] = {}
+_BY_ATTRIBUTE, _FIELDS_ONLY, _FIELDS_THEN_EXTRAS = 0, 1, 2
+_CHUNK_READS: dict[type, int] = {}
+_CHOICE_READS: dict[type, int] = {}
+_DELTA_READS: dict[type, int] = {}
 
 
-def reads_dicts(cls: type, names: tuple[str, ...], cache: dict[type, bool]) -> bool:
-    """Whether `ChatStreamAccumulator` reads *names* of *cls*'s instances from their dicts:
-    a `plain_model` that does not declare them all as fields (litellm's chunk, choice and
-    delta classes, whose fields are pydantic extras); others (openai's, every field declared)
-    are read by attribute. Decided once per class, kept in *cache*."""
+def dict_reads(cls: type, names: tuple[str, ...], cache: dict[type, int]) -> int:
+    """How `ChatStreamAccumulator` reads *names* of *cls*'s instances, decided once per class
+    and kept in *cache*: from the instance dict alone (1: a `plain_model` declaring them all,
+    as openai's chunk, choice and delta classes do), from the instance dict and then the
+    pydantic extras (2: a `plain_model` that keeps some of them as extras, as litellm's do),
+    or by attribute (0: anything else). On a pydantic model, attribute access itself goes
+    through pydantic's ``__getattr__`` hook, a slower lookup than a dict's (issue 28)."""
     known = cache.get(cls)
     if known is None:
         declared = getattr(cls, "__pydantic_fields__", None)
-        known = (plain_model(cls) and isinstance(declared, dict)
-                 and not all(name in declared for name in names))
+        if not (plain_model(cls) and isinstance(declared, dict)):
+            known = _BY_ATTRIBUTE
+        elif all(name in declared for name in names):
+            known = _FIELDS_ONLY
+        else:
+            known = _FIELDS_THEN_EXTRAS
         cache[cls] = known
     return known
 
@@ -142,11 +149,14 @@ class ChatStreamAccumulator:
     """Collects chat-completion chunks: text of choice 0, finish reasons, usage.
 
     Per chunk it only reads fields and appends choice 0's text (joined once, in `collect`);
-    the response id, model, fingerprint and tier are read while still unknown, usage when a
-    chunk carries it (the final one, with ``include_usage``). `add` reads openai's chunks by
-    attribute (dicts by key); `add_fields` reads litellm's, whose fields are partly pydantic
-    extras, from their instance and extras dicts, never through pydantic's ``__getattr__``.
-    No allocation, lock or helper call per chunk.
+    the response id, model, fingerprint and tier are read while still unknown (from openai's
+    own chunks, the fingerprint and tier from those that open or close the stream: openai
+    sends them on every chunk), usage when a chunk carries it (the final one, with
+    ``include_usage``). pydantic chunks (openai's,
+    litellm's, whose fields are partly pydantic extras) are read from their instance and
+    extras dicts (see `dict_reads`), other objects by attribute, mappings by key; each read
+    gives what attribute access would. No allocation or lock per chunk, and on openai's chunks
+    no helper call.
     """
 
     __slots__ = ("data", "parts", "reasons")
@@ -157,119 +167,185 @@ class ChatStreamAccumulator:
         self.reasons: dict[int, str] = {}
 
     def add(self, chunk: Any) -> None:
-        if isinstance(chunk, dict):
-            self._add_mapping(chunk)
+        """Read one chunk (any of the kinds above)."""
+        reads = _CHUNK_READS.get(type(chunk))
+        if reads != _FIELDS_ONLY:
+            self._add_other(chunk, reads)
             return
-        # the hot path: attribute objects (openai's chunks), no helper calls
+        # openai's chunks, choices and deltas: the hot path (issue 28). On a pydantic model
+        # every attribute read goes through pydantic's __getattr__ hook, so a chunk reads only
+        # what it needs: its text, and the response's fields while unknown, from the chunks
+        # that open the stream (until id and model are known: Azure's first chunk has
+        # neither) and those that close it (a finish reason, usage). A missing field reads
+        # the slow way, nothing twice.
         data = self.data
-        if data.response_id is None:
-            value = getattr(chunk, "id", None)
-            if isinstance(value, str) and value:
-                data.response_id = value
-        if data.model is None:
-            value = getattr(chunk, "model", None)
-            if isinstance(value, str) and value:
-                data.model = value
-        if data.system_fingerprint is None:
-            value = getattr(chunk, "system_fingerprint", None)
-            if isinstance(value, str) and value:
-                data.system_fingerprint = value
-        if data.service_tier is None:
-            value = getattr(chunk, "service_tier", None)
-            if isinstance(value, str) and value:
-                data.service_tier = value
-        choices = getattr(chunk, "choices", None)
-        if choices:
-            for choice in choices:
-                if isinstance(choice, dict):
-                    self._add_choice(choice)
-                    continue
-                index = getattr(choice, "index", 0)
-                if index == 0:
-                    content = getattr(getattr(choice, "delta", None), "content", None)
-                    if isinstance(content, str):
-                        self.parts.append(content)
-                reason = getattr(choice, "finish_reason", None)
-                if reason is not None and isinstance(reason, str) and isinstance(index, int):
+        try:
+            choices = chunk.choices
+            usage = chunk.usage
+            opening = data.response_id is None or data.model is None
+            if opening:
+                if data.response_id is None:
+                    data.response_id = nonempty_str(chunk.id)
+                if data.model is None:
+                    data.model = nonempty_str(chunk.model)
+        except AttributeError:
+            self._add_object(chunk)
+            return
+        closing = usage is not None
+        for choice in choices or ():
+            if _CHOICE_READS.get(type(choice)) != _FIELDS_ONLY:
+                self._add_choice(choice)
+                closing = True
+                continue
+            try:
+                index = choice.index
+                content = choice.delta.content if index == 0 else None
+                reason = choice.finish_reason
+            except AttributeError:
+                self._add_choice(choice)
+                closing = True
+                continue
+            if content is not None and isinstance(content, str):
+                self.parts.append(content)
+            if reason is not None:
+                closing = True
+                if isinstance(reason, str) and isinstance(index, int):
                     self.reasons[index] = reason
-        usage = getattr(chunk, "usage", None)
+        if (opening or closing) and (data.system_fingerprint is None
+                                     or data.service_tier is None):
+            if data.system_fingerprint is None:
+                data.system_fingerprint = nonempty_str(getattr(chunk, "system_fingerprint", None))
+            if data.service_tier is None:
+                data.service_tier = nonempty_str(getattr(chunk, "service_tier", None))
         if usage is not None:
             chat_usage(data, usage)
 
     def add_fields(self, chunk: Any) -> None:
-        """`add` for litellm's chunks: fields that are pydantic extras (see `reads_dicts`) are
-        read from the instance and extras dicts, inline; other chunks go to `add`."""
-        data = self.data
-        dicts = _CHUNK_DICTS.get(type(chunk))
-        if dicts is None:
-            dicts = reads_dicts(type(chunk), _CHUNK_NAMES, _CHUNK_DICTS)
-        if dicts:  # litellm's chunks: some fields are pydantic extras
-            fields = chunk.__dict__
-            extra = chunk.__pydantic_extra__ or _NO_EXTRAS
-            if data.response_id is None:
-                value = fields.get("id") or extra.get("id")
-                if isinstance(value, str) and value:
-                    data.response_id = value
-            if data.model is None:
-                value = fields.get("model") or extra.get("model")
-                if isinstance(value, str) and value:
-                    data.model = value
-            if data.system_fingerprint is None:
-                value = fields.get("system_fingerprint") or extra.get("system_fingerprint")
-                if isinstance(value, str) and value:
-                    data.system_fingerprint = value
-            if data.service_tier is None:
-                value = fields.get("service_tier") or extra.get("service_tier")
-                if isinstance(value, str) and value:
-                    data.service_tier = value
-            choices = fields.get("choices") or extra.get("choices")
-            usage = fields.get("usage")
-            if usage is None:
-                usage = extra.get("usage")
-        else:
+        """`add` for litellm's chunks, whose fields are partly pydantic extras: read from the
+        instance and extras dicts, inline (no helper call per chunk); others go to `add`."""
+        if _CHUNK_READS.get(type(chunk)) != _FIELDS_THEN_EXTRAS:
             self.add(chunk)
             return
-        if choices:
-            for choice in choices:
-                dicts = _CHOICE_DICTS.get(type(choice))
-                if dicts is None:
-                    dicts = reads_dicts(type(choice), _CHOICE_NAMES, _CHOICE_DICTS)
-                if dicts:  # litellm's choices: their fields are pydantic extras, as their delta's
-                    cfields = choice.__dict__
-                    cextra = choice.__pydantic_extra__ or _NO_EXTRAS
-                    index = cfields["index"] if "index" in cfields else cextra.get("index", 0)
-                    if index == 0:
-                        delta = cfields.get("delta")
-                        if delta is None:
-                            delta = cextra.get("delta")
-                        dicts = _DELTA_DICTS.get(type(delta))
-                        if dicts is None:
-                            dicts = reads_dicts(type(delta), _DELTA_NAMES, _DELTA_DICTS)
-                        if dicts:
-                            content = delta.__dict__.get("content")
-                            if content is None:
-                                content = (delta.__pydantic_extra__ or _NO_EXTRAS).get("content")
-                        else:
-                            content = getattr(delta, "content", None)
-                        if isinstance(content, str):
-                            self.parts.append(content)
-                    reason = cfields.get("finish_reason")
-                    if reason is None:
-                        reason = cextra.get("finish_reason")
-                elif isinstance(choice, dict):
-                    self._add_choice(choice)
-                    continue
+        data = self.data
+        fields = chunk.__dict__
+        extra = chunk.__pydantic_extra__ or _NO_EXTRAS
+        if data.response_id is None:
+            value = fields.get("id") or extra.get("id")
+            if isinstance(value, str) and value:
+                data.response_id = value
+        if data.model is None:
+            value = fields.get("model") or extra.get("model")
+            if isinstance(value, str) and value:
+                data.model = value
+        if data.system_fingerprint is None:
+            value = fields.get("system_fingerprint") or extra.get("system_fingerprint")
+            if isinstance(value, str) and value:
+                data.system_fingerprint = value
+        if data.service_tier is None:
+            value = fields.get("service_tier") or extra.get("service_tier")
+            if isinstance(value, str) and value:
+                data.service_tier = value
+        choices = fields.get("choices") or extra.get("choices")
+        usage = fields.get("usage")
+        if usage is None:
+            usage = extra.get("usage")
+        for choice in choices or ():
+            if not _CHOICE_READS.get(type(choice)):  # not yet seen, or not a pydantic model
+                self._add_choice(choice)
+                continue
+            cfields = choice.__dict__
+            cextra = choice.__pydantic_extra__ or _NO_EXTRAS
+            index = cfields["index"] if "index" in cfields else cextra.get("index", 0)
+            if index == 0:
+                delta = cfields.get("delta")
+                if delta is None:
+                    delta = cextra.get("delta")
+                if _DELTA_READS.get(type(delta)):
+                    content = delta.__dict__.get("content")
+                    if content is None:
+                        content = (delta.__pydantic_extra__ or _NO_EXTRAS).get("content")
                 else:
-                    index = getattr(choice, "index", 0)
-                    if index == 0:
-                        content = getattr(getattr(choice, "delta", None), "content", None)
-                        if isinstance(content, str):
-                            self.parts.append(content)
-                    reason = getattr(choice, "finish_reason", None)
-                if isinstance(reason, str) and isinstance(index, int):
-                    self.reasons[index] = reason
+                    content = _content(delta)
+                if isinstance(content, str):
+                    self.parts.append(content)
+            reason = cfields.get("finish_reason")
+            if reason is None:
+                reason = cextra.get("finish_reason")
+            if isinstance(reason, str) and isinstance(index, int):
+                self.reasons[index] = reason
         if usage is not None:
             chat_usage(data, usage)
+
+    def _add_other(self, chunk: Any, reads: int | None) -> None:
+        if reads is None:
+            reads = dict_reads(type(chunk), _CHUNK_NAMES, _CHUNK_READS)
+            if reads == _FIELDS_ONLY:
+                self.add(chunk)
+                return
+        if not reads:  # a mapping, or an object that is not a plain pydantic model
+            if isinstance(chunk, dict):
+                self._add_mapping(chunk)
+            else:
+                self._add_object(chunk)
+            return
+        # litellm's chunks: fields partly pydantic extras, read from both dicts
+        fields = chunk.__dict__
+        extra = chunk.__pydantic_extra__ or _NO_EXTRAS
+        data = self.data
+        if data.response_id is None:
+            data.response_id = nonempty_str(_read(fields, extra, "id"))
+        if data.model is None:
+            data.model = nonempty_str(_read(fields, extra, "model"))
+        if data.system_fingerprint is None:
+            data.system_fingerprint = nonempty_str(_read(fields, extra, "system_fingerprint"))
+        if data.service_tier is None:
+            data.service_tier = nonempty_str(_read(fields, extra, "service_tier"))
+        for choice in _read(fields, extra, "choices") or ():
+            self._add_choice(choice)
+        usage = _read(fields, extra, "usage")
+        if usage is not None:
+            chat_usage(data, usage)
+
+    def _add_object(self, chunk: Any) -> None:
+        data = self.data
+        if data.response_id is None:
+            data.response_id = nonempty_str(getattr(chunk, "id", None))
+        if data.model is None:
+            data.model = nonempty_str(getattr(chunk, "model", None))
+        if data.system_fingerprint is None:
+            data.system_fingerprint = nonempty_str(getattr(chunk, "system_fingerprint", None))
+        if data.service_tier is None:
+            data.service_tier = nonempty_str(getattr(chunk, "service_tier", None))
+        for choice in getattr(chunk, "choices", None) or ():
+            self._add_choice(choice)
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            chat_usage(data, usage)
+
+    def _add_choice(self, choice: Any) -> None:
+        """Any choice: a pydantic model's read from its dicts, else by key or attribute."""
+        reads = _CHOICE_READS.get(type(choice))
+        if reads is None:
+            reads = dict_reads(type(choice), _CHOICE_NAMES, _CHOICE_READS)
+        if reads:
+            fields = choice.__dict__
+            extra = (choice.__pydantic_extra__ or _NO_EXTRAS
+                     if reads == _FIELDS_THEN_EXTRAS else _NO_EXTRAS)
+            index = fields["index"] if "index" in fields else extra.get("index", 0)
+            if index == 0:
+                content = _content(_read(fields, extra, "delta"))
+                if isinstance(content, str):
+                    self.parts.append(content)
+            reason = _read(fields, extra, "finish_reason")
+        else:
+            index = get_field(choice, "index", 0)
+            if index == 0:
+                content = get_field(get_field(choice, "delta"), "content")
+                if isinstance(content, str):
+                    self.parts.append(content)
+            reason = get_field(choice, "finish_reason")
+        if isinstance(reason, str) and isinstance(index, int):
+            self.reasons[index] = reason
 
     def _add_mapping(self, chunk: Any) -> None:
         data = self.data
@@ -287,18 +363,26 @@ class ChatStreamAccumulator:
         if usage is not None:
             chat_usage(data, usage)
 
-    def _add_choice(self, choice: Any) -> None:
-        index = get_field(choice, "index", 0)
-        if index == 0:
-            content = get_field(get_field(choice, "delta"), "content")
-            if isinstance(content, str):
-                self.parts.append(content)
-        reason = get_field(choice, "finish_reason")
-        if isinstance(reason, str) and isinstance(index, int):
-            self.reasons[index] = reason
-
     def collect(self) -> Extracted:
         data = self.data
         data.text = "".join(self.parts) if self.parts else None
         data.finish_reasons = [self.reasons[i] for i in sorted(self.reasons)]
         return data
+
+
+def _read(fields: dict[str, Any], extra: dict[str, Any], name: str) -> Any:
+    """What attribute access reads of a plain pydantic model: its field, else its extra."""
+    value = fields.get(name)
+    return extra.get(name) if value is None else value
+
+
+def _content(delta: Any) -> Any:
+    """A delta's ``content``, read as `ChatStreamAccumulator` reads fields."""
+    reads = _DELTA_READS.get(type(delta))
+    if reads is None:
+        reads = dict_reads(type(delta), _DELTA_NAMES, _DELTA_READS)
+    if not reads:
+        return get_field(delta, "content")
+    extra = (delta.__pydantic_extra__ or _NO_EXTRAS
+             if reads == _FIELDS_THEN_EXTRAS else _NO_EXTRAS)
+    return _read(delta.__dict__, extra, "content")

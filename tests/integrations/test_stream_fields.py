@@ -113,3 +113,44 @@ def test_litellm_chunks_are_not_read_through_getattr(patch: Any, standin: StandI
     long_calls, long_chunks = reads(LONG)
     assert long_chunks - short_chunks == LONG - SHORT
     assert long_calls == short_calls
+
+
+def _openai_chunk(**fields: Any) -> Any:
+    from openai.types.chat import ChatCompletionChunk
+
+    body = {"id": "", "model": "", "object": "chat.completion.chunk", "created": 1,
+            "choices": [], **fields}
+    return ChatCompletionChunk.model_validate(body)
+
+
+def _delta(text: str, reason: str | None = None) -> list[dict[str, Any]]:
+    return [{"index": 0, "delta": {"content": text}, "finish_reason": reason}]
+
+
+def test_openai_chunks_give_the_fields_of_the_chunks_that_open_and_close_a_stream() -> None:
+    """openai's chunks are read by attribute, the fingerprint and tier only from the chunks
+    that open the stream (until its id and model are known) and those that close it."""
+    # Azure's shape: a first chunk without id or model, the fields from the second on
+    acc = ChatStreamAccumulator()
+    acc.add(_openai_chunk(prompt_filter_results=[]))
+    acc.add(_openai_chunk(id="c-1", model="m-1", system_fingerprint="fp-1",
+                          service_tier="default", choices=_delta("hello ")))
+    acc.add(_openai_chunk(id="c-1", model="m-1", system_fingerprint="fp-2",
+                          choices=_delta("world", "stop")))
+    data = acc.collect()
+    assert (data.response_id, data.model, data.system_fingerprint, data.service_tier) == (
+        "c-1", "m-1", "fp-1", "default")
+    assert (data.text, data.finish_reasons) == ("hello world", ["stop"])
+
+    # the fingerprint only on the closing chunk, usage on its own final chunk
+    acc = ChatStreamAccumulator()
+    acc.add(_openai_chunk(id="c-2", model="m-2", choices=_delta("a")))
+    acc.add(_openai_chunk(id="c-2", model="m-2", service_tier="flex", choices=_delta("b")))
+    acc.add(_openai_chunk(id="c-2", model="m-2", system_fingerprint="fp-3",
+                          choices=_delta("", "length")))
+    acc.add(_openai_chunk(id="c-2", model="m-2", service_tier="priority",
+                          usage={"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}))
+    data = acc.collect()
+    # a middle chunk's tier is not read; the closing chunks' fields are
+    assert (data.system_fingerprint, data.service_tier) == ("fp-3", "priority")
+    assert (data.text, data.finish_reasons, data.total_tokens) == ("ab", ["length"], 6)
