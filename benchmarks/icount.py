@@ -125,7 +125,7 @@ def _setup(path: str) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[]
 
     import openai
 
-    from benchmarks.profile_stream import _batch, capture, litellm_batch
+    from benchmarks.bench_instrument_openai import capture, memory_call, memory_litellm_call
 
     plain, streamed = capture()
     stream = "stream_" in path
@@ -135,9 +135,9 @@ def _setup(path: str) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[]
         import litellm
 
         library = litellm
-        run = litellm_batch(streamed, is_async=is_async)
+        run = memory_litellm_call(streamed, is_async=is_async)
     else:
-        run = _batch(streamed if stream else plain, stream=stream, is_async=is_async)
+        run = memory_call(streamed if stream else plain, stream=stream, is_async=is_async)
     flush: Callable[[], Any] = lambda: None  # noqa: E731
     if path.endswith("_kaizen"):
         client = ct.CTClient(base_url=url, api_key="bench-key", max_queue_size=1_000_000)

@@ -21,130 +21,14 @@ kaizen's overhead / openai-v2's, per round.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-__all__ = ["capture", "litellm_batch", "main"]
+__all__ = ["main"]
 
-MESSAGES = [
-    {"role": "system", "content": "You are terse."},
-    {"role": "user", "content": "Summarize: the printer on floor 3 is jammed again"},
-]
-
-
-def capture() -> tuple[bytes, bytes]:
-    """The stand-in's JSON answer and its event stream (with usage) to one chat request."""
-    import httpx
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integrations"))
-    from openai_standin import StandIn  # type: ignore[import-not-found]
-
-    server = StandIn().start()
-    try:
-        body = {"model": "m", "messages": MESSAGES}
-        url = f"{server.base_url}/chat/completions"
-        headers = {"Authorization": "Bearer sk-bench"}
-        plain = httpx.post(url, json=body, headers=headers).content
-        streamed = httpx.post(
-            url, json={**body, "stream": True, "stream_options": {"include_usage": True}},
-            headers=headers,
-        ).content
-    finally:
-        server.stop()
-    return plain, streamed
-
-
-def _clients(answer: bytes, *, stream: bool, is_async: bool) -> Any:
-    """An ``OpenAI`` (or ``AsyncOpenAI``) client whose every request gets *answer*."""
-    import openai
-
-    try:  # the HTTP library the installed openai client is built on
-        import httpx2 as httpx  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        import httpx  # type: ignore[no-redef]
-
-    kind = "text/event-stream" if stream else "application/json"
-
-    def handler(request: Any) -> Any:
-        return httpx.Response(200, content=answer, headers={"content-type": kind})
-
-    if not is_async:
-        return openai.OpenAI(base_url="http://llm.test/v1", api_key="sk-bench", max_retries=0,
-                             http_client=httpx.Client(transport=httpx.MockTransport(handler)))
-
-    async def ahandler(request: Any) -> Any:
-        return handler(request)
-
-    return openai.AsyncOpenAI(
-        base_url="http://llm.test/v1", api_key="sk-bench", max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(ahandler)),
-    )
-
-
-def litellm_batch(answer: bytes, *, is_async: bool) -> Callable[[int], None]:
-    """``run(n)``: *n* streamed ``litellm`` completions (``openai/`` model, usage included),
-    read to the end, through an openai client answered from memory with the event stream
-    *answer* (litellm's ``client=`` argument)."""
-    import litellm
-
-    client = _clients(answer, stream=True, is_async=is_async)
-    kwargs: dict[str, Any] = {
-        "model": "openai/m", "messages": MESSAGES, "api_key": "sk-bench",
-        "api_base": "http://llm.test/v1", "client": client, "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if not is_async:
-
-        def run(n: int) -> None:
-            for _ in range(n):
-                for _chunk in litellm.completion(**kwargs):
-                    pass
-
-        return run
-    loop = asyncio.new_event_loop()
-
-    async def many(n: int) -> None:
-        for _ in range(n):
-            async for _chunk in await litellm.acompletion(**kwargs):
-                pass
-
-    return lambda n: loop.run_until_complete(many(n))
-
-
-def _batch(answer: bytes, *, stream: bool, is_async: bool) -> Callable[[int], None]:
-    """``run(n)``: *n* chat completions through the real client, answered from memory."""
-    kwargs: dict[str, Any] = {"model": "m", "messages": MESSAGES}
-    if stream:
-        kwargs.update(stream=True, stream_options={"include_usage": True})
-    if not is_async:
-        client = _clients(answer, stream=stream, is_async=False)
-
-        def run(n: int) -> None:
-            for _ in range(n):
-                out = client.chat.completions.create(**kwargs)
-                if stream:
-                    for _chunk in out:
-                        pass
-
-        return run
-
-    aclient = _clients(answer, stream=stream, is_async=True)
-    loop = asyncio.new_event_loop()
-
-    async def many(n: int) -> None:
-        for _ in range(n):
-            out = await aclient.chat.completions.create(**kwargs)
-            if stream:
-                async for _chunk in out:
-                    pass
-
-    return lambda n: loop.run_until_complete(many(n))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
     import kaizen_sdk as ct
+    from benchmarks.bench_instrument_openai import capture, memory_call
     from benchmarks.bench_task_overhead import NULL_SERVER, start_server
     from benchmarks.peers import otel_provider, otlp_exporter
 
@@ -183,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("streamed, sync", stream_answer, True, False),
             ("streamed, async", stream_answer, True, True),
         ):
-            run = _batch(answer, stream=stream, is_async=is_async)
+            run = memory_call(answer, stream=stream, is_async=is_async)
             per: dict[str, list[float]] = {name: [] for name in variants}
             names = list(variants)
             for name in names:  # warm-up
