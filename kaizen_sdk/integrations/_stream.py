@@ -212,8 +212,10 @@ class TracedAsyncStream(_StreamBase):
     async def __anext__(self) -> Any:
         it = self._self_it
         if it is None:
-            wrapped = self.__wrapped__
-            it = wrapped if hasattr(type(wrapped), "__anext__") else wrapped.__aiter__()
+            # the stream's own iterator, as ``async for`` over the stream would take: an
+            # async generator steps on without a new coroutine per chunk, where the stream's
+            # ``__anext__`` (openai's) makes one to await its generator (issue 28)
+            it = self.__wrapped__.__aiter__()
             self._self_it = it
         state = self._self_state
         try:
