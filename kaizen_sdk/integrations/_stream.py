@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -206,10 +206,15 @@ class TracedAsyncStream(_StreamBase):
         super().__init__(wrapped, state)
         self._self_it: Any = None
 
-    def __aiter__(self) -> TracedAsyncStream:
-        return self
+    def __aiter__(self) -> AsyncIterator[Any]:
+        # ``async for chunk in stream``: an async generator steps on without a coroutine per
+        # chunk, where an ``async def __anext__`` makes one (issue 28). As `_chunks`, it keeps
+        # this proxy alive while it runs and is never held by it: a loop left early drops it,
+        # the event loop closes it (asyncio: on its next step), then the proxy's ``__del__``
+        # ends the call.
+        return _achunks(self._self_source(), self._self_state, self)
 
-    async def __anext__(self) -> Any:
+    def _self_source(self) -> Any:
         it = self._self_it
         if it is None:
             # the stream's own iterator, as ``async for`` over the stream would take: an
@@ -217,6 +222,12 @@ class TracedAsyncStream(_StreamBase):
             # ``__anext__`` (openai's) makes one to await its generator (issue 28)
             it = self.__wrapped__.__aiter__()
             self._self_it = it
+        return it
+
+    async def __anext__(self) -> Any:
+        it = self._self_it
+        if it is None:
+            it = self._self_source()
         state = self._self_state
         try:
             item = await it.__anext__()
@@ -283,6 +294,27 @@ class TracedAsyncStream(_StreamBase):
             if exc is not None:
                 self._self_state.failed(exc)
             self._self_state.done()
+
+
+async def _achunks(it: Any, state: _StreamState, owner: TracedAsyncStream) -> AsyncIterator[Any]:
+    """`TracedAsyncStream`'s iteration, as `_chunks` is `TracedStream`'s.
+
+    *owner* (the proxy) is only held, so that it outlives the loop.
+    """
+    accumulate = state.accumulate
+    try:
+        async for item in it:
+            try:
+                accumulate(item)
+            except Exception:
+                logger.debug("Reading a stream chunk for tracing failed.", exc_info=True)
+            yield item
+    except GeneratorExit:  # the loop was left early: the proxy ends the call when dropped
+        raise
+    except BaseException as exc:
+        state.failed(exc)
+        raise
+    state.done()
 
 
 async def _maybe_await(method: Callable[[], Any] | None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import gc
 import json
@@ -372,6 +373,31 @@ async def test_async_stream_early_close_and_context_exit(patch: Any, aclient: An
         await second.__anext__()
     assert len(cap.spans()) == 2
     assert [r.response_text for r in cap.records] == ["", ""]  # the role chunk only
+
+
+async def test_async_stream_left_early_and_dropped_ends_the_span(
+    patch: Any, aclient: Any
+) -> None:
+    """``async for`` over a stream steps an async generator (issue 28): left early and
+    dropped, the event loop closes it on its next steps, then the call ends with what was
+    read, once; the span does not wait for the loop to close."""
+    cap = patch(openai)
+    stream = await aclient.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    seen = 0
+    async for _ in stream:
+        seen += 1
+        if seen == 2:
+            break
+    trace_id = stream.ct_trace_id
+    del stream
+    gc.collect()
+    for _ in range(50):  # the loop's steps, not time: asyncio closes it in one or two
+        if cap.spans():
+            break
+        await asyncio.sleep(0)
+    assert len(cap.spans()) == 1
+    assert str(cap.only_record().trace_id) == trace_id
+    assert cap.only_record().response_text == "echo:"
 
 
 async def test_async_error_propagates(patch: Any, aclient: Any) -> None:
