@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import (
     INVALID_SPAN,
     NonRecordingSpan,
@@ -68,6 +71,7 @@ from kaizen_sdk.tracing import SCHEMA_URL, SCOPE, Attr, CallRecord, new_trace_id
 
 __all__ = [
     "TracedCall",
+    "metrics_observable",
     "start_call",
 ]
 
@@ -97,6 +101,25 @@ def _histograms() -> tuple[Any, Any]:
             ),
         ]
     return _METRICS[0], _METRICS[1]
+
+
+_METRICS_GLOBALS = vars(_metrics_api)
+_ENV_METER_PROVIDER = bool(os.environ.get("OTEL_PYTHON_METER_PROVIDER"))
+_UNREADABLE = object()
+
+
+def metrics_observable() -> bool:
+    """False while nothing can see the GenAI metrics: no global MeterProvider is set (the
+    API's proxy instruments drop every value until one is; they forward from then on) or
+    the one set is the API's no-op provider. Then a call builds no metric attributes.
+
+    Reads the API's module attribute ``_METER_PROVIDER`` (pinned in
+    tests/integrations/test_call_metrics.py); unreadable, the metrics are recorded.
+    """
+    provider = _METRICS_GLOBALS.get("_METER_PROVIDER", _UNREADABLE)
+    if provider is None:
+        return _ENV_METER_PROVIDER  # get_meter_provider() loads the named one
+    return type(provider) is not NoOpMeterProvider
 
 
 _NO_SPAN = NonRecordingSpan(INVALID_SPAN.get_span_context())
@@ -423,7 +446,7 @@ class TracedCall:
 
     def _measure(self, data: Extracted, error: str | None) -> None:
         measure = self.measure
-        if measure is None or not self.settings.enabled:
+        if measure is None or not self.settings.enabled or not metrics_observable():
             return
         attributes = dict(measure)
         if data.model:
