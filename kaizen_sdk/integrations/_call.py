@@ -65,7 +65,7 @@ from kaizen_sdk.integrations._semconv import (
     SERVER_ADDRESS,
     SERVER_PORT,
 )
-from kaizen_sdk.integrations._task import caller_frame, note_unattributed, resolve_task
+from kaizen_sdk.integrations._task import note_unattributed, resolve_task
 from kaizen_sdk.integrations._utils import Extracted, InstrumentSettings, rich
 from kaizen_sdk.tracing import SCHEMA_URL, SCOPE, Attr, CallRecord, new_trace_id
 
@@ -174,7 +174,7 @@ def start_call(
                 task = served.task if settings.enabled else None
             else:
                 task = (
-                    resolve_task(task_texts, settings.task_map, caller_frame())
+                    resolve_task(task_texts, settings.task_map)
                     if settings.enabled else None
                 )
         name = f"{operation} {model}" if model else operation
