@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from kaizen_sdk.integrations import _common
+from kaizen_sdk.integrations._coexist import IN_CALL
 from kaizen_sdk.integrations._common import (
     ChatStreamAccumulator,
     Extracted,
@@ -82,21 +83,44 @@ def _uninstrument() -> None:
 # --- wrappers ------------------------------------------------------------------------------
 
 
-def _peers(instance: Any, patched: tuple[Any, str]) -> tuple[bool, bool]:
-    """Whether another GenAI instrumentation's patch runs beneath / around this call of ours.
+class _Peers:
+    """Whether another GenAI instrumentation's patch runs beneath / around a call of one
+    patched method (``peers(instance) -> (beneath, above)``).
 
     Beneath: the client's ``request`` method is patched (OpenInference traces there).
     Around: our patched method has been patched again on top of ours (OpenLLMetry, when
     instrumented after us, starts its Responses span only once the call has returned).
+    Both attributes are read on every call; what they are is worked out again only when one
+    is another object than last time (each kept with its answer in one tuple, so a thread
+    reads a consistent pair).
     """
-    try:
-        above = _common.genai_patch(vars(patched[0]).get(patched[1]))
-        # read on the class: a wrapt patch stays a wrapper (with its _self_wrapper) there
-        request = getattr(type(getattr(instance, "_client", None)), "request", None)
-        return _common.genai_patch(request), above
-    except Exception:
-        logger.debug("Looking for other openai instrumentations failed.", exc_info=True)
-        return False, False
+
+    __slots__ = ("_above", "_beneath", "name", "owner")
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.owner = owner
+        self.name = name
+        self._above: tuple[Any, bool] = (_UNSEEN, False)
+        self._beneath: tuple[Any, bool] = (_UNSEEN, False)
+
+    def __call__(self, instance: Any) -> tuple[bool, bool]:
+        try:
+            patch = vars(self.owner).get(self.name)
+            # read on the class: a wrapt patch stays a wrapper (with its _self_wrapper) there
+            request = getattr(type(getattr(instance, "_client", None)), "request", None)
+            above = self._above
+            if above[0] is not patch:
+                above = self._above = (patch, _common.genai_patch(patch))
+            beneath = self._beneath
+            if beneath[0] is not request:
+                beneath = self._beneath = (request, _common.genai_patch(request))
+            return beneath[1], above[1]
+        except Exception:
+            logger.debug("Looking for other openai instrumentations failed.", exc_info=True)
+            return False, False
+
+
+_UNSEEN = object()
 
 
 def _sync_wrapper(
@@ -104,14 +128,23 @@ def _sync_wrapper(
     patched: tuple[Any, str],
 ) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
+    peers = _Peers(*patched)
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not switch.on or _common.in_instrumented_call():
+        if not switch.on or IN_CALL.get() is not None:  # in_instrumented_call(), inlined
             return wrapped(*args, **kwargs)
-        call = start(tracer, settings, instance, kwargs, wrapped, _peers(instance, patched))
+        call = start(tracer, settings, instance, kwargs, wrapped, peers(instance))
         if call is None:
             return wrapped(*args, **kwargs)
-        out = call.run(wrapped, args, kwargs)
+        # TracedCall.run, inlined (one frame less per call)
+        call.enter()
+        try:
+            out = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.exit()
         return _finish(call, api, kwargs, out, is_async=False)
 
     return wrapper
@@ -122,16 +155,25 @@ def _async_wrapper(
     patched: tuple[Any, str],
 ) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
+    peers = _Peers(*patched)
 
     async def wrapper(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not switch.on or _common.in_instrumented_call():
+        if not switch.on or IN_CALL.get() is not None:  # in_instrumented_call(), inlined
             return await wrapped(*args, **kwargs)
-        call = start(tracer, settings, instance, kwargs, wrapped, _peers(instance, patched))
+        call = start(tracer, settings, instance, kwargs, wrapped, peers(instance))
         if call is None:
             return await wrapped(*args, **kwargs)
-        out = await call.arun(wrapped, args, kwargs)
+        # TracedCall.arun, inlined: one coroutine per call, not two
+        call.enter()
+        try:
+            out = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.exit()
         return _finish(call, api, kwargs, out, is_async=True)
 
     return wrapper
