@@ -452,6 +452,10 @@ class FollowingTracer(trace.Tracer):
     def resolve(self) -> trace.Tracer:
         """The tracer a span started now goes to: the global SDK provider's, or
         `CONTEXT_TRACER` while there is none (one identity comparison when unchanged)."""
+        # `_global_provider` returns the API's attribute itself whenever it is what we saw
+        # (None only while no provider is set and none is named in the environment)
+        if _API_GLOBALS.get("_TRACER_PROVIDER", _UNREADABLE) is self._seen:
+            return self._tracer
         seen = _global_provider()
         if seen is self._seen:
             return self._tracer
@@ -459,6 +463,8 @@ class FollowingTracer(trace.Tracer):
 
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
         """Start a span with the current global provider (see `trace.Tracer.start_span`)."""
+        if _API_GLOBALS.get("_TRACER_PROVIDER", _UNREADABLE) is self._seen:  # `resolve`'s test
+            return self._tracer.start_span(*args, **kwargs)
         return self.resolve().start_span(*args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:

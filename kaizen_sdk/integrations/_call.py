@@ -146,6 +146,7 @@ def start_call(
     system: str | None = None,
     own_metrics: bool = False,
     messages: Any = None,
+    spans_read: bool | None = None,
 ) -> TracedCall | None:
     """Open the span of one LLM call; None when tracing is off or the SDK itself failed.
 
@@ -159,6 +160,8 @@ def start_call(
     *own_metrics* True: the span made beneath us comes from tracing that records no GenAI
     metrics (anthropic's own), so we record them. *messages* rendered by a prompt that
     ``ct.prompt`` served name the call's task, version and arm (outside any ``@ct.task``).
+    *spans_read* is ``rich(tracer, settings)`` when the caller has just asked it (else it is
+    asked here).
     """
     try:
         trace_id = new_trace_id()
@@ -210,7 +213,7 @@ def start_call(
             if above:
                 return make(INVALID_SPAN, mode=_ABOVE)
         measure = _measure_of(operation, provider, system, model, server, settings.latest)
-        if not rich(tracer, settings):
+        if not (rich(tracer, settings) if spans_read is None else spans_read):
             call = make(tracer.start_span(name, kind=SpanKind.CLIENT))
             call.measure = measure
             return call

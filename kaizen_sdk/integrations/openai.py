@@ -259,6 +259,7 @@ def _start_chat(
             beneath=peers[0],
             above=peers[1],
             messages=messages,
+            spans_read=rich,
         )
     except Exception:
         logger.exception("Reading an openai chat request failed; not traced.")
@@ -316,6 +317,7 @@ def _start_responses(
             wrapped=wrapped,
             beneath=peers[0],
             above=peers[1],
+            spans_read=rich,
         )
     except Exception:
         logger.exception("Reading an openai responses request failed; not traced.")
