@@ -187,51 +187,71 @@ def start_call(
         if parent is not None:
             identity[Attr.PARENT_TRACE_ID] = parent
         text = prompt_text if settings.capture_content else None
-
-        def make(span: Span, on_spans: bool = False, mode: int = _OWN) -> TracedCall:
-            call = TracedCall(
-                span=span, settings=settings, trace_id=trace_id, task=task,
-                parent_trace_id=parent, request_model=model, prompt_text=text,
-                on_spans=on_spans, provider=provider, mode=mode,
-            )
-            call.served = served
-            return call
-
-        if settings.enabled:
-            foreign = foreign_call_span()
-            if foreign is not None:
-                foreign.set_attributes(identity)
-                return make(foreign, mode=_ADOPTED)
-            if beneath or (wrapped is not None and foreign_beneath(wrapped)):
-                join_global_provider()
-                call = make(INVALID_SPAN, mode=_BENEATH)
-                call.adoption = Adoption(identity)
-                if own_metrics:
-                    call.measure = _measure_of(operation, provider, system, model, server,
-                                               settings.latest)
-                return call
-            if above:
-                return make(INVALID_SPAN, mode=_ABOVE)
-        measure = _measure_of(operation, provider, system, model, server, settings.latest)
-        if not (rich(tracer, settings) if spans_read is None else spans_read):
-            call = make(tracer.start_span(name, kind=SpanKind.CLIENT))
-            call.measure = measure
-            return call
-        attributes: dict[str, Any] = {**measure, GEN_AI_REQUEST_STREAM: stream, **identity}
-        for key, value in params.items():
-            if value is not None:
-                attributes[key] = value
-        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-        on_spans = settings.capture_on_spans and settings.capture_content
-        if on_spans and input_messages is not None and span.is_recording():
-            span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(input_messages()))
-        call = make(span, on_spans)
+        span: Span = INVALID_SPAN
+        mode = _OWN
+        measure: dict[str, Any] | None = None
+        adoption: Adoption | None = None
+        on_spans = is_rich = False
+        foreign = foreign_call_span() if settings.enabled else None
+        if foreign is not None:
+            foreign.set_attributes(identity)
+            span, mode = foreign, _ADOPTED
+        elif settings.enabled and (
+            beneath or (wrapped is not None and foreign_beneath(wrapped))
+        ):
+            join_global_provider()
+            mode = _BENEATH
+            adoption = Adoption(identity)
+            if own_metrics:
+                measure = _measure_of(operation, provider, system, model, server,
+                                      settings.latest)
+        elif settings.enabled and above:
+            mode = _ABOVE
+        else:
+            # the same for every call of one shape: made once, shared (never changed)
+            key = (operation, provider, system, model, server, settings.latest)
+            try:
+                measure = _MEASURES.get(key)
+                shared = True
+            except TypeError:  # an unhashable value (not ours): made for this call only
+                measure, shared = None, False
+            if measure is None:
+                measure = _measure_of(operation, provider, system, model, server,
+                                      settings.latest)
+                if shared:
+                    if len(_MEASURES) >= _MEASURES_MAX:
+                        _MEASURES.clear()
+                    _MEASURES[key] = measure
+            if not (rich(tracer, settings) if spans_read is None else spans_read):
+                span = tracer.start_span(name, kind=SpanKind.CLIENT)
+            else:
+                attributes: dict[str, Any] = {**measure, GEN_AI_REQUEST_STREAM: stream,
+                                              **identity}
+                for key_, value in params.items():
+                    if value is not None:
+                        attributes[key_] = value
+                span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+                on_spans = settings.capture_on_spans and settings.capture_content
+                if on_spans and input_messages is not None and span.is_recording():
+                    span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(input_messages()))
+                is_rich = True
+        call = TracedCall(
+            span=span, settings=settings, trace_id=trace_id, task=task,
+            parent_trace_id=parent, request_model=model, prompt_text=text,
+            on_spans=on_spans, provider=provider, mode=mode,
+        )
+        call.served = served
+        call.adoption = adoption
         call.measure = measure
-        call.rich = True
+        call.rich = is_rich
         return call
     except Exception:
         logger.exception("Starting the span of an instrumented LLM call failed; not traced.")
         return None
+
+
+_MEASURES: dict[tuple[Any, ...], dict[str, Any]] = {}
+_MEASURES_MAX = 1024
 
 
 def _measure_of(

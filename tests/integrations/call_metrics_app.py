@@ -51,6 +51,7 @@ def main(mode: str, base_url: str) -> dict[str, Any]:
         MeterProvider(metric_readers=[reader]) if mode == "sdk" else metrics.NoOpMeterProvider()
     )
     calls()
+    llm.chat.completions.create(model="m2", messages=MESSAGES)  # another shape of call
     points: dict[str, list[Any]] = {}
     data = reader.get_metrics_data() if mode == "sdk" else None
     for resource in data.resource_metrics if data is not None else ():

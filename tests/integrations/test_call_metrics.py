@@ -42,18 +42,18 @@ def test_no_meter_provider_means_no_metric_work_and_a_later_sdk_one_gets_every_c
 ) -> None:
     out = _run("sdk", standin)
     assert out["before"] == 0  # two calls, no provider yet: the histograms never reached
-    assert out["after"] == 2  # one non-streamed, one streamed call
+    assert out["after"] == 3  # one non-streamed and one streamed call of "m", one of "m2"
     points = out["points"]
     durations = points["gen_ai.client.operation.duration"]
-    assert sum(count for _attrs, count in durations) == 2
+    by_model = {a["gen_ai.request.model"]: c for a, c in durations}
+    assert by_model == {"m": 2, "m2": 1}  # each call shape keeps its own attributes
     for attributes, _count in durations:
         assert attributes["gen_ai.operation.name"] == "chat"
         assert attributes["gen_ai.provider.name"] == "openai"
-        assert attributes["gen_ai.request.model"] == "m"
-        assert attributes["gen_ai.response.model"] == "m-resp"
+        assert attributes["gen_ai.response.model"] == attributes["gen_ai.request.model"] + "-resp"
     tokens = points["gen_ai.client.token.usage"]
-    assert sorted((a["gen_ai.token.type"], c) for a, c in tokens) == [("input", 2),
-                                                                       ("output", 2)]
+    assert sorted((a["gen_ai.request.model"], a["gen_ai.token.type"], c) for a, c in tokens) == [
+        ("m", "input", 2), ("m", "output", 2), ("m2", "input", 1), ("m2", "output", 1)]
 
 
 def test_the_no_op_meter_provider_means_no_metric_work(standin: StandIn) -> None:
