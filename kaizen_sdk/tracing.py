@@ -179,14 +179,14 @@ class Pipeline:
         The record is queued at once, its latency taken from the span's start when not set:
         it never travels through a span processor.
         """
-        if self.delivery is None:
+        delivery = self.delivery
+        if delivery is None:
             return
         try:
             if record.latency_ms is None:
                 start = getattr(span, "start_time", None)
-                if start is not None:
-                    record.latency_ms = (time.time_ns() - start) / 1e6
-            self.submit(record)
+                record.latency_ms = 0.0 if start is None else (time.time_ns() - start) / 1e6
+            delivery.submit(record)  # `submit`, inlined
         except Exception:
             _log.warning("Could not queue a CT record.", exc_info=True)
 

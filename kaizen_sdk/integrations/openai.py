@@ -205,7 +205,7 @@ def _finish(call: TracedCall, api: str, kwargs: Mapping[str, Any], out: Any, *,
 
 def _raw(kwargs: Mapping[str, Any]) -> bool:
     headers = kwargs.get("extra_headers")
-    if not isinstance(headers, Mapping):
+    if headers is None or not isinstance(headers, Mapping):
         return False
     return any(str(k).lower() == _RAW_HEADER for k in headers)
 
