@@ -239,13 +239,14 @@ def _start_chat(
     try:
         rich = _common.rich(tracer, settings)
         messages = kwargs.get("messages")
+        model = kwargs.get("model")
         prompt, texts = _common.chat_prompt(messages)
         return _common.start_call(
             tracer,
             settings,
             operation="chat",
             provider=_PROVIDER,
-            model=_model(kwargs),
+            model=model if isinstance(model, str) else None,  # `_model`, inlined
             stream=kwargs.get("stream") is True,
             params=(
                 _params(kwargs, settings, "max_completion_tokens", "max_tokens",
