@@ -446,7 +446,8 @@ class FollowingTracer(trace.Tracer):
     @property
     def observable(self) -> bool:
         """False while there is no application SDK provider (CT spans do not record)."""
-        self.resolve()
+        if _API_GLOBALS.get("_TRACER_PROVIDER", _UNREADABLE) is not self._seen:  # `resolve`'s
+            self.resolve()
         return self._observable
 
     def resolve(self) -> trace.Tracer:

@@ -458,14 +458,17 @@ class TracedCall:
                 except Exception:
                     logger.exception("Recording the GenAI metrics of an LLM call failed.")
             return
-        try:
-            self.span.end()
-        except Exception:
-            logger.exception("Ending the span of an LLM call failed.")
-        try:
-            self._measure(data, error)
-        except Exception:
-            logger.exception("Recording the GenAI metrics of an LLM call failed.")
+        span = self.span
+        if type(span) is not NonRecordingSpan:  # whose end() does nothing
+            try:
+                span.end()
+            except Exception:
+                logger.exception("Ending the span of an LLM call failed.")
+        if self.measure is not None and metrics_observable():  # else `_measure` returns
+            try:
+                self._measure(data, error)
+            except Exception:
+                logger.exception("Recording the GenAI metrics of an LLM call failed.")
 
     def _measure(self, data: Extracted, error: str | None) -> None:
         measure = self.measure

@@ -183,7 +183,7 @@ def _finish(call: TracedCall, api: str, kwargs: Mapping[str, Any], out: Any, *,
             is_async: bool) -> Any:
     """End the call (or hand it to a stream proxy) and return what the application gets."""
     try:
-        if _raw(kwargs):
+        if kwargs.get("extra_headers") is not None and _raw(kwargs):
             # with_raw_response / with_streaming_response: an HTTP response object, which
             # the application parses itself; the span keeps the request side only.
             call.finish(Extracted())
