@@ -83,9 +83,9 @@ def _uninstrument() -> None:
 # --- wrappers ------------------------------------------------------------------------------
 
 
-class _Peers:
-    """Whether another GenAI instrumentation's patch runs beneath / around a call of one
-    patched method (``peers(instance) -> (beneath, above)``).
+def _peers_of(owner: Any, name: str) -> Callable[[Any], tuple[bool, bool]]:
+    """``peers(instance) -> (beneath, above)``: whether another GenAI instrumentation's patch
+    runs beneath / around a call of ``owner.name`` (our patched method).
 
     Beneath: the client's ``request`` method is patched (OpenInference traces there).
     Around: our patched method has been patched again on top of ours (OpenLLMetry, when
@@ -94,30 +94,26 @@ class _Peers:
     is another object than last time (each kept with its answer in one tuple, so a thread
     reads a consistent pair).
     """
+    seen: list[tuple[Any, bool]] = [(_UNSEEN, False), (_UNSEEN, False)]  # above, beneath
+    attributes = vars(owner)
 
-    __slots__ = ("_above", "_beneath", "name", "owner")
-
-    def __init__(self, owner: Any, name: str) -> None:
-        self.owner = owner
-        self.name = name
-        self._above: tuple[Any, bool] = (_UNSEEN, False)
-        self._beneath: tuple[Any, bool] = (_UNSEEN, False)
-
-    def __call__(self, instance: Any) -> tuple[bool, bool]:
+    def peers(instance: Any) -> tuple[bool, bool]:
         try:
-            patch = vars(self.owner).get(self.name)
+            patch = attributes.get(name)
             # read on the class: a wrapt patch stays a wrapper (with its _self_wrapper) there
             request = getattr(type(getattr(instance, "_client", None)), "request", None)
-            above = self._above
+            above = seen[0]
             if above[0] is not patch:
-                above = self._above = (patch, _common.genai_patch(patch))
-            beneath = self._beneath
+                above = seen[0] = (patch, _common.genai_patch(patch))
+            beneath = seen[1]
             if beneath[0] is not request:
-                beneath = self._beneath = (request, _common.genai_patch(request))
+                beneath = seen[1] = (request, _common.genai_patch(request))
             return beneath[1], above[1]
         except Exception:
             logger.debug("Looking for other openai instrumentations failed.", exc_info=True)
             return False, False
+
+    return peers
 
 
 _UNSEEN = object()
@@ -128,7 +124,7 @@ def _sync_wrapper(
     patched: tuple[Any, str],
 ) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
-    peers = _Peers(*patched)
+    peers = _peers_of(*patched)
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not switch.on or IN_CALL.get() is not None:  # in_instrumented_call(), inlined
@@ -155,7 +151,7 @@ def _async_wrapper(
     patched: tuple[Any, str],
 ) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
-    peers = _Peers(*patched)
+    peers = _peers_of(*patched)
 
     async def wrapper(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

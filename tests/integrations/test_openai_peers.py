@@ -37,7 +37,7 @@ class _Completions:
 def test_patches_made_and_removed_after_the_first_call_are_seen() -> None:
     client = _Transport()
     instance = types.SimpleNamespace(_client=client)
-    peers = kz_openai._Peers(_Completions, "create")
+    peers = kz_openai._peers_of(_Completions, "create")
     assert peers(instance) == (False, False)
     plain_request, plain_create = _Transport.request, _Completions.create
     try:
