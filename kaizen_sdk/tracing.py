@@ -105,6 +105,7 @@ __all__ = [
 
 _log = logging.getLogger("kaizen_sdk.tracing")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SPAN_ID_BITS = (1 << 64) - 1
 
 SCOPE = "kaizen_sdk"
 """Instrumentation scope name of every CT span."""
@@ -503,9 +504,11 @@ class _ContextTracer(trace.NoOpTracer):
         parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             trace_id, flags = parent.trace_id, parent.trace_flags
-        else:
-            trace_id, flags = random_bits(128) or 1, _SAMPLED
-        return trace.NonRecordingSpan(SpanContext(trace_id, random_bits(64) or 1, False, flags))
+            span_id = random_bits(64)
+        else:  # both ids from one draw
+            bits = random_bits(192)
+            trace_id, span_id, flags = (bits >> 64) or 1, bits & _SPAN_ID_BITS, _SAMPLED
+        return trace.NonRecordingSpan(SpanContext(trace_id, span_id or 1, False, flags))
 
     @contextlib.contextmanager
     def start_as_current_span(  # type: ignore[override]

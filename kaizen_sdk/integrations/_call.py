@@ -192,7 +192,9 @@ def start_call(
         measure: dict[str, Any] | None = None
         adoption: Adoption | None = None
         on_spans = is_rich = False
-        foreign = foreign_call_span() if settings.enabled else None
+        # the current context read once: the span around us, and our span's parent
+        current = otel_context.get_current()
+        foreign = foreign_call_span(current) if settings.enabled else None
         if foreign is not None:
             foreign.set_attributes(identity)
             span, mode = foreign, _ADOPTED
@@ -223,14 +225,15 @@ def start_call(
                         _MEASURES.clear()
                     _MEASURES[key] = measure
             if not (rich(tracer, settings) if spans_read is None else spans_read):
-                span = tracer.start_span(name, kind=SpanKind.CLIENT)
+                span = tracer.start_span(name, current, kind=SpanKind.CLIENT)
             else:
                 attributes: dict[str, Any] = {**measure, GEN_AI_REQUEST_STREAM: stream,
                                               **identity}
                 for key_, value in params.items():
                     if value is not None:
                         attributes[key_] = value
-                span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+                span = tracer.start_span(name, current, kind=SpanKind.CLIENT,
+                                         attributes=attributes)
                 on_spans = settings.capture_on_spans and settings.capture_content
                 if on_spans and input_messages is not None and span.is_recording():
                     span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(input_messages()))
