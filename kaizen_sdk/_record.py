@@ -245,14 +245,15 @@ UUID7_VARIANT = 0x8000000000000000
 """The RFC 9562 variant bits of a UUID's last 64 bits (``rand_b`` below them)."""
 
 UUID7_HEAD: list[tuple[int, str]] = [(-1, "")]
-"""``[(millisecond, text)]``: the first 20 characters of this millisecond's UUID7s (time,
+"""``[(millisecond, text)]``: the first 19 characters of this millisecond's UUID7s (time,
 version and a random ``rand_a``); one tuple, so a thread reads a consistent pair."""
 
 
 def uuid7_head(ms: int) -> str:
     """The text of a UUID7 before its ``rand_b`` for millisecond *ms*, kept for the next
     ids of the same millisecond."""
-    head = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{random_bits(12):03x}-"
+    h = "%016x" % ((ms << 16) | 0x7000 | random_bits(12))  # one conversion, then slices
+    head = f"{h[:8]}-{h[8:12]}-{h[12:]}-"
     UUID7_HEAD[0] = (ms, head)
     return head
 
@@ -261,14 +262,20 @@ def new_trace_id() -> str:
     """Return a fresh UUID7 as its canonical string: the Unix time in milliseconds, then 74
     random bits (cheap; safe after fork). Ids sort by the millisecond they were made in.
 
-    Ids of one millisecond share its first 20 characters (``rand_a`` drawn once per
+    Ids of one millisecond share its first 19 characters (``rand_a`` drawn once per
     millisecond) and differ in 62 random bits: formatting only those halves the cost.
     """
     ms = time.time_ns() // 1_000_000
     cached = UUID7_HEAD[0]
-    head = cached[1] if cached[0] == ms else uuid7_head(ms)
-    h = "%016x" % (random_bits(62) | UUID7_VARIANT)
-    return f"{head}{h[:4]}-{h[4:]}"
+    if cached[0] == ms:
+        h = "%016x" % (random_bits(62) | UUID7_VARIANT)
+        return f"{cached[1]}{h[:4]}-{h[4:]}"
+    # a new millisecond (every call of an LLM call's length): all 128 bits in one conversion
+    h = "%032x" % ((ms << 80) | (0x7000 | random_bits(12)) << 64
+                   | random_bits(62) | UUID7_VARIANT)
+    head = f"{h[:8]}-{h[8:12]}-{h[12:16]}-"
+    UUID7_HEAD[0] = (ms, head)
+    return f"{head}{h[16:20]}-{h[20:]}"
 
 
 def _after_fork() -> None:

@@ -181,15 +181,16 @@ def _current_call() -> tuple[str, str] | None:
 
 
 def _no_current_call() -> Any:
-    from kaizen_sdk import tracing
+    from kaizen_sdk._record import CURRENT
 
-    _CURRENT[0] = tracing.current_call
-    return tracing.current_call()
+    _CURRENT[0] = CURRENT.get  # what tracing.current_call reads, without its frame
+    return CURRENT.get()
 
 
 _CURRENT: list[Any] = [_no_current_call]
-"""``[current_call]``: ``tracing.current_call`` once the first instrumented call has run
-(imported then, so ``import kaizen_sdk`` stays cheap)."""
+"""``[current_call]``: the ``get`` of the current ``@ct.task`` call's variable (what
+``tracing.current_call`` returns) once the first instrumented call has run (imported then,
+so ``import kaizen_sdk`` stays cheap)."""
 
 
 def _integration(module: Any) -> ModuleType:

@@ -105,6 +105,7 @@ __all__ = [
 
 _log = logging.getLogger("kaizen_sdk.tracing")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SPAN_ID_BITS = (1 << 64) - 1
 
 SCOPE = "kaizen_sdk"
 """Instrumentation scope name of every CT span."""
@@ -179,14 +180,14 @@ class Pipeline:
         The record is queued at once, its latency taken from the span's start when not set:
         it never travels through a span processor.
         """
-        if self.delivery is None:
+        delivery = self.delivery
+        if delivery is None:
             return
         try:
             if record.latency_ms is None:
                 start = getattr(span, "start_time", None)
-                if start is not None:
-                    record.latency_ms = (time.time_ns() - start) / 1e6
-            self.submit(record)
+                record.latency_ms = 0.0 if start is None else (time.time_ns() - start) / 1e6
+            delivery.submit(record)  # `submit`, inlined
         except Exception:
             _log.warning("Could not queue a CT record.", exc_info=True)
 
@@ -446,12 +447,17 @@ class FollowingTracer(trace.Tracer):
     @property
     def observable(self) -> bool:
         """False while there is no application SDK provider (CT spans do not record)."""
-        self.resolve()
+        if _API_GLOBALS.get("_TRACER_PROVIDER", _UNREADABLE) is not self._seen:  # `resolve`'s
+            self.resolve()
         return self._observable
 
     def resolve(self) -> trace.Tracer:
         """The tracer a span started now goes to: the global SDK provider's, or
         `CONTEXT_TRACER` while there is none (one identity comparison when unchanged)."""
+        # `_global_provider` returns the API's attribute itself whenever it is what we saw
+        # (None only while no provider is set and none is named in the environment)
+        if _API_GLOBALS.get("_TRACER_PROVIDER", _UNREADABLE) is self._seen:
+            return self._tracer
         seen = _global_provider()
         if seen is self._seen:
             return self._tracer
@@ -459,6 +465,8 @@ class FollowingTracer(trace.Tracer):
 
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
         """Start a span with the current global provider (see `trace.Tracer.start_span`)."""
+        if _API_GLOBALS.get("_TRACER_PROVIDER", _UNREADABLE) is self._seen:  # `resolve`'s test
+            return self._tracer.start_span(*args, **kwargs)
         return self.resolve().start_span(*args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
@@ -496,9 +504,11 @@ class _ContextTracer(trace.NoOpTracer):
         parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             trace_id, flags = parent.trace_id, parent.trace_flags
-        else:
-            trace_id, flags = random_bits(128) or 1, _SAMPLED
-        return trace.NonRecordingSpan(SpanContext(trace_id, random_bits(64) or 1, False, flags))
+            span_id = random_bits(64)
+        else:  # both ids from one draw
+            bits = random_bits(192)
+            trace_id, span_id, flags = (bits >> 64) or 1, bits & _SPAN_ID_BITS, _SAMPLED
+        return trace.NonRecordingSpan(SpanContext(trace_id, span_id or 1, False, flags))
 
     @contextlib.contextmanager
     def start_as_current_span(  # type: ignore[override]

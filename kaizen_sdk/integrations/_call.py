@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import (
     INVALID_SPAN,
     NonRecordingSpan,
@@ -62,12 +65,13 @@ from kaizen_sdk.integrations._semconv import (
     SERVER_ADDRESS,
     SERVER_PORT,
 )
-from kaizen_sdk.integrations._task import caller_frame, note_unattributed, resolve_task
+from kaizen_sdk.integrations._task import note_unattributed, resolve_task
 from kaizen_sdk.integrations._utils import Extracted, InstrumentSettings, rich
 from kaizen_sdk.tracing import SCHEMA_URL, SCOPE, Attr, CallRecord, new_trace_id
 
 __all__ = [
     "TracedCall",
+    "metrics_observable",
     "start_call",
 ]
 
@@ -99,6 +103,25 @@ def _histograms() -> tuple[Any, Any]:
     return _METRICS[0], _METRICS[1]
 
 
+_METRICS_GLOBALS = vars(_metrics_api)
+_ENV_METER_PROVIDER = bool(os.environ.get("OTEL_PYTHON_METER_PROVIDER"))
+_UNREADABLE = object()
+
+
+def metrics_observable() -> bool:
+    """False while nothing can see the GenAI metrics: no global MeterProvider is set (the
+    API's proxy instruments drop every value until one is; they forward from then on) or
+    the one set is the API's no-op provider. Then a call builds no metric attributes.
+
+    Reads the API's module attribute ``_METER_PROVIDER`` (pinned in
+    tests/integrations/test_call_metrics.py); unreadable, the metrics are recorded.
+    """
+    provider = _METRICS_GLOBALS.get("_METER_PROVIDER", _UNREADABLE)
+    if provider is None:
+        return _ENV_METER_PROVIDER  # get_meter_provider() loads the named one
+    return type(provider) is not NoOpMeterProvider
+
+
 _NO_SPAN = NonRecordingSpan(INVALID_SPAN.get_span_context())
 # our span; another's span around us; another's beneath; another's made after we return
 _OWN, _ADOPTED, _BENEATH, _ABOVE = 0, 1, 2, 3
@@ -123,6 +146,7 @@ def start_call(
     system: str | None = None,
     own_metrics: bool = False,
     messages: Any = None,
+    spans_read: bool | None = None,
 ) -> TracedCall | None:
     """Open the span of one LLM call; None when tracing is off or the SDK itself failed.
 
@@ -136,6 +160,8 @@ def start_call(
     *own_metrics* True: the span made beneath us comes from tracing that records no GenAI
     metrics (anthropic's own), so we record them. *messages* rendered by a prompt that
     ``ct.prompt`` served name the call's task, version and arm (outside any ``@ct.task``).
+    *spans_read* is ``rich(tracer, settings)`` when the caller has just asked it (else it is
+    asked here).
     """
     try:
         trace_id = new_trace_id()
@@ -151,7 +177,7 @@ def start_call(
                 task = served.task if settings.enabled else None
             else:
                 task = (
-                    resolve_task(task_texts, settings.task_map, caller_frame())
+                    resolve_task(task_texts, settings.task_map)
                     if settings.enabled else None
                 )
         name = f"{operation} {model}" if model else operation
@@ -161,51 +187,74 @@ def start_call(
         if parent is not None:
             identity[Attr.PARENT_TRACE_ID] = parent
         text = prompt_text if settings.capture_content else None
-
-        def make(span: Span, on_spans: bool = False, mode: int = _OWN) -> TracedCall:
-            call = TracedCall(
-                span=span, settings=settings, trace_id=trace_id, task=task,
-                parent_trace_id=parent, request_model=model, prompt_text=text,
-                on_spans=on_spans, provider=provider, mode=mode,
-            )
-            call.served = served
-            return call
-
-        if settings.enabled:
-            foreign = foreign_call_span()
-            if foreign is not None:
-                foreign.set_attributes(identity)
-                return make(foreign, mode=_ADOPTED)
-            if beneath or (wrapped is not None and foreign_beneath(wrapped)):
-                join_global_provider()
-                call = make(INVALID_SPAN, mode=_BENEATH)
-                call.adoption = Adoption(identity)
-                if own_metrics:
-                    call.measure = _measure_of(operation, provider, system, model, server,
-                                               settings.latest)
-                return call
-            if above:
-                return make(INVALID_SPAN, mode=_ABOVE)
-        measure = _measure_of(operation, provider, system, model, server, settings.latest)
-        if not rich(tracer, settings):
-            call = make(tracer.start_span(name, kind=SpanKind.CLIENT))
-            call.measure = measure
-            return call
-        attributes: dict[str, Any] = {**measure, GEN_AI_REQUEST_STREAM: stream, **identity}
-        for key, value in params.items():
-            if value is not None:
-                attributes[key] = value
-        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-        on_spans = settings.capture_on_spans and settings.capture_content
-        if on_spans and input_messages is not None and span.is_recording():
-            span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(input_messages()))
-        call = make(span, on_spans)
+        span: Span = INVALID_SPAN
+        mode = _OWN
+        measure: dict[str, Any] | None = None
+        adoption: Adoption | None = None
+        on_spans = is_rich = False
+        # the current context read once: the span around us, and our span's parent
+        current = otel_context.get_current()
+        foreign = foreign_call_span(current) if settings.enabled else None
+        if foreign is not None:
+            foreign.set_attributes(identity)
+            span, mode = foreign, _ADOPTED
+        elif settings.enabled and (
+            beneath or (wrapped is not None and foreign_beneath(wrapped))
+        ):
+            join_global_provider()
+            mode = _BENEATH
+            adoption = Adoption(identity)
+            if own_metrics:
+                measure = _measure_of(operation, provider, system, model, server,
+                                      settings.latest)
+        elif settings.enabled and above:
+            mode = _ABOVE
+        else:
+            # the same for every call of one shape: made once, shared (never changed)
+            key = (operation, provider, system, model, server, settings.latest)
+            try:
+                measure = _MEASURES.get(key)
+                shared = True
+            except TypeError:  # an unhashable value (not ours): made for this call only
+                measure, shared = None, False
+            if measure is None:
+                measure = _measure_of(operation, provider, system, model, server,
+                                      settings.latest)
+                if shared:
+                    if len(_MEASURES) >= _MEASURES_MAX:
+                        _MEASURES.clear()
+                    _MEASURES[key] = measure
+            if not (rich(tracer, settings) if spans_read is None else spans_read):
+                span = tracer.start_span(name, current, kind=SpanKind.CLIENT)
+            else:
+                attributes: dict[str, Any] = {**measure, GEN_AI_REQUEST_STREAM: stream,
+                                              **identity}
+                for key_, value in params.items():
+                    if value is not None:
+                        attributes[key_] = value
+                span = tracer.start_span(name, current, kind=SpanKind.CLIENT,
+                                         attributes=attributes)
+                on_spans = settings.capture_on_spans and settings.capture_content
+                if on_spans and input_messages is not None and span.is_recording():
+                    span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(input_messages()))
+                is_rich = True
+        call = TracedCall(
+            span=span, settings=settings, trace_id=trace_id, task=task,
+            parent_trace_id=parent, request_model=model, prompt_text=text,
+            on_spans=on_spans, provider=provider, mode=mode,
+        )
+        call.served = served
+        call.adoption = adoption
         call.measure = measure
-        call.rich = True
+        call.rich = is_rich
         return call
     except Exception:
         logger.exception("Starting the span of an instrumented LLM call failed; not traced.")
         return None
+
+
+_MEASURES: dict[tuple[Any, ...], dict[str, Any]] = {}
+_MEASURES_MAX = 1024
 
 
 def _measure_of(
@@ -412,18 +461,21 @@ class TracedCall:
                 except Exception:
                     logger.exception("Recording the GenAI metrics of an LLM call failed.")
             return
-        try:
-            self.span.end()
-        except Exception:
-            logger.exception("Ending the span of an LLM call failed.")
-        try:
-            self._measure(data, error)
-        except Exception:
-            logger.exception("Recording the GenAI metrics of an LLM call failed.")
+        span = self.span
+        if type(span) is not NonRecordingSpan:  # whose end() does nothing
+            try:
+                span.end()
+            except Exception:
+                logger.exception("Ending the span of an LLM call failed.")
+        if self.measure is not None and metrics_observable():  # else `_measure` returns
+            try:
+                self._measure(data, error)
+            except Exception:
+                logger.exception("Recording the GenAI metrics of an LLM call failed.")
 
     def _measure(self, data: Extracted, error: str | None) -> None:
         measure = self.measure
-        if measure is None or not self.settings.enabled:
+        if measure is None or not self.settings.enabled or not metrics_observable():
             return
         attributes = dict(measure)
         if data.model:

@@ -85,9 +85,10 @@ def is_genai_span(span: Any) -> bool:
         return False
 
 
-def foreign_call_span() -> Span | None:
-    """The current span when another GenAI instrumentation traces this very call (outside us)."""
-    span = trace.get_current_span()
+def foreign_call_span(context: otel_context.Context | None = None) -> Span | None:
+    """The current span (of *context*, by default the current one) when another GenAI
+    instrumentation traces this very call (outside us)."""
+    span = trace.get_current_span(context)
     if span.is_recording() and is_genai_span(span):
         return span
     return None

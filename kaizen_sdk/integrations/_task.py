@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
 from kaizen_sdk._context import current_context
@@ -75,7 +75,8 @@ def _constant_name(frame: FrameType, text: str) -> str | None:
 
 
 def resolve_task(
-    texts: Sequence[str], task_map: Mapping[str, str], frame: FrameType | None
+    texts: Sequence[str], task_map: Mapping[str, str],
+    find_frame: Callable[[], FrameType | None] = caller_frame,
 ) -> str | None:
     """Name the task of a call that no ``@ct.task`` encloses, or None: it has none.
 
@@ -83,7 +84,8 @@ def resolve_task(
     entry for one of the texts; the ``task`` of the ``ct.context`` block the call runs in; a
     module-level string constant in the calling module whose value is one of the texts
     (``task_map`` may rename it by the constant's name, else its lower-cased name is the
-    task); else None (there is no catch-all task).
+    task); else None (there is no catch-all task). The calling module's frame comes from
+    *find_frame* (`caller_frame`), asked only when the first two have not answered.
     """
     if task_map:
         for text in texts:
@@ -93,6 +95,7 @@ def resolve_task(
     cctx = current_context()
     if cctx is not None and cctx.task is not None:
         return cctx.task
+    frame = find_frame() if texts else None
     if frame is not None:
         for text in texts:
             name = _constant_name(frame, text)

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from kaizen_sdk.integrations import _common
+from kaizen_sdk.integrations._coexist import IN_CALL
 from kaizen_sdk.integrations._common import (
     ChatStreamAccumulator,
     Extracted,
@@ -82,21 +83,40 @@ def _uninstrument() -> None:
 # --- wrappers ------------------------------------------------------------------------------
 
 
-def _peers(instance: Any, patched: tuple[Any, str]) -> tuple[bool, bool]:
-    """Whether another GenAI instrumentation's patch runs beneath / around this call of ours.
+def _peers_of(owner: Any, name: str) -> Callable[[Any], tuple[bool, bool]]:
+    """``peers(instance) -> (beneath, above)``: whether another GenAI instrumentation's patch
+    runs beneath / around a call of ``owner.name`` (our patched method).
 
     Beneath: the client's ``request`` method is patched (OpenInference traces there).
     Around: our patched method has been patched again on top of ours (OpenLLMetry, when
     instrumented after us, starts its Responses span only once the call has returned).
+    Both attributes are read on every call; what they are is worked out again only when one
+    is another object than last time (each kept with its answer in one tuple, so a thread
+    reads a consistent pair).
     """
-    try:
-        above = _common.genai_patch(vars(patched[0]).get(patched[1]))
-        # read on the class: a wrapt patch stays a wrapper (with its _self_wrapper) there
-        request = getattr(type(getattr(instance, "_client", None)), "request", None)
-        return _common.genai_patch(request), above
-    except Exception:
-        logger.debug("Looking for other openai instrumentations failed.", exc_info=True)
-        return False, False
+    seen: list[tuple[Any, bool]] = [(_UNSEEN, False), (_UNSEEN, False)]  # above, beneath
+    attributes = vars(owner)
+
+    def peers(instance: Any) -> tuple[bool, bool]:
+        try:
+            patch = attributes.get(name)
+            # read on the class: a wrapt patch stays a wrapper (with its _self_wrapper) there
+            request = getattr(type(getattr(instance, "_client", None)), "request", None)
+            above = seen[0]
+            if above[0] is not patch:
+                above = seen[0] = (patch, _common.genai_patch(patch))
+            beneath = seen[1]
+            if beneath[0] is not request:
+                beneath = seen[1] = (request, _common.genai_patch(request))
+            return beneath[1], above[1]
+        except Exception:
+            logger.debug("Looking for other openai instrumentations failed.", exc_info=True)
+            return False, False
+
+    return peers
+
+
+_UNSEEN = object()
 
 
 def _sync_wrapper(
@@ -104,14 +124,23 @@ def _sync_wrapper(
     patched: tuple[Any, str],
 ) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
+    peers = _peers_of(*patched)
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not switch.on or _common.in_instrumented_call():
+        if not switch.on or IN_CALL.get() is not None:  # in_instrumented_call(), inlined
             return wrapped(*args, **kwargs)
-        call = start(tracer, settings, instance, kwargs, wrapped, _peers(instance, patched))
+        call = start(tracer, settings, instance, kwargs, wrapped, peers(instance))
         if call is None:
             return wrapped(*args, **kwargs)
-        out = call.run(wrapped, args, kwargs)
+        # TracedCall.run, inlined (one frame less per call)
+        call.enter()
+        try:
+            out = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.exit()
         return _finish(call, api, kwargs, out, is_async=False)
 
     return wrapper
@@ -122,16 +151,25 @@ def _async_wrapper(
     patched: tuple[Any, str],
 ) -> Wrapper:
     start = _start_chat if api == "chat" else _start_responses
+    peers = _peers_of(*patched)
 
     async def wrapper(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not switch.on or _common.in_instrumented_call():
+        if not switch.on or IN_CALL.get() is not None:  # in_instrumented_call(), inlined
             return await wrapped(*args, **kwargs)
-        call = start(tracer, settings, instance, kwargs, wrapped, _peers(instance, patched))
+        call = start(tracer, settings, instance, kwargs, wrapped, peers(instance))
         if call is None:
             return await wrapped(*args, **kwargs)
-        out = await call.arun(wrapped, args, kwargs)
+        # TracedCall.arun, inlined: one coroutine per call, not two
+        call.enter()
+        try:
+            out = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.exit()
         return _finish(call, api, kwargs, out, is_async=True)
 
     return wrapper
@@ -141,7 +179,7 @@ def _finish(call: TracedCall, api: str, kwargs: Mapping[str, Any], out: Any, *,
             is_async: bool) -> Any:
     """End the call (or hand it to a stream proxy) and return what the application gets."""
     try:
-        if _raw(kwargs):
+        if kwargs.get("extra_headers") is not None and _raw(kwargs):
             # with_raw_response / with_streaming_response: an HTTP response object, which
             # the application parses itself; the span keeps the request side only.
             call.finish(Extracted())
@@ -163,7 +201,7 @@ def _finish(call: TracedCall, api: str, kwargs: Mapping[str, Any], out: Any, *,
 
 def _raw(kwargs: Mapping[str, Any]) -> bool:
     headers = kwargs.get("extra_headers")
-    if not isinstance(headers, Mapping):
+    if headers is None or not isinstance(headers, Mapping):
         return False
     return any(str(k).lower() == _RAW_HEADER for k in headers)
 
@@ -197,13 +235,14 @@ def _start_chat(
     try:
         rich = _common.rich(tracer, settings)
         messages = kwargs.get("messages")
+        model = kwargs.get("model")
         prompt, texts = _common.chat_prompt(messages)
         return _common.start_call(
             tracer,
             settings,
             operation="chat",
             provider=_PROVIDER,
-            model=_model(kwargs),
+            model=model if isinstance(model, str) else None,  # `_model`, inlined
             stream=kwargs.get("stream") is True,
             params=(
                 _params(kwargs, settings, "max_completion_tokens", "max_tokens",
@@ -217,6 +256,7 @@ def _start_chat(
             beneath=peers[0],
             above=peers[1],
             messages=messages,
+            spans_read=rich,
         )
     except Exception:
         logger.exception("Reading an openai chat request failed; not traced.")
@@ -274,6 +314,7 @@ def _start_responses(
             wrapped=wrapped,
             beneath=peers[0],
             above=peers[1],
+            spans_read=rich,
         )
     except Exception:
         logger.exception("Reading an openai responses request failed; not traced.")
