@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import uuid
@@ -81,6 +82,7 @@ def runs(local_server_module: LocalServer, standin: ProviderStandIn,
              str(standin.port), str(out_dir),
              *(f"{peer},{order},{tasks[lib, peer, order]}" for lib, peer, order in mine)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # its forked children are in its process group
         )
     out: dict[Any, Any] = {}
     try:
@@ -97,7 +99,7 @@ def runs(local_server_module: LocalServer, standin: ProviderStandIn,
     finally:
         for _mine, _out_dir, proc in procs.values():
             if proc.poll() is None:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     assert sorted(out) == sorted(SCENARIOS)
     return out
