@@ -2,12 +2,14 @@
 google-genai, run in a process of its own by ``test_provider_coexist.py`` (a global provider
 can be set only once per process, and these instrumentors do not all undo themselves).
 
-``python provider_coexist_app.py LIBRARY PEER ORDER STANDIN_PORT TASK`` instruments *PEER*
+``python provider_coexist_app.py LIBRARY STANDIN_PORT OUT_DIR PEER,ORDER,TASK ...`` runs each
+scenario (`main`) in a process of its own, forked from this one (`run_forked`), and writes its
+result to ``OUT_DIR/N.json`` (N counts the scenarios from 0). A scenario instruments *PEER*
 (``openllmetry`` or ``openinference`` for LIBRARY ``anthropic``, ``otel`` for ``gemini``)
 before (ORDER ``theirs-first``; the calls are then made once before ``ct.instrument``
 too, the peer's baseline) or after (``ours-first``) ``ct.instrument(...)``, or only kaizen
 (``ours-only``; anthropic's own tracing still runs), makes one
-call of each kind in `KINDS` in turn, and prints one JSON line: for each call, its
+call of each kind in `KINDS` in turn, and returns: for each call, its
 ``ct_trace_id``, the spans that ended while it ran, whether the OpenTelemetry context was the
 same after it as before, and whether kaizen's in-call mark was left set; then kaizen's
 delivery counts.
@@ -16,8 +18,13 @@ delivery counts.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import os
+import pathlib
 import sys
+import threading
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -267,5 +274,37 @@ def _metrics(reader: InMemoryMetricReader) -> list[dict[str, Any]]:
     return out
 
 
+def run_forked(library: str, port: str, out_dir: pathlib.Path,
+               scenarios: list[tuple[str, str, str]]) -> int:
+    """Import LIBRARY once, then run each (peer, order, task) scenario in a child forked from
+    this process, side by side; 0 when every child wrote its result.
+
+    Each child starts as a fresh process of that application would: the library imported and
+    nothing else done (no provider set, nothing instrumented, no thread started), without
+    importing the library again (anthropic's import alone costs ~1.8 s of CPU).
+    """
+    importlib.import_module("anthropic" if library == "anthropic" else "google.genai")
+    assert threading.active_count() == 1, threading.enumerate()
+    children = []
+    for n, (peer, order, task) in enumerate(scenarios):
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the parent's code
+            code = 1
+            try:
+                result = main(library, peer, order, port, task)
+                (out_dir / f"{n}.json").write_text(json.dumps(result))
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    return 0 if codes == [0] * len(children) else 1
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:6])))
+    sys.exit(run_forked(sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]),
+                        [(p, o, t) for p, o, t in (a.split(",") for a in sys.argv[4:])]))

@@ -1,7 +1,8 @@
 """kaizen beside other GenAI instrumentations of anthropic and google-genai, in either order.
 
 Each scenario runs ``provider_coexist_app.py`` in a process of its own (a global provider can
-be set once per process) against the provider stand-in and the local CT server: a sync, an
+be set once per process; each is forked, after the library's import, from one process per
+library) against the provider stand-in and the local CT server: a sync, an
 async, a streamed (sync and async) call and a stream that fails midway (sync and async).
 The peers: OpenLLMetry's and OpenInference's anthropic instrumentors, OpenTelemetry's
 google-genai instrumentor; and anthropic's own tracing (on by default in the SDK versions
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import uuid
@@ -56,8 +58,13 @@ def standin() -> Iterator[ProviderStandIn]:
 
 
 @pytest.fixture(scope="module")
-def runs(local_server_module: LocalServer, standin: ProviderStandIn) -> dict[Any, Any]:
-    """Every scenario's output: the processes run side by side, once for the module."""
+def runs(local_server_module: LocalServer, standin: ProviderStandIn,
+         tmp_path_factory: pytest.TempPathFactory) -> dict[Any, Any]:
+    """Every scenario's output: the processes run side by side, once for the module.
+
+    One process per library imports it and forks a child per scenario (anthropic's import
+    alone costs ~1.8 s of CPU, once instead of once per scenario).
+    """
     server = local_server_module
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "OTEL_",
                                                                       "ANTHROPIC_"))}
@@ -65,30 +72,36 @@ def runs(local_server_module: LocalServer, standin: ProviderStandIn) -> dict[Any
         KAIZEN_BASE_URL=server.base_url, KAIZEN_API_KEY=server.api_key,
         PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]),
     )
+    tasks = {scenario: f"pco-{uuid.uuid4().hex[:10]}" for scenario in SCENARIOS}
     procs = {}
-    for scenario in SCENARIOS:
-        task = f"pco-{uuid.uuid4().hex[:10]}"
-        procs[scenario] = task, subprocess.Popen(
-            [sys.executable, str(HERE / "provider_coexist_app.py"), *scenario,
-             str(standin.port), task],
+    for library in dict.fromkeys(scenario[0] for scenario in SCENARIOS):
+        mine = [scenario for scenario in SCENARIOS if scenario[0] == library]
+        out_dir = tmp_path_factory.mktemp(f"pco-{library}")
+        procs[library] = mine, out_dir, subprocess.Popen(
+            [sys.executable, str(HERE / "provider_coexist_app.py"), library,
+             str(standin.port), str(out_dir),
+             *(f"{peer},{order},{tasks[lib, peer, order]}" for lib, peer, order in mine)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # its forked children are in its process group
         )
     out: dict[Any, Any] = {}
     try:
-        for scenario, (task, proc) in procs.items():
-            stdout, stderr = proc.communicate(timeout=180)
+        for mine, out_dir, proc in procs.values():
+            _stdout, stderr = proc.communicate(timeout=180)
             assert proc.returncode == 0, stderr
-            result = json.loads(stdout.strip().splitlines()[-1])
-            result["task"] = task
-            with CTClient(base_url=server.base_url, api_key=server.api_key) as reader:
-                result["stored"] = [str(t.id) for t in reader.list_traces(task_id=task,
-                                                                         limit=100)]
-            out[scenario] = result
+            for n, scenario in enumerate(mine):
+                result = json.loads((out_dir / f"{n}.json").read_text())
+                result["task"] = task = tasks[scenario]
+                with CTClient(base_url=server.base_url, api_key=server.api_key) as reader:
+                    result["stored"] = [str(t.id) for t in reader.list_traces(task_id=task,
+                                                                             limit=100)]
+                out[scenario] = result
     finally:
-        for _task, proc in procs.values():
+        for _mine, _out_dir, proc in procs.values():
             if proc.poll() is None:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+    assert sorted(out) == sorted(SCENARIOS)
     return out
 
 

@@ -17,9 +17,14 @@ JobWaiter = Callable[[httpx.Client, str], dict[str, Any]]
 
 @pytest.fixture
 def client(local_server: LocalServer) -> Iterator[httpx.Client]:
-    """An httpx client for the shared local server, sending its API key."""
+    """An httpx client for the shared local server, sending its API key.
+
+    Plain HTTP on loopback: ``verify=False`` spares httpx loading the CA bundle for each
+    client, ~23 ms of CPU (this fixture is made some 300 times a run).
+    """
     with httpx.Client(
-        base_url=local_server.base_url, headers={"X-API-Key": local_server.api_key}, timeout=10
+        base_url=local_server.base_url, headers={"X-API-Key": local_server.api_key}, timeout=10,
+        verify=False,
     ) as c:
         yield c
 

@@ -427,7 +427,8 @@ def test_missing_or_wrong_key_is_401(
 ) -> None:
     headers = {} if key is None else {"X-API-Key": key}
     resp = httpx.request(method, f"{local_server.base_url}{path}", headers=headers,
-                         json={"task_id": "x", "name": "x"})
+                         json={"task_id": "x", "name": "x"},
+                         verify=False)  # plain HTTP: no CA bundle to load (~23 ms of CPU)
     err = _ok(resp, 401, m.ErrorBody)
     assert "X-API-Key" in (err.detail or "")
     assert local_server.api_key not in resp.text
