@@ -224,22 +224,7 @@ def memory_litellm_call(answer: bytes, *, is_async: bool) -> Callable[[int], Non
         "api_base": "http://llm.test/v1", "client": client, "stream": True,
         "stream_options": {"include_usage": True},
     }
-    if not is_async:
-
-        def run(n: int) -> None:
-            for _ in range(n):
-                for _chunk in litellm.completion(**kwargs):
-                    pass
-
-        return run
-    loop = asyncio.new_event_loop()
-
-    async def many(n: int) -> None:
-        for _ in range(n):
-            async for _chunk in await litellm.acompletion(**kwargs):
-                pass
-
-    return lambda n: loop.run_until_complete(many(n))
+    return _litellm_runner(kwargs, is_async=is_async)
 
 
 def memory_call(answer: bytes, *, stream: bool, is_async: bool) -> Callable[[int], None]:
@@ -248,29 +233,8 @@ def memory_call(answer: bytes, *, stream: bool, is_async: bool) -> Callable[[int
     kwargs: dict[str, Any] = {"model": "m", "messages": MESSAGES}
     if stream:
         kwargs.update(stream=True, stream_options={"include_usage": True})
-    if not is_async:
-        client = memory_client(answer, stream=stream, is_async=False)
-
-        def run(n: int) -> None:
-            for _ in range(n):
-                out = client.chat.completions.create(**kwargs)
-                if stream:
-                    for _chunk in out:
-                        pass
-
-        return run
-
-    aclient = memory_client(answer, stream=stream, is_async=True)
-    loop = asyncio.new_event_loop()
-
-    async def many(n: int) -> None:
-        for _ in range(n):
-            out = await aclient.chat.completions.create(**kwargs)
-            if stream:
-                async for _chunk in out:
-                    pass
-
-    return lambda n: loop.run_until_complete(many(n))
+    client = memory_client(answer, stream=stream, is_async=is_async)
+    return _openai_runner(client, kwargs, stream=stream, is_async=is_async)
 
 
 def kaizen_variant(ct_base_url: str, api_key: str = "bench-key") -> Variant:
@@ -315,12 +279,59 @@ def kaizen_litellm_variant(ct_base_url: str, api_key: str = "bench-key") -> Vari
 def litellm_stream_call(openai_base_url: str, *, is_async: bool = False) -> Callable[[int], None]:
     """``run(n)``: *n* streamed ``litellm`` completions (an ``openai/`` model, usage included,
     read to the end) against the OpenAI stand-in."""
-    import litellm
 
     kwargs: dict[str, Any] = {
         "model": "openai/m", "messages": MESSAGES, "api_base": openai_base_url,
         "api_key": "sk-bench", "stream": True, "stream_options": {"include_usage": True},
     }
+    return _litellm_runner(kwargs, is_async=is_async)
+
+
+def openai_call(
+    openai_base_url: str, *, stream: bool = False, is_async: bool = False
+) -> Callable[[int], None]:
+    """A batch runner: ``run(n)`` makes *n* chat completions against the stand-in."""
+    import openai
+
+    kwargs: dict[str, Any] = {"model": "m", "messages": MESSAGES}
+    if stream:
+        kwargs.update(stream=True, stream_options={"include_usage": True})
+    kind = openai.AsyncOpenAI if is_async else openai.OpenAI
+    client = kind(base_url=openai_base_url, api_key="sk-bench", max_retries=0)
+    return _openai_runner(client, kwargs, stream=stream, is_async=is_async)
+
+
+def _openai_runner(client: Any, kwargs: dict[str, Any], *, stream: bool,
+                   is_async: bool) -> Callable[[int], None]:
+    """``run(n)``: *n* ``client.chat.completions.create(**kwargs)``, streams read to the end
+    (an async *client* on an event loop of its own)."""
+    if not is_async:
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                out = client.chat.completions.create(**kwargs)
+                if stream:
+                    for _chunk in out:
+                        pass
+
+        return run
+    loop = asyncio.new_event_loop()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            out = await client.chat.completions.create(**kwargs)
+            if stream:
+                async for _chunk in out:
+                    pass
+
+    return lambda n: loop.run_until_complete(many(n))
+
+
+def _litellm_runner(kwargs: dict[str, Any], *, is_async: bool) -> Callable[[int], None]:
+    """``run(n)``: *n* streamed ``litellm.completion(**kwargs)`` (``acompletion`` on an event
+    loop of its own), read to the end."""
+    import litellm
+
     if not is_async:
 
         def run(n: int) -> None:
@@ -337,43 +348,6 @@ def litellm_stream_call(openai_base_url: str, *, is_async: bool = False) -> Call
                 pass
 
     return lambda n: loop.run_until_complete(many(n))
-
-
-def openai_call(
-    openai_base_url: str, *, stream: bool = False, is_async: bool = False
-) -> Callable[[int], None]:
-    """A batch runner: ``run(n)`` makes *n* chat completions against the stand-in."""
-    import openai
-
-    kwargs: dict[str, Any] = {"model": "m", "messages": MESSAGES}
-    if stream:
-        kwargs.update(stream=True, stream_options={"include_usage": True})
-    if not is_async:
-        client = openai.OpenAI(base_url=openai_base_url, api_key="sk-bench", max_retries=0)
-
-        def run(n: int) -> None:
-            for _ in range(n):
-                out = client.chat.completions.create(**kwargs)
-                if stream:
-                    for _chunk in out:
-                        pass
-
-        return run
-
-    aclient = openai.AsyncOpenAI(base_url=openai_base_url, api_key="sk-bench", max_retries=0)
-    loop = asyncio.new_event_loop()
-
-    async def many(n: int) -> None:
-        for _ in range(n):
-            out = await aclient.chat.completions.create(**kwargs)
-            if stream:
-                async for _chunk in out:
-                    pass
-
-    def run_async(n: int) -> None:
-        loop.run_until_complete(many(n))
-
-    return run_async
 
 
 def _timed(batch: Callable[[int], None], calls: int, variant: Variant | None) -> float:
