@@ -452,22 +452,15 @@ class TracedCall:
             self._attach(data, error=error)
         except Exception:
             logger.exception("Handing the CT record of an LLM call over failed.")
-        if self.mode != _OWN:
-            # the other instrumentation ends its span and records its metrics (unless it
-            # records none: then `measure` is set, see start_call's own_metrics)
-            if self.measure is not None:
-                try:
-                    self._measure(data, error)
-                except Exception:
-                    logger.exception("Recording the GenAI metrics of an LLM call failed.")
-            return
+        # another instrumentation's span (mode not _OWN) is its to end, with its metrics
+        # (unless it records none: then `measure` is set, see start_call's own_metrics)
         span = self.span
-        if type(span) is not NonRecordingSpan:  # whose end() does nothing
+        if self.mode == _OWN and type(span) is not NonRecordingSpan:  # whose end() is a no-op
             try:
                 span.end()
             except Exception:
                 logger.exception("Ending the span of an LLM call failed.")
-        if self.measure is not None and metrics_observable():  # else `_measure` returns
+        if self.measure is not None and metrics_observable():
             try:
                 self._measure(data, error)
             except Exception:
@@ -475,7 +468,7 @@ class TracedCall:
 
     def _measure(self, data: Extracted, error: str | None) -> None:
         measure = self.measure
-        if measure is None or not self.settings.enabled or not metrics_observable():
+        if measure is None or not self.settings.enabled:
             return
         attributes = dict(measure)
         if data.model:
