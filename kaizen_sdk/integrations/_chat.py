@@ -189,7 +189,7 @@ class ChatStreamAccumulator:
                 if data.model is None:
                     data.model = nonempty_str(chunk.model)
         except AttributeError:
-            self._add_object(chunk)
+            self._add_any(chunk)
             return
         closing = usage is not None
         for choice in choices or ():
@@ -277,48 +277,30 @@ class ChatStreamAccumulator:
             chat_usage(data, usage)
 
     def _add_other(self, chunk: Any, reads: int | None) -> None:
-        if reads is None:
+        if reads is None:  # a chunk class not seen yet
             reads = dict_reads(type(chunk), _CHUNK_NAMES, _CHUNK_READS)
-            if reads == _FIELDS_ONLY:
-                self.add(chunk)
-                return
-        if not reads:  # a mapping, or an object that is not a plain pydantic model
-            if isinstance(chunk, dict):
-                self._add_mapping(chunk)
-            else:
-                self._add_object(chunk)
-            return
-        # litellm's chunks: fields partly pydantic extras, read from both dicts
-        fields = chunk.__dict__
-        extra = chunk.__pydantic_extra__ or _NO_EXTRAS
-        data = self.data
-        if data.response_id is None:
-            data.response_id = nonempty_str(_read(fields, extra, "id"))
-        if data.model is None:
-            data.model = nonempty_str(_read(fields, extra, "model"))
-        if data.system_fingerprint is None:
-            data.system_fingerprint = nonempty_str(_read(fields, extra, "system_fingerprint"))
-        if data.service_tier is None:
-            data.service_tier = nonempty_str(_read(fields, extra, "service_tier"))
-        for choice in _read(fields, extra, "choices") or ():
-            self._add_choice(choice)
-        usage = _read(fields, extra, "usage")
-        if usage is not None:
-            chat_usage(data, usage)
+        if reads == _FIELDS_ONLY:
+            self.add(chunk)
+        elif reads == _FIELDS_THEN_EXTRAS:
+            self.add_fields(chunk)
+        else:
+            self._add_any(chunk)
 
-    def _add_object(self, chunk: Any) -> None:
+    def _add_any(self, chunk: Any) -> None:
+        """A chunk that is a mapping, or an object other than a plain pydantic model (or one
+        missing a declared field): read by key or attribute."""
         data = self.data
         if data.response_id is None:
-            data.response_id = nonempty_str(getattr(chunk, "id", None))
+            data.response_id = nonempty_str(get_field(chunk, "id"))
         if data.model is None:
-            data.model = nonempty_str(getattr(chunk, "model", None))
+            data.model = nonempty_str(get_field(chunk, "model"))
         if data.system_fingerprint is None:
-            data.system_fingerprint = nonempty_str(getattr(chunk, "system_fingerprint", None))
+            data.system_fingerprint = nonempty_str(get_field(chunk, "system_fingerprint"))
         if data.service_tier is None:
-            data.service_tier = nonempty_str(getattr(chunk, "service_tier", None))
-        for choice in getattr(chunk, "choices", None) or ():
+            data.service_tier = nonempty_str(get_field(chunk, "service_tier"))
+        for choice in get_field(chunk, "choices") or ():
             self._add_choice(choice)
-        usage = getattr(chunk, "usage", None)
+        usage = get_field(chunk, "usage")
         if usage is not None:
             chat_usage(data, usage)
 
@@ -346,22 +328,6 @@ class ChatStreamAccumulator:
             reason = get_field(choice, "finish_reason")
         if isinstance(reason, str) and isinstance(index, int):
             self.reasons[index] = reason
-
-    def _add_mapping(self, chunk: Any) -> None:
-        data = self.data
-        if data.response_id is None:
-            data.response_id = nonempty_str(get_field(chunk, "id"))
-        if data.model is None:
-            data.model = nonempty_str(get_field(chunk, "model"))
-        if data.system_fingerprint is None:
-            data.system_fingerprint = nonempty_str(get_field(chunk, "system_fingerprint"))
-        if data.service_tier is None:
-            data.service_tier = nonempty_str(get_field(chunk, "service_tier"))
-        for choice in get_field(chunk, "choices") or ():
-            self._add_choice(choice)
-        usage = get_field(chunk, "usage")
-        if usage is not None:
-            chat_usage(data, usage)
 
     def collect(self) -> Extracted:
         data = self.data
