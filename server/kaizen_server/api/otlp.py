@@ -761,24 +761,27 @@ def _event_messages(events: Sequence[tuple[str, dict[str, Any]]]
     return inputs, response
 
 
+def _side_text(attrs: Mapping[str, Any], messages: str, legacy: str,
+               openinference: str) -> str | None:
+    """The text of one side of a call (input or output) from its span attributes: the
+    current conventions' *messages* JSON, else the legacy indexed *legacy*.N.role/content,
+    else OpenInference's indexed *openinference*.N.message.role/content."""
+    raw = attrs.get(messages)
+    found, text = _current_text(raw) if isinstance(raw, str) else (False, None)
+    if found:
+        return text
+    return _prompt(
+        _messages(raw)
+        or _indexed(attrs, legacy, "role", "content")
+        or _indexed(attrs, openinference, "message.role", "message.content")
+    )
+
+
 def _content(span: SpanData) -> tuple[str | None, str | None]:
     attrs = span.attributes
-    raw = attrs.get("gen_ai.input.messages")
-    found, prompt = _current_text(raw) if isinstance(raw, str) else (False, None)
-    if not found:
-        prompt = _prompt(
-            _messages(raw)
-            or _indexed(attrs, "gen_ai.prompt", "role", "content")
-            or _indexed(attrs, "llm.input_messages", "message.role", "message.content")
-        )
-    raw = attrs.get("gen_ai.output.messages")
-    found, response = _current_text(raw) if isinstance(raw, str) else (False, None)
-    if not found:
-        response = _prompt(
-            _messages(raw)
-            or _indexed(attrs, "gen_ai.completion", "role", "content")
-            or _indexed(attrs, "llm.output_messages", "message.role", "message.content")
-        )
+    prompt = _side_text(attrs, "gen_ai.input.messages", "gen_ai.prompt", "llm.input_messages")
+    response = _side_text(attrs, "gen_ai.output.messages", "gen_ai.completion",
+                          "llm.output_messages")
     if (prompt is None or response is None) and span.events:
         event_inputs, event_response = _event_messages(span.events)
         prompt = prompt if prompt is not None else _prompt(event_inputs)
